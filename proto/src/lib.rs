@@ -1,0 +1,26 @@
+//! Sans-IO MQTT for Switchboard: the codec for every MQTT 3.1.1 and 5.0 packet, topic rules
+//! and matching, and the per-connection protocol state machine.
+//!
+//! Nothing here touches a socket or a clock: bytes go in, packets come out, and every
+//! time-dependent call takes `now`. The broker, the client SDK, the bench tool and the
+//! fuzzers all drive the same code.
+//!
+//! Modules:
+//! - [`packet`]: framing and one type per control packet.
+//! - [`properties`]: MQTT 5 properties, validated per packet type.
+//! - [`topic`]: topic name and filter validation, matching, shared subscriptions.
+//! - [`session`]: the server side of one connection as a state machine.
+
+mod codec;
+mod error;
+pub mod packet;
+pub mod properties;
+mod reason;
+pub mod session;
+pub mod topic;
+
+pub use codec::{VARINT_MAX, decode_varint, varint_len};
+pub use error::DecodeError;
+pub use packet::*;
+pub use properties::Properties;
+pub use reason::ReasonCode;

@@ -1,0 +1,90 @@
+//! PUBLISH (spec §3.3).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{QoS, Version, read_pkid};
+use crate::DecodeError;
+use crate::codec::{Reader, put_str, str_len};
+use crate::properties::{Properties, PropertyContext};
+
+/// An application message on its way between client and server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// May be empty in MQTT 5 when a topic alias stands for it.
+    pub topic: String,
+    /// Zero for QoS 0.
+    pub pkid: u16,
+    pub properties: Properties,
+    pub payload: Bytes,
+}
+
+impl Publish {
+    pub(crate) fn decode(header: u8, r: &mut Reader, v: Version) -> Result<Self, DecodeError> {
+        let dup = header & 0x08 != 0;
+        let qos = QoS::from_u8((header >> 1) & 0x03)
+            .ok_or(DecodeError::Malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3"))?;
+        let retain = header & 0x01 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::Malformed(
+                "[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH",
+            ));
+        }
+        let topic = r.string()?;
+        if !topic.is_empty() || !v.is_v5() {
+            crate::topic::validate_topic_name(&topic).map_err(DecodeError::TopicName)?;
+        }
+        let pkid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            read_pkid(r)?
+        };
+        let properties = if v.is_v5() {
+            Properties::decode(r, PropertyContext::Publish)?
+        } else {
+            Properties::default()
+        };
+        let payload = r.rest();
+        if properties.payload_format_indicator == Some(1) && std::str::from_utf8(&payload).is_err()
+        {
+            return Err(DecodeError::PayloadFormat);
+        }
+        Ok(Publish {
+            dup,
+            qos,
+            retain,
+            topic,
+            pkid,
+            properties,
+            payload,
+        })
+    }
+
+    pub(crate) fn header(&self) -> u8 {
+        0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    pub(crate) fn body_len(&self, v: Version) -> usize {
+        let mut n = str_len(&self.topic) + self.payload.len();
+        if self.qos != QoS::AtMostOnce {
+            n += 2;
+        }
+        if v.is_v5() {
+            n += self.properties.wire_len();
+        }
+        n
+    }
+
+    pub(crate) fn write_body(&self, v: Version, buf: &mut BytesMut) {
+        put_str(buf, &self.topic);
+        if self.qos != QoS::AtMostOnce {
+            buf.put_u16(self.pkid);
+        }
+        if v.is_v5() {
+            self.properties.encode(buf);
+        }
+        buf.put_slice(&self.payload);
+    }
+}

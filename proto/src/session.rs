@@ -1,0 +1,669 @@
+//! The server side of one MQTT connection as a sans-IO state machine, in the style of
+//! `quinn-proto`: bytes are pushed in with [`ServerSession::handle_read`], outgoing bytes are
+//! pulled with [`ServerSession::take_transmit`], events for the broker are pulled with
+//! [`ServerSession::poll_event`], and time only enters through `now` arguments.
+//!
+//! The machine owns what the protocol itself requires of a connection: the CONNECT handshake
+//! order, keep-alive (the peer is dead after 1.5 × the keep-alive without a packet), the QoS 1
+//! and 2 flows in both directions with their packet identifiers, the Receive Maximum windows
+//! both ways, topic aliases both ways, and the Maximum Packet Size the client announced. The
+//! broker decides everything else (authentication, routing, storage) and answers through
+//! methods such as [`ServerSession::accept`] and [`ServerSession::ack_publish`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::packet::*;
+use crate::properties::Properties;
+use crate::{DecodeError, ReasonCode};
+
+/// Limits this server applies to one connection.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Largest packet accepted from the client.
+    pub max_packet_size: u32,
+    /// Incoming QoS 1/2 publishes the client may have unacknowledged at once.
+    pub receive_maximum: u16,
+    /// Topic aliases the client may use towards us.
+    pub topic_alias_maximum: u16,
+    /// Outgoing QoS 1/2 publishes awaiting acknowledgement, further capped by the client's
+    /// Receive Maximum.
+    pub max_inflight: u16,
+    /// Topic aliases we use towards the client, capped by what it allows.
+    pub outgoing_topic_aliases: u16,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_inflight: 1024,
+            outgoing_topic_aliases: 64,
+        }
+    }
+}
+
+/// A protocol violation: the connection must end with this reason code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} ({code})")]
+pub struct Violation {
+    pub code: ReasonCode,
+    pub reason: &'static str,
+}
+
+impl Violation {
+    fn new(code: ReasonCode, reason: &'static str) -> Self {
+        Violation { code, reason }
+    }
+}
+
+impl From<DecodeError> for Violation {
+    fn from(e: DecodeError) -> Self {
+        let reason = match e {
+            DecodeError::Malformed(s)
+            | DecodeError::Protocol(s)
+            | DecodeError::TopicName(s)
+            | DecodeError::TopicFilter(s) => s,
+            DecodeError::TooLarge { .. } => "[MQTT-3.2.2-15] packet exceeds maximum packet size",
+            DecodeError::UnsupportedVersion(_) => "unsupported protocol version",
+            DecodeError::PayloadFormat => "[MQTT-3.3.2-4] payload is not valid UTF-8",
+        };
+        Violation::new(e.reason_code(), reason)
+    }
+}
+
+/// What the broker must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The client asks to connect; answer with [`ServerSession::accept`] or
+    /// [`ServerSession::reject`].
+    Connect(Box<Connect>),
+    /// An application message to route. For QoS 1/2 answer with
+    /// [`ServerSession::ack_publish`] once it is routed (and stored).
+    Publish(Publish),
+    /// Answer with [`ServerSession::send_suback`].
+    Subscribe(Subscribe),
+    /// Answer with [`ServerSession::send_unsuback`].
+    Unsubscribe(Unsubscribe),
+    /// The client ended the connection with DISCONNECT.
+    Disconnect(Disconnect),
+    /// An outgoing QoS 1/2 message was fully acknowledged by the client.
+    Delivered { pkid: u16 },
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    AwaitAck(Publish),
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitComp,
+}
+
+/// The packet identifier state that survives the connection in a persistent session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InflightState {
+    /// Outgoing messages not yet completed, in the order they were first sent.
+    pub outbound: Vec<(u16, Outbound)>,
+    /// Incoming QoS 2 packet identifiers whose PUBREL has not arrived.
+    pub awaiting_rel: Vec<u16>,
+}
+
+/// Why an outgoing publish was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// [MQTT-3.1.2-25] larger than the client's Maximum Packet Size: discarded as if delivered.
+    #[error("larger than the client's maximum packet size")]
+    TooLarge,
+    /// The inflight window is full; try again after an acknowledgement.
+    #[error("inflight window full")]
+    WindowFull,
+    /// The connection is not in the connected state.
+    #[error("not connected")]
+    NotConnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitConnect,
+    Connecting,
+    Connected,
+    Closed,
+}
+
+/// What the broker grants in CONNACK.
+#[derive(Debug, Clone, Default)]
+pub struct Accept {
+    pub session_present: bool,
+    /// Properties to add to CONNACK (assigned client id, session expiry, reason string...).
+    /// The machine fills in receive maximum, topic alias maximum, maximum packet size and
+    /// server keep alive itself.
+    pub properties: Properties,
+    /// Overrides the client's keep-alive (MQTT 5 Server Keep Alive; silently for 3.1.1).
+    pub server_keep_alive: Option<u16>,
+    /// State of a resumed session: unacknowledged messages are sent again.
+    pub resume: Option<InflightState>,
+}
+
+/// Server side of one connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    limits: SessionLimits,
+    state: State,
+    version: Version,
+    keep_alive: Duration,
+    last_read: Instant,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    /// Client's limits towards us.
+    client_receive_max: u16,
+    client_max_packet: u32,
+    client_alias_max: u16,
+    connect_session_expiry: u32,
+    /// Outgoing inflight by packet identifier, plus order of first send.
+    outbound: HashMap<u16, Outbound>,
+    outbound_order: VecDeque<u16>,
+    next_pkid: u16,
+    /// Incoming QoS 1/2 not yet acknowledged by the broker (pkid → qos).
+    incoming_unacked: HashMap<u16, QoS>,
+    /// Incoming QoS 2 acknowledged with PUBREC, awaiting PUBREL.
+    awaiting_rel: HashSet<u16>,
+    aliases_in: HashMap<u16, String>,
+    aliases_out: HashMap<String, u16>,
+}
+
+impl ServerSession {
+    pub fn new(limits: SessionLimits, now: Instant) -> Self {
+        ServerSession {
+            limits,
+            state: State::AwaitConnect,
+            version: Version::V5,
+            keep_alive: Duration::ZERO,
+            last_read: now,
+            out: BytesMut::with_capacity(4096),
+            events: VecDeque::new(),
+            client_receive_max: u16::MAX,
+            client_max_packet: u32::MAX,
+            client_alias_max: 0,
+            connect_session_expiry: 0,
+            outbound: HashMap::new(),
+            outbound_order: VecDeque::new(),
+            next_pkid: 1,
+            incoming_unacked: HashMap::new(),
+            awaiting_rel: HashSet::new(),
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+        }
+    }
+
+    /// The protocol version (valid once CONNECT arrived).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// True once CONNACK with success has been queued and until the connection closes.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// True once the connection is over (DISCONNECT either way, or a violation).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Decodes and handles every complete packet in `buf`. Stops after CONNECT until the
+    /// broker accepts it; call again then with the same buffer.
+    pub fn handle_read(&mut self, now: Instant, buf: &mut BytesMut) -> Result<(), Violation> {
+        loop {
+            if matches!(self.state, State::Connecting | State::Closed) {
+                return Ok(());
+            }
+            let max = self.limits.max_packet_size as usize;
+            let Some(packet) = Packet::read(buf, self.version, max)? else {
+                return Ok(());
+            };
+            self.last_read = now;
+            self.handle_packet(packet)?;
+        }
+    }
+
+    fn handle_packet(&mut self, packet: Packet) -> Result<(), Violation> {
+        if self.state == State::AwaitConnect {
+            let Packet::Connect(connect) = packet else {
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.1.0-1] first packet is not CONNECT",
+                ));
+            };
+            self.version = connect.version;
+            self.state = State::Connecting;
+            self.events.push_back(Event::Connect(connect));
+            return Ok(());
+        }
+        match packet {
+            Packet::Connect(_) => Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.1.0-2] second CONNECT",
+            )),
+            Packet::Publish(p) => self.handle_publish(p),
+            Packet::PubAck(r) => self.handle_puback(r.pkid, QoS::AtLeastOnce),
+            Packet::PubRec(r) => self.handle_pubrec(r),
+            Packet::PubRel(r) => {
+                let code = if self.awaiting_rel.remove(&r.pkid) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                self.send_pub_response(PubKind::Comp, r.pkid, code);
+                Ok(())
+            }
+            Packet::PubComp(r) => self.handle_puback(r.pkid, QoS::ExactlyOnce),
+            Packet::Subscribe(s) => {
+                self.events.push_back(Event::Subscribe(s));
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.events.push_back(Event::Unsubscribe(u));
+                Ok(())
+            }
+            Packet::PingReq => {
+                Packet::PingResp.encode(self.version, &mut self.out);
+                Ok(())
+            }
+            Packet::Disconnect(d) => {
+                if self.connect_session_expiry == 0
+                    && d.properties.session_expiry_interval.is_some_and(|e| e > 0)
+                {
+                    return Err(Violation::new(
+                        ReasonCode::ProtocolError,
+                        "[MQTT-3.14.2-2] session expiry set on DISCONNECT after 0 in CONNECT",
+                    ));
+                }
+                self.state = State::Closed;
+                self.events.push_back(Event::Disconnect(d));
+                Ok(())
+            }
+            Packet::Auth(_) => Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.12.0-1] AUTH without an authentication method",
+            )),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "client sent a packet only a server may send",
+                ))
+            }
+        }
+    }
+
+    fn handle_publish(&mut self, mut p: Publish) -> Result<(), Violation> {
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.limits.topic_alias_maximum {
+                return Err(Violation::new(
+                    ReasonCode::TopicAliasInvalid,
+                    "[MQTT-3.3.2-8] topic alias is 0 or above the maximum",
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(t) => p.topic.clone_from(t),
+                    None => {
+                        return Err(Violation::new(
+                            ReasonCode::ProtocolError,
+                            "[MQTT-3.3.4-?] topic alias not yet mapped",
+                        ));
+                    }
+                }
+            } else {
+                self.aliases_in.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return Err(Violation::new(
+                ReasonCode::ProtocolError,
+                "[MQTT-3.3.2-1] empty topic name without a topic alias",
+            ));
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                if p.qos == QoS::ExactlyOnce && self.awaiting_rel.contains(&p.pkid) {
+                    // A resend of a message already received: acknowledge, don't deliver twice.
+                    self.send_pub_response(PubKind::Rec, p.pkid, ReasonCode::Success);
+                    return Ok(());
+                }
+                if self.incoming_unacked.contains_key(&p.pkid) {
+                    // Still being routed; the acknowledgement will follow.
+                    return Ok(());
+                }
+                if self.incoming_unacked.len() + self.awaiting_rel.len()
+                    >= usize::from(self.limits.receive_maximum)
+                {
+                    return Err(Violation::new(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        "[MQTT-3.3.4-9] more unacknowledged QoS 1/2 publishes than Receive Maximum",
+                    ));
+                }
+                self.incoming_unacked.insert(p.pkid, p.qos);
+            }
+        }
+        self.events.push_back(Event::Publish(p));
+        Ok(())
+    }
+
+    fn handle_puback(&mut self, pkid: u16, expect: QoS) -> Result<(), Violation> {
+        let ok = match self.outbound.get(&pkid) {
+            Some(Outbound::AwaitAck(p)) => expect == QoS::AtLeastOnce && p.qos == expect,
+            Some(Outbound::AwaitComp) => expect == QoS::ExactlyOnce,
+            None => false,
+        };
+        if ok {
+            self.outbound.remove(&pkid);
+            self.outbound_order.retain(|&id| id != pkid);
+            self.events.push_back(Event::Delivered { pkid });
+        }
+        // An acknowledgement for an unknown identifier is ignored: it may be a late
+        // duplicate after a resend.
+        Ok(())
+    }
+
+    fn handle_pubrec(&mut self, r: PubResponse) -> Result<(), Violation> {
+        match self.outbound.get(&r.pkid) {
+            Some(Outbound::AwaitAck(p)) if p.qos == QoS::ExactlyOnce => {
+                if r.code.is_error() {
+                    // [MQTT-4.3.3] the client refused it: the flow ends here.
+                    self.outbound.remove(&r.pkid);
+                    self.outbound_order.retain(|&id| id != r.pkid);
+                    self.events.push_back(Event::Delivered { pkid: r.pkid });
+                } else {
+                    self.outbound.insert(r.pkid, Outbound::AwaitComp);
+                    self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);
+                }
+            }
+            Some(Outbound::AwaitComp) => {
+                self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success)
+            }
+            _ => {
+                if self.version.is_v5() {
+                    self.send_pub_response(
+                        PubKind::Rel,
+                        r.pkid,
+                        ReasonCode::PacketIdentifierNotFound,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepts the pending CONNECT: queues CONNACK and resends a resumed session's inflight.
+    pub fn accept(&mut self, connect: &Connect, mut accept: Accept) {
+        let p = &connect.properties;
+        self.client_receive_max = p.receive_maximum.unwrap_or(u16::MAX);
+        self.client_max_packet = p.maximum_packet_size.unwrap_or(u32::MAX);
+        self.client_alias_max = p
+            .topic_alias_maximum
+            .unwrap_or(0)
+            .min(self.limits.outgoing_topic_aliases);
+        self.connect_session_expiry = p.session_expiry_interval.unwrap_or(0);
+        let keep_alive = accept.server_keep_alive.unwrap_or(connect.keep_alive);
+        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        if self.version.is_v5() {
+            let props = &mut accept.properties;
+            props.receive_maximum = Some(self.limits.receive_maximum);
+            props.maximum_packet_size = Some(self.limits.max_packet_size);
+            if self.limits.topic_alias_maximum > 0 {
+                props.topic_alias_maximum = Some(self.limits.topic_alias_maximum);
+            }
+            if accept.server_keep_alive.is_some() {
+                props.server_keep_alive = Some(keep_alive);
+            }
+        }
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: accept.session_present,
+            code: ReasonCode::Success,
+            properties: if self.version.is_v5() {
+                accept.properties
+            } else {
+                Properties::default()
+            },
+        });
+        connack.encode(self.version, &mut self.out);
+        self.state = State::Connected;
+        if let Some(resume) = accept.resume {
+            self.awaiting_rel.extend(resume.awaiting_rel);
+            for (pkid, ob) in resume.outbound {
+                match &ob {
+                    Outbound::AwaitAck(p) => {
+                        let mut p = p.clone();
+                        p.dup = true;
+                        p.pkid = pkid;
+                        self.encode_publish(p);
+                    }
+                    Outbound::AwaitComp => {
+                        self.send_pub_response(PubKind::Rel, pkid, ReasonCode::Success)
+                    }
+                }
+                self.outbound.insert(pkid, ob);
+                self.outbound_order.push_back(pkid);
+                self.next_pkid = pkid.wrapping_add(1).max(1);
+            }
+        }
+    }
+
+    /// Refuses the pending CONNECT with `code` (mapped to a 3.1.1 return code as needed).
+    pub fn reject(&mut self, code: ReasonCode, reason: Option<String>) {
+        let properties = Properties {
+            reason_string: reason.filter(|_| self.version.is_v5()),
+            ..Properties::default()
+        };
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            code,
+            properties,
+        })
+        .encode(self.version, &mut self.out);
+        self.state = State::Closed;
+    }
+
+    /// Ends the connection from the server side: a DISCONNECT with `code` for MQTT 5
+    /// clients (3.1.1 has no server DISCONNECT; the connection just closes).
+    pub fn disconnect(&mut self, code: ReasonCode, reason: Option<&str>) {
+        if self.state == State::Connected && self.version.is_v5() {
+            let mut d = Disconnect::new(code);
+            d.properties.reason_string = reason.map(str::to_owned);
+            Packet::Disconnect(d).encode(self.version, &mut self.out);
+        } else if self.state == State::Connecting && code != ReasonCode::Success {
+            self.reject(code, reason.map(str::to_owned));
+        }
+        self.state = State::Closed;
+    }
+
+    /// Acknowledges an incoming QoS 1 (PUBACK) or QoS 2 (PUBREC) publish once the broker has
+    /// routed it. An error code for QoS 2 ends that message's flow.
+    pub fn ack_publish(&mut self, pkid: u16, code: ReasonCode) {
+        let Some(qos) = self.incoming_unacked.remove(&pkid) else {
+            return;
+        };
+        if self.state != State::Connected {
+            return;
+        }
+        if qos == QoS::ExactlyOnce {
+            if !code.is_error() {
+                self.awaiting_rel.insert(pkid);
+            }
+            self.send_pub_response(PubKind::Rec, pkid, code);
+        } else {
+            self.send_pub_response(PubKind::Ack, pkid, code);
+        }
+    }
+
+    /// Queues SUBACK.
+    pub fn send_suback(&mut self, pkid: u16, codes: Vec<ReasonCode>) {
+        self.send_control(Packet::SubAck(SubAck {
+            pkid,
+            properties: Properties::default(),
+            codes,
+        }));
+    }
+
+    /// Queues UNSUBACK.
+    pub fn send_unsuback(&mut self, pkid: u16, codes: Vec<ReasonCode>) {
+        self.send_control(Packet::UnsubAck(UnsubAck {
+            pkid,
+            properties: Properties::default(),
+            codes,
+        }));
+    }
+
+    fn send_control(&mut self, packet: Packet) {
+        if self.state == State::Connected {
+            packet.encode(self.version, &mut self.out);
+        }
+    }
+
+    fn send_pub_response(&mut self, kind: PubKind, pkid: u16, code: ReasonCode) {
+        let r = PubResponse {
+            pkid,
+            code,
+            properties: Properties::default(),
+        };
+        let packet = match kind {
+            PubKind::Ack => Packet::PubAck(r),
+            PubKind::Rec => Packet::PubRec(r),
+            PubKind::Rel => Packet::PubRel(r),
+            PubKind::Comp => Packet::PubComp(r),
+        };
+        packet.encode(self.version, &mut self.out);
+    }
+
+    /// Room in the outgoing window for one more QoS 1/2 message.
+    pub fn can_send(&self) -> bool {
+        self.state == State::Connected && self.outbound.len() < self.window()
+    }
+
+    fn window(&self) -> usize {
+        usize::from(self.client_receive_max.min(self.limits.max_inflight).max(1))
+    }
+
+    /// Sends an application message to the client. For QoS 1/2 a packet identifier is
+    /// assigned and the message kept until acknowledged; returns that identifier.
+    pub fn publish(&mut self, mut p: Publish) -> Result<u16, SendError> {
+        if self.state != State::Connected {
+            return Err(SendError::NotConnected);
+        }
+        if p.qos != QoS::AtMostOnce && self.outbound.len() >= self.window() {
+            return Err(SendError::WindowFull);
+        }
+        if !self.version.is_v5() {
+            p.properties = Properties::default();
+        }
+        if Packet::Publish(p.clone()).encoded_len(self.version) > self.client_max_packet as usize {
+            return Err(SendError::TooLarge);
+        }
+        if p.qos == QoS::AtMostOnce {
+            p.pkid = 0;
+            self.encode_publish(p);
+            return Ok(0);
+        }
+        let pkid = self.alloc_pkid();
+        p.pkid = pkid;
+        self.outbound.insert(pkid, Outbound::AwaitAck(p.clone()));
+        self.outbound_order.push_back(pkid);
+        self.encode_publish(p);
+        Ok(pkid)
+    }
+
+    fn alloc_pkid(&mut self) -> u16 {
+        loop {
+            let id = self.next_pkid;
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if !self.outbound.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
+    fn encode_publish(&mut self, mut p: Publish) {
+        if self.version.is_v5() && self.client_alias_max > 0 {
+            if let Some(&alias) = self.aliases_out.get(&p.topic) {
+                p.properties.topic_alias = Some(alias);
+                p.topic.clear();
+            } else if self.aliases_out.len() < usize::from(self.client_alias_max) {
+                let alias = self.aliases_out.len() as u16 + 1;
+                self.aliases_out.insert(p.topic.clone(), alias);
+                p.properties.topic_alias = Some(alias);
+            }
+        }
+        Packet::Publish(p).encode(self.version, &mut self.out);
+    }
+
+    /// Next event for the broker.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write to the socket; empty when there is nothing.
+    pub fn take_transmit(&mut self) -> Bytes {
+        self.out.split().freeze()
+    }
+
+    /// True when bytes are waiting to be written.
+    pub fn has_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// When the peer must have sent something by, if a keep-alive is in force.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Connected || self.keep_alive.is_zero() {
+            return None;
+        }
+        Some(self.last_read + self.keep_alive * 3 / 2)
+    }
+
+    /// Checks the keep-alive deadline.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Violation> {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => Err(Violation::new(
+                ReasonCode::KeepAliveTimeout,
+                "[MQTT-3.1.2-22] nothing received for 1.5 × the keep-alive",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Number of outgoing messages awaiting acknowledgement.
+    pub fn inflight_len(&self) -> usize {
+        self.outbound.len()
+    }
+
+    /// The state a persistent session keeps when the connection goes.
+    pub fn into_inflight(self) -> InflightState {
+        let mut outbound = Vec::with_capacity(self.outbound.len());
+        let mut map = self.outbound;
+        for id in self.outbound_order {
+            if let Some(ob) = map.remove(&id) {
+                outbound.push((id, ob));
+            }
+        }
+        InflightState {
+            outbound,
+            awaiting_rel: self.awaiting_rel.into_iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PubKind {
+    Ack,
+    Rec,
+    Rel,
+    Comp,
+}
+
+#[cfg(test)]
+mod tests;

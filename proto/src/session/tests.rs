@@ -1,0 +1,258 @@
+//! Drives a [`ServerSession`] with hand-made client packets and a virtual clock.
+
+use super::*;
+
+struct Harness {
+    s: ServerSession,
+    now: Instant,
+    v: Version,
+}
+
+impl Harness {
+    fn connect(v: Version, keep_alive: u16, props: Properties) -> Harness {
+        let now = Instant::now();
+        let mut h = Harness {
+            s: ServerSession::new(SessionLimits::default(), now),
+            now,
+            v,
+        };
+        let connect = Connect {
+            version: v,
+            client_id: "c1".into(),
+            clean_start: true,
+            keep_alive,
+            properties: props,
+            will: None,
+            username: None,
+            password: None,
+        };
+        h.send(Packet::Connect(Box::new(connect))).expect("connect");
+        let Some(Event::Connect(c)) = h.s.poll_event() else {
+            panic!("no connect event")
+        };
+        h.s.accept(&c, Accept::default());
+        assert!(
+            matches!(h.recv().as_slice(), [Packet::ConnAck(a)] if a.code == ReasonCode::Success)
+        );
+        h
+    }
+
+    fn send(&mut self, p: Packet) -> Result<(), Violation> {
+        let mut buf = BytesMut::new();
+        p.encode(self.v, &mut buf);
+        self.s.handle_read(self.now, &mut buf)
+    }
+
+    fn recv(&mut self) -> Vec<Packet> {
+        let mut buf = BytesMut::from(&self.s.take_transmit()[..]);
+        let mut out = Vec::new();
+        while let Some(p) =
+            Packet::read(&mut buf, self.v, usize::MAX).expect("server output decodes")
+        {
+            out.push(p);
+        }
+        out
+    }
+}
+
+fn publish(topic: &str, qos: QoS, pkid: u16) -> Publish {
+    Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"hi"),
+    }
+}
+
+#[test]
+fn mqtt_3_1_0_1_first_packet_must_be_connect() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(SessionLimits::default(), now);
+    let mut buf = BytesMut::new();
+    Packet::PingReq.encode(Version::V5, &mut buf);
+    let err = s.handle_read(now, &mut buf).expect_err("must fail");
+    assert_eq!(err.code, ReasonCode::ProtocolError);
+}
+
+#[test]
+fn keep_alive_expires_at_one_and_a_half_times() {
+    let mut h = Harness::connect(Version::V5, 10, Properties::default());
+    let start = h.now;
+    assert_eq!(h.s.poll_timeout(), Some(start + Duration::from_secs(15)));
+    assert!(h.s.handle_timeout(start + Duration::from_secs(14)).is_ok());
+    h.now = start + Duration::from_secs(14);
+    h.send(Packet::PingReq).expect("ping");
+    assert_eq!(h.recv(), vec![Packet::PingResp]);
+    assert_eq!(h.s.poll_timeout(), Some(h.now + Duration::from_secs(15)));
+    let err =
+        h.s.handle_timeout(h.now + Duration::from_secs(15))
+            .expect_err("timeout");
+    assert_eq!(err.code, ReasonCode::KeepAliveTimeout);
+}
+
+#[test]
+fn qos2_inbound_is_delivered_once_even_when_resent() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    h.send(Packet::Publish(publish("a", QoS::ExactlyOnce, 7)))
+        .expect("publish");
+    assert!(matches!(h.s.poll_event(), Some(Event::Publish(p)) if p.pkid == 7));
+    h.s.ack_publish(7, ReasonCode::Success);
+    assert!(matches!(h.recv().as_slice(), [Packet::PubRec(r)] if r.pkid == 7));
+    let mut again = publish("a", QoS::ExactlyOnce, 7);
+    again.dup = true;
+    h.send(Packet::Publish(again)).expect("resend");
+    assert_eq!(
+        h.s.poll_event(),
+        None,
+        "a resent QoS 2 message must not be routed twice"
+    );
+    assert!(matches!(h.recv().as_slice(), [Packet::PubRec(_)]));
+    h.send(Packet::PubRel(PubResponse::new(7))).expect("pubrel");
+    assert!(matches!(h.recv().as_slice(), [Packet::PubComp(c)] if c.code == ReasonCode::Success));
+    h.send(Packet::PubRel(PubResponse::new(7)))
+        .expect("pubrel again");
+    assert!(
+        matches!(h.recv().as_slice(), [Packet::PubComp(c)] if c.code == ReasonCode::PacketIdentifierNotFound)
+    );
+}
+
+#[test]
+fn mqtt_3_3_4_9_receive_maximum_exceeded_disconnects() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    let max = SessionLimits::default().receive_maximum;
+    for id in 1..=max {
+        h.send(Packet::Publish(publish("a", QoS::AtLeastOnce, id)))
+            .expect("within window");
+    }
+    let err = h
+        .send(Packet::Publish(publish("a", QoS::AtLeastOnce, max + 1)))
+        .expect_err("window exceeded");
+    assert_eq!(err.code, ReasonCode::ReceiveMaximumExceeded);
+}
+
+#[test]
+fn outbound_window_follows_client_receive_maximum() {
+    let props = Properties {
+        receive_maximum: Some(2),
+        ..Properties::default()
+    };
+    let mut h = Harness::connect(Version::V5, 0, props);
+    let a =
+        h.s.publish(publish("t", QoS::AtLeastOnce, 0))
+            .expect("first");
+    h.s.publish(publish("t", QoS::ExactlyOnce, 0))
+        .expect("second");
+    assert_eq!(
+        h.s.publish(publish("t", QoS::AtLeastOnce, 0)),
+        Err(SendError::WindowFull)
+    );
+    assert!(
+        h.s.publish(publish("t", QoS::AtMostOnce, 0)).is_ok(),
+        "QoS 0 is not windowed"
+    );
+    h.send(Packet::PubAck(PubResponse::new(a))).expect("puback");
+    assert_eq!(h.s.poll_event(), Some(Event::Delivered { pkid: a }));
+    assert!(h.s.can_send());
+}
+
+#[test]
+fn inbound_topic_alias_is_resolved_and_checked() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    let mut p = publish("long/topic/name", QoS::AtMostOnce, 0);
+    p.properties.topic_alias = Some(3);
+    h.send(Packet::Publish(p)).expect("set alias");
+    let mut p = publish("", QoS::AtMostOnce, 0);
+    p.properties.topic_alias = Some(3);
+    h.send(Packet::Publish(p)).expect("use alias");
+    h.s.poll_event();
+    assert!(matches!(h.s.poll_event(), Some(Event::Publish(p)) if p.topic == "long/topic/name"));
+    let mut p = publish("", QoS::AtMostOnce, 0);
+    p.properties.topic_alias = Some(4);
+    assert_eq!(
+        h.send(Packet::Publish(p)).expect_err("unmapped").code,
+        ReasonCode::ProtocolError
+    );
+}
+
+#[test]
+fn outbound_topic_alias_replaces_repeated_topics() {
+    let props = Properties {
+        topic_alias_maximum: Some(5),
+        ..Properties::default()
+    };
+    let mut h = Harness::connect(Version::V5, 0, props);
+    h.s.publish(publish("x/y", QoS::AtMostOnce, 0))
+        .expect("send");
+    h.s.publish(publish("x/y", QoS::AtMostOnce, 0))
+        .expect("send");
+    let out = h.recv();
+    let [Packet::Publish(first), Packet::Publish(second)] = out.as_slice() else {
+        panic!("two publishes expected: {out:?}")
+    };
+    assert_eq!(first.topic, "x/y");
+    assert_eq!(first.properties.topic_alias, Some(1));
+    assert_eq!(second.topic, "");
+    assert_eq!(second.properties.topic_alias, Some(1));
+}
+
+#[test]
+fn mqtt_3_1_2_25_oversized_publish_is_not_sent() {
+    let props = Properties {
+        maximum_packet_size: Some(64),
+        ..Properties::default()
+    };
+    let mut h = Harness::connect(Version::V5, 0, props);
+    let mut p = publish("t", QoS::AtLeastOnce, 0);
+    p.payload = Bytes::from(vec![0u8; 100]);
+    assert_eq!(h.s.publish(p), Err(SendError::TooLarge));
+    assert!(h.recv().is_empty());
+    assert_eq!(h.s.inflight_len(), 0);
+}
+
+#[test]
+fn resumed_session_resends_with_dup_and_pubrel() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    let a = h.s.publish(publish("t", QoS::AtLeastOnce, 0)).expect("a");
+    let b = h.s.publish(publish("t", QoS::ExactlyOnce, 0)).expect("b");
+    h.send(Packet::PubRec(PubResponse::new(b))).expect("pubrec");
+    let saved = std::mem::replace(
+        &mut h.s,
+        ServerSession::new(SessionLimits::default(), h.now),
+    )
+    .into_inflight();
+    assert_eq!(saved.outbound.len(), 2);
+
+    let mut h2 = Harness {
+        s: ServerSession::new(SessionLimits::default(), h.now),
+        now: h.now,
+        v: Version::V5,
+    };
+    let c = Connect {
+        version: Version::V5,
+        client_id: "c1".into(),
+        clean_start: false,
+        keep_alive: 0,
+        properties: Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    };
+    h2.send(Packet::Connect(Box::new(c.clone())))
+        .expect("connect");
+    h2.s.poll_event();
+    h2.s.accept(
+        &c,
+        Accept {
+            session_present: true,
+            resume: Some(saved),
+            ..Accept::default()
+        },
+    );
+    let out = h2.recv();
+    assert!(matches!(&out[0], Packet::ConnAck(a) if a.session_present));
+    assert!(matches!(&out[1], Packet::Publish(p) if p.dup && p.pkid == a));
+    assert!(matches!(&out[2], Packet::PubRel(r) if r.pkid == b));
+}
