@@ -99,7 +99,7 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
     /// Sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
-    AwaitAck(Publish),
+    AwaitAck(Box<Publish>),
     /// PUBREL sent, waiting for PUBCOMP.
     AwaitComp,
 }
@@ -361,13 +361,22 @@ impl ServerSession {
             None => false,
         };
         if ok {
-            self.outbound.remove(&pkid);
-            self.outbound_order.retain(|&id| id != pkid);
-            self.events.push_back(Event::Delivered { pkid });
+            self.complete_outbound(pkid);
         }
         // An acknowledgement for an unknown identifier is ignored: it may be a late
         // duplicate after a resend.
         Ok(())
+    }
+
+    fn complete_outbound(&mut self, pkid: u16) {
+        self.outbound.remove(&pkid);
+        // Acknowledgements mostly arrive in order: the common case is the front.
+        if self.outbound_order.front() == Some(&pkid) {
+            self.outbound_order.pop_front();
+        } else {
+            self.outbound_order.retain(|&id| id != pkid);
+        }
+        self.events.push_back(Event::Delivered { pkid });
     }
 
     fn handle_pubrec(&mut self, r: PubResponse) -> Result<(), Violation> {
@@ -375,9 +384,7 @@ impl ServerSession {
             Some(Outbound::AwaitAck(p)) if p.qos == QoS::ExactlyOnce => {
                 if r.code.is_error() {
                     // [MQTT-4.3.3] the client refused it: the flow ends here.
-                    self.outbound.remove(&r.pkid);
-                    self.outbound_order.retain(|&id| id != r.pkid);
-                    self.events.push_back(Event::Delivered { pkid: r.pkid });
+                    self.complete_outbound(r.pkid);
                 } else {
                     self.outbound.insert(r.pkid, Outbound::AwaitComp);
                     self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);
@@ -438,7 +445,7 @@ impl ServerSession {
             for (pkid, ob) in resume.outbound {
                 match &ob {
                     Outbound::AwaitAck(p) => {
-                        let mut p = p.clone();
+                        let mut p = (**p).clone();
                         p.dup = true;
                         p.pkid = pkid;
                         self.encode_publish(p);
@@ -571,7 +578,8 @@ impl ServerSession {
         }
         let pkid = self.alloc_pkid();
         p.pkid = pkid;
-        self.outbound.insert(pkid, Outbound::AwaitAck(p.clone()));
+        self.outbound
+            .insert(pkid, Outbound::AwaitAck(Box::new(p.clone())));
         self.outbound_order.push_back(pkid);
         self.encode_publish(p);
         Ok(pkid)
@@ -610,6 +618,11 @@ impl ServerSession {
     /// Bytes to write to the socket; empty when there is nothing.
     pub fn take_transmit(&mut self) -> Bytes {
         self.out.split().freeze()
+    }
+
+    /// Number of bytes waiting to be taken with [`ServerSession::take_transmit`].
+    pub fn pending_transmit(&self) -> usize {
+        self.out.len()
     }
 
     /// True when bytes are waiting to be written.

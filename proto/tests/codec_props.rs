@@ -285,7 +285,7 @@ proptest! {
         prop_assert_eq!(&props.correlation_data, &p.properties.correlation_data);
         prop_assert_eq!(props.topic_alias, p.properties.topic_alias);
         let ids: Vec<u32> = props.subscription_identifiers.iter().map(|&i| i as u32).collect();
-        prop_assert_eq!(ids, p.properties.subscription_identifiers.clone());
+        prop_assert_eq!(&ids, &p.properties.subscription_identifiers);
 
         let mut buf = BytesMut::new();
         theirs::Packet::Publish(tp).write(&mut buf, None).expect("rumqttc writes");

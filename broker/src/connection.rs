@@ -1,0 +1,636 @@
+//! One client connection: drives the sans-IO [`ServerSession`] with bytes from the
+//! transport, acts on its events (authenticate, route, subscribe), feeds it deliveries from
+//! the session's mailbox, and writes what it produces.
+//!
+//! The task never blocks on one thing: reading, writing, the mailbox, the keep-alive timer,
+//! shutdown and takeover are one `select!`. Output is bounded: while more than
+//! [`OUT_HIGH_WATER`] bytes wait for the socket, the task stops taking deliveries and stops
+//! reading, so a client that does not read costs its queue bounds and no more.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use switchboard_proto::session::{
+    Accept, Event, InflightState, SendError, ServerSession, SessionLimits, Violation,
+};
+use switchboard_proto::{
+    Connect, Properties, QoS, ReasonCode, Subscribe, Unsubscribe, Version, topic,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::BrokerState;
+use crate::auth::{Action, Credentials, Identity};
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::router::SubscribeRequest;
+use crate::sessions::{Closing, Kick, NEVER_EXPIRES, SessionState, SubRecord, will_message};
+
+/// Bytes waiting for the socket above which the task pauses deliveries and reading.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Deliveries taken from the mailbox per wake-up before the task yields to other work.
+const DRAIN_BATCH: usize = 256;
+/// Time allowed to flush the last bytes (DISCONNECT) before closing.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// How the connection ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `with_will` for reason 0x04.
+    ClientDisconnect {
+        with_will: bool,
+    },
+    /// The socket closed or failed without DISCONNECT.
+    Lost(&'static str),
+    Violation(Violation),
+    Kicked(Kick),
+    Shutdown,
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve<S>(
+    broker: Arc<BrokerState>,
+    stream: S,
+    peer: SocketAddr,
+    transport: &'static str,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let conn_id = broker.next_id();
+    let span = tracing::info_span!("conn", id = conn_id, %peer, transport, client_id = tracing::field::Empty);
+    async move {
+        let (rd, wr) = tokio::io::split(stream);
+        let mut io = Io {
+            rd,
+            wr,
+            rbuf: BytesMut::with_capacity(4096),
+            pending: Bytes::new(),
+        };
+        Metrics::inc(&broker.router.metrics.connections_total);
+        let limits = session_limits(&broker);
+        let mut sess = ServerSession::new(limits, Instant::now());
+        let connect = match io.read_connect(&broker, &mut sess).await {
+            Ok(c) => c,
+            Err(why) => {
+                debug!(why, "connection ended before CONNECT was accepted");
+                io.final_flush(&mut sess).await;
+                return;
+            }
+        };
+        let Some(mut conn) = Conn::establish(&broker, &mut sess, *connect, conn_id, peer).await
+        else {
+            io.final_flush(&mut sess).await;
+            return;
+        };
+        tracing::Span::current().record("client_id", conn.client_id.as_str());
+        Metrics::inc(&broker.router.metrics.clients_connected);
+        let end = conn.run(&mut io, &mut sess).await;
+        if let End::Violation(v) = &end {
+            sess.disconnect(v.code, Some(v.reason));
+        }
+        Metrics::dec(&broker.router.metrics.clients_connected);
+        io.final_flush(&mut sess).await;
+        conn.finish(end, sess);
+    }
+    .instrument(span)
+    .await;
+}
+
+fn session_limits(b: &BrokerState) -> SessionLimits {
+    let l = &b.config.limits;
+    SessionLimits {
+        max_packet_size: l.max_packet_size,
+        receive_maximum: l.receive_maximum,
+        topic_alias_maximum: l.topic_alias_maximum,
+        max_inflight: l.max_inflight,
+        outgoing_topic_aliases: l.topic_alias_maximum,
+    }
+}
+
+struct Io<S> {
+    rd: tokio::io::ReadHalf<S>,
+    wr: tokio::io::WriteHalf<S>,
+    rbuf: BytesMut,
+    /// Bytes taken from the session, not yet written.
+    pending: Bytes,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Reads until the session yields CONNECT, within the connect timeout.
+    async fn read_connect(
+        &mut self,
+        broker: &BrokerState,
+        sess: &mut ServerSession,
+    ) -> Result<Box<Connect>, &'static str> {
+        let deadline = Duration::from_secs(broker.config.limits.connect_timeout);
+        let read = async {
+            loop {
+                let n = self
+                    .rd
+                    .read_buf(&mut self.rbuf)
+                    .await
+                    .map_err(|_| "read error")?;
+                if n == 0 {
+                    return Err("closed");
+                }
+                Metrics::add(&broker.router.metrics.bytes_received, n as u64);
+                if let Err(v) = sess.handle_read(Instant::now(), &mut self.rbuf) {
+                    warn!(reason = v.reason, code = %v.code, "bad CONNECT");
+                    Metrics::inc(&broker.router.metrics.protocol_errors);
+                    sess.disconnect(v.code, Some(v.reason));
+                    return Err("protocol violation before CONNECT");
+                }
+                if let Some(Event::Connect(c)) = sess.poll_event() {
+                    return Ok(c);
+                }
+            }
+        };
+        tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| "no CONNECT within the connect timeout")?
+    }
+
+    /// Writes whatever is left, bounded in time, then closes the write side.
+    async fn final_flush(&mut self, sess: &mut ServerSession) {
+        let rest = sess.take_transmit();
+        let flush = async {
+            self.wr.write_all(&self.pending).await?;
+            self.wr.write_all(&rest).await?;
+            self.wr.shutdown().await
+        };
+        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
+    }
+}
+
+/// A connected client.
+struct Conn {
+    broker: Arc<BrokerState>,
+    conn_id: u64,
+    client_id: String,
+    identity: Identity,
+    version: Version,
+    state: SessionState,
+    expiry: u32,
+    will: Option<(Arc<Message>, u32)>,
+    kicked: Option<oneshot::Receiver<Kick>>,
+    /// Outgoing shared-subscription deliveries awaiting acknowledgement.
+    shared_inflight: HashMap<u16, Delivery>,
+}
+
+impl Conn {
+    /// Validates and authenticates CONNECT, opens the session and queues CONNACK.
+    async fn establish(
+        broker: &Arc<BrokerState>,
+        sess: &mut ServerSession,
+        c: Connect,
+        conn_id: u64,
+        peer: SocketAddr,
+    ) -> Option<Conn> {
+        let limits = &broker.config.limits;
+        let v5 = c.version.is_v5();
+        let reject = |sess: &mut ServerSession, code: ReasonCode, why: &str| {
+            info!(%code, why, "connection refused");
+            sess.reject(code, Some(why.to_owned()));
+            None
+        };
+        if c.properties.authentication_method.is_some() {
+            return reject(
+                sess,
+                ReasonCode::BadAuthenticationMethod,
+                "enhanced authentication is not supported",
+            );
+        }
+        if c.client_id.is_empty() && !c.clean_start && !v5 {
+            return reject(
+                sess,
+                ReasonCode::ClientIdentifierNotValid,
+                "[MQTT-3.1.3-8] empty client id needs clean session",
+            );
+        }
+        if let Some(w) = &c.will
+            && !valid_topic_limits(&w.topic, limits)
+        {
+            return reject(
+                sess,
+                ReasonCode::TopicNameInvalid,
+                "will topic exceeds the topic limits",
+            );
+        }
+        let auth = broker.auth.clone();
+        let (client_id, username, password) =
+            (c.client_id.clone(), c.username.clone(), c.password.clone());
+        let identity = tokio::task::spawn_blocking(move || {
+            auth.authenticate(&Credentials {
+                client_id: &client_id,
+                username: username.as_deref(),
+                password: password.as_deref(),
+            })
+        })
+        .await
+        .unwrap_or(Err(ReasonCode::ServerUnavailable));
+        let identity = match identity {
+            Ok(i) => i,
+            Err(code) => return reject(sess, code, "authentication failed"),
+        };
+        if let Some(w) = &c.will
+            && !broker.acl.allowed(&identity, Action::Publish, &w.topic)
+        {
+            return reject(sess, ReasonCode::NotAuthorized, "will topic not allowed");
+        }
+        let mut props = Properties::default();
+        let client_id = if c.client_id.is_empty() {
+            let id = format!("sb-{:016x}", broker.next_id() ^ 0x5EED_0000_0000_0000);
+            props.assigned_client_identifier = Some(id.clone());
+            id
+        } else {
+            c.client_id.clone()
+        };
+        let asked_expiry = if v5 {
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+        let expiry = asked_expiry.min(limits.max_session_expiry);
+        if v5 && expiry != asked_expiry {
+            props.session_expiry_interval = Some(expiry);
+        }
+        let server_keep_alive = (limits.max_keep_alive > 0
+            && (c.keep_alive == 0 || c.keep_alive > limits.max_keep_alive))
+            .then_some(limits.max_keep_alive);
+
+        let opened = broker
+            .open_session(&client_id, c.clean_start, expiry, conn_id)
+            .await;
+        let mut state = opened.state;
+        let resume = if opened.session_present {
+            Some(std::mem::take(&mut state.inflight))
+        } else {
+            None
+        };
+        debug!(%client_id, version = ?c.version, session_present = opened.session_present, %peer, "connected");
+        sess.accept(
+            &c,
+            Accept {
+                session_present: opened.session_present,
+                properties: props,
+                server_keep_alive,
+                resume,
+            },
+        );
+        let will = c.will.map(|w| will_message(w, state.uid, Instant::now()));
+        Some(Conn {
+            broker: broker.clone(),
+            conn_id,
+            client_id,
+            identity,
+            version: c.version,
+            state,
+            expiry,
+            will,
+            kicked: Some(opened.kicked),
+            shared_inflight: HashMap::new(),
+        })
+    }
+
+    /// The connected loop.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut Io<S>,
+        sess: &mut ServerSession,
+    ) -> End {
+        let broker = self.broker.clone();
+        let mailbox = self.state.mailbox.clone();
+        let mut kicked = self.kicked.take();
+        // Packets that arrived together with CONNECT.
+        if let Err(v) = self.on_read(sess, &mut io.rbuf) {
+            return End::Violation(v);
+        }
+        self.drain(sess);
+        loop {
+            if io.pending.is_empty() && sess.has_transmit() {
+                io.pending = sess.take_transmit();
+            }
+            if sess.is_closed() {
+                return End::ClientDisconnect {
+                    with_will: self.will.is_some(),
+                };
+            }
+            let backlog = io.pending.len() + sess.pending_transmit();
+            let deadline = sess.poll_timeout();
+            tokio::select! {
+                biased;
+                _ = broker.shutdown.cancelled() => {
+                    sess.disconnect(ReasonCode::ServerShuttingDown, None);
+                    return End::Shutdown;
+                }
+                k = async { kicked.as_mut().expect("guarded").await }, if kicked.is_some() => {
+                    kicked = None;
+                    if let Ok(k) = k {
+                        sess.disconnect(k.code, None);
+                        return End::Kicked(k);
+                    }
+                }
+                r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
+                    Ok(0) | Err(_) => return End::Lost("write failed"),
+                    Ok(n) => {
+                        Metrics::add(&broker.router.metrics.bytes_sent, n as u64);
+                        io.pending.advance(n);
+                        if io.pending.is_empty() {
+                            self.drain(sess);
+                        }
+                    }
+                },
+                r = io.rd.read_buf(&mut io.rbuf), if backlog < OUT_HIGH_WATER => match r {
+                    Ok(0) => return End::Lost("closed by peer"),
+                    Err(_) => return End::Lost("read failed"),
+                    Ok(n) => {
+                        Metrics::add(&broker.router.metrics.bytes_received, n as u64);
+                        if let Err(v) = self.on_read(sess, &mut io.rbuf) {
+                            return End::Violation(v);
+                        }
+                        self.drain(sess);
+                    }
+                },
+                _ = mailbox.notified(), if backlog < OUT_HIGH_WATER => self.drain(sess),
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    if let Err(v) = sess.handle_timeout(Instant::now()) {
+                        return End::Violation(v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
+        let read = sess.handle_read(Instant::now(), rbuf);
+        // Events decoded before a violation are still acted on.
+        while let Some(ev) = sess.poll_event() {
+            self.on_event(sess, ev)?;
+        }
+        read
+    }
+
+    fn on_event(&mut self, sess: &mut ServerSession, ev: Event) -> Result<(), Violation> {
+        match ev {
+            Event::Publish(p) => self.on_publish(sess, p),
+            Event::Subscribe(s) => self.on_subscribe(sess, s),
+            Event::Unsubscribe(u) => {
+                self.on_unsubscribe(sess, u);
+                Ok(())
+            }
+            Event::Disconnect(d) => {
+                if d.code != ReasonCode::DisconnectWithWill {
+                    self.will = None;
+                }
+                if let Some(e) = d.properties.session_expiry_interval {
+                    self.expiry = e.min(self.broker.config.limits.max_session_expiry);
+                }
+                Ok(())
+            }
+            Event::Delivered { pkid } => {
+                self.shared_inflight.remove(&pkid);
+                Ok(())
+            }
+            Event::Connect(_) => Ok(()),
+        }
+    }
+
+    fn on_publish(
+        &mut self,
+        sess: &mut ServerSession,
+        p: switchboard_proto::Publish,
+    ) -> Result<(), Violation> {
+        let b = &self.broker;
+        let (qos, pkid) = (p.qos, p.pkid);
+        let ack = |sess: &mut ServerSession, code| {
+            if qos != QoS::AtMostOnce {
+                sess.ack_publish(pkid, code);
+            }
+        };
+        if !valid_topic_limits(&p.topic, &b.config.limits) {
+            if !self.version.is_v5() {
+                return Err(Violation {
+                    code: ReasonCode::TopicNameInvalid,
+                    reason: "topic exceeds the topic limits",
+                });
+            }
+            ack(sess, ReasonCode::TopicNameInvalid);
+            return Ok(());
+        }
+        if !b.acl.allowed(&self.identity, Action::Publish, &p.topic) {
+            debug!(topic = %p.topic, "publish not authorized");
+            // 3.1.1 has no way to say no: acknowledge and drop, as other brokers do.
+            let code = if self.version.is_v5() {
+                ReasonCode::NotAuthorized
+            } else {
+                ReasonCode::Success
+            };
+            ack(sess, code);
+            return Ok(());
+        }
+        let msg = Arc::new(Message::from_publish(p, self.state.uid, Instant::now()));
+        if msg.retain {
+            b.router.retain(&msg);
+        }
+        let routed = b.router.route(msg);
+        let code = if routed.refused > 0 {
+            ReasonCode::QuotaExceeded
+        } else if routed.delivered == 0 && self.version.is_v5() {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
+        ack(sess, code);
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, sess: &mut ServerSession, s: Subscribe) -> Result<(), Violation> {
+        let b = self.broker.clone();
+        let limits = &b.config.limits;
+        let v5 = self.version.is_v5();
+        let id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        for (raw, opts) in &s.filters {
+            let parsed = match topic::parse_filter(raw) {
+                Ok(p) => p,
+                Err(why) => {
+                    debug!(filter = %raw, why, "invalid topic filter");
+                    codes.push(if v5 {
+                        ReasonCode::TopicFilterInvalid
+                    } else {
+                        ReasonCode::UnspecifiedError
+                    });
+                    continue;
+                }
+            };
+            if parsed.share_group.is_some() && opts.no_local {
+                return Err(Violation {
+                    code: ReasonCode::ProtocolError,
+                    reason: "[MQTT-3.8.3-4] No Local on a shared subscription",
+                });
+            }
+            if !valid_topic_limits(parsed.filter, limits) {
+                codes.push(if v5 {
+                    ReasonCode::TopicFilterInvalid
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            if !b.acl.allowed(&self.identity, Action::Subscribe, raw) {
+                codes.push(if v5 {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            if !self.state.subs.contains_key(raw.as_str())
+                && self.state.subs.len() >= limits.max_subscriptions
+            {
+                codes.push(if v5 {
+                    ReasonCode::QuotaExceeded
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
+            self.state
+                .subs
+                .insert(raw.clone(), SubRecord { opts: *opts, id });
+            codes.push(match opts.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+            });
+        }
+        // SUBACK goes out before any retained message the subscriptions bring.
+        sess.send_suback(s.pkid, codes.clone());
+        for ((raw, opts), code) in s.filters.iter().zip(&codes) {
+            if !code.is_error() {
+                b.router.subscribe(
+                    self.state.uid,
+                    &self.state.mailbox,
+                    &SubscribeRequest {
+                        raw_filter: raw,
+                        opts: *opts,
+                        id,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, sess: &mut ServerSession, u: Unsubscribe) {
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                let had = self.state.subs.remove(f.as_str()).is_some();
+                self.broker.router.unsubscribe(self.state.uid, f);
+                if had {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        sess.send_unsuback(u.pkid, codes);
+    }
+
+    /// Moves deliveries from the mailbox into the session while the window and the output
+    /// buffer allow, keeping their order.
+    fn drain(&mut self, sess: &mut ServerSession) {
+        let m = &self.broker.router.metrics;
+        let now = Instant::now();
+        for _ in 0..DRAIN_BATCH {
+            if sess.pending_transmit() >= OUT_HIGH_WATER {
+                return;
+            }
+            let window_open = sess.can_send();
+            let Some(d) = self
+                .state
+                .mailbox
+                .pop_if(|d| d.qos == QoS::AtMostOnce || window_open)
+            else {
+                return;
+            };
+            let Some(p) = d.to_publish(now) else {
+                Metrics::inc(&m.dropped_expired);
+                continue;
+            };
+            match sess.publish(p) {
+                Ok(pkid) => {
+                    Metrics::inc(&m.messages_sent);
+                    if pkid != 0 && d.shared.is_some() {
+                        self.shared_inflight.insert(pkid, d);
+                    }
+                }
+                Err(SendError::TooLarge) => {
+                    debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size dropped");
+                    Metrics::inc(&m.dropped_too_large);
+                }
+                Err(SendError::WindowFull | SendError::NotConnected) => {
+                    self.state.mailbox.push_front_all(vec![d]);
+                    return;
+                }
+            }
+        }
+        // Budget used up: come back after other tasks had their turn.
+        self.state.mailbox.wake();
+    }
+
+    /// Parks or ends the session and publishes the will if the connection ended abnormally.
+    fn finish(self, end: End, sess: ServerSession) {
+        let will = match &end {
+            End::ClientDisconnect { with_will: false } => None,
+            _ => self.will,
+        };
+        match &end {
+            End::Violation(v) => {
+                Metrics::inc(&self.broker.router.metrics.protocol_errors);
+                warn!(code = %v.code, reason = v.reason, "connection closed for a protocol violation");
+            }
+            End::Lost(why) => debug!(why, "connection lost"),
+            _ => debug!(?end, "connection ended"),
+        }
+        let mut state = self.state;
+        state.inflight = if self.expiry > 0 {
+            sess.into_inflight()
+        } else {
+            InflightState::default()
+        };
+        self.broker.close_session(
+            &self.client_id,
+            self.conn_id,
+            Closing {
+                state,
+                will,
+                expiry: self.expiry,
+                shared_inflight: self.shared_inflight,
+            },
+        );
+        if let End::Kicked(k) = end {
+            let _ = k.done.send(());
+        }
+    }
+}
+
+/// Checks the configured topic length and depth limits.
+fn valid_topic_limits(t: &str, l: &crate::config::Limits) -> bool {
+    t.len() <= l.max_topic_length && t.split('/').count() <= l.max_topic_levels
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

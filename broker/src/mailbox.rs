@@ -1,0 +1,180 @@
+//! A session's queue of deliveries: bounded by count and bytes, shared between the router
+//! (which pushes) and the session's connection task (which pops), and kept while a
+//! persistent session is offline.
+//!
+//! Policy when full: a QoS 0 delivery replaces the oldest queued QoS 0 delivery (or is
+//! dropped if there is none); a QoS 1/2 delivery is refused, and the publisher learns it
+//! through reason code 0x97. A stuck subscriber therefore costs at most its bounds, and
+//! never blocks a publisher or other subscribers.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+use switchboard_proto::QoS;
+use tokio::sync::Notify;
+
+use crate::message::Delivery;
+
+/// Outcome of [`Mailbox::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued after dropping the oldest QoS 0 delivery, or the QoS 0 delivery itself was
+    /// dropped.
+    DroppedQos0,
+    /// A QoS 1/2 delivery did not fit.
+    Refused,
+}
+
+#[derive(Debug)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+}
+
+/// The queue of one session.
+#[derive(Debug)]
+pub struct Mailbox {
+    queue: Mutex<Queue>,
+    notify: Notify,
+    online: AtomicBool,
+    max_len: usize,
+    max_bytes: usize,
+}
+
+impl Mailbox {
+    pub fn new(max_len: usize, max_bytes: usize) -> Self {
+        Mailbox {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+            }),
+            notify: Notify::new(),
+            online: AtomicBool::new(false),
+            max_len,
+            max_bytes,
+        }
+    }
+
+    /// Adds a delivery, applying the policy above, and wakes the connection task.
+    pub fn push(&self, d: Delivery) -> Pushed {
+        let cost = d.msg.cost();
+        let mut q = self.queue.lock();
+        let mut result = Pushed::Queued;
+        while q.items.len() >= self.max_len || q.bytes + cost > self.max_bytes {
+            if d.qos != QoS::AtMostOnce {
+                return Pushed::Refused;
+            }
+            let Some(i) = q.items.iter().position(|x| x.qos == QoS::AtMostOnce) else {
+                return Pushed::DroppedQos0;
+            };
+            if let Some(old) = q.items.remove(i) {
+                q.bytes -= old.msg.cost();
+            }
+            result = Pushed::DroppedQos0;
+        }
+        q.bytes += cost;
+        q.items.push_back(d);
+        drop(q);
+        self.notify.notify_one();
+        result
+    }
+
+    /// Puts deliveries back at the front (in their order), ignoring the bounds: they were
+    /// admitted before.
+    pub fn push_front_all(&self, ds: Vec<Delivery>) {
+        let mut q = self.queue.lock();
+        for d in ds.into_iter().rev() {
+            q.bytes += d.msg.cost();
+            q.items.push_front(d);
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// Takes the next delivery if `admit` accepts it (used to stop at a QoS 1/2 delivery
+    /// while the inflight window is full, keeping order).
+    pub fn pop_if(&self, admit: impl FnOnce(&Delivery) -> bool) -> Option<Delivery> {
+        let mut q = self.queue.lock();
+        if !admit(q.items.front()?) {
+            return None;
+        }
+        let d = q.items.pop_front()?;
+        q.bytes -= d.msg.cost();
+        Some(d)
+    }
+
+    /// Removes and returns every queued delivery.
+    pub fn drain(&self) -> Vec<Delivery> {
+        let mut q = self.queue.lock();
+        q.bytes = 0;
+        q.items.drain(..).collect()
+    }
+
+    /// Makes the next [`Mailbox::notified`] return at once if anything is queued.
+    pub fn wake(&self) {
+        if !self.is_empty() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until something was pushed since the last call.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a connection is attached (shared subscriptions prefer online members).
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::message::Message;
+
+    fn delivery(qos: QoS, tag: &str) -> Delivery {
+        Delivery {
+            msg: Arc::new(Message::system(tag.into(), bytes::Bytes::new(), false)),
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            shared: None,
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_qos0_and_refuses_qos1() {
+        let m = Mailbox::new(2, usize::MAX);
+        assert_eq!(m.push(delivery(QoS::AtMostOnce, "a")), Pushed::Queued);
+        assert_eq!(m.push(delivery(QoS::AtLeastOnce, "b")), Pushed::Queued);
+        assert_eq!(m.push(delivery(QoS::AtLeastOnce, "c")), Pushed::Refused);
+        assert_eq!(m.push(delivery(QoS::AtMostOnce, "d")), Pushed::DroppedQos0);
+        let topics: Vec<String> = m.drain().iter().map(|d| d.msg.topic.clone()).collect();
+        assert_eq!(topics, ["b", "d"]);
+    }
+
+    #[test]
+    fn qos0_dropped_when_queue_holds_only_qos1() {
+        let m = Mailbox::new(1, usize::MAX);
+        m.push(delivery(QoS::AtLeastOnce, "a"));
+        assert_eq!(m.push(delivery(QoS::AtMostOnce, "b")), Pushed::DroppedQos0);
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -1,0 +1,136 @@
+//! An application message inside the broker, and one delivery of it to one session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_proto::{Properties, Publish, QoS, Will};
+
+/// A message as routed: shared by every session it goes to.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Properties forwarded unchanged (payload format, content type, response topic,
+    /// correlation data, user properties). Expiry, alias and subscription identifiers are
+    /// per delivery and not kept here.
+    pub properties: Properties,
+    /// When the Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// Session that published it (for No Local); 0 for the broker itself.
+    pub origin: u64,
+}
+
+impl Message {
+    /// Builds a message from an incoming PUBLISH.
+    pub fn from_publish(p: Publish, origin: u64, now: Instant) -> Message {
+        let mut properties = p.properties;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            expires_at,
+            origin,
+        }
+    }
+
+    /// Builds the message a will stands for.
+    pub fn from_will(w: Will, origin: u64, now: Instant) -> Message {
+        let mut properties = w.properties;
+        properties.will_delay_interval = None;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
+        Message {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            properties,
+            expires_at,
+            origin,
+        }
+    }
+
+    /// A message the broker itself publishes (`$SYS`).
+    pub fn system(topic: String, payload: Bytes, retain: bool) -> Message {
+        Message {
+            topic,
+            payload,
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            origin: 0,
+        }
+    }
+
+    /// True once its expiry interval has passed.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    /// Bytes it costs in a queue.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + 64
+    }
+}
+
+/// Names a shared subscription, to redeliver to another member when one goes away.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShareKey {
+    pub group: String,
+    pub filter: String,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub msg: Arc<Message>,
+    /// The lower of the message's and the subscription's QoS.
+    pub qos: QoS,
+    /// RETAIN flag as the subscriber sees it.
+    pub retain: bool,
+    /// Identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// Set when it came through a shared subscription.
+    pub shared: Option<Arc<ShareKey>>,
+}
+
+impl Delivery {
+    /// The PUBLISH to send, or `None` if the message expired while queued. The expiry
+    /// interval sent is what remains of it ([MQTT-3.3.2-6]).
+    pub fn to_publish(&self, now: Instant) -> Option<Publish> {
+        let mut properties = self.msg.properties.clone();
+        if let Some(at) = self.msg.expires_at {
+            let left = at.checked_duration_since(now)?;
+            if left.is_zero() {
+                return None;
+            }
+            properties.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
+        }
+        properties
+            .subscription_identifiers
+            .clone_from(&self.sub_ids);
+        Some(Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.msg.topic.clone(),
+            pkid: 0,
+            properties,
+            payload: self.msg.payload.clone(),
+        })
+    }
+}

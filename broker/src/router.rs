@@ -1,0 +1,217 @@
+//! Where a message must go: the subscription tree, the retained store and fan-out into
+//! session mailboxes.
+//!
+//! The router decides *where*; delivery to a connection is the mailbox's and the
+//! connection task's job. Keeping the two apart lets a cluster replace "push into a local
+//! mailbox" with "forward to the node that holds the session" later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use switchboard_proto::{RetainHandling, SubscriptionOptions, topic};
+
+use crate::mailbox::{Mailbox, Pushed};
+use crate::message::{Delivery, Message, ShareKey};
+use crate::metrics::Metrics;
+use crate::trie::{Match, Subscriber, Trie};
+
+/// Outcome of routing one message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Sessions the message was queued for.
+    pub delivered: usize,
+    /// Sessions whose queue refused a QoS 1/2 copy (publisher sees 0x97).
+    pub refused: usize,
+}
+
+/// A subscription request, already validated.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest<'a> {
+    pub raw_filter: &'a str,
+    pub opts: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// Subscription tree + retained messages.
+#[derive(Debug, Default)]
+pub struct Router {
+    trie: RwLock<Trie>,
+    retained: RwLock<HashMap<String, Arc<Message>>>,
+    subscription_count: AtomicUsize,
+    pub metrics: Metrics,
+}
+
+impl Router {
+    /// Queues `msg` for every matching session. Overlapping subscriptions of one session
+    /// produce one copy at the highest granted QoS carrying all their identifiers
+    /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]); each matching shared group gets one copy.
+    pub fn route(&self, msg: Arc<Message>) -> Routed {
+        let mut direct: Vec<(u64, &Subscriber)> = Vec::new();
+        let mut out = Routed::default();
+        let trie = self.trie.read();
+        trie.for_each_match(&msg.topic, |m| match m {
+            Match::Direct(s) => {
+                if !(s.opts.no_local && s.uid == msg.origin) {
+                    direct.push((s.uid, s));
+                }
+            }
+            Match::Shared(g) => {
+                if let Some(s) = g.pick(None) {
+                    let d = delivery_for(&msg, s, false, Some(g.key.clone()));
+                    self.push(&s.mailbox, d, &mut out);
+                }
+            }
+        });
+        direct.sort_unstable_by_key(|(uid, _)| *uid);
+        let mut i = 0;
+        while i < direct.len() {
+            let (uid, first) = direct[i];
+            let mut d = delivery_for(&msg, first, false, None);
+            let mut j = i + 1;
+            while j < direct.len() && direct[j].0 == uid {
+                let other = direct[j].1;
+                d.qos = d.qos.max(msg.qos.min(other.opts.qos));
+                d.retain |= msg.retain && other.opts.retain_as_published;
+                d.sub_ids.extend(other.id);
+                j += 1;
+            }
+            self.push(&first.mailbox, d, &mut out);
+            i = j;
+        }
+        Metrics::inc(&self.metrics.messages_received);
+        out
+    }
+
+    fn push(&self, mailbox: &Mailbox, d: Delivery, out: &mut Routed) {
+        match mailbox.push(d) {
+            Pushed::Queued => out.delivered += 1,
+            Pushed::DroppedQos0 => {
+                out.delivered += 1;
+                Metrics::inc(&self.metrics.dropped_queue_full_qos0);
+            }
+            Pushed::Refused => {
+                out.refused += 1;
+                Metrics::inc(&self.metrics.refused_queue_full);
+            }
+        }
+    }
+
+    /// Sends a delivery that came through shared group `key` to another member than
+    /// `exclude` (its member went away). Returns false if no other member exists.
+    pub fn redeliver_shared(&self, key: &ShareKey, d: Delivery, exclude: u64) -> bool {
+        let trie = self.trie.read();
+        let Some(g) = trie.shared_group(key) else {
+            return false;
+        };
+        let Some(s) = g.pick(Some(exclude)) else {
+            return false;
+        };
+        let mut out = Routed::default();
+        let d = Delivery {
+            qos: d.msg.qos.min(s.opts.qos),
+            sub_ids: s.id.into_iter().collect(),
+            ..d
+        };
+        self.push(&s.mailbox, d, &mut out);
+        out.delivered > 0
+    }
+
+    /// Stores or clears (empty payload) a retained message ([MQTT-3.3.1-5], [MQTT-3.3.1-6]).
+    pub fn retain(&self, msg: &Arc<Message>) {
+        let mut r = self.retained.write();
+        if msg.payload.is_empty() {
+            r.remove(&msg.topic);
+        } else {
+            r.insert(msg.topic.clone(), msg.clone());
+        }
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.read().len()
+    }
+
+    /// Adds a subscription for session `uid` and queues the retained messages its retain
+    /// handling asks for. Returns true if it replaced an existing subscription.
+    pub fn subscribe(&self, uid: u64, mailbox: &Arc<Mailbox>, req: &SubscribeRequest<'_>) -> bool {
+        let Ok(parsed) = topic::parse_filter(req.raw_filter) else {
+            return false;
+        };
+        let sub = Subscriber {
+            uid,
+            mailbox: mailbox.clone(),
+            opts: req.opts,
+            id: req.id,
+        };
+        let existed = self
+            .trie
+            .write()
+            .insert(parsed.filter, parsed.share_group, sub.clone());
+        if !existed {
+            self.subscription_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let send_retained = parsed.share_group.is_none()
+            && match req.opts.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            let now = Instant::now();
+            let mut matched: Vec<Arc<Message>> = self
+                .retained
+                .read()
+                .values()
+                .filter(|m| !m.is_expired(now) && topic::matches(parsed.filter, &m.topic))
+                .cloned()
+                .collect();
+            matched.sort_by(|a, b| a.topic.cmp(&b.topic));
+            let mut out = Routed::default();
+            for m in matched {
+                let d = delivery_for(&m, &sub, true, None);
+                self.push(mailbox, d, &mut out);
+            }
+        }
+        existed
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, uid: u64, raw_filter: &str) -> bool {
+        let Ok(parsed) = topic::parse_filter(raw_filter) else {
+            return false;
+        };
+        let removed = self
+            .trie
+            .write()
+            .remove(parsed.filter, parsed.share_group, uid);
+        if removed {
+            self.subscription_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Number of subscriptions of all sessions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscription_count.load(Ordering::Relaxed)
+    }
+}
+
+/// The delivery of `msg` to `s`. Retained messages sent because of a new subscription keep
+/// RETAIN=1; forwarded ones keep it only with Retain As Published ([MQTT-3.3.1-12/13]).
+fn delivery_for(
+    msg: &Arc<Message>,
+    s: &Subscriber,
+    from_retained_store: bool,
+    shared: Option<Arc<ShareKey>>,
+) -> Delivery {
+    Delivery {
+        msg: msg.clone(),
+        qos: msg.qos.min(s.opts.qos),
+        retain: from_retained_store || (msg.retain && s.opts.retain_as_published),
+        sub_ids: s.id.into_iter().collect(),
+        shared,
+    }
+}

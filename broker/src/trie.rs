@@ -1,0 +1,240 @@
+//! The subscription tree: topic filters split by level, with `+` and `#` as ordinary child
+//! keys. Matching a topic walks only the branches that can match, so its cost grows with
+//! the topic's depth and the number of matches, not with the number of subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use switchboard_proto::SubscriptionOptions;
+
+use crate::mailbox::Mailbox;
+use crate::message::ShareKey;
+
+/// One session's subscription at a node.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The session's unique id.
+    pub uid: u64,
+    pub mailbox: Arc<Mailbox>,
+    pub opts: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// Members of one `$share/{group}/{filter}`; each message goes to one of them.
+#[derive(Debug)]
+pub struct SharedGroup {
+    pub key: Arc<ShareKey>,
+    pub members: Vec<Subscriber>,
+    next: AtomicUsize,
+}
+
+impl SharedGroup {
+    /// Picks the next member in round robin order, preferring members that are online and
+    /// skipping `exclude`.
+    pub fn pick(&self, exclude: Option<u64>) -> Option<&Subscriber> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .filter(|m| Some(m.uid) != exclude);
+        let mut fallback = None;
+        for m in candidates {
+            if m.mailbox.is_online() {
+                return Some(m);
+            }
+            fallback.get_or_insert(m);
+        }
+        fallback
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subs: Vec<Subscriber>,
+    shared: HashMap<Box<str>, SharedGroup>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subs.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// A match found by [`Trie::for_each_match`].
+pub enum Match<'a> {
+    Direct(&'a Subscriber),
+    Shared(&'a SharedGroup),
+}
+
+/// All subscriptions of the broker.
+#[derive(Debug, Default)]
+pub struct Trie {
+    root: Node,
+}
+
+impl Trie {
+    /// Adds or replaces the subscription of session `sub.uid` to `filter`. Returns true if
+    /// it replaced one.
+    pub fn insert(&mut self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
+        let mut node = &mut self.root;
+        for level in filter.split('/') {
+            node = node.children.entry(level.into()).or_default();
+        }
+        let list = match group {
+            None => &mut node.subs,
+            Some(g) => {
+                &mut node
+                    .shared
+                    .entry(g.into())
+                    .or_insert_with(|| SharedGroup {
+                        key: Arc::new(ShareKey {
+                            group: g.to_owned(),
+                            filter: filter.to_owned(),
+                        }),
+                        members: Vec::new(),
+                        next: AtomicUsize::new(0),
+                    })
+                    .members
+            }
+        };
+        if let Some(existing) = list.iter_mut().find(|s| s.uid == sub.uid) {
+            *existing = sub;
+            true
+        } else {
+            list.push(sub);
+            false
+        }
+    }
+
+    /// Removes session `uid`'s subscription to `filter`. Returns true if there was one.
+    pub fn remove(&mut self, filter: &str, group: Option<&str>, uid: u64) -> bool {
+        let levels: Vec<&str> = filter.split('/').collect();
+        remove_at(&mut self.root, &levels, group, uid)
+    }
+
+    /// Calls `f` for every subscription matching topic name `topic`.
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(Match<'a>)) {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        walk(&self.root, &levels, dollar, &mut f);
+    }
+
+    /// The shared group `key`, if it still exists.
+    pub fn shared_group(&self, key: &ShareKey) -> Option<&SharedGroup> {
+        let mut node = &self.root;
+        for level in key.filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.shared.get(key.group.as_str())
+    }
+}
+
+fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, uid: u64) -> bool {
+    let Some((first, rest)) = levels.split_first() else {
+        return match group {
+            None => {
+                let before = node.subs.len();
+                node.subs.retain(|s| s.uid != uid);
+                before != node.subs.len()
+            }
+            Some(g) => {
+                let Some(sg) = node.shared.get_mut(g) else {
+                    return false;
+                };
+                let before = sg.members.len();
+                sg.members.retain(|s| s.uid != uid);
+                let removed = before != sg.members.len();
+                if sg.members.is_empty() {
+                    node.shared.remove(g);
+                }
+                removed
+            }
+        };
+    };
+    let Some(child) = node.children.get_mut(*first) else {
+        return false;
+    };
+    let removed = remove_at(child, rest, group, uid);
+    if child.is_empty() {
+        node.children.remove(*first);
+    }
+    removed
+}
+
+fn emit<'a>(node: &'a Node, f: &mut impl FnMut(Match<'a>)) {
+    for s in &node.subs {
+        f(Match::Direct(s));
+    }
+    for g in node.shared.values() {
+        f(Match::Shared(g));
+    }
+}
+
+fn walk<'a>(node: &'a Node, levels: &[&str], dollar_root: bool, f: &mut impl FnMut(Match<'a>)) {
+    // [MQTT-4.7.2-1] wildcards at the first level do not match `$` topics.
+    let wildcards = !dollar_root;
+    if wildcards && let Some(hash) = node.children.get("#") {
+        emit(hash, f);
+    }
+    let Some((first, rest)) = levels.split_first() else {
+        emit(node, f);
+        return;
+    };
+    if let Some(child) = node.children.get(*first) {
+        walk(child, rest, false, f);
+    }
+    if wildcards && let Some(plus) = node.children.get("+") {
+        walk(plus, rest, false, f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(uid: u64) -> Subscriber {
+        Subscriber {
+            uid,
+            mailbox: Arc::new(Mailbox::new(10, 1 << 20)),
+            opts: SubscriptionOptions::default(),
+            id: None,
+        }
+    }
+
+    fn matches(t: &Trie, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        t.for_each_match(topic, |m| {
+            if let Match::Direct(s) = m {
+                out.push(s.uid)
+            }
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn walks_wildcards_and_respects_dollar_topics() {
+        let mut t = Trie::default();
+        t.insert("a/+/c", None, sub(1));
+        t.insert("a/#", None, sub(2));
+        t.insert("#", None, sub(3));
+        t.insert("$SYS/#", None, sub(4));
+        t.insert("+/b/c", None, sub(5));
+        assert_eq!(matches(&t, "a/b/c"), [1, 2, 3, 5]);
+        assert_eq!(matches(&t, "a"), [2, 3]);
+        assert_eq!(matches(&t, "$SYS/x"), [4]);
+        assert!(t.remove("a/#", None, 2));
+        assert!(!t.remove("a/#", None, 2));
+        assert_eq!(matches(&t, "a/b/c"), [1, 3, 5]);
+    }
+
+    #[test]
+    fn empty_branches_are_pruned() {
+        let mut t = Trie::default();
+        t.insert("x/y/z", None, sub(1));
+        t.remove("x/y/z", None, 1);
+        assert!(t.root.is_empty());
+    }
+}

@@ -1,0 +1,139 @@
+//! The configuration file: TOML, every key optional, then `SWITCHBOARD__SECTION__KEY`
+//! environment overrides, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use switchboard_broker::BrokerConfig;
+
+/// Environment variables starting with this override config keys; `__` separates levels:
+/// `SWITCHBOARD__BROKER__LIMITS__MAX_CONNECTIONS=5000`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD__";
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Log filter, `tracing` syntax (`info`, `switchboard_broker=debug,info`).
+    pub log: String,
+    /// Where durable state lives.
+    pub data_dir: PathBuf,
+    pub broker: BrokerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: "info".into(),
+            data_dir: PathBuf::from("data"),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given), then applies overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                text.parse()
+                    .with_context(|| format!("config file {} is not valid TOML", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            set_path(&mut doc, path, &value)
+                .with_context(|| format!("environment variable {key}"))?;
+        }
+        Config::deserialize(toml::Value::Table(doc)).context("invalid configuration")
+    }
+
+    /// The default configuration as commented TOML.
+    pub fn default_toml() -> anyhow::Result<String> {
+        let body = toml::to_string_pretty(&Config::default())?;
+        Ok(format!(
+            "# Switchboard configuration. Every key is optional; shown are the defaults.\n\
+             # Override any key from the environment: {ENV_PREFIX}BROKER__LIMITS__MAX_CONNECTIONS=5000\n\n{body}"
+        ))
+    }
+}
+
+/// Sets `a__b__c` in `doc` to `raw`, read as a TOML value when it parses as one (numbers,
+/// booleans, arrays), else as a string.
+fn set_path(doc: &mut toml::Table, path: &str, raw: &str) -> anyhow::Result<()> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let Some((last, parents)) = keys.split_last() else {
+        bail!("empty key");
+    };
+    let mut table = doc;
+    for k in parents {
+        let entry = table
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("{k} is not a section"),
+        };
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_reach_nested_keys() {
+        let env = vec![
+            (
+                "SWITCHBOARD__BROKER__LIMITS__MAX_CONNECTIONS".to_owned(),
+                "77".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__BROKER__ALLOW_ANONYMOUS".to_owned(),
+                "true".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__BROKER__TCP".to_owned(),
+                r#"["127.0.0.1:1999"]"#.to_owned(),
+            ),
+            ("SWITCHBOARD__DATA_DIR".to_owned(), "/tmp/x".to_owned()),
+            ("UNRELATED".to_owned(), "1".to_owned()),
+        ];
+        let c = Config::load(None, env).expect("valid");
+        assert_eq!(c.broker.limits.max_connections, 77);
+        assert!(c.broker.allow_anonymous);
+        assert_eq!(c.broker.tcp[0].port(), 1999);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn default_config_round_trips_and_unknown_keys_fail() {
+        let text = Config::default_toml().expect("serialises");
+        let parsed: Config = toml::from_str(&text).expect("parses back");
+        assert_eq!(
+            parsed.broker.limits.max_packet_size,
+            Config::default().broker.limits.max_packet_size
+        );
+        let env = vec![(
+            "SWITCHBOARD__BROKER__NO_SUCH_KEY".to_owned(),
+            "1".to_owned(),
+        )];
+        assert!(Config::load(None, env).is_err());
+    }
+}

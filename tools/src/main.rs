@@ -1,0 +1,162 @@
+//! `switchboard`: one binary for the whole system.
+//!
+//! - `up`: everything that exists, in one process, with developer defaults.
+//! - `broker`: the MQTT broker alone.
+//! - `config print-default`: the default configuration file.
+//! - `passwd USER`: a password file line (argon2id) for a device account.
+
+mod config;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use switchboard_broker::Broker;
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "MQTT broker and messaging backbone"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole system (today: the broker) with developer defaults.
+    Up(RunArgs),
+    /// Start the MQTT broker.
+    Broker(RunArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a password file line for USER; the password is read from stdin.
+    Passwd { user: String },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration as TOML.
+    PrintDefault,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Directory for durable state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TCP listen address for MQTT (repeatable).
+    #[arg(long)]
+    tcp: Vec<SocketAddr>,
+    /// Accept clients without credentials.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Password file of `user:argon2-hash` lines.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Log filter (e.g. `info`, `debug`, `switchboard_broker=trace`).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => run(args, true),
+        Command::Broker(args) => run(args, false),
+        Command::Config {
+            command: ConfigCommand::PrintDefault,
+        } => {
+            print!("{}", Config::default_toml()?);
+            Ok(())
+        }
+        Command::Passwd { user } => {
+            anyhow::ensure!(!user.contains(':'), "user names cannot contain ':'");
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "empty password on stdin");
+            let hash = switchboard_broker::auth::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            println!("{user}:{hash}");
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
+    let mut cfg = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if !args.tcp.is_empty() {
+        cfg.broker.tcp = args.tcp;
+    }
+    if args.allow_anonymous {
+        cfg.broker.allow_anonymous = true;
+    }
+    if let Some(p) = args.password_file {
+        cfg.broker.password_file = Some(p);
+    }
+    if let Some(l) = args.log {
+        cfg.log = l;
+    }
+    if up && cfg.broker.password_file.is_none() && !cfg.broker.allow_anonymous {
+        // `up` is the developer's one command: with no accounts configured, let clients in.
+        tracing::info!("no password file: allowing anonymous clients for `up`");
+        cfg.broker.allow_anonymous = true;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .with_context(|| format!("invalid log filter {:?}", cfg.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let handle = Broker::new(cfg.broker.clone()).start().await?;
+        for addr in handle.tcp_addrs() {
+            println!("switchboard: MQTT on tcp://{addr}");
+        }
+        if cfg.broker.allow_anonymous {
+            println!("switchboard: anonymous clients allowed");
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down: disconnecting clients (0x8B)");
+        if tokio::time::timeout(Duration::from_secs(15), handle.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not finish within 15 s");
+        }
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
