@@ -1,1 +1,298 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: an in-process broker on a free loopback port, a
+//! raw MQTT client built on `switchboard_proto` for byte-exact checks, and rumqttc wrappers.
+//!
+//! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchboard_broker::{Broker, BrokerConfig, BrokerHandle};
+use switchboard_proto::{Connect, Packet, Properties, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any single expected event may take on a loaded 2-core machine.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker running inside the test process.
+pub struct TestBroker {
+    pub handle: BrokerHandle,
+    pub addr: SocketAddr,
+}
+
+impl TestBroker {
+    /// Anonymous access, `$SYS` off, on 127.0.0.1 with a free port.
+    pub async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`TestBroker::start`], with the config adjusted by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let mut cfg = BrokerConfig {
+            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            allow_anonymous: true,
+            sys_interval: 0,
+            ..BrokerConfig::default()
+        };
+        f(&mut cfg);
+        let handle = Broker::new(cfg).start().await.expect("broker starts");
+        let addr = handle.tcp_addrs()[0];
+        TestBroker { handle, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// A bare MQTT client speaking through our codec: for tests that need exact packets.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: BytesMut,
+    pub version: Version,
+}
+
+impl RawClient {
+    /// Opens a TCP connection without sending anything.
+    pub async fn open(addr: SocketAddr, version: Version) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Opens and sends CONNECT; returns the client and the broker's CONNACK.
+    pub async fn connect(addr: SocketAddr, connect: Connect) -> (RawClient, Packet) {
+        let mut c = RawClient::open(addr, connect.version).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        let ack = c.recv().await.expect("CONNACK");
+        (c, ack)
+    }
+
+    pub async fn send(&mut self, p: &Packet) {
+        let mut b = BytesMut::new();
+        p.encode(self.version, &mut b);
+        self.send_bytes(&b).await;
+    }
+
+    pub async fn send_bytes(&mut self, b: &[u8]) {
+        self.stream.write_all(b).await.expect("write");
+    }
+
+    /// Next packet, or `None` when the broker closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, self.recv_inner())
+            .await
+            .expect("timed out waiting for a packet")
+    }
+
+    /// Next packet within `d`; `Err` on timeout.
+    pub async fn recv_within(&mut self, d: Duration) -> Result<Option<Packet>, ()> {
+        tokio::time::timeout(d, self.recv_inner())
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn recv_inner(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = Packet::read(&mut self.buf, self.version, usize::MAX)
+                .expect("broker sends well-formed packets")
+            {
+                return Some(p);
+            }
+            let n = self.stream.read_buf(&mut self.buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Asserts the broker closes the connection (after any packets, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        while let Some(p) = self.recv().await {
+            seen.push(p);
+        }
+        seen
+    }
+}
+
+/// A CONNECT with the usual defaults.
+pub fn connect_packet(version: Version, client_id: &str) -> Connect {
+    Connect {
+        version,
+        client_id: client_id.into(),
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+/// rumqttc MQTT 5 client whose events are forwarded to a channel.
+pub mod v5 {
+    use std::time::Duration;
+
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    use tokio::sync::mpsc;
+
+    use super::WAIT;
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub events: mpsc::UnboundedReceiver<Packet>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Client {
+        /// Connects and waits for CONNACK; `tune` adjusts the options first.
+        pub async fn connect(port: u16, id: &str, tune: impl FnOnce(&mut MqttOptions)) -> Client {
+            let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+            opts.set_keep_alive(Duration::from_secs(30));
+            tune(&mut opts);
+            let (client, mut el) = AsyncClient::new(opts, 100);
+            let (tx, events) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                while let Ok(ev) = el.poll().await {
+                    if let Event::Incoming(p) = ev
+                        && tx.send(p).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let mut c = Client {
+                client,
+                events,
+                task,
+            };
+            match c.next().await {
+                Packet::ConnAck(_) => c,
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+
+        /// Next incoming packet (PINGRESP skipped).
+        pub async fn next(&mut self) -> Packet {
+            loop {
+                let p = tokio::time::timeout(WAIT, self.events.recv())
+                    .await
+                    .expect("timed out waiting for a packet")
+                    .expect("event loop ended");
+                if !matches!(p, Packet::PingResp(_)) {
+                    return p;
+                }
+            }
+        }
+
+        /// Next PUBLISH, skipping acknowledgements.
+        pub async fn next_publish(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
+            loop {
+                if let Packet::Publish(p) = self.next().await {
+                    return p;
+                }
+            }
+        }
+
+        /// Next SUBACK.
+        pub async fn suback(&mut self) -> rumqttc::v5::mqttbytes::v5::SubAck {
+            loop {
+                if let Packet::SubAck(s) = self.next().await {
+                    return s;
+                }
+            }
+        }
+
+        /// True if no PUBLISH arrives within `d`.
+        pub async fn quiet_for(&mut self, d: Duration) -> bool {
+            let deadline = tokio::time::Instant::now() + d;
+            loop {
+                match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                    Err(_) => return true,
+                    Ok(Some(Packet::Publish(_))) => return false,
+                    Ok(Some(_)) => {}
+                    Ok(None) => return true,
+                }
+            }
+        }
+
+        /// Drops the connection without DISCONNECT (as a crash or lost network would).
+        pub fn kill(self) {
+            self.task.abort();
+        }
+    }
+}
+
+/// rumqttc MQTT 3.1.1 client whose events are forwarded to a channel.
+pub mod v4 {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    use tokio::sync::mpsc;
+
+    use super::WAIT;
+
+    pub struct Client {
+        pub client: AsyncClient,
+        pub events: mpsc::UnboundedReceiver<Packet>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Client {
+        pub async fn connect(port: u16, id: &str, tune: impl FnOnce(&mut MqttOptions)) -> Client {
+            let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+            opts.set_keep_alive(Duration::from_secs(30));
+            tune(&mut opts);
+            let (client, mut el) = AsyncClient::new(opts, 100);
+            let (tx, events) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                while let Ok(ev) = el.poll().await {
+                    if let Event::Incoming(p) = ev
+                        && tx.send(p).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            let mut c = Client {
+                client,
+                events,
+                task,
+            };
+            match c.next().await {
+                Packet::ConnAck(_) => c,
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+
+        pub async fn next(&mut self) -> Packet {
+            loop {
+                let p = tokio::time::timeout(WAIT, self.events.recv())
+                    .await
+                    .expect("timed out waiting for a packet")
+                    .expect("event loop ended");
+                if !matches!(p, Packet::PingResp) {
+                    return p;
+                }
+            }
+        }
+
+        pub async fn next_publish(&mut self) -> rumqttc::Publish {
+            loop {
+                if let Packet::Publish(p) = self.next().await {
+                    return p;
+                }
+            }
+        }
+
+        pub fn kill(self) {
+            self.task.abort();
+        }
+    }
+}
