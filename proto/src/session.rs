@@ -222,6 +222,14 @@ impl ServerSession {
             if matches!(self.state, State::Connecting | State::Closed) {
                 return Ok(());
             }
+            if self.state == State::AwaitConnect && buf.first().is_some_and(|&b| b != 0x10) {
+                // Fail fast on a peer that is not speaking MQTT, without waiting for the
+                // length its first byte pretends to announce.
+                return Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.1.0-1] first packet is not CONNECT",
+                ));
+            }
             let max = self.limits.max_packet_size as usize;
             let Some(packet) = Packet::read(buf, self.version, max)? else {
                 return Ok(());

@@ -1,0 +1,750 @@
+//! Byte-exact protocol checks with a raw client: reason codes, limits, keep-alive,
+//! takeover, expiry, aliases, subscription options and bad input. Test names carry the
+//! normative statement they check where there is one.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_proto::*;
+use switchboard_tests::{RawClient, TestBroker, connect_packet};
+
+fn publish(topic: &str, qos: QoS, pkid: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: topic.into(),
+        pkid,
+        properties: Properties::default(),
+        payload: Bytes::from_static(payload),
+    })
+}
+
+fn subscribe(pkid: u16, filter: &str, opts: SubscriptionOptions, id: Option<u32>) -> Packet {
+    Packet::Subscribe(Subscribe {
+        pkid,
+        properties: Properties {
+            subscription_identifiers: id.into_iter().collect(),
+            ..Properties::default()
+        },
+        filters: vec![(filter.into(), opts)],
+    })
+}
+
+fn qos_opts(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions {
+        qos,
+        ..Default::default()
+    }
+}
+
+async fn connected(b: &TestBroker, v: Version, id: &str) -> RawClient {
+    connected_with(b, connect_packet(v, id)).await
+}
+
+async fn connected_with(b: &TestBroker, c: Connect) -> RawClient {
+    let (client, ack) = RawClient::connect(b.addr, c).await;
+    match ack {
+        Packet::ConnAck(a) => assert_eq!(a.code, ReasonCode::Success, "{a:?}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    client
+}
+
+async fn subscribed(b: &TestBroker, v: Version, id: &str, filter: &str, qos: QoS) -> RawClient {
+    let mut c = connected(b, v, id).await;
+    c.send(&subscribe(1, filter, qos_opts(qos), None)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c
+}
+
+async fn next_publish(c: &mut RawClient) -> Publish {
+    loop {
+        match c.recv().await {
+            Some(Packet::Publish(p)) => return p,
+            Some(_) => {}
+            None => panic!("connection closed while waiting for PUBLISH"),
+        }
+    }
+}
+
+fn disconnect_code(packets: &[Packet]) -> Option<ReasonCode> {
+    packets.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.code),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn anonymous_refused_unless_allowed() {
+    let b = TestBroker::start_with(|c| c.allow_anonymous = false).await;
+    let (mut c, ack) = RawClient::connect(b.addr, connect_packet(Version::V5, "anon")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code == ReasonCode::NotAuthorized));
+    assert!(c.expect_closed().await.is_empty());
+    let (_, ack) = RawClient::connect(b.addr, connect_packet(Version::V3_1_1, "anon3")).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code.v3_connack_code() == 5));
+}
+
+#[tokio::test]
+async fn password_file_checks_credentials() {
+    let dir = std::env::temp_dir().join(format!("sb-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("passwd");
+    let hash = switchboard_broker::auth::hash_password("right").expect("hash");
+    std::fs::write(&file, format!("dev1:{hash}\n")).expect("write");
+    let f = file.clone();
+    let b = TestBroker::start_with(move |c| {
+        c.allow_anonymous = false;
+        c.password_file = Some(f);
+    })
+    .await;
+    let with = |pw: &'static [u8], v| Connect {
+        username: Some("dev1".into()),
+        password: Some(Bytes::from_static(pw)),
+        ..connect_packet(v, "dev1")
+    };
+    let (_, ack) = RawClient::connect(b.addr, with(b"wrong", Version::V5)).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code == ReasonCode::BadUserNameOrPassword));
+    let (_, ack) = RawClient::connect(b.addr, with(b"wrong", Version::V3_1_1)).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code.v3_connack_code() == 4));
+    connected_with(&b, with(b"right", Version::V5)).await;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn malformed_packet_disconnects_with_0x81_and_others_keep_working() {
+    let b = TestBroker::start().await;
+    let mut healthy = subscribed(&b, Version::V5, "healthy", "ok/#", QoS::AtMostOnce).await;
+    let mut bad = connected(&b, Version::V5, "bad").await;
+    // PUBLISH with QoS 3 [MQTT-3.3.1-4].
+    bad.send_bytes(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01])
+        .await;
+    let seen = bad.expect_closed().await;
+    assert_eq!(disconnect_code(&seen), Some(ReasonCode::MalformedPacket));
+
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("ok/1", QoS::AtMostOnce, 0, b"still here"))
+        .await;
+    assert_eq!(&next_publish(&mut healthy).await.payload[..], b"still here");
+}
+
+#[tokio::test]
+async fn garbage_before_connect_is_dropped_without_harm() {
+    let b = TestBroker::start().await;
+    let mut g = RawClient::open(b.addr, Version::V5).await;
+    g.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    g.expect_closed().await;
+    connected(&b, Version::V5, "after-garbage").await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_0_2_second_connect_is_a_protocol_error() {
+    let b = TestBroker::start().await;
+    let mut c = connected(&b, Version::V5, "twice").await;
+    c.send(&Packet::Connect(Box::new(connect_packet(
+        Version::V5,
+        "twice",
+    ))))
+    .await;
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::ProtocolError)
+    );
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_22_keep_alive_enforced_at_one_and_a_half_times() {
+    let b = TestBroker::start().await;
+    let mut c = connected_with(
+        &b,
+        Connect {
+            keep_alive: 1,
+            ..connect_packet(Version::V5, "sleepy")
+        },
+    )
+    .await;
+    // Nothing sent: the broker must give up after 1.5 s.
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::KeepAliveTimeout)
+    );
+}
+
+#[tokio::test]
+async fn server_keep_alive_is_imposed_when_configured() {
+    let b = TestBroker::start_with(|c| c.limits.max_keep_alive = 30).await;
+    let (_, ack) = RawClient::connect(
+        b.addr,
+        Connect {
+            keep_alive: 0,
+            ..connect_packet(Version::V5, "ka0")
+        },
+    )
+    .await;
+    let Packet::ConnAck(a) = ack else {
+        panic!("no CONNACK")
+    };
+    assert_eq!(a.properties.server_keep_alive, Some(30));
+}
+
+#[tokio::test]
+async fn session_takeover_disconnects_old_connection_with_0x8e() {
+    let b = TestBroker::start().await;
+    let mut first = connected(&b, Version::V5, "same-id").await;
+    let _second = connected(&b, Version::V5, "same-id").await;
+    assert_eq!(
+        disconnect_code(&first.expect_closed().await),
+        Some(ReasonCode::SessionTakenOver)
+    );
+}
+
+#[tokio::test]
+async fn assigned_client_identifier_for_empty_id() {
+    let b = TestBroker::start().await;
+    let (_, ack) = RawClient::connect(b.addr, connect_packet(Version::V5, "")).await;
+    let Packet::ConnAck(a) = ack else {
+        panic!("no CONNACK")
+    };
+    assert!(
+        a.properties
+            .assigned_client_identifier
+            .is_some_and(|id| !id.is_empty())
+    );
+    // [MQTT-3.1.3-8] 3.1.1: empty id needs clean session.
+    let (_, ack) = RawClient::connect(
+        b.addr,
+        Connect {
+            clean_start: false,
+            ..connect_packet(Version::V3_1_1, "")
+        },
+    )
+    .await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.code.v3_connack_code() == 2));
+}
+
+#[tokio::test]
+async fn mqtt_3_2_2_15_oversized_incoming_packet_disconnects_with_0x95() {
+    let b = TestBroker::start_with(|c| c.limits.max_packet_size = 1024).await;
+    let mut c = connected(&b, Version::V5, "big").await;
+    c.send(&publish("t", QoS::AtMostOnce, 0, &[b'x'; 2000]))
+        .await;
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::PacketTooLarge)
+    );
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_25_messages_above_client_maximum_packet_size_are_not_sent() {
+    let b = TestBroker::start().await;
+    let mut small = connected_with(
+        &b,
+        Connect {
+            properties: Properties {
+                maximum_packet_size: Some(100),
+                ..Properties::default()
+            },
+            ..connect_packet(Version::V5, "small")
+        },
+    )
+    .await;
+    small
+        .send(&subscribe(1, "sz/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    small.recv().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("sz/big", QoS::AtLeastOnce, 1, &[b'x'; 500]))
+        .await;
+    p.send(&publish("sz/small", QoS::AtLeastOnce, 2, b"fits"))
+        .await;
+    let m = next_publish(&mut small).await;
+    assert_eq!(
+        m.topic, "sz/small",
+        "the oversized message is skipped, the next one arrives"
+    );
+}
+
+#[tokio::test]
+async fn topic_alias_from_client_is_resolved_for_subscribers() {
+    let b = TestBroker::start().await;
+    let mut s = subscribed(&b, Version::V3_1_1, "s", "alias/#", QoS::AtMostOnce).await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    let with_alias = |topic: &str, payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: 0,
+            properties: Properties {
+                topic_alias: Some(1),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(payload),
+        })
+    };
+    p.send(&with_alias("alias/long/topic", b"1")).await;
+    p.send(&with_alias("", b"2")).await;
+    for want in [&b"1"[..], b"2"] {
+        let m = next_publish(&mut s).await;
+        assert_eq!(m.topic, "alias/long/topic");
+        assert_eq!(&m.payload[..], want);
+    }
+    // Alias above the maximum we announced: 0x94.
+    let mut bad = connected(&b, Version::V5, "bad-alias").await;
+    bad.send(&Packet::Publish(Publish {
+        properties: Properties {
+            topic_alias: Some(60_000),
+            ..Properties::default()
+        },
+        ..match with_alias("x", b"") {
+            Packet::Publish(p) => p,
+            _ => unreachable!(),
+        }
+    }))
+    .await;
+    assert_eq!(
+        disconnect_code(&bad.expect_closed().await),
+        Some(ReasonCode::TopicAliasInvalid)
+    );
+}
+
+#[tokio::test]
+async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
+    let b = TestBroker::start().await;
+    let persistent = |id: &str| Connect {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+        ..connect_packet(Version::V5, id)
+    };
+    let mut s = connected_with(&b, persistent("exp-sub")).await;
+    s.send(&subscribe(1, "exp/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    s.recv().await;
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    s.expect_closed().await;
+
+    let mut p = connected(&b, Version::V5, "exp-pub").await;
+    let with_expiry = |topic: &str, secs: u32, pkid| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid,
+            properties: Properties {
+                message_expiry_interval: Some(secs),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"x"),
+        })
+    };
+    p.send(&with_expiry("exp/short", 1, 1)).await;
+    p.send(&with_expiry("exp/long", 100, 2)).await;
+    p.recv().await;
+    p.recv().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut s = connected_with(&b, persistent("exp-sub")).await;
+    let m = next_publish(&mut s).await;
+    assert_eq!(m.topic, "exp/long", "the expired message is not delivered");
+    let left = m
+        .properties
+        .message_expiry_interval
+        .expect("expiry forwarded");
+    assert!(
+        left < 100 && left >= 90,
+        "expiry decremented by the time queued: {left}"
+    );
+}
+
+#[tokio::test]
+async fn request_response_properties_pass_through() {
+    let b = TestBroker::start().await;
+    let mut responder = subscribed(&b, Version::V5, "responder", "svc/req", QoS::AtLeastOnce).await;
+    let mut requester = subscribed(
+        &b,
+        Version::V5,
+        "requester",
+        "svc/resp/requester",
+        QoS::AtLeastOnce,
+    )
+    .await;
+    requester
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "svc/req".into(),
+            pkid: 9,
+            properties: Properties {
+                response_topic: Some("svc/resp/requester".into()),
+                correlation_data: Some(Bytes::from_static(b"corr-42")),
+                content_type: Some("text/plain".into()),
+                user_properties: vec![("trace".into(), "abc".into())],
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"ping"),
+        }))
+        .await;
+    let req = next_publish(&mut responder).await;
+    assert_eq!(
+        req.properties.response_topic.as_deref(),
+        Some("svc/resp/requester")
+    );
+    assert_eq!(
+        req.properties.correlation_data.as_deref(),
+        Some(&b"corr-42"[..])
+    );
+    assert_eq!(req.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        req.properties.user_properties,
+        vec![("trace".to_owned(), "abc".to_owned())]
+    );
+    responder
+        .send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: req
+                .properties
+                .response_topic
+                .clone()
+                .expect("response topic"),
+            pkid: 0,
+            properties: Properties {
+                correlation_data: req.properties.correlation_data.clone(),
+                ..Properties::default()
+            },
+            payload: Bytes::from_static(b"pong"),
+        }))
+        .await;
+    let resp = next_publish(&mut requester).await;
+    assert_eq!(&resp.payload[..], b"pong");
+    assert_eq!(
+        resp.properties.correlation_data.as_deref(),
+        Some(&b"corr-42"[..])
+    );
+}
+
+#[tokio::test]
+async fn mqtt_3_3_4_2_overlapping_subscriptions_one_copy_max_qos_all_ids() {
+    let b = TestBroker::start().await;
+    let mut s = connected(&b, Version::V5, "overlap").await;
+    s.send(&subscribe(1, "ov/+", qos_opts(QoS::AtMostOnce), Some(1)))
+        .await;
+    s.recv().await;
+    s.send(&subscribe(2, "ov/#", qos_opts(QoS::ExactlyOnce), Some(2)))
+        .await;
+    s.recv().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("ov/x", QoS::ExactlyOnce, 1, b"once")).await;
+    let m = next_publish(&mut s).await;
+    assert_eq!(m.qos, QoS::ExactlyOnce);
+    let mut ids = m.properties.subscription_identifiers.clone();
+    ids.sort();
+    assert_eq!(ids, [1, 2]);
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_err(),
+        "only one copy"
+    );
+}
+
+#[tokio::test]
+async fn mqtt_4_7_2_1_dollar_topics_not_matched_by_root_wildcards() {
+    let b = TestBroker::start_with(|c| c.sys_interval = 1).await;
+    let mut all = subscribed(&b, Version::V5, "all", "#", QoS::AtMostOnce).await;
+    let mut sys = subscribed(
+        &b,
+        Version::V5,
+        "sys",
+        "$SYS/broker/uptime",
+        QoS::AtMostOnce,
+    )
+    .await;
+    let m = next_publish(&mut sys).await;
+    assert_eq!(m.topic, "$SYS/broker/uptime");
+    assert!(
+        all.recv_within(Duration::from_millis(1500)).await.is_err(),
+        "'#' must not match $SYS"
+    );
+    // Clients may not publish into $SYS.
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("$SYS/broker/uptime", QoS::AtLeastOnce, 1, b"fake"))
+        .await;
+    assert!(
+        matches!(p.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::NotAuthorized)
+    );
+}
+
+#[tokio::test]
+async fn retain_handling_options() {
+    let b = TestBroker::start().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "rh/a".into(),
+        pkid: 1,
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"r"),
+    }))
+    .await;
+    p.recv().await;
+    let opts = |rh| SubscriptionOptions {
+        qos: QoS::AtMostOnce,
+        retain_handling: rh,
+        ..Default::default()
+    };
+    let mut s = connected(&b, Version::V5, "s").await;
+    s.send(&subscribe(1, "rh/#", opts(RetainHandling::DoNotSend), None))
+        .await;
+    s.recv().await;
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_err(),
+        "2: never send retained"
+    );
+    s.send(&subscribe(2, "rh/+", opts(RetainHandling::SendIfNew), None))
+        .await;
+    s.recv().await;
+    assert!(
+        next_publish(&mut s).await.retain,
+        "1: new subscription gets retained"
+    );
+    s.send(&subscribe(3, "rh/+", opts(RetainHandling::SendIfNew), None))
+        .await;
+    s.recv().await;
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_err(),
+        "1: existing subscription does not"
+    );
+    s.send(&subscribe(
+        4,
+        "rh/+",
+        opts(RetainHandling::SendAtSubscribe),
+        None,
+    ))
+    .await;
+    s.recv().await;
+    assert!(next_publish(&mut s).await.retain, "0: always");
+}
+
+#[tokio::test]
+async fn invalid_filters_get_0x8f_in_suback() {
+    let b = TestBroker::start().await;
+    let mut s = connected(&b, Version::V5, "s").await;
+    s.send(&Packet::Subscribe(Subscribe {
+        pkid: 5,
+        properties: Properties::default(),
+        filters: vec![
+            ("a/#/b".into(), qos_opts(QoS::AtMostOnce)),
+            ("ok/+".into(), qos_opts(QoS::AtLeastOnce)),
+            ("$share/g".into(), qos_opts(QoS::AtMostOnce)),
+        ],
+    }))
+    .await;
+    let Some(Packet::SubAck(a)) = s.recv().await else {
+        panic!("no SUBACK")
+    };
+    assert_eq!(a.pkid, 5);
+    assert_eq!(
+        a.codes,
+        [
+            ReasonCode::TopicFilterInvalid,
+            ReasonCode::GrantedQos1,
+            ReasonCode::TopicFilterInvalid
+        ]
+    );
+}
+
+#[tokio::test]
+async fn will_delay_cancelled_by_reconnect_and_sent_after_delay() {
+    let b = TestBroker::start().await;
+    let mut watcher = subscribed(&b, Version::V5, "watcher", "wd/#", QoS::AtMostOnce).await;
+    let with_will = |id: &str, topic: &str, delay| Connect {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(30),
+            ..Properties::default()
+        },
+        will: Some(Will {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(delay),
+                ..Properties::default()
+            },
+        }),
+        ..connect_packet(Version::V5, id)
+    };
+    // Dropped without DISCONNECT, back within the delay: no will.
+    let c = connected_with(&b, with_will("phone", "wd/phone", 3)).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _back = connected_with(&b, with_will("phone", "wd/phone", 3)).await;
+    // Dropped and not back: will after 1 s.
+    let c = connected_with(&b, with_will("sensor", "wd/sensor", 1)).await;
+    drop(c);
+    let m = next_publish(&mut watcher).await;
+    assert_eq!(
+        m.topic, "wd/sensor",
+        "only the client that did not come back has its will sent"
+    );
+    assert!(
+        watcher
+            .recv_within(Duration::from_millis(3500))
+            .await
+            .is_err(),
+        "the cancelled will never fires"
+    );
+}
+
+#[tokio::test]
+async fn session_expires_after_its_interval() {
+    let b = TestBroker::start().await;
+    let c = |clean| Connect {
+        clean_start: clean,
+        properties: Properties {
+            session_expiry_interval: Some(1),
+            ..Properties::default()
+        },
+        ..connect_packet(Version::V5, "short-lived")
+    };
+    let mut s = connected_with(&b, c(true)).await;
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    s.expect_closed().await;
+    let (_, ack) = RawClient::connect(b.addr, c(false)).await;
+    assert!(
+        matches!(ack, Packet::ConnAck(a) if a.session_present),
+        "resumed within expiry"
+    );
+    let mut s = connected_with(&b, c(false)).await; // takes over the connection above
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    s.expect_closed().await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (_, ack) = RawClient::connect(b.addr, c(false)).await;
+    assert!(
+        matches!(ack, Packet::ConnAck(a) if !a.session_present),
+        "gone after expiry"
+    );
+}
+
+#[tokio::test]
+async fn qos2_resent_publish_is_delivered_exactly_once() {
+    let b = TestBroker::start().await;
+    let mut s = subscribed(&b, Version::V5, "s", "q2/#", QoS::ExactlyOnce).await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("q2/x", QoS::ExactlyOnce, 77, b"one")).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.pkid == 77));
+    let Packet::Publish(mut again) = publish("q2/x", QoS::ExactlyOnce, 77, b"one") else {
+        unreachable!()
+    };
+    again.dup = true;
+    p.send(&Packet::Publish(again)).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    p.send(&Packet::PubRel(PubResponse::new(77))).await;
+    assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
+    let m = next_publish(&mut s).await;
+    s.send(&Packet::PubRec(PubResponse::new(m.pkid))).await;
+    assert!(matches!(s.recv().await, Some(Packet::PubRel(_))));
+    s.send(&Packet::PubComp(PubResponse::new(m.pkid))).await;
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_err(),
+        "no second copy"
+    );
+}
+
+#[tokio::test]
+async fn receive_maximum_of_the_client_limits_unacknowledged_deliveries() {
+    let b = TestBroker::start().await;
+    let mut s = connected_with(
+        &b,
+        Connect {
+            properties: Properties {
+                receive_maximum: Some(2),
+                ..Properties::default()
+            },
+            ..connect_packet(Version::V5, "slow-acker")
+        },
+    )
+    .await;
+    s.send(&subscribe(1, "rm/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    s.recv().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    for i in 1..=5 {
+        p.send(&publish("rm/x", QoS::AtLeastOnce, i, b"m")).await;
+    }
+    let a = next_publish(&mut s).await;
+    let _b = next_publish(&mut s).await;
+    assert!(
+        s.recv_within(Duration::from_millis(400)).await.is_err(),
+        "window of 2 is full"
+    );
+    s.send(&Packet::PubAck(PubResponse::new(a.pkid))).await;
+    next_publish(&mut s).await;
+}
+
+#[tokio::test]
+async fn unacknowledged_qos1_resent_with_dup_on_resume() {
+    let b = TestBroker::start().await;
+    let persistent = Connect {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+        ..connect_packet(Version::V5, "resumer")
+    };
+    let mut s = connected_with(&b, persistent.clone()).await;
+    s.send(&subscribe(1, "dup/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    s.recv().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    p.send(&publish("dup/x", QoS::AtLeastOnce, 1, b"unacked"))
+        .await;
+    let first = next_publish(&mut s).await;
+    assert!(!first.dup);
+    drop(s); // no PUBACK, no DISCONNECT
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut s, ack) = RawClient::connect(b.addr, persistent).await;
+    assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
+    let again = next_publish(&mut s).await;
+    assert!(again.dup, "[MQTT-4.4.0-1] resent with DUP");
+    assert_eq!(again.pkid, first.pkid, "same packet identifier");
+    assert_eq!(&again.payload[..], b"unacked");
+}
+
+#[tokio::test]
+async fn shutdown_sends_0x8b_to_v5_clients() {
+    let b = TestBroker::start().await;
+    let mut c = connected(&b, Version::V5, "bye").await;
+    let h = b.handle.clone();
+    let stop = tokio::spawn(async move { h.shutdown().await });
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::ServerShuttingDown)
+    );
+    tokio::time::timeout(Duration::from_secs(10), stop)
+        .await
+        .expect("shutdown completes")
+        .expect("no panic");
+}
+
+#[tokio::test]
+async fn mqtt_3_1_client_is_served() {
+    let b = TestBroker::start().await;
+    let mut s = subscribed(&b, Version::V3_1, "old", "legacy/#", QoS::AtLeastOnce).await;
+    let mut p = connected(&b, Version::V5, "new").await;
+    p.send(&publish("legacy/x", QoS::AtLeastOnce, 1, b"hi"))
+        .await;
+    assert_eq!(&next_publish(&mut s).await.payload[..], b"hi");
+}
