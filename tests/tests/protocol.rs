@@ -356,7 +356,7 @@ async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
         .message_expiry_interval
         .expect("expiry forwarded");
     assert!(
-        left < 100 && left >= 90,
+        (90..100).contains(&left),
         "expiry decremented by the time queued: {left}"
     );
 }
