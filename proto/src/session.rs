@@ -231,8 +231,20 @@ impl ServerSession {
                 ));
             }
             let max = self.limits.max_packet_size as usize;
-            let Some(packet) = Packet::read(buf, self.version, max)? else {
-                return Ok(());
+            let packet = match Packet::read(buf, self.version, max) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(DecodeError::UnsupportedVersion(_)) => {
+                    // [MQTT-3.1.2-2] tell the client in the 3.1.1 format every version
+                    // understands: return code 1, unacceptable protocol version.
+                    self.out.extend_from_slice(&[0x20, 0x02, 0x00, 0x01]);
+                    self.state = State::Closed;
+                    return Err(Violation::new(
+                        ReasonCode::UnsupportedProtocolVersion,
+                        "[MQTT-3.1.2-2] unsupported protocol version",
+                    ));
+                }
+                Err(e) => return Err(e.into()),
             };
             self.last_read = now;
             self.handle_packet(packet)?;

@@ -72,14 +72,26 @@ impl RawClient {
         (c, ack)
     }
 
+    /// Like [`RawClient::connect`], but `None` instead of a panic if the broker closes.
+    pub async fn connect_or_closed(
+        addr: SocketAddr,
+        connect: Connect,
+    ) -> (RawClient, Option<Packet>) {
+        let mut c = RawClient::open(addr, connect.version).await;
+        c.send(&Packet::Connect(Box::new(connect))).await;
+        let ack = c.recv().await;
+        (c, ack)
+    }
+
     pub async fn send(&mut self, p: &Packet) {
         let mut b = BytesMut::new();
         p.encode(self.version, &mut b);
         self.send_bytes(&b).await;
     }
 
+    /// Writes raw bytes; a broker that already closed the connection is not an error here.
     pub async fn send_bytes(&mut self, b: &[u8]) {
-        self.stream.write_all(b).await.expect("write");
+        let _ = self.stream.write_all(b).await;
     }
 
     /// Next packet, or `None` when the broker closed the connection.

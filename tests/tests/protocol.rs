@@ -748,3 +748,106 @@ async fn mqtt_3_1_client_is_served() {
         .await;
     assert_eq!(&next_publish(&mut s).await.payload[..], b"hi");
 }
+
+#[tokio::test]
+async fn full_session_queue_refuses_qos1_with_0x97() {
+    let b = TestBroker::start_with(|c| c.limits.max_queued_messages = 3).await;
+    let persistent = Connect {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(60),
+            ..Properties::default()
+        },
+        ..connect_packet(Version::V5, "away")
+    };
+    let mut s = connected_with(&b, persistent).await;
+    s.send(&subscribe(1, "quota/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    s.recv().await;
+    s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    s.expect_closed().await;
+    let mut p = connected(&b, Version::V5, "p").await;
+    let mut codes = Vec::new();
+    for i in 1..=4 {
+        p.send(&publish("quota/x", QoS::AtLeastOnce, i, b"m")).await;
+        let Some(Packet::PubAck(a)) = p.recv().await else {
+            panic!("no PUBACK")
+        };
+        codes.push(a.code);
+    }
+    assert_eq!(
+        codes,
+        [
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded
+        ]
+    );
+}
+
+#[tokio::test]
+async fn subscription_and_topic_limits() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.max_subscriptions = 2;
+        c.limits.max_topic_levels = 3;
+    })
+    .await;
+    let mut s = connected(&b, Version::V5, "greedy").await;
+    s.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: ["a", "b", "c", "a"]
+            .iter()
+            .map(|f| (f.to_string(), qos_opts(QoS::AtMostOnce)))
+            .chain([("x/y/z/w".to_string(), qos_opts(QoS::AtMostOnce))])
+            .collect(),
+    }))
+    .await;
+    let Some(Packet::SubAck(a)) = s.recv().await else {
+        panic!("no SUBACK")
+    };
+    assert_eq!(
+        a.codes,
+        [
+            ReasonCode::Success,
+            ReasonCode::Success,
+            ReasonCode::QuotaExceeded,
+            ReasonCode::Success, // re-subscribing to an existing filter is not a new one
+            ReasonCode::TopicFilterInvalid,
+        ]
+    );
+    s.send(&publish("p/q/r/s", QoS::AtLeastOnce, 3, b"deep"))
+        .await;
+    assert!(
+        matches!(s.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::TopicNameInvalid)
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed() {
+    let b = TestBroker::start_with(|c| c.limits.max_connections = 2).await;
+    let _a = connected(&b, Version::V5, "a").await;
+    let _b = connected(&b, Version::V5, "b").await;
+    let mut c = RawClient::open(b.addr, Version::V5).await;
+    c.send(&Packet::Connect(Box::new(connect_packet(Version::V5, "c"))))
+        .await;
+    assert!(
+        c.expect_closed().await.is_empty(),
+        "third connection gets no CONNACK"
+    );
+    drop(_a);
+    // The slot frees once the first connection's task ends.
+    let mut tries = 0;
+    loop {
+        let (_c, ack) =
+            RawClient::connect_or_closed(b.addr, connect_packet(Version::V5, "c")).await;
+        if matches!(ack, Some(Packet::ConnAck(_))) {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 50, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

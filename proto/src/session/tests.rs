@@ -256,3 +256,18 @@ fn resumed_session_resends_with_dup_and_pubrel() {
     assert!(matches!(&out[1], Packet::Publish(p) if p.dup && p.pkid == a));
     assert!(matches!(&out[2], Packet::PubRel(r) if r.pkid == b));
 }
+
+#[test]
+fn mqtt_3_1_2_2_unsupported_version_gets_connack_return_code_1() {
+    let now = Instant::now();
+    let mut s = ServerSession::new(SessionLimits::default(), now);
+    // CONNECT, protocol name MQTT, level 9.
+    let mut buf = BytesMut::from(
+        &[
+            0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x09, 0x02, 0x00, 0x3C, 0x00, 0x00,
+        ][..],
+    );
+    let err = s.handle_read(now, &mut buf).expect_err("unsupported");
+    assert_eq!(err.code, ReasonCode::UnsupportedProtocolVersion);
+    assert_eq!(&s.take_transmit()[..], &[0x20, 0x02, 0x00, 0x01]);
+}
