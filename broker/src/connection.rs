@@ -7,7 +7,7 @@
 //! [`OUT_HIGH_WATER`] bytes wait for the socket, the task stops taking deliveries and stops
 //! reading, so a client that does not read costs its queue bounds and no more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::router::SubscribeRequest;
 use crate::sessions::{Closing, Kick, NEVER_EXPIRES, SessionState, SubRecord, will_message};
+use crate::store::{Op, StoreError};
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -179,6 +180,16 @@ struct Conn {
     kicked: Option<oneshot::Receiver<Kick>>,
     /// Outgoing shared-subscription deliveries awaiting acknowledgement.
     shared_inflight: HashMap<u16, Delivery>,
+    /// Acknowledgements of incoming QoS 1/2 publishes, in arrival order
+    /// ([MQTT-4.6.0-2]); each may wait for its store commit.
+    pending_acks: VecDeque<PendingAck>,
+}
+
+/// An acknowledgement waiting for the store.
+struct PendingAck {
+    pkid: u16,
+    code: ReasonCode,
+    durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
 }
 
 impl Conn {
@@ -295,6 +306,7 @@ impl Conn {
             will,
             kicked: Some(opened.kicked),
             shared_inflight: HashMap::new(),
+            pending_acks: VecDeque::new(),
         })
     }
 
@@ -358,6 +370,27 @@ impl Conn {
                     }
                 },
                 _ = mailbox.notified(), if backlog < OUT_HIGH_WATER => self.drain(sess),
+                r = async {
+                    match self.pending_acks.front_mut().and_then(|p| p.durable.as_mut()) {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.pending_acks.front().is_some_and(|p| p.durable.is_some()) => {
+                    let durable = matches!(r, Ok(Ok(())));
+                    if let Some(front) = self.pending_acks.front_mut() {
+                        front.durable = None;
+                        if !durable {
+                            if !self.version.is_v5() {
+                                // 3.1.1 cannot carry a failure code: close without acknowledging,
+                                // so the client sends the message again later.
+                                return End::Lost("store failure; closing to make the client retry");
+                            }
+                            front.code = ReasonCode::UnspecifiedError;
+                        }
+                    }
+                    self.flush_acks(sess);
+                    self.drain(sess);
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     if let Err(v) = sess.handle_timeout(Instant::now()) {
                         return End::Violation(v);
@@ -390,11 +423,27 @@ impl Conn {
                 }
                 if let Some(e) = d.properties.session_expiry_interval {
                     self.expiry = e.min(self.broker.config.limits.max_session_expiry);
+                    self.state.mailbox.set_persistent(self.expiry > 0);
                 }
                 Ok(())
             }
             Event::Delivered { pkid } => {
                 self.shared_inflight.remove(&pkid);
+                if let Some(seq) = self.state.stored_inflight.remove(&pkid) {
+                    self.store_write(Op::Dequeue {
+                        uid: self.state.uid,
+                        seq,
+                    });
+                }
+                Ok(())
+            }
+            Event::Released { pkid } => {
+                if self.state.mailbox.is_persistent() {
+                    self.store_write(Op::Released {
+                        client_id: self.client_id.clone(),
+                        pkid,
+                    });
+                }
                 Ok(())
             }
             Event::Connect(_) => Ok(()),
@@ -434,11 +483,35 @@ impl Conn {
             ack(sess, code);
             return Ok(());
         }
+        let store = b.router.store().cloned();
+        if qos != QoS::AtMostOnce
+            && let Some(st) = &store
+        {
+            if !st.healthy() {
+                warn!("refusing QoS {} publish: storage is failing", qos as u8);
+                if !self.version.is_v5() {
+                    return Err(Violation {
+                        code: ReasonCode::UnspecifiedError,
+                        reason: "storage is failing",
+                    });
+                }
+                self.ack_in_order(sess, pkid, ReasonCode::UnspecifiedError, None);
+                return Ok(());
+            }
+            if st.over_budget(p.payload.len() as u64 + p.topic.len() as u64) {
+                self.ack_in_order(sess, pkid, ReasonCode::QuotaExceeded, None);
+                return Ok(());
+            }
+        }
         let msg = Arc::new(Message::from_publish(p, self.state.uid, Instant::now()));
-        if msg.retain {
-            b.router.retain(&msg);
+        let mut ops = Vec::new();
+        if msg.retain
+            && let Some(op) = b.router.retain(&msg)
+        {
+            ops.push(op);
         }
         let routed = b.router.route(msg);
+        ops.extend(routed.ops);
         let code = if routed.refused > 0 {
             ReasonCode::QuotaExceeded
         } else if routed.delivered == 0 && self.version.is_v5() {
@@ -446,8 +519,63 @@ impl Conn {
         } else {
             ReasonCode::Success
         };
-        ack(sess, code);
+        if qos == QoS::ExactlyOnce && self.state.mailbox.is_persistent() && store.is_some() {
+            // Durable with the message: a resend after a crash is recognised, not routed twice.
+            ops.push(Op::AwaitRel {
+                client_id: self.client_id.clone(),
+                pkid,
+            });
+        }
+        match (&store, qos) {
+            (Some(st), QoS::AtMostOnce) => st.write(ops, None),
+            (Some(st), _) if !ops.is_empty() => {
+                let (tx, rx) = oneshot::channel();
+                st.write(ops, Some(tx));
+                self.ack_in_order(sess, pkid, code, Some(rx));
+            }
+            (_, QoS::AtMostOnce) => {}
+            _ => self.ack_in_order(sess, pkid, code, None),
+        }
         Ok(())
+    }
+
+    /// Acknowledges now, or queues behind acknowledgements still waiting for the store, so
+    /// that acknowledgements leave in the order the publishes came.
+    fn ack_in_order(
+        &mut self,
+        sess: &mut ServerSession,
+        pkid: u16,
+        code: ReasonCode,
+        durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    ) {
+        if durable.is_none() && self.pending_acks.is_empty() {
+            sess.ack_publish(pkid, code);
+            return;
+        }
+        self.pending_acks.push_back(PendingAck {
+            pkid,
+            code,
+            durable,
+        });
+    }
+
+    /// Sends every acknowledgement at the front whose commit is done.
+    fn flush_acks(&mut self, sess: &mut ServerSession) {
+        while let Some(front) = self.pending_acks.front_mut() {
+            if let Some(rx) = &mut front.durable {
+                match rx.try_recv() {
+                    Ok(Ok(())) => front.durable = None,
+                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        front.durable = None;
+                        front.code = ReasonCode::UnspecifiedError;
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => return,
+                }
+            }
+            if let Some(done) = self.pending_acks.pop_front() {
+                sess.ack_publish(done.pkid, done.code);
+            }
+        }
     }
 
     fn on_subscribe(&mut self, sess: &mut ServerSession, s: Subscribe) -> Result<(), Violation> {
@@ -510,6 +638,7 @@ impl Conn {
                 QoS::ExactlyOnce => ReasonCode::GrantedQos2,
             });
         }
+        self.persist_session();
         // SUBACK goes out before any retained message the subscriptions bring.
         sess.send_suback(s.pkid, codes.clone());
         for ((raw, opts), code) in s.filters.iter().zip(&codes) {
@@ -542,6 +671,7 @@ impl Conn {
                 }
             })
             .collect();
+        self.persist_session();
         sess.send_unsuback(u.pkid, codes);
     }
 
@@ -564,18 +694,25 @@ impl Conn {
             };
             let Some(p) = d.to_publish(now) else {
                 Metrics::inc(&m.dropped_expired);
+                self.dequeue(&d);
                 continue;
             };
             match sess.publish(p) {
                 Ok(pkid) => {
                     Metrics::inc(&m.messages_sent);
-                    if pkid != 0 && d.shared.is_some() {
-                        self.shared_inflight.insert(pkid, d);
+                    if pkid != 0 {
+                        if let Some(seq) = d.seq {
+                            self.state.stored_inflight.insert(pkid, seq);
+                        }
+                        if d.shared.is_some() {
+                            self.shared_inflight.insert(pkid, d);
+                        }
                     }
                 }
                 Err(SendError::TooLarge) => {
                     debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size dropped");
                     Metrics::inc(&m.dropped_too_large);
+                    self.dequeue(&d);
                 }
                 Err(SendError::WindowFull | SendError::NotConnected) => {
                     self.state.mailbox.push_front_all(vec![d]);
@@ -585,6 +722,39 @@ impl Conn {
         }
         // Budget used up: come back after other tasks had their turn.
         self.state.mailbox.wake();
+    }
+
+    fn store_write(&self, op: Op) {
+        if let Some(st) = self.broker.router.store() {
+            st.write(vec![op], None);
+        }
+    }
+
+    /// Drops a stored delivery that will never be sent.
+    fn dequeue(&self, d: &Delivery) {
+        if let Some(seq) = d.seq {
+            self.store_write(Op::Dequeue {
+                uid: self.state.uid,
+                seq,
+            });
+        }
+    }
+
+    /// Writes the session's subscriptions to the store, if it is persistent.
+    fn persist_session(&mut self) {
+        if let Some(st) = self.broker.router.store()
+            && self.expiry > 0
+        {
+            let record = self.state.record(self.expiry, None, None);
+            st.write(
+                vec![Op::PutSession {
+                    client_id: self.client_id.clone(),
+                    record,
+                }],
+                None,
+            );
+            self.state.persisted = true;
+        }
     }
 
     /// Parks or ends the session and publishes the will if the connection ended abnormally.

@@ -21,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod router;
 pub mod sessions;
+pub mod store;
 mod sys;
 pub mod trie;
 
@@ -37,6 +38,7 @@ pub use config::{BrokerConfig, Limits};
 use auth::{Acl, Authenticator, DefaultAcl, PasswordAuth};
 use router::Router;
 use sessions::Sessions;
+use store::Store;
 
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     PasswordFile(#[from] auth::PasswordFileError),
+    #[error("cannot read the store: {0}")]
+    Store(#[from] store::StoreError),
 }
 
 /// State shared by every task of one broker.
@@ -81,6 +85,7 @@ pub struct Broker {
     config: BrokerConfig,
     auth: Option<Arc<dyn Authenticator>>,
     acl: Arc<dyn Acl>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Broker {
@@ -89,7 +94,15 @@ impl Broker {
             config,
             auth: None,
             acl: Arc::new(DefaultAcl),
+            store: None,
         }
+    }
+
+    /// Makes sessions, queues and retained messages durable in `store`; without one the
+    /// broker keeps everything in memory.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Replaces the authenticator built from the config (anonymous flag + password file).
@@ -121,17 +134,25 @@ impl Broker {
                 })?;
             bound.push(l);
         }
+        let snapshot = match &self.store {
+            Some(st) => Some(st.load()?),
+            None => None,
+        };
+        let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         let state = Arc::new(BrokerState {
             config: self.config,
-            router: Router::default(),
+            router: Router::new(self.store, max_seq),
             sessions: Sessions::default(),
             auth,
             acl: self.acl,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(max_uid + 1),
         });
+        if let Some(snap) = snapshot {
+            state.restore(snap);
+        }
         let mut tcp = Vec::new();
         for l in bound {
             let addr = l.local_addr().map_err(|source| StartError::Bind {

@@ -39,6 +39,8 @@ pub struct Mailbox {
     queue: Mutex<Queue>,
     notify: Notify,
     online: AtomicBool,
+    /// Deliveries to this session are stored (its Session Expiry Interval is above 0).
+    persistent: AtomicBool,
     max_len: usize,
     max_bytes: usize,
 }
@@ -52,6 +54,7 @@ impl Mailbox {
             }),
             notify: Notify::new(),
             online: AtomicBool::new(false),
+            persistent: AtomicBool::new(false),
             max_len,
             max_bytes,
         }
@@ -140,6 +143,15 @@ impl Mailbox {
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
     }
+
+    /// Whether QoS 1/2 deliveries to this session go to the store.
+    pub fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Relaxed)
+    }
+
+    pub fn set_persistent(&self, persistent: bool) {
+        self.persistent.store(persistent, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +168,7 @@ mod tests {
             retain: false,
             sub_ids: Vec::new(),
             shared: None,
+            seq: None,
         }
     }
 

@@ -106,6 +106,8 @@ pub struct Delivery {
     pub sub_ids: Vec<u32>,
     /// Set when it came through a shared subscription.
     pub shared: Option<Arc<ShareKey>>,
+    /// Its key in the session's stored queue, when stored.
+    pub seq: Option<u64>,
 }
 
 impl Delivery {

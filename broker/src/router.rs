@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::RwLock;
@@ -16,15 +16,19 @@ use switchboard_proto::{RetainHandling, SubscriptionOptions, topic};
 use crate::mailbox::{Mailbox, Pushed};
 use crate::message::{Delivery, Message, ShareKey};
 use crate::metrics::Metrics;
+use crate::store::{Op, Store, StoredDelivery, codec};
 use crate::trie::{Match, Subscriber, Trie};
 
 /// Outcome of routing one message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Routed {
     /// Sessions the message was queued for.
     pub delivered: usize,
     /// Sessions whose queue refused a QoS 1/2 copy (publisher sees 0x97).
     pub refused: usize,
+    /// Store writes for the copies queued to persistent sessions; the publisher's
+    /// acknowledgement waits for them.
+    pub ops: Vec<Op>,
 }
 
 /// A subscription request, already validated.
@@ -36,21 +40,54 @@ pub struct SubscribeRequest<'a> {
 }
 
 /// Subscription tree + retained messages.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Router {
     trie: RwLock<Trie>,
     retained: RwLock<HashMap<String, Arc<Message>>>,
     subscription_count: AtomicUsize,
     pub metrics: Metrics,
+    store: Option<Arc<dyn Store>>,
+    next_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
 }
 
 impl Router {
+    /// A router whose persistent deliveries and retained messages go to `store`, numbering
+    /// stored deliveries after `max_seq`.
+    pub fn new(store: Option<Arc<dyn Store>>, max_seq: u64) -> Self {
+        Router {
+            store,
+            next_seq: AtomicU64::new(max_seq + 1),
+            ..Router::default()
+        }
+    }
+
+    /// The store, if the broker has one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Routes and writes the store ops without waiting (wills, redelivery, `$SYS`).
+    pub fn route_detached(&self, msg: Arc<Message>) -> usize {
+        let routed = self.route(msg);
+        if let Some(st) = &self.store {
+            st.write(routed.ops, None);
+        }
+        routed.delivered
+    }
+
     /// Queues `msg` for every matching session. Overlapping subscriptions of one session
     /// produce one copy at the highest granted QoS carrying all their identifiers
     /// ([MQTT-3.3.4-2], [MQTT-3.3.4-3]); each matching shared group gets one copy.
     pub fn route(&self, msg: Arc<Message>) -> Routed {
         let mut direct: Vec<(u64, &Subscriber)> = Vec::new();
         let mut out = Routed::default();
+        let mut encoded = None;
         let trie = self.trie.read();
         trie.for_each_match(&msg.topic, |m| match m {
             Match::Direct(s) => {
@@ -61,7 +98,7 @@ impl Router {
             Match::Shared(g) => {
                 if let Some(s) = g.pick(None) {
                     let d = delivery_for(&msg, s, false, Some(g.key.clone()));
-                    self.push(&s.mailbox, d, &mut out);
+                    self.push(s, d, &mut out, &mut encoded);
                 }
             }
         });
@@ -78,15 +115,54 @@ impl Router {
                 d.sub_ids.extend(other.id);
                 j += 1;
             }
-            self.push(&first.mailbox, d, &mut out);
+            self.push(first, d, &mut out, &mut encoded);
             i = j;
         }
         Metrics::inc(&self.metrics.messages_received);
         out
     }
 
-    fn push(&self, mailbox: &Mailbox, d: Delivery, out: &mut Routed) {
-        match mailbox.push(d) {
+    /// Queues `d` for `s`; for a persistent session's QoS 1/2 copy, also the store op
+    /// (the message is encoded once per route, in `encoded`).
+    fn push(
+        &self,
+        s: &Subscriber,
+        mut d: Delivery,
+        out: &mut Routed,
+        encoded: &mut Option<bytes::Bytes>,
+    ) {
+        let mut op = None;
+        if self.store.is_some()
+            && d.qos != switchboard_proto::QoS::AtMostOnce
+            && s.mailbox.is_persistent()
+        {
+            let message = encoded
+                .get_or_insert_with(|| codec::encode_message(&d.msg, Instant::now()).into())
+                .clone();
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            d.seq = Some(seq);
+            op = Some(Op::Enqueue {
+                uid: s.uid,
+                seq,
+                delivery: StoredDelivery {
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                    message,
+                },
+            });
+        }
+        let pushed = s.mailbox.push(d);
+        if pushed == Pushed::Queued
+            && let Some(op) = op
+        {
+            out.ops.push(op);
+        }
+        self.count(pushed, out);
+    }
+
+    fn count(&self, pushed: Pushed, out: &mut Routed) {
+        match pushed {
             Pushed::Queued => out.delivered += 1,
             Pushed::DroppedQos0 => {
                 out.delivered += 1;
@@ -110,23 +186,46 @@ impl Router {
             return false;
         };
         let mut out = Routed::default();
+        let old_seq = d.seq;
         let d = Delivery {
             qos: d.msg.qos.min(s.opts.qos),
             sub_ids: s.id.into_iter().collect(),
+            seq: None,
             ..d
         };
-        self.push(&s.mailbox, d, &mut out);
+        self.push(s, d, &mut out, &mut None);
+        if let Some(store) = &self.store {
+            if let (Some(seq), true) = (old_seq, out.delivered > 0) {
+                out.ops.push(Op::Dequeue { uid: exclude, seq });
+            }
+            store.write(std::mem::take(&mut out.ops), None);
+        }
         out.delivered > 0
     }
 
     /// Stores or clears (empty payload) a retained message ([MQTT-3.3.1-5], [MQTT-3.3.1-6]).
-    pub fn retain(&self, msg: &Arc<Message>) {
+    /// Returns the store op that makes it durable, if there is a store.
+    pub fn retain(&self, msg: &Arc<Message>) -> Option<Op> {
         let mut r = self.retained.write();
         if msg.payload.is_empty() {
             r.remove(&msg.topic);
+            self.store.as_ref()?;
+            Some(Op::DeleteRetained {
+                topic: msg.topic.clone(),
+            })
         } else {
             r.insert(msg.topic.clone(), msg.clone());
+            self.store.as_ref()?;
+            Some(Op::PutRetained {
+                topic: msg.topic.clone(),
+                message: codec::encode_message(msg, Instant::now()),
+            })
         }
+    }
+
+    /// Loads a retained message read from the store at start.
+    pub fn restore_retained(&self, msg: Arc<Message>) {
+        self.retained.write().insert(msg.topic.clone(), msg);
     }
 
     /// Number of retained messages.
@@ -172,10 +271,44 @@ impl Router {
             let mut out = Routed::default();
             for m in matched {
                 let d = delivery_for(&m, &sub, true, None);
-                self.push(mailbox, d, &mut out);
+                self.push(&sub, d, &mut out, &mut None);
+            }
+            if let Some(store) = &self.store {
+                store.write(out.ops, None);
             }
         }
         existed
+    }
+
+    /// Re-creates a subscription read from the store (no retained messages are sent).
+    pub fn restore_subscription(
+        &self,
+        uid: u64,
+        mailbox: &Arc<Mailbox>,
+        raw_filter: &str,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+    ) {
+        let Ok(parsed) = topic::parse_filter(raw_filter) else {
+            tracing::warn!(
+                filter = raw_filter,
+                "skipping an invalid stored subscription"
+            );
+            return;
+        };
+        let sub = Subscriber {
+            uid,
+            mailbox: mailbox.clone(),
+            opts,
+            id,
+        };
+        if !self
+            .trie
+            .write()
+            .insert(parsed.filter, parsed.share_group, sub)
+        {
+            self.subscription_count.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Removes a subscription; true if it existed.
@@ -213,5 +346,6 @@ fn delivery_for(
         retain: from_retained_store || (msg.retain && s.opts.retain_as_published),
         sub_ids: s.id.into_iter().collect(),
         shared,
+        seq: None,
     }
 }

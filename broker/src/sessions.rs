@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use crate::BrokerState;
 use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message};
+use crate::store::{Op, SessionRecord, Snapshot, SubEntry, codec, unix_now};
 
 /// Session expiry meaning "never" ([MQTT-3.1.2-?] 0xFFFFFFFF).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -43,6 +44,34 @@ pub struct SessionState {
     /// Raw filter (including `$share/...`) → options.
     pub subs: HashMap<String, SubRecord>,
     pub inflight: InflightState,
+    /// Outgoing packet id → stored queue key, for deliveries awaiting acknowledgement.
+    pub stored_inflight: HashMap<u16, u64>,
+    /// A record of this session is in the store.
+    pub persisted: bool,
+}
+
+impl SessionState {
+    /// The stored form of this session.
+    pub fn record(
+        &self,
+        expiry: u32,
+        disconnected_at: Option<u64>,
+        will: Option<(Vec<u8>, u64)>,
+    ) -> SessionRecord {
+        let mut subs: Vec<SubEntry> = self
+            .subs
+            .iter()
+            .map(|(f, r)| SubEntry::new(f, r.opts, r.id))
+            .collect();
+        subs.sort_by(|a, b| a.filter.cmp(&b.filter));
+        SessionRecord {
+            uid: self.uid,
+            expiry,
+            subs,
+            disconnected_at,
+            will,
+        }
+    }
 }
 
 /// A request to end a connection, sent to its task.
@@ -171,8 +200,21 @@ impl BrokerState {
                 }
             }
             let session_present = resumed.is_some();
-            let state = resumed.unwrap_or_else(|| self.new_session_state());
+            let mut state = resumed.unwrap_or_else(|| self.new_session_state());
             state.mailbox.set_online(true);
+            state.mailbox.set_persistent(expiry > 0);
+            if let Some(store) = self.router.store()
+                && (expiry > 0 || state.persisted)
+            {
+                store.write(
+                    vec![Op::PutSession {
+                        client_id: client_id.to_owned(),
+                        record: state.record(expiry, None, None),
+                    }],
+                    None,
+                );
+                state.persisted = true;
+            }
             map.insert(
                 client_id.to_owned(),
                 Entry {
@@ -186,6 +228,7 @@ impl BrokerState {
             drop(map);
             if let Some((old_state, will)) = ended {
                 if let Some(s) = old_state {
+                    self.forget(client_id, &s);
                     self.discard(s);
                 }
                 if let Some(w) = will {
@@ -207,6 +250,8 @@ impl BrokerState {
             mailbox: Arc::new(Mailbox::new(l.max_queued_messages, l.max_queued_bytes)),
             subs: HashMap::new(),
             inflight: InflightState::default(),
+            stored_inflight: HashMap::new(),
+            persisted: false,
         }
     }
 
@@ -227,6 +272,7 @@ impl BrokerState {
         if c.expiry == 0 {
             map.remove(client_id);
             drop(map);
+            self.forget(client_id, &c.state);
             self.discard(c.state);
             if let Some((w, _)) = c.will {
                 self.publish_will(w);
@@ -235,6 +281,24 @@ impl BrokerState {
         }
         let generation = self.next_id();
         let mut publish_now = None;
+        if let Some(store) = self.router.store() {
+            let will = match &c.will {
+                Some((w, delay)) if *delay > 0 => {
+                    let due = unix_now() + u64::from((*delay).min(c.expiry));
+                    Some((codec::encode_message(w, Instant::now()), due))
+                }
+                _ => None,
+            };
+            let record = c.state.record(c.expiry, Some(unix_now()), will);
+            store.write(
+                vec![Op::PutSession {
+                    client_id: client_id.to_owned(),
+                    record,
+                }],
+                None,
+            );
+            c.state.persisted = true;
+        }
         if let Some(e) = map.get_mut(client_id) {
             e.link = None;
             e.state = Some(c.state);
@@ -291,6 +355,21 @@ impl BrokerState {
         c.state.mailbox.push_front_all(keep);
     }
 
+    /// Removes a session's record, queue and QoS 2 state from the store.
+    fn forget(&self, client_id: &str, state: &SessionState) {
+        if let Some(store) = self.router.store()
+            && state.persisted
+        {
+            store.write(
+                vec![Op::DeleteSession {
+                    client_id: client_id.to_owned(),
+                    uid: state.uid,
+                }],
+                None,
+            );
+        }
+    }
+
     /// Ends a session for good: its subscriptions go, its queue is dropped.
     fn discard(&self, state: SessionState) {
         for filter in state.subs.keys() {
@@ -306,10 +385,12 @@ impl BrokerState {
 
     fn publish_will(&self, w: Arc<Message>) {
         tracing::debug!(topic = %w.topic, "publishing will");
-        if w.retain {
-            self.router.retain(&w);
+        if w.retain
+            && let (Some(op), Some(store)) = (self.router.retain(&w), self.router.store())
+        {
+            store.write(vec![op], None);
         }
-        self.router.route(w);
+        self.router.route_detached(w);
     }
 
     fn spawn_will_timer(self: &Arc<Self>, client_id: &str, generation: u64, delay: u32) {
@@ -324,9 +405,25 @@ impl BrokerState {
                 let mut map = me.sessions.map.lock();
                 map.get_mut(&id)
                     .filter(|e| e.generation == generation)
-                    .and_then(|e| e.will.take())
+                    .and_then(|e| {
+                        let w = e.will.take()?;
+                        let record = e
+                            .state
+                            .as_ref()
+                            .map(|s| s.record(e.expiry, Some(unix_now()), None));
+                        Some((w, record))
+                    })
             };
-            if let Some(w) = will {
+            if let Some((w, record)) = will {
+                if let (Some(store), Some(record)) = (me.router.store(), record) {
+                    store.write(
+                        vec![Op::PutSession {
+                            client_id: id.clone(),
+                            record,
+                        }],
+                        None,
+                    );
+                }
                 me.publish_will(w);
             }
         });
@@ -350,6 +447,7 @@ impl BrokerState {
             if let Some(mut e) = ended {
                 tracing::debug!(client_id = %id, "session expired");
                 if let Some(s) = e.state.take() {
+                    me.forget(&id, &s);
                     me.discard(s);
                 }
                 if let Some(w) = e.will.take() {
@@ -378,4 +476,127 @@ impl BrokerState {
 pub fn will_message(w: switchboard_proto::Will, origin: u64, now: Instant) -> (Arc<Message>, u32) {
     let delay = w.properties.will_delay_interval.unwrap_or(0);
     (Arc::new(Message::from_will(w, origin, now)), delay)
+}
+
+impl BrokerState {
+    /// Rebuilds retained messages and parked sessions from the store at start: queues in
+    /// order, subscriptions, incoming QoS 2 state, expiry and will timers with the time
+    /// that passed while the broker was down. Expired sessions are purged (their wills
+    /// published); undecodable records are logged and skipped, never fatal.
+    pub fn restore(self: &Arc<Self>, snap: Snapshot) {
+        let now = Instant::now();
+        let now_unix = unix_now();
+        let mut retained = 0;
+        for raw in &snap.retained {
+            match codec::decode_message(raw, now) {
+                Some(m) if !m.is_expired(now) => {
+                    self.router.restore_retained(Arc::new(m));
+                    retained += 1;
+                }
+                Some(_) => {}
+                None => tracing::warn!("skipping an undecodable retained message"),
+            }
+        }
+        let mut queues = snap.queues;
+        let mut awaiting = snap.awaiting_rel;
+        let (mut restored, mut purged, mut queued) = (0, 0, 0);
+        for (client_id, rec) in snap.sessions {
+            let stored = queues.remove(&rec.uid).unwrap_or_default();
+            // A session that was connected when the broker stopped went offline then.
+            let away = rec
+                .disconnected_at
+                .map_or(0, |t| now_unix.saturating_sub(t));
+            let will = rec.will.as_ref().and_then(|(raw, due)| {
+                codec::decode_message(raw, now).map(|m| (Arc::new(m), *due))
+            });
+            if rec.expiry != NEVER_EXPIRES && away >= u64::from(rec.expiry) {
+                purged += 1;
+                if let Some(store) = self.router.store() {
+                    store.write(
+                        vec![Op::DeleteSession {
+                            client_id: client_id.clone(),
+                            uid: rec.uid,
+                        }],
+                        None,
+                    );
+                }
+                if let Some((w, _)) = will {
+                    self.publish_will(w);
+                }
+                continue;
+            }
+            let l = &self.config.limits;
+            let mailbox = Arc::new(Mailbox::new(l.max_queued_messages, l.max_queued_bytes));
+            mailbox.set_persistent(true);
+            let mut subs = HashMap::new();
+            for e in &rec.subs {
+                let opts = e.options();
+                self.router
+                    .restore_subscription(rec.uid, &mailbox, &e.filter, opts, e.id);
+                subs.insert(e.filter.clone(), SubRecord { opts, id: e.id });
+            }
+            let deliveries: Vec<Delivery> = stored
+                .into_iter()
+                .filter_map(|(seq, d)| {
+                    let msg = codec::decode_message(&d.message, now)?;
+                    Some(Delivery {
+                        msg: Arc::new(msg),
+                        qos: d.qos,
+                        retain: d.retain,
+                        sub_ids: d.sub_ids,
+                        shared: None,
+                        seq: Some(seq),
+                    })
+                })
+                .collect();
+            queued += deliveries.len();
+            mailbox.push_front_all(deliveries);
+            let state = SessionState {
+                uid: rec.uid,
+                mailbox,
+                subs,
+                inflight: InflightState {
+                    outbound: Vec::new(),
+                    awaiting_rel: awaiting.remove(&client_id).unwrap_or_default(),
+                },
+                stored_inflight: HashMap::new(),
+                persisted: true,
+            };
+            let generation = self.next_id();
+            let mut due_will = None;
+            let mut pending_will = None;
+            if let Some((w, due)) = will {
+                if due <= now_unix {
+                    due_will = Some(w);
+                } else {
+                    pending_will = Some(w);
+                    self.spawn_will_timer(&client_id, generation, (due - now_unix) as u32);
+                }
+            }
+            self.sessions.map.lock().insert(
+                client_id.clone(),
+                Entry {
+                    state: Some(state),
+                    link: None,
+                    expiry: rec.expiry,
+                    generation,
+                    will: pending_will,
+                },
+            );
+            if rec.expiry != NEVER_EXPIRES {
+                self.spawn_expiry_timer(&client_id, generation, rec.expiry - away as u32);
+            }
+            if let Some(w) = due_will {
+                self.publish_will(w);
+            }
+            restored += 1;
+        }
+        tracing::info!(
+            sessions = restored,
+            expired = purged,
+            queued,
+            retained,
+            "restored state from the store"
+        );
+    }
 }

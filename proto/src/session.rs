@@ -93,6 +93,8 @@ pub enum Event {
     Disconnect(Disconnect),
     /// An outgoing QoS 1/2 message was fully acknowledged by the client.
     Delivered { pkid: u16 },
+    /// PUBREL arrived for an incoming QoS 2 message: its identifier is free again.
+    Released { pkid: u16 },
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -274,6 +276,7 @@ impl ServerSession {
             Packet::PubRec(r) => self.handle_pubrec(r),
             Packet::PubRel(r) => {
                 let code = if self.awaiting_rel.remove(&r.pkid) {
+                    self.events.push_back(Event::Released { pkid: r.pkid });
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound

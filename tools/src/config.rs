@@ -20,6 +20,28 @@ pub struct Config {
     /// Where durable state lives.
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
+    pub store: StoreConfig,
+}
+
+/// Durable storage settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Keep sessions, queues and retained messages in `data_dir/switchboard.redb`. Off:
+    /// everything lives in memory and is lost at exit.
+    pub enabled: bool,
+    /// Bytes of stored messages (queues + retained) above which QoS 1/2 publishes are
+    /// refused with 0x97 Quota exceeded; 0 for no cap.
+    pub max_disk_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            enabled: true,
+            max_disk_bytes: 8 << 30,
+        }
+    }
 }
 
 impl Default for Config {
@@ -28,6 +50,7 @@ impl Default for Config {
             log: "info".into(),
             data_dir: PathBuf::from("data"),
             broker: BrokerConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

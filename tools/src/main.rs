@@ -12,9 +12,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use switchboard_broker::Broker;
+use switchboard_broker::store::Store;
+use switchboard_broker::store::redb::RedbStore;
+
+/// The store's file name inside the data directory.
+const STORE_FILE: &str = "switchboard.redb";
 
 use crate::config::Config;
 
@@ -42,6 +50,31 @@ enum Command {
     },
     /// Print a password file line for USER; the password is read from stdin.
     Passwd { user: String },
+    /// Operator tools.
+    Ctl {
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Inspect or compact the store offline (stop the broker first).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+        /// Directory holding switchboard.redb.
+        #[arg(long, default_value = "data", global = true)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Sessions, queue sizes and retained count.
+    Inspect,
+    /// Reclaim free space in the file.
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +116,9 @@ fn main() -> anyhow::Result<()> {
             print!("{}", Config::default_toml()?);
             Ok(())
         }
+        Command::Ctl {
+            command: CtlCommand::Store { command, data_dir },
+        } => ctl_store(command, &data_dir),
         Command::Passwd { user } => {
             anyhow::ensure!(!user.contains(':'), "user names cannot contain ':'");
             let mut password = String::new();
@@ -129,8 +165,16 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let mut broker = Broker::new(cfg.broker.clone());
+    if cfg.store.enabled {
+        let path = cfg.data_dir.join(STORE_FILE);
+        let store = RedbStore::open(&path, cfg.store.max_disk_bytes)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
+        tracing::info!(path = %path.display(), "store opened");
+        broker = broker.with_store(Arc::new(store));
+    }
     rt.block_on(async move {
-        let handle = Broker::new(cfg.broker.clone()).start().await?;
+        let handle = broker.start().await?;
         for addr in handle.tcp_addrs() {
             println!("switchboard: MQTT on tcp://{addr}");
         }
@@ -157,6 +201,53 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(STORE_FILE);
+    anyhow::ensure!(path.exists(), "no store at {}", path.display());
+    match command {
+        StoreCommand::Inspect => {
+            let store = RedbStore::open(&path, 0)?;
+            let snap = store.load()?;
+            println!("store: {}", path.display());
+            println!("sessions: {}", snap.sessions.len());
+            for (client_id, rec) in &snap.sessions {
+                let queued = snap.queues.get(&rec.uid).map_or(0, Vec::len);
+                let state = match rec.disconnected_at {
+                    Some(t) => format!("offline since unix {t}"),
+                    None => "was connected".into(),
+                };
+                let expiry = if rec.expiry == u32::MAX {
+                    "never".to_owned()
+                } else {
+                    format!("{} s", rec.expiry)
+                };
+                println!(
+                    "  {client_id}: {} subscriptions, {queued} queued, expiry {expiry}, {state}{}",
+                    rec.subs.len(),
+                    if rec.will.is_some() {
+                        ", will pending"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!(
+                "queued deliveries: {}",
+                snap.queues.values().map(Vec::len).sum::<usize>()
+            );
+            println!("retained messages: {}", snap.retained.len());
+            println!("stored bytes: {}", store.stats().bytes);
+        }
+        StoreCommand::Compact => {
+            let before = std::fs::metadata(&path)?.len();
+            RedbStore::compact(&path)?;
+            let after = std::fs::metadata(&path)?.len();
+            println!("compacted {}: {before} -> {after} bytes", path.display());
+        }
     }
     Ok(())
 }

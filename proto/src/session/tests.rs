@@ -112,6 +112,7 @@ fn qos2_inbound_is_delivered_once_even_when_resent() {
     assert!(matches!(h.recv().as_slice(), [Packet::PubRec(_)]));
     h.send(Packet::PubRel(PubResponse::new(7))).expect("pubrel");
     assert!(matches!(h.recv().as_slice(), [Packet::PubComp(c)] if c.code == ReasonCode::Success));
+    assert_eq!(h.s.poll_event(), Some(Event::Released { pkid: 7 }));
     h.send(Packet::PubRel(PubResponse::new(7)))
         .expect("pubrel again");
     assert!(
