@@ -41,8 +41,82 @@ impl TestBroker {
         TestBroker { handle, addr }
     }
 
+    /// A broker whose state lives in `dir/switchboard.redb`, on the given port (0: any).
+    pub async fn start_durable(
+        dir: &std::path::Path,
+        port: u16,
+        f: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
+        Self::start_durable_budget(dir, port, 0, f).await
+    }
+
+    /// Like [`TestBroker::start_durable`], with a disk budget in bytes (0: none).
+    pub async fn start_durable_budget(
+        dir: &std::path::Path,
+        port: u16,
+        budget: u64,
+        f: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
+        let mut cfg = BrokerConfig {
+            tcp: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            allow_anonymous: true,
+            sys_interval: 0,
+            ..BrokerConfig::default()
+        };
+        f(&mut cfg);
+        let store =
+            switchboard_broker::store::redb::RedbStore::open(&dir.join("switchboard.redb"), budget)
+                .expect("store opens");
+        let handle = Broker::new(cfg)
+            .with_store(std::sync::Arc::new(store))
+            .start()
+            .await
+            .expect("broker starts");
+        let addr = handle.tcp_addrs()[0];
+        TestBroker { handle, addr }
+    }
+
+    /// Shuts down and releases everything (the store file included).
+    pub async fn stop(self) {
+        self.handle.shutdown().await;
+        let state = std::sync::Arc::downgrade(self.handle.state());
+        drop(self.handle);
+        // Connection tasks may still be dropping their last references.
+        for _ in 0..200 {
+            if state.upgrade().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("broker state still referenced after shutdown");
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("sb-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
