@@ -33,8 +33,13 @@ use crate::store::{Op, StoreError};
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 const OUT_HIGH_WATER: usize = 256 * 1024;
-/// Deliveries taken from the mailbox per wake-up before the task yields to other work.
-const DRAIN_BATCH: usize = 256;
+/// Deliveries taken from the mailbox under one lock.
+const DRAIN_BATCH: usize = 64;
+/// Batches per wake-up before the task yields to other work.
+const DRAIN_ROUNDS: usize = 4;
+/// Read buffer for a quiet connection, and for a busy one.
+const READ_IDLE: usize = 256;
+const READ_BUSY: usize = 32 * 1024;
 /// Time allowed to flush the last bytes (DISCONNECT) before closing.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -68,8 +73,10 @@ pub async fn serve<S>(
         let mut io = Io {
             rd,
             wr,
-            rbuf: BytesMut::with_capacity(4096),
+            rbuf: BytesMut::with_capacity(READ_IDLE),
             pending: Bytes::new(),
+            read_hot: false,
+            read_room: READ_IDLE,
         };
         Metrics::inc(&broker.router.metrics.connections_total);
         let limits = session_limits(&broker);
@@ -118,9 +125,23 @@ struct Io<S> {
     rbuf: BytesMut,
     /// Bytes taken from the session, not yet written.
     pending: Bytes,
+    /// The last read filled at least half the room it had: the peer is sending a lot.
+    read_hot: bool,
+    /// Room the last read had.
+    read_room: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Makes room for the next read: a little for a quiet connection (an idle phone holds
+    /// almost no buffer), a lot for a busy one.
+    fn reserve_read(&mut self) {
+        let want = if self.read_hot { READ_BUSY } else { READ_IDLE };
+        if self.rbuf.capacity() - self.rbuf.len() < want / 2 {
+            self.rbuf.reserve(want);
+        }
+        self.read_room = self.rbuf.capacity() - self.rbuf.len();
+    }
+
     /// Reads until the session yields CONNECT, within the connect timeout.
     async fn read_connect(
         &mut self,
@@ -130,6 +151,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         let deadline = Duration::from_secs(broker.config.limits.connect_timeout);
         let read = async {
             loop {
+                if self.rbuf.capacity() - self.rbuf.len() < 128 {
+                    self.rbuf.reserve(4096);
+                }
                 let n = self
                     .rd
                     .read_buf(&mut self.rbuf)
@@ -183,6 +207,8 @@ struct Conn {
     /// Acknowledgements of incoming QoS 1/2 publishes, in arrival order
     /// ([MQTT-4.6.0-2]); each may wait for its store commit.
     pending_acks: VecDeque<PendingAck>,
+    /// Reused buffer for deliveries taken from the mailbox.
+    batch: Vec<Delivery>,
 }
 
 /// An acknowledgement waiting for the store.
@@ -307,6 +333,7 @@ impl Conn {
             kicked: Some(opened.kicked),
             shared_inflight: HashMap::new(),
             pending_acks: VecDeque::new(),
+            batch: Vec::new(),
         })
     }
 
@@ -324,17 +351,26 @@ impl Conn {
             return End::Violation(v);
         }
         self.drain(sess);
+        // One timer for the connection's life, re-armed only when it fires: the deadline
+        // moves with every packet, but checking it lazily costs nothing per packet.
+        let keep_alive = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(keep_alive);
+        let mut keep_alive_armed = false;
         loop {
             if io.pending.is_empty() && sess.has_transmit() {
                 io.pending = sess.take_transmit();
             }
+            if !keep_alive_armed && let Some(deadline) = sess.poll_timeout() {
+                keep_alive.as_mut().reset(deadline.into());
+                keep_alive_armed = true;
+            }
+            io.reserve_read();
             if sess.is_closed() {
                 return End::ClientDisconnect {
                     with_will: self.will.is_some(),
                 };
             }
             let backlog = io.pending.len() + sess.pending_transmit();
-            let deadline = sess.poll_timeout();
             tokio::select! {
                 biased;
                 _ = broker.shutdown.cancelled() => {
@@ -363,6 +399,7 @@ impl Conn {
                     Err(_) => return End::Lost("read failed"),
                     Ok(n) => {
                         Metrics::add(&broker.router.metrics.bytes_received, n as u64);
+                        io.read_hot = n >= io.read_room / 2;
                         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
                             return End::Violation(v);
                         }
@@ -391,7 +428,8 @@ impl Conn {
                     self.flush_acks(sess);
                     self.drain(sess);
                 }
-                _ = sleep_until(deadline), if deadline.is_some() => {
+                _ = &mut keep_alive, if keep_alive_armed => {
+                    keep_alive_armed = false;
                     if let Err(v) = sess.handle_timeout(Instant::now()) {
                         return End::Violation(v);
                     }
@@ -680,48 +718,55 @@ impl Conn {
     fn drain(&mut self, sess: &mut ServerSession) {
         let m = &self.broker.router.metrics;
         let now = Instant::now();
-        for _ in 0..DRAIN_BATCH {
-            if sess.pending_transmit() >= OUT_HIGH_WATER {
-                return;
-            }
-            let window_open = sess.can_send();
-            let Some(d) = self
-                .state
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut rounds = 0;
+        while sess.pending_transmit() < OUT_HIGH_WATER && rounds < DRAIN_ROUNDS {
+            rounds += 1;
+            self.state
                 .mailbox
-                .pop_if(|d| d.qos == QoS::AtMostOnce || window_open)
-            else {
-                return;
-            };
-            let Some(p) = d.to_publish(now) else {
-                Metrics::inc(&m.dropped_expired);
-                self.dequeue(&d);
-                continue;
-            };
-            match sess.publish(p) {
-                Ok(pkid) => {
-                    Metrics::inc(&m.messages_sent);
-                    if pkid != 0 {
-                        if let Some(seq) = d.seq {
-                            self.state.stored_inflight.insert(pkid, seq);
-                        }
-                        if d.shared.is_some() {
-                            self.shared_inflight.insert(pkid, d);
+                .pop_batch(DRAIN_BATCH, sess.send_room(), &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            let mut rest = batch.drain(..);
+            for d in rest.by_ref() {
+                let Some(p) = d.to_publish(now) else {
+                    Metrics::inc(&m.dropped_expired);
+                    self.dequeue(&d);
+                    continue;
+                };
+                match sess.publish(p) {
+                    Ok(pkid) => {
+                        Metrics::inc(&m.messages_sent);
+                        if pkid != 0 {
+                            if let Some(seq) = d.seq {
+                                self.state.stored_inflight.insert(pkid, seq);
+                            }
+                            if d.shared.is_some() {
+                                self.shared_inflight.insert(pkid, d);
+                            }
                         }
                     }
-                }
-                Err(SendError::TooLarge) => {
-                    debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size dropped");
-                    Metrics::inc(&m.dropped_too_large);
-                    self.dequeue(&d);
-                }
-                Err(SendError::WindowFull | SendError::NotConnected) => {
-                    self.state.mailbox.push_front_all(vec![d]);
-                    return;
+                    Err(SendError::TooLarge) => {
+                        debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size dropped");
+                        Metrics::inc(&m.dropped_too_large);
+                        self.dequeue(&d);
+                    }
+                    Err(SendError::WindowFull | SendError::NotConnected) => {
+                        let mut back = vec![d];
+                        back.extend(rest);
+                        self.state.mailbox.push_front_all(back);
+                        self.batch = batch;
+                        return;
+                    }
                 }
             }
         }
+        self.batch = batch;
         // Budget used up: come back after other tasks had their turn.
-        self.state.mailbox.wake();
+        if rounds == DRAIN_ROUNDS {
+            self.state.mailbox.wake();
+        }
     }
 
     fn store_write(&self, op: Op) {
@@ -796,11 +841,4 @@ impl Conn {
 /// Checks the configured topic length and depth limits.
 fn valid_topic_limits(t: &str, l: &crate::config::Limits) -> bool {
     t.len() <= l.max_topic_length && t.split('/').count() <= l.max_topic_levels
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }

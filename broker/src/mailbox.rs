@@ -108,6 +108,24 @@ impl Mailbox {
         Some(d)
     }
 
+    /// Moves up to `max` deliveries into `out`, in order, stopping before a QoS 1/2
+    /// delivery once `room` of them have been taken (the client's inflight window).
+    pub fn pop_batch(&self, max: usize, mut room: usize, out: &mut Vec<Delivery>) {
+        let mut q = self.queue.lock();
+        while out.len() < max {
+            let Some(front) = q.items.front() else { break };
+            if front.qos != QoS::AtMostOnce {
+                if room == 0 {
+                    break;
+                }
+                room -= 1;
+            }
+            let Some(d) = q.items.pop_front() else { break };
+            q.bytes -= d.msg.cost();
+            out.push(d);
+        }
+    }
+
     /// Removes and returns every queued delivery.
     pub fn drain(&self) -> Vec<Delivery> {
         let mut q = self.queue.lock();

@@ -64,7 +64,16 @@ fn publish_all(b: &BrokerState) {
             Metrics::get(&m.connections_total).to_string(),
         ),
     ];
-    for (name, value) in figures {
+    let store = b.router.store().map(|s| s.stats());
+    let store_figures = store.into_iter().flat_map(|s| {
+        [
+            ("store/commits", s.commits.to_string()),
+            ("store/ops", s.ops.to_string()),
+            ("store/failed commits", s.failed_commits.to_string()),
+            ("store/bytes", s.bytes.to_string()),
+        ]
+    });
+    for (name, value) in figures.into_iter().chain(store_figures) {
         let msg = Arc::new(Message::system(
             format!("$SYS/broker/{name}"),
             Bytes::from(value),

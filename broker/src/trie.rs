@@ -116,9 +116,7 @@ impl Trie {
 
     /// Calls `f` for every subscription matching topic name `topic`.
     pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(Match<'a>)) {
-        let levels: Vec<&str> = topic.split('/').collect();
-        let dollar = topic.starts_with('$');
-        walk(&self.root, &levels, dollar, &mut f);
+        walk(&self.root, Some(topic), topic.starts_with('$'), &mut f);
     }
 
     /// The shared group `key`, if it still exists.
@@ -172,21 +170,26 @@ fn emit<'a>(node: &'a Node, f: &mut impl FnMut(Match<'a>)) {
     }
 }
 
-fn walk<'a>(node: &'a Node, levels: &[&str], dollar_root: bool, f: &mut impl FnMut(Match<'a>)) {
+/// Matches the levels in `rest` (`None` once every level is consumed) below `node`.
+fn walk<'a>(node: &'a Node, rest: Option<&str>, dollar_root: bool, f: &mut impl FnMut(Match<'a>)) {
     // [MQTT-4.7.2-1] wildcards at the first level do not match `$` topics.
     let wildcards = !dollar_root;
     if wildcards && let Some(hash) = node.children.get("#") {
         emit(hash, f);
     }
-    let Some((first, rest)) = levels.split_first() else {
+    let Some(rest) = rest else {
         emit(node, f);
         return;
     };
-    if let Some(child) = node.children.get(*first) {
-        walk(child, rest, false, f);
+    let (first, tail) = match rest.split_once('/') {
+        Some((first, tail)) => (first, Some(tail)),
+        None => (rest, None),
+    };
+    if let Some(child) = node.children.get(first) {
+        walk(child, tail, false, f);
     }
     if wildcards && let Some(plus) = node.children.get("+") {
-        walk(plus, rest, false, f);
+        walk(plus, tail, false, f);
     }
 }
 

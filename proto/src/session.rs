@@ -186,7 +186,7 @@ impl ServerSession {
             version: Version::V5,
             keep_alive: Duration::ZERO,
             last_read: now,
-            out: BytesMut::with_capacity(4096),
+            out: BytesMut::new(),
             events: VecDeque::new(),
             client_receive_max: u16::MAX,
             client_max_packet: u32::MAX,
@@ -471,7 +471,7 @@ impl ServerSession {
                         let mut p = (**p).clone();
                         p.dup = true;
                         p.pkid = pkid;
-                        self.encode_publish(p);
+                        self.encode_publish(&p);
                     }
                     Outbound::AwaitComp => {
                         self.send_pub_response(PubKind::Rel, pkid, ReasonCode::Success)
@@ -575,6 +575,15 @@ impl ServerSession {
         self.state == State::Connected && self.outbound.len() < self.window()
     }
 
+    /// How many more QoS 1/2 messages the outgoing window takes now.
+    pub fn send_room(&self) -> usize {
+        if self.state == State::Connected {
+            self.window().saturating_sub(self.outbound.len())
+        } else {
+            0
+        }
+    }
+
     fn window(&self) -> usize {
         usize::from(self.client_receive_max.min(self.limits.max_inflight).max(1))
     }
@@ -591,20 +600,19 @@ impl ServerSession {
         if !self.version.is_v5() {
             p.properties = Properties::default();
         }
-        if Packet::Publish(p.clone()).encoded_len(self.version) > self.client_max_packet as usize {
+        if p.encoded_len(self.version) > self.client_max_packet as usize {
             return Err(SendError::TooLarge);
         }
         if p.qos == QoS::AtMostOnce {
             p.pkid = 0;
-            self.encode_publish(p);
+            self.encode_publish(&p);
             return Ok(0);
         }
         let pkid = self.alloc_pkid();
         p.pkid = pkid;
-        self.outbound
-            .insert(pkid, Outbound::AwaitAck(Box::new(p.clone())));
+        self.encode_publish(&p);
+        self.outbound.insert(pkid, Outbound::AwaitAck(Box::new(p)));
         self.outbound_order.push_back(pkid);
-        self.encode_publish(p);
         Ok(pkid)
     }
 
@@ -619,18 +627,28 @@ impl ServerSession {
     }
 
     /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
-    fn encode_publish(&mut self, mut p: Publish) {
+    fn encode_publish(&mut self, p: &Publish) {
         if self.version.is_v5() && self.client_alias_max > 0 {
-            if let Some(&alias) = self.aliases_out.get(&p.topic) {
-                p.properties.topic_alias = Some(alias);
-                p.topic.clear();
-            } else if self.aliases_out.len() < usize::from(self.client_alias_max) {
-                let alias = self.aliases_out.len() as u16 + 1;
-                self.aliases_out.insert(p.topic.clone(), alias);
-                p.properties.topic_alias = Some(alias);
+            let alias = match self.aliases_out.get(&p.topic) {
+                Some(&alias) => Some((alias, true)),
+                None if self.aliases_out.len() < usize::from(self.client_alias_max) => {
+                    let alias = self.aliases_out.len() as u16 + 1;
+                    self.aliases_out.insert(p.topic.clone(), alias);
+                    Some((alias, false))
+                }
+                None => None,
+            };
+            if let Some((alias, known)) = alias {
+                let mut aliased = p.clone();
+                aliased.properties.topic_alias = Some(alias);
+                if known {
+                    aliased.topic.clear();
+                }
+                aliased.encode(self.version, &mut self.out);
+                return;
             }
         }
-        Packet::Publish(p).encode(self.version, &mut self.out);
+        p.encode(self.version, &mut self.out);
     }
 
     /// Next event for the broker.
@@ -640,7 +658,8 @@ impl ServerSession {
 
     /// Bytes to write to the socket; empty when there is nothing.
     pub fn take_transmit(&mut self) -> Bytes {
-        self.out.split().freeze()
+        // Hand over the whole buffer: an idle connection then holds no output memory.
+        std::mem::take(&mut self.out).freeze()
     }
 
     /// Number of bytes waiting to be taken with [`ServerSession::take_transmit`].

@@ -5,6 +5,7 @@
 //! - `config print-default`: the default configuration file.
 //! - `passwd USER`: a password file line (argon2id) for a device account.
 
+mod bench;
 mod config;
 
 use std::io::Read;
@@ -50,6 +51,16 @@ enum Command {
     },
     /// Print a password file line for USER; the password is read from stdin.
     Passwd { user: String },
+    /// Benchmark Switchboard against mosquitto and rumqttd on loopback.
+    Bench(bench::BenchArgs),
+    /// Runs a benchmark peer broker in this process (used by `bench`).
+    #[command(hide = true)]
+    BenchPeer {
+        /// Only `rumqttd`.
+        peer: String,
+        #[arg(long)]
+        port: u16,
+    },
     /// Operator tools.
     Ctl {
         #[command(subcommand)]
@@ -119,6 +130,17 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
         } => ctl_store(command, &data_dir),
+        Command::Bench(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(bench::run(args))
+        }
+        Command::BenchPeer { peer, port } => {
+            anyhow::ensure!(peer == "rumqttd", "unknown peer {peer}");
+            bench::peers::run_rumqttd(port)
+        }
         Command::Passwd { user } => {
             anyhow::ensure!(!user.contains(':'), "user names cannot contain ':'");
             let mut password = String::new();

@@ -62,6 +62,22 @@ impl Publish {
         })
     }
 
+    /// Size of the whole packet when encoded for `v`.
+    pub fn encoded_len(&self, v: Version) -> usize {
+        let body = self.body_len(v);
+        1 + crate::codec::varint_len(body) + body
+    }
+
+    /// Appends the packet, encoded for `v`, to `buf` (same bytes as
+    /// [`super::Packet::encode`] without wrapping it).
+    pub fn encode(&self, v: Version, buf: &mut BytesMut) {
+        let body = self.body_len(v);
+        buf.reserve(1 + crate::codec::varint_len(body) + body);
+        buf.put_u8(self.header());
+        crate::codec::put_varint(buf, body);
+        self.write_body(v, buf);
+    }
+
     pub(crate) fn header(&self) -> u8 {
         0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
     }

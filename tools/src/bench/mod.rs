@@ -1,0 +1,592 @@
+//! `switchboard bench`: runs each scenario against each broker in turn, on loopback, in the
+//! same run, and writes `results.json`, `results.md` (with Switchboard / peer ratios) and
+//! PNG charts.
+//!
+//! Every scenario is bounded in time (warm-up + measured window) and in count.
+
+mod chart;
+pub mod load;
+pub mod peers;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use switchboard_proto::QoS;
+
+use load::{Load, Shape};
+use peers::{Peer, PeerKind};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Brokers to compare, comma separated.
+    #[arg(
+        long,
+        default_value = "switchboard,mosquitto,rumqttd",
+        value_delimiter = ','
+    )]
+    pub brokers: Vec<String>,
+    /// Scenarios to run, comma separated (default: all). See `--list`.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Measured seconds per scenario and broker.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Connections for the idle-connections scenario.
+    #[arg(long, default_value_t = 15_000)]
+    pub idle: usize,
+    /// Where to write results.json, results.md and the charts.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// First port to use; each broker run takes the next one.
+    #[arg(long, default_value_t = 21883)]
+    pub port: u16,
+}
+
+/// What one scenario measures.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Flow {
+        shape: Shape,
+        pubs: usize,
+        subs: usize,
+        qos: QoS,
+        payload: usize,
+        rate: Option<u32>,
+        persistent: bool,
+    },
+    Idle,
+    ConnStorm {
+        total: usize,
+        concurrency: usize,
+    },
+    RetainedStorm {
+        count: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    about: &'static str,
+    kind: Kind,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    use Kind::*;
+    let q0 = QoS::AtMostOnce;
+    let q1 = QoS::AtLeastOnce;
+    let q2 = QoS::ExactlyOnce;
+    vec![
+        Scenario {
+            name: "p2p-qos0",
+            about: "50 publishers → 50 subscribers, one topic each, 64 B, QoS 0, max rate",
+            kind: Flow {
+                shape: Shape::P2p,
+                pubs: 50,
+                subs: 50,
+                qos: q0,
+                payload: 64,
+                rate: None,
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "p2p-qos1",
+            about: "50 → 50, 64 B, QoS 1 (window 100), max rate",
+            kind: Flow {
+                shape: Shape::P2p,
+                pubs: 50,
+                subs: 50,
+                qos: q1,
+                payload: 64,
+                rate: None,
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "p2p-qos2",
+            about: "50 → 50, 64 B, QoS 2, max rate",
+            kind: Flow {
+                shape: Shape::P2p,
+                pubs: 50,
+                subs: 50,
+                qos: q2,
+                payload: 64,
+                rate: None,
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "p2p-qos0-4k",
+            about: "50 → 50, 4 KiB, QoS 0, max rate",
+            kind: Flow {
+                shape: Shape::P2p,
+                pubs: 50,
+                subs: 50,
+                qos: q0,
+                payload: 4096,
+                rate: None,
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "fan-out",
+            about: "2 publishers × 100 msg/s → 500 subscribers of one topic (100k deliveries/s), QoS 0",
+            kind: Flow {
+                shape: Shape::FanOut,
+                pubs: 2,
+                subs: 500,
+                qos: q0,
+                payload: 64,
+                rate: Some(100),
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "fan-in",
+            about: "500 publishers × 40 msg/s → shared group of 5 subscribers (20k msg/s), QoS 1",
+            kind: Flow {
+                shape: Shape::FanIn,
+                pubs: 500,
+                subs: 5,
+                qos: q1,
+                payload: 64,
+                rate: Some(40),
+                persistent: false,
+            },
+        },
+        Scenario {
+            name: "persistent-qos1",
+            about: "20 publishers → 20 persistent subscribers, QoS 1, max rate (durable acks)",
+            kind: Flow {
+                shape: Shape::P2p,
+                pubs: 20,
+                subs: 20,
+                qos: q1,
+                payload: 64,
+                rate: None,
+                persistent: true,
+            },
+        },
+        Scenario {
+            name: "retained-storm",
+            about: "10,000 retained topics, then one '#' subscriber: time to receive all",
+            kind: RetainedStorm { count: 10_000 },
+        },
+        Scenario {
+            name: "conn-storm",
+            about: "5,000 CONNECT/CONNACK, 50 at a time: connects per second",
+            kind: ConnStorm {
+                total: 5_000,
+                concurrency: 50,
+            },
+        },
+        Scenario {
+            name: "idle",
+            about: "N idle connections (--idle): broker memory per connection",
+            kind: Idle,
+        },
+    ]
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Row {
+    pub scenario: String,
+    pub broker: String,
+    pub throughput: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub ack_p99_us: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub rss_mb: f64,
+    pub peak_rss_mb: f64,
+    pub cpu_us_per_msg: f64,
+    /// Scenario-specific figure (connects/s, bytes per connection, seconds, fsyncs/1000).
+    pub extra: Option<(String, f64)>,
+    pub error: Option<String>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let all = scenarios();
+    if args.list {
+        for s in &all {
+            println!("{:16} {}", s.name, s.about);
+        }
+        return Ok(());
+    }
+    let chosen: Vec<Scenario> = if args.scenarios.is_empty() {
+        all
+    } else {
+        args.scenarios
+            .iter()
+            .map(|n| {
+                all.iter()
+                    .find(|s| s.name == n)
+                    .copied()
+                    .with_context(|| format!("unknown scenario {n}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let brokers: Vec<PeerKind> = args
+        .brokers
+        .iter()
+        .map(|b| PeerKind::parse(b))
+        .collect::<anyhow::Result<_>>()?;
+    std::fs::create_dir_all(&args.out)?;
+    let work = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+
+    let bar = ProgressBar::new((chosen.len() * brokers.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rows = Vec::new();
+    let mut port = args.port;
+    for s in &chosen {
+        for &b in &brokers {
+            bar.set_message(format!("{} on {}", s.name, b.name()));
+            port += 1;
+            let row = match run_one(s, b, port, &work, &args).await {
+                Ok(r) => r,
+                Err(e) => Row {
+                    scenario: s.name.into(),
+                    broker: b.name().into(),
+                    error: Some(format!("{e:#}")),
+                    ..Row::default()
+                },
+            };
+            bar.println(format!(
+                "{:16} {:12} {:>12.0} msg/s  p50 {:>8.0} µs  p99 {:>8.0} µs  rss {:>7.1} MB{}{}",
+                row.scenario,
+                row.broker,
+                row.throughput,
+                row.p50_us,
+                row.p99_us,
+                row.rss_mb,
+                row.extra
+                    .as_ref()
+                    .map(|(k, v)| format!("  {k} {v:.1}"))
+                    .unwrap_or_default(),
+                row.error
+                    .as_ref()
+                    .map(|e| format!("  ERROR {e}"))
+                    .unwrap_or_default()
+            ));
+            rows.push(row);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&work);
+    write_report(&args.out, &chosen, &rows)?;
+    println!("report: {}", args.out.join("results.md").display());
+    Ok(())
+}
+
+async fn run_one(
+    s: &Scenario,
+    b: PeerKind,
+    port: u16,
+    work: &Path,
+    args: &BenchArgs,
+) -> anyhow::Result<Row> {
+    let persistent = matches!(
+        s.kind,
+        Kind::Flow {
+            persistent: true,
+            ..
+        }
+    );
+    let peer = Peer::start(b, port, work, persistent).await?;
+    let mut row = Row {
+        scenario: s.name.into(),
+        broker: b.name().into(),
+        ..Row::default()
+    };
+    let result = measure(s, &peer, args, &mut row).await;
+    let st = peer.stats();
+    row.rss_mb = st.rss_kb as f64 / 1024.0;
+    row.peak_rss_mb = st.hwm_kb as f64 / 1024.0;
+    peer.stop().await;
+    result.map(|()| row)
+}
+
+async fn measure(s: &Scenario, peer: &Peer, args: &BenchArgs, row: &mut Row) -> anyhow::Result<()> {
+    let tag = s.name.replace('-', "");
+    match s.kind {
+        Kind::Flow {
+            shape,
+            pubs,
+            subs,
+            qos,
+            payload,
+            rate,
+            persistent,
+        } => {
+            let load = Load {
+                addr: peer.addr,
+                shape,
+                publishers: pubs,
+                subscribers: subs,
+                qos,
+                payload,
+                rate,
+                warmup: Duration::from_secs(1),
+                duration: Duration::from_secs(args.seconds),
+                persistent,
+            };
+            let commits_before = if persistent {
+                store_commits(peer).await
+            } else {
+                None
+            };
+            let before = peer.stats();
+            let out = load::run(&load, &tag).await?;
+            let after = peer.stats();
+            row.throughput = out.throughput;
+            row.p50_us = out.p50_us;
+            row.p99_us = out.p99_us;
+            row.ack_p99_us = out.ack_p99_us;
+            row.sent = out.sent;
+            row.received = out.received;
+            let cpu_us = (after.cpu_ticks - before.cpu_ticks) as f64 * 10_000.0;
+            row.cpu_us_per_msg = if out.received > 0 {
+                cpu_us / out.received as f64
+            } else {
+                0.0
+            };
+            if persistent {
+                // Give `$SYS` a tick to publish the final figure.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                if let (Some(a), Some(b)) = (commits_before, store_commits(peer).await)
+                    && out.sent > 0
+                {
+                    row.extra = Some((
+                        "fsyncs/1000 msg".into(),
+                        (b - a) as f64 * 1000.0 / out.sent as f64,
+                    ));
+                }
+            }
+        }
+        Kind::Idle => {
+            let before = peer.stats();
+            let conns = load::idle_connections(peer.addr, args.idle, &tag).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = peer.stats();
+            let per =
+                (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
+            row.extra = Some((format!("bytes/conn ({} conns)", conns.len()), per));
+            row.received = conns.len() as u64;
+            drop(conns);
+        }
+        Kind::ConnStorm { total, concurrency } => {
+            let started = Instant::now();
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+            let mut tasks = Vec::new();
+            for i in 0..total {
+                let permit = sem.clone().acquire_owned().await?;
+                let addr = peer.addr;
+                let tag = tag.clone();
+                tasks.push(tokio::spawn(async move {
+                    let r = load::connect(addr, &format!("{tag}-{i}"), true, None).await;
+                    drop(permit);
+                    r.map(drop)
+                }));
+            }
+            let mut ok: u32 = 0;
+            for t in tasks {
+                if matches!(t.await, Ok(Ok(()))) {
+                    ok += 1;
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            row.throughput = f64::from(ok) / secs;
+            row.received = u64::from(ok);
+            row.extra = Some(("connects/s".into(), row.throughput));
+        }
+        Kind::RetainedStorm { count } => {
+            let t = retained_storm(peer, count, &tag).await?;
+            row.throughput = count as f64 / t;
+            row.received = count as u64;
+            row.extra = Some(("seconds to receive all".into(), t));
+        }
+    }
+    Ok(())
+}
+
+/// Publishes `count` retained messages, then times a '#' subscriber receiving them all.
+async fn retained_storm(peer: &Peer, count: usize, tag: &str) -> anyhow::Result<f64> {
+    use bytes::BytesMut;
+    use switchboard_proto::{Packet, Properties, Publish, Subscribe, SubscriptionOptions, Version};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut p = load::connect(peer.addr, &format!("{tag}-pub"), true, None).await?;
+    let mut buf = BytesMut::new();
+    for i in 0..count {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: format!("ret/{tag}/{}/{i}", i % 100),
+            pkid: (i % 60_000) as u16 + 1,
+            properties: Properties::default(),
+            payload: bytes::Bytes::from_static(b"retained-value"),
+        })
+        .encode(Version::V3_1_1, &mut buf);
+    }
+    p.write_all(&buf).await?;
+    // Wait for every PUBACK so that the broker holds them all.
+    let mut rb = BytesMut::new();
+    let mut acks = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks < count {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "retained publishes not acknowledged in time"
+        );
+        if let Some(Packet::PubAck(_)) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX)? {
+            acks += 1;
+            continue;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), p.read_buf(&mut rb)).await?? == 0 {
+            anyhow::bail!("publisher closed");
+        }
+    }
+    let mut s = load::connect(peer.addr, &format!("{tag}-sub"), true, None).await?;
+    let started = Instant::now();
+    let mut out = BytesMut::new();
+    Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(format!("ret/{tag}/#"), SubscriptionOptions::default())],
+    })
+    .encode(Version::V3_1_1, &mut out);
+    s.write_all(&out).await?;
+    let mut got = 0;
+    let mut rb = BytesMut::new();
+    while got < count {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {got} of {count} retained messages arrived"
+        );
+        match Packet::read(&mut rb, Version::V3_1_1, usize::MAX)? {
+            Some(Packet::Publish(_)) => got += 1,
+            Some(_) => {}
+            None => {
+                if tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut rb)).await?? == 0 {
+                    anyhow::bail!("subscriber closed");
+                }
+            }
+        }
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Switchboard's store commit counter from `$SYS/broker/store/commits`.
+async fn store_commits(peer: &Peer) -> Option<u64> {
+    if peer.kind != PeerKind::Switchboard {
+        return None;
+    }
+    use bytes::BytesMut;
+    use switchboard_proto::{Packet, Properties, Subscribe, SubscriptionOptions, Version};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = load::connect(peer.addr, "bench-sys", true, None)
+        .await
+        .ok()?;
+    let mut out = BytesMut::new();
+    Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "$SYS/broker/store/commits".into(),
+            SubscriptionOptions::default(),
+        )],
+    })
+    .encode(Version::V3_1_1, &mut out);
+    s.write_all(&out).await.ok()?;
+    let mut rb = BytesMut::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(Packet::Publish(p))) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX) {
+            return std::str::from_utf8(&p.payload).ok()?.parse().ok();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_buf(&mut rb)).await;
+    }
+    None
+}
+
+fn write_report(out: &Path, chosen: &[Scenario], rows: &[Row]) -> anyhow::Result<()> {
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(rows)?,
+    )?;
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Run: {} cores, {} (all brokers and the load generator on the same machine, loopback).\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
+            .unwrap_or_else(|| "unknown CPU".into())
+    ));
+    md.push_str("| scenario | broker | msg/s | p50 µs | p99 µs | ack p99 µs | RSS MB | peak RSS MB | CPU µs/msg | other | vs switchboard (throughput) |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let by: BTreeMap<(&str, &str), &Row> = rows
+        .iter()
+        .map(|r| ((r.scenario.as_str(), r.broker.as_str()), r))
+        .collect();
+    for s in chosen {
+        for r in rows.iter().filter(|r| r.scenario == s.name) {
+            let ours = by.get(&(s.name, "switchboard"));
+            let ratio = match ours {
+                Some(o) if r.broker != "switchboard" && r.throughput > 0.0 => {
+                    format!("{:.2}×", o.throughput / r.throughput)
+                }
+                _ => String::new(),
+            };
+            let other = r
+                .error
+                .as_ref()
+                .map(|e| format!("error: {e}"))
+                .or_else(|| r.extra.as_ref().map(|(k, v)| format!("{k}: {v:.1}")))
+                .unwrap_or_default();
+            md.push_str(&format!(
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.2} | {} | {} |\n",
+                r.scenario,
+                r.broker,
+                r.throughput,
+                r.p50_us,
+                r.p99_us,
+                r.ack_p99_us,
+                r.rss_mb,
+                r.peak_rss_mb,
+                r.cpu_us_per_msg,
+                other,
+                ratio
+            ));
+        }
+    }
+    md.push_str("\nScenarios:\n\n");
+    for s in chosen {
+        md.push_str(&format!("- `{}`: {}\n", s.name, s.about));
+    }
+    std::fs::write(out.join("results.md"), md)?;
+    chart::draw(out, chosen.iter().map(|s| s.name).collect(), rows)?;
+    Ok(())
+}
