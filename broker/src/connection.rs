@@ -39,7 +39,7 @@ const DRAIN_BATCH: usize = 64;
 const DRAIN_ROUNDS: usize = 4;
 /// Read buffer for a quiet connection, and for a busy one.
 const READ_IDLE: usize = 256;
-const READ_BUSY: usize = 32 * 1024;
+const READ_BUSY: usize = 4 * 1024;
 /// Time allowed to flush the last bytes (DISCONNECT) before closing.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -449,7 +449,7 @@ impl Conn {
 
     fn on_event(&mut self, sess: &mut ServerSession, ev: Event) -> Result<(), Violation> {
         match ev {
-            Event::Publish(p) => self.on_publish(sess, p),
+            Event::Publish(p) => self.on_publish(sess, *p),
             Event::Subscribe(s) => self.on_subscribe(sess, s),
             Event::Unsubscribe(u) => {
                 self.on_unsubscribe(sess, u);
@@ -728,6 +728,7 @@ impl Conn {
             if batch.is_empty() {
                 break;
             }
+            sess.reserve_transmit(batch.iter().map(|d| d.msg.cost()).sum());
             let mut rest = batch.drain(..);
             for d in rest.by_ref() {
                 let Some(p) = d.to_publish(now) else {

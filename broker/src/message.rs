@@ -15,8 +15,9 @@ pub struct Message {
     pub retain: bool,
     /// Properties forwarded unchanged (payload format, content type, response topic,
     /// correlation data, user properties). Expiry, alias and subscription identifiers are
-    /// per delivery and not kept here.
-    pub properties: Properties,
+    /// per delivery and not kept here. `None` when there are none (most messages), which
+    /// keeps a queued message small.
+    pub properties: Option<Box<Properties>>,
     /// When the Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
     /// Session that published it (for No Local); 0 for the broker itself.
@@ -38,7 +39,7 @@ impl Message {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            properties,
+            properties: boxed(properties),
             expires_at,
             origin,
         }
@@ -57,7 +58,7 @@ impl Message {
             payload: w.payload,
             qos: w.qos,
             retain: w.retain,
-            properties,
+            properties: boxed(properties),
             expires_at,
             origin,
         }
@@ -70,7 +71,7 @@ impl Message {
             payload,
             qos: QoS::AtMostOnce,
             retain,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
             origin: 0,
         }
@@ -114,7 +115,7 @@ impl Delivery {
     /// The PUBLISH to send, or `None` if the message expired while queued. The expiry
     /// interval sent is what remains of it ([MQTT-3.3.2-6]).
     pub fn to_publish(&self, now: Instant) -> Option<Publish> {
-        let mut properties = self.msg.properties.clone();
+        let mut properties = self.msg.properties.as_deref().cloned().unwrap_or_default();
         if let Some(at) = self.msg.expires_at {
             let left = at.checked_duration_since(now)?;
             if left.is_zero() {
@@ -135,4 +136,9 @@ impl Delivery {
             payload: self.msg.payload.clone(),
         })
     }
+}
+
+/// Boxes properties only when there are any.
+pub fn boxed(p: Properties) -> Option<Box<Properties>> {
+    (!p.is_empty()).then(|| Box::new(p))
 }

@@ -2,7 +2,6 @@
 //! keys. Matching a topic walks only the branches that can match, so its cost grows with
 //! the topic's depth and the number of matches, not with the number of subscriptions.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,6 +47,9 @@ impl SharedGroup {
         fallback
     }
 }
+
+/// Children by level: a fast hasher, seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Node {

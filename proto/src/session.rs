@@ -10,7 +10,11 @@
 //! broker decides everything else (authentication, routing, storage) and answers through
 //! methods such as [`ServerSession::accept`] and [`ServerSession::ack_publish`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash maps keyed by packet identifiers and topics: a fast hasher, seeded per process.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -84,7 +88,7 @@ pub enum Event {
     Connect(Box<Connect>),
     /// An application message to route. For QoS 1/2 answer with
     /// [`ServerSession::ack_publish`] once it is routed (and stored).
-    Publish(Publish),
+    Publish(Box<Publish>),
     /// Answer with [`ServerSession::send_suback`].
     Subscribe(Subscribe),
     /// Answer with [`ServerSession::send_unsuback`].
@@ -192,13 +196,13 @@ impl ServerSession {
             client_max_packet: u32::MAX,
             client_alias_max: 0,
             connect_session_expiry: 0,
-            outbound: HashMap::new(),
+            outbound: HashMap::default(),
             outbound_order: VecDeque::new(),
             next_pkid: 1,
-            incoming_unacked: HashMap::new(),
-            awaiting_rel: HashSet::new(),
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            incoming_unacked: HashMap::default(),
+            awaiting_rel: HashSet::default(),
+            aliases_in: HashMap::default(),
+            aliases_out: HashMap::default(),
         }
     }
 
@@ -373,7 +377,7 @@ impl ServerSession {
                 self.incoming_unacked.insert(p.pkid, p.qos);
             }
         }
-        self.events.push_back(Event::Publish(p));
+        self.events.push_back(Event::Publish(Box::new(p)));
         Ok(())
     }
 
@@ -659,7 +663,12 @@ impl ServerSession {
     /// Bytes to write to the socket; empty when there is nothing.
     pub fn take_transmit(&mut self) -> Bytes {
         // Hand over the whole buffer: an idle connection then holds no output memory.
-        std::mem::take(&mut self.out).freeze()
+        self.out.split().freeze()
+    }
+
+    /// Makes room for about `bytes` more output at once, instead of growing step by step.
+    pub fn reserve_transmit(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
     }
 
     /// Number of bytes waiting to be taken with [`ServerSession::take_transmit`].

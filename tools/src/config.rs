@@ -19,6 +19,8 @@ pub struct Config {
     pub log: String,
     /// Where durable state lives.
     pub data_dir: PathBuf,
+    /// Async worker threads; 0: one per core.
+    pub workers: usize,
     pub broker: BrokerConfig,
     pub store: StoreConfig,
 }
@@ -49,6 +51,7 @@ impl Default for Config {
         Config {
             log: "info".into(),
             data_dir: PathBuf::from("data"),
+            workers: 0,
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
         }

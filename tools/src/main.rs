@@ -183,7 +183,11 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.workers > 0 {
+        rt.worker_threads(cfg.workers);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -37,7 +37,7 @@ pub fn encode_message(m: &Message, now: Instant) -> Vec<u8> {
         retain: false,
         topic: m.topic.clone(),
         pkid: 0,
-        properties: m.properties.clone(),
+        properties: m.properties.as_deref().cloned().unwrap_or_default(),
         payload: m.payload.clone(),
     })
     .encode(Version::V5, &mut buf);
@@ -67,7 +67,7 @@ pub fn decode_message(raw: &[u8], now: Instant) -> Option<Message> {
         payload: p.payload,
         qos,
         retain,
-        properties: p.properties,
+        properties: crate::message::boxed(p.properties),
         expires_at,
         origin,
     })
@@ -174,10 +174,10 @@ mod tests {
             payload: Bytes::from_static(b"hello"),
             qos: QoS::ExactlyOnce,
             retain: true,
-            properties: Properties {
+            properties: Some(Box::new(Properties {
                 user_properties: vec![("k".into(), "v".into())],
                 ..Properties::default()
-            },
+            })),
             expires_at: Some(now + Duration::from_secs(100)),
             origin: 42,
         };
@@ -187,10 +187,7 @@ mod tests {
         assert_eq!(back.qos, m.qos);
         assert!(back.retain);
         assert_eq!(back.origin, 42);
-        assert_eq!(
-            back.properties.user_properties,
-            m.properties.user_properties
-        );
+        assert_eq!(back.properties, m.properties);
         let left = back
             .expires_at
             .expect("expiry")

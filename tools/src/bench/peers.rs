@@ -75,6 +75,10 @@ impl Peer {
                     .arg("--data-dir")
                     .arg(&dir)
                     .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "1")
+                    .env(
+                        "SWITCHBOARD__WORKERS",
+                        std::env::var("BENCH_SWITCHBOARD_WORKERS").unwrap_or_else(|_| "0".into()),
+                    )
                     .env("SWITCHBOARD__BROKER__LIMITS__MAX_CONNECTIONS", "1000000")
                     .env(
                         "SWITCHBOARD__STORE__ENABLED",
