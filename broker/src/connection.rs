@@ -355,6 +355,13 @@ impl Conn {
         // moves with every packet, but checking it lazily costs nothing per packet.
         let keep_alive = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(keep_alive);
+        // Registered once, not on every turn of the loop: the shutdown token's waiter list
+        // is shared by every connection, and re-registering there on each wake-up is a
+        // global lock in the hot path.
+        let shutdown = broker.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let notified = mailbox.notified();
+        tokio::pin!(notified);
         let mut keep_alive_armed = false;
         loop {
             if io.pending.is_empty() && sess.has_transmit() {
@@ -373,7 +380,7 @@ impl Conn {
             let backlog = io.pending.len() + sess.pending_transmit();
             tokio::select! {
                 biased;
-                _ = broker.shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     sess.disconnect(ReasonCode::ServerShuttingDown, None);
                     return End::Shutdown;
                 }
@@ -406,7 +413,10 @@ impl Conn {
                         self.drain(sess);
                     }
                 },
-                _ = mailbox.notified(), if backlog < OUT_HIGH_WATER => self.drain(sess),
+                _ = &mut notified, if backlog < OUT_HIGH_WATER => {
+                    notified.set(mailbox.notified());
+                    self.drain(sess);
+                }
                 r = async {
                     match self.pending_acks.front_mut().and_then(|p| p.durable.as_mut()) {
                         Some(rx) => rx.await,

@@ -68,7 +68,16 @@ impl RedbStore {
             reason,
         };
         let existed = path.exists();
-        let db = Database::create(path).map_err(|e| foreign(e.to_string()))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen
+            | redb::DatabaseError::LockProtocolMismatch => {
+                StoreError::Io(format!("{} is in use by another process", path.display()))
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(e)) => {
+                StoreError::Io(format!("{}: {e}", path.display()))
+            }
+            other => foreign(other.to_string()),
+        })?;
         {
             let w = db.begin_write().map_err(io)?;
             {

@@ -416,16 +416,19 @@ async fn subscriber(
     Ok(lat)
 }
 
-/// Opens `n` idle connections spread over 127.0.0.x source addresses; returns them.
+/// Opens `n` idle connections spread over 127.`net`.x.y source addresses; returns them.
+/// Each run should use its own `net`: closed connections linger in TIME_WAIT and hold
+/// their source ports for a minute.
 pub async fn idle_connections(
     addr: SocketAddr,
     n: usize,
     tag: &str,
+    net: u8,
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         // ~28k ports per source address: change address every 20k connections.
-        let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8));
+        let src = IpAddr::V4(Ipv4Addr::new(127, net, 0, 1 + (i / 20_000) as u8));
         out.push(connect(addr, &format!("{tag}-idle-{i}"), true, Some(src)).await?);
     }
     Ok(out)

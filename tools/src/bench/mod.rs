@@ -381,7 +381,8 @@ async fn measure(s: &Scenario, peer: &Peer, args: &BenchArgs, row: &mut Row) -> 
         }
         Kind::Idle => {
             let before = peer.stats();
-            let conns = load::idle_connections(peer.addr, args.idle, &tag).await?;
+            let net = 1 + (peer.addr.port() % 250) as u8;
+            let conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let after = peer.stats();
             let per =
