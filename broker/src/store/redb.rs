@@ -73,7 +73,9 @@ impl RedbStore {
             | redb::DatabaseError::LockProtocolMismatch => {
                 StoreError::Io(format!("{} is in use by another process", path.display()))
             }
-            redb::DatabaseError::Storage(redb::StorageError::Io(e)) => {
+            redb::DatabaseError::Storage(redb::StorageError::Io(e))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
                 StoreError::Io(format!("{}: {e}", path.display()))
             }
             other => foreign(other.to_string()),
