@@ -18,6 +18,9 @@ pub struct Credentials<'a> {
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
+    /// Subject common name of a client certificate that TLS already verified against the
+    /// configured client CA.
+    pub cert_user: Option<&'a str>,
 }
 
 /// Who a connection is, once authenticated.
@@ -125,6 +128,16 @@ impl PasswordAuth {
 
 impl Authenticator for PasswordAuth {
     fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, ReasonCode> {
+        if let Some(user) = creds.cert_user {
+            // The certificate is the proof; a user name in CONNECT may not contradict it.
+            if creds.username.is_some_and(|u| u != user) {
+                return Err(ReasonCode::NotAuthorized);
+            }
+            return Ok(Identity {
+                username: Some(user.to_owned()),
+                anonymous: false,
+            });
+        }
         let Some(user) = creds.username else {
             return if self.allow_anonymous {
                 Ok(Identity {
@@ -181,6 +194,7 @@ mod tests {
             client_id: "c",
             username: Some(u),
             password: Some(p),
+            cert_user: None,
         };
         assert!(auth.authenticate(&creds("sensor1", b"s3cret")).is_ok());
         assert_eq!(

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// TCP listener addresses for plain MQTT.
-    pub tcp: Vec<SocketAddr>,
+    pub listeners: Listeners,
+    /// Certificate and key for TLS, WSS and QUIC.
+    pub tls: TlsFiles,
     /// Accept clients that send no credentials. Off by default.
     pub allow_anonymous: bool,
     /// `username:argon2-hash` lines for device accounts (see `switchboard passwd`).
@@ -59,10 +60,54 @@ pub struct Limits {
     pub connect_timeout: u64,
 }
 
+/// Where the broker listens, per transport. An empty list turns the transport off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listeners {
+    /// MQTT over TCP.
+    pub tcp: Vec<SocketAddr>,
+    /// MQTT over TLS (1.2 and 1.3).
+    pub tls: Vec<SocketAddr>,
+    /// MQTT over WebSocket, path `/mqtt`, subprotocol `mqtt`.
+    pub ws: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS.
+    pub wss: Vec<SocketAddr>,
+    /// MQTT over QUIC, ALPN `mqtt`, one bidirectional stream per MQTT connection.
+    pub quic: Vec<SocketAddr>,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            tcp: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            tls: Vec::new(),
+            ws: Vec::new(),
+            wss: Vec::new(),
+            quic: Vec::new(),
+        }
+    }
+}
+
+/// PEM files for the TLS-based transports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Server certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Server private key.
+    pub key: Option<PathBuf>,
+    /// CA whose client certificates are accepted; the certificate's subject common name then
+    /// becomes the client's user name.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a valid client certificate (only with `client_ca`).
+    pub require_client_cert: bool,
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
-            tcp: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            listeners: Listeners::default(),
+            tls: TlsFiles::default(),
             allow_anonymous: false,
             password_file: None,
             sys_interval: 10,

@@ -63,6 +63,7 @@ pub async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     transport: &'static str,
+    cert_user: Option<String>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -89,7 +90,8 @@ pub async fn serve<S>(
                 return;
             }
         };
-        let Some(mut conn) = Conn::establish(&broker, &mut sess, *connect, conn_id, peer).await
+        let Some(mut conn) =
+            Conn::establish(&broker, &mut sess, *connect, conn_id, peer, cert_user).await
         else {
             io.final_flush(&mut sess).await;
             return;
@@ -226,6 +228,7 @@ impl Conn {
         c: Connect,
         conn_id: u64,
         peer: SocketAddr,
+        cert_user: Option<String>,
     ) -> Option<Conn> {
         let limits = &broker.config.limits;
         let v5 = c.version.is_v5();
@@ -265,6 +268,7 @@ impl Conn {
                 client_id: &client_id,
                 username: username.as_deref(),
                 password: password.as_deref(),
+                cert_user: cert_user.as_deref(),
             })
         })
         .await

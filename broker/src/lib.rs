@@ -23,6 +23,7 @@ pub mod router;
 pub mod sessions;
 pub mod store;
 mod sys;
+pub mod transport;
 pub mod trie;
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{BrokerConfig, Limits};
+pub use config::{BrokerConfig, Limits, Listeners, TlsFiles};
 
 use auth::{Acl, Authenticator, DefaultAcl, PasswordAuth};
 use router::Router;
@@ -52,6 +53,8 @@ pub enum StartError {
     PasswordFile(#[from] auth::PasswordFileError),
     #[error("cannot read the store: {0}")]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
 }
 
 /// State shared by every task of one broker.
@@ -124,15 +127,51 @@ impl Broker {
             (None, Some(path)) => Arc::new(PasswordAuth::load(self.config.allow_anonymous, path)?),
             (None, None) => Arc::new(PasswordAuth::new(self.config.allow_anonymous)),
         };
+        // Everything that can fail (certificates, ports) fails before any state is built.
+        let l = &self.config.listeners;
+        let needs_tls = !(l.tls.is_empty() && l.wss.is_empty());
+        let (tls_mqtt, tls_ws) = if needs_tls {
+            (
+                Some(transport::tls::server_config(
+                    &self.config.tls,
+                    transport::tls::Purpose::Mqtt,
+                )?),
+                Some(transport::tls::server_config(
+                    &self.config.tls,
+                    transport::tls::Purpose::WebSocket,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
         let mut bound = Vec::new();
-        for addr in &self.config.tcp {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
+        for (addrs, kind) in [(&l.tcp, listener::Kind::Tcp), (&l.ws, listener::Kind::Ws)]
+            .into_iter()
+            .chain(tls_mqtt.map(|c| (&l.tls, listener::Kind::Tls(c.into()))))
+            .chain(tls_ws.map(|c| (&l.wss, listener::Kind::Wss(c.into()))))
+        {
+            for addr in addrs {
+                let sock = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                let local = sock.local_addr().map_err(|source| StartError::Bind {
                     addr: *addr,
                     source,
                 })?;
-            bound.push(l);
+                bound.push((sock, kind.clone(), local));
+            }
+        }
+        let mut quic = Vec::new();
+        for addr in &l.quic {
+            let ep = transport::quic::endpoint(&self.config.tls, *addr)?;
+            let local = ep.local_addr().map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            quic.push((ep, local));
         }
         let snapshot = match &self.store {
             Some(st) => Some(st.load()?),
@@ -153,34 +192,70 @@ impl Broker {
         if let Some(snap) = snapshot {
             state.restore(snap);
         }
-        let mut tcp = Vec::new();
-        for l in bound {
-            let addr = l.local_addr().map_err(|source| StartError::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
-            tracing::info!(%addr, "MQTT over TCP listening");
-            tcp.push(addr);
-            state.tasks.spawn(listener::accept_tcp(state.clone(), l));
+        let mut addrs = Addrs::default();
+        let permits = listener::permits(&state);
+        for (sock, kind, local) in bound {
+            let list = match &kind {
+                listener::Kind::Tcp => &mut addrs.tcp,
+                listener::Kind::Tls(_) => &mut addrs.tls,
+                listener::Kind::Ws => &mut addrs.ws,
+                listener::Kind::Wss(_) => &mut addrs.wss,
+            };
+            list.push(local);
+            tracing::info!(addr = %local, transport = ?list_name(&kind), "listening");
+            state
+                .tasks
+                .spawn(listener::accept(state.clone(), sock, kind, permits.clone()));
+        }
+        for (ep, local) in quic {
+            tracing::info!(addr = %local, transport = "quic", "listening");
+            addrs.quic.push(local);
+            state
+                .tasks
+                .spawn(transport::quic::accept(state.clone(), ep));
         }
         if state.config.sys_interval > 0 {
             state.tasks.spawn(sys::run(state.clone()));
         }
-        Ok(BrokerHandle { state, tcp })
+        Ok(BrokerHandle { state, addrs })
     }
+}
+
+fn list_name(k: &listener::Kind) -> &'static str {
+    match k {
+        listener::Kind::Tcp => "tcp",
+        listener::Kind::Tls(_) => "tls",
+        listener::Kind::Ws => "ws",
+        listener::Kind::Wss(_) => "wss",
+    }
+}
+
+/// Bound addresses per transport (port 0 resolved).
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub ws: Vec<SocketAddr>,
+    pub wss: Vec<SocketAddr>,
+    pub quic: Vec<SocketAddr>,
 }
 
 /// A running broker.
 #[derive(Debug, Clone)]
 pub struct BrokerHandle {
     state: Arc<BrokerState>,
-    tcp: Vec<SocketAddr>,
+    addrs: Addrs,
 }
 
 impl BrokerHandle {
     /// Addresses of the TCP listeners, as bound (port 0 resolved).
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
-        &self.tcp
+        &self.addrs.tcp
+    }
+
+    /// Addresses of every listener.
+    pub fn addrs(&self) -> &Addrs {
+        &self.addrs
     }
 
     /// The broker's shared state (metrics, sessions, router).

@@ -30,7 +30,10 @@ impl TestBroker {
     /// Like [`TestBroker::start`], with the config adjusted by `f`.
     pub async fn start_with(f: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         let mut cfg = BrokerConfig {
-            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            listeners: switchboard_broker::Listeners {
+                tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+                ..Default::default()
+            },
             allow_anonymous: true,
             sys_interval: 0,
             ..BrokerConfig::default()
@@ -58,7 +61,10 @@ impl TestBroker {
         f: impl FnOnce(&mut BrokerConfig),
     ) -> TestBroker {
         let mut cfg = BrokerConfig {
-            tcp: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            listeners: switchboard_broker::Listeners {
+                tcp: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                ..Default::default()
+            },
             allow_anonymous: true,
             sys_interval: 0,
             ..BrokerConfig::default()

@@ -135,7 +135,7 @@ mod tests {
                 "true".to_owned(),
             ),
             (
-                "SWITCHBOARD__BROKER__TCP".to_owned(),
+                "SWITCHBOARD__BROKER__LISTENERS__TCP".to_owned(),
                 r#"["127.0.0.1:1999"]"#.to_owned(),
             ),
             ("SWITCHBOARD__DATA_DIR".to_owned(), "/tmp/x".to_owned()),
@@ -144,7 +144,7 @@ mod tests {
         let c = Config::load(None, env).expect("valid");
         assert_eq!(c.broker.limits.max_connections, 77);
         assert!(c.broker.allow_anonymous);
-        assert_eq!(c.broker.tcp[0].port(), 1999);
+        assert_eq!(c.broker.listeners.tcp[0].port(), 1999);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 

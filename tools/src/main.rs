@@ -54,6 +54,15 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Make a development CA and server certificate (and optionally client certificates).
+    Certs {
+        /// Where to write them.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Also make a client certificate for this user (repeatable).
+        #[arg(long)]
+        client: Vec<String>,
+    },
     /// Print a password file line for USER; the password is read from stdin.
     Passwd { user: String },
     /// Benchmark Switchboard against mosquitto and rumqttd on loopback.
@@ -110,6 +119,21 @@ struct RunArgs {
     /// TCP listen address for MQTT (repeatable).
     #[arg(long)]
     tcp: Vec<SocketAddr>,
+    /// TLS listen address (repeatable).
+    #[arg(long)]
+    tls: Vec<SocketAddr>,
+    /// WebSocket listen address, path /mqtt (repeatable).
+    #[arg(long)]
+    ws: Vec<SocketAddr>,
+    /// WebSocket-over-TLS listen address (repeatable).
+    #[arg(long)]
+    wss: Vec<SocketAddr>,
+    /// QUIC listen address, UDP (repeatable).
+    #[arg(long)]
+    quic: Vec<SocketAddr>,
+    /// Directory of dev certificates used when no tls.cert/tls.key is configured.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
     /// Accept clients without credentials.
     #[arg(long)]
     allow_anonymous: bool,
@@ -135,6 +159,28 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
         } => ctl_store(command, &data_dir),
+        Command::Certs { dir, client } => {
+            let c = switchboard_broker::transport::certs::ensure_dev_certs(&dir)?;
+            println!(
+                "CA certificate (give it to clients): {}",
+                c.ca_cert.display()
+            );
+            println!(
+                "server certificate: {}  key: {}",
+                c.server_cert.display(),
+                c.server_key.display()
+            );
+            for user in client {
+                let (cert, key) =
+                    switchboard_broker::transport::certs::make_client_cert(&dir, &user)?;
+                println!(
+                    "client certificate for {user}: {}  key: {}",
+                    cert.display(),
+                    key.display()
+                );
+            }
+            Ok(())
+        }
         Command::Bench(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -165,8 +211,37 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         cfg.data_dir = d;
     }
-    if !args.tcp.is_empty() {
-        cfg.broker.tcp = args.tcp;
+    let l = &mut cfg.broker.listeners;
+    let any_flag = !(args.tcp.is_empty()
+        && args.tls.is_empty()
+        && args.ws.is_empty()
+        && args.wss.is_empty()
+        && args.quic.is_empty());
+    if any_flag {
+        // Listener flags replace the configured listeners as a whole.
+        l.tcp = args.tcp;
+        l.tls = args.tls;
+        l.ws = args.ws;
+        l.wss = args.wss;
+        l.quic = args.quic;
+    } else if up && l.tls.is_empty() && l.ws.is_empty() && l.wss.is_empty() && l.quic.is_empty() {
+        // `up` serves every transport on its usual port.
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        l.tls = vec![any(8883)];
+        l.ws = vec![any(8083)];
+        l.wss = vec![any(8084)];
+        l.quic = vec![any(14567)];
+    }
+    let needs_tls = !(l.tls.is_empty() && l.wss.is_empty() && l.quic.is_empty());
+    if needs_tls && cfg.broker.tls.cert.is_none() {
+        let c = switchboard_broker::transport::certs::ensure_dev_certs(&args.certs)
+            .context("cannot make dev certificates")?;
+        println!(
+            "switchboard: dev CA for TLS/WSS/QUIC clients: {}",
+            c.ca_cert.display()
+        );
+        cfg.broker.tls.cert = Some(c.server_cert);
+        cfg.broker.tls.key = Some(c.server_key);
     }
     if args.allow_anonymous {
         cfg.broker.allow_anonymous = true;
@@ -206,8 +281,22 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     }
     rt.block_on(async move {
         let handle = broker.start().await?;
-        for addr in handle.tcp_addrs() {
-            println!("switchboard: MQTT on tcp://{addr}");
+        let a = handle.addrs();
+        for (scheme, list) in [
+            ("tcp", &a.tcp),
+            ("tls", &a.tls),
+            ("ws", &a.ws),
+            ("wss", &a.wss),
+            ("quic", &a.quic),
+        ] {
+            for addr in list {
+                let path = if scheme.starts_with("ws") {
+                    "/mqtt"
+                } else {
+                    ""
+                };
+                println!("switchboard: MQTT on {scheme}://{addr}{path}");
+            }
         }
         if cfg.broker.allow_anonymous {
             println!("switchboard: anonymous clients allowed");
