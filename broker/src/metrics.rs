@@ -23,8 +23,6 @@ pub struct Metrics {
     pub refused_max_connections: AtomicU64,
     /// Connections closed for a protocol violation.
     pub protocol_errors: AtomicU64,
-    /// QUIC connections that resumed with 0-RTT.
-    pub quic_0rtt: AtomicU64,
     /// TLS or WebSocket handshakes that failed (wrong ALPN, no subprotocol, garbage...).
     pub handshake_failures: AtomicU64,
 }

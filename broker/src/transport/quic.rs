@@ -10,7 +10,6 @@ use quinn::crypto::rustls::QuicServerConfig;
 use super::TransportError;
 use super::tls::{Purpose, server_config};
 use crate::config::TlsFiles;
-use crate::metrics::Metrics;
 use crate::{BrokerState, connection};
 
 /// Binds a QUIC endpoint on `addr`.
@@ -57,11 +56,10 @@ async fn serve_connection(
     incoming: quinn::Incoming,
 ) -> Result<(), quinn::ConnectionError> {
     let connecting = incoming.accept()?;
+    // Accepting 0.5-RTT lets a resuming client's CONNECT (sent as 0-RTT data) be answered
+    // without waiting for the handshake to finish.
     let conn = match connecting.into_0rtt() {
-        Ok((conn, _accepted)) => {
-            Metrics::inc(&broker.router.metrics.quic_0rtt);
-            conn
-        }
+        Ok((conn, _)) => conn,
         Err(connecting) => connecting.await?,
     };
     let peer = conn.remote_address();
