@@ -211,6 +211,8 @@ struct Conn {
     pending_acks: VecDeque<PendingAck>,
     /// Reused buffer for deliveries taken from the mailbox.
     batch: Vec<Delivery>,
+    /// The keep-alive changed: re-arm the timer.
+    keep_alive_changed: bool,
 }
 
 /// An acknowledgement waiting for the store.
@@ -338,6 +340,7 @@ impl Conn {
             shared_inflight: HashMap::new(),
             pending_acks: VecDeque::new(),
             batch: Vec::new(),
+            keep_alive_changed: false,
         })
     }
 
@@ -370,6 +373,9 @@ impl Conn {
         loop {
             if io.pending.is_empty() && sess.has_transmit() {
                 io.pending = sess.take_transmit();
+            }
+            if std::mem::take(&mut self.keep_alive_changed) {
+                keep_alive_armed = false;
             }
             if !keep_alive_armed && let Some(deadline) = sess.poll_timeout() {
                 keep_alive.as_mut().reset(deadline.into());
@@ -514,6 +520,10 @@ impl Conn {
                 sess.ack_publish(pkid, code);
             }
         };
+        if p.topic == switchboard_proto::KEEP_ALIVE_TOPIC {
+            self.on_keep_alive(sess, &p);
+            return Ok(());
+        }
         if !valid_topic_limits(&p.topic, &b.config.limits) {
             if !self.version.is_v5() {
                 return Err(Violation {
@@ -589,6 +599,35 @@ impl Conn {
             _ => self.ack_in_order(sess, pkid, code, None),
         }
         Ok(())
+    }
+
+    /// The adaptive heartbeat: the client announces the interval it now pings at, and dead
+    /// client detection follows (1.5 × it) without a reconnect. Payload: ASCII seconds.
+    fn on_keep_alive(&mut self, sess: &mut ServerSession, p: &switchboard_proto::Publish) {
+        let max = self.broker.config.limits.max_keep_alive;
+        let parsed = std::str::from_utf8(&p.payload)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok());
+        let code = match parsed {
+            Some(secs) if secs > 0 && (max == 0 || secs <= max) => {
+                sess.set_keep_alive(secs);
+                debug!(secs, "client changed its keep-alive");
+                self.keep_alive_changed = true;
+                ReasonCode::Success
+            }
+            _ => {
+                debug!("invalid keep-alive control message ignored");
+                ReasonCode::PayloadFormatInvalid
+            }
+        };
+        if p.qos != QoS::AtMostOnce {
+            let code = if self.version.is_v5() {
+                code
+            } else {
+                ReasonCode::Success
+            };
+            self.ack_in_order(sess, p.pkid, code, None);
+        }
     }
 
     /// Acknowledges now, or queues behind acknowledgements still waiting for the store, so

@@ -24,3 +24,9 @@ pub use error::DecodeError;
 pub use packet::*;
 pub use properties::Properties;
 pub use reason::ReasonCode;
+
+/// Reserved topic on which a client announces the heartbeat (keep-alive) interval it now
+/// uses, as ASCII seconds; the broker then expects a packet within 1.5 × that interval.
+/// The broker consumes these messages (never routes them); plain MQTT clients never send
+/// them and keep the keep-alive of their CONNECT. See the README's protocol section.
+pub const KEEP_ALIVE_TOPIC: &str = "$control/keepalive";

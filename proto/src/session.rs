@@ -700,6 +700,17 @@ impl ServerSession {
         }
     }
 
+    /// Changes the keep-alive in force (the adaptive-heartbeat control message): the peer
+    /// is now dead after 1.5 × `secs` without a packet.
+    pub fn set_keep_alive(&mut self, secs: u16) {
+        self.keep_alive = Duration::from_secs(u64::from(secs));
+    }
+
+    /// The keep-alive in force.
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+    }
+
     /// Number of outgoing messages awaiting acknowledgement.
     pub fn inflight_len(&self) -> usize {
         self.outbound.len()

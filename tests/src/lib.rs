@@ -3,6 +3,8 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod nat;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

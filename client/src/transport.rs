@@ -1,0 +1,206 @@
+//! Opening a byte stream to the broker: QUIC first (one bidirectional stream), then TLS,
+//! then plain TCP, in the order the endpoints are configured.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Error;
+
+/// Where the broker can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// MQTT over QUIC (UDP), ALPN `mqtt`.
+    Quic(SocketAddr),
+    /// MQTT over TLS (TCP).
+    Tls(SocketAddr),
+    /// Plain MQTT over TCP (tests, trusted networks).
+    Tcp(SocketAddr),
+}
+
+impl Endpoint {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Quic(_) => "quic",
+            Endpoint::Tls(_) => "tls",
+            Endpoint::Tcp(_) => "tcp",
+        }
+    }
+}
+
+/// Any transport's stream.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+pub type BoxStream = Pin<Box<dyn Stream>>;
+
+/// TLS trust for QUIC and TLS endpoints, and the QUIC endpoint reused across reconnects
+/// (its session tickets make reconnects 0-RTT).
+pub struct Connector {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    quic: Option<quinn::Endpoint>,
+    server_name: String,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(
+        ca: Option<&PathBuf>,
+        server_name: &str,
+        timeout: Duration,
+    ) -> Result<Connector, Error> {
+        let tls = match ca {
+            Some(path) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                for c in
+                    CertificateDer::pem_file_iter(path).map_err(|e| Error::Config(e.to_string()))?
+                {
+                    roots
+                        .add(c.map_err(|e| Error::Config(e.to_string()))?)
+                        .map_err(|e| Error::Config(e.to_string()))?;
+                }
+                let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Config(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+                cfg.enable_early_data = true;
+                Some(Arc::new(cfg))
+            }
+            None => None,
+        };
+        Ok(Connector {
+            tls,
+            quic: None,
+            server_name: server_name.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Opens a stream to `ep`.
+    pub async fn open(&mut self, ep: &Endpoint) -> Result<BoxStream, Error> {
+        let timeout = self.timeout;
+        let server_name = self.server_name.clone();
+        if matches!(ep, Endpoint::Quic(_)) {
+            self.quic_endpoint()?;
+        }
+        let work = async {
+            match ep {
+                Endpoint::Tcp(addr) => {
+                    let s = tokio::net::TcpStream::connect(addr).await?;
+                    s.set_nodelay(true)?;
+                    Ok::<BoxStream, Error>(Box::pin(s))
+                }
+                Endpoint::Tls(addr) => {
+                    let tls = self
+                        .tls
+                        .clone()
+                        .ok_or_else(|| Error::Config("TLS needs a CA".into()))?;
+                    let s = tokio::net::TcpStream::connect(addr).await?;
+                    s.set_nodelay(true)?;
+                    let name = rustls::pki_types::ServerName::try_from(server_name.clone())
+                        .map_err(|e| Error::Config(e.to_string()))?;
+                    let s = tokio_rustls::TlsConnector::from(tls)
+                        .connect(name, s)
+                        .await?;
+                    Ok(Box::pin(s) as BoxStream)
+                }
+                Endpoint::Quic(addr) => {
+                    let endpoint = self
+                        .quic
+                        .as_ref()
+                        .ok_or_else(|| Error::Config("QUIC endpoint".into()))?;
+                    let connecting = endpoint
+                        .connect(*addr, &server_name)
+                        .map_err(|e| Error::Transport(e.to_string()))?;
+                    let conn = match connecting.into_0rtt() {
+                        Ok((conn, _)) => conn,
+                        Err(connecting) => connecting
+                            .await
+                            .map_err(|e| Error::Transport(e.to_string()))?,
+                    };
+                    let (send, recv) = conn
+                        .open_bi()
+                        .await
+                        .map_err(|e| Error::Transport(e.to_string()))?;
+                    Ok(Box::pin(QuicStream {
+                        _conn: conn,
+                        io: tokio::io::join(recv, send),
+                    }) as BoxStream)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::Transport(format!("{} connect timed out", ep.name())))?
+    }
+
+    fn quic_endpoint(&mut self) -> Result<&quinn::Endpoint, Error> {
+        if self.quic.is_none() {
+            let tls = self
+                .tls
+                .clone()
+                .ok_or_else(|| Error::Config("QUIC needs a CA".into()))?;
+            let qc = quinn::crypto::rustls::QuicClientConfig::try_from((*tls).clone())
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let bind: SocketAddr = "0.0.0.0:0"
+                .parse()
+                .map_err(|_| Error::Config("bind".into()))?;
+            let mut ep = quinn::Endpoint::client(bind)?;
+            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
+            self.quic = Some(ep);
+        }
+        self.quic
+            .as_ref()
+            .ok_or_else(|| Error::Config("QUIC endpoint".into()))
+    }
+}
+
+/// A QUIC stream that keeps its connection alive.
+struct QuicStream {
+    _conn: quinn::Connection,
+    io: tokio::io::Join<quinn::RecvStream, quinn::SendStream>,
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
