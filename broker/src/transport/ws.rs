@@ -55,9 +55,13 @@ where
             .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
         Ok(resp)
     };
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(max_message);
-    config.max_frame_size = Some(max_message);
+    // Small buffers: tungstenite's 128 KiB defaults would make every idle WebSocket
+    // connection cost over 100 KB. Writes go out at once (the connection task batches).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
     Ok(WsStream {
         ws,
@@ -70,6 +74,16 @@ pub struct WsStream<S> {
     ws: WebSocketStream<S>,
     /// The rest of the last binary frame.
     read: Bytes,
+}
+
+impl<S> WsStream<S> {
+    /// Wraps an upgraded WebSocket (either side) as a byte stream.
+    pub fn new(ws: WebSocketStream<S>) -> Self {
+        WsStream {
+            ws,
+            read: Bytes::new(),
+        }
+    }
 }
 
 fn io_err(e: tokio_tungstenite::tungstenite::Error) -> io::Error {

@@ -7,6 +7,7 @@
 mod chart;
 pub mod load;
 pub mod peers;
+mod transports;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub struct BenchArgs {
     /// First port to use; each broker run takes the next one.
     #[arg(long, default_value_t = 21883)]
     pub port: u16,
+    /// Run the transport benchmark (TCP, TLS, WS, WSS, QUIC; Switchboard only) instead.
+    #[arg(long)]
+    pub transports: bool,
 }
 
 /// What one scenario measures.
@@ -217,6 +221,40 @@ pub struct Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.transports {
+        let work =
+            std::env::temp_dir().join(format!("switchboard-bench-tr-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let idle = args.idle.min(5000);
+        let result = transports::run(&work, idle).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let (rows, migration) = result?;
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("transports.json"),
+            serde_json::to_string_pretty(&rows)?,
+        )?;
+        let mut md = format!(
+            "| transport | connect p50 ms | connect p99 ms | broker bytes per idle connection ({idle}) |\n|---|---|---|---|\n"
+        );
+        for r in &rows {
+            md.push_str(&format!(
+                "| {} | {:.2} | {:.2} | {:.0} |{}\n",
+                r.transport,
+                r.connect_p50_ms,
+                r.connect_p99_ms,
+                r.idle_bytes_per_conn,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(" error: {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+        md.push_str(&format!("\n{migration}\n"));
+        std::fs::write(args.out.join("transports.md"), md)?;
+        println!("report: {}", args.out.join("transports.md").display());
+        return Ok(());
+    }
     let all = scenarios();
     if args.list {
         for s in &all {
