@@ -204,6 +204,17 @@ impl RawClient {
         }
     }
 
+    /// Next PUBLISH, skipping other packets; panics if the connection closes.
+    pub async fn next_publish(&mut self) -> switchboard_proto::Publish {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => {}
+                None => panic!("connection closed while waiting for PUBLISH"),
+            }
+        }
+    }
+
     /// Asserts the broker closes the connection (after any packets, which are returned).
     pub async fn expect_closed(&mut self) -> Vec<Packet> {
         let mut seen = Vec::new();

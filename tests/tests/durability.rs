@@ -53,16 +53,6 @@ async fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) {
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
 }
 
-async fn next_publish(c: &mut RawClient) -> Publish {
-    loop {
-        match c.recv().await {
-            Some(Packet::Publish(p)) => return p,
-            Some(_) => {}
-            None => panic!("closed while waiting for PUBLISH"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn retained_and_queued_messages_survive_restart() {
     let dir = TempDir::new("restart");
@@ -93,10 +83,10 @@ async fn retained_and_queued_messages_survive_restart() {
     let (mut s, ack) = connack(&b, persistent("keeper", 600)).await;
     assert!(ack.session_present, "session restored from the store");
     let got: Vec<Bytes> = [
-        next_publish(&mut s).await,
-        next_publish(&mut s).await,
-        next_publish(&mut s).await,
-        next_publish(&mut s).await,
+        s.next_publish().await,
+        s.next_publish().await,
+        s.next_publish().await,
+        s.next_publish().await,
     ]
     .into_iter()
     .map(|p| p.payload)
@@ -108,7 +98,7 @@ async fn retained_and_queued_messages_survive_restart() {
     );
     let (mut late, _) = connack(&b, connect_packet(Version::V5, "late")).await;
     subscribe(&mut late, "keep/#", QoS::AtMostOnce).await;
-    let r = next_publish(&mut late).await;
+    let r = late.next_publish().await;
     assert!(
         r.retain && &r.payload[..] == b"retained",
         "retained message restored"
@@ -126,7 +116,7 @@ async fn acknowledged_deliveries_are_not_redelivered_after_restart() {
     p.send(&publish("acked/x", QoS::AtLeastOnce, 1, false, b"once"))
         .await;
     p.recv().await.expect("puback");
-    let m = next_publish(&mut s).await;
+    let m = s.next_publish().await;
     s.send(&Packet::PubAck(PubResponse::new(m.pkid))).await;
     s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
         .await;
@@ -196,7 +186,7 @@ async fn delayed_will_fires_after_restart() {
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
     let (mut watcher, _) = connack(&b, persistent("watcher", 600)).await;
-    let m = next_publish(&mut watcher).await;
+    let m = watcher.next_publish().await;
     assert_eq!(m.topic, "wills/dev");
     assert_eq!(&m.payload[..], b"gone");
     b.stop().await;
@@ -232,7 +222,7 @@ async fn qos2_publish_resent_after_restart_is_not_delivered_twice() {
     p.send(&Packet::PubRel(PubResponse::new(42))).await;
     assert!(matches!(p.recv().await, Some(Packet::PubComp(c)) if c.code == ReasonCode::Success));
     let (mut s, _) = connack(&b, persistent("q2sub", 600)).await;
-    let m = next_publish(&mut s).await;
+    let m = s.next_publish().await;
     assert_eq!(&m.payload[..], b"exactly");
     s.send(&Packet::PubRec(PubResponse::new(m.pkid))).await;
     assert!(matches!(s.recv().await, Some(Packet::PubRel(_))));
@@ -284,7 +274,7 @@ async fn disk_budget_refuses_qos1_with_0x97() {
         b"still flowing",
     ))
     .await;
-    assert_eq!(&next_publish(&mut live).await.payload[..], b"still flowing");
+    assert_eq!(&live.next_publish().await.payload[..], b"still flowing");
     b.stop().await;
 }
 

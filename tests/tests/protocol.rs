@@ -58,16 +58,6 @@ async fn subscribed(b: &TestBroker, v: Version, id: &str, filter: &str, qos: QoS
     c
 }
 
-async fn next_publish(c: &mut RawClient) -> Publish {
-    loop {
-        match c.recv().await {
-            Some(Packet::Publish(p)) => return p,
-            Some(_) => {}
-            None => panic!("connection closed while waiting for PUBLISH"),
-        }
-    }
-}
-
 fn disconnect_code(packets: &[Packet]) -> Option<ReasonCode> {
     packets.iter().find_map(|p| match p {
         Packet::Disconnect(d) => Some(d.code),
@@ -125,7 +115,7 @@ async fn malformed_packet_disconnects_with_0x81_and_others_keep_working() {
     let mut p = connected(&b, Version::V5, "p").await;
     p.send(&publish("ok/1", QoS::AtMostOnce, 0, b"still here"))
         .await;
-    assert_eq!(&next_publish(&mut healthy).await.payload[..], b"still here");
+    assert_eq!(&healthy.next_publish().await.payload[..], b"still here");
 }
 
 #[tokio::test]
@@ -257,7 +247,7 @@ async fn mqtt_3_1_2_25_messages_above_client_maximum_packet_size_are_not_sent() 
         .await;
     p.send(&publish("sz/small", QoS::AtLeastOnce, 2, b"fits"))
         .await;
-    let m = next_publish(&mut small).await;
+    let m = small.next_publish().await;
     assert_eq!(
         m.topic, "sz/small",
         "the oversized message is skipped, the next one arrives"
@@ -286,7 +276,7 @@ async fn topic_alias_from_client_is_resolved_for_subscribers() {
     p.send(&with_alias("alias/long/topic", b"1")).await;
     p.send(&with_alias("", b"2")).await;
     for want in [&b"1"[..], b"2"] {
-        let m = next_publish(&mut s).await;
+        let m = s.next_publish().await;
         assert_eq!(m.topic, "alias/long/topic");
         assert_eq!(&m.payload[..], want);
     }
@@ -349,7 +339,7 @@ async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
     p.recv().await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut s = connected_with(&b, persistent("exp-sub")).await;
-    let m = next_publish(&mut s).await;
+    let m = s.next_publish().await;
     assert_eq!(m.topic, "exp/long", "the expired message is not delivered");
     let left = m
         .properties
@@ -390,7 +380,7 @@ async fn request_response_properties_pass_through() {
             payload: Bytes::from_static(b"ping"),
         }))
         .await;
-    let req = next_publish(&mut responder).await;
+    let req = responder.next_publish().await;
     assert_eq!(
         req.properties.response_topic.as_deref(),
         Some("svc/resp/requester")
@@ -422,7 +412,7 @@ async fn request_response_properties_pass_through() {
             payload: Bytes::from_static(b"pong"),
         }))
         .await;
-    let resp = next_publish(&mut requester).await;
+    let resp = requester.next_publish().await;
     assert_eq!(&resp.payload[..], b"pong");
     assert_eq!(
         resp.properties.correlation_data.as_deref(),
@@ -442,7 +432,7 @@ async fn mqtt_3_3_4_2_overlapping_subscriptions_one_copy_max_qos_all_ids() {
     s.recv().await;
     let mut p = connected(&b, Version::V5, "p").await;
     p.send(&publish("ov/x", QoS::ExactlyOnce, 1, b"once")).await;
-    let m = next_publish(&mut s).await;
+    let m = s.next_publish().await;
     assert_eq!(m.qos, QoS::ExactlyOnce);
     let mut ids = m.properties.subscription_identifiers.clone();
     ids.sort();
@@ -465,7 +455,7 @@ async fn mqtt_4_7_2_1_dollar_topics_not_matched_by_root_wildcards() {
         QoS::AtMostOnce,
     )
     .await;
-    let m = next_publish(&mut sys).await;
+    let m = sys.next_publish().await;
     assert_eq!(m.topic, "$SYS/broker/uptime");
     assert!(
         all.recv_within(Duration::from_millis(1500)).await.is_err(),
@@ -512,7 +502,7 @@ async fn retain_handling_options() {
         .await;
     s.recv().await;
     assert!(
-        next_publish(&mut s).await.retain,
+        s.next_publish().await.retain,
         "1: new subscription gets retained"
     );
     s.send(&subscribe(3, "rh/+", opts(RetainHandling::SendIfNew), None))
@@ -530,7 +520,7 @@ async fn retain_handling_options() {
     ))
     .await;
     s.recv().await;
-    assert!(next_publish(&mut s).await.retain, "0: always");
+    assert!(s.next_publish().await.retain, "0: always");
 }
 
 #[tokio::test]
@@ -591,7 +581,7 @@ async fn will_delay_cancelled_by_reconnect_and_sent_after_delay() {
     // Dropped and not back: will after 1 s.
     let c = connected_with(&b, with_will("sensor", "wd/sensor", 1)).await;
     drop(c);
-    let m = next_publish(&mut watcher).await;
+    let m = watcher.next_publish().await;
     assert_eq!(
         m.topic, "wd/sensor",
         "only the client that did not come back has its will sent"
@@ -652,7 +642,7 @@ async fn qos2_resent_publish_is_delivered_exactly_once() {
     assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
     p.send(&Packet::PubRel(PubResponse::new(77))).await;
     assert!(matches!(p.recv().await, Some(Packet::PubComp(_))));
-    let m = next_publish(&mut s).await;
+    let m = s.next_publish().await;
     s.send(&Packet::PubRec(PubResponse::new(m.pkid))).await;
     assert!(matches!(s.recv().await, Some(Packet::PubRel(_))));
     s.send(&Packet::PubComp(PubResponse::new(m.pkid))).await;
@@ -683,14 +673,14 @@ async fn receive_maximum_of_the_client_limits_unacknowledged_deliveries() {
     for i in 1..=5 {
         p.send(&publish("rm/x", QoS::AtLeastOnce, i, b"m")).await;
     }
-    let a = next_publish(&mut s).await;
-    let _b = next_publish(&mut s).await;
+    let a = s.next_publish().await;
+    let _b = s.next_publish().await;
     assert!(
         s.recv_within(Duration::from_millis(400)).await.is_err(),
         "window of 2 is full"
     );
     s.send(&Packet::PubAck(PubResponse::new(a.pkid))).await;
-    next_publish(&mut s).await;
+    s.next_publish().await;
 }
 
 #[tokio::test]
@@ -711,13 +701,13 @@ async fn unacknowledged_qos1_resent_with_dup_on_resume() {
     let mut p = connected(&b, Version::V5, "p").await;
     p.send(&publish("dup/x", QoS::AtLeastOnce, 1, b"unacked"))
         .await;
-    let first = next_publish(&mut s).await;
+    let first = s.next_publish().await;
     assert!(!first.dup);
     drop(s); // no PUBACK, no DISCONNECT
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut s, ack) = RawClient::connect(b.addr, persistent).await;
     assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
-    let again = next_publish(&mut s).await;
+    let again = s.next_publish().await;
     assert!(again.dup, "[MQTT-4.4.0-1] resent with DUP");
     assert_eq!(again.pkid, first.pkid, "same packet identifier");
     assert_eq!(&again.payload[..], b"unacked");
@@ -746,7 +736,7 @@ async fn mqtt_3_1_client_is_served() {
     let mut p = connected(&b, Version::V5, "new").await;
     p.send(&publish("legacy/x", QoS::AtLeastOnce, 1, b"hi"))
         .await;
-    assert_eq!(&next_publish(&mut s).await.payload[..], b"hi");
+    assert_eq!(&s.next_publish().await.payload[..], b"hi");
 }
 
 #[tokio::test]
