@@ -17,9 +17,21 @@ pub struct BrokerConfig {
     pub allow_anonymous: bool,
     /// `username:argon2-hash` lines for device accounts (see `switchboard passwd`).
     pub password_file: Option<PathBuf>,
+    /// The operator HTTP API (`/metrics`, `/api/v1/...`).
+    pub admin: AdminConfig,
     /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
     pub sys_interval: u64,
     pub limits: Limits,
+}
+
+/// Where the admin API listens and its bearer token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address; none: no admin API. Keep it on loopback or a private network.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for `/api/v1`; without one only `/metrics` answers.
+    pub token: Option<String>,
 }
 
 /// Bounds that keep one client from hurting the others. Each says what happens when hit.
@@ -108,6 +120,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             listeners: Listeners::default(),
             tls: TlsFiles::default(),
+            admin: AdminConfig::default(),
             allow_anonymous: false,
             password_file: None,
             sys_interval: 10,

@@ -98,11 +98,25 @@ pub async fn serve<S>(
         };
         tracing::Span::current().record("client_id", conn.client_id.as_str());
         Metrics::inc(&broker.router.metrics.clients_connected);
+        let by_transport = &broker.router.metrics.connected_by_transport
+            [crate::metrics::transport_index(transport)];
+        Metrics::inc(by_transport);
+        conn.info = Some(Arc::new(crate::sessions::LiveInfo {
+            transport,
+            peer: peer.to_string(),
+            since: crate::store::unix_now(),
+            mailbox: conn.state.mailbox.clone(),
+            subscriptions: parking_lot::Mutex::new(conn.sorted_subscriptions()),
+        }));
+        if let Some(info) = &conn.info {
+            broker.attach_info(&conn.client_id, conn_id, info.clone());
+        }
         let end = conn.run(&mut io, &mut sess).await;
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
         }
         Metrics::dec(&broker.router.metrics.clients_connected);
+        Metrics::dec(by_transport);
         io.final_flush(&mut sess).await;
         conn.finish(end, sess);
     }
@@ -213,6 +227,8 @@ struct Conn {
     batch: Vec<Delivery>,
     /// The keep-alive changed: re-arm the timer.
     keep_alive_changed: bool,
+    /// What the admin API shows of this connection.
+    info: Option<Arc<crate::sessions::LiveInfo>>,
 }
 
 /// An acknowledgement waiting for the store.
@@ -341,6 +357,7 @@ impl Conn {
             pending_acks: VecDeque::new(),
             batch: Vec::new(),
             keep_alive_changed: false,
+            info: None,
         })
     }
 
@@ -839,8 +856,18 @@ impl Conn {
         }
     }
 
-    /// Writes the session's subscriptions to the store, if it is persistent.
+    fn sorted_subscriptions(&self) -> Vec<String> {
+        let mut subs: Vec<String> = self.state.subs.keys().cloned().collect();
+        subs.sort();
+        subs
+    }
+
+    /// Writes the session's subscriptions to the store, if it is persistent, and refreshes
+    /// what the admin API shows.
     fn persist_session(&mut self) {
+        if let Some(info) = &self.info {
+            *info.subscriptions.lock() = self.sorted_subscriptions();
+        }
         if let Some(st) = self.broker.router.store()
             && self.expiry > 0
         {

@@ -12,6 +12,7 @@
 //! [`Broker::start`] binds the listeners and returns a handle; [`BrokerHandle::shutdown`]
 //! stops accepting, sends DISCONNECT 0x8B to every client and waits for every task.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 mod connection;
@@ -164,6 +165,15 @@ impl Broker {
                 bound.push((sock, kind.clone(), local));
             }
         }
+        let admin = match self.config.admin.listen {
+            Some(addr) => {
+                let sock = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some(sock)
+            }
+            None => None,
+        };
         let mut quic = Vec::new();
         for addr in &l.quic {
             let ep = transport::quic::endpoint(&self.config.tls, *addr)?;
@@ -214,6 +224,16 @@ impl Broker {
                 .tasks
                 .spawn(transport::quic::accept(state.clone(), ep));
         }
+        if let Some(sock) = admin {
+            let local = sock.local_addr().ok();
+            tracing::info!(addr = ?local, "admin API listening");
+            addrs.admin = local;
+            state.tasks.spawn(admin::serve(
+                state.clone(),
+                sock,
+                state.config.admin.token.clone(),
+            ));
+        }
         if state.config.sys_interval > 0 {
             state.tasks.spawn(sys::run(state.clone()));
         }
@@ -238,6 +258,8 @@ pub struct Addrs {
     pub ws: Vec<SocketAddr>,
     pub wss: Vec<SocketAddr>,
     pub quic: Vec<SocketAddr>,
+    /// The admin API, if enabled.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A running broker.

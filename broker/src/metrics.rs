@@ -25,6 +25,16 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// TLS or WebSocket handshakes that failed (wrong ALPN, no subprotocol, garbage...).
     pub handshake_failures: AtomicU64,
+    /// Connected clients per transport, in [`TRANSPORTS`] order.
+    pub connected_by_transport: [AtomicU64; 5],
+}
+
+/// Transport names, in the order of [`Metrics::connected_by_transport`].
+pub const TRANSPORTS: [&str; 5] = ["tcp", "tls", "ws", "wss", "quic"];
+
+/// Index of a transport in [`TRANSPORTS`].
+pub fn transport_index(name: &str) -> usize {
+    TRANSPORTS.iter().position(|t| *t == name).unwrap_or(0)
 }
 
 impl Metrics {

@@ -228,6 +228,18 @@ impl Router {
         self.retained.write().insert(msg.topic.clone(), msg);
     }
 
+    /// Up to `limit` retained messages: topic, QoS and payload size, sorted by topic.
+    pub fn retained_list(&self, limit: usize) -> Vec<(String, u8, usize)> {
+        let r = self.retained.read();
+        let mut v: Vec<(String, u8, usize)> = r
+            .values()
+            .map(|m| (m.topic.clone(), m.qos as u8, m.payload.len()))
+            .collect();
+        v.sort();
+        v.truncate(limit);
+        v
+    }
+
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.read().len()

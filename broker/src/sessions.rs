@@ -86,6 +86,32 @@ pub struct Kick {
 struct Link {
     conn_id: u64,
     kick: Option<oneshot::Sender<Kick>>,
+    info: Option<Arc<LiveInfo>>,
+}
+
+/// What operators see of a connected session (kept current by its connection task).
+#[derive(Debug)]
+pub struct LiveInfo {
+    pub transport: &'static str,
+    pub peer: String,
+    /// Unix seconds.
+    pub since: u64,
+    pub mailbox: Arc<Mailbox>,
+    pub subscriptions: parking_lot::Mutex<Vec<String>>,
+}
+
+/// One session, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    pub client_id: String,
+    pub online: bool,
+    pub transport: Option<&'static str>,
+    pub peer: Option<String>,
+    pub connected_since: Option<u64>,
+    /// Session Expiry Interval, seconds (4294967295: never).
+    pub expiry: u32,
+    pub queued: usize,
+    pub subscriptions: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -187,6 +213,7 @@ impl BrokerState {
             let link = Link {
                 conn_id,
                 kick: Some(kick_tx),
+                info: None,
             };
             let mut ended = None;
             let mut resumed = None;
@@ -455,6 +482,48 @@ impl BrokerState {
                 }
             }
         });
+    }
+
+    /// Publishes what the admin API shows of a connected session.
+    pub fn attach_info(&self, client_id: &str, conn_id: u64, info: Arc<LiveInfo>) {
+        let mut map = self.sessions.map.lock();
+        if let Some(link) = map.get_mut(client_id).and_then(|e| e.link.as_mut())
+            && link.conn_id == conn_id
+        {
+            link.info = Some(info);
+        }
+    }
+
+    /// Every session, connected or parked, sorted by client identifier.
+    pub fn session_summaries(&self) -> Vec<SessionSummary> {
+        let map = self.sessions.map.lock();
+        let mut out: Vec<SessionSummary> = map
+            .iter()
+            .map(|(id, e)| {
+                let live = e.link.as_ref().and_then(|l| l.info.clone());
+                let (queued, subscriptions) = match (&live, &e.state) {
+                    (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().clone()),
+                    (None, Some(s)) => {
+                        let mut subs: Vec<String> = s.subs.keys().cloned().collect();
+                        subs.sort();
+                        (s.mailbox.len(), subs)
+                    }
+                    (None, None) => (0, Vec::new()),
+                };
+                SessionSummary {
+                    client_id: id.clone(),
+                    online: e.link.is_some(),
+                    transport: live.as_ref().map(|i| i.transport),
+                    peer: live.as_ref().map(|i| i.peer.clone()),
+                    connected_since: live.as_ref().map(|i| i.since),
+                    expiry: e.expiry,
+                    queued,
+                    subscriptions,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
     }
 
     /// Asks the connection holding `client_id` to close with `code`; true if there was one.

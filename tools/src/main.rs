@@ -27,6 +27,29 @@ use switchboard_broker::store::redb::RedbStore;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Where `up` keeps the admin API token, inside the data directory.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+fn random_token() -> String {
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 24];
+    // /dev/urandom is there on every Linux; fall back to time-and-pid entropy elsewhere.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+            ^ u128::from(std::process::id());
+        bytes[..16].copy_from_slice(&seed.to_le_bytes());
+    }
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// The store's file name inside the data directory.
 const STORE_FILE: &str = "switchboard.redb";
 
@@ -84,6 +107,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlCommand {
+    /// Counts: connected clients, sessions, subscriptions, retained messages.
+    Overview(AdminArgs),
+    /// Sessions, connected or not, with transport, queue and subscriptions.
+    Clients(AdminArgs),
+    /// One session.
+    Client {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Disconnect a client (MQTT 5: DISCONNECT 0x98 administrative action).
+    Kick {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Retained messages (topic, QoS, size).
+    Retained(AdminArgs),
+    /// The Prometheus metrics text.
+    Metrics(AdminArgs),
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]
@@ -92,6 +135,19 @@ enum CtlCommand {
         #[arg(long, default_value = "data", global = true)]
         data_dir: PathBuf,
     },
+}
+
+/// How `ctl` reaches the admin API.
+#[derive(Args, Clone)]
+struct AdminArgs {
+    /// Admin API address.
+    #[arg(long, default_value = "127.0.0.1:18083")]
+    admin: String,
+    /// Bearer token (default: the one `up` wrote to DATA_DIR/admin.token).
+    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN")]
+    token: Option<String>,
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +215,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
         } => ctl_store(command, &data_dir),
+        Command::Ctl { command } => ctl_api(command),
         Command::Certs { dir, client } => {
             let c = switchboard_broker::transport::certs::ensure_dev_certs(&dir)?;
             println!(
@@ -252,6 +309,26 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     if let Some(l) = args.log {
         cfg.log = l;
     }
+    if up && cfg.broker.admin.listen.is_none() {
+        cfg.broker.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 18083)));
+    }
+    if cfg.broker.admin.listen.is_some() && cfg.broker.admin.token.is_none() {
+        // A fresh token per data directory, readable by `switchboard ctl` on this machine.
+        let path = cfg.data_dir.join(ADMIN_TOKEN_FILE);
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => {
+                let t = random_token();
+                std::fs::write(&path, &t)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                t
+            }
+        };
+        cfg.broker.admin.token = Some(token);
+    }
     if up && cfg.broker.password_file.is_none() && !cfg.broker.allow_anonymous {
         // `up` is the developer's one command: with no accounts configured, let clients in.
         tracing::info!("no password file: allowing anonymous clients for `up`");
@@ -297,6 +374,9 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
                 };
                 println!("switchboard: MQTT on {scheme}://{addr}{path}");
             }
+        }
+        if let Some(admin) = a.admin {
+            println!("switchboard: admin API on http://{admin} (token in {}; try `switchboard ctl clients`)", cfg.data_dir.join(ADMIN_TOKEN_FILE).display());
         }
         if cfg.broker.allow_anonymous {
             println!("switchboard: anonymous clients allowed");
@@ -370,4 +450,88 @@ fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `ctl` commands that talk to the admin API: a minimal HTTP/1.1 client (one request, then
+/// the server closes), enough for a loopback operator tool.
+fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
+    let (method, path, admin) = match command {
+        CtlCommand::Overview(a) => ("GET", "/api/v1/overview".to_owned(), a),
+        CtlCommand::Clients(a) => ("GET", "/api/v1/clients".to_owned(), a),
+        CtlCommand::Client { id, admin } => {
+            ("GET", format!("/api/v1/clients/{}", url_escape(&id)), admin)
+        }
+        CtlCommand::Kick { id, admin } => (
+            "DELETE",
+            format!("/api/v1/clients/{}", url_escape(&id)),
+            admin,
+        ),
+        CtlCommand::Retained(a) => ("GET", "/api/v1/retained".to_owned(), a),
+        CtlCommand::Metrics(a) => ("GET", "/metrics".to_owned(), a),
+        CtlCommand::Store { .. } => unreachable!("handled by ctl_store"),
+    };
+    let token = match admin.token {
+        Some(t) => t,
+        None => std::fs::read_to_string(admin.data_dir.join(ADMIN_TOKEN_FILE))
+            .map(|t| t.trim().to_owned())
+            .with_context(|| "no --token and no admin.token in the data directory".to_owned())?,
+    };
+    let mut stream = std::net::TcpStream::connect(&admin.admin)
+        .with_context(|| format!("cannot reach the admin API at {}", admin.admin))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    use std::io::Write as _;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        admin.admin
+    )?;
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or("");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    if !status.contains(" 2") {
+        anyhow::bail!("{status}: {body}");
+    }
+    if body.is_empty() {
+        println!("{status}");
+    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{body}");
+    }
+    Ok(())
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
