@@ -169,7 +169,7 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
         "counter",
         Metrics::get(&m.handshake_failures),
     );
-    let queued: usize = b.session_summaries().iter().map(|s| s.queued).sum();
+    let queued = b.queued_total();
     counter(
         "queued_messages",
         "Messages waiting in session queues.",

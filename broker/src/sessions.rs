@@ -494,6 +494,18 @@ impl BrokerState {
         }
     }
 
+    /// Messages waiting in all session queues (for metrics: no copies made).
+    pub fn queued_total(&self) -> usize {
+        let map = self.sessions.map.lock();
+        map.values()
+            .map(|e| match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
+                (Some(i), _) => i.mailbox.len(),
+                (None, Some(s)) => s.mailbox.len(),
+                (None, None) => 0,
+            })
+            .sum()
+    }
+
     /// Every session, connected or parked, sorted by client identifier.
     pub fn session_summaries(&self) -> Vec<SessionSummary> {
         let map = self.sessions.map.lock();
