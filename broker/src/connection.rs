@@ -568,6 +568,8 @@ impl Conn {
         {
             if !st.healthy() {
                 warn!("refusing QoS {} publish: storage is failing", qos as u8);
+                // Find out whether it works again: the next publish is accepted if so.
+                st.write(vec![Op::Probe], None);
                 if !self.version.is_v5() {
                     return Err(Violation {
                         code: ReasonCode::UnspecifiedError,

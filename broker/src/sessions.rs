@@ -498,11 +498,13 @@ impl BrokerState {
     pub fn queued_total(&self) -> usize {
         let map = self.sessions.map.lock();
         map.values()
-            .map(|e| match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
-                (Some(i), _) => i.mailbox.len(),
-                (None, Some(s)) => s.mailbox.len(),
-                (None, None) => 0,
-            })
+            .map(
+                |e| match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
+                    (Some(i), _) => i.mailbox.len(),
+                    (None, Some(s)) => s.mailbox.len(),
+                    (None, None) => 0,
+                },
+            )
             .sum()
     }
 

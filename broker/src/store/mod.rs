@@ -56,6 +56,8 @@ pub enum Op {
         client_id: String,
         pkid: u16,
     },
+    /// Writes nothing of value: a commit attempted to learn whether storage works again.
+    Probe,
 }
 
 /// Why a write or load failed.

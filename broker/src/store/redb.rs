@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
+use parking_lot::RwLock;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::codec::{SessionRecord, StoredDelivery};
@@ -34,7 +35,9 @@ pub struct RedbStore {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Job>>>,
     writer: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
-    db: Arc<Database>,
+    /// Shared with the writer, which reopens the file after an I/O error (redb refuses
+    /// every later transaction on a handle that saw one).
+    db: Arc<RwLock<Option<Database>>>,
     path: PathBuf,
 }
 
@@ -105,7 +108,7 @@ impl RedbStore {
             }
             w.commit().map_err(io)?;
         }
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(Some(db)));
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
             commits: AtomicU64::new(0),
@@ -115,10 +118,10 @@ impl RedbStore {
             budget,
         });
         let (tx, rx) = mpsc::channel::<Job>();
-        let (db2, sh2) = (db.clone(), shared.clone());
+        let (db2, sh2, p2) = (db.clone(), shared.clone(), path.to_owned());
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(db2, sh2, rx))
+            .spawn(move || writer(db2, sh2, rx, p2))
             .map_err(io)?;
         Ok(RedbStore {
             tx: parking_lot::Mutex::new(Some(tx)),
@@ -143,7 +146,12 @@ fn has_foreign_tables(w: &redb::WriteTransaction) -> Result<bool, StoreError> {
     Ok(tables.into_iter().any(|t| !ours.contains(&t.name())))
 }
 
-fn writer(db: Arc<Database>, shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
+fn writer(
+    db: Arc<RwLock<Option<Database>>>,
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Job>,
+    path: PathBuf,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut n = jobs[0].0.len();
@@ -156,7 +164,20 @@ fn writer(db: Arc<Database>, shared: Arc<Shared>, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = apply(&db, &shared, &jobs);
+        let result = match db.read().as_ref() {
+            Some(d) => apply(d, &shared, &jobs),
+            None => Err(StoreError::Io("data file closed after an I/O error".into())),
+        };
+        if result.is_err() {
+            // The handle is unusable after an I/O error: close it and open the file again,
+            // so that the next commit can succeed once the disk has room.
+            let mut guard = db.write();
+            *guard = None;
+            match Database::create(&path) {
+                Ok(d) => *guard = Some(d),
+                Err(e) => tracing::error!(error = %e, "cannot reopen the data file; will retry"),
+            }
+        }
         match &result {
             Ok(()) => {
                 shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +263,10 @@ fn apply(db: &Database, shared: &Shared, jobs: &[Job]) -> Result<(), StoreError>
                 Op::Released { client_id, pkid } => {
                     rel.remove((client_id.as_str(), *pkid)).map_err(io)?;
                 }
+                Op::Probe => {
+                    let mut meta = w.open_table(META).map_err(io)?;
+                    meta.insert("probe", "ok").map_err(io)?;
+                }
             }
         }
     }
@@ -289,7 +314,11 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let r = self.db.begin_read().map_err(io)?;
+        let guard = self.db.read();
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("data file closed".into()))?;
+        let r = db.begin_read().map_err(io)?;
         let mut snap = Snapshot::default();
         let mut bytes = 0u64;
         for row in r.open_table(SESSIONS).map_err(io)?.iter().map_err(io)? {
