@@ -512,6 +512,16 @@ impl Conn {
                 }
                 Ok(())
             }
+            Event::Received { pkid } => {
+                if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
+                    self.store_write(Op::MarkSent {
+                        uid: self.state.uid,
+                        seq,
+                        sent: crate::store::Sent::Released(pkid),
+                    });
+                }
+                Ok(())
+            }
             Event::Released { pkid } => {
                 if self.state.mailbox.is_persistent() {
                     self.store_write(Op::Released {
@@ -814,6 +824,16 @@ impl Conn {
                         if pkid != 0 {
                             if let Some(seq) = d.seq {
                                 self.state.stored_inflight.insert(pkid, seq);
+                                // QoS 2 must resume with the same packet id after a crash, or
+                                // the client would take it for a new message. (QoS 1 may be
+                                // delivered twice anyway: not worth a write per message.)
+                                if d.qos == QoS::ExactlyOnce {
+                                    self.store_write(Op::MarkSent {
+                                        uid: self.state.uid,
+                                        seq,
+                                        sent: crate::store::Sent::Published(pkid),
+                                    });
+                                }
                             }
                             if d.shared.is_some() {
                                 self.shared_inflight.insert(pkid, d);

@@ -149,6 +149,7 @@ impl Router {
                     retain: d.retain,
                     sub_ids: d.sub_ids.clone(),
                     message,
+                    sent: crate::store::Sent::Queued,
                 },
             });
         }

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::BrokerState;
 use crate::mailbox::Mailbox;
 use crate::message::{Delivery, Message};
-use crate::store::{Op, SessionRecord, Snapshot, SubEntry, codec, unix_now};
+use crate::store::{Op, Sent, SessionRecord, Snapshot, SubEntry, codec, unix_now};
 
 /// Session expiry meaning "never" ([MQTT-3.1.2-?] 0xFFFFFFFF).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -618,31 +618,54 @@ impl BrokerState {
                     .restore_subscription(rec.uid, &mailbox, &e.filter, opts, e.id);
                 subs.insert(e.filter.clone(), SubRecord { opts, id: e.id });
             }
-            let deliveries: Vec<Delivery> = stored
-                .into_iter()
-                .filter_map(|(seq, d)| {
-                    let msg = codec::decode_message(&d.message, now)?;
-                    Some(Delivery {
-                        msg: Arc::new(msg),
-                        qos: d.qos,
-                        retain: d.retain,
-                        sub_ids: d.sub_ids,
-                        shared: None,
-                        seq: Some(seq),
-                    })
-                })
-                .collect();
-            queued += deliveries.len();
+            let mut deliveries = Vec::new();
+            let mut outbound = Vec::new();
+            let mut stored_inflight = HashMap::new();
+            for (seq, d) in stored {
+                let Some(msg) = codec::decode_message(&d.message, now) else {
+                    tracing::warn!(seq, "skipping an undecodable queued message");
+                    continue;
+                };
+                let delivery = Delivery {
+                    msg: Arc::new(msg),
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids,
+                    shared: None,
+                    seq: Some(seq),
+                };
+                // Flows that had started resume where they were ([MQTT-4.4.0-1]).
+                match d.sent {
+                    Sent::Queued => deliveries.push(delivery),
+                    Sent::Published(pkid) => match delivery.to_publish(now) {
+                        Some(mut p) => {
+                            p.pkid = pkid;
+                            outbound.push((pkid, Outbound::AwaitAck(Box::new(p))));
+                            stored_inflight.insert(pkid, seq);
+                        }
+                        None => {
+                            if let Some(store) = self.router.store() {
+                                store.write(vec![Op::Dequeue { uid: rec.uid, seq }], None);
+                            }
+                        }
+                    },
+                    Sent::Released(pkid) => {
+                        outbound.push((pkid, Outbound::AwaitComp));
+                        stored_inflight.insert(pkid, seq);
+                    }
+                }
+            }
+            queued += deliveries.len() + outbound.len();
             mailbox.push_front_all(deliveries);
             let state = SessionState {
                 uid: rec.uid,
                 mailbox,
                 subs,
                 inflight: InflightState {
-                    outbound: Vec::new(),
+                    outbound,
                     awaiting_rel: awaiting.remove(&client_id).unwrap_or_default(),
                 },
-                stored_inflight: HashMap::new(),
+                stored_inflight,
                 persisted: true,
             };
             let generation = self.next_id();

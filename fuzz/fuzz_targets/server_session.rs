@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                 Event::Publish(p) => s.ack_publish(p.pkid, ReasonCode::Success),
                 Event::Subscribe(sub) => s.send_suback(sub.pkid, vec![ReasonCode::Success; sub.filters.len()]),
                 Event::Unsubscribe(u) => s.send_unsuback(u.pkid, vec![ReasonCode::Success; u.filters.len()]),
-                Event::Disconnect(_) | Event::Delivered { .. } | Event::Released { .. } => {}
+                Event::Disconnect(_) | Event::Delivered { .. } | Event::Released { .. } | Event::Received { .. } => {}
             }
         }
         let _ = s.take_transmit();

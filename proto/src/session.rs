@@ -99,6 +99,9 @@ pub enum Event {
     Delivered { pkid: u16 },
     /// PUBREL arrived for an incoming QoS 2 message: its identifier is free again.
     Released { pkid: u16 },
+    /// PUBREC arrived for an outgoing QoS 2 message and PUBREL went out: the client has it;
+    /// only PUBCOMP is awaited.
+    Received { pkid: u16 },
 }
 
 /// Where an outgoing QoS 1/2 message stands.
@@ -414,6 +417,7 @@ impl ServerSession {
                     self.complete_outbound(r.pkid);
                 } else {
                     self.outbound.insert(r.pkid, Outbound::AwaitComp);
+                    self.events.push_back(Event::Received { pkid: r.pkid });
                     self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);
                 }
             }

@@ -296,3 +296,67 @@ fn foreign_or_corrupt_data_file_is_refused_and_left_alone() {
         "file untouched"
     );
 }
+
+#[tokio::test]
+async fn qos2_delivery_in_flight_resumes_after_restart_with_same_packet_id() {
+    let dir = TempDir::new("qos2-out");
+    let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
+    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    subscribe(&mut s, "q2out/#", QoS::ExactlyOnce).await;
+    let (mut p, _) = connack(&b, connect_packet(Version::V5, "p")).await;
+    p.send(&publish(
+        "q2out/x",
+        QoS::ExactlyOnce,
+        1,
+        false,
+        b"once only",
+    ))
+    .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+    let first = s.next_publish().await;
+    assert!(!first.dup);
+    // No PUBREC: the broker stops with the flow open.
+    let port = b.port();
+    drop(s);
+    b.stop().await;
+
+    let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
+    let (mut s, ack) = connack(&b, persistent("q2out", 600)).await;
+    assert!(ack.session_present);
+    let again = s.next_publish().await;
+    assert!(
+        again.dup,
+        "[MQTT-4.4.0-1] resent with DUP after the restart"
+    );
+    assert_eq!(
+        again.pkid, first.pkid,
+        "same packet identifier, so the client sees a resend"
+    );
+    s.send(&Packet::PubRec(PubResponse::new(again.pkid))).await;
+    assert!(matches!(s.recv().await, Some(Packet::PubRel(r)) if r.pkid == first.pkid));
+    // PUBREC done, PUBCOMP not sent: another stop.
+    drop(s);
+    b.stop().await;
+
+    let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
+    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    match s.recv().await {
+        Some(Packet::PubRel(r)) => assert_eq!(r.pkid, first.pkid, "the flow resumes at PUBREL"),
+        other => panic!("expected PUBREL, not a new PUBLISH: {other:?}"),
+    }
+    s.send(&Packet::PubComp(PubResponse::new(first.pkid))).await;
+    assert!(
+        s.recv_within(Duration::from_millis(500)).await.is_err(),
+        "nothing more"
+    );
+    drop(s);
+    b.stop().await;
+
+    let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
+    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    assert!(
+        s.recv_within(Duration::from_millis(500)).await.is_err(),
+        "completed flow stays completed"
+    );
+    b.stop().await;
+}

@@ -81,13 +81,35 @@ pub struct StoredDelivery {
     pub sub_ids: Vec<u32>,
     /// [`encode_message`] bytes.
     pub message: Bytes,
+    /// Where its outgoing flow stood when last written.
+    pub sent: Sent,
+}
+
+/// The outgoing flow of a stored delivery, so that a restart resumes it as the spec asks
+/// (PUBLISH again with DUP and the same packet id, or PUBREL) instead of starting over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sent {
+    /// Not sent yet.
+    #[default]
+    Queued,
+    /// PUBLISH sent with this packet id, not acknowledged.
+    Published(u16),
+    /// QoS 2: PUBREC received and PUBREL sent with this packet id, PUBCOMP awaited.
+    Released(u16),
 }
 
 impl StoredDelivery {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.message.len() + 8 + 4 * self.sub_ids.len());
+        let mut out = Vec::with_capacity(self.message.len() + 11 + 4 * self.sub_ids.len());
         out.push(self.qos as u8);
         out.push(u8::from(self.retain));
+        let (state, pkid) = match self.sent {
+            Sent::Queued => (0u8, 0u16),
+            Sent::Published(p) => (1, p),
+            Sent::Released(p) => (2, p),
+        };
+        out.push(state);
+        out.extend_from_slice(&pkid.to_be_bytes());
         out.push(self.sub_ids.len().min(255) as u8);
         for id in self.sub_ids.iter().take(255) {
             out.extend_from_slice(&id.to_be_bytes());
@@ -97,9 +119,17 @@ impl StoredDelivery {
     }
 
     pub fn decode(raw: &[u8]) -> Option<StoredDelivery> {
-        let (&[qos, retain, n], rest) = raw.split_first_chunk::<3>()?;
+        let (&[qos, retain, state, p1, p2, n], rest) = raw.split_first_chunk::<6>()?;
+        let pkid = u16::from_be_bytes([p1, p2]);
+        let sent = match (state, pkid) {
+            (0, _) => Sent::Queued,
+            (1, p) if p != 0 => Sent::Published(p),
+            (2, p) if p != 0 => Sent::Released(p),
+            _ => return None,
+        };
         let (ids, message) = rest.split_at_checked(usize::from(n) * 4)?;
         Some(StoredDelivery {
+            sent,
             qos: QoS::from_u8(qos)?,
             retain: retain == 1,
             sub_ids: ids
@@ -200,7 +230,11 @@ mod tests {
     fn corrupt_records_are_rejected_not_panicking() {
         assert!(decode_message(&[], Instant::now()).is_none());
         assert!(decode_message(&[1; 40], Instant::now()).is_none());
-        assert!(StoredDelivery::decode(&[1, 0, 200, 1]).is_none());
+        assert!(StoredDelivery::decode(&[1, 0, 0, 0, 0, 200, 1]).is_none());
+        assert!(
+            StoredDelivery::decode(&[1, 0, 1, 0, 0, 0]).is_none(),
+            "sent with packet id 0"
+        );
     }
 
     #[test]
@@ -210,6 +244,7 @@ mod tests {
             retain: false,
             sub_ids: vec![1, 70000],
             message: Bytes::from_static(b"xyz"),
+            sent: Sent::Released(9),
         };
         assert_eq!(StoredDelivery::decode(&d.encode()), Some(d));
     }

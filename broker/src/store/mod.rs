@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use tokio::sync::oneshot;
 
-pub use codec::{SessionRecord, StoredDelivery, SubEntry, unix_now};
+pub use codec::{Sent, SessionRecord, StoredDelivery, SubEntry, unix_now};
 
 /// One durable change.
 #[derive(Debug, Clone)]
@@ -37,6 +37,12 @@ pub enum Op {
     Dequeue {
         uid: u64,
         seq: u64,
+    },
+    /// Records how far a delivery's outgoing flow got.
+    MarkSent {
+        uid: u64,
+        seq: u64,
+        sent: codec::Sent,
     },
     /// Stores a retained message (encoded with [`codec::encode_message`]).
     PutRetained {

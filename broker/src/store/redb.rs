@@ -23,7 +23,7 @@ const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const AWAITING_REL: TableDefinition<(&str, u16), ()> = TableDefinition::new("awaiting_rel");
 
 const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "switchboard-store/1";
+const FORMAT: &str = "switchboard-store/2";
 /// Ops applied in one transaction at most; the rest wait for the next commit.
 const MAX_BATCH: usize = 50_000;
 
@@ -237,6 +237,20 @@ fn apply(db: &Database, shared: &Shared, jobs: &[Job]) -> Result<(), StoreError>
                     let bytes = delivery.encode();
                     delta += bytes.len() as i64;
                     queue.insert((*uid, *seq), bytes.as_slice()).map_err(io)?;
+                }
+                Op::MarkSent { uid, seq, sent } => {
+                    let updated = queue
+                        .get((*uid, *seq))
+                        .map_err(io)?
+                        .and_then(|v| StoredDelivery::decode(v.value()))
+                        .map(|mut d| {
+                            d.sent = *sent;
+                            d.encode()
+                        });
+                    // Gone already (acknowledged in the same batch): nothing to mark.
+                    if let Some(bytes) = updated {
+                        queue.insert((*uid, *seq), bytes.as_slice()).map_err(io)?;
+                    }
                 }
                 Op::Dequeue { uid, seq } => {
                     if let Some(old) = queue.remove((*uid, *seq)).map_err(io)? {
