@@ -118,3 +118,81 @@ async fn forward(client: TcpStream, server: TcpStream, idle: Duration, stats: Ar
         _ = watchdog => {}
     }
 }
+
+/// A UDP NAT in front of a server: datagrams from one client go out through an upstream
+/// socket whose port is the client's apparent address. [`UdpNat::change_port`] moves the
+/// client to a new upstream port, as when a phone changes network; a mapping idle for
+/// `idle` is forgotten and the next datagram gets a new port too.
+pub struct UdpNat {
+    pub addr: SocketAddr,
+    changes: Arc<tokio::sync::Notify>,
+    pub stats: Arc<NatStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpNat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl UdpNat {
+    /// Forwards 127.0.0.1:(free port) ↔ `upstream` for a single client.
+    pub async fn start(upstream: SocketAddr, idle: Duration) -> UdpNat {
+        let front = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let addr = front.local_addr().expect("addr");
+        let changes = Arc::new(tokio::sync::Notify::new());
+        let stats = Arc::new(NatStats::default());
+        let (ch, st) = (changes.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            let mut client: Option<SocketAddr> = None;
+            let mut back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let mut last = Instant::now();
+            let mut a = vec![0u8; 65_536];
+            let mut b = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => {
+                        let Ok((n, from)) = r else { return };
+                        if last.elapsed() >= idle {
+                            // Forgotten: this datagram opens a new mapping on a new port.
+                            st.forgotten.fetch_add(1, Ordering::Relaxed);
+                            back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                        }
+                        client = Some(from);
+                        last = Instant::now();
+                        let _ = back.send_to(&a[..n], upstream).await;
+                    }
+                    r = back.recv_from(&mut b) => {
+                        let Ok((n, _)) = r else { return };
+                        if let Some(c) = client {
+                            last = Instant::now();
+                            let _ = front.send_to(&b[..n], c).await;
+                        }
+                    }
+                    _ = ch.notified() => {
+                        st.connections.fetch_add(1, Ordering::Relaxed);
+                        back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                    }
+                }
+            }
+        });
+        UdpNat {
+            addr,
+            changes,
+            stats,
+            task,
+        }
+    }
+
+    /// From now on the client's datagrams reach the server from a new source port.
+    pub fn change_port(&self) {
+        self.changes.notify_one();
+    }
+}

@@ -480,8 +480,10 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
     let dir = TempDir::new("quic-mig");
     let (h, certs) = start(dir.path(), |_, _| {}).await;
     let a = h.addrs().clone();
+    // The phone reaches the broker through a NAT; the broker sees the NAT's port.
+    let nat = switchboard_tests::nat::UdpNat::start(a.quic[0], Duration::from_secs(600)).await;
     let q = QuicClient::new(&certs.ca_cert);
-    let (conn, mut sub) = q.open(a.quic[0], "phone").await;
+    let (conn, mut sub) = q.open(nat.addr, "phone").await;
     sub.send(&subscribe("quic/#")).await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
     let (mut p, _) = RawClient::connect(a.tcp[0], connect_packet(Version::V5, "server-side")).await;
@@ -489,10 +491,8 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
     assert_eq!(&next_publish(&mut sub).await.payload[..], b"before");
     let connects = Metrics::get(&h.state().router.metrics.connections_total);
 
-    // The phone moves to another network: new source port, same QUIC connection.
-    let new_socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    let new_port = new_socket.local_addr().expect("addr").port();
-    q.endpoint.rebind(new_socket).expect("rebind");
+    // The phone moves to another network: the NAT gives it a new source port.
+    nat.change_port();
     // Traffic from the client makes the server see (and validate) the new path.
     sub.send(&Packet::PingReq).await;
     assert_eq!(sub.recv().await, Some(Packet::PingResp));
@@ -508,7 +508,13 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
         connects,
         "no new MQTT connection was needed"
     );
-    assert_eq!(q.endpoint.local_addr().expect("addr").port(), new_port);
+    assert_eq!(
+        nat.stats
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the port did change"
+    );
     drop(conn);
     h.shutdown().await;
 }
