@@ -222,7 +222,7 @@ impl Broker {
             addrs.quic.push(local);
             state
                 .tasks
-                .spawn(transport::quic::accept(state.clone(), ep));
+                .spawn(transport::quic::accept(state.clone(), ep, permits.clone()));
         }
         if let Some(sock) = admin {
             let local = sock.local_addr().ok();

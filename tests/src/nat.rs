@@ -125,7 +125,7 @@ async fn forward(client: TcpStream, server: TcpStream, idle: Duration, stats: Ar
 /// `idle` is forgotten and the next datagram gets a new port too.
 pub struct UdpNat {
     pub addr: SocketAddr,
-    changes: Arc<tokio::sync::Notify>,
+    changes: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
     pub stats: Arc<NatStats>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -145,9 +145,9 @@ impl UdpNat {
                 .expect("bind"),
         );
         let addr = front.local_addr().expect("addr");
-        let changes = Arc::new(tokio::sync::Notify::new());
+        let (changes, mut ch) = tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(4);
         let stats = Arc::new(NatStats::default());
-        let (ch, st) = (changes.clone(), stats.clone());
+        let st = stats.clone();
         let task = tokio::spawn(async move {
             let mut client: Option<SocketAddr> = None;
             let mut back = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -176,9 +176,10 @@ impl UdpNat {
                             let _ = front.send_to(&b[..n], c).await;
                         }
                     }
-                    _ = ch.notified() => {
+                    Some(done) = ch.recv() => {
                         st.connections.fetch_add(1, Ordering::Relaxed);
                         back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+                        let _ = done.send(());
                     }
                 }
             }
@@ -191,8 +192,13 @@ impl UdpNat {
         }
     }
 
-    /// From now on the client's datagrams reach the server from a new source port.
-    pub fn change_port(&self) {
-        self.changes.notify_one();
+    /// From now on (once this returns) the client's datagrams reach the server from a new
+    /// source port. Datagrams the server sends to the old port are lost, as after a real
+    /// network change: the server learns the new address when the client next speaks.
+    pub async fn change_port(&self) {
+        let (done, changed) = tokio::sync::oneshot::channel();
+        if self.changes.send(done).await.is_ok() {
+            let _ = changed.await;
+        }
     }
 }

@@ -492,7 +492,7 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
     let connects = Metrics::get(&h.state().router.metrics.connections_total);
 
     // The phone moves to another network: the NAT gives it a new source port.
-    nat.change_port();
+    nat.change_port().await;
     // Traffic from the client makes the server see (and validate) the new path.
     sub.send(&Packet::PingReq).await;
     assert_eq!(sub.recv().await, Some(Packet::PingResp));

@@ -12,6 +12,9 @@ use super::tls::{Purpose, server_config};
 use crate::config::TlsFiles;
 use crate::{BrokerState, connection};
 
+/// MQTT connections (bidirectional streams) one QUIC connection may hold at once.
+const MAX_STREAMS: u32 = 4;
+
 /// Binds a QUIC endpoint on `addr`.
 pub fn endpoint(files: &TlsFiles, addr: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
     let tls = server_config(files, Purpose::Quic)?;
@@ -25,12 +28,20 @@ pub fn endpoint(files: &TlsFiles, addr: SocketAddr) -> Result<quinn::Endpoint, T
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         30 * 60 * 1000,
     ))));
+    // A phone needs one MQTT connection; a few streams leave room for a reconnect overlap.
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     quinn::Endpoint::server(config, addr)
         .map_err(|e| TransportError::Tls(format!("bind {addr}: {e}")))
 }
 
-/// Accepts QUIC connections until shutdown.
-pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint) {
+/// Accepts QUIC connections until shutdown. Every MQTT connection (stream) takes a permit
+/// from the broker-wide connection limit, like TCP connections do.
+pub async fn accept(
+    broker: Arc<BrokerState>,
+    endpoint: quinn::Endpoint,
+    permits: Arc<tokio::sync::Semaphore>,
+) {
     loop {
         let incoming = tokio::select! {
             _ = broker.shutdown.cancelled() => {
@@ -43,8 +54,9 @@ pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint) {
             },
         };
         let b = broker.clone();
+        let permits = permits.clone();
         broker.tasks.spawn(async move {
-            if let Err(e) = serve_connection(b, incoming).await {
+            if let Err(e) = serve_connection(b, incoming, permits).await {
                 tracing::debug!(error = %e, "QUIC connection ended");
             }
         });
@@ -54,6 +66,7 @@ pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint) {
 async fn serve_connection(
     broker: Arc<BrokerState>,
     incoming: quinn::Incoming,
+    permits: Arc<tokio::sync::Semaphore>,
 ) -> Result<(), quinn::ConnectionError> {
     let connecting = incoming.accept()?;
     // Accepting 0.5-RTT lets a resuming client's CONNECT (sent as 0-RTT data) be answered
@@ -77,10 +90,17 @@ async fn serve_connection(
             _ = broker.shutdown.cancelled() => return Ok(()),
             s = conn.accept_bi() => s?,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::Metrics::inc(&broker.router.metrics.refused_max_connections);
+            tracing::warn!(%peer, "connection limit reached; refusing a QUIC stream");
+            conn.close(quinn::VarInt::from_u32(0x89), b"server busy");
+            return Ok(());
+        };
         let b = broker.clone();
         let user = user.clone();
         broker.tasks.spawn(async move {
             connection::serve(b, tokio::io::join(recv, send), peer, "quic", user).await;
+            drop(permit);
         });
     }
 }
