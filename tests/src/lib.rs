@@ -239,63 +239,94 @@ pub fn connect_packet(version: Version, client_id: &str) -> Connect {
     }
 }
 
+/// A CONNECT (MQTT 5) resuming a persistent session: clean start off, `expiry` seconds.
+pub fn persistent_connect(client_id: &str, expiry: u32) -> Connect {
+    Connect {
+        clean_start: false,
+        properties: Properties {
+            session_expiry_interval: Some(expiry),
+            ..Properties::default()
+        },
+        ..connect_packet(Version::V5, client_id)
+    }
+}
+
+/// The part of the rumqttc wrappers that is the same for v4 and v5: a client whose event
+/// loop runs in a task forwarding incoming packets to a channel.
+macro_rules! event_client {
+    ($client:ty, $event:path, $options:ty, $packet:ty, $pingresp:pat, $connack:pat) => {
+        pub struct Client {
+            pub client: $client,
+            pub events: tokio::sync::mpsc::UnboundedReceiver<$packet>,
+            task: tokio::task::JoinHandle<()>,
+        }
+
+        impl Client {
+            /// Connects and waits for CONNACK; `tune` adjusts the options first.
+            pub async fn connect(port: u16, id: &str, tune: impl FnOnce(&mut $options)) -> Client {
+                let mut opts = <$options>::new(id, "127.0.0.1", port);
+                opts.set_keep_alive(std::time::Duration::from_secs(30));
+                tune(&mut opts);
+                let (client, mut el) = <$client>::new(opts, 100);
+                let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+                let task = tokio::spawn(async move {
+                    while let Ok(ev) = el.poll().await {
+                        use $event as Ev;
+                        if let Ev::Incoming(p) = ev
+                            && tx.send(p).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                let mut c = Client {
+                    client,
+                    events,
+                    task,
+                };
+                match c.next().await {
+                    $connack => c,
+                    other => panic!("expected CONNACK, got {other:?}"),
+                }
+            }
+
+            /// Next incoming packet (PINGRESP skipped).
+            pub async fn next(&mut self) -> $packet {
+                loop {
+                    let p = tokio::time::timeout(super::WAIT, self.events.recv())
+                        .await
+                        .expect("timed out waiting for a packet")
+                        .expect("event loop ended");
+                    if !matches!(p, $pingresp) {
+                        return p;
+                    }
+                }
+            }
+
+            /// Drops the connection without DISCONNECT (as a crash or lost network would).
+            pub fn kill(self) {
+                self.task.abort();
+            }
+        }
+    };
+}
+
 /// rumqttc MQTT 5 client whose events are forwarded to a channel.
 pub mod v5 {
     use std::time::Duration;
 
     use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    use tokio::sync::mpsc;
 
-    use super::WAIT;
-
-    pub struct Client {
-        pub client: AsyncClient,
-        pub events: mpsc::UnboundedReceiver<Packet>,
-        task: tokio::task::JoinHandle<()>,
-    }
+    event_client!(
+        rumqttc::v5::AsyncClient,
+        rumqttc::v5::Event,
+        rumqttc::v5::MqttOptions,
+        Packet,
+        Packet::PingResp(_),
+        Packet::ConnAck(_)
+    );
 
     impl Client {
-        /// Connects and waits for CONNACK; `tune` adjusts the options first.
-        pub async fn connect(port: u16, id: &str, tune: impl FnOnce(&mut MqttOptions)) -> Client {
-            let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-            opts.set_keep_alive(Duration::from_secs(30));
-            tune(&mut opts);
-            let (client, mut el) = AsyncClient::new(opts, 100);
-            let (tx, events) = mpsc::unbounded_channel();
-            let task = tokio::spawn(async move {
-                while let Ok(ev) = el.poll().await {
-                    if let Event::Incoming(p) = ev
-                        && tx.send(p).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            let mut c = Client {
-                client,
-                events,
-                task,
-            };
-            match c.next().await {
-                Packet::ConnAck(_) => c,
-                other => panic!("expected CONNACK, got {other:?}"),
-            }
-        }
-
-        /// Next incoming packet (PINGRESP skipped).
-        pub async fn next(&mut self) -> Packet {
-            loop {
-                let p = tokio::time::timeout(WAIT, self.events.recv())
-                    .await
-                    .expect("timed out waiting for a packet")
-                    .expect("event loop ended");
-                if !matches!(p, Packet::PingResp(_)) {
-                    return p;
-                }
-            }
-        }
-
         /// Next PUBLISH, skipping acknowledgements.
         pub async fn next_publish(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
             loop {
@@ -326,78 +357,29 @@ pub mod v5 {
                 }
             }
         }
-
-        /// Drops the connection without DISCONNECT (as a crash or lost network would).
-        pub fn kill(self) {
-            self.task.abort();
-        }
     }
 }
 
 /// rumqttc MQTT 3.1.1 client whose events are forwarded to a channel.
 pub mod v4 {
-    use std::time::Duration;
+    use rumqttc::Packet;
 
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-    use tokio::sync::mpsc;
-
-    use super::WAIT;
-
-    pub struct Client {
-        pub client: AsyncClient,
-        pub events: mpsc::UnboundedReceiver<Packet>,
-        task: tokio::task::JoinHandle<()>,
-    }
+    event_client!(
+        rumqttc::AsyncClient,
+        rumqttc::Event,
+        rumqttc::MqttOptions,
+        Packet,
+        Packet::PingResp,
+        Packet::ConnAck(_)
+    );
 
     impl Client {
-        pub async fn connect(port: u16, id: &str, tune: impl FnOnce(&mut MqttOptions)) -> Client {
-            let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-            opts.set_keep_alive(Duration::from_secs(30));
-            tune(&mut opts);
-            let (client, mut el) = AsyncClient::new(opts, 100);
-            let (tx, events) = mpsc::unbounded_channel();
-            let task = tokio::spawn(async move {
-                while let Ok(ev) = el.poll().await {
-                    if let Event::Incoming(p) = ev
-                        && tx.send(p).is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            let mut c = Client {
-                client,
-                events,
-                task,
-            };
-            match c.next().await {
-                Packet::ConnAck(_) => c,
-                other => panic!("expected CONNACK, got {other:?}"),
-            }
-        }
-
-        pub async fn next(&mut self) -> Packet {
-            loop {
-                let p = tokio::time::timeout(WAIT, self.events.recv())
-                    .await
-                    .expect("timed out waiting for a packet")
-                    .expect("event loop ended");
-                if !matches!(p, Packet::PingResp) {
-                    return p;
-                }
-            }
-        }
-
         pub async fn next_publish(&mut self) -> rumqttc::Publish {
             loop {
                 if let Packet::Publish(p) = self.next().await {
                     return p;
                 }
             }
-        }
-
-        pub fn kill(self) {
-            self.task.abort();
         }
     }
 }

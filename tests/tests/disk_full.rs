@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet};
+use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet, persistent_connect};
 
 struct Mount(std::path::PathBuf);
 
@@ -47,15 +47,7 @@ async fn full_disk_refuses_qos1_keeps_qos0_and_recovers() {
     let filler = dir.path().join("other-app.log");
     std::fs::write(&filler, vec![0u8; 2 << 20]).expect("filler");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let persistent = Connect {
-        clean_start: false,
-        properties: Properties {
-            session_expiry_interval: Some(600),
-            ..Properties::default()
-        },
-        ..connect_packet(Version::V5, "hoarder")
-    };
-    let (mut s, _) = RawClient::connect(b.addr, persistent).await;
+    let (mut s, _) = RawClient::connect(b.addr, persistent_connect("hoarder", 600)).await;
     s.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
         properties: Properties::default(),
@@ -112,15 +104,7 @@ async fn full_disk_refuses_qos1_keeps_qos0_and_recovers() {
 
     // Space returns, and the subscriber drains its queue.
     std::fs::remove_file(&filler).expect("free space");
-    let persistent = Connect {
-        clean_start: false,
-        properties: Properties {
-            session_expiry_interval: Some(600),
-            ..Properties::default()
-        },
-        ..connect_packet(Version::V5, "hoarder")
-    };
-    let (mut s, _) = RawClient::connect(b.addr, persistent).await;
+    let (mut s, _) = RawClient::connect(b.addr, persistent_connect("hoarder", 600)).await;
     let mut drained = 0;
     while let Ok(Some(pk)) = s.recv_within(Duration::from_secs(2)).await {
         if let Packet::Publish(m) = pk {

@@ -5,18 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet};
-
-fn persistent(id: &str, expiry: u32) -> Connect {
-    Connect {
-        clean_start: false,
-        properties: Properties {
-            session_expiry_interval: Some(expiry),
-            ..Properties::default()
-        },
-        ..connect_packet(Version::V5, id)
-    }
-}
+use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet, persistent_connect};
 
 fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &'static [u8]) -> Packet {
     Packet::Publish(Publish {
@@ -57,7 +46,7 @@ async fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) {
 async fn retained_and_queued_messages_survive_restart() {
     let dir = TempDir::new("restart");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("keeper", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("keeper", 600)).await;
     subscribe(&mut s, "keep/#", QoS::ExactlyOnce).await;
     s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
         .await;
@@ -80,7 +69,7 @@ async fn retained_and_queued_messages_survive_restart() {
     b.stop().await;
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut s, ack) = connack(&b, persistent("keeper", 600)).await;
+    let (mut s, ack) = connack(&b, persistent_connect("keeper", 600)).await;
     assert!(ack.session_present, "session restored from the store");
     let got: Vec<Bytes> = [
         s.next_publish().await,
@@ -110,7 +99,7 @@ async fn retained_and_queued_messages_survive_restart() {
 async fn acknowledged_deliveries_are_not_redelivered_after_restart() {
     let dir = TempDir::new("acked");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("acker", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("acker", 600)).await;
     subscribe(&mut s, "acked/#", QoS::AtLeastOnce).await;
     let (mut p, _) = connack(&b, connect_packet(Version::V5, "p")).await;
     p.send(&publish("acked/x", QoS::AtLeastOnce, 1, false, b"once"))
@@ -124,7 +113,7 @@ async fn acknowledged_deliveries_are_not_redelivered_after_restart() {
     let port = b.port();
     b.stop().await;
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut s, ack) = connack(&b, persistent("acker", 600)).await;
+    let (mut s, ack) = connack(&b, persistent_connect("acker", 600)).await;
     assert!(ack.session_present);
     assert!(
         s.recv_within(Duration::from_millis(500)).await.is_err(),
@@ -138,7 +127,7 @@ async fn session_expiry_counts_the_time_the_broker_was_down() {
     let dir = TempDir::new("expiry");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
     for (id, expiry) in [("short", 1), ("long", 600)] {
-        let (mut c, _) = connack(&b, persistent(id, expiry)).await;
+        let (mut c, _) = connack(&b, persistent_connect(id, expiry)).await;
         subscribe(&mut c, "x", QoS::AtLeastOnce).await;
         c.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
             .await;
@@ -148,9 +137,9 @@ async fn session_expiry_counts_the_time_the_broker_was_down() {
     b.stop().await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (_, a) = connack(&b, persistent("short", 1)).await;
+    let (_, a) = connack(&b, persistent_connect("short", 1)).await;
     assert!(!a.session_present, "expired while the broker was down");
-    let (_, a) = connack(&b, persistent("long", 600)).await;
+    let (_, a) = connack(&b, persistent_connect("long", 600)).await;
     assert!(a.session_present);
     b.stop().await;
 }
@@ -159,7 +148,7 @@ async fn session_expiry_counts_the_time_the_broker_was_down() {
 async fn delayed_will_fires_after_restart() {
     let dir = TempDir::new("will");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let (mut watcher, _) = connack(&b, persistent("watcher", 600)).await;
+    let (mut watcher, _) = connack(&b, persistent_connect("watcher", 600)).await;
     subscribe(&mut watcher, "wills/#", QoS::AtLeastOnce).await;
     watcher
         .send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
@@ -176,7 +165,7 @@ async fn delayed_will_fires_after_restart() {
                 ..Properties::default()
             },
         }),
-        ..persistent("dev", 600)
+        ..persistent_connect("dev", 600)
     };
     let (dev, _) = connack(&b, with_will).await;
     drop(dev); // lost without DISCONNECT: will due in 2 s
@@ -185,7 +174,7 @@ async fn delayed_will_fires_after_restart() {
     b.stop().await;
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut watcher, _) = connack(&b, persistent("watcher", 600)).await;
+    let (mut watcher, _) = connack(&b, persistent_connect("watcher", 600)).await;
     let m = watcher.next_publish().await;
     assert_eq!(m.topic, "wills/dev");
     assert_eq!(&m.payload[..], b"gone");
@@ -196,12 +185,12 @@ async fn delayed_will_fires_after_restart() {
 async fn qos2_publish_resent_after_restart_is_not_delivered_twice() {
     let dir = TempDir::new("qos2");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("q2sub", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("q2sub", 600)).await;
     subscribe(&mut s, "q2/#", QoS::ExactlyOnce).await;
     s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
         .await;
     s.expect_closed().await;
-    let (mut p, _) = connack(&b, persistent("q2pub", 600)).await;
+    let (mut p, _) = connack(&b, persistent_connect("q2pub", 600)).await;
     p.send(&publish("q2/x", QoS::ExactlyOnce, 42, false, b"exactly"))
         .await;
     assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.pkid == 42));
@@ -210,7 +199,7 @@ async fn qos2_publish_resent_after_restart_is_not_delivered_twice() {
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
     // The publisher did not see PUBCOMP: it sends the PUBLISH again with DUP.
-    let (mut p, a) = connack(&b, persistent("q2pub", 600)).await;
+    let (mut p, a) = connack(&b, persistent_connect("q2pub", 600)).await;
     assert!(a.session_present);
     let Packet::Publish(mut again) = publish("q2/x", QoS::ExactlyOnce, 42, false, b"exactly")
     else {
@@ -221,7 +210,7 @@ async fn qos2_publish_resent_after_restart_is_not_delivered_twice() {
     assert!(matches!(p.recv().await, Some(Packet::PubRec(r)) if r.pkid == 42));
     p.send(&Packet::PubRel(PubResponse::new(42))).await;
     assert!(matches!(p.recv().await, Some(Packet::PubComp(c)) if c.code == ReasonCode::Success));
-    let (mut s, _) = connack(&b, persistent("q2sub", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("q2sub", 600)).await;
     let m = s.next_publish().await;
     assert_eq!(&m.payload[..], b"exactly");
     s.send(&Packet::PubRec(PubResponse::new(m.pkid))).await;
@@ -238,7 +227,7 @@ async fn qos2_publish_resent_after_restart_is_not_delivered_twice() {
 async fn disk_budget_refuses_qos1_with_0x97() {
     let dir = TempDir::new("budget");
     let b = TestBroker::start_durable_budget(dir.path(), 0, 2000, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("hoarder", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("hoarder", 600)).await;
     subscribe(&mut s, "big/#", QoS::AtLeastOnce).await;
     s.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
         .await;
@@ -301,7 +290,7 @@ fn foreign_or_corrupt_data_file_is_refused_and_left_alone() {
 async fn qos2_delivery_in_flight_resumes_after_restart_with_same_packet_id() {
     let dir = TempDir::new("qos2-out");
     let b = TestBroker::start_durable(dir.path(), 0, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("q2out", 600)).await;
     subscribe(&mut s, "q2out/#", QoS::ExactlyOnce).await;
     let (mut p, _) = connack(&b, connect_packet(Version::V5, "p")).await;
     p.send(&publish(
@@ -321,7 +310,7 @@ async fn qos2_delivery_in_flight_resumes_after_restart_with_same_packet_id() {
     b.stop().await;
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut s, ack) = connack(&b, persistent("q2out", 600)).await;
+    let (mut s, ack) = connack(&b, persistent_connect("q2out", 600)).await;
     assert!(ack.session_present);
     let again = s.next_publish().await;
     assert!(
@@ -339,7 +328,7 @@ async fn qos2_delivery_in_flight_resumes_after_restart_with_same_packet_id() {
     b.stop().await;
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("q2out", 600)).await;
     match s.recv().await {
         Some(Packet::PubRel(r)) => assert_eq!(r.pkid, first.pkid, "the flow resumes at PUBREL"),
         other => panic!("expected PUBREL, not a new PUBLISH: {other:?}"),
@@ -353,7 +342,7 @@ async fn qos2_delivery_in_flight_resumes_after_restart_with_same_packet_id() {
     b.stop().await;
 
     let b = TestBroker::start_durable(dir.path(), port, |_| {}).await;
-    let (mut s, _) = connack(&b, persistent("q2out", 600)).await;
+    let (mut s, _) = connack(&b, persistent_connect("q2out", 600)).await;
     assert!(
         s.recv_within(Duration::from_millis(500)).await.is_err(),
         "completed flow stays completed"

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::{RawClient, TempDir, connect_packet};
+use switchboard_tests::{RawClient, TempDir, connect_packet, persistent_connect};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -121,14 +121,7 @@ async fn publisher(addr: SocketAddr, id: &'static str, qos: QoS, first: u32) -> 
 }
 
 fn persistent_sub() -> Connect {
-    Connect {
-        clean_start: false,
-        properties: Properties {
-            session_expiry_interval: Some(3600),
-            ..Properties::default()
-        },
-        ..connect_packet(Version::V5, "crash-sub")
-    }
+    persistent_connect("crash-sub", 3600)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
