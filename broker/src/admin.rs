@@ -101,7 +101,7 @@ pub async fn serve(
 
 async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
     let b = &a.broker;
-    let m = &b.router.metrics;
+    let m = &b.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
         let _ = writeln!(
@@ -149,13 +149,13 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
         "subscriptions",
         "Subscriptions.",
         "gauge",
-        b.router.subscription_count() as u64,
+        b.routes.len() as u64,
     );
     counter(
         "retained_messages",
         "Retained messages.",
         "gauge",
-        b.router.retained_count() as u64,
+        b.retained.len() as u64,
     );
     counter(
         "protocol_errors_total",
@@ -204,7 +204,7 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
             Metrics::get(v)
         );
     }
-    if let Some(st) = b.router.store() {
+    if let Some(st) = b.store() {
         let s = st.stats();
         let _ = writeln!(
             out,
@@ -234,12 +234,12 @@ struct Overview {
 async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Overview>, ApiError> {
     a.check(&headers)?;
     let b = &a.broker;
-    let m = &b.router.metrics;
+    let m = &b.metrics;
     Ok(Json(Overview {
         clients_connected: Metrics::get(&m.clients_connected),
         sessions: b.sessions.len(),
-        subscriptions: b.router.subscription_count(),
-        retained: b.router.retained_count(),
+        subscriptions: b.routes.len(),
+        retained: b.retained.len(),
         messages_received: Metrics::get(&m.messages_received),
         messages_sent: Metrics::get(&m.messages_sent),
         uptime_seconds: b.started.elapsed().as_secs(),
@@ -301,10 +301,7 @@ async fn retained(
     Query(q): Query<Limit>,
 ) -> Result<Json<Vec<RetainedItem>>, ApiError> {
     a.check(&headers)?;
-    let list = a
-        .broker
-        .router
-        .retained_list(q.limit.unwrap_or(1000).min(100_000));
+    let list = a.broker.retained.list(q.limit.unwrap_or(1000).min(100_000));
     Ok(Json(
         list.into_iter()
             .map(|(topic, qos, bytes)| RetainedItem { topic, qos, bytes })
