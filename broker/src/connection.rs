@@ -28,7 +28,7 @@ use crate::auth::{Action, Credentials, Identity};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::sessions::{Closing, Kick, NEVER_EXPIRES, SessionState, SubRecord, will_message};
-use crate::store::{Op, StoreError};
+use crate::store::{Durable, Op};
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -234,7 +234,7 @@ struct Conn {
 struct PendingAck {
     pkid: u16,
     code: ReasonCode,
-    durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    durable: Option<Durable>,
 }
 
 impl Conn {
@@ -449,7 +449,7 @@ impl Conn {
                         None => std::future::pending().await,
                     }
                 }, if self.pending_acks.front().is_some_and(|p| p.durable.is_some()) => {
-                    let durable = matches!(r, Ok(Ok(())));
+                    let durable = matches!(r, Ok(Ok(_)));
                     if let Some(front) = self.pending_acks.front_mut() {
                         front.durable = None;
                         if !durable {
@@ -666,7 +666,7 @@ impl Conn {
         sess: &mut ServerSession,
         pkid: u16,
         code: ReasonCode,
-        durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+        durable: Option<Durable>,
     ) {
         if durable.is_none() && self.pending_acks.is_empty() {
             sess.ack_publish(pkid, code);
@@ -684,7 +684,7 @@ impl Conn {
         while let Some(front) = self.pending_acks.front_mut() {
             if let Some(rx) = &mut front.durable {
                 match rx.try_recv() {
-                    Ok(Ok(())) => front.durable = None,
+                    Ok(Ok(_)) => front.durable = None,
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
                         front.durable = None;
                         front.code = ReasonCode::UnspecifiedError;
