@@ -28,6 +28,8 @@ pub struct Credentials<'a> {
 pub struct Identity {
     pub username: Option<String>,
     pub anonymous: bool,
+    /// How the client's topics map into the broker's (its tenant; default: unmapped).
+    pub namespace: crate::namespace::Namespace,
 }
 
 /// Decides whether a client may connect. Called off the async runtime (password hashing
@@ -136,6 +138,7 @@ impl Authenticator for PasswordAuth {
             return Ok(Identity {
                 username: Some(user.to_owned()),
                 anonymous: false,
+                ..Identity::default()
             });
         }
         let Some(user) = creds.username else {
@@ -143,6 +146,7 @@ impl Authenticator for PasswordAuth {
                 Ok(Identity {
                     username: None,
                     anonymous: true,
+                    ..Identity::default()
                 })
             } else {
                 Err(ReasonCode::NotAuthorized)
@@ -159,11 +163,13 @@ impl Authenticator for PasswordAuth {
                 Ok(Identity {
                     username: Some(user.to_owned()),
                     anonymous: false,
+                    ..Identity::default()
                 })
             }
             None if self.allow_anonymous && self.users.is_empty() => Ok(Identity {
                 username: Some(user.to_owned()),
                 anonymous: true,
+                ..Identity::default()
             }),
             None => Err(ReasonCode::BadUserNameOrPassword),
         }
