@@ -10,8 +10,12 @@
 //! This module holds the types both sides share (the [`Violation`] that ends a connection)
 //! and the server's public types.
 
+pub mod client;
 mod server;
 
+pub use client::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, RequestError, ServerLimits,
+};
 pub use server::ServerSession;
 
 use crate::packet::*;
@@ -144,3 +148,6 @@ pub struct Accept {
     /// State of a resumed session: unacknowledged messages are sent again.
     pub resume: Option<InflightState>,
 }
+
+#[cfg(test)]
+mod pair;
