@@ -46,8 +46,10 @@ pub struct ClientConfig {
     /// Announced in CONNECT rounded up to seconds; changed at runtime with
     /// [`ClientSession::set_keep_alive`].
     pub keep_alive: Duration,
-    /// How long to wait for PINGRESP, and for CONNACK after CONNECT.
-    pub response_timeout: Duration,
+    /// How long to wait for PINGRESP after PINGREQ.
+    pub ping_timeout: Duration,
+    /// How long to wait for CONNACK after CONNECT.
+    pub connack_timeout: Duration,
     /// MQTT 5 Session Expiry Interval, seconds.
     pub session_expiry: u32,
     pub username: Option<String>,
@@ -78,7 +80,8 @@ impl ClientConfig {
             client_id: client_id.to_owned(),
             clean_start: true,
             keep_alive: Duration::from_secs(60),
-            response_timeout: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(10),
+            connack_timeout: Duration::from_secs(10),
             session_expiry: 0,
             username: None,
             password: None,
@@ -165,10 +168,10 @@ pub enum ClientError {
         code: ReasonCode,
         reason: Option<String>,
     },
-    /// [MQTT-3.1.2-24] no PINGRESP within the response timeout: the link is dead.
+    /// No PINGRESP within the ping timeout (§3.1.2.10): the link is dead.
     #[error("no PINGRESP in time")]
     PingTimeout,
-    /// No CONNACK within the response timeout.
+    /// No CONNACK within the CONNACK timeout.
     #[error("no CONNACK in time")]
     ConnAckTimeout,
 }
@@ -180,7 +183,7 @@ pub enum RequestError {
     /// The bounded queue of waiting publishes is full.
     #[error("publish queue full")]
     QueueFull,
-    /// [MQTT-3.1.2-24] larger than the server's Maximum Packet Size.
+    /// [MQTT-3.2.2-15] larger than the server's Maximum Packet Size.
     #[error("larger than the server's maximum packet size")]
     TooLarge,
     /// Every packet identifier is in flight.
@@ -469,8 +472,9 @@ impl ClientSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.state, self.awaiting_since) {
             (State::Idle, _) => None,
-            (_, Some(since)) => Some(since + self.cfg.response_timeout),
+            (State::Connecting, Some(since)) => Some(since + self.cfg.connack_timeout),
             (State::Connecting, None) => None,
+            (State::Connected, Some(since)) => Some(since + self.cfg.ping_timeout),
             (State::Connected, None) if self.keep_alive.is_zero() => None,
             (State::Connected, None) => Some(self.last_send + self.keep_alive),
         }
@@ -581,7 +585,7 @@ impl ClientSession {
                 return;
             };
             if p.encoded_len(self.cfg.version) > self.server.maximum_packet_size as usize {
-                // [MQTT-3.1.2-24] the server would refuse it: report it, never send it.
+                // [MQTT-3.2.2-15] the server would refuse it: report it, never send it.
                 if p.qos != QoS::AtMostOnce {
                     self.free_pkid(p.pkid);
                     self.events.push_back(ClientEvent::Published {

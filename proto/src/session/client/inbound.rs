@@ -21,6 +21,12 @@ impl ClientSession {
             let packet = match Packet::read(buf, self.cfg.version, max) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
+                Err(DecodeError::TooLarge { .. }) => {
+                    return Err(self.violation(Violation::new(
+                        ReasonCode::PacketTooLarge,
+                        "[MQTT-3.1.2-24] the server sent a packet over our maximum packet size",
+                    )));
+                }
                 Err(e) => return Err(self.violation(e.into())),
             };
             if let Err(e) = self.handle_packet(now, packet) {

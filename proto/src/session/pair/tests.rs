@@ -312,7 +312,7 @@ fn a_subscribe_made_offline_or_unanswered_goes_with_the_next_connection() {
 fn mqtt_3_1_2_24_keep_alive_pings_when_idle_and_a_missing_pingresp_ends_the_link() {
     let cfg = ClientConfig {
         keep_alive: Duration::from_secs(10),
-        response_timeout: Duration::from_secs(3),
+        ping_timeout: Duration::from_secs(3),
         ..config(Version::V5)
     };
     let mut pair = Pair::new(cfg);
@@ -360,7 +360,7 @@ fn sending_anything_postpones_the_ping() {
 }
 
 #[test]
-fn mqtt_3_2_2_15_an_oversized_packet_from_the_server_ends_the_link_with_0x95() {
+fn mqtt_3_1_2_24_an_oversized_packet_from_the_server_ends_the_link_with_0x95() {
     let cfg = ClientConfig {
         max_packet_size: 1024,
         ..config(Version::V5)
