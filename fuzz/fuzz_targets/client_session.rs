@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
             },
         );
         if chunk[0] & 0x40 != 0 {
-            let _ = c.subscribe(now, vec![("f/#".into(), SubscriptionOptions::default())], Properties::default());
+            let _ = c.subscribe(
+                now,
+                vec![("f/#".into(), SubscriptionOptions::default())],
+                Properties::default(),
+            );
         }
         let _ = c.take_transmit();
         if c.handle_timeout(now).is_err() {

@@ -156,6 +156,10 @@ impl ClientSession {
             // [MQTT-3.2.2-21] the server's keep-alive replaces ours.
             self.keep_alive = std::time::Duration::from_secs(u64::from(secs));
         }
+        if let Some(id) = &p.assigned_client_identifier {
+            // Resume this session under the identifier the server gave it.
+            self.cfg.client_id = id.clone();
+        }
         self.server = limits.clone();
         self.state = State::Connected;
         self.awaiting_since = None;

@@ -359,3 +359,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mqtt_3_2_2_11_publishes_beyond_the_servers_maximum_qos_or_retain_are_refused() {
+    let props = Properties {
+        maximum_qos: Some(1),
+        retain_available: Some(0),
+        ..Properties::default()
+    };
+    let (mut c, now) = connected(config(Version::V5), props);
+    assert_eq!(
+        c.publish(now, msg("m", QoS::ExactlyOnce, "x")),
+        Err(RequestError::QosNotSupported)
+    );
+    let mut retained = msg("m", QoS::AtMostOnce, "x");
+    retained.retain = true;
+    assert_eq!(
+        c.publish(now, retained),
+        Err(RequestError::RetainNotSupported)
+    );
+    assert_eq!(c.publish(now, msg("m", QoS::AtLeastOnce, "x")), Ok(1));
+}
+
+#[test]
+fn the_assigned_client_identifier_is_used_to_resume() {
+    let props = Properties {
+        assigned_client_identifier: Some("given-7".into()),
+        ..Properties::default()
+    };
+    let cfg = ClientConfig {
+        client_id: String::new(),
+        ..config(Version::V5)
+    };
+    let (mut c, now) = connected(cfg, props);
+    c.connection_lost();
+    c.connect(now);
+    let sent = decode_all(&c.take_transmit(), Version::V5);
+    assert!(matches!(sent.as_slice(), [Packet::Connect(p)] if p.client_id == "given-7"));
+}
