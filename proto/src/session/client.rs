@@ -253,7 +253,7 @@ impl ClientSession {
             return Err(RequestError::NoFilter);
         }
         for (f, _) in &filters {
-            topic::validate_filter(f).map_err(RequestError::InvalidTopic)?;
+            topic::parse_filter(f).map_err(RequestError::InvalidTopic)?;
         }
         let pkid = self.alloc_pkid()?;
         let packet = Packet::Subscribe(Subscribe {
@@ -271,7 +271,7 @@ impl ClientSession {
             return Err(RequestError::NoFilter);
         }
         for f in &filters {
-            topic::validate_filter(f).map_err(RequestError::InvalidTopic)?;
+            topic::parse_filter(f).map_err(RequestError::InvalidTopic)?;
         }
         let pkid = self.alloc_pkid()?;
         let packet = Packet::Unsubscribe(Unsubscribe {

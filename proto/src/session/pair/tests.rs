@@ -386,3 +386,46 @@ fn mqtt_3_1_2_24_an_oversized_packet_from_the_server_ends_the_link_with_0x95() {
         [Event::Disconnect(d)] if d.code == ReasonCode::PacketTooLarge
     ));
 }
+
+#[test]
+fn mqtt_3_1_2_22_the_clients_pings_keep_the_server_from_timing_it_out() {
+    let cfg = ClientConfig {
+        keep_alive: Duration::from_secs(10),
+        ..config(Version::V5)
+    };
+    let mut pair = Pair::new(cfg);
+    pair.connect();
+    for _ in 0..30 {
+        pair.advance(Duration::from_secs(2));
+    }
+    assert_eq!(
+        pair.server_error, None,
+        "an idle client that pings stays connected"
+    );
+    assert!(pair.client.is_connected());
+    // A client that goes silent is dead to the server after 1.5 × the keep-alive.
+    pair.client.set_keep_alive(Duration::ZERO);
+    pair.advance(Duration::from_secs(15));
+    assert!(matches!(&pair.server_error, Some(v) if v.code == ReasonCode::KeepAliveTimeout));
+}
+
+#[test]
+fn shared_subscriptions_are_valid_filters() {
+    let mut pair = Pair::new(config(Version::V5));
+    pair.connect();
+    let now = pair.now;
+    let s = pair
+        .client
+        .subscribe(
+            now,
+            sub("$share/g/jobs/+", QoS::AtLeastOnce),
+            Properties::default(),
+        )
+        .expect("shared subscription");
+    pair.drive();
+    assert!(
+        pair.take_client_events()
+            .iter()
+            .any(|e| matches!(e, ClientEvent::SubAck { pkid, .. } if *pkid == s))
+    );
+}
