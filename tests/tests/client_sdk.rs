@@ -559,3 +559,41 @@ async fn sdk_subscribe_and_unsubscribe_can_be_awaited_until_the_brokers_ack() {
     );
     client.shutdown().await;
 }
+
+/// The configurable Maximum Packet Size is announced in CONNECT, so the real broker never
+/// sends the SDK more ([MQTT-3.1.2-25]: it drops the message for this client instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_max_packet_size_is_announced_and_the_broker_honours_it() {
+    let b = TestBroker::start().await;
+    let mut cfg = Config::new("sdk-small", vec![Endpoint::Tcp(b.addr)]);
+    cfg.max_packet_size = 256;
+    let (client, mut ev) = Client::start(cfg).expect("client");
+    connected(&mut ev).await;
+    client
+        .subscribe_acked("small/#", QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    let (mut publisher, _) =
+        RawClient::connect(b.addr, connect_packet(Version::V5, "small-pub")).await;
+    for (topic, size) in [("small/big", 1024), ("small/fits", 16)] {
+        publisher
+            .send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: topic.into(),
+                pkid: 0,
+                properties: Properties::default(),
+                payload: bytes::Bytes::from(vec![b'x'; size]),
+            }))
+            .await;
+    }
+    let first = wait_for(&mut ev, 10, |e| match e {
+        Event::Message(p) => Some(p.topic.clone()),
+        Event::Disconnected { reason } => panic!("disconnected: {reason}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, "small/fits", "the oversized message was not dropped");
+    client.shutdown().await;
+}

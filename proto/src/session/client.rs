@@ -187,7 +187,8 @@ impl ClientSession {
     /// Publishes an application message. QoS 1/2 get a packet identifier (returned; QoS 0
     /// returns 0) and are kept until acknowledged, reported by [`ClientEvent::Published`].
     /// Without a connection, or with the server's Receive Maximum reached, the message
-    /// waits in the session's queue and goes out in order.
+    /// waits in the session's queue and goes out in order. A QoS 0 message takes no place
+    /// in the window: while connected it goes out at once, possibly ahead of queued ones.
     pub fn publish(&mut self, now: Instant, mut p: Publish) -> Result<u16, RequestError> {
         if !p.topic.is_empty() || !self.cfg.version.is_v5() {
             topic::validate_topic_name(&p.topic).map_err(RequestError::InvalidTopic)?;
@@ -318,11 +319,12 @@ impl ClientSession {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.state, self.awaiting_since) {
             (State::Idle, _) => None,
-            (State::Connecting, Some(since)) => Some(since + self.cfg.connack_timeout),
+            // Checked: a timeout too long to represent never fires.
+            (State::Connecting, Some(since)) => since.checked_add(self.cfg.connack_timeout),
             (State::Connecting, None) => None,
-            (State::Connected, Some(since)) => Some(since + self.cfg.ping_timeout),
+            (State::Connected, Some(since)) => since.checked_add(self.cfg.ping_timeout),
             (State::Connected, None) if self.keep_alive.is_zero() => None,
-            (State::Connected, None) => Some(self.last_send + self.keep_alive),
+            (State::Connected, None) => self.last_send.checked_add(self.keep_alive),
         }
     }
 
