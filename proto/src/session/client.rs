@@ -432,14 +432,23 @@ impl ClientSession {
             let Some(p) = self.queue.pop_front() else {
                 return;
             };
-            if p.encoded_len(self.cfg.version) > self.server.maximum_packet_size as usize {
-                // [MQTT-3.2.2-15] the server would refuse it: report it, never send it.
+            // Queued before this server's limits were known: what it would refuse (and
+            // disconnect us for) is reported and never sent.
+            let refused =
+                if p.encoded_len(self.cfg.version) > self.server.maximum_packet_size as usize {
+                    Some(ReasonCode::PacketTooLarge) // [MQTT-3.2.2-15]
+                } else if p.qos > self.server.maximum_qos {
+                    Some(ReasonCode::QosNotSupported) // [MQTT-3.2.2-11]
+                } else if p.retain && !self.server.retain_available {
+                    Some(ReasonCode::RetainNotSupported) // [MQTT-3.2.2-14]
+                } else {
+                    None
+                };
+            if let Some(code) = refused {
                 if p.qos != QoS::AtMostOnce {
                     self.free_pkid(p.pkid);
-                    self.events.push_back(ClientEvent::Published {
-                        pkid: p.pkid,
-                        code: ReasonCode::PacketTooLarge,
-                    });
+                    self.events
+                        .push_back(ClientEvent::Published { pkid: p.pkid, code });
                 }
                 continue;
             }

@@ -397,3 +397,39 @@ fn the_assigned_client_identifier_is_used_to_resume() {
     let sent = decode_all(&c.take_transmit(), Version::V5);
     assert!(matches!(sent.as_slice(), [Packet::Connect(p)] if p.client_id == "given-7"));
 }
+
+#[test]
+fn mqtt_3_2_2_11_a_queued_publish_the_server_cannot_take_is_reported_not_sent() {
+    let now = Instant::now();
+    let mut c = ClientSession::new(config(Version::V5), now);
+    let two = c
+        .publish(now, msg("o", QoS::ExactlyOnce, "2"))
+        .expect("queued");
+    let one = c
+        .publish(now, msg("o", QoS::AtLeastOnce, "1"))
+        .expect("queued");
+    c.connect(now);
+    c.take_transmit();
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: ReasonCode::Success,
+        properties: Properties {
+            maximum_qos: Some(1),
+            ..Properties::default()
+        },
+    });
+    feed(&mut c, now, ack, Version::V5).expect("connack");
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Connected { .. })
+    ));
+    assert_eq!(
+        c.poll_event(),
+        Some(ClientEvent::Published {
+            pkid: two,
+            code: ReasonCode::QosNotSupported
+        })
+    );
+    let sent = decode_all(&c.take_transmit(), Version::V5);
+    assert!(matches!(sent.as_slice(), [Packet::Publish(p)] if p.pkid == one));
+}

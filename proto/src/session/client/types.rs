@@ -114,7 +114,8 @@ pub enum ClientEvent {
     Message(Box<Publish>),
     /// An outgoing QoS 1/2 publish is finished: PUBACK or PUBCOMP arrived (`code` success),
     /// the server refused it (PUBACK/PUBREC error code), or it could never be sent
-    /// ([`ReasonCode::PacketTooLarge`] for the server's Maximum Packet Size).
+    /// (it was queued and the server's limits refuse it: [`ReasonCode::PacketTooLarge`],
+    /// [`ReasonCode::QosNotSupported`] or [`ReasonCode::RetainNotSupported`]).
     Published { pkid: u16, code: ReasonCode },
     /// SUBACK for the SUBSCRIBE with this packet identifier: one code per filter.
     SubAck { pkid: u16, codes: Vec<ReasonCode> },
