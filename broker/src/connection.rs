@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::BrokerState;
-use crate::auth::{Action, Credentials, Identity};
+use crate::auth::{Action, Attempt, Identity};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::router::SubscribeRequest;
@@ -278,20 +278,17 @@ impl Conn {
                 "will topic exceeds the topic limits",
             );
         }
-        let auth = broker.auth.clone();
-        let (client_id, username, password) =
-            (c.client_id.clone(), c.username.clone(), c.password.clone());
-        let identity = tokio::task::spawn_blocking(move || {
-            auth.authenticate(&Credentials {
-                client_id: &client_id,
-                username: username.as_deref(),
-                password: password.as_deref(),
-                cert_user: cert_user.as_deref(),
+        let identity = broker
+            .verifier
+            .verify(Attempt {
+                peer: peer.ip(),
+                client_id: c.client_id.clone(),
+                username: c.username.clone(),
+                password: c.password.clone(),
+                cert_user,
             })
-        })
-        .await
-        .unwrap_or(Err(ReasonCode::ServerUnavailable));
-        let identity = match identity {
+            .await;
+        let mut identity = match identity {
             Ok(i) => i,
             Err(code) => return reject(sess, code, "authentication failed"),
         };
@@ -308,6 +305,7 @@ impl Conn {
         } else {
             c.client_id.clone()
         };
+        identity.client_id.clone_from(&client_id);
         let asked_expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
         } else if c.clean_start {

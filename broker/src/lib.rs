@@ -52,6 +52,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     PasswordFile(#[from] auth::PasswordFileError),
+    #[error(transparent)]
+    AclFile(#[from] auth::AclError),
     #[error("cannot read the store: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -65,6 +67,10 @@ pub struct BrokerState {
     pub sessions: Sessions,
     pub auth: Arc<dyn Authenticator>,
     pub acl: Arc<dyn Acl>,
+    /// Runs `auth` within the rate and concurrency limits.
+    pub verifier: auth::Verifier,
+    /// The ACL file (also part of `acl`), for reloading.
+    pub acl_file: Option<Arc<auth::FileAcl>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -187,13 +193,24 @@ impl Broker {
             Some(st) => Some(st.load()?),
             None => None,
         };
+        let acl_file = match &self.config.acl_file {
+            Some(path) => Some(Arc::new(auth::FileAcl::load(path)?)),
+            None => None,
+        };
+        let acl: Arc<dyn Acl> = match &acl_file {
+            Some(f) => Arc::new(auth::AllOf(vec![self.acl, f.clone()])),
+            None => self.acl,
+        };
+        let verifier = auth::Verifier::new(auth.clone(), self.config.auth.clone());
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         let state = Arc::new(BrokerState {
             config: self.config,
             router: Router::new(self.store, max_seq),
             sessions: Sessions::default(),
             auth,
-            acl: self.acl,
+            acl,
+            verifier,
+            acl_file,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),

@@ -2,15 +2,31 @@
 //!
 //! This is the seam the IM layer's tenant/token model plugs into: an [`Authenticator`]
 //! turns CONNECT credentials into an [`Identity`], and an [`Acl`] is asked before every
-//! publish and subscribe. Today's implementations: anonymous access (off by default) and a
-//! password file of argon2 hashes for devices.
+//! publish and subscribe. One file per job:
+//! - [`password`]: the password file (argon2 and SCRAM credentials), anonymous access.
+//! - [`verifier`] and [`rate_limit`]: runs the authenticator on a bounded pool behind a
+//!   per-address rate limit with back-off, so password checks are no denial-of-service lever.
+//! - [`acl_file`] and [`topic_rules`]: mosquitto-style ACL files, reloadable at run time.
+//! - [`scram`]: SCRAM-SHA-256 (RFC 5802 / RFC 7677), a sans-IO mechanism.
+//!
+//! ACLs compose: [`AllOf`] asks several (the built-in [`DefaultAcl`], the ACL file, a
+//! per-tenant hook) and allows only what every one allows.
 
-use std::collections::HashMap;
-use std::path::Path;
+pub mod acl_file;
+pub mod password;
+pub mod rate_limit;
+pub mod scram;
+pub mod topic_rules;
+pub mod verifier;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::sync::Arc;
+
 use switchboard_proto::ReasonCode;
+
+pub use acl_file::{AclError, FileAcl};
+pub use password::{PasswordAuth, PasswordFileError, hash_password};
+pub use scram::{ScramClient, ScramCredential, ScramCredentials, ScramError, ScramServer};
+pub use verifier::{Attempt, Verifier};
 
 /// Credentials from CONNECT.
 #[derive(Debug, Clone, Copy)]
@@ -23,11 +39,15 @@ pub struct Credentials<'a> {
     pub cert_user: Option<&'a str>,
 }
 
-/// Who a connection is, once authenticated.
+/// Who a connection is, once authenticated. More fields will come (tenant, ...): build it
+/// with `Identity { username, ..Default::default() }` so additions stay compatible.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub username: Option<String>,
     pub anonymous: bool,
+    /// The client identifier of the connection (the one the broker assigned, if the client
+    /// sent none); `%c` in ACL patterns.
+    pub client_id: String,
 }
 
 /// Decides whether a client may connect. Called off the async runtime (password hashing
@@ -42,12 +62,26 @@ pub trait Authenticator: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Publish,
+    /// The topic is the filter as the client sent it, `$share/{group}/{filter}` included
+    /// (see [`split_share`]).
     Subscribe,
 }
 
 /// Decides per topic. Called on the hot path: keep it cheap.
 pub trait Acl: Send + Sync + 'static {
     fn allowed(&self, who: &Identity, action: Action, topic: &str) -> bool;
+}
+
+/// Splits `$share/{group}/{filter}` into `(Some(group), filter)`; other filters are
+/// returned whole with `None`.
+pub fn split_share(raw: &str) -> (Option<&str>, &str) {
+    match raw
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((group, filter)) => (Some(group), filter),
+        None => (None, raw),
+    }
 }
 
 /// The default ACL: everything except publishing to broker topics (`$SYS/...` and any
@@ -61,163 +95,59 @@ impl Acl for DefaultAcl {
     }
 }
 
-/// Errors loading a password file.
-#[derive(Debug, thiserror::Error)]
-pub enum PasswordFileError {
-    #[error("cannot read password file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: expected `username:$argon2...` with a valid PHC hash")]
-    Syntax { path: String, line: usize },
-}
+/// Allows what every one of its ACLs allows (none: everything). The broker composes its
+/// base ACL with the ACL file this way; the IM layer adds its per-tenant hook the same way.
+#[derive(Clone, Default)]
+pub struct AllOf(pub Vec<Arc<dyn Acl>>);
 
-/// Anonymous access and/or a password file.
-#[derive(Debug, Default)]
-pub struct PasswordAuth {
-    allow_anonymous: bool,
-    users: HashMap<String, String>,
-}
-
-impl PasswordAuth {
-    /// Anonymous access only (if allowed), no accounts.
-    pub fn new(allow_anonymous: bool) -> Self {
-        PasswordAuth {
-            allow_anonymous,
-            users: HashMap::new(),
-        }
-    }
-
-    /// Loads `username:hash` lines; blank lines and `#` comments are skipped.
-    pub fn load(allow_anonymous: bool, path: &Path) -> Result<Self, PasswordFileError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PasswordFileError::Io {
-            path: name.clone(),
-            source,
-        })?;
-        let mut users = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let syntax = || PasswordFileError::Syntax {
-                path: name.clone(),
-                line: i + 1,
-            };
-            let (user, hash) = line.split_once(':').ok_or_else(syntax)?;
-            PasswordHash::new(hash).map_err(|_| syntax())?;
-            users.insert(user.to_owned(), hash.to_owned());
-        }
-        Ok(PasswordAuth {
-            allow_anonymous,
-            users,
-        })
-    }
-
-    /// Number of accounts loaded.
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+impl AllOf {
+    /// Adds `acl` to the chain.
+    pub fn with(mut self, acl: Arc<dyn Acl>) -> Self {
+        self.0.push(acl);
+        self
     }
 }
 
-impl Authenticator for PasswordAuth {
-    fn authenticate(&self, creds: &Credentials<'_>) -> Result<Identity, ReasonCode> {
-        if let Some(user) = creds.cert_user {
-            // The certificate is the proof; a user name in CONNECT may not contradict it.
-            if creds.username.is_some_and(|u| u != user) {
-                return Err(ReasonCode::NotAuthorized);
-            }
-            return Ok(Identity {
-                username: Some(user.to_owned()),
-                anonymous: false,
-            });
-        }
-        let Some(user) = creds.username else {
-            return if self.allow_anonymous {
-                Ok(Identity {
-                    username: None,
-                    anonymous: true,
-                })
-            } else {
-                Err(ReasonCode::NotAuthorized)
-            };
-        };
-        match self.users.get(user) {
-            Some(hash) => {
-                let password = creds.password.ok_or(ReasonCode::BadUserNameOrPassword)?;
-                let parsed =
-                    PasswordHash::new(hash).map_err(|_| ReasonCode::BadUserNameOrPassword)?;
-                Argon2::default()
-                    .verify_password(password, &parsed)
-                    .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
-                Ok(Identity {
-                    username: Some(user.to_owned()),
-                    anonymous: false,
-                })
-            }
-            None if self.allow_anonymous && self.users.is_empty() => Ok(Identity {
-                username: Some(user.to_owned()),
-                anonymous: true,
-            }),
-            None => Err(ReasonCode::BadUserNameOrPassword),
-        }
+impl std::fmt::Debug for AllOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AllOf({} ACLs)", self.0.len())
     }
 }
 
-/// Hashes a password for the password file (argon2id, random salt, PHC string).
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+impl Acl for AllOf {
+    fn allowed(&self, who: &Identity, action: Action, topic: &str) -> bool {
+        self.0.iter().all(|a| a.allowed(who, action, topic))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn password_file_accepts_right_and_rejects_wrong_password() {
-        let dir = std::env::temp_dir().join(format!("sb-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let path = dir.join("passwd");
-        let hash = hash_password("s3cret").expect("hash");
-        std::fs::write(&path, format!("# devices\nsensor1:{hash}\n")).expect("write");
-        let auth = PasswordAuth::load(false, &path).expect("load");
-        let creds = |u, p: &'static [u8]| Credentials {
-            client_id: "c",
-            username: Some(u),
-            password: Some(p),
-            cert_user: None,
-        };
-        assert!(auth.authenticate(&creds("sensor1", b"s3cret")).is_ok());
-        assert_eq!(
-            auth.authenticate(&creds("sensor1", b"nope")),
-            Err(ReasonCode::BadUserNameOrPassword)
-        );
-        assert_eq!(
-            auth.authenticate(&creds("ghost", b"s3cret")),
-            Err(ReasonCode::BadUserNameOrPassword)
-        );
-        std::fs::remove_dir_all(&dir).ok();
+    struct DenyTopic(&'static str);
+
+    impl Acl for DenyTopic {
+        fn allowed(&self, _who: &Identity, _action: Action, topic: &str) -> bool {
+            topic != self.0
+        }
     }
 
     #[test]
-    fn malformed_password_file_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("sb-auth-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let path = dir.join("passwd");
-        std::fs::write(&path, "sensor1 no-colon\n").expect("write");
-        assert!(matches!(
-            PasswordAuth::load(false, &path),
-            Err(PasswordFileError::Syntax { line: 1, .. })
-        ));
-        std::fs::remove_dir_all(&dir).ok();
+    fn all_of_needs_every_acl_to_agree() {
+        let acl = AllOf::default()
+            .with(Arc::new(DefaultAcl))
+            .with(Arc::new(DenyTopic("tenant/b")));
+        let who = Identity::default();
+        assert!(acl.allowed(&who, Action::Publish, "tenant/a"));
+        assert!(!acl.allowed(&who, Action::Publish, "tenant/b"));
+        assert!(!acl.allowed(&who, Action::Publish, "$SYS/x"));
+        assert!(acl.allowed(&who, Action::Subscribe, "$SYS/#"));
+    }
+
+    #[test]
+    fn split_share_separates_group_and_filter() {
+        assert_eq!(split_share("$share/g/a/+"), (Some("g"), "a/+"));
+        assert_eq!(split_share("a/b"), (None, "a/b"));
+        assert_eq!(split_share("$share/g"), (None, "$share/g"));
     }
 }
