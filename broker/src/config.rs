@@ -59,8 +59,11 @@ pub struct AuthLimits {
     pub per_address_rate: f64,
     /// Attempts an address may make in a burst.
     pub per_address_burst: u32,
-    /// After a failed login the address waits this long before its next attempt, doubled
-    /// for each further consecutive failure (refused with 0x9F meanwhile).
+    /// Consecutive failed logins from one address that cost nothing more (typos).
+    pub free_failures: u32,
+    /// After a further failed login the address waits this long before its next attempt,
+    /// doubled for each further consecutive failure (refused with 0x9F meanwhile); a
+    /// successful login clears the count.
     pub failure_backoff_ms: u64,
     /// Cap on that wait, in seconds.
     pub max_backoff_secs: u64,
@@ -79,6 +82,7 @@ impl Default for AuthLimits {
             max_waiting: 64,
             per_address_rate: 5.0,
             per_address_burst: 20,
+            free_failures: 3,
             failure_backoff_ms: 250,
             max_backoff_secs: 60,
             global_rate: 500.0,

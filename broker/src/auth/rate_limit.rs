@@ -94,9 +94,9 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Records an attempt's outcome: a failure blocks the address for
-    /// `failure_backoff_ms × 2^(consecutive failures − 1)`, at most `max_backoff_secs`;
-    /// a success forgets the failures.
+    /// Records an attempt's outcome: beyond `free_failures` consecutive failures, a failure
+    /// blocks the address for `failure_backoff_ms × 2^(failures − free_failures − 1)`, at
+    /// most `max_backoff_secs`; a success forgets the failures.
     pub fn record(&mut self, addr: IpAddr, success: bool, now: Instant) {
         let l = &self.limits;
         let Some(e) = self.table.get_mut(&key(addr)) else {
@@ -116,8 +116,11 @@ impl RateLimiter {
         }
         e.failures = e.failures.saturating_add(1);
         e.last_failure = Some(now);
+        let Some(counted) = e.failures.checked_sub(l.free_failures.saturating_add(1)) else {
+            return;
+        };
         let backoff = Duration::from_millis(l.failure_backoff_ms)
-            .saturating_mul(1u32 << (e.failures - 1).min(20))
+            .saturating_mul(1u32 << counted.min(20))
             .min(max);
         e.blocked_until = Some(now + backoff);
     }
@@ -183,6 +186,7 @@ mod tests {
         AuthLimits {
             per_address_rate: 1.0,
             per_address_burst: 3,
+            free_failures: 0,
             failure_backoff_ms: 100,
             max_backoff_secs: 10,
             global_rate: 100.0,
@@ -194,6 +198,27 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
+    }
+
+    #[test]
+    fn first_failures_are_free() {
+        let t0 = Instant::now();
+        let mut r = RateLimiter::new(
+            AuthLimits {
+                free_failures: 2,
+                per_address_burst: 100,
+                ..limits()
+            },
+            t0,
+        );
+        let a = ip("10.0.0.1");
+        for _ in 0..2 {
+            assert_eq!(r.admit(a, t0), Ok(()));
+            r.record(a, false, t0);
+        }
+        assert_eq!(r.admit(a, t0), Ok(()));
+        r.record(a, false, t0);
+        assert_eq!(r.admit(a, t0), Err(Refusal::Address));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Runs the [`Authenticator`] so that password checks cannot take the broker down.
 //!
 //! Attempts that carry a user name or password (the ones that cost a hash) pass, in order:
-//! 1. the per-address rate limit and back-off ([`RateLimiter`]): refused with 0x9F
+//! 1. the per-address rate limit and, after `free_failures` consecutive failures,
+//!    exponential back-off ([`RateLimiter`]): refused with 0x9F
 //!    Connection rate exceeded (3.1.1: return code 3, server unavailable);
 //! 2. the global rate and the bounded wait: at most `max_concurrent` verifications run on
 //!    blocking threads and at most `max_waiting` more wait for one; beyond that, 0x89
@@ -227,7 +228,10 @@ mod tests {
     async fn failures_from_one_address_back_off() {
         let v = Verifier::new(
             Arc::new(Gate(Arc::new(AtomicBool::new(true)))),
-            AuthLimits::default(),
+            AuthLimits {
+                free_failures: 0,
+                ..AuthLimits::default()
+            },
         );
         assert_eq!(
             v.verify(attempt("10.0.0.1", b"bad")).await,
