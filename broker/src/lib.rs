@@ -127,6 +127,12 @@ impl Broker {
         self
     }
 
+    /// Adds an ACL hook: a publish or subscribe then needs its consent too.
+    pub fn add_acl(mut self, hook: Arc<dyn Acl>) -> Self {
+        self.acl = Arc::new(auth::AllOf(vec![self.acl, hook]));
+        self
+    }
+
     /// Binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let auth: Arc<dyn Authenticator> = match (self.auth, &self.config.password_file) {

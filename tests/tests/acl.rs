@@ -319,3 +319,57 @@ async fn paho_v5_subscribe_refused_by_acl_gets_0x87() {
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     b.stop().await;
 }
+
+/// A programmatic hook (as the IM layer registers per-tenant rules) composed with the file.
+struct NoTenantB;
+
+impl switchboard_broker::auth::Acl for NoTenantB {
+    fn allowed(
+        &self,
+        _who: &switchboard_broker::auth::Identity,
+        _action: switchboard_broker::auth::Action,
+        topic: &str,
+    ) -> bool {
+        !topic.starts_with("tenant-b/")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_hook_composes_with_the_acl_file() {
+    let dir = TempDir::new("acl-hook");
+    let path = dir.path().join("acl");
+    std::fs::write(&path, "topic read tenant-a/#\ntopic read tenant-b/#\n").expect("write");
+    let cfg = switchboard_broker::BrokerConfig {
+        listeners: switchboard_broker::Listeners {
+            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..Default::default()
+        },
+        allow_anonymous: true,
+        sys_interval: 0,
+        acl_file: Some(path),
+        ..Default::default()
+    };
+    let handle = switchboard_broker::Broker::new(cfg)
+        .add_acl(std::sync::Arc::new(NoTenantB))
+        .start()
+        .await
+        .expect("starts");
+    let addr = handle.tcp_addrs()[0];
+    let b = TestBroker { handle, addr };
+    let mut c = v5_as(&b, "hooked", None).await;
+    assert_eq!(
+        sub_code(&mut c, "tenant-a/#").await,
+        SubscribeReasonCode::Success(QoS::AtLeastOnce)
+    );
+    assert_eq!(
+        sub_code(&mut c, "tenant-b/#").await,
+        SubscribeReasonCode::NotAuthorized,
+        "the file allows it, the hook does not"
+    );
+    assert_eq!(
+        sub_code(&mut c, "tenant-c/#").await,
+        SubscribeReasonCode::NotAuthorized,
+        "the hook allows it, the file does not"
+    );
+    b.stop().await;
+}
