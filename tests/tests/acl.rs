@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubRecReason, SubscribeReasonCode};
 use switchboard_tests::{TempDir, TestBroker, v4, v5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,6 +69,18 @@ async fn pub_code(c: &mut v5::Client, topic: &str, payload: &'static [u8]) -> Pu
     }
 }
 
+async fn pubrec_code(c: &mut v5::Client, topic: &str) -> PubRecReason {
+    c.client
+        .publish(topic, QoS::ExactlyOnce, false, &b"qos2"[..])
+        .await
+        .expect("publish");
+    loop {
+        if let Packet::PubRec(r) = c.next().await {
+            return r.reason;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_file_rules_for_users_and_anonymous_clients_v5() {
     let dir = TempDir::new("acl-users");
@@ -99,6 +111,11 @@ async fn acl_file_rules_for_users_and_anonymous_clients_v5() {
     assert_eq!(
         pub_code(&mut bob, "alice/forged", b"forged").await,
         PubAckReason::NotAuthorized
+    );
+    assert_eq!(
+        pubrec_code(&mut alice, "alice/secret/qos2").await,
+        PubRecReason::NotAuthorized,
+        "QoS 2: PUBREC 0x87"
     );
     assert_eq!(
         pub_code(&mut anon, "public/x", b"anon").await,

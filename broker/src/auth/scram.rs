@@ -159,6 +159,8 @@ enum ServerState {
         client_first_bare: String,
         server_first: String,
         nonce: String,
+        /// `c=` the client must send: base64 of its gs2 header.
+        binding: &'static str,
     },
     Done,
 }
@@ -192,8 +194,9 @@ impl ScramServer {
         }
         self.state = ServerState::Done;
         let msg = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("utf-8"))?;
-        let bare = match msg.as_bytes() {
-            [b'n' | b'y', b',', ..] => &msg[2..],
+        let (bare, binding) = match msg.as_bytes() {
+            [b'n', b',', ..] => (&msg[2..], "biws"),
+            [b'y', b',', ..] => (&msg[2..], "eSws"),
             [b'p', b'=', ..] => return Err(ScramError::ChannelBindingNotSupported),
             _ => return Err(ScramError::Malformed("gs2 header")),
         };
@@ -228,6 +231,7 @@ impl ScramServer {
             client_first_bare: bare.to_owned(),
             server_first: server_first.clone(),
             nonce,
+            binding,
         };
         Ok(server_first.into_bytes())
     }
@@ -242,6 +246,7 @@ impl ScramServer {
             client_first_bare,
             server_first,
             nonce,
+            binding: expected_binding,
         } = std::mem::replace(&mut self.state, ServerState::Done)
         else {
             return Err(ScramError::OutOfOrder);
@@ -255,7 +260,7 @@ impl ScramServer {
             .next()
             .and_then(|f| f.strip_prefix("c="))
             .ok_or(ScramError::Malformed("channel binding"))?;
-        if binding != "biws" && binding != "eSws" {
+        if binding != expected_binding {
             return Err(ScramError::ChannelBindingNotSupported);
         }
         let got_nonce = fields
