@@ -274,6 +274,10 @@ mod tests {
                 "{u} {p:?}"
             );
         }
+        assert!(
+            auth.dummy.is_some(),
+            "unknown users are checked against a dummy"
+        );
         assert!(auth.scram_credential("sensor2").is_some());
         assert_eq!(
             auth.mock_credential("ghost").salt,

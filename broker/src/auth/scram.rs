@@ -155,7 +155,7 @@ enum ServerState {
     SentFirst {
         user: String,
         known: bool,
-        cred: ScramCredential,
+        cred: Box<ScramCredential>,
         client_first_bare: String,
         server_first: String,
         nonce: String,
@@ -215,8 +215,8 @@ impl ScramServer {
             .filter(|n| !n.is_empty())
             .ok_or(ScramError::Malformed("nonce"))?;
         let (cred, known) = match self.creds.scram_credential(&user) {
-            Some(c) => (c, true),
-            None => (self.creds.mock_credential(&user), false),
+            Some(c) => (Box::new(c), true),
+            None => (Box::new(self.creds.mock_credential(&user)), false),
         };
         let nonce = format!("{client_nonce}{}", self.server_nonce);
         let server_first = format!(

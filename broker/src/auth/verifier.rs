@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::ReasonCode;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::rate_limit::{RateLimiter, Refusal};
 use super::{Authenticator, Credentials, Identity};
@@ -99,7 +99,8 @@ impl Verifier {
     pub async fn verify(&self, a: Attempt) -> Result<Identity, ReasonCode> {
         let costly = a.cert_user.is_none() && (a.username.is_some() || a.password.is_some());
         if !costly {
-            return self.run(a).await;
+            // Never queued behind password hashes.
+            return self.run(a, None).await;
         }
         let admitted = self.limiter.lock().admit(a.peer, Instant::now());
         match admitted {
@@ -120,8 +121,14 @@ impl Verifier {
             return Err(ReasonCode::ServerBusy);
         }
         let _slot = Admitted(&self.admitted);
+        let permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ReasonCode::ServerUnavailable)?;
         let peer = a.peer;
-        let result = self.run(a).await;
+        let result = self.run(a, Some(permit)).await;
         self.stats.verified.fetch_add(1, Ordering::Relaxed);
         self.limiter
             .lock()
@@ -129,14 +136,13 @@ impl Verifier {
         result
     }
 
-    /// Calls the authenticator on a blocking thread, holding one of `max_concurrent` slots.
-    async fn run(&self, a: Attempt) -> Result<Identity, ReasonCode> {
-        let permit = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ReasonCode::ServerUnavailable)?;
+    /// Calls the authenticator on a blocking thread, holding `permit` (one of
+    /// `max_concurrent` slots) until it returns.
+    async fn run(
+        &self,
+        a: Attempt,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Identity, ReasonCode> {
         let auth = self.auth.clone();
         let client_id = a.client_id.clone();
         let mut identity = tokio::task::spawn_blocking(move || {
