@@ -116,14 +116,14 @@ async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Result<Response,
         a.check(&headers)?;
     }
     let b = &a.broker;
-    let m = &b.router.metrics;
+    let m = &b.metrics;
     // Take every value that needs a lock first (each lock is held only to count), then
     // encode without holding anything.
     let sessions = b.sessions.len() as u64;
-    let subscriptions = b.router.subscription_count() as u64;
-    let retained = b.router.retained_count() as u64;
+    let subscriptions = b.routes.len() as u64;
+    let retained = b.retained.len() as u64;
     let queued = b.queued_total() as u64;
-    let store = b.router.store().map(|st| st.stats());
+    let store = b.store().map(|st| st.stats());
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
         let _ = writeln!(
@@ -251,12 +251,12 @@ struct Overview {
 async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Overview>, ApiError> {
     a.check(&headers)?;
     let b = &a.broker;
-    let m = &b.router.metrics;
+    let m = &b.metrics;
     Ok(Json(Overview {
         clients_connected: Metrics::get(&m.clients_connected),
         sessions: b.sessions.len(),
-        subscriptions: b.router.subscription_count(),
-        retained: b.router.retained_count(),
+        subscriptions: b.routes.len(),
+        retained: b.retained.len(),
         messages_received: Metrics::get(&m.messages_received),
         messages_sent: Metrics::get(&m.messages_sent),
         uptime_seconds: b.started.elapsed().as_secs(),
@@ -318,10 +318,7 @@ async fn retained(
     Query(q): Query<Limit>,
 ) -> Result<Json<Vec<RetainedItem>>, ApiError> {
     a.check(&headers)?;
-    let list = a
-        .broker
-        .router
-        .retained_list(q.limit.unwrap_or(1000).min(100_000));
+    let list = a.broker.retained.list(q.limit.unwrap_or(1000).min(100_000));
     Ok(Json(
         list.into_iter()
             .map(|(topic, qos, bytes)| RetainedItem { topic, qos, bytes })

@@ -27,9 +27,8 @@ use crate::BrokerState;
 use crate::auth::{Action, Attempt, Identity};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
-use crate::router::SubscribeRequest;
 use crate::sessions::{Closing, Kick, NEVER_EXPIRES, SessionState, SubRecord, will_message};
-use crate::store::{Op, StoreError};
+use crate::store::{Durable, Op};
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -79,7 +78,7 @@ pub async fn serve<S>(
             read_hot: false,
             read_room: READ_IDLE,
         };
-        Metrics::inc(&broker.router.metrics.connections_total);
+        Metrics::inc(&broker.metrics.connections_total);
         let limits = session_limits(&broker);
         let mut sess = ServerSession::new(limits, Instant::now());
         let connect = match io.read_connect(&broker, &mut sess).await {
@@ -97,9 +96,9 @@ pub async fn serve<S>(
             return;
         };
         tracing::Span::current().record("client_id", conn.client_id.as_str());
-        Metrics::inc(&broker.router.metrics.clients_connected);
-        let by_transport = &broker.router.metrics.connected_by_transport
-            [crate::metrics::transport_index(transport)];
+        Metrics::inc(&broker.metrics.clients_connected);
+        let by_transport =
+            &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
         Metrics::inc(by_transport);
         conn.info = Some(Arc::new(crate::sessions::LiveInfo {
             transport,
@@ -115,7 +114,7 @@ pub async fn serve<S>(
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
         }
-        Metrics::dec(&broker.router.metrics.clients_connected);
+        Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
         io.final_flush(&mut sess).await;
         conn.finish(end, sess);
@@ -178,10 +177,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                 if n == 0 {
                     return Err("closed");
                 }
-                Metrics::add(&broker.router.metrics.bytes_received, n as u64);
+                Metrics::add(&broker.metrics.bytes_received, n as u64);
                 if let Err(v) = sess.handle_read(Instant::now(), &mut self.rbuf) {
                     warn!(reason = v.reason, code = %v.code, "bad CONNECT");
-                    Metrics::inc(&broker.router.metrics.protocol_errors);
+                    Metrics::inc(&broker.metrics.protocol_errors);
                     sess.disconnect(v.code, Some(v.reason));
                     return Err("protocol violation before CONNECT");
                 }
@@ -235,7 +234,7 @@ struct Conn {
 struct PendingAck {
     pkid: u16,
     code: ReasonCode,
-    durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    durable: Option<Durable>,
 }
 
 impl Conn {
@@ -419,7 +418,7 @@ impl Conn {
                 r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
                     Ok(0) | Err(_) => return End::Lost("write failed"),
                     Ok(n) => {
-                        Metrics::add(&broker.router.metrics.bytes_sent, n as u64);
+                        Metrics::add(&broker.metrics.bytes_sent, n as u64);
                         io.pending.advance(n);
                         if io.pending.is_empty() {
                             self.drain(sess);
@@ -430,7 +429,7 @@ impl Conn {
                     Ok(0) => return End::Lost("closed by peer"),
                     Err(_) => return End::Lost("read failed"),
                     Ok(n) => {
-                        Metrics::add(&broker.router.metrics.bytes_received, n as u64);
+                        Metrics::add(&broker.metrics.bytes_received, n as u64);
                         io.read_hot = n >= io.read_room / 2;
                         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
                             return End::Violation(v);
@@ -448,7 +447,7 @@ impl Conn {
                         None => std::future::pending().await,
                     }
                 }, if self.pending_acks.front().is_some_and(|p| p.durable.is_some()) => {
-                    let durable = matches!(r, Ok(Ok(())));
+                    let durable = matches!(r, Ok(Ok(_)));
                     if let Some(front) = self.pending_acks.front_mut() {
                         front.durable = None;
                         if !durable {
@@ -570,7 +569,7 @@ impl Conn {
             ack(sess, code);
             return Ok(());
         }
-        let store = b.router.store().cloned();
+        let store = b.store().cloned();
         if qos != QoS::AtMostOnce
             && let Some(st) = &store
         {
@@ -594,12 +593,13 @@ impl Conn {
         }
         let msg = Arc::new(Message::from_publish(p, self.state.uid, Instant::now()));
         let mut ops = Vec::new();
-        if msg.retain
-            && let Some(op) = b.router.retain(&msg)
-        {
-            ops.push(op);
+        if msg.retain {
+            let op = b.retained.set(&msg, Instant::now());
+            if store.is_some() {
+                ops.push(op);
+            }
         }
-        let routed = b.router.route(msg);
+        let routed = b.publish(msg);
         ops.extend(routed.ops);
         let code = if routed.refused > 0 {
             ReasonCode::QuotaExceeded
@@ -664,7 +664,7 @@ impl Conn {
         sess: &mut ServerSession,
         pkid: u16,
         code: ReasonCode,
-        durable: Option<oneshot::Receiver<Result<(), StoreError>>>,
+        durable: Option<Durable>,
     ) {
         if durable.is_none() && self.pending_acks.is_empty() {
             sess.ack_publish(pkid, code);
@@ -682,7 +682,7 @@ impl Conn {
         while let Some(front) = self.pending_acks.front_mut() {
             if let Some(rx) = &mut front.durable {
                 match rx.try_recv() {
-                    Ok(Ok(())) => front.durable = None,
+                    Ok(Ok(_)) => front.durable = None,
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
                         front.durable = None;
                         front.code = ReasonCode::UnspecifiedError;
@@ -761,15 +761,16 @@ impl Conn {
         sess.send_suback(s.pkid, codes.clone());
         for ((raw, opts), code) in s.filters.iter().zip(&codes) {
             if !code.is_error() {
-                b.router.subscribe(
-                    self.state.uid,
-                    &self.state.mailbox,
-                    &SubscribeRequest {
-                        raw_filter: raw,
-                        opts: *opts,
-                        id,
-                    },
-                );
+                match b.routes.insert(self.state.uid, raw, *opts, id) {
+                    Ok(existed) => {
+                        if let Ok(parsed) = topic::parse_filter(raw)
+                            && parsed.share_group.is_none()
+                        {
+                            b.send_retained(self.state.uid, parsed.filter, *opts, id, existed);
+                        }
+                    }
+                    Err(e) => debug!(filter = %raw, %e, "subscription not added"),
+                }
             }
         }
         Ok(())
@@ -781,7 +782,7 @@ impl Conn {
             .iter()
             .map(|f| {
                 let had = self.state.subs.remove(f.as_str()).is_some();
-                self.broker.router.unsubscribe(self.state.uid, f);
+                self.broker.routes.remove(self.state.uid, f);
                 if had {
                     ReasonCode::Success
                 } else {
@@ -796,7 +797,7 @@ impl Conn {
     /// Moves deliveries from the mailbox into the session while the window and the output
     /// buffer allow, keeping their order.
     fn drain(&mut self, sess: &mut ServerSession) {
-        let m = &self.broker.router.metrics;
+        let m = &self.broker.metrics;
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         let mut rounds = 0;
@@ -861,7 +862,7 @@ impl Conn {
     }
 
     fn store_write(&self, op: Op) {
-        if let Some(st) = self.broker.router.store() {
+        if let Some(st) = self.broker.store() {
             st.write(vec![op], None);
         }
     }
@@ -888,7 +889,7 @@ impl Conn {
         if let Some(info) = &self.info {
             *info.subscriptions.lock() = self.sorted_subscriptions();
         }
-        if let Some(st) = self.broker.router.store()
+        if let Some(st) = self.broker.store()
             && self.expiry > 0
         {
             let record = self.state.record(self.expiry, None, None);
@@ -911,7 +912,7 @@ impl Conn {
         };
         match &end {
             End::Violation(v) => {
-                Metrics::inc(&self.broker.router.metrics.protocol_errors);
+                Metrics::inc(&self.broker.metrics.protocol_errors);
                 warn!(code = %v.code, reason = v.reason, "connection closed for a protocol violation");
             }
             End::Lost(why) => debug!(why, "connection lost"),

@@ -3,9 +3,12 @@
 //! Modules, from the wire inwards:
 //! - [`listener`]: accepts TCP connections under the connection limit.
 //! - [`connection`]: one task per connection, driving `switchboard_proto`'s session machine.
-//! - [`sessions`]: the session registry: takeover, parking, expiry, delayed wills.
+//! - [`sessions`]: the session registry: takeover, parking, expiry, delayed wills, and
+//!   session id → mailbox.
 //! - [`mailbox`]: each session's bounded delivery queue.
-//! - [`router`] and [`trie`]: where a message goes; retained messages.
+//! - [`routing`]: where a message goes (topic filters → session ids);
+//!   [`delivery`]: hands it to those sessions' mailboxes; [`retained`]: retained messages.
+//! - [`store`]: every durable write (sessions, queues, retained, IM tables).
 //! - [`auth`]: the authentication and ACL seam.
 //! - [`sys`]: `$SYS/broker/...` statistics; [`metrics`]: the counters behind them.
 //!
@@ -16,16 +19,17 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 mod connection;
+pub mod delivery;
 pub mod listener;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
-pub mod router;
+pub mod retained;
+pub mod routing;
 pub mod sessions;
 pub mod store;
 mod sys;
 pub mod transport;
-pub mod trie;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +42,9 @@ use tokio_util::task::TaskTracker;
 pub use config::{BrokerConfig, Limits, Listeners, TlsFiles};
 
 use auth::{Acl, Authenticator, DefaultAcl, PasswordAuth};
-use router::Router;
+use metrics::Metrics;
+use retained::Retained;
+use routing::RoutingTable;
 use sessions::Sessions;
 use store::Store;
 
@@ -63,8 +69,15 @@ pub enum StartError {
 /// State shared by every task of one broker.
 pub struct BrokerState {
     pub config: BrokerConfig,
-    pub router: Router,
+    /// Topic filters → session ids.
+    pub routes: RoutingTable,
+    pub retained: Retained,
+    /// Sessions by client id, mailboxes by session id.
     pub sessions: Sessions,
+    pub metrics: Metrics,
+    store: Option<Arc<dyn Store>>,
+    /// Key of the next delivery queued in the store.
+    queue_seq: AtomicU64,
     pub auth: Arc<dyn Authenticator>,
     pub acl: Arc<dyn Acl>,
     /// Runs `auth` within the rate and concurrency limits.
@@ -87,6 +100,11 @@ impl BrokerState {
     /// A fresh unique id (connections, sessions, generations).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The store, if the broker has one.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
     }
 }
 
@@ -211,8 +229,12 @@ impl Broker {
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         let state = Arc::new(BrokerState {
             config: self.config,
-            router: Router::new(self.store, max_seq),
+            routes: RoutingTable::default(),
+            retained: Retained::default(),
             sessions: Sessions::default(),
+            metrics: Metrics::default(),
+            store: self.store,
+            queue_seq: AtomicU64::new(max_seq + 1),
             auth,
             acl,
             verifier,
@@ -303,7 +325,7 @@ impl BrokerHandle {
         &self.addrs
     }
 
-    /// The broker's shared state (metrics, sessions, router).
+    /// The broker's shared state (metrics, sessions, routing).
     pub fn state(&self) -> &Arc<BrokerState> {
         &self.state
     }

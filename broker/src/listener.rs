@@ -50,7 +50,7 @@ async fn handshake_and_serve(
     let max = broker.config.limits.max_packet_size as usize + 16;
     let name = kind.name();
     let failed = |why: String| {
-        Metrics::inc(&broker.router.metrics.handshake_failures);
+        Metrics::inc(&broker.metrics.handshake_failures);
         tracing::debug!(%peer, transport = name, why, "handshake failed");
     };
     match kind {
@@ -106,7 +106,7 @@ pub async fn accept(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            Metrics::inc(&broker.router.metrics.refused_max_connections);
+            Metrics::inc(&broker.metrics.refused_max_connections);
             tracing::warn!(%peer, "connection limit reached; closing new connection");
             drop(stream);
             continue;

@@ -1,4 +1,4 @@
-//! A session's queue of deliveries: bounded by count and bytes, shared between the router
+//! A session's queue of deliveries: bounded by count and bytes, shared between delivery
 //! (which pushes) and the session's connection task (which pops), and kept while a
 //! persistent session is offline.
 //!

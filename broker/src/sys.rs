@@ -21,7 +21,7 @@ pub async fn run(b: Arc<BrokerState>) {
 }
 
 fn publish_all(b: &BrokerState) {
-    let m = &b.router.metrics;
+    let m = &b.metrics;
     let figures: [(&str, String); 12] = [
         (
             "version",
@@ -51,20 +51,14 @@ fn publish_all(b: &BrokerState) {
             Metrics::get(&m.bytes_received).to_string(),
         ),
         ("bytes/sent", Metrics::get(&m.bytes_sent).to_string()),
-        (
-            "subscriptions/count",
-            b.router.subscription_count().to_string(),
-        ),
-        (
-            "retained messages/count",
-            b.router.retained_count().to_string(),
-        ),
+        ("subscriptions/count", b.routes.len().to_string()),
+        ("retained messages/count", b.retained.len().to_string()),
         (
             "connections/total",
             Metrics::get(&m.connections_total).to_string(),
         ),
     ];
-    let store = b.router.store().map(|s| s.stats());
+    let store = b.store().map(|s| s.stats());
     let store_figures = store.into_iter().flat_map(|s| {
         [
             ("store/commits", s.commits.to_string()),
@@ -80,7 +74,7 @@ fn publish_all(b: &BrokerState) {
             true,
         ));
         // `$SYS` figures are about this run: kept in memory, never stored.
-        b.router.restore_retained(msg.clone());
-        b.router.route(msg);
+        b.retained.restore(msg.clone());
+        b.publish(msg);
     }
 }

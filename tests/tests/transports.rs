@@ -331,7 +331,7 @@ async fn bad_handshakes_are_refused_and_the_broker_keeps_serving() {
     }
     // Both refusals are counted (the counter moves just after the refusal is written).
     let deadline = tokio::time::Instant::now() + WAIT;
-    while Metrics::get(&h.state().router.metrics.handshake_failures) < 2 {
+    while Metrics::get(&h.state().metrics.handshake_failures) < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "handshake failures not counted"
@@ -497,7 +497,7 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
     let (mut p, _) = RawClient::connect(a.tcp[0], connect_packet(Version::V5, "server-side")).await;
     p.send(&publish("quic/a", 1, b"before")).await;
     assert_eq!(&next_publish(&mut sub).await.payload[..], b"before");
-    let connects = Metrics::get(&h.state().router.metrics.connections_total);
+    let connects = Metrics::get(&h.state().metrics.connections_total);
 
     // The phone moves to another network: the NAT gives it a new source port.
     nat.change_port().await;
@@ -512,7 +512,7 @@ async fn quic_subscription_survives_an_address_change_without_reconnect() {
         "subscription kept across the address change"
     );
     assert_eq!(
-        Metrics::get(&h.state().router.metrics.connections_total),
+        Metrics::get(&h.state().metrics.connections_total),
         connects,
         "no new MQTT connection was needed"
     );

@@ -1,11 +1,30 @@
 //! Durable state behind a trait, so a cluster can swap redb for a distributed engine.
 //!
-//! Writes are [`Op`]s handed to [`Store::write`]; the implementation commits them in groups
-//! (many publishes, one fsync) and signals each waiter once its ops are durable. The broker
-//! acknowledges a QoS 1/2 publish only after that signal. Reads happen once, at start, with
-//! [`Store::load`].
+//! This module owns every durable write of the broker. A write is a transaction: a list of
+//! [`Op`]s handed to [`Store::write`], applied together in one commit. Implementations
+//! commit many transactions at once (many publishes, one fsync) and signal each waiter with
+//! the results of its ops ([`Applied`]) once they are durable; the broker acknowledges a
+//! QoS 1/2 publish or an IM send only after that signal.
+//!
+//! Two kinds of state live here:
+//! - the MQTT side (sessions, queues, retained messages, QoS 2 state), read once at start
+//!   with [`Store::load`];
+//! - IM tables ([`Table`]: keyed byte records the IM service lays out) and IM logs
+//!   (per-conversation message logs whose sequence numbers [`Op::Append`] assigns inside
+//!   the same transaction as the insert), read on demand with [`Store::get`],
+//!   [`Store::scan`] and [`Store::log_range`].
+//!
+//! Bounds: every write is accepted (acks, dequeues and session records must never be
+//! lost), but the backlog waiting for the writer is counted; while it is above
+//! [`BACKLOG_OPS`] or [`BACKLOG_BYTES`], [`Store::congested`] says so and the publish path
+//! refuses new QoS 1/2 work (0x97), which bounds the backlog by what is already in flight.
+//! A commit takes at most [`BATCH_OPS`] ops and about [`BATCH_BYTES`] bytes.
+//!
+//! Implementations: [`redb::RedbStore`] (one file, the default) and [`memory::MemoryStore`]
+//! (tests; proves the seam that PostgreSQL will use in cluster mode).
 
 pub mod codec;
+pub mod memory;
 pub mod redb;
 
 use std::collections::HashMap;
@@ -64,7 +83,146 @@ pub enum Op {
     },
     /// Writes nothing of value: a commit attempted to learn whether storage works again.
     Probe,
+    /// Creates or replaces a record of an IM table.
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes a record of an IM table (nothing if absent).
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+    /// Adds `by` to the big-endian u64 counter at `key` (0 if absent); result: the new value.
+    Increment {
+        table: Table,
+        key: Vec<u8>,
+        by: u64,
+    },
+    /// Appends `value` to log `log` under the next sequence number (last + 1, from 1).
+    /// With `idem`, an append whose idempotency key was seen before adds nothing and
+    /// returns the sequence number of the first one. Result: [`OpResult::Appended`].
+    Append {
+        log: Vec<u8>,
+        idem: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+    /// Replaces the entry `seq` of log `log` if it exists (recall, edits).
+    ReplaceEntry {
+        log: Vec<u8>,
+        seq: u64,
+        value: Vec<u8>,
+    },
+    /// Removes the entries of `log` below `seq` (retention); the sequence numbering goes on.
+    TrimLog {
+        log: Vec<u8>,
+        below: u64,
+    },
 }
+
+/// IM tables. Keys and values are bytes the IM service lays out (big-endian numbers first,
+/// so that prefix scans walk one tenant's or one user's records in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Developer accounts.
+    Accounts,
+    /// Tenants by id; the app-key index.
+    Tenants,
+    TenantKeys,
+    /// Users by (tenant, account); the numeric uid index.
+    Users,
+    UserIds,
+    /// Per user and conversation: read position, flags.
+    UserConvs,
+    /// Per conversation: type, members (1:1), last activity.
+    Convs,
+    /// Revoked tokens, devices, push tokens and other small per-user records.
+    UserMeta,
+    /// Counters (id allocation).
+    Counters,
+}
+
+impl Table {
+    /// Every table, for implementations that create them up front.
+    pub const ALL: [Table; 9] = [
+        Table::Accounts,
+        Table::Tenants,
+        Table::TenantKeys,
+        Table::Users,
+        Table::UserIds,
+        Table::UserConvs,
+        Table::Convs,
+        Table::UserMeta,
+        Table::Counters,
+    ];
+
+    /// The table's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "im_accounts",
+            Table::Tenants => "im_tenants",
+            Table::TenantKeys => "im_tenant_keys",
+            Table::Users => "im_users",
+            Table::UserIds => "im_user_ids",
+            Table::UserConvs => "im_user_convs",
+            Table::Convs => "im_convs",
+            Table::UserMeta => "im_user_meta",
+            Table::Counters => "im_counters",
+        }
+    }
+}
+
+impl Op {
+    /// Approximate bytes the op carries (for the backlog and batch bounds).
+    pub fn weight(&self) -> usize {
+        32 + match self {
+            Op::PutSession { client_id, record } => client_id.len() + record.subs.len() * 32,
+            Op::DeleteSession { client_id, .. } => client_id.len(),
+            Op::Enqueue { delivery, .. } => delivery.message.len(),
+            Op::PutRetained { topic, message } => topic.len() + message.len(),
+            Op::DeleteRetained { topic } => topic.len(),
+            Op::AwaitRel { client_id, .. } | Op::Released { client_id, .. } => client_id.len(),
+            Op::Put { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key, .. } | Op::Increment { key, .. } => key.len(),
+            Op::Append { log, idem, value } => {
+                log.len() + idem.as_ref().map_or(0, Vec::len) + value.len()
+            }
+            Op::ReplaceEntry { log, value, .. } => log.len() + value.len(),
+            Op::TrimLog { log, .. } => log.len(),
+            Op::Dequeue { .. } | Op::MarkSent { .. } | Op::Probe => 0,
+        }
+    }
+}
+
+/// The result of one op that has one ([`Op::Increment`], [`Op::Append`]), in op order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpResult {
+    /// The counter's new value.
+    Counter(u64),
+    /// The entry's sequence number; `duplicate` if the idempotency key was seen before.
+    Appended { seq: u64, duplicate: bool },
+}
+
+/// A record of an IM table: key and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+/// An entry of an IM log: sequence number and value.
+pub type LogEntry = (u64, Vec<u8>);
+
+/// What a committed transaction produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub results: Vec<OpResult>,
+}
+
+/// Backlog of ops waiting for the writer above which [`Store::congested`] is true.
+pub const BACKLOG_OPS: usize = 200_000;
+/// Backlog bytes above which [`Store::congested`] is true.
+pub const BACKLOG_BYTES: usize = 64 << 20;
+/// Ops applied in one commit at most; the rest wait for the next one.
+pub const BATCH_OPS: usize = 50_000;
+/// Bytes applied in one commit, about (a transaction is never split).
+pub const BATCH_BYTES: usize = 16 << 20;
 
 /// Why a write or load failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,8 +235,11 @@ pub enum StoreError {
     Budget { budget: u64 },
 }
 
-/// Signalled when a write is durable.
-pub type Done = oneshot::Sender<Result<(), StoreError>>;
+/// Signalled when a write is durable, with the results of its ops.
+pub type Done = oneshot::Sender<Result<Applied, StoreError>>;
+
+/// The receiving end of a [`Done`].
+pub type Durable = oneshot::Receiver<Result<Applied, StoreError>>;
 
 /// Everything on disk, read at start.
 #[derive(Debug, Default)]
@@ -106,14 +267,38 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
-/// Durable storage of sessions, queues, retained messages and QoS 2 state.
+/// Durable storage of sessions, queues, retained messages, QoS 2 state and IM records.
 pub trait Store: Send + Sync + 'static {
-    /// Queues `ops` for the next group commit; `done` (if any) fires once they are durable.
-    /// Never blocks: the backlog is bounded by the protocol's inflight windows, since every
-    /// op comes from a packet the broker has not yet acknowledged or a delivery in flight.
+    /// Queues the transaction `ops` for the next group commit; `done` (if any) fires once
+    /// it is durable. Never blocks; see [`Store::congested`] for the bound.
     fn write(&self, ops: Vec<Op>, done: Option<Done>);
-    /// Reads everything (at start).
+    /// True while the backlog of writes is above its bound: refuse new work.
+    fn congested(&self) -> bool;
+    /// Reads the MQTT side (at start).
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// One IM record.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` records of `table` whose key starts with `prefix`, in key order,
+    /// starting after `after` (a full key) if given.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+    /// Up to `limit` entries of `log` with sequence numbers in `from..=to`, ascending, or
+    /// descending with `backwards` (then starting at `to`).
+    fn log_range(
+        &self,
+        log: &[u8],
+        from: u64,
+        to: u64,
+        limit: usize,
+        backwards: bool,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+    /// The highest sequence number log `log` has used (0 for an empty log).
+    fn log_last(&self, log: &[u8]) -> Result<u64, StoreError>;
     /// False after a failed commit, until a commit succeeds again.
     fn healthy(&self) -> bool;
     /// True if `extra` more bytes would exceed the disk budget.

@@ -91,7 +91,7 @@ async fn serve_connection(
             s = conn.accept_bi() => s?,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            crate::metrics::Metrics::inc(&broker.router.metrics.refused_max_connections);
+            crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
             tracing::warn!(%peer, "connection limit reached; refusing a QUIC stream");
             conn.close(quinn::VarInt::from_u32(0x89), b"server busy");
             return Ok(());

@@ -4,30 +4,53 @@
 //! transaction and commits it with an fsync. Publishes that arrive while a commit is in
 //! flight therefore share the next one: under load the number of fsyncs per message falls
 //! towards zero instead of being one per message.
+//!
+//! Files: this one (opening, the writer thread, the [`Store`] impl), `apply` (ops inside a
+//! write transaction) and `read` (read transactions).
 
-use std::collections::HashMap;
+mod apply;
+mod read;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 use parking_lot::RwLock;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+};
 
-use super::codec::{SessionRecord, StoredDelivery};
-use super::{Done, Op, Snapshot, Store, StoreError, StoreStats};
+use super::{
+    BACKLOG_BYTES, BACKLOG_OPS, BATCH_BYTES, BATCH_OPS, Done, LogEntry, Op, Record, Snapshot,
+    Store, StoreError, StoreStats, Table,
+};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const QUEUE: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("queue");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const AWAITING_REL: TableDefinition<(&str, u16), ()> = TableDefinition::new("awaiting_rel");
+/// IM logs: (log, seq) → entry; the last sequence number of each log; idempotency keys.
+const IM_LOG: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("im_log");
+const IM_LOG_HEAD: TableDefinition<&[u8], u64> = TableDefinition::new("im_log_head");
+const IM_IDEM: TableDefinition<&[u8], u64> = TableDefinition::new("im_idem");
+
+/// The definition of an IM table.
+fn im_table(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(t.name())
+}
 
 const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "switchboard-store/2";
-/// Ops applied in one transaction at most; the rest wait for the next commit.
-const MAX_BATCH: usize = 50_000;
+const FORMAT: &str = "switchboard-store/3";
+/// Older formats this version opens (and upgrades: 3 only added tables).
+const FORMATS_READ: [&str; 2] = ["switchboard-store/2", FORMAT];
 
-type Job = (Vec<Op>, Option<Done>);
+/// One transaction waiting for the writer.
+struct Job {
+    ops: Vec<Op>,
+    done: Option<Done>,
+    weight: usize,
+}
 
 /// redb-backed store.
 pub struct RedbStore {
@@ -48,6 +71,9 @@ struct Shared {
     failed: AtomicU64,
     bytes: AtomicU64,
     budget: u64,
+    /// Ops and bytes handed to the writer and not yet committed.
+    backlog_ops: AtomicUsize,
+    backlog_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -93,6 +119,9 @@ impl RedbStore {
                     .map(|v| v.value().to_owned());
                 match format {
                     Some(f) if f == FORMAT => {}
+                    Some(f) if FORMATS_READ.contains(&f.as_str()) => {
+                        meta.insert(FORMAT_KEY, FORMAT).map_err(io)?;
+                    }
                     Some(f) => return Err(foreign(format!("format {f:?}, expected {FORMAT:?}"))),
                     None if existed && has_foreign_tables(&w)? => {
                         return Err(foreign("no Switchboard format marker".into()));
@@ -105,6 +134,12 @@ impl RedbStore {
                 w.open_table(QUEUE).map_err(io)?;
                 w.open_table(RETAINED).map_err(io)?;
                 w.open_table(AWAITING_REL).map_err(io)?;
+                w.open_table(IM_LOG).map_err(io)?;
+                w.open_table(IM_LOG_HEAD).map_err(io)?;
+                w.open_table(IM_IDEM).map_err(io)?;
+                for t in Table::ALL {
+                    w.open_table(im_table(t)).map_err(io)?;
+                }
             }
             w.commit().map_err(io)?;
         }
@@ -116,6 +151,8 @@ impl RedbStore {
             failed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             budget,
+            backlog_ops: AtomicUsize::new(0),
+            backlog_bytes: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let (db2, sh2, p2) = (db.clone(), shared.clone(), path.to_owned());
@@ -132,6 +169,19 @@ impl RedbStore {
         })
     }
 
+    /// Runs `f` in a read transaction.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.db.read();
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("data file closed after an I/O error".into()))?;
+        let r = db.begin_read().map_err(io)?;
+        f(&r)
+    }
+
     /// Compacts the file (offline use: no broker may be running on it).
     pub fn compact(path: &Path) -> Result<bool, StoreError> {
         let mut db = Database::open(path).map_err(io)?;
@@ -141,9 +191,20 @@ impl RedbStore {
 
 /// An existing file whose tables are not ours.
 fn has_foreign_tables(w: &redb::WriteTransaction) -> Result<bool, StoreError> {
-    let ours = ["meta", "sessions", "queue", "retained", "awaiting_rel"];
+    let ours = [
+        "meta",
+        "sessions",
+        "queue",
+        "retained",
+        "awaiting_rel",
+        "im_log",
+        "im_log_head",
+        "im_idem",
+    ];
     let tables = w.list_tables().map_err(io)?;
-    Ok(tables.into_iter().any(|t| !ours.contains(&t.name())))
+    Ok(tables
+        .into_iter()
+        .any(|t| !ours.contains(&t.name()) && !Table::ALL.iter().any(|x| x.name() == t.name())))
 }
 
 fn writer(
@@ -153,21 +214,24 @@ fn writer(
     path: PathBuf,
 ) {
     while let Ok(first) = rx.recv() {
+        let (mut n, mut bytes) = (first.ops.len(), first.weight);
         let mut jobs = vec![first];
-        let mut n = jobs[0].0.len();
-        while n < MAX_BATCH {
+        while n < BATCH_OPS && bytes < BATCH_BYTES {
             match rx.try_recv() {
                 Ok(j) => {
-                    n += j.0.len();
+                    n += j.ops.len();
+                    bytes += j.weight;
                     jobs.push(j);
                 }
                 Err(_) => break,
             }
         }
         let result = match db.read().as_ref() {
-            Some(d) => apply(d, &shared, &jobs),
+            Some(d) => apply::apply(d, &jobs),
             None => Err(StoreError::Io("data file closed after an I/O error".into())),
         };
+        shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
+        shared.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
         if result.is_err() {
             // The handle is unusable after an I/O error: close it and open the file again,
             // so that the next commit can succeed once the disk has room.
@@ -179,7 +243,16 @@ fn writer(
             }
         }
         match &result {
-            Ok(()) => {
+            Ok((_, delta)) => {
+                if *delta >= 0 {
+                    shared.bytes.fetch_add(*delta as u64, Ordering::Relaxed);
+                } else {
+                    let _ = shared
+                        .bytes
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                            Some(b.saturating_sub(delta.unsigned_abs()))
+                        });
+                }
                 shared.commits.fetch_add(1, Ordering::Relaxed);
                 shared.ops.fetch_add(n as u64, Ordering::Relaxed);
                 if !shared.healthy.swap(true, Ordering::Relaxed) {
@@ -193,108 +266,23 @@ fn writer(
                 }
             }
         }
-        for (_, done) in jobs {
-            if let Some(d) = done {
-                let _ = d.send(result.clone());
+        match result {
+            Ok((applied, _)) => {
+                for (job, a) in jobs.into_iter().zip(applied) {
+                    if let Some(d) = job.done {
+                        let _ = d.send(Ok(a));
+                    }
+                }
             }
-        }
-    }
-}
-
-fn apply(db: &Database, shared: &Shared, jobs: &[Job]) -> Result<(), StoreError> {
-    let w = db.begin_write().map_err(io)?;
-    let mut delta: i64 = 0;
-    {
-        let mut sessions = w.open_table(SESSIONS).map_err(io)?;
-        let mut queue = w.open_table(QUEUE).map_err(io)?;
-        let mut retained = w.open_table(RETAINED).map_err(io)?;
-        let mut rel = w.open_table(AWAITING_REL).map_err(io)?;
-        for op in jobs.iter().flat_map(|(ops, _)| ops) {
-            match op {
-                Op::PutSession { client_id, record } => {
-                    let json = serde_json::to_vec(record).map_err(io)?;
-                    sessions
-                        .insert(client_id.as_str(), json.as_slice())
-                        .map_err(io)?;
-                }
-                Op::DeleteSession { client_id, uid } => {
-                    sessions.remove(client_id.as_str()).map_err(io)?;
-                    let mut freed = 0i64;
-                    queue
-                        .retain_in((*uid, 0)..=(*uid, u64::MAX), |_, v| {
-                            freed += v.len() as i64;
-                            false
-                        })
-                        .map_err(io)?;
-                    delta -= freed;
-                    rel.retain_in(
-                        (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
-                        |_, _| false,
-                    )
-                    .map_err(io)?;
-                }
-                Op::Enqueue { uid, seq, delivery } => {
-                    let bytes = delivery.encode();
-                    delta += bytes.len() as i64;
-                    queue.insert((*uid, *seq), bytes.as_slice()).map_err(io)?;
-                }
-                Op::MarkSent { uid, seq, sent } => {
-                    let updated = queue
-                        .get((*uid, *seq))
-                        .map_err(io)?
-                        .and_then(|v| StoredDelivery::decode(v.value()))
-                        .map(|mut d| {
-                            d.sent = *sent;
-                            d.encode()
-                        });
-                    // Gone already (acknowledged in the same batch): nothing to mark.
-                    if let Some(bytes) = updated {
-                        queue.insert((*uid, *seq), bytes.as_slice()).map_err(io)?;
+            Err(e) => {
+                for job in jobs {
+                    if let Some(d) = job.done {
+                        let _ = d.send(Err(e.clone()));
                     }
-                }
-                Op::Dequeue { uid, seq } => {
-                    if let Some(old) = queue.remove((*uid, *seq)).map_err(io)? {
-                        delta -= old.value().len() as i64;
-                    }
-                }
-                Op::PutRetained { topic, message } => {
-                    delta += message.len() as i64;
-                    if let Some(old) = retained
-                        .insert(topic.as_str(), message.as_slice())
-                        .map_err(io)?
-                    {
-                        delta -= old.value().len() as i64;
-                    }
-                }
-                Op::DeleteRetained { topic } => {
-                    if let Some(old) = retained.remove(topic.as_str()).map_err(io)? {
-                        delta -= old.value().len() as i64;
-                    }
-                }
-                Op::AwaitRel { client_id, pkid } => {
-                    rel.insert((client_id.as_str(), *pkid), ()).map_err(io)?;
-                }
-                Op::Released { client_id, pkid } => {
-                    rel.remove((client_id.as_str(), *pkid)).map_err(io)?;
-                }
-                Op::Probe => {
-                    let mut meta = w.open_table(META).map_err(io)?;
-                    meta.insert("probe", "ok").map_err(io)?;
                 }
             }
         }
     }
-    w.commit().map_err(io)?;
-    if delta >= 0 {
-        shared.bytes.fetch_add(delta as u64, Ordering::Relaxed);
-    } else {
-        let _ = shared
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(delta.unsigned_abs()))
-            });
-    }
-    Ok(())
 }
 
 impl Drop for RedbStore {
@@ -311,10 +299,12 @@ impl Store for RedbStore {
     fn write(&self, ops: Vec<Op>, done: Option<Done>) {
         if ops.is_empty() {
             if let Some(d) = done {
-                let _ = d.send(Ok(()));
+                let _ = d.send(Ok(Default::default()));
             }
             return;
         }
+        let weight: usize = ops.iter().map(Op::weight).sum();
+        let n = ops.len();
         let guard = self.tx.lock();
         let Some(tx) = guard.as_ref() else {
             if let Some(d) = done {
@@ -322,50 +312,59 @@ impl Store for RedbStore {
             }
             return;
         };
-        if let Err(mpsc::SendError((_, Some(d)))) = tx.send((ops, done)) {
-            let _ = d.send(Err(StoreError::Io("store writer stopped".into())));
+        self.shared.backlog_ops.fetch_add(n, Ordering::Relaxed);
+        self.shared
+            .backlog_bytes
+            .fetch_add(weight, Ordering::Relaxed);
+        if let Err(mpsc::SendError(job)) = tx.send(Job { ops, done, weight }) {
+            self.shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
+            self.shared
+                .backlog_bytes
+                .fetch_sub(weight, Ordering::Relaxed);
+            if let Some(d) = job.done {
+                let _ = d.send(Err(StoreError::Io("store writer stopped".into())));
+            }
         }
     }
 
+    fn congested(&self) -> bool {
+        self.shared.backlog_ops.load(Ordering::Relaxed) > BACKLOG_OPS
+            || self.shared.backlog_bytes.load(Ordering::Relaxed) > BACKLOG_BYTES
+    }
+
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|r| read::get(r, table, key))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.read(|r| read::scan(r, table, prefix, after, limit))
+    }
+
+    fn log_range(
+        &self,
+        log: &[u8],
+        from: u64,
+        to: u64,
+        limit: usize,
+        backwards: bool,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        self.read(|r| read::log_range(r, log, from, to, limit, backwards))
+    }
+
+    fn log_last(&self, log: &[u8]) -> Result<u64, StoreError> {
+        self.read(|r| read::log_last(r, log))
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let guard = self.db.read();
-        let db = guard
-            .as_ref()
-            .ok_or_else(|| StoreError::Io("data file closed".into()))?;
-        let r = db.begin_read().map_err(io)?;
-        let mut snap = Snapshot::default();
-        let mut bytes = 0u64;
-        for row in r.open_table(SESSIONS).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            let record: SessionRecord = serde_json::from_slice(v.value()).map_err(|e| {
-                StoreError::Io(format!("corrupt session record {:?}: {e}", k.value()))
-            })?;
-            snap.max_uid = snap.max_uid.max(record.uid);
-            snap.sessions.push((k.value().to_owned(), record));
-        }
-        for row in r.open_table(QUEUE).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            let (uid, seq) = k.value();
-            bytes += v.value().len() as u64;
-            let d = StoredDelivery::decode(v.value())
-                .ok_or_else(|| StoreError::Io(format!("corrupt queue record ({uid}, {seq})")))?;
-            snap.max_seq = snap.max_seq.max(seq);
-            snap.queues.entry(uid).or_default().push((seq, d));
-        }
-        for row in r.open_table(RETAINED).map_err(io)?.iter().map_err(io)? {
-            let (_, v) = row.map_err(io)?;
-            bytes += v.value().len() as u64;
-            snap.retained.push(v.value().to_vec());
-        }
-        let mut rel: HashMap<String, Vec<u16>> = HashMap::new();
-        for row in r.open_table(AWAITING_REL).map_err(io)?.iter().map_err(io)? {
-            let (k, _) = row.map_err(io)?;
-            let (client, pkid) = k.value();
-            rel.entry(client.to_owned()).or_default().push(pkid);
-        }
-        snap.awaiting_rel = rel;
-        self.shared.bytes.store(bytes, Ordering::Relaxed);
-        Ok(snap)
+        let snap = self.read(read::load)?;
+        self.shared.bytes.store(snap.1, Ordering::Relaxed);
+        Ok(snap.0)
     }
 
     fn healthy(&self) -> bool {
@@ -384,5 +383,29 @@ impl Store for RedbStore {
             failed_commits: self.shared.failed.load(Ordering::Relaxed),
             bytes: self.shared.bytes.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redb_store_keeps_the_contract_and_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("sb-redb-contract-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("t.redb");
+        {
+            let s = RedbStore::open(&path, 0).expect("open");
+            crate::store::memory::tests::contract(&s);
+        }
+        let s = RedbStore::open(&path, 0).expect("reopen");
+        assert_eq!(s.log_last(b"conv-1").expect("read"), 3);
+        assert_eq!(
+            s.get(Table::Counters, b"uid").expect("get"),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+        drop(s);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

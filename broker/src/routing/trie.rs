@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchboard_proto::SubscriptionOptions;
 
-use crate::mailbox::Mailbox;
 use crate::message::ShareKey;
 
 /// One session's subscription at a node.
@@ -15,7 +14,6 @@ use crate::message::ShareKey;
 pub struct Subscriber {
     /// The session's unique id.
     pub uid: u64,
-    pub mailbox: Arc<Mailbox>,
     pub opts: SubscriptionOptions,
     pub id: Option<u32>,
 }
@@ -29,9 +27,9 @@ pub struct SharedGroup {
 }
 
 impl SharedGroup {
-    /// Picks the next member in round robin order, preferring members that are online and
-    /// skipping `exclude`.
-    pub fn pick(&self, exclude: Option<u64>) -> Option<&Subscriber> {
+    /// Picks the next member in round robin order, preferring members that `online` says
+    /// are connected and skipping `exclude`.
+    pub fn pick(&self, exclude: Option<u64>, online: impl Fn(u64) -> bool) -> Option<&Subscriber> {
         let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let candidates = (0..n)
@@ -39,7 +37,7 @@ impl SharedGroup {
             .filter(|m| Some(m.uid) != exclude);
         let mut fallback = None;
         for m in candidates {
-            if m.mailbox.is_online() {
+            if online(m.uid) {
                 return Some(m);
             }
             fallback.get_or_insert(m);
@@ -202,7 +200,6 @@ mod tests {
     fn sub(uid: u64) -> Subscriber {
         Subscriber {
             uid,
-            mailbox: Arc::new(Mailbox::new(10, 1 << 20)),
             opts: SubscriptionOptions::default(),
             id: None,
         }

@@ -1,0 +1,190 @@
+//! Delivery: hands a message to the mailboxes of the sessions routing picked.
+//!
+//! Routing ([`crate::routing`]) says which session ids want a message; this module looks
+//! their mailboxes up in the session registry, queues one [`Delivery`] per target, and for
+//! QoS 1/2 copies queued to persistent sessions produces the store ops that make them
+//! durable (the message is encoded once per publish, however many copies are stored).
+//! The caller decides when those ops are written and whether an acknowledgement waits.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_proto::{QoS, RetainHandling, SubscriptionOptions};
+
+use crate::BrokerState;
+use crate::mailbox::{Mailbox, Pushed};
+use crate::message::{Delivery, Message, ShareKey};
+use crate::metrics::Metrics;
+use crate::routing::Target;
+use crate::store::{Op, Sent, StoredDelivery, codec};
+
+/// Outcome of publishing one message.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions the message was queued for.
+    pub delivered: usize,
+    /// Sessions whose queue refused a QoS 1/2 copy (publisher sees 0x97).
+    pub refused: usize,
+    /// Store writes for the copies queued to persistent sessions; the publisher's
+    /// acknowledgement waits for them.
+    pub ops: Vec<Op>,
+}
+
+impl BrokerState {
+    /// Routes `msg` and queues it for every session that wants it.
+    pub fn publish(&self, msg: Arc<Message>) -> Routed {
+        let mut targets = Vec::new();
+        self.routes
+            .route(&msg, |uid| self.sessions.is_online(uid), &mut targets);
+        let mut out = Routed::default();
+        let mut encoded = None;
+        for t in targets {
+            let Some(mailbox) = self.sessions.mailbox(t.uid) else {
+                continue; // the session ended between routing and delivery
+            };
+            let uid = t.uid;
+            let d = delivery(&msg, t, false);
+            self.push(uid, &mailbox, d, &mut out, &mut encoded);
+        }
+        Metrics::inc(&self.metrics.messages_received);
+        out
+    }
+
+    /// Publishes and writes the store ops without waiting (wills, redelivery, `$SYS`).
+    pub fn publish_detached(&self, msg: Arc<Message>) -> usize {
+        let routed = self.publish(msg);
+        if let Some(st) = self.store() {
+            st.write(routed.ops, None);
+        }
+        routed.delivered
+    }
+
+    /// Queues the retained messages a new subscription of session `uid` asks for
+    /// ([MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11]).
+    pub fn send_retained(
+        &self,
+        uid: u64,
+        filter: &str,
+        opts: SubscriptionOptions,
+        id: Option<u32>,
+        existed: bool,
+    ) {
+        let wanted = match opts.retain_handling {
+            RetainHandling::SendAtSubscribe => true,
+            RetainHandling::SendIfNew => !existed,
+            RetainHandling::DoNotSend => false,
+        };
+        if !wanted {
+            return;
+        }
+        let Some(mailbox) = self.sessions.mailbox(uid) else {
+            return;
+        };
+        let mut out = Routed::default();
+        for m in self.retained.matching(filter, Instant::now()) {
+            let t = Target {
+                uid,
+                qos: m.qos.min(opts.qos),
+                // Sent because of a new subscription: RETAIN stays set ([MQTT-3.3.1-9]).
+                retain: true,
+                sub_ids: id.into_iter().collect(),
+                shared: None,
+            };
+            let d = delivery(&m, t, true);
+            self.push(uid, &mailbox, d, &mut out, &mut None);
+        }
+        if let Some(store) = self.store() {
+            store.write(out.ops, None);
+        }
+    }
+
+    /// Sends a delivery that came through shared group `key` to another member than
+    /// `exclude` (its member went away). Returns false if no other member exists.
+    pub fn redeliver_shared(&self, key: &ShareKey, d: Delivery, exclude: u64) -> bool {
+        let Some(t) = self
+            .routes
+            .pick_shared(key, &d.msg, exclude, |uid| self.sessions.is_online(uid))
+        else {
+            return false;
+        };
+        let Some(mailbox) = self.sessions.mailbox(t.uid) else {
+            return false;
+        };
+        let old_seq = d.seq;
+        let uid = t.uid;
+        let moved = delivery(&d.msg, t, false);
+        let mut out = Routed::default();
+        self.push(uid, &mailbox, moved, &mut out, &mut None);
+        if let Some(store) = self.store() {
+            if let (Some(seq), true) = (old_seq, out.delivered > 0) {
+                out.ops.push(Op::Dequeue { uid: exclude, seq });
+            }
+            store.write(std::mem::take(&mut out.ops), None);
+        }
+        out.delivered > 0
+    }
+
+    /// Queues `d` in session `uid`'s mailbox; for a persistent session's QoS 1/2 copy,
+    /// also the store op (the message encoded once per publish, in `encoded`).
+    fn push(
+        &self,
+        uid: u64,
+        mailbox: &Mailbox,
+        mut d: Delivery,
+        out: &mut Routed,
+        encoded: &mut Option<Bytes>,
+    ) {
+        let mut op = None;
+        if self.store().is_some() && d.qos != QoS::AtMostOnce && mailbox.is_persistent() {
+            let message = encoded
+                .get_or_insert_with(|| codec::encode_message(&d.msg, Instant::now()).into())
+                .clone();
+            let seq = self.queue_seq.fetch_add(1, Ordering::Relaxed);
+            d.seq = Some(seq);
+            op = Some(Op::Enqueue {
+                uid,
+                seq,
+                delivery: StoredDelivery {
+                    qos: d.qos,
+                    retain: d.retain,
+                    sub_ids: d.sub_ids.clone(),
+                    message,
+                    sent: Sent::Queued,
+                },
+            });
+        }
+        let pushed = mailbox.push(d);
+        if pushed == Pushed::Queued
+            && let Some(op) = op
+        {
+            out.ops.push(op);
+        }
+        match pushed {
+            Pushed::Queued => out.delivered += 1,
+            Pushed::DroppedQos0 => {
+                out.delivered += 1;
+                Metrics::inc(&self.metrics.dropped_queue_full_qos0);
+            }
+            Pushed::Refused => {
+                out.refused += 1;
+                Metrics::inc(&self.metrics.refused_queue_full);
+            }
+        }
+    }
+}
+
+/// The delivery of `msg` to target `t`. Retained messages sent because of a new
+/// subscription keep RETAIN=1; forwarded ones keep it only with Retain As Published
+/// ([MQTT-3.3.1-12], [MQTT-3.3.1-13]); routing already applied that.
+fn delivery(msg: &Arc<Message>, t: Target, from_retained_store: bool) -> Delivery {
+    Delivery {
+        msg: msg.clone(),
+        qos: t.qos,
+        retain: from_retained_store || t.retain,
+        sub_ids: t.sub_ids,
+        shared: t.shared,
+        seq: None,
+    }
+}

@@ -1,0 +1,354 @@
+//! Session lifecycle: open (with takeover), close (park or end), wills and expiry timers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_proto::ReasonCode;
+use switchboard_proto::session::{InflightState, Outbound};
+use tokio::sync::oneshot;
+
+use super::{Closing, Entry, Kick, Link, NEVER_EXPIRES, Opened, SessionState};
+use crate::BrokerState;
+use crate::mailbox::Mailbox;
+use crate::message::Message;
+use crate::store::{Op, codec, unix_now};
+
+/// How long a new connection waits for the one it takes over to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+impl BrokerState {
+    /// Attaches connection `conn_id` to the session of `client_id`, taking it over from
+    /// another connection if needed.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+        conn_id: u64,
+    ) -> Opened {
+        loop {
+            // Someone holds the session: ask it to let go, then look again.
+            let holder = {
+                let mut map = self.sessions.map.lock();
+                map.get_mut(client_id)
+                    .and_then(|e| e.link.as_mut())
+                    .map(|link| (link.conn_id, link.kick.take()))
+            };
+            if let Some((old, kick)) = holder {
+                let (done_tx, done_rx) = oneshot::channel();
+                let sent = kick.is_some_and(|k| {
+                    k.send(Kick {
+                        code: ReasonCode::SessionTakenOver,
+                        done: done_tx,
+                    })
+                    .is_ok()
+                });
+                let parked = sent && tokio::time::timeout(TAKEOVER_WAIT, done_rx).await.is_ok();
+                if !parked {
+                    tracing::warn!(
+                        client_id,
+                        old,
+                        "previous connection did not let go; its session state is dropped"
+                    );
+                    let mut map = self.sessions.map.lock();
+                    if let Some(e) = map.get_mut(client_id)
+                        && e.link.as_ref().is_some_and(|l| l.conn_id == old)
+                    {
+                        e.link = None;
+                    }
+                }
+                continue;
+            }
+            let mut map = self.sessions.map.lock();
+            if map.get(client_id).is_some_and(|e| e.link.is_some()) {
+                continue;
+            }
+            let generation = self.next_id();
+            let (kick_tx, kick_rx) = oneshot::channel();
+            let link = Link {
+                conn_id,
+                kick: Some(kick_tx),
+                info: None,
+            };
+            let mut ended = None;
+            let mut resumed = None;
+            if let Some(mut e) = map.remove(client_id) {
+                let will = e.will.take();
+                if clean_start {
+                    ended = Some((e.state.take(), will));
+                } else {
+                    // Reconnected before the will delay ran out: no will ([MQTT-3.1.3-9]).
+                    resumed = e.state.take();
+                }
+            }
+            let session_present = resumed.is_some();
+            let mut state = resumed.unwrap_or_else(|| self.new_session_state());
+            state.mailbox.set_online(true);
+            state.mailbox.set_persistent(expiry > 0);
+            if let Some(store) = self.store()
+                && (expiry > 0 || state.persisted)
+            {
+                store.write(
+                    vec![Op::PutSession {
+                        client_id: client_id.to_owned(),
+                        record: state.record(expiry, None, None),
+                    }],
+                    None,
+                );
+                state.persisted = true;
+            }
+            map.insert(
+                client_id.to_owned(),
+                Entry {
+                    state: None,
+                    link: Some(link),
+                    expiry,
+                    generation,
+                    will: None,
+                },
+            );
+            drop(map);
+            if let Some((old_state, will)) = ended {
+                if let Some(s) = old_state {
+                    self.forget(client_id, &s);
+                    self.discard(s);
+                }
+                if let Some(w) = will {
+                    self.publish_will(w);
+                }
+            }
+            return Opened {
+                state,
+                session_present,
+                kicked: kick_rx,
+            };
+        }
+    }
+
+    fn new_session_state(&self) -> SessionState {
+        let uid = self.next_id();
+        SessionState {
+            uid,
+            mailbox: self.new_mailbox(uid),
+            subs: HashMap::new(),
+            inflight: InflightState::default(),
+            stored_inflight: HashMap::new(),
+            persisted: false,
+        }
+    }
+
+    /// A mailbox for session `uid`, registered so that delivery finds it.
+    pub(super) fn new_mailbox(&self, uid: u64) -> Arc<Mailbox> {
+        let l = &self.config.limits;
+        let mailbox = Arc::new(Mailbox::new(l.max_queued_messages, l.max_queued_bytes));
+        self.sessions.register_mailbox(uid, mailbox.clone());
+        mailbox
+    }
+
+    /// Parks or ends the session of a connection that has ended, and takes care of its will.
+    pub fn close_session(self: &Arc<Self>, client_id: &str, conn_id: u64, mut c: Closing) {
+        c.state.mailbox.set_online(false);
+        self.hand_over_shared(&mut c);
+        let mut map = self.sessions.map.lock();
+        let owner = map
+            .get(client_id)
+            .and_then(|e| e.link.as_ref())
+            .is_some_and(|l| l.conn_id == conn_id);
+        if !owner {
+            drop(map);
+            self.discard(c.state);
+            return;
+        }
+        if c.expiry == 0 {
+            map.remove(client_id);
+            drop(map);
+            self.forget(client_id, &c.state);
+            self.discard(c.state);
+            if let Some((w, _)) = c.will {
+                self.publish_will(w);
+            }
+            return;
+        }
+        let generation = self.next_id();
+        let mut publish_now = None;
+        if let Some(store) = self.store() {
+            let will = match &c.will {
+                Some((w, delay)) if *delay > 0 => {
+                    let due = unix_now() + u64::from((*delay).min(c.expiry));
+                    Some((codec::encode_message(w, Instant::now()), due))
+                }
+                _ => None,
+            };
+            let record = c.state.record(c.expiry, Some(unix_now()), will);
+            store.write(
+                vec![Op::PutSession {
+                    client_id: client_id.to_owned(),
+                    record,
+                }],
+                None,
+            );
+            c.state.persisted = true;
+        }
+        if let Some(e) = map.get_mut(client_id) {
+            e.link = None;
+            e.state = Some(c.state);
+            e.expiry = c.expiry;
+            e.generation = generation;
+            match c.will {
+                Some((w, 0)) => publish_now = Some(w),
+                Some((w, delay)) => {
+                    e.will = Some(w);
+                    self.spawn_will_timer(client_id, generation, delay.min(c.expiry));
+                }
+                None => {}
+            }
+        }
+        drop(map);
+        if c.expiry != NEVER_EXPIRES {
+            self.spawn_expiry_timer(client_id, generation, c.expiry);
+        }
+        if let Some(w) = publish_now {
+            self.publish_will(w);
+        }
+    }
+
+    /// Shared-subscription messages of a leaving member go to another member: queued ones,
+    /// and sent ones not yet acknowledged ([MQTT-4.8.2-?] SHOULD).
+    fn hand_over_shared(&self, c: &mut Closing) {
+        if !c.shared_inflight.is_empty() {
+            let shared = std::mem::take(&mut c.shared_inflight);
+            let mut keep = Vec::new();
+            for (pkid, ob) in c.state.inflight.outbound.drain(..) {
+                match (&ob, shared.get(&pkid)) {
+                    (Outbound::AwaitAck(_), Some(d))
+                        if d.shared
+                            .as_ref()
+                            .is_some_and(|k| self.redeliver_shared(k, d.clone(), c.state.uid)) => {}
+                    _ => keep.push((pkid, ob)),
+                }
+            }
+            c.state.inflight.outbound = keep;
+        }
+        let queued = c.state.mailbox.drain();
+        let mut keep = Vec::with_capacity(queued.len());
+        for d in queued {
+            let moved = match &d.shared {
+                Some(k) => self.redeliver_shared(&k.clone(), d.clone(), c.state.uid),
+                None => false,
+            };
+            if !moved {
+                keep.push(d);
+            }
+        }
+        c.state.mailbox.push_front_all(keep);
+    }
+
+    /// Removes a session's record, queue and QoS 2 state from the store.
+    fn forget(&self, client_id: &str, state: &SessionState) {
+        if let Some(store) = self.store()
+            && state.persisted
+        {
+            store.write(
+                vec![Op::DeleteSession {
+                    client_id: client_id.to_owned(),
+                    uid: state.uid,
+                }],
+                None,
+            );
+        }
+    }
+
+    /// Ends a session for good: its subscriptions go, its queue is dropped.
+    fn discard(&self, state: SessionState) {
+        for filter in state.subs.keys() {
+            self.routes.remove(state.uid, filter);
+        }
+        self.sessions.unregister_mailbox(state.uid);
+        for d in state.mailbox.drain() {
+            if let Some(k) = &d.shared {
+                self.redeliver_shared(&k.clone(), d.clone(), state.uid);
+            }
+        }
+    }
+
+    pub(super) fn publish_will(&self, w: Arc<Message>) {
+        tracing::debug!(topic = %w.topic, "publishing will");
+        if w.retain {
+            let op = self.retained.set(&w, Instant::now());
+            if let Some(store) = self.store() {
+                store.write(vec![op], None);
+            }
+        }
+        self.publish_detached(w);
+    }
+
+    pub(super) fn spawn_will_timer(self: &Arc<Self>, client_id: &str, generation: u64, delay: u32) {
+        let me = self.clone();
+        let id = client_id.to_owned();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+                _ = me.shutdown.cancelled() => return,
+            }
+            let will = {
+                let mut map = me.sessions.map.lock();
+                map.get_mut(&id)
+                    .filter(|e| e.generation == generation)
+                    .and_then(|e| {
+                        let w = e.will.take()?;
+                        let record = e
+                            .state
+                            .as_ref()
+                            .map(|s| s.record(e.expiry, Some(unix_now()), None));
+                        Some((w, record))
+                    })
+            };
+            if let Some((w, record)) = will {
+                if let (Some(store), Some(record)) = (me.store(), record) {
+                    store.write(
+                        vec![Op::PutSession {
+                            client_id: id.clone(),
+                            record,
+                        }],
+                        None,
+                    );
+                }
+                me.publish_will(w);
+            }
+        });
+    }
+
+    pub(super) fn spawn_expiry_timer(
+        self: &Arc<Self>,
+        client_id: &str,
+        generation: u64,
+        expiry: u32,
+    ) {
+        let me = self.clone();
+        let id = client_id.to_owned();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(u64::from(expiry))) => {}
+                _ = me.shutdown.cancelled() => return,
+            }
+            let ended = {
+                let mut map = me.sessions.map.lock();
+                match map.get(&id) {
+                    Some(e) if e.generation == generation && e.link.is_none() => map.remove(&id),
+                    _ => None,
+                }
+            };
+            if let Some(mut e) = ended {
+                tracing::debug!(client_id = %id, "session expired");
+                if let Some(s) = e.state.take() {
+                    me.forget(&id, &s);
+                    me.discard(s);
+                }
+                if let Some(w) = e.will.take() {
+                    me.publish_will(w);
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,284 @@
+//! The session registry: which sessions exist, which connection (if any) holds each, and
+//! what a session keeps while its client is away.
+//!
+//! A session's state ([`SessionState`]) lives in its connection task while connected and is
+//! parked here when the connection ends, until the client resumes it, it expires, or a
+//! clean start replaces it. Takeover ([MQTT-3.1.4-3]): a second CONNECT with the same
+//! client identifier kicks the first connection (DISCONNECT 0x8E), waits for it to park
+//! its state, then takes it. Delayed wills and session expiry are timers guarded by a
+//! generation number, so a reconnect simply makes them stale.
+//!
+//! The registry also maps each session's unique id to its mailbox: routing answers with
+//! ids, and delivery looks the mailboxes up here.
+//!
+//! Files: this one (types, lookups, operator views), [`lifecycle`] (open, close,
+//! takeover, wills, expiry) and [`restore`] (rebuilding from the store at start).
+
+mod lifecycle;
+mod restore;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+use switchboard_proto::session::InflightState;
+use switchboard_proto::{ReasonCode, SubscriptionOptions};
+use tokio::sync::oneshot;
+
+use crate::BrokerState;
+use crate::mailbox::Mailbox;
+use crate::message::{Delivery, Message};
+use crate::store::{SessionRecord, SubEntry};
+
+/// Session expiry meaning "never" (0xFFFFFFFF, MQTT 5.0 section 3.1.2.11.2).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRecord {
+    pub opts: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// Everything a session keeps between connections.
+#[derive(Debug)]
+pub struct SessionState {
+    /// Unique per session (a clean start makes a new one).
+    pub uid: u64,
+    pub mailbox: Arc<Mailbox>,
+    /// Raw filter (including `$share/...`) → options.
+    pub subs: HashMap<String, SubRecord>,
+    pub inflight: InflightState,
+    /// Outgoing packet id → stored queue key, for deliveries awaiting acknowledgement.
+    pub stored_inflight: HashMap<u16, u64>,
+    /// A record of this session is in the store.
+    pub persisted: bool,
+}
+
+impl SessionState {
+    /// The stored form of this session.
+    pub fn record(
+        &self,
+        expiry: u32,
+        disconnected_at: Option<u64>,
+        will: Option<(Vec<u8>, u64)>,
+    ) -> SessionRecord {
+        let mut subs: Vec<SubEntry> = self
+            .subs
+            .iter()
+            .map(|(f, r)| SubEntry::new(f, r.opts, r.id))
+            .collect();
+        subs.sort_by(|a, b| a.filter.cmp(&b.filter));
+        SessionRecord {
+            uid: self.uid,
+            expiry,
+            subs,
+            disconnected_at,
+            will,
+        }
+    }
+}
+
+/// A request to end a connection, sent to its task.
+#[derive(Debug)]
+pub struct Kick {
+    pub code: ReasonCode,
+    /// Signalled once the session state is parked.
+    pub done: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Link {
+    conn_id: u64,
+    kick: Option<oneshot::Sender<Kick>>,
+    info: Option<Arc<LiveInfo>>,
+}
+
+/// What operators see of a connected session (kept current by its connection task).
+#[derive(Debug)]
+pub struct LiveInfo {
+    pub transport: &'static str,
+    pub peer: String,
+    /// Unix seconds.
+    pub since: u64,
+    pub mailbox: Arc<Mailbox>,
+    pub subscriptions: parking_lot::Mutex<Vec<String>>,
+}
+
+/// One session, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    pub client_id: String,
+    pub online: bool,
+    pub transport: Option<&'static str>,
+    pub peer: Option<String>,
+    pub connected_since: Option<u64>,
+    /// Session Expiry Interval, seconds (4294967295: never).
+    pub expiry: u32,
+    pub queued: usize,
+    pub subscriptions: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Parked state while offline.
+    state: Option<SessionState>,
+    link: Option<Link>,
+    expiry: u32,
+    generation: u64,
+    /// A will waiting for its delay.
+    will: Option<Arc<Message>>,
+}
+
+/// Shards of the id → mailbox map (a power of two): lookups on the delivery path take a
+/// read lock on one shard only.
+const SHARDS: usize = 16;
+
+type IdMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
+
+/// All sessions by client identifier, and their mailboxes by session id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Entry>>,
+    mailboxes: [RwLock<IdMap<Arc<Mailbox>>>; SHARDS],
+}
+
+/// What [`BrokerState::open_session`] hands the connection.
+#[derive(Debug)]
+pub struct Opened {
+    pub state: SessionState,
+    pub session_present: bool,
+    pub kicked: oneshot::Receiver<Kick>,
+}
+
+/// How a connection ended, for [`BrokerState::close_session`].
+#[derive(Debug)]
+pub struct Closing {
+    pub state: SessionState,
+    /// The will to publish (already cleared on a normal DISCONNECT), and its delay.
+    pub will: Option<(Arc<Message>, u32)>,
+    pub expiry: u32,
+    /// Outgoing QoS 1/2 deliveries that came through shared subscriptions, by packet id.
+    pub shared_inflight: HashMap<u16, Delivery>,
+}
+
+impl Sessions {
+    /// The mailbox of session `uid`, if the session exists.
+    pub fn mailbox(&self, uid: u64) -> Option<Arc<Mailbox>> {
+        self.mailboxes[uid as usize % SHARDS]
+            .read()
+            .get(&uid)
+            .cloned()
+    }
+
+    /// Calls `f` with the mailbox of session `uid` without cloning it.
+    pub fn with_mailbox<R>(&self, uid: u64, f: impl FnOnce(&Mailbox) -> R) -> Option<R> {
+        self.mailboxes[uid as usize % SHARDS]
+            .read()
+            .get(&uid)
+            .map(|m| f(m))
+    }
+
+    /// Whether session `uid` has a connection attached.
+    pub fn is_online(&self, uid: u64) -> bool {
+        self.with_mailbox(uid, Mailbox::is_online).unwrap_or(false)
+    }
+
+    fn register_mailbox(&self, uid: u64, mailbox: Arc<Mailbox>) {
+        self.mailboxes[uid as usize % SHARDS]
+            .write()
+            .insert(uid, mailbox);
+    }
+
+    fn unregister_mailbox(&self, uid: u64) {
+        self.mailboxes[uid as usize % SHARDS].write().remove(&uid);
+    }
+
+    /// Number of sessions, connected or not.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl BrokerState {
+    /// Publishes what the admin API shows of a connected session.
+    pub fn attach_info(&self, client_id: &str, conn_id: u64, info: Arc<LiveInfo>) {
+        let mut map = self.sessions.map.lock();
+        if let Some(link) = map.get_mut(client_id).and_then(|e| e.link.as_mut())
+            && link.conn_id == conn_id
+        {
+            link.info = Some(info);
+        }
+    }
+
+    /// Messages waiting in all session queues (for metrics: no copies made).
+    pub fn queued_total(&self) -> usize {
+        let map = self.sessions.map.lock();
+        map.values()
+            .map(
+                |e| match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
+                    (Some(i), _) => i.mailbox.len(),
+                    (None, Some(s)) => s.mailbox.len(),
+                    (None, None) => 0,
+                },
+            )
+            .sum()
+    }
+
+    /// Every session, connected or parked, sorted by client identifier.
+    pub fn session_summaries(&self) -> Vec<SessionSummary> {
+        let map = self.sessions.map.lock();
+        let mut out: Vec<SessionSummary> = map
+            .iter()
+            .map(|(id, e)| {
+                let live = e.link.as_ref().and_then(|l| l.info.clone());
+                let (queued, subscriptions) = match (&live, &e.state) {
+                    (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().clone()),
+                    (None, Some(s)) => {
+                        let mut subs: Vec<String> = s.subs.keys().cloned().collect();
+                        subs.sort();
+                        (s.mailbox.len(), subs)
+                    }
+                    (None, None) => (0, Vec::new()),
+                };
+                SessionSummary {
+                    client_id: id.clone(),
+                    online: e.link.is_some(),
+                    transport: live.as_ref().map(|i| i.transport),
+                    peer: live.as_ref().map(|i| i.peer.clone()),
+                    connected_since: live.as_ref().map(|i| i.since),
+                    expiry: e.expiry,
+                    queued,
+                    subscriptions,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    /// Asks the connection holding `client_id` to close with `code`; true if there was one.
+    pub fn kick(&self, client_id: &str, code: ReasonCode) -> bool {
+        let mut map = self.sessions.map.lock();
+        let Some(kick) = map
+            .get_mut(client_id)
+            .and_then(|e| e.link.as_mut())
+            .and_then(|l| l.kick.take())
+        else {
+            return false;
+        };
+        let (done, _) = oneshot::channel();
+        kick.send(Kick { code, done }).is_ok()
+    }
+}
+
+/// Turns a will into the message it stands for, with its delay.
+pub fn will_message(w: switchboard_proto::Will, origin: u64, now: Instant) -> (Arc<Message>, u32) {
+    let delay = w.properties.will_delay_interval.unwrap_or(0);
+    (Arc::new(Message::from_will(w, origin, now)), delay)
+}
