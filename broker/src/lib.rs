@@ -24,6 +24,8 @@ pub mod listener;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod namespace;
+pub mod pipeline;
 pub mod retained;
 pub mod routing;
 pub mod sessions;
@@ -43,6 +45,7 @@ pub use config::{BrokerConfig, Limits, Listeners, TlsFiles};
 
 use auth::{Acl, Authenticator, DefaultAcl, PasswordAuth};
 use metrics::Metrics;
+use pipeline::intercept::{Interceptor, Interceptors};
 use retained::Retained;
 use routing::RoutingTable;
 use sessions::Sessions;
@@ -75,6 +78,8 @@ pub struct BrokerState {
     /// Sessions by client id, mailboxes by session id.
     pub sessions: Sessions,
     pub metrics: Metrics,
+    /// Services that take over the messages of their topics (the IM service).
+    pub interceptors: Interceptors,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -114,6 +119,7 @@ pub struct Broker {
     auth: Option<Arc<dyn Authenticator>>,
     acl: Arc<dyn Acl>,
     store: Option<Arc<dyn Store>>,
+    interceptors: Interceptors,
 }
 
 impl Broker {
@@ -123,7 +129,15 @@ impl Broker {
             auth: None,
             acl: Arc::new(DefaultAcl),
             store: None,
+            interceptors: Interceptors::default(),
         }
+    }
+
+    /// Hands the messages published to topics starting with `prefix` to `i` instead of
+    /// routing them.
+    pub fn with_interceptor(mut self, prefix: &str, i: Arc<dyn Interceptor>) -> Self {
+        self.interceptors.register(prefix, i);
+        self
     }
 
     /// Makes sessions, queues and retained messages durable in `store`; without one the
@@ -233,6 +247,7 @@ impl Broker {
             retained: Retained::default(),
             sessions: Sessions::default(),
             metrics: Metrics::default(),
+            interceptors: self.interceptors,
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,

@@ -4,28 +4,29 @@
 //! - it connects over QUIC first and falls back to TLS (then TCP) when UDP is blocked;
 //! - it reconnects by itself with jittered exponential back-off, resumes the session
 //!   (clean start off, session expiry on) and re-subscribes if the broker lost it;
-//! - publishes made while offline wait in a bounded queue; unacknowledged QoS 1 publishes
-//!   are sent again (DUP) after a reconnect;
+//! - publishes made while offline, or beyond the broker's Receive Maximum, wait in a bounded
+//!   queue; unacknowledged QoS 1/2 publishes are sent again (DUP) after a reconnect;
+//! - subscribes and unsubscribes can be awaited until the broker's SUBACK/UNSUBACK;
 //! - the [`heartbeat`] learns how long the network lets an idle connection live and pings
 //!   just often enough, telling the broker each new interval on
 //!   [`switchboard_proto::KEEP_ALIVE_TOPIC`] so its dead-client detection follows.
 //!
-//! Modules: [`heartbeat`] (pure state machine), [`transport`] (QUIC/TLS/TCP streams).
+//! The protocol itself (packet ids, windows, QoS flows, keep-alive, limits) is
+//! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
+//!
+//! Modules: [`heartbeat`] (pure state machine), [`transport`] (QUIC/TLS/TCP streams),
+//! `driver` (the background task: reconnects and I/O around the session).
 
+mod driver;
 pub mod heartbeat;
 pub mod transport;
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use rand::Rng;
-use switchboard_proto::{
-    Connect, Disconnect, Packet, Properties, PubResponse, Publish, QoS, ReasonCode, Subscribe,
-    SubscriptionOptions, Version,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use switchboard_proto::session::RequestError;
+use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
 pub use heartbeat::{Heartbeat, HeartbeatConfig, Phase};
@@ -46,6 +47,9 @@ pub enum Error {
     Refused(ReasonCode),
     #[error("offline queue full")]
     QueueFull,
+    /// The request itself is not valid (topic, size against the broker's maximum...).
+    #[error("request refused: {0}")]
+    Request(RequestError),
     #[error("the client was shut down")]
     Closed,
 }
@@ -70,8 +74,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// Publishes kept while offline; more are refused with [`Error::QueueFull`].
+    /// Publishes kept while offline or beyond the broker's Receive Maximum; more are
+    /// refused with [`Error::QueueFull`].
     pub offline_queue: usize,
+    /// Largest packet accepted from the broker (announced in CONNECT); a larger one ends the
+    /// connection with DISCONNECT 0x95 and the client reconnects.
+    pub max_packet_size: u32,
 }
 
 impl Config {
@@ -90,6 +98,7 @@ impl Config {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             offline_queue: 1000,
+            max_packet_size: 1024 * 1024,
         }
     }
 }
@@ -114,12 +123,21 @@ pub enum Event {
     },
 }
 
-/// Tells the app its publish was sent or queued.
-type Done = oneshot::Sender<Result<(), Error>>;
+/// Answers an awaited SUBSCRIBE/UNSUBSCRIBE with the broker's reason codes.
+type AckWaiter = oneshot::Sender<Result<Vec<ReasonCode>, Error>>;
 
 enum Command {
-    Subscribe(String, QoS),
-    Publish(Box<Publish>, Done),
+    Subscribe {
+        filter: String,
+        qos: QoS,
+        done: Option<AckWaiter>,
+    },
+    Unsubscribe {
+        filter: String,
+        done: Option<AckWaiter>,
+    },
+    /// Answered once the message was sent or queued.
+    Publish(Box<Publish>, oneshot::Sender<Result<(), Error>>),
     SetNetwork(String),
     Shutdown,
 }
@@ -136,34 +154,60 @@ impl Client {
     pub fn start(cfg: Config) -> Result<(Client, mpsc::Receiver<Event>), Error> {
         let connector =
             transport::Connector::new(cfg.ca_cert.as_ref(), &cfg.server_name, cfg.connect_timeout)?;
+        // Bounded both ways: a caller issuing commands faster than the driver takes them
+        // waits in `send`; a full event channel stops the driver reading the network.
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (ev_tx, ev_rx) = mpsc::channel(1024);
-        let driver = Driver {
-            hb: Heartbeat::new(cfg.heartbeat.clone()),
-            cfg,
-            connector,
-            subs: Vec::new(),
-            unacked: BTreeMap::new(),
-            offline: VecDeque::new(),
-            next_pkid: 1,
-            events: ev_tx,
-            cmds: cmd_rx,
-            reconnects: 0,
-        };
-        tokio::spawn(driver.run());
+        tokio::spawn(driver::Driver::new(cfg, connector, cmd_rx, ev_tx).run());
         Ok((Client { cmds: cmd_tx }, ev_rx))
     }
 
-    /// Subscribes now and again after every reconnect that lost the session.
+    /// Subscribes now (or on the next connection) and again after every reconnect that lost
+    /// the session. Returns once the request is queued; see [`Client::subscribe_acked`].
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
-        self.cmds
-            .send(Command::Subscribe(filter.to_owned(), qos))
-            .await
-            .map_err(|_| Error::Closed)
+        self.command(Command::Subscribe {
+            filter: filter.to_owned(),
+            qos,
+            done: None,
+        })
+        .await
     }
 
-    /// Publishes; while offline the message waits in the offline queue. Returns once it was
-    /// sent or queued.
+    /// Like [`Client::subscribe`], but returns the broker's SUBACK reason codes (one per
+    /// filter: granted QoS, or why it was refused). While offline it waits for a connection.
+    pub async fn subscribe_acked(&self, filter: &str, qos: QoS) -> Result<Vec<ReasonCode>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Subscribe {
+            filter: filter.to_owned(),
+            qos,
+            done: Some(tx),
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Unsubscribes (and stops re-subscribing after reconnects). Returns once queued.
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), Error> {
+        self.command(Command::Unsubscribe {
+            filter: filter.to_owned(),
+            done: None,
+        })
+        .await
+    }
+
+    /// Like [`Client::unsubscribe`], but returns the UNSUBACK reason codes.
+    pub async fn unsubscribe_acked(&self, filter: &str) -> Result<Vec<ReasonCode>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Unsubscribe {
+            filter: filter.to_owned(),
+            done: Some(tx),
+        })
+        .await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Publishes; while offline, or while the broker's Receive Maximum is reached, the
+    /// message waits in the offline queue. Returns once it was sent or queued.
     pub async fn publish(
         &self,
         topic: &str,
@@ -180,344 +224,22 @@ impl Client {
             payload: payload.into(),
         };
         let (tx, rx) = oneshot::channel();
-        self.cmds
-            .send(Command::Publish(Box::new(p), tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.command(Command::Publish(Box::new(p), tx)).await?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// Tells the heartbeat which network the device is on now (e.g. a Wi-Fi SSID or
     /// "cellular"): it resumes what it learned there.
     pub async fn set_network(&self, name: &str) -> Result<(), Error> {
-        self.cmds
-            .send(Command::SetNetwork(name.to_owned()))
-            .await
-            .map_err(|_| Error::Closed)
+        self.command(Command::SetNetwork(name.to_owned())).await
     }
 
     /// Disconnects cleanly and stops.
     pub async fn shutdown(&self) {
         let _ = self.cmds.send(Command::Shutdown).await;
     }
-}
 
-/// Why a connection ended.
-enum Ended {
-    Shutdown,
-    /// No PINGRESP after an idle period: the network forgot the connection.
-    PingTimeout,
-    Lost(String),
-}
-
-struct Driver {
-    cfg: Config,
-    connector: transport::Connector,
-    hb: Heartbeat,
-    subs: Vec<(String, QoS)>,
-    /// Outgoing QoS 1/2 publishes awaiting acknowledgement, by packet id.
-    unacked: BTreeMap<u16, Publish>,
-    offline: VecDeque<(Box<Publish>, Done)>,
-    next_pkid: u16,
-    events: mpsc::Sender<Event>,
-    cmds: mpsc::Receiver<Command>,
-    reconnects: u32,
-}
-
-impl Driver {
-    async fn run(mut self) {
-        let mut delay = self.cfg.backoff_min;
-        loop {
-            match self.connect().await {
-                Ok((stream, name)) => {
-                    let ended = self.session(stream, name).await;
-                    self.reconnects += 1;
-                    let reason = match ended {
-                        Ended::Shutdown => return,
-                        Ended::PingTimeout => {
-                            let interval = self.hb.on_timeout();
-                            let _ = self
-                                .events
-                                .send(Event::Heartbeat {
-                                    interval,
-                                    phase: self.hb.phase(),
-                                })
-                                .await;
-                            // A NAT timeout is not an outage: reconnect at once.
-                            delay = Duration::ZERO;
-                            "ping timeout (NAT mapping lost?)".to_owned()
-                        }
-                        Ended::Lost(why) => {
-                            delay = self.cfg.backoff_min;
-                            why
-                        }
-                    };
-                    let _ = self.events.send(Event::Disconnected { reason }).await;
-                }
-                Err(e) => {
-                    let _ = self
-                        .events
-                        .send(Event::Disconnected {
-                            reason: e.to_string(),
-                        })
-                        .await;
-                    delay = (delay * 2).clamp(self.cfg.backoff_min, self.cfg.backoff_max);
-                }
-            }
-            // Jitter: a crowd of phones coming back after an outage must not come back at once.
-            let wait = delay.mul_f64(rand::rng().random_range(0.5..1.0));
-            let deadline = tokio::time::Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    c = self.cmds.recv() => match c {
-                        None | Some(Command::Shutdown) => return,
-                        Some(c) => self.offline_command(c),
-                    },
-                }
-            }
-        }
-    }
-
-    fn offline_command(&mut self, c: Command) {
-        match c {
-            Command::Subscribe(f, q) => self.remember_sub(f, q),
-            Command::Publish(p, done) => {
-                if self.offline.len() >= self.cfg.offline_queue {
-                    let _ = done.send(Err(Error::QueueFull));
-                } else {
-                    self.offline.push_back((p, done));
-                }
-            }
-            Command::SetNetwork(n) => self.hb.set_network(&n),
-            Command::Shutdown => {}
-        }
-    }
-
-    fn remember_sub(&mut self, f: String, q: QoS) {
-        self.subs.retain(|(x, _)| *x != f);
-        self.subs.push((f, q));
-    }
-
-    async fn connect(&mut self) -> Result<(transport::BoxStream, &'static str), Error> {
-        let mut last = Error::Config("no endpoint configured".into());
-        for ep in self.cfg.endpoints.clone() {
-            match self.connector.open(&ep).await {
-                Ok(s) => return Ok((s, ep.name())),
-                Err(e) => {
-                    tracing::debug!(endpoint = ep.name(), error = %e, "endpoint unreachable, trying the next");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    fn alloc_pkid(&mut self) -> u16 {
-        loop {
-            let id = self.next_pkid;
-            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if !self.unacked.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    async fn session(&mut self, mut s: transport::BoxStream, name: &'static str) -> Ended {
-        let mut rbuf = BytesMut::with_capacity(4096);
-        let mut out = BytesMut::new();
-        let keep_alive = self.hb.interval().as_secs_f64().ceil() as u16;
-        Packet::Connect(Box::new(Connect {
-            version: Version::V5,
-            client_id: self.cfg.client_id.clone(),
-            clean_start: false,
-            keep_alive,
-            properties: Properties {
-                session_expiry_interval: Some(self.cfg.session_expiry),
-                ..Properties::default()
-            },
-            will: None,
-            username: self.cfg.username.clone(),
-            password: self.cfg.password.clone(),
-        }))
-        .encode(Version::V5, &mut out);
-        if let Err(e) = s.write_all(&out).await {
-            return Ended::Lost(e.to_string());
-        }
-        out.clear();
-        let ack =
-            tokio::time::timeout(self.cfg.connect_timeout, read_packet(&mut s, &mut rbuf)).await;
-        let session_present = match ack {
-            Ok(Ok(Packet::ConnAck(a))) if a.code == ReasonCode::Success => a.session_present,
-            Ok(Ok(Packet::ConnAck(a))) => return Ended::Lost(Error::Refused(a.code).to_string()),
-            Ok(Ok(other)) => return Ended::Lost(format!("expected CONNACK, got {}", other.name())),
-            Ok(Err(e)) => return Ended::Lost(e.to_string()),
-            Err(_) => return Ended::Lost("no CONNACK".into()),
-        };
-        if !session_present {
-            for (i, (f, q)) in self.subs.iter().enumerate() {
-                encode_subscribe(&mut out, i as u16 + 1, f, *q);
-            }
-        }
-        // Unacknowledged publishes go again, with DUP, in their original order.
-        for p in self.unacked.values_mut() {
-            p.dup = true;
-            Packet::Publish(p.clone()).encode(Version::V5, &mut out);
-        }
-        while let Some((p, done)) = self.offline.pop_front() {
-            self.send_publish(p, &mut out);
-            let _ = done.send(Ok(()));
-        }
-        if let Err(e) = s.write_all(&out).await {
-            return Ended::Lost(e.to_string());
-        }
-        out.clear();
-        let _ = self
-            .events
-            .send(Event::Connected {
-                transport: name,
-                session_present,
-                reconnects: self.reconnects,
-            })
-            .await;
-
-        let mut last_activity = Instant::now();
-        let mut awaiting_pong: Option<Instant> = None;
-        loop {
-            let deadline = match awaiting_pong {
-                Some(sent) => sent + self.cfg.ping_timeout,
-                None => last_activity + self.hb.interval(),
-            };
-            tokio::select! {
-                c = self.cmds.recv() => match c {
-                    None | Some(Command::Shutdown) => {
-                        Packet::Disconnect(Disconnect::new(ReasonCode::Success)).encode(Version::V5, &mut out);
-                        let _ = s.write_all(&out).await;
-                        let _ = s.shutdown().await;
-                        return Ended::Shutdown;
-                    }
-                    Some(Command::Subscribe(f, q)) => {
-                        encode_subscribe(&mut out, self.alloc_pkid(), &f, q);
-                        self.remember_sub(f, q);
-                    }
-                    Some(Command::Publish(p, done)) => {
-                        self.send_publish(p, &mut out);
-                        let _ = done.send(Ok(()));
-                    }
-                    Some(Command::SetNetwork(n)) => {
-                        self.hb.set_network(&n);
-                        announce(&mut out, self.hb.interval());
-                    }
-                },
-                r = s.read_buf(&mut rbuf) => match r {
-                    Ok(0) => return Ended::Lost("closed by the broker".into()),
-                    Err(e) => return Ended::Lost(e.to_string()),
-                    Ok(_) => {
-                        last_activity = Instant::now();
-                        loop {
-                            let p = match Packet::read(&mut rbuf, Version::V5, usize::MAX) {
-                                Ok(Some(p)) => p,
-                                Ok(None) => break,
-                                Err(e) => return Ended::Lost(format!("bad packet from the broker: {e}")),
-                            };
-                            match p {
-                                Packet::Publish(p) => {
-                                    match p.qos {
-                                        QoS::AtMostOnce => {}
-                                        QoS::AtLeastOnce => Packet::PubAck(PubResponse::new(p.pkid)).encode(Version::V5, &mut out),
-                                        QoS::ExactlyOnce => Packet::PubRec(PubResponse::new(p.pkid)).encode(Version::V5, &mut out),
-                                    }
-                                    if self.events.send(Event::Message(Box::new(p))).await.is_err() {
-                                        return Ended::Shutdown;
-                                    }
-                                }
-                                Packet::PubRel(r) => Packet::PubComp(PubResponse::new(r.pkid)).encode(Version::V5, &mut out),
-                                Packet::PubAck(r) | Packet::PubComp(r) => {
-                                    self.unacked.remove(&r.pkid);
-                                }
-                                Packet::PubRec(r) => Packet::PubRel(PubResponse::new(r.pkid)).encode(Version::V5, &mut out),
-                                Packet::PingResp => {
-                                    if awaiting_pong.take().is_some()
-                                        && let Some(next) = self.hb.on_pong()
-                                    {
-                                        announce(&mut out, next);
-                                        let _ = self.events.send(Event::Heartbeat { interval: next, phase: self.hb.phase() }).await;
-                                    }
-                                }
-                                Packet::Disconnect(d) => return Ended::Lost(format!("broker disconnected us: {}", d.code)),
-                                _ => {}
-                            }
-                        }
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if awaiting_pong.is_some() {
-                        return Ended::PingTimeout;
-                    }
-                    Packet::PingReq.encode(Version::V5, &mut out);
-                    awaiting_pong = Some(Instant::now());
-                }
-            }
-            if !out.is_empty() {
-                if let Err(e) = s.write_all(&out).await {
-                    return Ended::Lost(e.to_string());
-                }
-                out.clear();
-                if awaiting_pong.is_none() {
-                    last_activity = Instant::now();
-                }
-            }
-        }
-    }
-
-    fn send_publish(&mut self, mut p: Box<Publish>, out: &mut BytesMut) {
-        if p.qos != QoS::AtMostOnce {
-            p.pkid = self.alloc_pkid();
-            self.unacked.insert(p.pkid, (*p).clone());
-        }
-        p.encode(Version::V5, out);
-    }
-}
-
-fn encode_subscribe(out: &mut BytesMut, pkid: u16, filter: &str, qos: QoS) {
-    Packet::Subscribe(Subscribe {
-        pkid,
-        properties: Properties::default(),
-        filters: vec![(
-            filter.to_owned(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    })
-    .encode(Version::V5, out);
-}
-
-/// Tells the broker the heartbeat interval now in use.
-fn announce(out: &mut BytesMut, interval: Duration) {
-    let secs = interval.as_secs_f64().ceil().max(1.0) as u16;
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: switchboard_proto::KEEP_ALIVE_TOPIC.into(),
-        pkid: 0,
-        properties: Properties::default(),
-        payload: Bytes::from(secs.to_string()),
-    })
-    .encode(Version::V5, out);
-}
-
-async fn read_packet(s: &mut transport::BoxStream, rbuf: &mut BytesMut) -> Result<Packet, Error> {
-    loop {
-        if let Some(p) = Packet::read(rbuf, Version::V5, usize::MAX)
-            .map_err(|e| Error::Protocol(e.to_string()))?
-        {
-            return Ok(p);
-        }
-        if s.read_buf(rbuf).await? == 0 {
-            return Err(Error::Transport("connection closed".into()));
-        }
+    async fn command(&self, c: Command) -> Result<(), Error> {
+        self.cmds.send(c).await.map_err(|_| Error::Closed)
     }
 }

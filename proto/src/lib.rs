@@ -1,5 +1,5 @@
 //! Sans-IO MQTT for Switchboard: the codec for every MQTT 3.1.1 and 5.0 packet, topic rules
-//! and matching, and the per-connection protocol state machine.
+//! and matching, and the per-connection protocol state machines (server and client).
 //!
 //! Nothing here touches a socket or a clock: bytes go in, packets come out, and every
 //! time-dependent call takes `now`. The broker, the client SDK, the bench tool and the
@@ -9,7 +9,8 @@
 //! - [`packet`]: framing and one type per control packet.
 //! - [`properties`]: MQTT 5 properties, validated per packet type.
 //! - [`topic`]: topic name and filter validation, matching, shared subscriptions.
-//! - [`session`]: the server side of one connection as a state machine.
+//! - [`session`]: one connection as a state machine: the server side ([`session::ServerSession`])
+//!   and the client side ([`session::ClientSession`], which the client SDK drives).
 
 mod codec;
 mod error;

@@ -804,10 +804,23 @@ async fn subscription_and_topic_limits() {
             ReasonCode::Success,
             ReasonCode::Success,
             ReasonCode::QuotaExceeded,
-            ReasonCode::Success, // re-subscribing to an existing filter is not a new one
+            // A filter repeated within one SUBSCRIBE counts every copy against the cap, so
+            // that one packet cannot make the broker do unbounded work for free.
+            ReasonCode::QuotaExceeded,
             ReasonCode::TopicFilterInvalid,
         ]
     );
+    // Re-subscribing to an existing filter in a later SUBSCRIBE is not a new one.
+    s.send(&Packet::Subscribe(Subscribe {
+        pkid: 2,
+        properties: Properties::default(),
+        filters: vec![("a".to_string(), qos_opts(QoS::AtLeastOnce))],
+    }))
+    .await;
+    let Some(Packet::SubAck(a)) = s.recv().await else {
+        panic!("no SUBACK")
+    };
+    assert_eq!(a.codes, [ReasonCode::GrantedQos1]);
     s.send(&publish("p/q/r/s", QoS::AtLeastOnce, 3, b"deep"))
         .await;
     assert!(

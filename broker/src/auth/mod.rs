@@ -48,6 +48,8 @@ pub struct Identity {
     /// The client identifier of the connection (the one the broker assigned, if the client
     /// sent none); `%c` in ACL patterns.
     pub client_id: String,
+    /// How the client's topics map into the broker's (its tenant; default: unmapped).
+    pub namespace: crate::namespace::Namespace,
 }
 
 /// Decides whether a client may connect. Called off the async runtime (password hashing

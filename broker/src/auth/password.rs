@@ -127,6 +127,7 @@ impl Authenticator for PasswordAuth {
             username: user.map(str::to_owned),
             anonymous,
             client_id: creds.client_id.to_owned(),
+            ..Identity::default()
         };
         if let Some(user) = creds.cert_user {
             // The certificate is the proof; a user name in CONNECT may not contradict it.

@@ -1,0 +1,370 @@
+//! A connected client: CONNECT handling (authentication, session open), the connected
+//! loop, protocol events, and the end of the connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use switchboard_proto::session::{Accept, Event, InflightState, ServerSession, Violation};
+use switchboard_proto::{Connect, Properties, ReasonCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::{End, Io, OUT_HIGH_WATER};
+use crate::BrokerState;
+use crate::auth::{Action, Attempt, Identity};
+use crate::message::{Delivery, Message};
+use crate::metrics::Metrics;
+use crate::pipeline::ack::AckQueue;
+use crate::pipeline::authorise::within_limits;
+use crate::sessions::{Closing, Kick, NEVER_EXPIRES, SessionState, will_message};
+use crate::store::Op;
+
+/// A connected client.
+pub(super) struct Conn {
+    pub(super) broker: Arc<BrokerState>,
+    pub(super) conn_id: u64,
+    pub(super) client_id: String,
+    pub(super) identity: Identity,
+    pub(super) version: Version,
+    pub(super) state: SessionState,
+    pub(super) expiry: u32,
+    pub(super) will: Option<(Arc<Message>, u32)>,
+    pub(super) kicked: Option<oneshot::Receiver<Kick>>,
+    /// Outgoing shared-subscription deliveries awaiting acknowledgement.
+    pub(super) shared_inflight: HashMap<u16, Delivery>,
+    /// Acknowledgements of incoming QoS 1/2 publishes, in arrival order
+    /// ([MQTT-4.6.0-2]); each may wait for its store commit.
+    pub(super) acks: AckQueue,
+    /// Reused buffer for deliveries taken from the mailbox.
+    pub(super) batch: Vec<Delivery>,
+    /// The keep-alive changed: re-arm the timer.
+    pub(super) keep_alive_changed: bool,
+    /// What the admin API shows of this connection.
+    pub(super) info: Option<Arc<crate::sessions::LiveInfo>>,
+}
+
+impl Conn {
+    /// Validates and authenticates CONNECT, opens the session and queues CONNACK.
+    pub(super) async fn establish(
+        broker: &Arc<BrokerState>,
+        sess: &mut ServerSession,
+        c: Connect,
+        conn_id: u64,
+        peer: SocketAddr,
+        cert_user: Option<String>,
+    ) -> Option<Conn> {
+        let limits = &broker.config.limits;
+        let v5 = c.version.is_v5();
+        let reject = |sess: &mut ServerSession, code: ReasonCode, why: &str| {
+            info!(%code, why, "connection refused");
+            sess.reject(code, Some(why.to_owned()));
+            None
+        };
+        if c.properties.authentication_method.is_some() {
+            return reject(
+                sess,
+                ReasonCode::BadAuthenticationMethod,
+                "enhanced authentication is not supported",
+            );
+        }
+        if c.client_id.is_empty() && !c.clean_start && !v5 {
+            return reject(
+                sess,
+                ReasonCode::ClientIdentifierNotValid,
+                "[MQTT-3.1.3-8] empty client id needs clean session",
+            );
+        }
+        if let Some(w) = &c.will
+            && !within_limits(&w.topic, limits)
+        {
+            return reject(
+                sess,
+                ReasonCode::TopicNameInvalid,
+                "will topic exceeds the topic limits",
+            );
+        }
+        let identity = broker
+            .verifier
+            .verify(Attempt {
+                peer: peer.ip(),
+                client_id: c.client_id.clone(),
+                username: c.username.clone(),
+                password: c.password.clone(),
+                cert_user,
+            })
+            .await;
+        let mut identity = match identity {
+            Ok(i) => i,
+            Err(code) => return reject(sess, code, "authentication failed"),
+        };
+        let mut will = c.will.clone();
+        if let Some(w) = &mut will {
+            let mapped = identity
+                .namespace
+                .publish_topic(&w.topic)
+                .map(|t| t.into_owned());
+            match mapped {
+                Ok(t) if broker.acl.allowed(&identity, Action::Publish, &w.topic) => w.topic = t,
+                _ => return reject(sess, ReasonCode::NotAuthorized, "will topic not allowed"),
+            }
+        }
+        let mut props = Properties::default();
+        let client_id = if c.client_id.is_empty() {
+            let id = format!("sb-{:016x}", broker.next_id() ^ 0x5EED_0000_0000_0000);
+            props.assigned_client_identifier = Some(id.clone());
+            id
+        } else {
+            c.client_id.clone()
+        };
+        identity.client_id.clone_from(&client_id);
+        let asked_expiry = if v5 {
+            c.properties.session_expiry_interval.unwrap_or(0)
+        } else if c.clean_start {
+            0
+        } else {
+            NEVER_EXPIRES
+        };
+        let expiry = asked_expiry.min(limits.max_session_expiry);
+        if v5 && expiry != asked_expiry {
+            props.session_expiry_interval = Some(expiry);
+        }
+        let server_keep_alive = (limits.max_keep_alive > 0
+            && (c.keep_alive == 0 || c.keep_alive > limits.max_keep_alive))
+            .then_some(limits.max_keep_alive);
+
+        let opened = broker
+            .open_session(&client_id, c.clean_start, expiry, conn_id)
+            .await;
+        let mut state = opened.state;
+        let resume = if opened.session_present {
+            Some(std::mem::take(&mut state.inflight))
+        } else {
+            None
+        };
+        debug!(%client_id, version = ?c.version, session_present = opened.session_present, %peer, "connected");
+        sess.accept(
+            &c,
+            Accept {
+                session_present: opened.session_present,
+                properties: props,
+                server_keep_alive,
+                resume,
+            },
+        );
+        let will = will.map(|w| will_message(w, state.uid, Instant::now()));
+        Some(Conn {
+            broker: broker.clone(),
+            conn_id,
+            client_id,
+            identity,
+            version: c.version,
+            state,
+            expiry,
+            will,
+            kicked: Some(opened.kicked),
+            shared_inflight: HashMap::new(),
+            acks: AckQueue::new(c.version.is_v5()),
+            batch: Vec::new(),
+            keep_alive_changed: false,
+            info: None,
+        })
+    }
+
+    /// The connected loop.
+    pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut Io<S>,
+        sess: &mut ServerSession,
+    ) -> End {
+        let broker = self.broker.clone();
+        let mailbox = self.state.mailbox.clone();
+        let mut kicked = self.kicked.take();
+        // Packets that arrived together with CONNECT.
+        if let Err(v) = self.on_read(sess, &mut io.rbuf) {
+            return End::Violation(v);
+        }
+        self.drain(sess);
+        // One timer for the connection's life, re-armed only when it fires: the deadline
+        // moves with every packet, but checking it lazily costs nothing per packet.
+        let keep_alive = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(keep_alive);
+        // Registered once, not on every turn of the loop: the shutdown token's waiter list
+        // is shared by every connection, and re-registering there on each wake-up is a
+        // global lock in the hot path.
+        let shutdown = broker.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let notified = mailbox.notified();
+        tokio::pin!(notified);
+        let mut keep_alive_armed = false;
+        loop {
+            if io.pending.is_empty() && sess.has_transmit() {
+                io.pending = sess.take_transmit();
+            }
+            if std::mem::take(&mut self.keep_alive_changed) {
+                keep_alive_armed = false;
+            }
+            if !keep_alive_armed && let Some(deadline) = sess.poll_timeout() {
+                keep_alive.as_mut().reset(deadline.into());
+                keep_alive_armed = true;
+            }
+            io.reserve_read();
+            if sess.is_closed() {
+                return End::ClientDisconnect {
+                    with_will: self.will.is_some(),
+                };
+            }
+            let backlog = io.pending.len() + sess.pending_transmit();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    sess.disconnect(ReasonCode::ServerShuttingDown, None);
+                    return End::Shutdown;
+                }
+                k = async { kicked.as_mut().expect("guarded").await }, if kicked.is_some() => {
+                    kicked = None;
+                    if let Ok(k) = k {
+                        sess.disconnect(k.code, None);
+                        return End::Kicked(k);
+                    }
+                }
+                r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
+                    Ok(0) | Err(_) => return End::Lost("write failed"),
+                    Ok(n) => {
+                        Metrics::add(&broker.metrics.bytes_sent, n as u64);
+                        io.pending.advance(n);
+                        if io.pending.is_empty() {
+                            self.drain(sess);
+                        }
+                    }
+                },
+                r = io.rd.read_buf(&mut io.rbuf), if backlog < OUT_HIGH_WATER => match r {
+                    Ok(0) => return End::Lost("closed by peer"),
+                    Err(_) => return End::Lost("read failed"),
+                    Ok(n) => {
+                        Metrics::add(&broker.metrics.bytes_received, n as u64);
+                        io.read_hot = n >= io.read_room / 2;
+                        if let Err(v) = self.on_read(sess, &mut io.rbuf) {
+                            return End::Violation(v);
+                        }
+                        self.drain(sess);
+                    }
+                },
+                _ = &mut notified, if backlog < OUT_HIGH_WATER => {
+                    notified.set(mailbox.notified());
+                    self.drain(sess);
+                }
+                commit = self.acks.front_commit(), if self.acks.front_waits() => {
+                    if let Err(v) = self.acks.front_committed(sess, commit) {
+                        return End::Violation(v);
+                    }
+                    self.drain(sess);
+                }
+                _ = &mut keep_alive, if keep_alive_armed => {
+                    keep_alive_armed = false;
+                    if let Err(v) = sess.handle_timeout(Instant::now()) {
+                        return End::Violation(v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
+        let read = sess.handle_read(Instant::now(), rbuf);
+        // Events decoded before a violation are still acted on.
+        while let Some(ev) = sess.poll_event() {
+            self.on_event(sess, ev)?;
+        }
+        read
+    }
+
+    fn on_event(&mut self, sess: &mut ServerSession, ev: Event) -> Result<(), Violation> {
+        match ev {
+            Event::Publish(p) => self.on_publish(sess, *p),
+            Event::Subscribe(s) => self.on_subscribe(sess, s),
+            Event::Unsubscribe(u) => {
+                self.on_unsubscribe(sess, u);
+                Ok(())
+            }
+            Event::Disconnect(d) => {
+                if d.code != ReasonCode::DisconnectWithWill {
+                    self.will = None;
+                }
+                if let Some(e) = d.properties.session_expiry_interval {
+                    self.expiry = e.min(self.broker.config.limits.max_session_expiry);
+                    self.state.mailbox.set_persistent(self.expiry > 0);
+                }
+                Ok(())
+            }
+            Event::Delivered { pkid } => {
+                self.shared_inflight.remove(&pkid);
+                if let Some(seq) = self.state.stored_inflight.remove(&pkid) {
+                    self.store_write(Op::Dequeue {
+                        uid: self.state.uid,
+                        seq,
+                    });
+                }
+                Ok(())
+            }
+            Event::Received { pkid } => {
+                if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
+                    self.store_write(Op::MarkSent {
+                        uid: self.state.uid,
+                        seq,
+                        sent: crate::store::Sent::Released(pkid),
+                    });
+                }
+                Ok(())
+            }
+            Event::Released { pkid } => {
+                if self.state.mailbox.is_persistent() {
+                    self.store_write(Op::Released {
+                        client_id: self.client_id.clone(),
+                        pkid,
+                    });
+                }
+                Ok(())
+            }
+            Event::Connect(_) => Ok(()),
+        }
+    }
+
+    /// Parks or ends the session and publishes the will if the connection ended abnormally.
+    pub(super) fn finish(self, end: End, sess: ServerSession) {
+        let will = match &end {
+            End::ClientDisconnect { with_will: false } => None,
+            _ => self.will,
+        };
+        match &end {
+            End::Violation(v) => {
+                Metrics::inc(&self.broker.metrics.protocol_errors);
+                warn!(code = %v.code, reason = v.reason, "connection closed for a protocol violation");
+            }
+            End::Lost(why) => debug!(why, "connection lost"),
+            _ => debug!(?end, "connection ended"),
+        }
+        let mut state = self.state;
+        state.inflight = if self.expiry > 0 {
+            sess.into_inflight()
+        } else {
+            InflightState::default()
+        };
+        self.broker.close_session(
+            &self.client_id,
+            self.conn_id,
+            Closing {
+                state,
+                will,
+                expiry: self.expiry,
+                shared_inflight: self.shared_inflight,
+            },
+        );
+        if let End::Kicked(k) = end {
+            let _ = k.done.send(());
+        }
+    }
+}

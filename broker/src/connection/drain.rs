@@ -1,0 +1,129 @@
+//! Moving deliveries from the session's mailbox into the protocol session, and the
+//! connection's own store writes (dequeue, QoS 2 progress, the session record).
+
+use std::time::Instant;
+
+use switchboard_proto::QoS;
+use switchboard_proto::session::{SendError, ServerSession};
+use tracing::debug;
+
+use super::conn::Conn;
+use super::{DRAIN_BATCH, DRAIN_ROUNDS, OUT_HIGH_WATER};
+use crate::message::Delivery;
+use crate::metrics::Metrics;
+use crate::store::Op;
+
+impl Conn {
+    /// Moves deliveries from the mailbox into the session while the window and the output
+    /// buffer allow, keeping their order.
+    pub(super) fn drain(&mut self, sess: &mut ServerSession) {
+        let m = &self.broker.metrics;
+        let now = Instant::now();
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut rounds = 0;
+        while sess.pending_transmit() < OUT_HIGH_WATER && rounds < DRAIN_ROUNDS {
+            rounds += 1;
+            self.state
+                .mailbox
+                .pop_batch(DRAIN_BATCH, sess.send_room(), &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            sess.reserve_transmit(batch.iter().map(|d| d.msg.cost()).sum());
+            let mut rest = batch.drain(..);
+            for d in rest.by_ref() {
+                let Some(mut p) = d.to_publish(now) else {
+                    Metrics::inc(&m.dropped_expired);
+                    self.dequeue(&d);
+                    continue;
+                };
+                if !self.identity.namespace.is_identity() {
+                    p.topic = self.identity.namespace.outbound(&p.topic).into_owned();
+                }
+                match sess.publish(p) {
+                    Ok(pkid) => {
+                        Metrics::inc(&m.messages_sent);
+                        if pkid != 0 {
+                            if let Some(seq) = d.seq {
+                                self.state.stored_inflight.insert(pkid, seq);
+                                // QoS 2 must resume with the same packet id after a crash, or
+                                // the client would take it for a new message. (QoS 1 may be
+                                // delivered twice anyway: not worth a write per message.)
+                                if d.qos == QoS::ExactlyOnce {
+                                    self.store_write(Op::MarkSent {
+                                        uid: self.state.uid,
+                                        seq,
+                                        sent: crate::store::Sent::Published(pkid),
+                                    });
+                                }
+                            }
+                            if d.shared.is_some() {
+                                self.shared_inflight.insert(pkid, d);
+                            }
+                        }
+                    }
+                    Err(SendError::TooLarge) => {
+                        debug!(topic = %d.msg.topic, "message larger than the client's maximum packet size dropped");
+                        Metrics::inc(&m.dropped_too_large);
+                        self.dequeue(&d);
+                    }
+                    Err(SendError::WindowFull | SendError::NotConnected) => {
+                        let mut back = vec![d];
+                        back.extend(rest);
+                        self.state.mailbox.push_front_all(back);
+                        self.batch = batch;
+                        return;
+                    }
+                }
+            }
+        }
+        self.batch = batch;
+        // Budget used up: come back after other tasks had their turn.
+        if rounds == DRAIN_ROUNDS {
+            self.state.mailbox.wake();
+        }
+    }
+
+    pub(super) fn store_write(&self, op: Op) {
+        if let Some(st) = self.broker.store() {
+            st.write(vec![op], None);
+        }
+    }
+
+    /// Drops a stored delivery that will never be sent.
+    pub(super) fn dequeue(&self, d: &Delivery) {
+        if let Some(seq) = d.seq {
+            self.store_write(Op::Dequeue {
+                uid: self.state.uid,
+                seq,
+            });
+        }
+    }
+
+    pub(super) fn sorted_subscriptions(&self) -> Vec<String> {
+        let mut subs: Vec<String> = self.state.subs.keys().cloned().collect();
+        subs.sort();
+        subs
+    }
+
+    /// Writes the session's subscriptions to the store, if it is persistent, and refreshes
+    /// what the admin API shows.
+    pub(super) fn persist_session(&mut self) {
+        if let Some(info) = &self.info {
+            *info.subscriptions.lock() = self.sorted_subscriptions();
+        }
+        if let Some(st) = self.broker.store()
+            && self.expiry > 0
+        {
+            let record = self.state.record(self.expiry, None, None);
+            st.write(
+                vec![Op::PutSession {
+                    client_id: self.client_id.clone(),
+                    record,
+                }],
+                None,
+            );
+            self.state.persisted = true;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! One client connection: drives the sans-IO [`ServerSession`] with bytes from the
+//! transport, acts on its events (authenticate, route, subscribe), feeds it deliveries from
+//! the session's mailbox, and writes what it produces.
+//!
+//! The task never blocks on one thing: reading, writing, the mailbox, the keep-alive timer,
+//! shutdown and takeover are one `select!`. Output is bounded: while more than
+//! [`OUT_HIGH_WATER`] bytes wait for the socket, the task stops taking deliveries and stops
+//! reading, so a client that does not read costs its queue bounds and no more.
+//!
+//! Files: this one (the task, its I/O and CONNECT), `conn` (the connected loop and protocol
+//! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE)
+//! and `drain` (mailbox → session, and the connection's store writes).
+
+mod conn;
+mod drain;
+mod handlers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use switchboard_proto::Connect;
+use switchboard_proto::session::{Event, ServerSession, SessionLimits, Violation};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{Instrument, debug, warn};
+
+use crate::BrokerState;
+use crate::metrics::Metrics;
+use crate::sessions::Kick;
+use conn::Conn;
+
+/// Bytes waiting for the socket above which the task pauses deliveries and reading.
+pub(super) const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Deliveries taken from the mailbox under one lock.
+pub(super) const DRAIN_BATCH: usize = 64;
+/// Batches per wake-up before the task yields to other work.
+pub(super) const DRAIN_ROUNDS: usize = 4;
+/// Read buffer for a quiet connection, and for a busy one.
+const READ_IDLE: usize = 256;
+const READ_BUSY: usize = 4 * 1024;
+/// Time allowed to flush the last bytes (DISCONNECT) before closing.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
+
+/// How the connection ended.
+#[derive(Debug)]
+pub(super) enum End {
+    /// DISCONNECT from the client; `with_will` for reason 0x04.
+    ClientDisconnect {
+        with_will: bool,
+    },
+    /// The socket closed or failed without DISCONNECT.
+    Lost(&'static str),
+    Violation(Violation),
+    Kicked(Kick),
+    Shutdown,
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve<S>(
+    broker: Arc<BrokerState>,
+    stream: S,
+    peer: SocketAddr,
+    transport: &'static str,
+    cert_user: Option<String>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let conn_id = broker.next_id();
+    let span = tracing::info_span!("conn", id = conn_id, %peer, transport, client_id = tracing::field::Empty);
+    async move {
+        let (rd, wr) = tokio::io::split(stream);
+        let mut io = Io {
+            rd,
+            wr,
+            rbuf: BytesMut::with_capacity(READ_IDLE),
+            pending: Bytes::new(),
+            read_hot: false,
+            read_room: READ_IDLE,
+        };
+        Metrics::inc(&broker.metrics.connections_total);
+        let limits = session_limits(&broker);
+        let mut sess = ServerSession::new(limits, Instant::now());
+        let connect = match io.read_connect(&broker, &mut sess).await {
+            Ok(c) => c,
+            Err(why) => {
+                debug!(why, "connection ended before CONNECT was accepted");
+                io.final_flush(&mut sess).await;
+                return;
+            }
+        };
+        let Some(mut conn) =
+            Conn::establish(&broker, &mut sess, *connect, conn_id, peer, cert_user).await
+        else {
+            io.final_flush(&mut sess).await;
+            return;
+        };
+        tracing::Span::current().record("client_id", conn.client_id.as_str());
+        Metrics::inc(&broker.metrics.clients_connected);
+        let by_transport =
+            &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
+        Metrics::inc(by_transport);
+        conn.info = Some(Arc::new(crate::sessions::LiveInfo {
+            transport,
+            peer: peer.to_string(),
+            since: crate::store::unix_now(),
+            mailbox: conn.state.mailbox.clone(),
+            subscriptions: parking_lot::Mutex::new(conn.sorted_subscriptions()),
+        }));
+        if let Some(info) = &conn.info {
+            broker.attach_info(&conn.client_id, conn_id, info.clone());
+        }
+        let end = conn.run(&mut io, &mut sess).await;
+        if let End::Violation(v) = &end {
+            sess.disconnect(v.code, Some(v.reason));
+        }
+        Metrics::dec(&broker.metrics.clients_connected);
+        Metrics::dec(by_transport);
+        io.final_flush(&mut sess).await;
+        conn.finish(end, sess);
+    }
+    .instrument(span)
+    .await;
+}
+
+fn session_limits(b: &BrokerState) -> SessionLimits {
+    let l = &b.config.limits;
+    SessionLimits {
+        max_packet_size: l.max_packet_size,
+        receive_maximum: l.receive_maximum,
+        topic_alias_maximum: l.topic_alias_maximum,
+        max_inflight: l.max_inflight,
+        outgoing_topic_aliases: l.topic_alias_maximum,
+    }
+}
+
+pub(super) struct Io<S> {
+    rd: tokio::io::ReadHalf<S>,
+    wr: tokio::io::WriteHalf<S>,
+    rbuf: BytesMut,
+    /// Bytes taken from the session, not yet written.
+    pending: Bytes,
+    /// The last read filled at least half the room it had: the peer is sending a lot.
+    read_hot: bool,
+    /// Room the last read had.
+    read_room: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Makes room for the next read: a little for a quiet connection (an idle phone holds
+    /// almost no buffer), a lot for a busy one.
+    fn reserve_read(&mut self) {
+        let want = if self.read_hot { READ_BUSY } else { READ_IDLE };
+        if self.rbuf.capacity() - self.rbuf.len() < want / 2 {
+            self.rbuf.reserve(want);
+        }
+        self.read_room = self.rbuf.capacity() - self.rbuf.len();
+    }
+
+    /// Reads until the session yields CONNECT, within the connect timeout.
+    async fn read_connect(
+        &mut self,
+        broker: &BrokerState,
+        sess: &mut ServerSession,
+    ) -> Result<Box<Connect>, &'static str> {
+        let deadline = Duration::from_secs(broker.config.limits.connect_timeout);
+        let read = async {
+            loop {
+                if self.rbuf.capacity() - self.rbuf.len() < 128 {
+                    self.rbuf.reserve(4096);
+                }
+                let n = self
+                    .rd
+                    .read_buf(&mut self.rbuf)
+                    .await
+                    .map_err(|_| "read error")?;
+                if n == 0 {
+                    return Err("closed");
+                }
+                Metrics::add(&broker.metrics.bytes_received, n as u64);
+                if let Err(v) = sess.handle_read(Instant::now(), &mut self.rbuf) {
+                    warn!(reason = v.reason, code = %v.code, "bad CONNECT");
+                    Metrics::inc(&broker.metrics.protocol_errors);
+                    sess.disconnect(v.code, Some(v.reason));
+                    return Err("protocol violation before CONNECT");
+                }
+                if let Some(Event::Connect(c)) = sess.poll_event() {
+                    return Ok(c);
+                }
+            }
+        };
+        tokio::time::timeout(deadline, read)
+            .await
+            .map_err(|_| "no CONNECT within the connect timeout")?
+    }
+
+    /// Writes whatever is left, bounded in time, then closes the write side.
+    async fn final_flush(&mut self, sess: &mut ServerSession) {
+        let rest = sess.take_transmit();
+        let flush = async {
+            self.wr.write_all(&self.pending).await?;
+            self.wr.write_all(&rest).await?;
+            self.wr.shutdown().await
+        };
+        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
+    }
+}

@@ -1,0 +1,396 @@
+//! The background task behind a [`crate::Client`]: a thin I/O driver around
+//! [`ClientSession`]. It opens connections (QUIC → TLS → TCP, in the configured order),
+//! reconnects with jittered back-off, moves bytes between the socket and the session, fires
+//! the session's timers, turns app commands into session calls and session events into app
+//! events, and runs the adaptive heartbeat policy. Every protocol rule lives in the session.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use switchboard_proto::session::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, RequestError,
+};
+use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, transport};
+
+/// Why a connection ended.
+enum Ended {
+    Shutdown,
+    /// No PINGRESP after an idle period: the network forgot the connection.
+    PingTimeout,
+    Lost(String),
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement.
+struct Pending {
+    /// The filter of a subscribe, so a re-subscribe skips filters already on their way.
+    subscribe: Option<String>,
+    done: Option<AckWaiter>,
+}
+
+pub(crate) struct Driver {
+    cfg: Config,
+    connector: transport::Connector,
+    hb: Heartbeat,
+    session: ClientSession,
+    /// Filters to subscribe again when a reconnect lost the session: one entry per filter
+    /// the app subscribed and did not unsubscribe.
+    subs: Vec<(String, QoS)>,
+    /// Requests by packet identifier. Bounded by the identifier space: the session refuses
+    /// a request when every identifier is in flight.
+    requests: HashMap<u16, Pending>,
+    events: mpsc::Sender<Event>,
+    cmds: mpsc::Receiver<Command>,
+    reconnects: u32,
+}
+
+/// The session's clock: tokio's, so that tests with a paused clock drive it too.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    pub(crate) fn new(
+        cfg: Config,
+        connector: transport::Connector,
+        cmds: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+    ) -> Driver {
+        let hb = Heartbeat::new(cfg.heartbeat.clone());
+        let session = ClientSession::new(
+            ClientConfig {
+                version: Version::V5,
+                clean_start: false,
+                keep_alive: hb.interval(),
+                ping_timeout: cfg.ping_timeout,
+                connack_timeout: cfg.connect_timeout,
+                session_expiry: cfg.session_expiry,
+                username: cfg.username.clone(),
+                password: cfg.password.clone(),
+                max_packet_size: cfg.max_packet_size,
+                max_queued: cfg.offline_queue,
+                ..ClientConfig::new(&cfg.client_id)
+            },
+            now(),
+        );
+        Driver {
+            cfg,
+            connector,
+            hb,
+            session,
+            subs: Vec::new(),
+            requests: HashMap::new(),
+            events,
+            cmds,
+            reconnects: 0,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut delay = self.cfg.backoff_min;
+        loop {
+            match self.open().await {
+                Ok((stream, name)) => {
+                    let ended = self.connection(stream, name).await;
+                    self.session.connection_lost();
+                    self.reconnects += 1;
+                    let reason = match ended {
+                        Ended::Shutdown => return,
+                        Ended::PingTimeout => {
+                            let interval = self.hb.on_timeout();
+                            self.session.set_keep_alive(interval);
+                            let _ = self
+                                .events
+                                .send(Event::Heartbeat {
+                                    interval,
+                                    phase: self.hb.phase(),
+                                })
+                                .await;
+                            // A NAT timeout is not an outage: reconnect at once.
+                            delay = Duration::ZERO;
+                            "ping timeout (NAT mapping lost?)".to_owned()
+                        }
+                        Ended::Lost(why) => {
+                            delay = self.cfg.backoff_min;
+                            why
+                        }
+                    };
+                    let _ = self.events.send(Event::Disconnected { reason }).await;
+                }
+                Err(e) => {
+                    let _ = self
+                        .events
+                        .send(Event::Disconnected {
+                            reason: e.to_string(),
+                        })
+                        .await;
+                    delay = (delay * 2).clamp(self.cfg.backoff_min, self.cfg.backoff_max);
+                }
+            }
+            // Jitter: a crowd of phones coming back after an outage must not come back at once.
+            let wait = delay.mul_f64(rand::rng().random_range(0.5..1.0));
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    c = self.cmds.recv() => match c {
+                        None | Some(Command::Shutdown) => return,
+                        Some(c) => self.command(c),
+                    },
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<(transport::BoxStream, &'static str), Error> {
+        let mut last = Error::Config("no endpoint configured".into());
+        for ep in self.cfg.endpoints.clone() {
+            match self.connector.open(&ep).await {
+                Ok(s) => return Ok((s, ep.name())),
+                Err(e) => {
+                    tracing::debug!(endpoint = ep.name(), error = %e, "endpoint unreachable, trying the next");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// One network connection, from CONNECT until it ends.
+    async fn connection(&mut self, mut s: transport::BoxStream, name: &'static str) -> Ended {
+        let mut rbuf = BytesMut::with_capacity(4096);
+        self.session.set_keep_alive(self.hb.interval());
+        self.session.connect(now());
+        loop {
+            if self.session.has_transmit() {
+                let out = self.session.take_transmit();
+                if let Err(e) = s.write_all(&out).await {
+                    return Ended::Lost(e.to_string());
+                }
+            }
+            let timer = self.session.poll_timeout();
+            let sleep = async move {
+                match timer {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let result = tokio::select! {
+                c = self.cmds.recv() => match c {
+                    None | Some(Command::Shutdown) => {
+                        self.session.disconnect(ReasonCode::Success);
+                        let out = self.session.take_transmit();
+                        let _ = s.write_all(&out).await;
+                        let _ = s.shutdown().await;
+                        return Ended::Shutdown;
+                    }
+                    Some(c) => {
+                        self.command(c);
+                        Ok(())
+                    }
+                },
+                r = s.read_buf(&mut rbuf) => match r {
+                    Ok(0) => return Ended::Lost("closed by the broker".into()),
+                    Err(e) => return Ended::Lost(e.to_string()),
+                    Ok(_) => self.session.handle_read(now(), &mut rbuf),
+                },
+                _ = sleep => self.session.handle_timeout(now()),
+            };
+            if let Err(e) = result {
+                // A violation leaves a DISCONNECT to send before closing.
+                let out = self.session.take_transmit();
+                if !out.is_empty() {
+                    let _ = s.write_all(&out).await;
+                }
+                let _ = s.shutdown().await;
+                return ended_by(e);
+            }
+            if let Some(ended) = self.drain_events(name).await {
+                return ended;
+            }
+        }
+    }
+
+    /// Hands the session's events to the app; `Some` when the app is gone.
+    async fn drain_events(&mut self, transport: &'static str) -> Option<Ended> {
+        while let Some(e) = self.session.poll_event() {
+            match e {
+                ClientEvent::Connected {
+                    session_present, ..
+                } => {
+                    if !session_present {
+                        self.resubscribe();
+                    }
+                    let _ = self
+                        .events
+                        .send(Event::Connected {
+                            transport,
+                            session_present,
+                            reconnects: self.reconnects,
+                        })
+                        .await;
+                }
+                ClientEvent::Message(p) => {
+                    if self.events.send(Event::Message(p)).await.is_err() {
+                        return Some(Ended::Shutdown);
+                    }
+                }
+                ClientEvent::Published { pkid, code } => {
+                    if code.is_error() {
+                        tracing::warn!(pkid, %code, "the broker refused a publish");
+                    }
+                }
+                ClientEvent::SubAck { pkid, codes } | ClientEvent::UnsubAck { pkid, codes } => {
+                    if let Some(Pending {
+                        done: Some(done), ..
+                    }) = self.requests.remove(&pkid)
+                    {
+                        let _ = done.send(Ok(codes));
+                    }
+                }
+                ClientEvent::Pong => {
+                    if let Some(next) = self.hb.on_pong() {
+                        self.session.set_keep_alive(next);
+                        self.announce(next);
+                        let _ = self
+                            .events
+                            .send(Event::Heartbeat {
+                                interval: next,
+                                phase: self.hb.phase(),
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Applies an app command to the session (which sends now or when it can).
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Subscribe { filter, qos, done } => {
+                self.subs.retain(|(f, _)| *f != filter);
+                self.subs.push((filter.clone(), qos));
+                self.send_subscribe(filter, qos, done);
+            }
+            Command::Unsubscribe { filter, done } => {
+                self.subs.retain(|(f, _)| *f != filter);
+                match self.session.unsubscribe(now(), vec![filter]) {
+                    Ok(pkid) => {
+                        self.requests.insert(
+                            pkid,
+                            Pending {
+                                subscribe: None,
+                                done,
+                            },
+                        );
+                    }
+                    Err(e) => reply(done, e),
+                }
+            }
+            Command::Publish(p, done) => {
+                let r = self.session.publish(now(), *p).map(|_| ());
+                let _ = done.send(r.map_err(request_error));
+            }
+            Command::SetNetwork(n) => {
+                self.hb.set_network(&n);
+                self.session.set_keep_alive(self.hb.interval());
+                if self.session.is_connected() {
+                    self.announce(self.hb.interval());
+                }
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn send_subscribe(&mut self, filter: String, qos: QoS, done: Option<AckWaiter>) {
+        let opts = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
+        match self
+            .session
+            .subscribe(now(), vec![(filter.clone(), opts)], Properties::default())
+        {
+            Ok(pkid) => {
+                self.requests.insert(
+                    pkid,
+                    Pending {
+                        subscribe: Some(filter),
+                        done,
+                    },
+                );
+            }
+            Err(e) => reply(done, e),
+        }
+    }
+
+    /// The broker lost the session: subscribe again to every remembered filter not already
+    /// on its way (the session resends unanswered requests itself). Each SUBSCRIBE takes a
+    /// fresh packet identifier from the session, never one in flight.
+    fn resubscribe(&mut self) {
+        let again: Vec<(String, QoS)> = self
+            .subs
+            .iter()
+            .filter(|(f, _)| {
+                !self
+                    .requests
+                    .values()
+                    .any(|p| p.subscribe.as_deref() == Some(f.as_str()))
+            })
+            .cloned()
+            .collect();
+        for (filter, qos) in again {
+            self.send_subscribe(filter, qos, None);
+        }
+    }
+
+    /// Tells the broker the heartbeat interval now in use.
+    fn announce(&mut self, interval: Duration) {
+        let secs = interval.as_secs_f64().ceil().max(1.0) as u16;
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: switchboard_proto::KEEP_ALIVE_TOPIC.into(),
+            pkid: 0,
+            properties: Properties::default(),
+            payload: Bytes::from(secs.to_string()),
+        };
+        if let Err(e) = self.session.publish(now(), p) {
+            tracing::debug!(error = %e, "heartbeat announcement not sent");
+        }
+    }
+}
+
+fn request_error(e: RequestError) -> Error {
+    match e {
+        RequestError::QueueFull => Error::QueueFull,
+        other => Error::Request(other),
+    }
+}
+
+fn reply(done: Option<AckWaiter>, e: RequestError) {
+    if let Some(done) = done {
+        let _ = done.send(Err(request_error(e)));
+    }
+}
+
+fn ended_by(e: ClientError) -> Ended {
+    match e {
+        ClientError::PingTimeout => Ended::PingTimeout,
+        ClientError::Refused { code, .. } => Ended::Lost(Error::Refused(code).to_string()),
+        ClientError::Disconnected { code, .. } => {
+            Ended::Lost(format!("broker disconnected us: {code}"))
+        }
+        ClientError::ConnAckTimeout => Ended::Lost("no CONNACK".into()),
+        ClientError::Violation(v) => Ended::Lost(format!("bad packet from the broker: {v}")),
+        other => Ended::Lost(other.to_string()),
+    }
+}
