@@ -61,6 +61,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     PasswordFile(#[from] auth::PasswordFileError),
+    #[error(transparent)]
+    AclFile(#[from] auth::AclError),
     #[error("cannot read the store: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -83,6 +85,10 @@ pub struct BrokerState {
     queue_seq: AtomicU64,
     pub auth: Arc<dyn Authenticator>,
     pub acl: Arc<dyn Acl>,
+    /// Runs `auth` within the rate and concurrency limits.
+    pub verifier: auth::Verifier,
+    /// The ACL file (also part of `acl`), for reloading.
+    pub acl_file: Option<Arc<auth::FileAcl>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -153,6 +159,12 @@ impl Broker {
         self
     }
 
+    /// Adds an ACL hook: a publish or subscribe then needs its consent too.
+    pub fn add_acl(mut self, hook: Arc<dyn Acl>) -> Self {
+        self.acl = Arc::new(auth::AllOf(vec![self.acl, hook]));
+        self
+    }
+
     /// Binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let auth: Arc<dyn Authenticator> = match (self.auth, &self.config.password_file) {
@@ -219,6 +231,15 @@ impl Broker {
             Some(st) => Some(st.load()?),
             None => None,
         };
+        let acl_file = match &self.config.acl_file {
+            Some(path) => Some(Arc::new(auth::FileAcl::load(path)?)),
+            None => None,
+        };
+        let acl: Arc<dyn Acl> = match &acl_file {
+            Some(f) => Arc::new(auth::AllOf(vec![self.acl, f.clone()])),
+            None => self.acl,
+        };
+        let verifier = auth::Verifier::new(auth.clone(), self.config.auth.clone());
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         let state = Arc::new(BrokerState {
             config: self.config,
@@ -230,7 +251,9 @@ impl Broker {
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
-            acl: self.acl,
+            acl,
+            verifier,
+            acl_file,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),

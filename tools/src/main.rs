@@ -3,7 +3,8 @@
 //! - `up`: everything that exists, in one process, with developer defaults.
 //! - `broker`: the MQTT broker alone.
 //! - `config print-default`: the default configuration file.
-//! - `passwd USER`: a password file line (argon2id) for a device account.
+//! - `passwd USER`: a password file line (argon2id, or SCRAM-SHA-256 with `--scram`).
+//! - `ctl ...`: the admin API from the command line (`ctl acl reload` re-reads the ACL file).
 
 mod bench;
 mod config;
@@ -87,7 +88,15 @@ enum Command {
         client: Vec<String>,
     },
     /// Print a password file line for USER; the password is read from stdin.
-    Passwd { user: String },
+    Passwd {
+        user: String,
+        /// A SCRAM-SHA-256 credential (serves SCRAM and plain passwords) instead of argon2id.
+        #[arg(long)]
+        scram: bool,
+        /// PBKDF2 iterations for `--scram`.
+        #[arg(long, default_value_t = switchboard_broker::auth::scram::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Benchmark Switchboard against mosquitto and rumqttd on loopback.
     Bench(bench::BenchArgs),
     /// Runs a benchmark peer broker in this process (used by `bench`).
@@ -127,6 +136,11 @@ enum CtlCommand {
     Retained(AdminArgs),
     /// The Prometheus metrics text.
     Metrics(AdminArgs),
+    /// The ACL file.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]
@@ -148,6 +162,12 @@ struct AdminArgs {
     token: Option<String>,
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Re-read the ACL file (a file with errors is refused; the old rules stay).
+    Reload(AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -196,6 +216,9 @@ struct RunArgs {
     /// Password file of `user:argon2-hash` lines.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// ACL file (mosquitto format, plus `share` rules); reloaded on SIGHUP.
+    #[arg(long)]
+    acl_file: Option<PathBuf>,
     /// Log filter (e.g. `info`, `debug`, `switchboard_broker=trace`).
     #[arg(long)]
     log: Option<String>,
@@ -249,14 +272,25 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(peer == "rumqttd", "unknown peer {peer}");
             bench::peers::run_rumqttd(port)
         }
-        Command::Passwd { user } => {
+        Command::Passwd {
+            user,
+            scram,
+            iterations,
+        } => {
             anyhow::ensure!(!user.contains(':'), "user names cannot contain ':'");
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password on stdin");
-            let hash = switchboard_broker::auth::hash_password(password)
-                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            let hash = if scram {
+                anyhow::ensure!(iterations >= 4096, "RFC 7677: at least 4096 iterations");
+                switchboard_broker::auth::ScramCredential::new(password.as_bytes(), iterations)
+                    .map_err(|e| anyhow::anyhow!("deriving failed: {e}"))?
+                    .to_phc_like()
+            } else {
+                switchboard_broker::auth::hash_password(password)
+                    .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
+            };
             println!("{user}:{hash}");
             Ok(())
         }
@@ -305,6 +339,9 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     }
     if let Some(p) = args.password_file {
         cfg.broker.password_file = Some(p);
+    }
+    if let Some(p) = args.acl_file {
+        cfg.broker.acl_file = Some(p);
     }
     if let Some(l) = args.log {
         cfg.log = l;
@@ -381,7 +418,7 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         if cfg.broker.allow_anonymous {
             println!("switchboard: anonymous clients allowed");
         }
-        wait_for_signal().await?;
+        wait_for_signal(handle.state().acl_file.clone()).await?;
         tracing::info!("shutting down: disconnecting clients (0x8B)");
         if tokio::time::timeout(Duration::from_secs(15), handle.shutdown())
             .await
@@ -394,15 +431,29 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; meanwhile SIGHUP reloads the ACL file (a file with errors
+/// is logged and the previous rules stay).
+async fn wait_for_signal(
+    acl: Option<Arc<switchboard_broker::auth::FileAcl>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match &acl {
+                Some(acl) => {
+                    let acl = acl.clone();
+                    // FileAcl::reload logs the outcome itself.
+                    let _ = tokio::task::spawn_blocking(move || acl.reload()).await;
+                }
+                None => tracing::info!("SIGHUP: no ACL file to reload"),
+            },
+        }
     }
-    Ok(())
 }
 
 fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
@@ -468,6 +519,9 @@ fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
         ),
         CtlCommand::Retained(a) => ("GET", "/api/v1/retained".to_owned(), a),
         CtlCommand::Metrics(a) => ("GET", "/metrics".to_owned(), a),
+        CtlCommand::Acl {
+            command: AclCommand::Reload(a),
+        } => ("POST", "/api/v1/acl/reload".to_owned(), a),
         CtlCommand::Store { .. } => unreachable!("handled by ctl_store"),
     };
     let token = match admin.token {
@@ -482,7 +536,7 @@ fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
     use std::io::Write as _;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         admin.admin
     )?;
     let mut response = String::new();
