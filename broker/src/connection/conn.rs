@@ -136,9 +136,17 @@ impl Conn {
             && (c.keep_alive == 0 || c.keep_alive > limits.max_keep_alive))
             .then_some(limits.max_keep_alive);
 
-        let opened = broker
-            .open_session(&client_id, c.clean_start, expiry, conn_id)
-            .await;
+        let owner = crate::sessions::owner_of(&identity);
+        let opened = match broker
+            .open_session(&client_id, owner.as_deref(), c.clean_start, expiry, conn_id)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // [MQTT-3.2.2-8] v5 0x85; 3.1.1 return code 0x02 identifier rejected.
+                return reject(sess, ReasonCode::ClientIdentifierNotValid, &e.to_string());
+            }
+        };
         let mut state = opened.state;
         let resume = if opened.session_present {
             Some(std::mem::take(&mut state.inflight))

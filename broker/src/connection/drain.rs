@@ -115,7 +115,8 @@ impl Conn {
         if let Some(st) = self.broker.store()
             && self.expiry > 0
         {
-            let record = self.state.record(self.expiry, None, None);
+            let owner = crate::sessions::owner_of(&self.identity);
+            let record = self.state.record(owner.as_deref(), self.expiry, None, None);
             st.write(
                 vec![Op::PutSession {
                     client_id: self.client_id.clone(),

@@ -91,7 +91,10 @@ impl Fixture {
     /// Opens a session with one subscription; returns its uid.
     async fn subscriber(&self, client_id: &str, filter: &str, expiry: u32) -> u64 {
         let b = self.state();
-        let opened = b.open_session(client_id, true, expiry, b.next_id()).await;
+        let opened = b
+            .open_session(client_id, None, true, expiry, b.next_id())
+            .await
+            .expect("no owner conflict");
         let uid = opened.state.uid;
         let opts = SubscriptionOptions {
             qos: QoS::AtLeastOnce,

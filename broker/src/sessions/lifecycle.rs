@@ -8,7 +8,7 @@ use switchboard_proto::ReasonCode;
 use switchboard_proto::session::{InflightState, Outbound};
 use tokio::sync::oneshot;
 
-use super::{Closing, Entry, Kick, Link, NEVER_EXPIRES, Opened, SessionState};
+use super::{Closing, Entry, Kick, Link, NEVER_EXPIRES, OpenError, Opened, SessionState};
 use crate::BrokerState;
 use crate::mailbox::Mailbox;
 use crate::message::Message;
@@ -19,21 +19,30 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 
 impl BrokerState {
     /// Attaches connection `conn_id` to the session of `client_id`, taking it over from
-    /// another connection if needed.
+    /// another connection if needed. `owner` ([`super::owner_of`]) must be the owner of an
+    /// existing session, else nothing is touched and the answer is [`OpenError::NotOwner`].
+    ///
+    /// Two CONNECTs racing for one client id end with one session: the registry lock
+    /// decides who attaches; the other takes the session over afterwards. A clean start
+    /// deletes the old session's rows and writes the new record in one transaction, in
+    /// that order, so no orphan rows remain and the new record is never deleted.
     pub async fn open_session(
         self: &Arc<Self>,
         client_id: &str,
+        owner: Option<&str>,
         clean_start: bool,
         expiry: u32,
         conn_id: u64,
-    ) -> Opened {
+    ) -> Result<Opened, OpenError> {
         loop {
             // Someone holds the session: ask it to let go, then look again.
             let holder = {
                 let mut map = self.sessions.map.lock();
-                map.get_mut(client_id)
-                    .and_then(|e| e.link.as_mut())
-                    .map(|link| (link.conn_id, link.kick.take()))
+                match map.get_mut(client_id) {
+                    Some(e) if e.owner.as_deref() != owner => return Err(OpenError::NotOwner),
+                    Some(e) => e.link.as_mut().map(|link| (link.conn_id, link.kick.take())),
+                    None => None,
+                }
             };
             if let Some((old, kick)) = holder {
                 let (done_tx, done_rx) = oneshot::channel();
@@ -61,8 +70,10 @@ impl BrokerState {
                 continue;
             }
             let mut map = self.sessions.map.lock();
-            if map.get(client_id).is_some_and(|e| e.link.is_some()) {
-                continue;
+            match map.get(client_id) {
+                Some(e) if e.owner.as_deref() != owner => return Err(OpenError::NotOwner),
+                Some(e) if e.link.is_some() => continue,
+                _ => {}
             }
             let generation = self.next_id();
             let (kick_tx, kick_rx) = oneshot::channel();
@@ -86,17 +97,26 @@ impl BrokerState {
             let mut state = resumed.unwrap_or_else(|| self.new_session_state());
             state.mailbox.set_online(true);
             state.mailbox.set_persistent(expiry > 0);
-            if let Some(store) = self.store()
-                && (expiry > 0 || state.persisted)
-            {
-                store.write(
-                    vec![Op::PutSession {
+            if let Some(store) = self.store() {
+                let mut ops = Vec::new();
+                if let Some((Some(old), _)) = &ended
+                    && old.persisted
+                {
+                    ops.push(Op::DeleteSession {
                         client_id: client_id.to_owned(),
-                        record: state.record(expiry, None, None),
-                    }],
-                    None,
-                );
-                state.persisted = true;
+                        uid: old.uid,
+                    });
+                }
+                if expiry > 0 || state.persisted {
+                    ops.push(Op::PutSession {
+                        client_id: client_id.to_owned(),
+                        record: state.record(owner, expiry, None, None),
+                    });
+                    state.persisted = true;
+                }
+                if !ops.is_empty() {
+                    store.write(ops, None);
+                }
             }
             map.insert(
                 client_id.to_owned(),
@@ -106,23 +126,23 @@ impl BrokerState {
                     expiry,
                     generation,
                     will: None,
+                    owner: owner.map(str::to_owned),
                 },
             );
             drop(map);
             if let Some((old_state, will)) = ended {
                 if let Some(s) = old_state {
-                    self.forget(client_id, &s);
                     self.discard(s);
                 }
                 if let Some(w) = will {
                     self.publish_will(w);
                 }
             }
-            return Opened {
+            return Ok(Opened {
                 state,
                 session_present,
                 kicked: kick_rx,
-            };
+            });
         }
     }
 
@@ -180,7 +200,8 @@ impl BrokerState {
                 }
                 _ => None,
             };
-            let record = c.state.record(c.expiry, Some(unix_now()), will);
+            let owner = map.get(client_id).and_then(|e| e.owner.as_deref());
+            let record = c.state.record(owner, c.expiry, Some(unix_now()), will);
             store.write(
                 vec![Op::PutSession {
                     client_id: client_id.to_owned(),
@@ -297,10 +318,9 @@ impl BrokerState {
                     .filter(|e| e.generation == generation)
                     .and_then(|e| {
                         let w = e.will.take()?;
-                        let record = e
-                            .state
-                            .as_ref()
-                            .map(|s| s.record(e.expiry, Some(unix_now()), None));
+                        let record = e.state.as_ref().map(|s| {
+                            s.record(e.owner.as_deref(), e.expiry, Some(unix_now()), None)
+                        });
                         Some((w, record))
                     })
             };

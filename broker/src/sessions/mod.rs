@@ -60,6 +60,7 @@ impl SessionState {
     /// The stored form of this session.
     pub fn record(
         &self,
+        owner: Option<&str>,
         expiry: u32,
         disconnected_at: Option<u64>,
         will: Option<(Vec<u8>, u64)>,
@@ -76,6 +77,7 @@ impl SessionState {
             subs,
             disconnected_at,
             will,
+            owner: owner.map(str::to_owned),
         }
     }
 }
@@ -129,6 +131,8 @@ pub(crate) struct Entry {
     generation: u64,
     /// A will waiting for its delay.
     will: Option<Arc<Message>>,
+    /// The identity that created the session ([`owner_of`]).
+    owner: Option<String>,
 }
 
 /// Shards of the id → mailbox map (a power of two): lookups on the delivery path take a
@@ -142,6 +146,14 @@ type IdMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
 pub struct Sessions {
     map: Mutex<HashMap<String, Entry>>,
     mailboxes: [RwLock<IdMap<Arc<Mailbox>>>; SHARDS],
+}
+
+/// Why [`BrokerState::open_session`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The client id belongs to a session another identity created.
+    #[error("client identifier in use by another user")]
+    NotOwner,
 }
 
 /// What [`BrokerState::open_session`] hands the connection.
@@ -275,6 +287,23 @@ impl BrokerState {
         let (done, _) = oneshot::channel();
         kick.send(Kick { code, done }).is_ok()
     }
+}
+
+/// The owner key of a session created by `who`: its tenant and user name; `None` for an
+/// anonymous client. A client id belongs to the owner that created its session: another
+/// owner presenting it is refused with 0x85 (3.1.1: identifier rejected) and cannot kick the
+/// connection holding it or replace its persistent queue with a clean start. Anonymous
+/// clients cannot be told apart, so they share one (empty) owner.
+pub fn owner_of(who: &crate::auth::Identity) -> Option<String> {
+    if who.anonymous {
+        return None;
+    }
+    let user = who.username.as_deref()?;
+    Some(match &who.namespace {
+        crate::namespace::Namespace::Default => format!("u:{user}"),
+        crate::namespace::Namespace::Tenant { prefix, .. } => format!("{prefix}u:{user}"),
+        crate::namespace::Namespace::Service => format!("svc:{user}"),
+    })
 }
 
 /// Turns a will into the message it stands for, with its delay.

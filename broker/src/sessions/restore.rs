@@ -138,6 +138,7 @@ impl BrokerState {
                     expiry: rec.expiry,
                     generation,
                     will: pending_will,
+                    owner: rec.owner.clone(),
                 },
             );
             if rec.expiry != NEVER_EXPIRES {

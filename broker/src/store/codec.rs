@@ -189,6 +189,10 @@ pub struct SessionRecord {
     pub disconnected_at: Option<u64>,
     /// A will waiting for its delay: encoded message and the Unix time it is due.
     pub will: Option<(Vec<u8>, u64)>,
+    /// The identity that created the session (see [`crate::sessions::owner_of`]); only it
+    /// may resume or replace the session. Records written before owners existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

@@ -69,9 +69,12 @@ impl MemoryStore {
                     s.sessions.insert(client_id, record);
                 }
                 Op::DeleteSession { client_id, uid } => {
-                    s.sessions.remove(&client_id);
+                    // A newer session under the same client id keeps its rows.
+                    if s.sessions.get(&client_id).is_none_or(|r| r.uid == uid) {
+                        s.sessions.remove(&client_id);
+                        s.awaiting_rel.retain(|(c, _), _| *c != client_id);
+                    }
                     s.queues.retain(|(u, _), _| *u != uid);
-                    s.awaiting_rel.retain(|(c, _), _| *c != client_id);
                 }
                 Op::Enqueue { uid, seq, delivery } => {
                     s.queues.insert((uid, seq), delivery);

@@ -41,7 +41,9 @@ pub enum Op {
         client_id: String,
         record: SessionRecord,
     },
-    /// Removes a session with its queue and incoming QoS 2 state.
+    /// Removes session `uid`'s queue and, if the record under `client_id` is still that
+    /// session's, the record and the incoming QoS 2 state (a newer session under the same
+    /// client id keeps its rows).
     DeleteSession {
         client_id: String,
         uid: u64,

@@ -7,7 +7,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use super::{
     AWAITING_REL, IM_IDEM, IM_LOG, IM_LOG_HEAD, Job, META, QUEUE, RETAINED, SESSIONS, im_table, io,
 };
-use crate::store::codec::StoredDelivery;
+use crate::store::codec::{SessionRecord, StoredDelivery};
 use crate::store::{Applied, Op, OpResult, StoreError, Table};
 
 type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
@@ -137,7 +137,17 @@ pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), 
                             .map_err(io)?;
                     }
                     Op::DeleteSession { client_id, uid } => {
-                        sessions.remove(client_id.as_str()).map_err(io)?;
+                        // A newer session under the same client id keeps its record and
+                        // its QoS 2 state: only the rows of session `uid` go.
+                        let current = sessions
+                            .get(client_id.as_str())
+                            .map_err(io)?
+                            .and_then(|v| serde_json::from_slice::<SessionRecord>(v.value()).ok())
+                            .map(|r| r.uid);
+                        let ours = current.is_none_or(|u| u == *uid);
+                        if ours {
+                            sessions.remove(client_id.as_str()).map_err(io)?;
+                        }
                         let mut freed = 0i64;
                         queue
                             .retain_in((*uid, 0)..=(*uid, u64::MAX), |_, v| {
@@ -146,11 +156,13 @@ pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), 
                             })
                             .map_err(io)?;
                         delta -= freed;
-                        rel.retain_in(
-                            (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
-                            |_, _| false,
-                        )
-                        .map_err(io)?;
+                        if ours {
+                            rel.retain_in(
+                                (client_id.as_str(), 0)..=(client_id.as_str(), u16::MAX),
+                                |_, _| false,
+                            )
+                            .map_err(io)?;
+                        }
                     }
                     Op::Enqueue { uid, seq, delivery } => {
                         let bytes = delivery.encode();
