@@ -27,6 +27,24 @@ pub struct BrokerConfig {
     /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
     pub sys_interval: u64,
     pub limits: Limits,
+    /// Response Information for MQTT 5 clients that ask for it (Request Response
+    /// Information = 1): this prefix followed by the client id and `/`, a topic space for
+    /// the responses the client asks for. Empty: no Response Information.
+    pub response_topic_prefix: String,
+    /// Send clients to another server (cluster mode, maintenance).
+    pub redirect: Redirect,
+}
+
+/// Server redirection (MQTT 5.0 section 4.11).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redirect {
+    /// If set, every CONNECT is refused with this Server Reference: MQTT 5 clients get
+    /// CONNACK 0x9C Use another server (0x9D Server moved with `permanent`), 3.1.1 clients
+    /// return code 3 Server unavailable.
+    pub server_reference: Option<String>,
+    /// The move is permanent (0x9D) rather than temporary (0x9C).
+    pub permanent: bool,
 }
 
 /// Where the admin API listens and its bearer token.
@@ -185,6 +203,8 @@ impl Default for BrokerConfig {
             auth: AuthLimits::default(),
             sys_interval: 10,
             limits: Limits::default(),
+            response_topic_prefix: "reply/".into(),
+            redirect: Redirect::default(),
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct BrokerState {
     pub acl: Arc<dyn Acl>,
     /// Runs `auth` within the rate and concurrency limits.
     pub verifier: auth::Verifier,
+    /// SCRAM-SHA-256 credentials for MQTT 5 enhanced authentication (the password file's).
+    pub scram: Option<Arc<dyn auth::ScramCredentials>>,
     /// The ACL file (also part of `acl`), for reloading.
     pub acl_file: Option<Arc<auth::FileAcl>>,
     pub shutdown: CancellationToken,
@@ -167,9 +169,14 @@ impl Broker {
 
     /// Binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
+        let mut scram: Option<Arc<dyn auth::ScramCredentials>> = None;
         let auth: Arc<dyn Authenticator> = match (self.auth, &self.config.password_file) {
             (Some(a), _) => a,
-            (None, Some(path)) => Arc::new(PasswordAuth::load(self.config.allow_anonymous, path)?),
+            (None, Some(path)) => {
+                let file = Arc::new(PasswordAuth::load(self.config.allow_anonymous, path)?);
+                scram = Some(file.clone());
+                file
+            }
             (None, None) => Arc::new(PasswordAuth::new(self.config.allow_anonymous)),
         };
         // Everything that can fail (certificates, ports) fails before any state is built.
@@ -253,6 +260,7 @@ impl Broker {
             auth,
             acl,
             verifier,
+            scram,
             acl_file,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -136,6 +136,27 @@ impl Verifier {
         result
     }
 
+    /// Admits a login that does not go through [`Verifier::verify`] (a SCRAM exchange)
+    /// under the same per-address and global rate limits; `Err` is the CONNACK reason.
+    pub fn admit(&self, peer: IpAddr) -> Result<(), ReasonCode> {
+        let admitted = self.limiter.lock().admit(peer, Instant::now());
+        admitted.map_err(|r| match r {
+            Refusal::Address => {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                ReasonCode::ConnectionRateExceeded
+            }
+            Refusal::Global => {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                ReasonCode::ServerBusy
+            }
+        })
+    }
+
+    /// Records the outcome of a login admitted with [`Verifier::admit`] (failures back off).
+    pub fn record(&self, peer: IpAddr, success: bool) {
+        self.limiter.lock().record(peer, success, Instant::now());
+    }
+
     /// Calls the authenticator on a blocking thread, holding `permit` (one of
     /// `max_concurrent` slots) until it returns.
     async fn run(

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use super::enhanced_auth::{self, Authenticated};
 use super::{End, Io, OUT_HIGH_WATER};
 use crate::BrokerState;
 use crate::auth::{Action, Attempt, Identity};
@@ -45,6 +46,8 @@ pub(super) struct Conn {
     pub(super) keep_alive_changed: bool,
     /// What the admin API shows of this connection.
     pub(super) info: Option<Arc<crate::sessions::LiveInfo>>,
+    /// A re-authentication under way (enhanced authentication).
+    pub(super) reauth: Option<Box<crate::auth::ScramServer>>,
 }
 
 impl Conn {
@@ -56,6 +59,7 @@ impl Conn {
         conn_id: u64,
         peer: SocketAddr,
         cert_user: Option<String>,
+        enhanced: Option<Authenticated>,
     ) -> Option<Conn> {
         let limits = &broker.config.limits;
         let v5 = c.version.is_v5();
@@ -64,12 +68,22 @@ impl Conn {
             sess.reject(code, Some(why.to_owned()));
             None
         };
-        if c.properties.authentication_method.is_some() {
-            return reject(
-                sess,
-                ReasonCode::BadAuthenticationMethod,
-                "enhanced authentication is not supported",
+        if let Some(to) = &broker.config.redirect.server_reference {
+            // MQTT 5.0 section 4.11: server redirection.
+            let code = if broker.config.redirect.permanent {
+                ReasonCode::ServerMoved
+            } else {
+                ReasonCode::UseAnotherServer
+            };
+            info!(%code, to, "connection redirected");
+            sess.reject_with(
+                code,
+                Properties {
+                    server_reference: Some(to.clone()),
+                    ..Properties::default()
+                },
             );
+            return None;
         }
         if c.client_id.is_empty() && !c.clean_start && !v5 {
             return reject(
@@ -87,16 +101,21 @@ impl Conn {
                 "will topic exceeds the topic limits",
             );
         }
-        let identity = broker
-            .verifier
-            .verify(Attempt {
-                peer: peer.ip(),
-                client_id: c.client_id.clone(),
-                username: c.username.clone(),
-                password: c.password.clone(),
-                cert_user,
-            })
-            .await;
+        let identity = match &enhanced {
+            Some(a) => Ok(enhanced_auth::identity(a)),
+            None => {
+                broker
+                    .verifier
+                    .verify(Attempt {
+                        peer: peer.ip(),
+                        client_id: c.client_id.clone(),
+                        username: c.username.clone(),
+                        password: c.password.clone(),
+                        cert_user,
+                    })
+                    .await
+            }
+        };
         let mut identity = match identity {
             Ok(i) => i,
             Err(code) => return reject(sess, code, "authentication failed"),
@@ -121,6 +140,20 @@ impl Conn {
             c.client_id.clone()
         };
         identity.client_id.clone_from(&client_id);
+        if let Some(a) = &enhanced {
+            (props.authentication_method, props.authentication_data) =
+                enhanced_auth::connack_auth(a);
+        }
+        if v5
+            && c.properties.request_response_information == Some(1)
+            && !broker.config.response_topic_prefix.is_empty()
+        {
+            // MQTT 5.0 section 3.2.2.3.15: a topic space for this client's responses.
+            props.response_information = Some(format!(
+                "{}{client_id}/",
+                broker.config.response_topic_prefix
+            ));
+        }
         let asked_expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
         } else if c.clean_start {
@@ -179,6 +212,7 @@ impl Conn {
             batch: Vec::new(),
             keep_alive_changed: false,
             info: None,
+            reauth: None,
         })
     }
 
@@ -235,7 +269,9 @@ impl Conn {
                 k = async { kicked.as_mut().expect("guarded").await }, if kicked.is_some() => {
                     kicked = None;
                     if let Ok(k) = k {
-                        sess.disconnect(k.code, None);
+                        let mut d = switchboard_proto::Disconnect::new(k.code);
+                        d.properties.server_reference.clone_from(&k.server_reference);
+                        sess.disconnect_with(d);
                         return End::Kicked(k);
                     }
                 }
@@ -337,6 +373,7 @@ impl Conn {
                 }
                 Ok(())
             }
+            Event::Auth(a) => self.on_auth(sess, a),
             Event::Connect(_) => Ok(()),
         }
     }

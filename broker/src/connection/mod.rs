@@ -13,6 +13,7 @@
 
 mod conn;
 mod drain;
+mod enhanced_auth;
 mod handlers;
 
 use std::net::SocketAddr;
@@ -89,8 +90,26 @@ pub async fn serve<S>(
                 return;
             }
         };
-        let Some(mut conn) =
-            Conn::establish(&broker, &mut sess, *connect, conn_id, peer, cert_user).await
+        let enhanced = if connect.properties.authentication_method.is_some() {
+            match io
+                .enhanced_auth(&broker, &mut sess, &connect, peer.ip())
+                .await
+            {
+                Ok(a) => Some(a),
+                Err(code) => {
+                    debug!(%code, "enhanced authentication failed");
+                    sess.reject(code, Some("enhanced authentication failed".into()));
+                    io.final_flush(&mut sess).await;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let Some(mut conn) = Conn::establish(
+            &broker, &mut sess, *connect, conn_id, peer, cert_user, enhanced,
+        )
+        .await
         else {
             io.final_flush(&mut sess).await;
             return;

@@ -49,6 +49,7 @@ impl BrokerState {
                 let sent = kick.is_some_and(|k| {
                     k.send(Kick {
                         code: ReasonCode::SessionTakenOver,
+                        server_reference: None,
                         done: done_tx,
                     })
                     .is_ok()

@@ -86,6 +86,8 @@ impl SessionState {
 #[derive(Debug)]
 pub struct Kick {
     pub code: ReasonCode,
+    /// Server Reference for 0x9C / 0x9D (a client asked to move to another server).
+    pub server_reference: Option<String>,
     /// Signalled once the session state is parked.
     pub done: oneshot::Sender<()>,
 }
@@ -276,6 +278,17 @@ impl BrokerState {
 
     /// Asks the connection holding `client_id` to close with `code`; true if there was one.
     pub fn kick(&self, client_id: &str, code: ReasonCode) -> bool {
+        self.kick_with(client_id, code, None)
+    }
+
+    /// Asks the connection holding `client_id` to move to server `to` (DISCONNECT 0x9C Use
+    /// another server with a Server Reference, MQTT 5.0 section 4.11; a 3.1.1 client is just
+    /// disconnected); true if there was one. For cluster mode: a node hands a client over.
+    pub fn redirect(&self, client_id: &str, to: &str) -> bool {
+        self.kick_with(client_id, ReasonCode::UseAnotherServer, Some(to.to_owned()))
+    }
+
+    fn kick_with(&self, client_id: &str, code: ReasonCode, to: Option<String>) -> bool {
         let mut map = self.sessions.map.lock();
         let Some(kick) = map
             .get_mut(client_id)
@@ -285,7 +298,12 @@ impl BrokerState {
             return false;
         };
         let (done, _) = oneshot::channel();
-        kick.send(Kick { code, done }).is_ok()
+        kick.send(Kick {
+            code,
+            server_reference: to,
+            done,
+        })
+        .is_ok()
     }
 }
 

@@ -101,6 +101,10 @@ pub enum Event {
     /// PUBREC arrived for an outgoing QoS 2 message and PUBREL went out: the client has it;
     /// only PUBCOMP is awaited.
     Received { pkid: u16 },
+    /// An enhanced-authentication step (AUTH 0x18 during CONNECT or a re-authentication, or
+    /// AUTH 0x19 starting one); answer with [`ServerSession::auth_continue`],
+    /// [`ServerSession::auth_success`], [`ServerSession::accept`] or a refusal.
+    Auth(crate::packet::Auth),
 }
 
 /// Where an outgoing QoS 1/2 message stands.

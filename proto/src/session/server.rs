@@ -27,7 +27,10 @@ use crate::{DecodeError, ReasonCode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitConnect,
+    /// CONNECT (or an AUTH step) is with the broker; reading pauses.
     Connecting,
+    /// The client's turn in an enhanced-authentication exchange before CONNACK.
+    Authenticating,
     Connected,
     Closed,
 }
@@ -57,6 +60,10 @@ pub struct ServerSession {
     awaiting_rel: HashSet<u16>,
     aliases_in: HashMap<u16, String>,
     aliases_out: HashMap<String, u16>,
+    /// Authentication Method of CONNECT (enhanced authentication, see `auth`).
+    auth_method: Option<String>,
+    /// A re-authentication is under way.
+    reauthenticating: bool,
 }
 
 impl ServerSession {
@@ -80,6 +87,8 @@ impl ServerSession {
             awaiting_rel: HashSet::default(),
             aliases_in: HashMap::default(),
             aliases_out: HashMap::default(),
+            auth_method: None,
+            reauthenticating: false,
         }
     }
 
@@ -143,9 +152,24 @@ impl ServerSession {
                 ));
             };
             self.version = connect.version;
+            self.auth_method = connect.properties.authentication_method.clone();
             self.state = State::Connecting;
             self.events.push_back(Event::Connect(connect));
             return Ok(());
+        }
+        if self.state == State::Authenticating {
+            return match packet {
+                Packet::Auth(a) => self.handle_auth(a),
+                Packet::Disconnect(d) => {
+                    self.state = State::Closed;
+                    self.events.push_back(Event::Disconnect(d));
+                    Ok(())
+                }
+                _ => Err(Violation::new(
+                    ReasonCode::ProtocolError,
+                    "[MQTT 5.0 §4.12] packet other than AUTH before CONNACK",
+                )),
+            };
         }
         match packet {
             Packet::Connect(_) => Err(Violation::new(
@@ -191,10 +215,7 @@ impl ServerSession {
                 self.events.push_back(Event::Disconnect(d));
                 Ok(())
             }
-            Packet::Auth(_) => Err(Violation::new(
-                ReasonCode::ProtocolError,
-                "[MQTT-4.12.0-1] AUTH without an authentication method",
-            )),
+            Packet::Auth(a) => self.handle_auth(a),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 Err(Violation::new(
                     ReasonCode::ProtocolError,
@@ -369,9 +390,18 @@ impl ServerSession {
     /// Refuses the pending CONNECT with `code` (mapped to a 3.1.1 return code as needed).
     pub fn reject(&mut self, code: ReasonCode, reason: Option<String>) {
         let properties = Properties {
-            reason_string: reason.filter(|_| self.version.is_v5()),
+            reason_string: reason,
             ..Properties::default()
         };
+        self.reject_with(code, properties);
+    }
+
+    /// Like [`ServerSession::reject`] with CONNACK properties (Server Reference for 0x9C /
+    /// 0x9D, Authentication Method...); a 3.1.1 client gets none.
+    pub fn reject_with(&mut self, code: ReasonCode, mut properties: Properties) {
+        if !self.version.is_v5() {
+            properties = Properties::default();
+        }
         Packet::ConnAck(ConnAck {
             session_present: false,
             code,
@@ -384,12 +414,20 @@ impl ServerSession {
     /// Ends the connection from the server side: a DISCONNECT with `code` for MQTT 5
     /// clients (3.1.1 has no server DISCONNECT; the connection just closes).
     pub fn disconnect(&mut self, code: ReasonCode, reason: Option<&str>) {
+        let mut d = Disconnect::new(code);
+        d.properties.reason_string = reason.map(str::to_owned);
+        self.disconnect_with(d);
+    }
+
+    /// Like [`ServerSession::disconnect`] with a whole DISCONNECT (e.g. 0x9C with a Server
+    /// Reference for a client that should move).
+    pub fn disconnect_with(&mut self, d: Disconnect) {
         if self.state == State::Connected && self.version.is_v5() {
-            let mut d = Disconnect::new(code);
-            d.properties.reason_string = reason.map(str::to_owned);
             Packet::Disconnect(d).encode(self.version, &mut self.out);
-        } else if self.state == State::Connecting && code != ReasonCode::Success {
-            self.reject(code, reason.map(str::to_owned));
+        } else if matches!(self.state, State::Connecting | State::Authenticating)
+            && d.code != ReasonCode::Success
+        {
+            self.reject_with(d.code, d.properties);
         }
         self.state = State::Closed;
     }
@@ -618,5 +656,6 @@ enum PubKind {
     Comp,
 }
 
+mod auth;
 #[cfg(test)]
 mod tests;

@@ -272,3 +272,115 @@ fn mqtt_3_1_2_2_unsupported_version_gets_connack_return_code_1() {
     assert_eq!(err.code, ReasonCode::UnsupportedProtocolVersion);
     assert_eq!(&s.take_transmit()[..], &[0x20, 0x02, 0x00, 0x01]);
 }
+
+fn auth(code: ReasonCode, method: &str, data: &'static [u8]) -> Packet {
+    Packet::Auth(Auth {
+        code,
+        properties: Properties {
+            authentication_method: Some(method.into()),
+            authentication_data: Some(Bytes::from_static(data)),
+            ..Properties::default()
+        },
+    })
+}
+
+#[test]
+fn enhanced_auth_exchange_before_connack() {
+    let now = Instant::now();
+    let mut h = Harness {
+        s: ServerSession::new(SessionLimits::default(), now),
+        now,
+        v: Version::V5,
+    };
+    let mut c = Box::new(Connect {
+        version: Version::V5,
+        client_id: "c1".into(),
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    });
+    c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    h.send(Packet::Connect(c)).expect("connect");
+    let Some(Event::Connect(c)) = h.s.poll_event() else {
+        panic!("no connect event")
+    };
+    assert_eq!(h.s.auth_method(), Some("SCRAM-SHA-256"));
+    h.s.auth_continue(Bytes::from_static(b"challenge"));
+    let out = h.recv();
+    assert!(matches!(out.as_slice(), [Packet::Auth(a)]
+        if a.code == ReasonCode::ContinueAuthentication
+            && a.properties.authentication_method.as_deref() == Some("SCRAM-SHA-256")));
+    // Only AUTH with the same method is acceptable now.
+    h.send(auth(
+        ReasonCode::ContinueAuthentication,
+        "SCRAM-SHA-256",
+        b"proof",
+    ))
+    .expect("auth step");
+    assert!(
+        matches!(h.s.poll_event(), Some(Event::Auth(a)) if a.properties.authentication_data.as_deref() == Some(&b"proof"[..]))
+    );
+    h.s.accept(&c, Accept::default());
+    assert!(matches!(h.recv().as_slice(), [Packet::ConnAck(a)] if a.code == ReasonCode::Success));
+
+    // Re-authentication while connected.
+    h.send(auth(ReasonCode::ReAuthenticate, "SCRAM-SHA-256", b"first"))
+        .expect("reauth");
+    assert!(
+        matches!(h.s.poll_event(), Some(Event::Auth(a)) if a.code == ReasonCode::ReAuthenticate)
+    );
+    h.s.auth_continue(Bytes::from_static(b"challenge 2"));
+    h.send(auth(
+        ReasonCode::ContinueAuthentication,
+        "SCRAM-SHA-256",
+        b"final",
+    ))
+    .expect("reauth step");
+    assert!(matches!(h.s.poll_event(), Some(Event::Auth(_))));
+    h.s.auth_success(None);
+    let out = h.recv();
+    assert!(matches!(out.last(), Some(Packet::Auth(a)) if a.code == ReasonCode::Success));
+    // The wrong method is a protocol error.
+    let v = h
+        .send(auth(ReasonCode::ReAuthenticate, "PLAIN", b""))
+        .expect_err("other method");
+    assert_eq!(v.code, ReasonCode::ProtocolError);
+}
+
+#[test]
+fn auth_without_a_method_in_connect_is_a_protocol_error() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    let v = h
+        .send(auth(ReasonCode::ReAuthenticate, "SCRAM-SHA-256", b""))
+        .expect_err("no method in CONNECT");
+    assert_eq!(v.code, ReasonCode::ProtocolError);
+}
+
+#[test]
+fn packets_other_than_auth_during_the_exchange_are_refused() {
+    let now = Instant::now();
+    let mut h = Harness {
+        s: ServerSession::new(SessionLimits::default(), now),
+        now,
+        v: Version::V5,
+    };
+    let mut c = Box::new(Connect {
+        version: Version::V5,
+        client_id: "c1".into(),
+        clean_start: true,
+        keep_alive: 0,
+        properties: Properties::default(),
+        will: None,
+        username: None,
+        password: None,
+    });
+    c.properties.authentication_method = Some("SCRAM-SHA-256".into());
+    h.send(Packet::Connect(c)).expect("connect");
+    h.s.poll_event();
+    h.s.auth_continue(Bytes::new());
+    let v = h.send(Packet::PingReq).expect_err("not AUTH");
+    assert_eq!(v.code, ReasonCode::ProtocolError);
+}
