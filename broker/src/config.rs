@@ -139,8 +139,31 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Topic aliases a client may use towards the broker.
     pub topic_alias_maximum: u16,
-    /// Highest Session Expiry Interval granted, in seconds.
+    /// Highest Session Expiry Interval granted, in seconds (default 7 days; a 3.1.1
+    /// persistent session gets this too). A longer request is cut to it (MQTT 5 clients
+    /// see the granted value in CONNACK).
     pub max_session_expiry: u32,
+    /// Persistent sessions (Session Expiry Interval above 0) at once; a CONNECT that would
+    /// create one more gets CONNACK 0x97 Quota exceeded (3.1.1: 3 Server unavailable).
+    pub max_persistent_sessions: usize,
+    /// Longest client id of a persistent session, in bytes (they become store keys); a
+    /// longer one gets CONNACK 0x85 (3.1.1: 2 identifier rejected).
+    pub max_persistent_client_id_len: usize,
+    /// Retained messages kept, over all topics. A retained PUBLISH that would go beyond
+    /// any retained cap is refused as a whole: MQTT 5 QoS 1/2 get 0x97 Quota exceeded,
+    /// 3.1.1 QoS 1/2 close the connection (the client resends later), QoS 0 is dropped;
+    /// it is neither stored nor routed. Replacing or clearing a retained message is always
+    /// possible within the caps.
+    pub max_retained_messages: usize,
+    /// Bytes of retained messages (topic, payload, properties), over all topics.
+    pub max_retained_bytes: usize,
+    /// Retained messages one client id may have set (restored ones count for nobody).
+    pub max_retained_per_client: usize,
+    /// Bytes of retained messages one client id may have set.
+    pub max_retained_bytes_per_client: usize,
+    /// Seconds between purges of expired retained messages (Message Expiry Interval);
+    /// expired ones are never sent, and the purge frees their memory and store rows.
+    pub retained_purge_interval: u64,
     /// If non-zero, the broker imposes this keep-alive (seconds) on clients asking for a
     /// longer one or none (MQTT 5 Server Keep Alive).
     pub max_keep_alive: u16,
@@ -222,7 +245,14 @@ impl Default for Limits {
             max_topic_levels: 32,
             max_subscriptions: 1000,
             topic_alias_maximum: 64,
-            max_session_expiry: u32::MAX,
+            max_session_expiry: 7 * 24 * 3600,
+            max_persistent_sessions: 1_000_000,
+            max_persistent_client_id_len: 256,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 256 * 1024 * 1024,
+            max_retained_per_client: 10_000,
+            max_retained_bytes_per_client: 16 * 1024 * 1024,
+            retained_purge_interval: 60,
             max_keep_alive: 0,
             connect_timeout: 10,
         }

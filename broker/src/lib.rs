@@ -302,6 +302,7 @@ impl Broker {
                 state.config.admin.token.clone(),
             ));
         }
+        state.tasks.spawn(retained::purge_expired(state.clone()));
         if state.config.sys_interval > 0 {
             state.tasks.spawn(sys::run(state.clone()));
         }

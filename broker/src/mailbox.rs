@@ -208,4 +208,29 @@ mod tests {
         assert_eq!(m.push(delivery(QoS::AtMostOnce, "b")), Pushed::DroppedQos0);
         assert_eq!(m.len(), 1);
     }
+
+    #[test]
+    fn user_properties_count_against_the_byte_bound() {
+        // 64 KiB of queue; each message has an empty payload and 2,000 small user
+        // properties (~100 KB in memory). Without counting properties, all 100 would fit.
+        let m = Mailbox::new(10_000, 64 * 1024);
+        let props = switchboard_proto::Properties {
+            user_properties: (0..2000).map(|i| (format!("k{i}"), "v".into())).collect(),
+            ..Default::default()
+        };
+        let mut msg = Message::system("t".into(), bytes::Bytes::new(), false);
+        msg.properties = Some(Box::new(props));
+        assert!(msg.cost() > 2000 * 48, "cost {}", msg.cost());
+        let msg = Arc::new(msg);
+        let queued = (0..100)
+            .filter(|_| {
+                let d = Delivery {
+                    msg: msg.clone(),
+                    ..delivery(QoS::AtLeastOnce, "t")
+                };
+                matches!(m.push(d), Pushed::Queued)
+            })
+            .count();
+        assert_eq!(queued, 0, "a message bigger than the bound is refused");
+    }
 }

@@ -82,9 +82,14 @@ impl Message {
         self.expires_at.is_some_and(|t| now >= t)
     }
 
-    /// Bytes it costs in a queue.
+    /// Bytes it costs in a queue or the retained set: topic, payload, a fixed overhead, and
+    /// the properties (their encoded size plus the in-memory overhead of each user
+    /// property), so that properties cannot amplify memory beyond the byte bounds.
     pub fn cost(&self) -> usize {
-        self.topic.len() + self.payload.len() + 64
+        let props = self.properties.as_ref().map_or(0, |p| {
+            std::mem::size_of::<Properties>() + p.len() + 48 * p.user_properties.len()
+        });
+        self.topic.len() + self.payload.len() + 64 + props
     }
 }
 

@@ -128,6 +128,7 @@ impl ReasonCode {
             | ServerShuttingDown
             | UseAnotherServer
             | ServerMoved
+            | QuotaExceeded
             | ConnectionRateExceeded => 3,
             BadUserNameOrPassword | BadAuthenticationMethod => 4,
             _ => 5,

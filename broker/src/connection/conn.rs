@@ -165,6 +165,14 @@ impl Conn {
         if v5 && expiry != asked_expiry {
             props.session_expiry_interval = Some(expiry);
         }
+        if expiry > 0 && client_id.len() > limits.max_persistent_client_id_len {
+            // Persistent sessions' ids become store keys: keep them short.
+            return reject(
+                sess,
+                ReasonCode::ClientIdentifierNotValid,
+                "client id too long for a persistent session",
+            );
+        }
         let server_keep_alive = (limits.max_keep_alive > 0
             && (c.keep_alive == 0 || c.keep_alive > limits.max_keep_alive))
             .then_some(limits.max_keep_alive);
@@ -176,8 +184,12 @@ impl Conn {
         {
             Ok(o) => o,
             Err(e) => {
-                // [MQTT-3.2.2-8] v5 0x85; 3.1.1 return code 0x02 identifier rejected.
-                return reject(sess, ReasonCode::ClientIdentifierNotValid, &e.to_string());
+                let code = match e {
+                    // v5 0x85; 3.1.1 return code 2, identifier rejected.
+                    crate::sessions::OpenError::NotOwner => ReasonCode::ClientIdentifierNotValid,
+                    crate::sessions::OpenError::TooManySessions => ReasonCode::QuotaExceeded,
+                };
+                return reject(sess, code, &e.to_string());
             }
         };
         let mut state = opened.state;

@@ -116,9 +116,12 @@ impl BrokerState {
         let msg = Arc::new(msg);
         let mut ops = Vec::new();
         if msg.retain {
-            let op = self.retained.set(&msg, now);
-            if store.is_some() {
-                ops.push(op);
+            let caps = crate::retained::RetainedCaps::from_limits(&self.config.limits);
+            match self.retained.set(&msg, from.client_id, &caps, now) {
+                Ok(op) if store.is_some() => ops.push(op),
+                Ok(_) => {}
+                // Over a retained cap: refused as a whole, neither stored nor routed.
+                Err(_) => return refuse(qos, v5, Refusal::Quota),
             }
         }
         let routed = self.publish(msg);

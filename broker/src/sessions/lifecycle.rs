@@ -71,11 +71,19 @@ impl BrokerState {
                 continue;
             }
             let mut map = self.sessions.map.lock();
-            match map.get(client_id) {
+            let old_expiry = match map.get(client_id) {
                 Some(e) if e.owner.as_deref() != owner => return Err(OpenError::NotOwner),
                 Some(e) if e.link.is_some() => continue,
-                _ => {}
+                Some(e) => e.expiry,
+                None => 0,
+            };
+            if expiry > 0
+                && old_expiry == 0
+                && self.sessions.persistent() >= self.config.limits.max_persistent_sessions
+            {
+                return Err(OpenError::TooManySessions);
             }
+            self.sessions.count_persistent(old_expiry, expiry);
             let generation = self.next_id();
             let (kick_tx, kick_rx) = oneshot::channel();
             let link = Link {
@@ -182,7 +190,9 @@ impl BrokerState {
             return;
         }
         if c.expiry == 0 {
-            map.remove(client_id);
+            if let Some(e) = map.remove(client_id) {
+                self.sessions.count_persistent(e.expiry, 0);
+            }
             drop(map);
             self.forget(client_id, &c.state);
             self.discard(c.state);
@@ -213,6 +223,7 @@ impl BrokerState {
             c.state.persisted = true;
         }
         if let Some(e) = map.get_mut(client_id) {
+            self.sessions.count_persistent(e.expiry, c.expiry);
             e.link = None;
             e.state = Some(c.state);
             e.expiry = c.expiry;
@@ -297,8 +308,11 @@ impl BrokerState {
     pub(super) fn publish_will(&self, w: Arc<Message>) {
         tracing::debug!(topic = %w.topic, "publishing will");
         if w.retain {
-            let op = self.retained.set(&w, Instant::now());
-            if let Some(store) = self.store() {
+            // Over a retained cap the will is still published, just not retained.
+            let caps = crate::retained::RetainedCaps::from_limits(&self.config.limits);
+            if let Ok(op) = self.retained.set(&w, "", &caps, Instant::now())
+                && let Some(store) = self.store()
+            {
                 store.write(vec![op], None);
             }
         }
@@ -355,10 +369,14 @@ impl BrokerState {
             }
             let ended = {
                 let mut map = me.sessions.map.lock();
-                match map.get(&id) {
+                let removed = match map.get(&id) {
                     Some(e) if e.generation == generation && e.link.is_none() => map.remove(&id),
                     _ => None,
+                };
+                if let Some(e) = &removed {
+                    me.sessions.count_persistent(e.expiry, 0);
                 }
+                removed
             };
             if let Some(mut e) = ended {
                 tracing::debug!(client_id = %id, "session expired");

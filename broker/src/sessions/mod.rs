@@ -147,6 +147,8 @@ type IdMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
 #[derive(Debug, Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Entry>>,
+    /// Entries of `map` with an expiry above 0 (changed only under the `map` lock).
+    persistent: std::sync::atomic::AtomicUsize,
     mailboxes: [RwLock<IdMap<Arc<Mailbox>>>; SHARDS],
 }
 
@@ -156,6 +158,9 @@ pub enum OpenError {
     /// The client id belongs to a session another identity created.
     #[error("client identifier in use by another user")]
     NotOwner,
+    /// `max_persistent_sessions` persistent sessions exist already.
+    #[error("too many persistent sessions")]
+    TooManySessions,
 }
 
 /// What [`BrokerState::open_session`] hands the connection.
@@ -207,6 +212,25 @@ impl Sessions {
 
     fn unregister_mailbox(&self, uid: u64) {
         self.mailboxes[uid as usize % SHARDS].write().remove(&uid);
+    }
+
+    /// Number of persistent sessions (Session Expiry Interval above 0), connected or not.
+    pub fn persistent(&self) -> usize {
+        self.persistent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts an entry's expiry changing from `old` to `new` (0: absent or not persistent).
+    fn count_persistent(&self, old: u32, new: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match (old > 0, new > 0) {
+            (false, true) => {
+                self.persistent.fetch_add(1, Relaxed);
+            }
+            (true, false) => {
+                self.persistent.fetch_sub(1, Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// Number of sessions, connected or not.

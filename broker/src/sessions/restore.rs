@@ -130,6 +130,7 @@ impl BrokerState {
                     self.spawn_will_timer(&client_id, generation, (due - now_unix) as u32);
                 }
             }
+            self.sessions.count_persistent(0, rec.expiry);
             self.sessions.map.lock().insert(
                 client_id.clone(),
                 Entry {
