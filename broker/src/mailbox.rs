@@ -109,10 +109,12 @@ impl Mailbox {
     }
 
     /// Moves up to `max` deliveries into `out`, in order, stopping before a QoS 1/2
-    /// delivery once `room` of them have been taken (the client's inflight window).
-    pub fn pop_batch(&self, max: usize, mut room: usize, out: &mut Vec<Delivery>) {
+    /// delivery once `room` of them have been taken (the client's inflight window), and
+    /// once they cost `bytes` or more (at least one is taken, so a large message passes).
+    pub fn pop_batch(&self, max: usize, mut room: usize, bytes: usize, out: &mut Vec<Delivery>) {
         let mut q = self.queue.lock();
-        while out.len() < max {
+        let mut taken = 0;
+        while out.len() < max && (out.is_empty() || taken < bytes) {
             let Some(front) = q.items.front() else { break };
             if front.qos != QoS::AtMostOnce {
                 if room == 0 {
@@ -121,7 +123,9 @@ impl Mailbox {
                 room -= 1;
             }
             let Some(d) = q.items.pop_front() else { break };
-            q.bytes -= d.msg.cost();
+            let cost = d.msg.cost();
+            q.bytes -= cost;
+            taken += cost;
             out.push(d);
         }
     }
@@ -232,5 +236,28 @@ mod tests {
             })
             .count();
         assert_eq!(queued, 0, "a message bigger than the bound is refused");
+    }
+
+    #[test]
+    fn pop_batch_stops_at_the_byte_budget() {
+        let m = Mailbox::new(100, usize::MAX);
+        let big = Arc::new(Message::system(
+            "big".into(),
+            bytes::Bytes::from(vec![0u8; 100_000]),
+            false,
+        ));
+        for _ in 0..10 {
+            m.push(Delivery {
+                msg: big.clone(),
+                ..delivery(QoS::AtMostOnce, "big")
+            });
+        }
+        let mut out = Vec::new();
+        m.pop_batch(64, 64, 250_000, &mut out);
+        assert_eq!(out.len(), 3, "stops once the budget is used");
+        out.clear();
+        m.pop_batch(64, 64, 1, &mut out);
+        assert_eq!(out.len(), 1, "always makes progress");
+        assert_eq!(m.len(), 6);
     }
 }

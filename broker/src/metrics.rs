@@ -17,6 +17,9 @@ pub struct Metrics {
     pub refused_queue_full: AtomicU64,
     /// Messages not sent because they exceeded the client's Maximum Packet Size.
     pub dropped_too_large: AtomicU64,
+    /// Largest output backlog (bytes encoded for one connection, not yet written) seen
+    /// after a drain: bounded by the high-water mark (256 KiB) plus one message.
+    pub output_backlog_peak: AtomicU64,
     /// Messages whose expiry interval ran out while queued.
     pub dropped_expired: AtomicU64,
     /// Connections refused at the connection limit.

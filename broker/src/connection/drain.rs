@@ -23,9 +23,13 @@ impl Conn {
         let mut rounds = 0;
         while sess.pending_transmit() < OUT_HIGH_WATER && rounds < DRAIN_ROUNDS {
             rounds += 1;
+            // Bounded by bytes too: what is encoded never overshoots the high-water mark
+            // by more than one message, so a client that does not read holds its queue
+            // bound plus OUT_HIGH_WATER, not a batch of large messages on top.
+            let budget = OUT_HIGH_WATER.saturating_sub(sess.pending_transmit());
             self.state
                 .mailbox
-                .pop_batch(DRAIN_BATCH, sess.send_room(), &mut batch);
+                .pop_batch(DRAIN_BATCH, sess.send_room(), budget, &mut batch);
             if batch.is_empty() {
                 break;
             }
@@ -78,6 +82,10 @@ impl Conn {
             }
         }
         self.batch = batch;
+        m.output_backlog_peak.fetch_max(
+            sess.pending_transmit() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // Budget used up: come back after other tasks had their turn.
         if rounds == DRAIN_ROUNDS {
             self.state.mailbox.wake();
