@@ -114,8 +114,13 @@ impl Default for AuthLimits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Open client connections; further connections are closed right after accept.
+    /// Open client connections; further connections are closed right after accept. A QUIC
+    /// connection counts from its handshake on, with or without streams, and each further
+    /// stream (MQTT connection) on it counts too.
     pub max_connections: usize,
+    /// Open connections from one source address (TCP and QUIC together); further ones are
+    /// closed right after accept.
+    pub max_connections_per_address: u32,
     /// Largest packet accepted (MQTT 5 Maximum Packet Size); larger ones end the connection
     /// with 0x95.
     pub max_packet_size: u32,
@@ -236,6 +241,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 100_000,
+            max_connections_per_address: 1000,
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
             max_inflight: 128,

@@ -227,7 +227,7 @@ impl Broker {
         };
         let mut quic = Vec::new();
         for addr in &l.quic {
-            let ep = transport::quic::endpoint(&self.config.tls, *addr)?;
+            let ep = transport::quic::endpoint(&self.config.tls, *addr, &self.config.limits)?;
             let local = ep.local_addr().map_err(|source| StartError::Bind {
                 addr: *addr,
                 source,

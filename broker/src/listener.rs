@@ -1,14 +1,17 @@
-//! Accept loops for the stream transports (TCP, TLS, WebSocket, WebSocket over TLS). A
-//! connection over the limit is closed straight after accept (a client gets no CONNACK, as
-//! it could not be served anyway) and counted. TLS and WebSocket handshakes run in the
+//! Accept loops for the stream transports (TCP, TLS, WebSocket, WebSocket over TLS), and
+//! the [`Admission`] limits every listener (QUIC included) shares. A connection over a
+//! limit (`max_connections`, `max_connections_per_address`) is closed straight after
+//! accept (a client gets no CONNACK, as it could not be served anyway) and counted. A
+//! connection that sends no CONNECT holds its slot at most `connect_timeout` seconds. TLS and WebSocket handshakes run in the
 //! connection's own task, bounded by the connect timeout, so a slow or hostile handshake
 //! never holds up the accept loop.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
@@ -35,9 +38,84 @@ impl Kind {
     }
 }
 
-/// One permit pool for all listeners: `max_connections` is broker-wide.
-pub fn permits(broker: &BrokerState) -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(broker.config.limits.max_connections))
+/// Admission of new connections, shared by every listener (TCP, TLS, WebSocket, QUIC):
+/// `max_connections` is broker-wide, and one source address holds at most
+/// `max_connections_per_address` of them (IPv6: per address, not per /64; loopback
+/// addresses are exempt: local sidecars, tools and benchmarks; 0: no per-address cap).
+#[derive(Debug)]
+pub struct Admission {
+    permits: Arc<Semaphore>,
+    per_address: parking_lot::Mutex<std::collections::HashMap<IpAddr, u32>>,
+    max_per_address: u32,
+}
+
+/// A connection's place in [`Admission`]; released when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    admission: Arc<Admission>,
+    addr: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.admission.per_address.lock();
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("connection limit reached")]
+    Total,
+    #[error("connection limit for this address reached")]
+    PerAddress,
+}
+
+impl Admission {
+    /// A slot for a connection from `addr`, if both limits allow.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Slot, Refused> {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Total)?;
+        if addr.is_loopback() || self.max_per_address == 0 {
+            return Ok(Slot {
+                _permit: permit,
+                admission: self.clone(),
+                addr,
+            });
+        }
+        let mut map = self.per_address.lock();
+        let n = map.entry(addr).or_default();
+        if *n >= self.max_per_address {
+            return Err(Refused::PerAddress);
+        }
+        *n += 1;
+        drop(map);
+        Ok(Slot {
+            _permit: permit,
+            admission: self.clone(),
+            addr,
+        })
+    }
+}
+
+/// The admission limits for all listeners.
+pub fn permits(broker: &BrokerState) -> Arc<Admission> {
+    let l = &broker.config.limits;
+    Arc::new(Admission {
+        permits: Arc::new(Semaphore::new(l.max_connections)),
+        per_address: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        max_per_address: l.max_connections_per_address,
+    })
 }
 
 async fn handshake_and_serve(
@@ -89,7 +167,7 @@ pub async fn accept(
     broker: Arc<BrokerState>,
     listener: TcpListener,
     kind: Kind,
-    permits: Arc<Semaphore>,
+    permits: Arc<Admission>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -105,11 +183,14 @@ pub async fn accept(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            Metrics::inc(&broker.metrics.refused_max_connections);
-            tracing::warn!(%peer, "connection limit reached; closing new connection");
-            drop(stream);
-            continue;
+        let permit = match permits.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                Metrics::inc(&broker.metrics.refused_max_connections);
+                tracing::warn!(%peer, %why, "closing new connection");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
@@ -118,5 +199,35 @@ pub async fn accept(
             handshake_and_serve(b, stream, peer, kind).await;
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(total: usize, per_address: u32) -> Arc<Admission> {
+        Arc::new(Admission {
+            permits: Arc::new(Semaphore::new(total)),
+            per_address: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            max_per_address: per_address,
+        })
+    }
+
+    #[test]
+    fn per_address_cap_and_total_cap() {
+        let a = admission(5, 2);
+        let x: IpAddr = "10.0.0.1".parse().expect("ip");
+        let y: IpAddr = "10.0.0.2".parse().expect("ip");
+        let x1 = a.admit(x).expect("1st");
+        let _x2 = a.admit(x).expect("2nd");
+        assert_eq!(a.admit(x).err(), Some(Refused::PerAddress));
+        let _y1 = a.admit(y).expect("another address");
+        drop(x1);
+        let _x3 = a.admit(x).expect("a slot came back");
+        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+        let _l1 = a.admit(lo).expect("loopback is exempt");
+        let _l2 = a.admit(lo).expect("loopback is exempt");
+        assert_eq!(a.admit(lo).err(), Some(Refused::Total), "5 in use");
     }
 }

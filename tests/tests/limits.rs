@@ -208,3 +208,25 @@ async fn session_expiry_is_capped_at_seven_days_by_default() {
     assert_eq!(ack.properties.session_expiry_interval, Some(604_800));
     b.handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_connection_loses_its_slot_within_the_connect_timeout() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.max_connections = 1;
+        c.limits.connect_timeout = 1;
+    })
+    .await;
+    // Opens TCP and sends nothing.
+    let mut silent = RawClient::open(b.addr, Version::V5).await;
+    let (_, ack) =
+        RawClient::connect_or_closed(b.addr, connect_packet(Version::V5, "turned-away")).await;
+    assert!(
+        ack.is_none(),
+        "no slot while the silent one holds it: {ack:?}"
+    );
+    // The broker closes the silent connection (without a word) within the timeout.
+    assert!(silent.recv().await.is_none());
+    let (_, ack) = connack(&b, connect_packet(Version::V5, "gets-in")).await;
+    assert_eq!(ack.code, ReasonCode::Success);
+    b.handle.shutdown().await;
+}

@@ -552,3 +552,53 @@ async fn quic_reconnect_uses_0rtt() {
     assert_eq!(s.recv().await, Some(Packet::PingResp));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_connection_without_streams_counts_and_is_closed_after_connect_timeout() {
+    let dir = TempDir::new("quic-nostream");
+    let (h, certs) = start(dir.path(), |c, _| {
+        c.limits.max_connections = 1;
+        c.limits.connect_timeout = 1;
+    })
+    .await;
+    let q = QuicClient::new(&certs.ca_cert);
+    let conn = tokio::time::timeout(
+        WAIT,
+        q.endpoint
+            .connect(h.addrs().quic[0], "localhost")
+            .expect("connect"),
+    )
+    .await
+    .expect("in time")
+    .expect("handshake");
+    // The stream-less QUIC connection holds the only slot: a TCP client is turned away.
+    let (_, ack) = RawClient::connect_or_closed(
+        h.addrs().tcp[0],
+        connect_packet(Version::V5, "tcp-while-full"),
+    )
+    .await;
+    assert!(ack.is_none(), "closed without CONNACK while full: {ack:?}");
+    // Within the connect timeout the broker closes it, and the slot comes back.
+    let closed = tokio::time::timeout(WAIT, conn.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "stream-less QUIC connection closed by the broker"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, ack) = RawClient::connect_or_closed(
+            h.addrs().tcp[0],
+            connect_packet(Version::V5, "tcp-after"),
+        )
+        .await;
+        if matches!(ack, Some(Packet::ConnAck(_))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.shutdown().await;
+}

@@ -42,6 +42,10 @@ const READ_IDLE: usize = 256;
 const READ_BUSY: usize = 4 * 1024;
 /// Time allowed to flush the last bytes (DISCONNECT) before closing.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
+/// After the last bytes and a half-close, how long what the client still sends is read and
+/// discarded, so that closing does not reset the connection (a reset can destroy the
+/// DISCONNECT or CONNACK the client has not read yet). Ends early when the client closes.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// How the connection ended.
 #[derive(Debug)]
@@ -86,7 +90,8 @@ pub async fn serve<S>(
             Ok(c) => c,
             Err(why) => {
                 debug!(why, "connection ended before CONNECT was accepted");
-                io.final_flush(&mut sess).await;
+                io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                    .await;
                 return;
             }
         };
@@ -99,7 +104,8 @@ pub async fn serve<S>(
                 Err(code) => {
                     debug!(%code, "enhanced authentication failed");
                     sess.reject(code, Some("enhanced authentication failed".into()));
-                    io.final_flush(&mut sess).await;
+                    io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                        .await;
                     return;
                 }
             }
@@ -111,7 +117,8 @@ pub async fn serve<S>(
         )
         .await
         else {
-            io.final_flush(&mut sess).await;
+            io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                .await;
             return;
         };
         tracing::Span::current().record("client_id", conn.client_id.as_str());
@@ -135,8 +142,11 @@ pub async fn serve<S>(
         }
         Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
-        io.final_flush(&mut sess).await;
+        // The session is parked (or handed to a connection taking it over) before the
+        // lingering close, which may take a while.
+        let rest = sess.take_transmit();
         conn.finish(end, sess);
+        io.final_flush(rest, !broker.shutdown.is_cancelled()).await;
     }
     .instrument(span)
     .await;
@@ -213,14 +223,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             .map_err(|_| "no CONNECT within the connect timeout")?
     }
 
-    /// Writes whatever is left, bounded in time, then closes the write side.
-    async fn final_flush(&mut self, sess: &mut ServerSession) {
-        let rest = sess.take_transmit();
+    /// Writes whatever is left, bounded in time, closes the write side (half-close), then
+    /// lingers: reads and discards what the client still sends until it closes too or
+    /// [`LINGER`] passes, so the client reads the reason code instead of a reset.
+    /// No lingering while the broker shuts down (it would only delay the shutdown).
+    async fn final_flush(&mut self, rest: Bytes, linger: bool) {
+        // Lingering is for a last word (CONNACK refusal, DISCONNECT with a reason); a
+        // connection that gets none (a silent one timing out, a client's own DISCONNECT)
+        // is closed at once.
+        let linger = linger && !(rest.is_empty() && self.pending.is_empty());
         let flush = async {
             self.wr.write_all(&self.pending).await?;
             self.wr.write_all(&rest).await?;
             self.wr.shutdown().await
         };
-        let _ = tokio::time::timeout(FINAL_FLUSH, flush).await;
+        if !matches!(tokio::time::timeout(FINAL_FLUSH, flush).await, Ok(Ok(()))) || !linger {
+            return;
+        }
+        self.pending = Bytes::new();
+        let mut scratch = [0u8; 512];
+        let drain = async {
+            while let Ok(n) = self.rd.read(&mut scratch).await
+                && n > 0
+            {}
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }

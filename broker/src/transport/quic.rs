@@ -1,22 +1,45 @@
 //! MQTT over QUIC (quinn): ALPN `mqtt`, one bidirectional stream per MQTT connection, 0-RTT
 //! resumption, and connection migration: when a phone moves from Wi-Fi to cellular its QUIC
 //! connection follows the new address and the MQTT session goes on without a new CONNECT.
+//!
+//! Limits:
+//! - A QUIC connection takes a slot of the broker-wide [`Admission`] (`max_connections`
+//!   and the per-address cap) when it arrives, before its handshake, and keeps it while it
+//!   lives: connections without streams count. Its first stream uses that slot; each
+//!   further concurrent stream takes one more. A connection that opens no stream within
+//!   `connect_timeout` is closed.
+//! - The idle timeout follows the keep-alive: 1.5 × `max_keep_alive` if set, else 15
+//!   minutes (above the longest interval the SDK's adaptive heartbeat probes).
+//! - Flow-control windows are small (64 KiB per stream, 128 KiB per connection), so an
+//!   idle connection is granted little buffer; larger packets still pass as the broker
+//!   reads.
+//! - 0-RTT: a returning client's 0-RTT flight is accepted by TLS, but the broker acts on
+//!   none of its data before the handshake completes. A replayed 0-RTT flight cannot
+//!   complete a handshake, so replay never reaches MQTT (no second CONNECT, no PUBLISH
+//!   replay); what 0-RTT saves is the client's wait before sending.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
 
 use super::TransportError;
 use super::tls::{Purpose, server_config};
-use crate::config::TlsFiles;
+use crate::config::{Limits, TlsFiles};
+use crate::listener::Admission;
 use crate::{BrokerState, connection};
 
 /// MQTT connections (bidirectional streams) one QUIC connection may hold at once.
 const MAX_STREAMS: u32 = 4;
 
 /// Binds a QUIC endpoint on `addr`.
-pub fn endpoint(files: &TlsFiles, addr: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+pub fn endpoint(
+    files: &TlsFiles,
+    addr: SocketAddr,
+    limits: &Limits,
+) -> Result<quinn::Endpoint, TransportError> {
     let tls = server_config(files, Purpose::Quic)?;
     let crypto = QuicServerConfig::try_from((*tls).clone())
         .map_err(|e| TransportError::Tls(e.to_string()))?;
@@ -24,10 +47,19 @@ pub fn endpoint(files: &TlsFiles, addr: SocketAddr) -> Result<quinn::Endpoint, T
     config.migration(true);
     let transport = Arc::get_mut(&mut config.transport)
         .ok_or_else(|| TransportError::Tls("transport config shared".into()))?;
-    // Idle QUIC connections are kept by MQTT keep-alive, not by QUIC's idle timer alone.
+    // Aligned with MQTT keep-alive (1.5 x), so QUIC never outlives a dead MQTT client by
+    // much nor kills a live one.
+    let idle_ms = if limits.max_keep_alive > 0 {
+        u32::from(limits.max_keep_alive) * 1500
+    } else {
+        15 * 60 * 1000
+    };
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        30 * 60 * 1000,
+        idle_ms,
     ))));
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(128 * 1024));
+    transport.send_window(256 * 1024);
     // A phone needs one MQTT connection; a few streams leave room for a reconnect overlap.
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
@@ -37,11 +69,7 @@ pub fn endpoint(files: &TlsFiles, addr: SocketAddr) -> Result<quinn::Endpoint, T
 
 /// Accepts QUIC connections until shutdown. Every MQTT connection (stream) takes a permit
 /// from the broker-wide connection limit, like TCP connections do.
-pub async fn accept(
-    broker: Arc<BrokerState>,
-    endpoint: quinn::Endpoint,
-    permits: Arc<tokio::sync::Semaphore>,
-) {
+pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint, permits: Arc<Admission>) {
     loop {
         let incoming = tokio::select! {
             _ = broker.shutdown.cancelled() => {
@@ -66,14 +94,25 @@ pub async fn accept(
 async fn serve_connection(
     broker: Arc<BrokerState>,
     incoming: quinn::Incoming,
-    permits: Arc<tokio::sync::Semaphore>,
+    permits: Arc<Admission>,
 ) -> Result<(), quinn::ConnectionError> {
+    // Held until the connection ends (every return below).
+    let _slot = match permits.admit(incoming.remote_address().ip()) {
+        Ok(s) => s,
+        Err(why) => {
+            crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
+            tracing::warn!(peer = %incoming.remote_address(), %why, "refusing a QUIC connection");
+            incoming.refuse();
+            return Ok(());
+        }
+    };
     let connecting = incoming.accept()?;
-    // Accepting 0.5-RTT lets a resuming client's CONNECT (sent as 0-RTT data) be answered
-    // without waiting for the handshake to finish.
-    let conn = match connecting.into_0rtt() {
-        Ok((conn, _)) => conn,
-        Err(connecting) => connecting.await?,
+    let timeout = Duration::from_secs(broker.config.limits.connect_timeout);
+    // No application data is acted on before the handshake completes: 0-RTT data that an
+    // attacker replays never gets this far (see the module docs).
+    let conn = match tokio::time::timeout(timeout, connecting).await {
+        Ok(c) => c?,
+        Err(_) => return Ok(()),
     };
     let peer = conn.remote_address();
     let user = super::tls::certificate_user(
@@ -85,22 +124,53 @@ async fn serve_connection(
             .as_deref()
             .map(Vec::as_slice),
     );
+    // Streams being served; the first one rides on the connection's slot.
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut first = true;
     loop {
+        let next = async {
+            if first {
+                // A connection must open its first stream within the connect timeout.
+                tokio::time::timeout(timeout, conn.accept_bi())
+                    .await
+                    .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+            } else {
+                conn.accept_bi().await
+            }
+        };
         let (send, recv) = tokio::select! {
             _ = broker.shutdown.cancelled() => return Ok(()),
-            s = conn.accept_bi() => s?,
+            s = next => match s {
+                Ok(s) => s,
+                Err(quinn::ConnectionError::TimedOut) => {
+                    conn.close(quinn::VarInt::from_u32(0), b"no stream");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
-            tracing::warn!(%peer, "connection limit reached; refusing a QUIC stream");
-            conn.close(quinn::VarInt::from_u32(0x89), b"server busy");
-            return Ok(());
+        first = false;
+        let extra = if active.fetch_add(1, Ordering::AcqRel) == 0 {
+            None
+        } else {
+            match permits.admit(peer.ip()) {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
+                    tracing::warn!(%peer, %why, "refusing a QUIC stream");
+                    conn.close(quinn::VarInt::from_u32(0x89), b"server busy");
+                    return Ok(());
+                }
+            }
         };
         let b = broker.clone();
         let user = user.clone();
+        let active = active.clone();
         broker.tasks.spawn(async move {
             connection::serve(b, tokio::io::join(recv, send), peer, "quic", user).await;
-            drop(permit);
+            active.fetch_sub(1, Ordering::AcqRel);
+            drop(extra);
         });
     }
 }
