@@ -48,6 +48,8 @@ pub(super) struct Conn {
     pub(super) info: Option<Arc<crate::sessions::LiveInfo>>,
     /// A re-authentication under way (enhanced authentication).
     pub(super) reauth: Option<Box<crate::auth::ScramServer>>,
+    /// The commit of outgoing QoS 2 packet ids whose PUBLISHes wait for it (see `drain`).
+    pub(super) qos2_marks: Option<crate::store::Durable>,
 }
 
 impl Conn {
@@ -225,6 +227,7 @@ impl Conn {
             keep_alive_changed: false,
             info: None,
             reauth: None,
+            qos2_marks: None,
         })
     }
 
@@ -312,6 +315,9 @@ impl Conn {
                 _ = &mut notified, if backlog < OUT_HIGH_WATER => {
                     notified.set(mailbox.notified());
                     self.drain(sess);
+                }
+                marked = async { self.qos2_marks.as_mut().expect("guarded").await }, if self.qos2_marks.is_some() => {
+                    self.qos2_marked(sess, matches!(marked, Ok(Ok(_))));
                 }
                 commit = self.acks.front_commit(), if self.acks.front_waits() => {
                     if let Err(v) = self.acks.front_committed(sess, commit) {

@@ -17,9 +17,49 @@ impl Conn {
     /// Moves deliveries from the mailbox into the session while the window and the output
     /// buffer allow, keeping their order.
     pub(super) fn drain(&mut self, sess: &mut ServerSession) {
-        let m = &self.broker.metrics;
+        if self.qos2_marks.is_some() {
+            // Output is held until the packet ids of QoS 2 messages already encoded are
+            // durable; taking more now would put later writes under that barrier.
+            return;
+        }
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
+        let mut marks = Vec::new();
+        self.drain_into(sess, &mut batch, &mut marks, now);
+        self.batch = batch;
+        if !marks.is_empty()
+            && let Some(st) = self.broker.store()
+        {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            st.write(marks, Some(tx));
+            self.qos2_marks = Some(rx);
+        }
+        self.broker.metrics.output_backlog_peak.fetch_max(
+            sess.pending_transmit() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The packet ids of the QoS 2 messages in the last drain are durable (or the store
+    /// failed, which is logged): their PUBLISHes may go out, and draining goes on.
+    pub(super) fn qos2_marked(&mut self, sess: &mut ServerSession, ok: bool) {
+        if !ok {
+            tracing::warn!("storing outgoing QoS 2 packet ids failed; sending anyway");
+        }
+        self.qos2_marks = None;
+        sess.release_transmit();
+        self.drain(sess);
+    }
+
+    fn drain_into(
+        &mut self,
+        sess: &mut ServerSession,
+        batch: &mut Vec<Delivery>,
+        marks: &mut Vec<Op>,
+        now: Instant,
+    ) {
+        let m = &self.broker.metrics;
+        let durable = self.broker.store().is_some();
         let mut rounds = 0;
         while sess.pending_transmit() < OUT_HIGH_WATER && rounds < DRAIN_ROUNDS {
             rounds += 1;
@@ -29,7 +69,7 @@ impl Conn {
             let budget = OUT_HIGH_WATER.saturating_sub(sess.pending_transmit());
             self.state
                 .mailbox
-                .pop_batch(DRAIN_BATCH, sess.send_room(), budget, &mut batch);
+                .pop_batch(DRAIN_BATCH, sess.send_room(), budget, batch);
             if batch.is_empty() {
                 break;
             }
@@ -44,17 +84,22 @@ impl Conn {
                 if !self.identity.namespace.is_identity() {
                     p.topic = self.identity.namespace.outbound(&p.topic).into_owned();
                 }
+                // QoS 2 must resume with the same packet id after a crash, or the client
+                // would take it for a new message: the id is stored before the PUBLISH
+                // leaves (output held until the commit). QoS 1 may be delivered twice
+                // anyway: not worth a write per message.
+                let mark = durable && d.seq.is_some() && d.qos == QoS::ExactlyOnce;
+                if mark {
+                    sess.hold_transmit();
+                }
                 match sess.publish(p) {
                     Ok(pkid) => {
                         Metrics::inc(&m.messages_sent);
                         if pkid != 0 {
                             if let Some(seq) = d.seq {
                                 self.state.stored_inflight.insert(pkid, seq);
-                                // QoS 2 must resume with the same packet id after a crash, or
-                                // the client would take it for a new message. (QoS 1 may be
-                                // delivered twice anyway: not worth a write per message.)
-                                if d.qos == QoS::ExactlyOnce {
-                                    self.store_write(Op::MarkSent {
+                                if mark {
+                                    marks.push(Op::MarkSent {
                                         uid: self.state.uid,
                                         seq,
                                         sent: crate::store::Sent::Published(pkid),
@@ -75,17 +120,19 @@ impl Conn {
                         let mut back = vec![d];
                         back.extend(rest);
                         self.state.mailbox.push_front_all(back);
-                        self.batch = batch;
+                        if marks.is_empty() {
+                            // Held for this one only, and it did not go.
+                            sess.release_transmit();
+                        }
                         return;
                     }
                 }
+                if mark && marks.is_empty() {
+                    // Held, but not sent (too large): nothing to wait for.
+                    sess.release_transmit();
+                }
             }
         }
-        self.batch = batch;
-        m.output_backlog_peak.fetch_max(
-            sess.pending_transmit() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
         // Budget used up: come back after other tasks had their turn.
         if rounds == DRAIN_ROUNDS {
             self.state.mailbox.wake();

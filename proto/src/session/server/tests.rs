@@ -1,6 +1,8 @@
 //! Drives a [`ServerSession`] with hand-made client packets and a virtual clock.
 
 use super::*;
+use crate::session::Accept;
+use bytes::Bytes;
 
 struct Harness {
     s: ServerSession,
@@ -383,4 +385,20 @@ fn packets_other_than_auth_during_the_exchange_are_refused() {
     h.s.auth_continue(Bytes::new());
     let v = h.send(Packet::PingReq).expect_err("not AUTH");
     assert_eq!(v.code, ReasonCode::ProtocolError);
+}
+
+#[test]
+fn held_output_waits_for_release() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    h.send(Packet::PingReq).expect("ping");
+    h.s.hold_transmit();
+    h.s.publish(publish("t", QoS::ExactlyOnce, 0))
+        .expect("publish");
+    assert!(h.s.has_transmit(), "the PINGRESP before the barrier may go");
+    let out = h.recv();
+    assert!(matches!(out.as_slice(), [Packet::PingResp]), "{out:?}");
+    assert!(!h.s.has_transmit(), "the QoS 2 PUBLISH is held");
+    assert!(h.s.pending_transmit() > 0);
+    h.s.release_transmit();
+    assert!(matches!(h.recv().as_slice(), [Packet::Publish(p)] if p.qos == QoS::ExactlyOnce));
 }

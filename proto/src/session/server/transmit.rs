@@ -1,0 +1,63 @@
+//! Output of the server session: the bytes to write, and a barrier that holds some back.
+//!
+//! The barrier exists for durability: an outgoing QoS 2 PUBLISH to a persistent session
+//! must not reach the client before its packet identifier is stored, or after a crash the
+//! client would take the resent message for a new one. The broker calls
+//! [`ServerSession::hold_transmit`] before encoding such a PUBLISH, writes the packet id to
+//! its store, and calls [`ServerSession::release_transmit`] once that commit is durable;
+//! meanwhile [`ServerSession::take_transmit`] hands over only what was encoded before.
+
+use bytes::Bytes;
+
+use super::ServerSession;
+
+impl ServerSession {
+    /// Bytes to write to the socket (up to the barrier, if one is set); empty when there is
+    /// nothing.
+    pub fn take_transmit(&mut self) -> Bytes {
+        match self.held_from {
+            // Hand over the whole buffer: an idle connection then holds no output memory.
+            None => self.out.split().freeze(),
+            Some(at) => {
+                self.held_from = Some(0);
+                self.out.split_to(at).freeze()
+            }
+        }
+    }
+
+    /// Holds back everything encoded from now on until [`ServerSession::release_transmit`]
+    /// (a barrier already set stays where it is).
+    pub fn hold_transmit(&mut self) {
+        if self.held_from.is_none() {
+            self.held_from = Some(self.out.len());
+        }
+    }
+
+    /// Lifts the barrier: everything encoded can be written.
+    pub fn release_transmit(&mut self) {
+        self.held_from = None;
+    }
+
+    /// Whether a barrier holds output back.
+    pub fn is_holding_transmit(&self) -> bool {
+        self.held_from.is_some()
+    }
+
+    /// Makes room for about `bytes` more output at once, instead of growing step by step.
+    pub fn reserve_transmit(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+
+    /// Number of bytes encoded and not yet taken (held ones included).
+    pub fn pending_transmit(&self) -> usize {
+        self.out.len()
+    }
+
+    /// True when bytes can be taken with [`ServerSession::take_transmit`] now.
+    pub fn has_transmit(&self) -> bool {
+        match self.held_from {
+            None => !self.out.is_empty(),
+            Some(at) => at > 0,
+        }
+    }
+}
