@@ -1,7 +1,8 @@
 //! A full disk: QoS 1 publishes are refused with a reason code instead of being
 //! acknowledged and lost, QoS 0 keeps flowing, and the broker recovers when space returns.
-//! Runs on a small tmpfs mounted for the test (needs root, as CI has; skipped with a
-//! message otherwise).
+//! Runs on a small filesystem made for the test: a tmpfs with a size limit, or else a
+//! loop-mounted ext4 image. Both need root (as CI has); if neither can be made the test
+//! fails: it never passes without having filled a disk.
 
 use std::process::Command;
 use std::time::Duration;
@@ -16,6 +17,29 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// Mounts a 6 MB filesystem on `at`: tmpfs, else an ext4 image at `image` on a loop
+/// device. Panics if neither works.
+fn small_filesystem(at: &std::path::Path, image: &std::path::Path) -> Mount {
+    let ok = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    if ok(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6M", "tmpfs"])
+        .arg(at))
+    {
+        return Mount(at.to_owned());
+    }
+    let made = std::fs::File::create(image).and_then(|f| f.set_len(6 << 20));
+    if made.is_ok()
+        && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))
+        && ok(Command::new("mount").args(["-o", "loop"]).arg(image).arg(at))
+    {
+        return Mount(at.to_owned());
+    }
+    panic!(
+        "cannot make a small filesystem (tmpfs or loop-mounted ext4 image): the disk-full \
+         test needs root; run the test suite as root (CI does)"
+    );
 }
 
 fn publish(pkid: u16, qos: QoS, size: usize) -> Packet {
@@ -33,16 +57,8 @@ fn publish(pkid: u16, qos: QoS, size: usize) -> Packet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_qos1_keeps_qos0_and_recovers() {
     let dir = TempDir::new("diskfull");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6M", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); the disk-full test needs one");
-        return;
-    }
-    let _m = Mount(dir.path().to_owned());
+    let image = TempDir::new("diskfull-image");
+    let _m = small_filesystem(dir.path(), &image.path().join("fs.img"));
     // Someone else's file takes part of the disk; deleting it later is "space returns".
     let filler = dir.path().join("other-app.log");
     std::fs::write(&filler, vec![0u8; 2 << 20]).expect("filler");
