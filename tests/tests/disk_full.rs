@@ -32,7 +32,10 @@ fn small_filesystem(at: &std::path::Path, image: &std::path::Path) -> Mount {
     let made = std::fs::File::create(image).and_then(|f| f.set_len(6 << 20));
     if made.is_ok()
         && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))
-        && ok(Command::new("mount").args(["-o", "loop"]).arg(image).arg(at))
+        && ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at))
     {
         return Mount(at.to_owned());
     }
