@@ -247,7 +247,7 @@ impl BrokerState {
     }
 
     /// Shared-subscription messages of a leaving member go to another member: queued ones,
-    /// and sent ones not yet acknowledged ([MQTT-4.8.2-?] SHOULD).
+    /// and sent ones not yet acknowledged (MQTT 5.0 §4.8.2: a SHOULD).
     fn hand_over_shared(&self, c: &mut Closing) {
         if !c.shared_inflight.is_empty() {
             let shared = std::mem::take(&mut c.shared_inflight);

@@ -242,7 +242,7 @@ impl ServerSession {
                     None => {
                         return Err(Violation::new(
                             ReasonCode::ProtocolError,
-                            "[MQTT-3.3.4-?] topic alias not yet mapped",
+                            "[MQTT 5.0 §3.3.2.3.4] topic alias not yet mapped",
                         ));
                     }
                 }
