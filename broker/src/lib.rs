@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 pub mod delivery;
+pub mod im;
 pub mod listener;
 pub mod mailbox;
 pub mod message;
@@ -80,6 +81,8 @@ pub struct BrokerState {
     pub metrics: Metrics,
     /// Services that take over the messages of their topics (the IM service).
     pub interceptors: Interceptors,
+    /// The IM service, if the broker runs one.
+    pub im: Option<Arc<im::ImService>>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -120,6 +123,7 @@ pub struct Broker {
     acl: Arc<dyn Acl>,
     store: Option<Arc<dyn Store>>,
     interceptors: Interceptors,
+    im: Option<Arc<im::ImService>>,
 }
 
 impl Broker {
@@ -130,7 +134,19 @@ impl Broker {
             acl: Arc::new(DefaultAcl),
             store: None,
             interceptors: Interceptors::default(),
+            im: None,
         }
+    }
+
+    /// Runs the IM service: it takes over `$im/req/`, authenticates IM logins in front of
+    /// the configured authenticator, and follows IM devices' connections.
+    pub fn with_im(mut self, im: Arc<im::ImService>) -> Self {
+        self.interceptors.register(
+            namespace::IM_REQUEST_PREFIX,
+            Arc::new(im::ImRequests(im.clone())),
+        );
+        self.im = Some(im);
+        self
     }
 
     /// Hands the messages published to topics starting with `prefix` to `i` instead of
@@ -171,6 +187,13 @@ impl Broker {
             (Some(a), _) => a,
             (None, Some(path)) => Arc::new(PasswordAuth::load(self.config.allow_anonymous, path)?),
             (None, None) => Arc::new(PasswordAuth::new(self.config.allow_anonymous)),
+        };
+        let auth: Arc<dyn Authenticator> = match &self.im {
+            Some(im) => Arc::new(im::auth::ImAuth {
+                im: im.clone(),
+                inner: auth,
+            }),
+            None => auth,
         };
         // Everything that can fail (certificates, ports) fails before any state is built.
         let l = &self.config.listeners;
@@ -248,6 +271,7 @@ impl Broker {
             sessions: Sessions::default(),
             metrics: Metrics::default(),
             interceptors: self.interceptors,
+            im: self.im,
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
@@ -261,6 +285,9 @@ impl Broker {
         });
         if let Some(snap) = snapshot {
             state.restore(snap);
+        }
+        if let Some(im) = &state.im {
+            im.attach(&state);
         }
         let mut addrs = Addrs::default();
         let permits = listener::permits(&state);
