@@ -83,6 +83,8 @@ pub struct BrokerState {
     pub interceptors: Interceptors,
     /// The IM service, if the broker runs one.
     pub im: Option<Arc<im::ImService>>,
+    /// Where the broker listens (set once every listener is bound).
+    pub addrs: std::sync::OnceLock<Addrs>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -272,6 +274,7 @@ impl Broker {
             metrics: Metrics::default(),
             interceptors: self.interceptors,
             im: self.im,
+            addrs: std::sync::OnceLock::new(),
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
@@ -311,10 +314,12 @@ impl Broker {
                 .tasks
                 .spawn(transport::quic::accept(state.clone(), ep, permits.clone()));
         }
+        if let Some(sock) = &admin {
+            addrs.admin = sock.local_addr().ok();
+        }
+        let _ = state.addrs.set(addrs.clone());
         if let Some(sock) = admin {
-            let local = sock.local_addr().ok();
-            tracing::info!(addr = ?local, "admin API listening");
-            addrs.admin = local;
+            tracing::info!(addr = ?addrs.admin, "admin API listening");
             state.tasks.spawn(admin::serve(
                 state.clone(),
                 sock,
@@ -338,7 +343,7 @@ fn list_name(k: &listener::Kind) -> &'static str {
 }
 
 /// Bound addresses per transport (port 0 resolved).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Addrs {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,

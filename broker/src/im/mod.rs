@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod directory;
 pub mod error;
+pub(crate) mod http;
 pub mod keys;
 pub mod messaging;
 pub mod presence;
