@@ -3,6 +3,7 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod im;
 pub mod nat;
 
 use std::net::SocketAddr;
