@@ -55,15 +55,15 @@ impl ImError {
         }
     }
 
-    /// The MQTT 5 reason code of the request's PUBACK.
+    /// The MQTT 5 reason code of the request's PUBACK (only codes PUBACK may carry,
+    /// MQTT 5.0 section 3.4.2.1).
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             ImError::BadRequest(_) => ReasonCode::PayloadFormatInvalid,
             ImError::Unauthorized(_) | ImError::Banned | ImError::Forbidden(_) => {
                 ReasonCode::NotAuthorized
             }
-            ImError::TooLarge(_) => ReasonCode::PacketTooLarge,
-            ImError::Unavailable(_) => ReasonCode::QuotaExceeded,
+            ImError::TooLarge(_) | ImError::Unavailable(_) => ReasonCode::QuotaExceeded,
             ImError::NotFound(_) | ImError::Conflict(_) | ImError::Gone(_) => {
                 ReasonCode::ImplementationSpecificError
             }

@@ -266,6 +266,10 @@ impl ImService {
     pub async fn read(&self, login: &ImLogin, req: im::ReadRequest) -> Result<im::Ack, ImError> {
         let conv = self.own_conv(login, &req.conversation)?;
         let log = keys::log(login.tenant, &conv);
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut row = self
+            .user_conv(login.tenant, login.uid, &conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
         let max = self.store.log_last(&log)?;
         if req.seq > max {
             return Err(ImError::BadRequest(format!(
@@ -273,10 +277,6 @@ impl ImService {
                 req.seq
             )));
         }
-        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
-        let mut row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
         if req.seq <= row.read_seq {
             return Ok(im::Ack { status: ok() });
         }
@@ -321,6 +321,10 @@ impl ImService {
         req: im::ReadRequest,
     ) -> Result<im::Ack, ImError> {
         let conv = self.own_conv(login, &req.conversation)?;
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut row = self
+            .user_conv(login.tenant, login.uid, &conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
         let max = self.store.log_last(&keys::log(login.tenant, &conv))?;
         if req.seq > max {
             return Err(ImError::BadRequest(format!(
@@ -328,10 +332,6 @@ impl ImService {
                 req.seq
             )));
         }
-        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
-        let mut row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
         if req.seq <= row.delivered_seq {
             return Ok(im::Ack { status: ok() });
         }
