@@ -91,6 +91,8 @@ impl ImClient {
                     break;
                 }
             }
+            // The client stopped: requests still waiting fail now instead of timing out.
+            w.lock().clear();
         });
         for filter in [INBOX, "$im/resp/#"] {
             let codes = client.subscribe_acked(filter, QoS::AtLeastOnce).await?;
