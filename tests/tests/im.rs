@@ -320,7 +320,7 @@ async fn recall_mentions_typing_and_burn_after_read() {
     let h = alice.client.history("p:1:2", 0, 1).await.expect("history");
     assert!(h.messages[0].burned && h.messages[0].content.is_none());
     // Past the recall window: 410.
-    let mut policy = (*b.im.tenant(t).expect("tenant")).policy.clone();
+    let mut policy = b.im.tenant(t).expect("tenant").policy.clone();
     policy.recall_window_secs = 0;
     b.im.set_policy(t, policy).await.expect("policy");
     let late = alice
