@@ -126,6 +126,22 @@ pub fn user_conv(tid: u64, uid: u64, conv: &ConvId) -> Vec<u8> {
     ])
 }
 
+/// Which position of a user in a conversation a `Cursors` record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    Read = b'r' as isize,
+    Delivered = b'd' as isize,
+    Mention = b'm' as isize,
+}
+
+/// `Cursors`: a position of user `uid` in `conv`.
+pub fn cursor(tid: u64, uid: u64, conv: &ConvId, which: Cursor) -> Vec<u8> {
+    let mut k = user_conv(tid, uid, conv);
+    k.push(0);
+    k.push(which as u8);
+    k
+}
+
 /// The conversation id at the end of a `UserConvs` key.
 pub fn conv_of_user_conv_key(k: &[u8]) -> Option<ConvId> {
     ConvId::parse(std::str::from_utf8(k.get(16..)?).ok()?)

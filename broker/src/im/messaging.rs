@@ -157,13 +157,43 @@ impl ImService {
             (Some(s), false) => Some(keys::idem(s, &msg.client_msg_id)),
             _ => None,
         };
-        let applied = self
-            .commit(vec![Op::Append {
-                log: log.clone(),
-                idem,
-                value: msg.encode_to_vec(),
-            }])
-            .await?;
+        // One commit: members' rows (created by the first message, unhidden by a new one),
+        // the message, the sender's read position and mentions, which follow the append.
+        let mut ops = Vec::new();
+        for (m, row) in members.iter().zip(&mut rows) {
+            if row.as_ref().is_none_or(|r| r.hidden) {
+                let mut r = row.clone().unwrap_or_else(|| UserConvRecord {
+                    peer: m.peer.clone(),
+                    ..UserConvRecord::default()
+                });
+                r.hidden = false;
+                r.updated_ms = msg.server_time_ms;
+                ops.push(self.put_row(tid, m.uid, conv, &r)?);
+                *row = Some(r);
+            }
+        }
+        ops.push(Op::Append {
+            log: log.clone(),
+            idem,
+            value: msg.encode_to_vec(),
+        });
+        for m in members {
+            let cursors: &[keys::Cursor] = if sender == Some(m.uid) {
+                &[keys::Cursor::Read, keys::Cursor::Delivered]
+            } else if msg.mention_all || msg.mentions.contains(&m.account) {
+                &[keys::Cursor::Mention]
+            } else {
+                &[]
+            };
+            for &c in cursors {
+                ops.push(Op::SetToLogHead {
+                    table: Table::Cursors,
+                    key: keys::cursor(tid, m.uid, conv, c),
+                    log: log.clone(),
+                });
+            }
+        }
+        let applied = self.commit(ops).await?;
         let Some(OpResult::Appended { seq, duplicate }) = applied.results.first().copied() else {
             return Err(ImError::Internal("append returned no seq".into()));
         };
@@ -178,30 +208,6 @@ impl ImService {
             return Ok((seq, time, true));
         }
         msg.seq = seq;
-        // Members' rows: created by the first message, unhidden by a new one, the sender
-        // has read their own message, mentions are flagged.
-        let mut ops = Vec::new();
-        for (m, row) in members.iter().zip(&mut rows) {
-            let mut r = row.clone().unwrap_or_else(|| UserConvRecord {
-                peer: m.peer.clone(),
-                ..UserConvRecord::default()
-            });
-            r.hidden = false;
-            r.updated_ms = msg.server_time_ms;
-            if sender == Some(m.uid) {
-                r.read_seq = seq;
-                r.delivered_seq = seq;
-            } else if msg.mention_all || msg.mentions.contains(&m.account) {
-                r.mention_seq = seq;
-            }
-            ops.push(Op::Put {
-                table: Table::UserConvs,
-                key: keys::user_conv(tid, m.uid, conv),
-                value: serde_json::to_vec(&r).map_err(|e| ImError::Internal(e.to_string()))?,
-            });
-            *row = Some(r);
-        }
-        self.commit(ops).await?;
         for m in members {
             self.emit(tid, m.uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
         }
@@ -283,7 +289,16 @@ impl ImService {
         let before = row.read_seq;
         row.read_seq = req.seq;
         row.delivered_seq = row.delivered_seq.max(req.seq);
-        let mut ops = vec![self.put_row(login.tenant, login.uid, &conv, &row)?];
+        let mut ops = vec![
+            self.raise(login.tenant, login.uid, &conv, keys::Cursor::Read, req.seq),
+            self.raise(
+                login.tenant,
+                login.uid,
+                &conv,
+                keys::Cursor::Delivered,
+                req.seq,
+            ),
+        ];
         let burned = self.burn(&log, login, before, req.seq)?;
         ops.extend(burned.iter().map(|m| Op::ReplaceEntry {
             log: log.clone(),
@@ -336,8 +351,14 @@ impl ImService {
             return Ok(im::Ack { status: ok() });
         }
         row.delivered_seq = req.seq;
-        self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
-            .await?;
+        self.commit(vec![self.raise(
+            login.tenant,
+            login.uid,
+            &conv,
+            keys::Cursor::Delivered,
+            req.seq,
+        )])
+        .await?;
         if let Some(peer) = conv.peer_of(login.uid) {
             let receipt = im::Receipt {
                 kind: im::receipt::Kind::Delivered as i32,
@@ -417,7 +438,7 @@ impl ImService {
         }
     }
 
-    /// User `uid`'s row of `conv`.
+    /// User `uid`'s row of `conv`, with its positions.
     pub(super) fn user_conv(
         &self,
         tid: u64,
@@ -428,10 +449,43 @@ impl ImService {
             .store
             .get(Table::UserConvs, &keys::user_conv(tid, uid, conv))?
         {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| ImError::Internal(format!("corrupt conversation row: {e}"))),
+            Some(v) => {
+                let mut row: UserConvRecord = serde_json::from_slice(&v)
+                    .map_err(|e| ImError::Internal(format!("corrupt conversation row: {e}")))?;
+                self.fill_cursors(tid, uid, conv, &mut row)?;
+                Ok(Some(row))
+            }
             None => Ok(None),
+        }
+    }
+
+    /// Reads a row's positions from the `Cursors` table.
+    pub(super) fn fill_cursors(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        row: &mut UserConvRecord,
+    ) -> Result<(), ImError> {
+        let get = |c| -> Result<u64, ImError> {
+            Ok(self
+                .store
+                .get(Table::Cursors, &keys::cursor(tid, uid, conv, c))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map_or(0, u64::from_be_bytes))
+        };
+        row.read_seq = get(keys::Cursor::Read)?;
+        row.delivered_seq = get(keys::Cursor::Delivered)?;
+        row.mention_seq = get(keys::Cursor::Mention)?;
+        Ok(())
+    }
+
+    /// Moves a position forward (never back).
+    fn raise(&self, tid: u64, uid: u64, conv: &ConvId, c: keys::Cursor, seq: u64) -> Op {
+        Op::Max {
+            table: Table::Cursors,
+            key: keys::cursor(tid, uid, conv, c),
+            value: seq,
         }
     }
 

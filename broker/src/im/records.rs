@@ -83,18 +83,23 @@ pub struct UserRecord {
     pub created_ms: u64,
 }
 
-/// One user's state in one conversation.
+/// One user's state in one conversation. The three positions live in the `Cursors` table
+/// (so that an append can move them in the same commit); they are filled in when a row is
+/// read and never serialised with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UserConvRecord {
     /// Read up to (by any device).
+    #[serde(skip)]
     pub read_seq: u64,
     /// Received up to (delivered receipts).
+    #[serde(skip)]
     pub delivered_seq: u64,
+    /// The last message that mentions the user.
+    #[serde(skip)]
+    pub mention_seq: u64,
     /// History starts after this.
     pub min_seq: u64,
-    /// The last message that mentions the user.
-    pub mention_seq: u64,
     pub pinned: bool,
     pub muted: bool,
     pub hidden: bool,

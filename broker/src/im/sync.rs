@@ -195,6 +195,10 @@ impl ImService {
                 .into_iter()
                 .next()
                 .and_then(|(s, v)| decode(s, &v));
+            // Last activity: the last message.
+            if let Some(m) = &view.last {
+                view.updated_ms = view.updated_ms.max(m.server_time_ms);
+            }
         }
         Ok(view)
     }
@@ -210,13 +214,14 @@ impl ImService {
                 .scan(Table::UserConvs, &prefix, after.as_deref(), SCAN_PAGE)?;
             let n = page.len();
             for (k, v) in page {
-                let (Some(conv), Ok(row)) = (
+                let (Some(conv), Ok(mut row)) = (
                     keys::conv_of_user_conv_key(&k),
                     serde_json::from_slice::<UserConvRecord>(&v),
                 ) else {
                     tracing::warn!("skipping an undecodable conversation row");
                     continue;
                 };
+                self.fill_cursors(tid, uid, &conv, &mut row)?;
                 out.push((conv, row));
                 after = Some(k);
             }
