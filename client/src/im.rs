@@ -203,6 +203,7 @@ impl ImClient {
                 })
                 .collect(),
             limit,
+            conversations_since_ms: 0,
         };
         self.request("sync", &req).await
     }
@@ -278,7 +279,7 @@ impl ImClient {
     }
 
     pub async fn conversations(&self) -> Result<im::ConversationsResponse, ImError> {
-        self.request("conversations", &im::ConversationsRequest {})
+        self.request("conversations", &im::ConversationsRequest { since_ms: 0 })
             .await
     }
 

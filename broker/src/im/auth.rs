@@ -4,6 +4,8 @@
 //!   user; the user name, if given, must be the token's account.
 //! - **Directory password** (user name `{app_key}:{account}`): users created with a
 //!   password (seed 001's fixed accounts; also device credentials for IoT devices).
+//! - **Any account** (same user name, the app secret as password), only for tenants whose
+//!   policy enables it: seed 001's "any account" mode, the user made on first login.
 //! - **Service** (user name `$service`): the gateway and the push worker; the whole topic
 //!   space, unmapped.
 //! - anything else goes to the inner authenticator (password file, anonymous), whose
@@ -54,6 +56,16 @@ impl Authenticator for ImAuth {
         if let Some((app_key, account)) = c.username.and_then(|u| u.split_once(':'))
             && let Ok(tenant) = self.im.tenant_by_key(app_key)
         {
+            if tenant.policy.any_account
+                && c.password.is_some_and(|p| {
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        tenant.app_secret.as_bytes(),
+                        p,
+                    ))
+                })
+            {
+                return self.any_account(c, tenant.id, account);
+            }
             return self.password(c, tenant.id, account);
         }
         self.inner.authenticate(c)
@@ -90,6 +102,32 @@ impl ImAuth {
             return Err(ReasonCode::BadUserNameOrPassword);
         }
         self.login(c, claims.t, user.uid, user.account, claims.d)
+    }
+
+    /// Seed 001's "any account" mode: the app vouches for its user with the app secret;
+    /// the user is created on first login.
+    fn any_account(
+        &self,
+        c: &Credentials<'_>,
+        tid: u64,
+        account: &str,
+    ) -> Result<Identity, ReasonCode> {
+        let user = match self.im.user(tid, account) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                // Authenticators run on a blocking thread: wait for the creation's commit.
+                let handle = tokio::runtime::Handle::try_current()
+                    .map_err(|_| ReasonCode::ServerUnavailable)?;
+                handle
+                    .block_on(self.im.create_user(tid, account, "", None, true))
+                    .map_err(|e| refusal(c, &e))?
+            }
+            Err(e) => return Err(refusal(c, &e)),
+        };
+        if user.banned_until > crate::store::unix_now() {
+            return Err(ReasonCode::Banned);
+        }
+        self.login(c, tid, user.uid, user.account, String::new())
     }
 
     fn password(

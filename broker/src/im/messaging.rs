@@ -404,6 +404,7 @@ impl ImService {
         if let Some(h) = req.hidden {
             row.hidden = h;
         }
+        row.updated_ms = now_ms();
         self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
             .await?;
         let view = self.conversation_view(login.tenant, login.uid, &conv, &row)?;

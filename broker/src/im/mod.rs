@@ -170,10 +170,7 @@ impl ImService {
             "send" => self.send(login, decode(payload)?).await?.encode_to_vec(),
             "sync" => self.sync(login, decode(payload)?)?.encode_to_vec(),
             "history" => self.history(login, decode(payload)?)?.encode_to_vec(),
-            "conversations" => {
-                let _: im::ConversationsRequest = decode(payload)?;
-                self.conversations(login)?.encode_to_vec()
-            }
+            "conversations" => self.conversations(login, decode(payload)?)?.encode_to_vec(),
             "read" => self.read(login, decode(payload)?).await?.encode_to_vec(),
             "delivered" => self
                 .delivered(login, decode(payload)?)

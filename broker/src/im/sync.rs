@@ -11,8 +11,8 @@ use switchboard_proto::im;
 use super::error::{ImError, ok};
 use super::keys::{self, ConvId};
 use super::records::UserConvRecord;
-use super::{ImLogin, ImService};
-use crate::store::Table;
+use super::{ImLogin, ImService, now_ms};
+use crate::store::{LogEntry, Op, Table};
 
 /// Messages per sync response unless the client asks otherwise, and at most.
 const SYNC_DEFAULT: usize = 200;
@@ -43,8 +43,11 @@ impl ImService {
         }
         let mut resp = im::SyncResponse {
             status: ok(),
+            server_time_ms: now_ms(),
             ..im::SyncResponse::default()
         };
+        let since = req.conversations_since_ms;
+        let cutoff = self.retention_cutoff(login.tenant)?;
         let mut budget = limit;
         for (conv, row) in &rows {
             let log = keys::log(login.tenant, conv);
@@ -65,13 +68,15 @@ impl ImService {
                         resp.more = true;
                     }
                     budget -= entries.len();
-                    resp.messages
-                        .extend(entries.into_iter().filter_map(|(s, v)| decode(s, &v)));
+                    let kept = self.retained(&log, entries, cutoff);
+                    resp.messages.extend(kept);
                 }
             }
             let view = self.view(login.tenant, login.uid, conv, row, max)?;
             resp.unread_total += counted(&view);
-            resp.conversations.push(view);
+            if since == 0 || from <= max || view.updated_ms > since {
+                resp.conversations.push(view);
+            }
         }
         sort_list(&mut resp.conversations);
         Ok(resp)
@@ -99,31 +104,73 @@ impl ImService {
         };
         let from = row.min_seq + 1;
         let entries = self.store.log_range(&log, from, to, limit, true)?;
-        let more = entries.last().is_some_and(|(s, _)| *s > from);
+        let cutoff = self.retention_cutoff(login.tenant)?;
+        let mut messages: Vec<im::Message> = entries
+            .into_iter()
+            .filter_map(|(s, v)| decode(s, &v))
+            .collect();
+        let before = messages.len();
+        messages.retain(|m| m.server_time_ms >= cutoff);
+        let more = before == messages.len() && messages.last().is_some_and(|m| m.seq > from);
         Ok(im::HistoryResponse {
             status: ok(),
-            messages: entries
-                .into_iter()
-                .filter_map(|(s, v)| decode(s, &v))
-                .collect(),
+            messages,
             more,
         })
     }
 
-    /// The user's conversation list.
-    pub fn conversations(&self, login: &ImLogin) -> Result<im::ConversationsResponse, ImError> {
+    /// The user's conversation list (changed after `since_ms`, or all).
+    pub fn conversations(
+        &self,
+        login: &ImLogin,
+        req: im::ConversationsRequest,
+    ) -> Result<im::ConversationsResponse, ImError> {
         let mut resp = im::ConversationsResponse {
             status: ok(),
+            server_time_ms: now_ms(),
             ..im::ConversationsResponse::default()
         };
         for (conv, row) in self.rows(login.tenant, login.uid)? {
             let max = self.store.log_last(&keys::log(login.tenant, &conv))?;
             let view = self.view(login.tenant, login.uid, &conv, &row, max)?;
             resp.unread_total += counted(&view);
-            resp.conversations.push(view);
+            if req.since_ms == 0 || view.updated_ms > req.since_ms {
+                resp.conversations.push(view);
+            }
         }
         sort_list(&mut resp.conversations);
         Ok(resp)
+    }
+
+    /// Messages older than this (Unix ms) are past the tenant's retention.
+    fn retention_cutoff(&self, tid: u64) -> Result<u64, ImError> {
+        let days = self.tenant(tid)?.policy.retention_days;
+        Ok(now_ms().saturating_sub(days.saturating_mul(24 * 3600 * 1000)))
+    }
+
+    /// Decodes `entries` of `log`, dropping those past retention; the log is trimmed below
+    /// the first one kept (in the background: trimming is housekeeping).
+    fn retained(&self, log: &[u8], entries: Vec<LogEntry>, cutoff: u64) -> Vec<im::Message> {
+        let mut out = Vec::with_capacity(entries.len());
+        let mut expired_upto = 0;
+        for (s, v) in entries {
+            let Some(m) = decode(s, &v) else { continue };
+            if m.server_time_ms < cutoff {
+                expired_upto = s;
+            } else {
+                out.push(m);
+            }
+        }
+        if expired_upto > 0 {
+            self.store.write(
+                vec![Op::TrimLog {
+                    log: log.to_vec(),
+                    below: expired_upto + 1,
+                }],
+                None,
+            );
+        }
+        out
     }
 
     /// The badge: unread messages over the user's conversations that are not muted.
