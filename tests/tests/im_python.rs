@@ -62,6 +62,9 @@ async fn python_client_written_from_the_protocol_doc_passes() {
         out.status.success(),
         "IM Python client failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.trim_end().ends_with(" 0 failed"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.trim_end().ends_with(" 0 failed"),
+        "{stdout}\n{stderr}"
+    );
     b.stop().await;
 }
