@@ -80,6 +80,8 @@ class Device:
         self.c.on_disconnect = self._on_disconnect
         self.c.on_message = self._on_message
         self.c.on_publish = self._on_publish
+        # No automatic reconnects while the suite runs (a kicked phone must stay out).
+        self.c.reconnect_delay_set(min_delay=60, max_delay=120)
         if password is not None:
             self.c.username_pw_set(username, password)
         self.c.connect("127.0.0.1", port, keepalive=30, clean_start=True)
@@ -543,6 +545,26 @@ def run(s, port, A, B, C, dev):
     except queue.Empty:
         extra = None
     check("online recipient: no push job", extra is None, extra)
+
+    # ---- 2.4 one phone at a time: kicked ------------------------------------------------
+    F = s["frank"]
+    fpc = dev("frank-pc", F["pc_token"], username="frank")
+    f1 = dev("frank-phone-1", F["phone_tokens"][0], username="frank")
+    check("frank's pc and first phone log in", fpc.rc == 0 and f1.rc == 0, (fpc.rc, f1.rc))
+    f2 = dev("frank-phone-2", F["phone_tokens"][1], username="frank")
+    check("second phone logs in", f2.rc == 0, f2.rc)
+    k = fpc.event("kicked")
+    check("the user's devices get kicked naming the older phone",
+          k is not None and k.reason.endswith("(frank-phone-1)"), k)
+    try:
+        gone = f1.disconnects.get(timeout=WAIT)
+    except queue.Empty:
+        gone = None
+    check("the older phone is disconnected with 0x98", gone == 0x98, gone)
+    f1.close()
+    r, _ = alice.send_text("frank", "still there?")
+    m = f2.event("message")
+    check("the new phone gets messages", m is not None and m.seq == r.seq, m)
 
     # ---- known issue: the cached badge after a reply ---------------------------------
     # bob has read everything; alice sends one, bob replies (his read position moves),

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use switchboard_broker::im::records::TenantPolicy;
 use switchboard_tests::im::{ImBroker, SERVICE_SECRET, text};
 
 /// How long the whole script may run before it is killed.
@@ -26,6 +27,26 @@ async fn python_client_written_from_the_protocol_doc_passes() {
     b.im.ban(tid, "erin", u64::from(u32::MAX))
         .await
         .expect("ban");
+    // frank: one phone at a time (the tenant's policy); tokens for two phones and a pc.
+    b.user(tid, "frank").await;
+    b.im.set_policy(
+        tid,
+        TenantPolicy {
+            single_phone: true,
+            ..TenantPolicy::default()
+        },
+    )
+    .await
+    .expect("policy");
+    let device_token = |device: &str| {
+        b.im.issue_token(tid, "frank", device, 3600)
+            .expect("token")
+    };
+    let (phone1, phone2, pc) = (
+        device_token("phone"),
+        device_token("phone"),
+        device_token("pc"),
+    );
     // A system notice waiting for bob (his sync returns two conversations).
     b.im.send_system(tid, "bob", None, "welcome-1", text("welcome"))
         .await
@@ -36,6 +57,7 @@ async fn python_client_written_from_the_protocol_doc_passes() {
             "alice": {{"uid": {alice}, "token": "{alice_token}"}},
             "bob": {{"uid": {bob}, "token": "{bob_token}"}},
             "carol": {{"uid": {carol}, "token": "{carol_token}"}},
+            "frank": {{"phone_tokens": ["{phone1}", "{phone2}"], "pc_token": "{pc}"}},
             "revoked_token": "{revoked}", "banned_token": "{banned}",
             "service_secret": "{SERVICE_SECRET}"}}"#
     );
