@@ -546,6 +546,23 @@ def run(s, port, A, B, C, dev):
         extra = None
     check("online recipient: no push job", extra is None, extra)
 
+    # ---- idempotency is per conversation; mentions -----------------------------------
+    r, _ = alice.send_text("carol", "same id, other conversation", cmid=first_id)
+    check("the same client_msg_id in another conversation is a new message",
+          r.status.code == 0 and not r.duplicate and r.conversation == carol_conv
+          and r.seq == 2, r)
+    r, _ = alice.send_text("bob", "hey @bob", mentions=["bob"])
+    convs, _ = bob.request("conversations", pb.ConversationsRequest(),
+                           pb.ConversationsResponse)
+    c = [c for c in convs.conversations if c.id == conv]
+    check("a mention flags the conversation", c and c[0].mentioned, c)
+    bob.request("read", pb.ReadRequest(conversation=conv, seq=r.seq), pb.Ack)
+    convs, _ = bob.request("conversations", pb.ConversationsRequest(),
+                           pb.ConversationsResponse)
+    c = [c for c in convs.conversations if c.id == conv]
+    check("reading past the mention clears it", c and not c[0].mentioned
+          and c[0].unread == 0, c)
+
     # ---- 2.4 one phone at a time: kicked ------------------------------------------------
     F = s["frank"]
     fpc = dev("frank-pc", F["pc_token"], username="frank")

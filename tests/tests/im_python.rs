@@ -38,10 +38,7 @@ async fn python_client_written_from_the_protocol_doc_passes() {
     )
     .await
     .expect("policy");
-    let device_token = |device: &str| {
-        b.im.issue_token(tid, "frank", device, 3600)
-            .expect("token")
-    };
+    let device_token = |device: &str| b.im.issue_token(tid, "frank", device, 3600).expect("token");
     let (phone1, phone2, pc) = (
         device_token("phone"),
         device_token("phone"),
