@@ -19,8 +19,8 @@ use crate::BrokerState;
 use crate::metrics::{Metrics, TRANSPORTS};
 
 #[derive(Clone)]
-struct Admin {
-    broker: Arc<BrokerState>,
+pub(crate) struct Admin {
+    pub(crate) broker: Arc<BrokerState>,
     /// SHA-256 of the token: comparing digests in constant time leaks neither the token's
     /// bytes nor its length.
     token: Option<[u8; 32]>,
@@ -28,11 +28,11 @@ struct Admin {
 
 /// A client error with a JSON body `{code, message}`.
 #[derive(Debug, Serialize)]
-struct ApiError {
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     #[serde(skip)]
-    status: StatusCode,
+    pub(crate) status: StatusCode,
 }
 
 impl IntoResponse for ApiError {
@@ -50,7 +50,7 @@ fn not_found(what: String) -> ApiError {
 }
 
 impl Admin {
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
             return Err(ApiError {
                 code: "disabled",
@@ -89,6 +89,7 @@ pub fn app(broker: Arc<BrokerState>, token: Option<String>) -> Router {
         .route("/api/v1/clients/{id}", get(client).delete(kick))
         .route("/api/v1/retained", get(retained))
         .route("/api/v1/acl/reload", post(acl_reload))
+        .merge(crate::im::http::routes())
         .with_state(Admin {
             broker,
             token: token.map(|t| crate::auth::scram::sha256(t.as_bytes())),
@@ -244,8 +245,10 @@ struct Overview {
     messages_received: u64,
     messages_sent: u64,
     uptime_seconds: u64,
-    /// Tenants (apps) and users come with the IM layer.
-    tenants: Vec<String>,
+    /// Where the broker listens (`ctl` finds the MQTT listener here).
+    listeners: crate::Addrs,
+    /// Whether the IM service runs.
+    im: bool,
 }
 
 async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Overview>, ApiError> {
@@ -260,7 +263,8 @@ async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Ove
         messages_received: Metrics::get(&m.messages_received),
         messages_sent: Metrics::get(&m.messages_sent),
         uptime_seconds: b.started.elapsed().as_secs(),
-        tenants: Vec::new(),
+        listeners: b.addrs.get().cloned().unwrap_or_default(),
+        im: b.im.is_some(),
     }))
 }
 

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 pub mod delivery;
+pub mod im;
 pub mod listener;
 pub mod mailbox;
 pub mod message;
@@ -80,6 +81,10 @@ pub struct BrokerState {
     pub metrics: Metrics,
     /// Services that take over the messages of their topics (the IM service).
     pub interceptors: Interceptors,
+    /// The IM service, if the broker runs one.
+    pub im: Option<Arc<im::ImService>>,
+    /// Where the broker listens (set once every listener is bound).
+    pub addrs: std::sync::OnceLock<Addrs>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -122,6 +127,7 @@ pub struct Broker {
     acl: Arc<dyn Acl>,
     store: Option<Arc<dyn Store>>,
     interceptors: Interceptors,
+    im: Option<Arc<im::ImService>>,
 }
 
 impl Broker {
@@ -132,7 +138,19 @@ impl Broker {
             acl: Arc::new(DefaultAcl),
             store: None,
             interceptors: Interceptors::default(),
+            im: None,
         }
+    }
+
+    /// Runs the IM service: it takes over `$im/req/`, authenticates IM logins in front of
+    /// the configured authenticator, and follows IM devices' connections.
+    pub fn with_im(mut self, im: Arc<im::ImService>) -> Self {
+        self.interceptors.register(
+            namespace::IM_REQUEST_PREFIX,
+            Arc::new(im::ImRequests(im.clone())),
+        );
+        self.im = Some(im);
+        self
     }
 
     /// Hands the messages published to topics starting with `prefix` to `i` instead of
@@ -178,6 +196,13 @@ impl Broker {
                 file
             }
             (None, None) => Arc::new(PasswordAuth::new(self.config.allow_anonymous)),
+        };
+        let auth: Arc<dyn Authenticator> = match &self.im {
+            Some(im) => Arc::new(im::auth::ImAuth {
+                im: im.clone(),
+                inner: auth,
+            }),
+            None => auth,
         };
         // Everything that can fail (certificates, ports) fails before any state is built.
         let l = &self.config.listeners;
@@ -255,6 +280,8 @@ impl Broker {
             sessions: Sessions::default(),
             metrics: Metrics::default(),
             interceptors: self.interceptors,
+            im: self.im,
+            addrs: std::sync::OnceLock::new(),
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
@@ -269,6 +296,9 @@ impl Broker {
         });
         if let Some(snap) = snapshot {
             state.restore(snap);
+        }
+        if let Some(im) = &state.im {
+            im.attach(&state);
         }
         let mut addrs = Addrs::default();
         let permits = listener::permits(&state);
@@ -292,10 +322,12 @@ impl Broker {
                 .tasks
                 .spawn(transport::quic::accept(state.clone(), ep, permits.clone()));
         }
+        if let Some(sock) = &admin {
+            addrs.admin = sock.local_addr().ok();
+        }
+        let _ = state.addrs.set(addrs.clone());
         if let Some(sock) = admin {
-            let local = sock.local_addr().ok();
-            tracing::info!(addr = ?local, "admin API listening");
-            addrs.admin = local;
+            tracing::info!(addr = ?addrs.admin, "admin API listening");
             state.tasks.spawn(admin::serve(
                 state.clone(),
                 sock,
@@ -320,7 +352,7 @@ fn list_name(k: &listener::Kind) -> &'static str {
 }
 
 /// Bound addresses per transport (port 0 resolved).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Addrs {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,

@@ -14,11 +14,12 @@
 //! The protocol itself (packet ids, windows, QoS flows, keep-alive, limits) is
 //! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
 //!
-//! Modules: [`heartbeat`] (pure state machine), [`transport`] (QUIC/TLS/TCP streams),
+//! Modules: [`heartbeat`] (pure state machine), [`im`] (the IM API), [`transport`] (QUIC/TLS/TCP streams),
 //! `driver` (the background task: reconnects and I/O around the session).
 
 mod driver;
 pub mod heartbeat;
+pub mod im;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -223,6 +224,14 @@ impl Client {
             properties: Properties::default(),
             payload: payload.into(),
         };
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Publish(Box::new(p), tx)).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Publishes a complete PUBLISH (properties such as Response Topic and Correlation
+    /// Data included; the packet id is assigned by the session). Like [`Client::publish`].
+    pub async fn publish_message(&self, p: Publish) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Publish(Box::new(p), tx)).await?;
         rx.await.map_err(|_| Error::Closed)?

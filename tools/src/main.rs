@@ -4,10 +4,13 @@
 //! - `broker`: the MQTT broker alone.
 //! - `config print-default`: the default configuration file.
 //! - `passwd USER`: a password file line (argon2id, or SCRAM-SHA-256 with `--scram`).
-//! - `ctl ...`: the admin API from the command line (`ctl acl reload` re-reads the ACL file).
+//! - `ctl ...`: the admin API from the command line (`ctl acl reload` re-reads the ACL file;
+//!   `ctl tenant|user|token|im` drive the IM service).
 
 mod bench;
 mod config;
+mod ctl;
+mod ctl_im;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -49,6 +52,29 @@ fn random_token() -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Where `up` keeps the service credential (gateway, push worker), inside the data
+/// directory: JSON `{"username": "$service", "password": ...}`.
+const SERVICE_CREDENTIALS: &str = "service.credentials";
+
+/// The service credential's password, made on first start.
+fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(SERVICE_CREDENTIALS);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        if let Some(p) = v["password"].as_str() {
+            return Ok(p.to_owned());
+        }
+    }
+    let secret = random_token();
+    let body = serde_json::json!({ "username": "$service", "password": secret }).to_string();
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
 }
 
 /// The store's file name inside the data directory.
@@ -140,6 +166,23 @@ enum CtlCommand {
     Acl {
         #[command(subcommand)]
         command: AclCommand,
+    },
+    /// IM tenants (apps / enterprises).
+    Tenant {
+        #[command(subcommand)]
+        command: ctl_im::TenantCommand,
+    },
+    /// IM users of a tenant.
+    User {
+        #[command(subcommand)]
+        command: ctl_im::UserCommand,
+    },
+    /// A login token for an IM user (the MQTT password of the user's device).
+    Token(ctl_im::TokenArgs),
+    /// IM messages from the command line: send, tail.
+    Im {
+        #[command(subcommand)]
+        command: ctl_im::ImCommand,
     },
     /// Inspect or compact the store offline (stop the broker first).
     Store {
@@ -238,7 +281,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
         } => ctl_store(command, &data_dir),
-        Command::Ctl { command } => ctl_api(command),
+        Command::Ctl { command } => ctl::ctl_api(command),
         Command::Certs { dir, client } => {
             let c = switchboard_broker::transport::certs::ensure_dev_certs(&dir)?;
             println!(
@@ -386,15 +429,40 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let mut broker = Broker::new(cfg.broker.clone());
+    let mut store: Option<Arc<dyn Store>> = None;
     if cfg.store.enabled {
         let path = cfg.data_dir.join(STORE_FILE);
-        let store = RedbStore::open(&path, cfg.store.max_disk_bytes)
+        let redb = RedbStore::open(&path, cfg.store.max_disk_bytes)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         tracing::info!(path = %path.display(), "store opened");
-        broker = broker.with_store(Arc::new(store));
+        let redb: Arc<dyn Store> = Arc::new(redb);
+        broker = broker.with_store(redb.clone());
+        store = Some(redb);
     }
+    let im = if cfg.im.enabled {
+        // Without the store the IM service keeps its state in memory (lost at exit).
+        let im_store = store
+            .unwrap_or_else(|| Arc::new(switchboard_broker::store::memory::MemoryStore::new()));
+        let secret = service_secret(&cfg.data_dir)?;
+        let im = switchboard_broker::im::ImService::new(im_store, Some(secret));
+        broker = broker.with_im(im.clone());
+        Some(im)
+    } else {
+        None
+    };
     rt.block_on(async move {
         let handle = broker.start().await?;
+        if let Some(im) = &im {
+            let account = im
+                .default_account()
+                .await
+                .map_err(|e| anyhow::anyhow!("IM service: {e}"))?;
+            println!(
+                "switchboard: IM service on; developer account {} (new tenant: `switchboard ctl tenant create NAME`; service login in {})",
+                account.id,
+                cfg.data_dir.join(SERVICE_CREDENTIALS).display()
+            );
+        }
         let a = handle.addrs();
         for (scheme, list) in [
             ("tcp", &a.tcp),
@@ -501,91 +569,4 @@ fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `ctl` commands that talk to the admin API: a minimal HTTP/1.1 client (one request, then
-/// the server closes), enough for a loopback operator tool.
-fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
-    let (method, path, admin) = match command {
-        CtlCommand::Overview(a) => ("GET", "/api/v1/overview".to_owned(), a),
-        CtlCommand::Clients(a) => ("GET", "/api/v1/clients".to_owned(), a),
-        CtlCommand::Client { id, admin } => {
-            ("GET", format!("/api/v1/clients/{}", url_escape(&id)), admin)
-        }
-        CtlCommand::Kick { id, admin } => (
-            "DELETE",
-            format!("/api/v1/clients/{}", url_escape(&id)),
-            admin,
-        ),
-        CtlCommand::Retained(a) => ("GET", "/api/v1/retained".to_owned(), a),
-        CtlCommand::Metrics(a) => ("GET", "/metrics".to_owned(), a),
-        CtlCommand::Acl {
-            command: AclCommand::Reload(a),
-        } => ("POST", "/api/v1/acl/reload".to_owned(), a),
-        CtlCommand::Store { .. } => unreachable!("handled by ctl_store"),
-    };
-    let token = match admin.token {
-        Some(t) => t,
-        None => std::fs::read_to_string(admin.data_dir.join(ADMIN_TOKEN_FILE))
-            .map(|t| t.trim().to_owned())
-            .with_context(|| "no --token and no admin.token in the data directory".to_owned())?,
-    };
-    let mut stream = std::net::TcpStream::connect(&admin.admin)
-        .with_context(|| format!("cannot reach the admin API at {}", admin.admin))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    use std::io::Write as _;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        admin.admin
-    )?;
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or("");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    if !status.contains(" 2") {
-        anyhow::bail!("{status}: {body}");
-    }
-    if body.is_empty() {
-        println!("{status}");
-    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{body}");
-    }
-    Ok(())
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }

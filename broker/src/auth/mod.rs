@@ -50,6 +50,8 @@ pub struct Identity {
     pub client_id: String,
     /// How the client's topics map into the broker's (its tenant; default: unmapped).
     pub namespace: crate::namespace::Namespace,
+    /// Set for a device logged in as an IM user (token or directory password).
+    pub im: Option<Arc<crate::im::ImLogin>>,
 }
 
 /// Decides whether a client may connect. Called off the async runtime (password hashing

@@ -136,6 +136,10 @@ pub async fn serve<S>(
         if let Some(info) = &conn.info {
             broker.attach_info(&conn.client_id, conn_id, info.clone());
         }
+        let im_login = conn.identity.im.clone();
+        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+            im.connected(login, &conn.client_id);
+        }
         let end = conn.run(&mut io, &mut sess).await;
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
@@ -145,7 +149,11 @@ pub async fn serve<S>(
         // The session is parked (or handed to a connection taking it over) before the
         // lingering close, which may take a while.
         let rest = sess.take_transmit();
+        let client_id = conn.client_id.clone();
         conn.finish(end, sess);
+        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+            im.disconnected(login, &client_id);
+        }
         io.final_flush(rest, !broker.shutdown.is_cancelled()).await;
     }
     .instrument(span)

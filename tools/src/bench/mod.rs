@@ -5,6 +5,7 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod im;
 pub mod load;
 pub mod peers;
 mod transports;
@@ -52,6 +53,15 @@ pub struct BenchArgs {
     /// Run the transport benchmark (TCP, TLS, WS, WSS, QUIC; Switchboard only) instead.
     #[arg(long)]
     pub transports: bool,
+    /// Run the IM benchmark (1:1 durable messages, sync, memory per online user) instead.
+    #[arg(long)]
+    pub im: bool,
+    /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
+    #[arg(long, default_value_t = 200)]
+    pub im_pairs: usize,
+    /// Offline messages the IM benchmark syncs.
+    #[arg(long, default_value_t = 10_000)]
+    pub im_sync: usize,
 }
 
 /// What one scenario measures.
@@ -221,6 +231,23 @@ pub struct Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.im {
+        let work =
+            std::env::temp_dir().join(format!("switchboard-bench-im-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let result = im::run(&work, args.port, args.im_pairs, args.seconds, args.im_sync).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("im.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        let md = im::markdown(&result);
+        std::fs::write(args.out.join("im.md"), &md)?;
+        println!("{md}\nreport: {}", args.out.join("im.md").display());
+        return Ok(());
+    }
     if args.transports {
         let work =
             std::env::temp_dir().join(format!("switchboard-bench-tr-{}", std::process::id()));
