@@ -138,7 +138,7 @@ pub async fn serve<S>(
         }
         let im_login = conn.identity.im.clone();
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.connected(login, &conn.client_id);
+            im.connected(login, &conn.client_id, conn_id);
         }
         let end = conn.run(&mut io, &mut sess).await;
         if let End::Violation(v) = &end {
@@ -146,14 +146,15 @@ pub async fn serve<S>(
         }
         Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
+        let rest = sess.take_transmit();
+        // Signed off before the session is parked: a connection taking it over signs on
+        // after this.
+        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+            im.disconnected(login, conn_id);
+        }
         // The session is parked (or handed to a connection taking it over) before the
         // lingering close, which may take a while.
-        let rest = sess.take_transmit();
-        let client_id = conn.client_id.clone();
         conn.finish(end, sess);
-        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.disconnected(login, &client_id);
-        }
         io.final_flush(rest, !broker.shutdown.is_cancelled()).await;
     }
     .instrument(span)
