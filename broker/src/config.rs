@@ -121,6 +121,10 @@ pub struct Limits {
     /// Open connections from one source address (TCP and QUIC together); further ones are
     /// closed right after accept.
     pub max_connections_per_address: u32,
+    /// TCP/TLS/WebSocket connections that have not sent CONNECT yet (handshakes included);
+    /// further ones are closed right after accept. They hold none of `max_connections`
+    /// until CONNECT arrives; if none is free then, CONNACK 0x89 Server busy (3.1.1: 3).
+    pub max_pending_connections: usize,
     /// Largest packet accepted (MQTT 5 Maximum Packet Size); larger ones end the connection
     /// with 0x95.
     pub max_packet_size: u32,
@@ -242,6 +246,7 @@ impl Default for Limits {
         Limits {
             max_connections: 100_000,
             max_connections_per_address: 1000,
+            max_pending_connections: 10_000,
             max_packet_size: 1024 * 1024,
             receive_maximum: 1024,
             max_inflight: 128,

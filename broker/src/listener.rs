@@ -1,8 +1,9 @@
 //! Accept loops for the stream transports (TCP, TLS, WebSocket, WebSocket over TLS), and
-//! the [`Admission`] limits every listener (QUIC included) shares. A connection over a
-//! limit (`max_connections`, `max_connections_per_address`) is closed straight after
-//! accept (a client gets no CONNACK, as it could not be served anyway) and counted. A
-//! connection that sends no CONNECT holds its slot at most `connect_timeout` seconds. TLS and WebSocket handshakes run in the
+//! the [`Admission`] limits every listener (QUIC included) shares. A connection over the
+//! pending or per-address limit is closed straight after accept (no CONNACK: nothing was
+//! read yet) and counted; one that finds `max_connections` full when its CONNECT arrives
+//! gets CONNACK 0x89. A connection that sends no CONNECT holds only a pending slot, for at
+//! most `connect_timeout` seconds. TLS and WebSocket handshakes run in the
 //! connection's own task, bounded by the connect timeout, so a slow or hostile handshake
 //! never holds up the accept loop.
 
@@ -42,9 +43,16 @@ impl Kind {
 /// `max_connections` is broker-wide, and one source address holds at most
 /// `max_connections_per_address` of them (IPv6: per address, not per /64; loopback
 /// addresses are exempt: local sidecars, tools and benchmarks; 0: no per-address cap).
+///
+/// A stream connection (TCP, TLS, WebSocket) starts with a *pending* slot, from a pool of
+/// `max_pending_connections`, and takes one of the `max_connections` only once its CONNECT
+/// has arrived ([`Slot::promote`]): a connection that sends nothing (a slowloris) holds no
+/// connection permit, only a pending slot, and loses that at the connect timeout. QUIC
+/// connections take a full slot on arrival ([`Admission::admit_full`]).
 #[derive(Debug)]
 pub struct Admission {
     permits: Arc<Semaphore>,
+    pending: Arc<Semaphore>,
     per_address: parking_lot::Mutex<std::collections::HashMap<IpAddr, u32>>,
     max_per_address: u32,
 }
@@ -52,9 +60,28 @@ pub struct Admission {
 /// A connection's place in [`Admission`]; released when dropped.
 #[derive(Debug)]
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+    /// The permit is one of `max_connections` (else a pending one).
+    full: bool,
     admission: Arc<Admission>,
     addr: IpAddr,
+}
+
+impl Slot {
+    /// Trades the pending slot for one of `max_connections` (CONNECT has arrived); no-op if
+    /// it is one already.
+    pub fn promote(&mut self) -> Result<(), Refused> {
+        if !self.full {
+            self.permit = self
+                .admission
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Refused::Total)?;
+            self.full = true;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Slot {
@@ -74,34 +101,51 @@ impl Drop for Slot {
 pub enum Refused {
     #[error("connection limit reached")]
     Total,
+    #[error("limit of connections waiting for CONNECT reached")]
+    Pending,
     #[error("connection limit for this address reached")]
     PerAddress,
 }
 
 impl Admission {
-    /// A slot for a connection from `addr`, if both limits allow.
+    /// A pending slot for a new stream connection from `addr`.
     pub fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Slot, Refused> {
+        let permit = self
+            .pending
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Pending)?;
+        self.slot(addr, permit, false)
+    }
+
+    /// A full slot (one of `max_connections`) for a connection from `addr`.
+    pub fn admit_full(self: &Arc<Self>, addr: IpAddr) -> Result<Slot, Refused> {
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refused::Total)?;
-        if addr.is_loopback() || self.max_per_address == 0 {
-            return Ok(Slot {
-                _permit: permit,
-                admission: self.clone(),
-                addr,
-            });
+        self.slot(addr, permit, true)
+    }
+
+    fn slot(
+        self: &Arc<Self>,
+        addr: IpAddr,
+        permit: OwnedSemaphorePermit,
+        full: bool,
+    ) -> Result<Slot, Refused> {
+        let counted = !(addr.is_loopback() || self.max_per_address == 0);
+        if counted {
+            let mut map = self.per_address.lock();
+            let n = map.entry(addr).or_default();
+            if *n >= self.max_per_address {
+                return Err(Refused::PerAddress);
+            }
+            *n += 1;
         }
-        let mut map = self.per_address.lock();
-        let n = map.entry(addr).or_default();
-        if *n >= self.max_per_address {
-            return Err(Refused::PerAddress);
-        }
-        *n += 1;
-        drop(map);
         Ok(Slot {
-            _permit: permit,
+            permit,
+            full,
             admission: self.clone(),
             addr,
         })
@@ -113,6 +157,7 @@ pub fn permits(broker: &BrokerState) -> Arc<Admission> {
     let l = &broker.config.limits;
     Arc::new(Admission {
         permits: Arc::new(Semaphore::new(l.max_connections)),
+        pending: Arc::new(Semaphore::new(l.max_pending_connections)),
         per_address: parking_lot::Mutex::new(std::collections::HashMap::new()),
         max_per_address: l.max_connections_per_address,
     })
@@ -123,7 +168,9 @@ async fn handshake_and_serve(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     kind: Kind,
+    slot: Slot,
 ) {
+    let slot = Some(slot);
     let timeout = Duration::from_secs(broker.config.limits.connect_timeout);
     let max = broker.config.limits.max_packet_size as usize + 16;
     let name = kind.name();
@@ -132,17 +179,17 @@ async fn handshake_and_serve(
         tracing::debug!(%peer, transport = name, why, "handshake failed");
     };
     match kind {
-        Kind::Tcp => connection::serve(broker.clone(), stream, peer, name, None).await,
+        Kind::Tcp => connection::serve(broker.clone(), stream, peer, name, None, slot).await,
         Kind::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(s)) => {
                 let user = tls::certificate_user(s.get_ref().1.peer_certificates());
-                connection::serve(broker.clone(), s, peer, name, user).await
+                connection::serve(broker.clone(), s, peer, name, user, slot).await
             }
             Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed("timeout".into()),
         },
         Kind::Ws => match tokio::time::timeout(timeout, ws::accept(stream, max)).await {
-            Ok(Ok(s)) => connection::serve(broker.clone(), s, peer, name, None).await,
+            Ok(Ok(s)) => connection::serve(broker.clone(), s, peer, name, None, slot).await,
             Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed("timeout".into()),
         },
@@ -154,7 +201,9 @@ async fn handshake_and_serve(
                 Ok::<_, String>((s, user))
             };
             match tokio::time::timeout(timeout, upgraded).await {
-                Ok(Ok((s, user))) => connection::serve(broker.clone(), s, peer, name, user).await,
+                Ok(Ok((s, user))) => {
+                    connection::serve(broker.clone(), s, peer, name, user, slot).await
+                }
                 Ok(Err(e)) => failed(e),
                 Err(_) => failed("timeout".into()),
             }
@@ -183,7 +232,7 @@ pub async fn accept(
                 continue;
             }
         };
-        let permit = match permits.admit(peer.ip()) {
+        let slot = match permits.admit(peer.ip()) {
             Ok(p) => p,
             Err(why) => {
                 Metrics::inc(&broker.metrics.refused_max_connections);
@@ -195,10 +244,9 @@ pub async fn accept(
         let _ = stream.set_nodelay(true);
         let b = broker.clone();
         let kind = kind.clone();
-        broker.tasks.spawn(async move {
-            handshake_and_serve(b, stream, peer, kind).await;
-            drop(permit);
-        });
+        broker
+            .tasks
+            .spawn(handshake_and_serve(b, stream, peer, kind, slot));
     }
 }
 
@@ -209,6 +257,7 @@ mod tests {
     fn admission(total: usize, per_address: u32) -> Arc<Admission> {
         Arc::new(Admission {
             permits: Arc::new(Semaphore::new(total)),
+            pending: Arc::new(Semaphore::new(2)),
             per_address: parking_lot::Mutex::new(std::collections::HashMap::new()),
             max_per_address: per_address,
         })
@@ -219,15 +268,32 @@ mod tests {
         let a = admission(5, 2);
         let x: IpAddr = "10.0.0.1".parse().expect("ip");
         let y: IpAddr = "10.0.0.2".parse().expect("ip");
-        let x1 = a.admit(x).expect("1st");
-        let _x2 = a.admit(x).expect("2nd");
-        assert_eq!(a.admit(x).err(), Some(Refused::PerAddress));
-        let _y1 = a.admit(y).expect("another address");
+        let x1 = a.admit_full(x).expect("1st");
+        let _x2 = a.admit_full(x).expect("2nd");
+        assert_eq!(a.admit_full(x).err(), Some(Refused::PerAddress));
+        let _y1 = a.admit_full(y).expect("another address");
         drop(x1);
-        let _x3 = a.admit(x).expect("a slot came back");
+        let _x3 = a.admit_full(x).expect("a slot came back");
         let lo: IpAddr = "127.0.0.1".parse().expect("ip");
-        let _l1 = a.admit(lo).expect("loopback is exempt");
-        let _l2 = a.admit(lo).expect("loopback is exempt");
-        assert_eq!(a.admit(lo).err(), Some(Refused::Total), "5 in use");
+        let _l1 = a.admit_full(lo).expect("loopback is exempt");
+        let _l2 = a.admit_full(lo).expect("loopback is exempt");
+        assert_eq!(a.admit_full(lo).err(), Some(Refused::Total), "5 in use");
+    }
+
+    #[test]
+    fn pending_slots_hold_no_connection_permit_until_promoted() {
+        let a = admission(1, 0);
+        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+        let mut p1 = a.admit(lo).expect("pending 1");
+        let mut p2 = a.admit(lo).expect("pending 2");
+        assert_eq!(
+            a.admit(lo).err(),
+            Some(Refused::Pending),
+            "2 pending at most"
+        );
+        p1.promote().expect("the one connection permit");
+        assert_eq!(p2.promote().err(), Some(Refused::Total));
+        drop(p1);
+        p2.promote().expect("free again");
     }
 }

@@ -210,19 +210,34 @@ async fn session_expiry_is_capped_at_seven_days_by_default() {
 }
 
 #[tokio::test]
-async fn silent_connection_loses_its_slot_within_the_connect_timeout() {
+async fn silent_connection_holds_no_connection_permit() {
+    let b = TestBroker::start_with(|c| c.limits.max_connections = 1).await;
+    // Opens TCP and sends nothing: it holds a pending slot, not the one connection permit.
+    let _silent = RawClient::open(b.addr, Version::V5).await;
+    let (_first, ack) = connack(&b, connect_packet(Version::V5, "gets-in")).await;
+    assert_eq!(ack.code, ReasonCode::Success);
+    let (_, ack) = connack(&b, connect_packet(Version::V5, "one-too-many")).await;
+    assert_eq!(
+        ack.code,
+        ReasonCode::ServerBusy,
+        "the permit is taken at CONNECT"
+    );
+    b.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_connection_loses_its_pending_slot_within_the_connect_timeout() {
     let b = TestBroker::start_with(|c| {
-        c.limits.max_connections = 1;
+        c.limits.max_pending_connections = 1;
         c.limits.connect_timeout = 1;
     })
     .await;
-    // Opens TCP and sends nothing.
     let mut silent = RawClient::open(b.addr, Version::V5).await;
     let (_, ack) =
         RawClient::connect_or_closed(b.addr, connect_packet(Version::V5, "turned-away")).await;
     assert!(
         ack.is_none(),
-        "no slot while the silent one holds it: {ack:?}"
+        "no pending slot while the silent one holds it: {ack:?}"
     );
     // The broker closes the silent connection (without a word) within the timeout.
     assert!(silent.recv().await.is_none());

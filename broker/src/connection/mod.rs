@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use switchboard_proto::Connect;
 use switchboard_proto::session::{Event, ServerSession, SessionLimits, Violation};
+use switchboard_proto::{Connect, ReasonCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, debug, warn};
 
@@ -68,6 +68,7 @@ pub async fn serve<S>(
     peer: SocketAddr,
     transport: &'static str,
     cert_user: Option<String>,
+    mut slot: Option<crate::listener::Slot>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -87,6 +88,20 @@ pub async fn serve<S>(
         let limits = session_limits(&broker);
         let mut sess = ServerSession::new(limits, Instant::now());
         let connect = match io.read_connect(&broker, &mut sess).await {
+            Ok(c) if slot.as_mut().is_some_and(|s| s.promote().is_err()) => {
+                // CONNECT arrived, but every connection permit is taken: the pending slot
+                // this connection held so far does not entitle it to one.
+                debug!("connection limit reached at CONNECT");
+                Metrics::inc(&broker.metrics.refused_max_connections);
+                sess.reject(
+                    ReasonCode::ServerBusy,
+                    Some("connection limit reached".into()),
+                );
+                io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                    .await;
+                drop(c);
+                return;
+            }
             Ok(c) => c,
             Err(why) => {
                 debug!(why, "connection ended before CONNECT was accepted");

@@ -97,7 +97,7 @@ async fn serve_connection(
     permits: Arc<Admission>,
 ) -> Result<(), quinn::ConnectionError> {
     // Held until the connection ends (every return below).
-    let _slot = match permits.admit(incoming.remote_address().ip()) {
+    let _slot = match permits.admit_full(incoming.remote_address().ip()) {
         Ok(s) => s,
         Err(why) => {
             crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
@@ -153,7 +153,7 @@ async fn serve_connection(
         let extra = if active.fetch_add(1, Ordering::AcqRel) == 0 {
             None
         } else {
-            match permits.admit(peer.ip()) {
+            match permits.admit_full(peer.ip()) {
                 Ok(s) => Some(s),
                 Err(why) => {
                     active.fetch_sub(1, Ordering::AcqRel);
@@ -168,7 +168,7 @@ async fn serve_connection(
         let user = user.clone();
         let active = active.clone();
         broker.tasks.spawn(async move {
-            connection::serve(b, tokio::io::join(recv, send), peer, "quic", user).await;
+            connection::serve(b, tokio::io::join(recv, send), peer, "quic", user, None).await;
             active.fetch_sub(1, Ordering::AcqRel);
             drop(extra);
         });
