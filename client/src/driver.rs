@@ -16,6 +16,7 @@ use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOption
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::heartbeat::Policy;
 use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, transport};
 
 /// Why a connection ended.
@@ -102,7 +103,7 @@ impl Driver {
                     let reason = match ended {
                         Ended::Shutdown => return,
                         Ended::PingTimeout => {
-                            let interval = self.hb.on_timeout();
+                            let interval = self.hb.on_lost(now());
                             self.session.set_keep_alive(interval);
                             let _ = self
                                 .events
@@ -254,7 +255,7 @@ impl Driver {
                     }
                 }
                 ClientEvent::Pong => {
-                    if let Some(next) = self.hb.on_pong() {
+                    if let Some(next) = self.hb.on_pong(now()) {
                         self.session.set_keep_alive(next);
                         self.announce(next);
                         let _ = self
@@ -299,7 +300,7 @@ impl Driver {
                 let _ = done.send(r.map_err(request_error));
             }
             Command::SetNetwork(n) => {
-                self.hb.set_network(&n);
+                self.hb.set_network(now(), &n);
                 self.session.set_keep_alive(self.hb.interval());
                 if self.session.is_connected() {
                     self.announce(self.hb.interval());

@@ -29,7 +29,7 @@ use switchboard_proto::session::RequestError;
 use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
-pub use heartbeat::{Heartbeat, HeartbeatConfig, Phase};
+pub use heartbeat::{AdaptivePolicy, Heartbeat, HeartbeatConfig, MarsPolicy, Phase, Policy};
 pub use transport::Endpoint;
 
 /// Errors of the SDK.
