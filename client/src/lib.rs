@@ -7,18 +7,21 @@
 //! - publishes made while offline, or beyond the broker's Receive Maximum, wait in a bounded
 //!   queue; unacknowledged QoS 1/2 publishes are sent again (DUP) after a reconnect;
 //! - subscribes and unsubscribes can be awaited until the broker's SUBACK/UNSUBACK;
-//! - the [`heartbeat`] learns how long the network lets an idle connection live and pings
-//!   just often enough, telling the broker each new interval on
-//!   [`switchboard_proto::KEEP_ALIVE_TOPIC`] so its dead-client detection follows.
+//! - the [`heartbeat`] learns how long each network lets an idle connection live (on
+//!   disposable probe connections, so learning never costs the link) and pings just often
+//!   enough, telling the broker each new interval on [`switchboard_proto::KEEP_ALIVE_TOPIC`]
+//!   so its dead-client detection follows.
 //!
 //! The protocol itself (packet ids, windows, QoS flows, keep-alive, limits) is
 //! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
 //!
-//! Modules: [`heartbeat`] (pure state machine), [`transport`] (QUIC/TLS/TCP streams),
-//! `driver` (the background task: reconnects and I/O around the session).
+//! Modules: [`heartbeat`] (pure state machine and its simulation), [`transport`]
+//! (QUIC/TLS/TCP streams), `driver` (the background task: reconnects and I/O around the
+//! session), `probe` (the heartbeat's disposable probe connections).
 
 mod driver;
 pub mod heartbeat;
+mod probe;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -120,6 +123,11 @@ pub enum Event {
     Heartbeat {
         interval: Duration,
         phase: Phase,
+    },
+    /// A heartbeat probe connection idled for `idle`, then pinged: `answered` or not.
+    Probe {
+        idle: Duration,
+        answered: bool,
     },
 }
 

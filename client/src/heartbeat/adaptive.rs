@@ -145,7 +145,9 @@ impl AdaptivePolicy {
     fn net(&self) -> &Net {
         // Invariant: the current network always has an entry (inserted by `new` and
         // `set_network`).
-        self.nets.get(&self.network).unwrap_or_else(|| unreachable!())
+        self.nets
+            .get(&self.network)
+            .unwrap_or_else(|| unreachable!())
     }
 
     fn net_mut(&mut self) -> &mut Net {
@@ -277,7 +279,9 @@ mod tests {
     /// Probes against a NAT forgetting after `nat` until settled; returns the interval.
     fn learn(p: &mut AdaptivePolicy, now: &mut Instant, nat: Duration) -> Duration {
         for _ in 0..40 {
-            let Some(idle) = p.next_probe(*now) else { break };
+            let Some(idle) = p.next_probe(*now) else {
+                break;
+            };
             *now += idle;
             p.on_probe(*now, idle, idle < nat);
         }
@@ -293,7 +297,10 @@ mod tests {
             let settled = learn(&mut p, &mut now, nat);
             assert_eq!(p.phase(), Phase::Settled, "{min} min");
             assert!(settled < nat, "{min} min: {settled:?}");
-            assert!(settled.as_secs_f64() >= 0.9 * nat.as_secs_f64(), "{min} min: {settled:?}");
+            assert!(
+                settled.as_secs_f64() >= 0.9 * nat.as_secs_f64(),
+                "{min} min: {settled:?}"
+            );
         }
     }
 
@@ -303,7 +310,11 @@ mod tests {
         let mut p = AdaptivePolicy::new(HeartbeatConfig::default());
         learn(&mut p, &mut now, secs(24 * 3600));
         assert_eq!(p.phase(), Phase::Settled);
-        assert_eq!(p.next_probe(now), None, "nothing to re-probe at the ceiling");
+        assert_eq!(
+            p.next_probe(now),
+            None,
+            "nothing to re-probe at the ceiling"
+        );
     }
 
     #[test]

@@ -228,7 +228,12 @@ pub fn scenarios() -> Vec<Scenario> {
         })
         .collect();
     // Home Wi-Fi (28 min), cellular (5 min) and office Wi-Fi (15 min), switching every 2 hours.
-    let nets = [("home", 28), ("cellular", 5), ("office", 15), ("cellular", 5)];
+    let nets = [
+        ("home", 28),
+        ("cellular", 5),
+        ("office", 15),
+        ("cellular", 5),
+    ];
     v.push(Scenario {
         name: "network-switches".into(),
         segments: (0..12)
@@ -316,7 +321,11 @@ mod tests {
                 .filter(|w| w[0].network == w[1].network && w[1].nat < w[0].nat)
                 .count() as u32;
             assert!(o.lost <= changes_down, "{}: {o:?}", s.name);
-            assert!(o.final_ratio >= 0.9 && o.final_ratio < 1.0, "{}: {o:?}", s.name);
+            assert!(
+                o.final_ratio >= 0.9 && o.final_ratio < 1.0,
+                "{}: {o:?}",
+                s.name
+            );
         }
     }
 }
