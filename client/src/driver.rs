@@ -362,10 +362,16 @@ impl Driver {
                 }
                 self.probe_paused_until = None;
                 self.hb.set_network(now(), &n);
-                self.session.set_keep_alive(self.hb.interval());
+                let interval = self.hb.interval();
+                self.session.set_keep_alive(interval);
                 if self.session.is_connected() {
-                    self.announce(self.hb.interval());
+                    self.announce(interval);
                 }
+                // Best effort: a full event channel already stops the driver reading.
+                let _ = self.events.try_send(Event::Heartbeat {
+                    interval,
+                    phase: self.hb.phase(),
+                });
             }
             Command::Shutdown => {}
         }
