@@ -64,7 +64,9 @@ pub(crate) struct Driver {
     link_quic: Option<(quinn::Connection, u64)>,
     /// At most one probe at a time; aborted when the driver ends or the network changes.
     probe: Option<Probe>,
-    /// No probe before this (after a probe that could not test anything).
+    /// No probe before this: one heartbeat interval after the link connected (a link that
+    /// does not work yet has nothing to learn from), or a while after a probe that could
+    /// not test anything.
     probe_paused_until: Option<Instant>,
 }
 
@@ -273,6 +275,8 @@ impl Driver {
                 ClientEvent::Connected {
                     session_present, ..
                 } => {
+                    let after = now() + self.hb.interval();
+                    self.probe_paused_until = self.probe_paused_until.max(Some(after));
                     if !session_present {
                         self.resubscribe();
                     }

@@ -5,7 +5,8 @@
 //! idleness; a NAT forgets the mapping once it has been idle for its timeout `T`, so a ping
 //! sent after `T` or more goes nowhere, the link is lost after the ping timeout and the
 //! client reconnects. A policy that probes out of band gets one probe connection at a time,
-//! which idles for the probe interval and pings (failing after the probe timeout). A switch
+//! which idles for the probe interval and pings (failing after the probe timeout); probes
+//! start once the link has been up for one interval, as in the SDK. A switch
 //! to another network reconnects the link (not counted as a loss) and abandons a probe in
 //! flight. Every ping, announcement, (re)connect and probe wakes the radio, unless it is
 //! still awake from a packet less than [`RADIO_TAIL`] earlier.
@@ -116,9 +117,12 @@ pub fn run(policy: &mut dyn Policy, scenario: &Scenario, costs: Costs) -> Outcom
     let mut link_last = Duration::ZERO;
     // A probe in flight: (started, idle interval).
     let mut probe: Option<(Duration, Duration)> = None;
+    // Probes start once the link has been up for one interval (as in the SDK's driver).
+    let mut link_up = Duration::ZERO;
     wake(t);
     while t < scenario.duration {
         if probe.is_none()
+            && t >= link_up + policy.interval()
             && let Some(idle) = policy.next_probe(base + t)
         {
             probe = Some((t, idle));
@@ -147,6 +151,7 @@ pub fn run(policy: &mut dyn Policy, scenario: &Scenario, costs: Costs) -> Outcom
                 }
                 probe = None;
                 link_last = t + costs.reconnect;
+                link_up = link_last;
                 wake(t);
             }
             continue;
@@ -170,6 +175,7 @@ pub fn run(policy: &mut dyn Policy, scenario: &Scenario, costs: Costs) -> Outcom
                 out.lost += 1;
                 policy.on_lost(base + t + costs.ping_timeout);
                 link_last = t + costs.ping_timeout + costs.reconnect;
+                link_up = link_last;
                 wake(t);
             } else {
                 link_last = t;
