@@ -5,6 +5,7 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod heartbeat;
 pub mod load;
 pub mod peers;
 mod transports;
@@ -52,6 +53,10 @@ pub struct BenchArgs {
     /// Run the transport benchmark (TCP, TLS, WS, WSS, QUIC; Switchboard only) instead.
     #[arg(long)]
     pub transports: bool,
+    /// Run the heartbeat benchmark (Mars vs adaptive, simulated; idle bytes per transport)
+    /// instead.
+    #[arg(long)]
+    pub heartbeat: bool,
 }
 
 /// What one scenario measures.
@@ -221,6 +226,22 @@ pub struct Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.heartbeat {
+        let work =
+            std::env::temp_dir().join(format!("switchboard-bench-hb-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let result = heartbeat::run(&work).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let report = result?;
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("heartbeat.json"),
+            serde_json::to_string_pretty(&report)?,
+        )?;
+        std::fs::write(args.out.join("heartbeat.md"), heartbeat::markdown(&report))?;
+        println!("report: {}", args.out.join("heartbeat.md").display());
+        return Ok(());
+    }
     if args.transports {
         let work =
             std::env::temp_dir().join(format!("switchboard-bench-tr-{}", std::process::id()));
