@@ -90,7 +90,10 @@ impl Driver {
         cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Driver {
-        let hb = Heartbeat::new(cfg.heartbeat.clone());
+        let mut hb = Heartbeat::new(cfg.heartbeat.clone());
+        for (network, proven) in &cfg.learned_heartbeats {
+            hb.restore(network, *proven);
+        }
         let session = ClientSession::new(
             ClientConfig {
                 version: Version::V5,
@@ -376,6 +379,9 @@ impl Driver {
                     interval,
                     phase: self.hb.phase(),
                 });
+            }
+            Command::Learned(reply) => {
+                let _ = reply.send(self.hb.learned());
             }
             Command::Shutdown => {}
         }

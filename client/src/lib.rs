@@ -72,6 +72,9 @@ pub struct Config {
     /// Session Expiry Interval asked for (seconds).
     pub session_expiry: u32,
     pub heartbeat: HeartbeatConfig,
+    /// Heartbeat intervals learned earlier, per network (as returned by
+    /// [`Client::learned_heartbeats`] and saved by the app): those networks start settled.
+    pub learned_heartbeats: Vec<(String, Duration)>,
     /// How long a PINGREQ may wait for PINGRESP before the link counts as dead.
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
@@ -96,6 +99,7 @@ impl Config {
             password: None,
             session_expiry: 7 * 24 * 3600,
             heartbeat: HeartbeatConfig::default(),
+            learned_heartbeats: Vec::new(),
             ping_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(500),
@@ -147,6 +151,7 @@ enum Command {
     /// Answered once the message was sent or queued.
     Publish(Box<Publish>, oneshot::Sender<Result<(), Error>>),
     SetNetwork(String),
+    Learned(oneshot::Sender<Vec<(String, Duration)>>),
     Shutdown,
 }
 
@@ -240,6 +245,15 @@ impl Client {
     /// "cellular"): it resumes what it learned there.
     pub async fn set_network(&self, name: &str) -> Result<(), Error> {
         self.command(Command::SetNetwork(name.to_owned())).await
+    }
+
+    /// The heartbeat interval learned on each network so far (the longest idle interval a
+    /// probe proved there), for the app to save and give back in
+    /// [`Config::learned_heartbeats`] after a restart.
+    pub async fn learned_heartbeats(&self) -> Result<Vec<(String, Duration)>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Learned(tx)).await?;
+        rx.await.map_err(|_| Error::Closed)
     }
 
     /// Disconnects cleanly and stops.

@@ -332,6 +332,23 @@ async fn a_network_switch_resumes_the_interval_learned_on_that_network() {
     for seen in [&wifi, &cell, &back] {
         assert!(seen.disconnects.is_empty(), "a link was lost: {seen:?}");
     }
+
+    // What was learned survives a restart when the app saves and restores it.
+    let learned = client.learned_heartbeats().await.expect("learned");
+    let networks: Vec<&str> = learned.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(networks, ["cellular", "wifi"]);
+    client.shutdown().await;
+    let mut cfg = client_config("switch-2", Endpoint::Tcp(nat.addr), &ca);
+    cfg.learned_heartbeats = learned;
+    let (client, mut ev) = Client::start(cfg).expect("client");
+    connected(&mut ev).await;
+    client.set_network("wifi").await.expect("wifi");
+    let mut restarted = Seen::default();
+    while restarted.interval.is_none() {
+        let e = next_event(&mut ev, Duration::from_secs(10)).await;
+        restarted.note(e.expect("the switch is reported"));
+    }
+    assert_eq!(restarted.interval, Some((on_wifi, Phase::Settled)));
     client.shutdown().await;
     h.shutdown().await;
 }

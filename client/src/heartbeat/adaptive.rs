@@ -115,14 +115,16 @@ impl AdaptivePolicy {
     }
 
     /// Seeds a network with an interval learned earlier (as returned by
-    /// [`AdaptivePolicy::learned`]): it starts settled there, and a loss relearns.
+    /// [`AdaptivePolicy::learned`]): it starts settled there, a loss relearns, and the
+    /// upward re-probe checks just above it after [`HeartbeatConfig::reprobe_after`].
     pub fn restore(&mut self, network: &str, proven: Duration) {
         let safe = proven.clamp(self.cfg.min, self.cfg.max);
+        let above = safe.mul_f64(self.cfg.precision);
         self.nets.insert(
             network.to_owned(),
             Net {
                 safe,
-                fail: None,
+                fail: (safe < self.cfg.max).then_some(above),
                 settled: true,
                 reprobe_at: None,
                 reprobes_failed: 0,
@@ -200,8 +202,14 @@ impl Policy for AdaptivePolicy {
         let n = self.net();
         if n.settled {
             // Re-probe the failure upward now and then: the NAT may have become kinder.
+            let reprobe = self.cfg.reprobe_after;
             return match (n.fail, n.reprobe_at) {
                 (Some(f), Some(at)) if now >= at => Some(f),
+                (Some(_), None) => {
+                    // Restored from an earlier run: the clock starts now.
+                    self.net_mut().reprobe_at = Some(now + reprobe);
+                    None
+                }
                 _ => None,
             };
         }
