@@ -77,22 +77,22 @@ async fn next_event(ev: &mut Receiver<Event>, within: Duration) -> Option<Event>
         .map(|e| e.expect("client running"))
 }
 
-/// Publishes QoS 1 messages numbered from 1 to `hb/<tag>` straight to the broker, one every
-/// `every`, until stopped; returns the numbers acknowledged.
+/// Publishes QoS 1 messages numbered from `from` to `hb/<tag>` straight to the broker, one
+/// every `every`, until stopped; returns the numbers acknowledged.
 struct Publisher {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Vec<u16>>,
 }
 
 impl Publisher {
-    async fn start(broker: SocketAddr, tag: &str, every: Duration) -> Publisher {
-        let id = format!("{tag}-publisher");
+    async fn start(broker: SocketAddr, tag: &str, from: u16, every: Duration) -> Publisher {
+        let id = format!("{tag}-publisher-{from}");
         let (mut p, _) = RawClient::connect(broker, connect_packet(Version::V5, &id)).await;
         let topic = format!("hb/{tag}");
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let mut sent = Vec::new();
-            for n in 1u16.. {
+            for n in from.. {
                 p.send(&Packet::Publish(Publish {
                     dup: false,
                     qos: QoS::AtLeastOnce,
@@ -241,14 +241,18 @@ async fn converge(
         .await
         .expect("subscribe");
     assert_eq!(codes, vec![ReasonCode::GrantedQos1]);
-    let publisher = Publisher::start(broker, tag, Duration::from_millis(700)).await;
+    let publisher = Publisher::start(broker, tag, 1, Duration::from_millis(700)).await;
     let mut seen = Seen::default();
     let settled = seen.until_settled(&mut ev, Duration::from_secs(60)).await;
     assert_settled_under(settled, NAT_A, &seen);
     assert!(forgotten() >= 1, "the NAT never forgot a mapping: {seen:?}");
-    // The link lives on at the learned interval.
+    let mut sent = publisher.stop().await;
+    seen.until_received(&mut ev, &sent, Duration::from_secs(15))
+        .await;
+    // Idle: the link lives on its own pings at the learned interval, then still delivers.
     seen.for_a_while(&mut ev, settled * 3).await;
-    let sent = publisher.stop().await;
+    let last = Publisher::start(broker, tag, 1000, Duration::from_secs(3600)).await;
+    sent.extend(last.stop().await);
     seen.until_received(&mut ev, &sent, Duration::from_secs(15))
         .await;
     assert!(
@@ -323,7 +327,7 @@ async fn a_network_switch_resumes_the_interval_learned_on_that_network() {
     }
     assert_eq!(back.interval, Some((on_wifi, Phase::Settled)));
     nat.set_idle(NAT_A);
-    let publisher = Publisher::start(tcp, "switch", Duration::from_millis(700)).await;
+    let publisher = Publisher::start(tcp, "switch", 1, Duration::from_millis(700)).await;
     back.for_a_while(&mut ev, on_wifi * 3).await;
     let sent = publisher.stop().await;
     back.until_received(&mut ev, &sent, Duration::from_secs(15))
