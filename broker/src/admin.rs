@@ -1,6 +1,8 @@
-//! The operator HTTP API: Prometheus metrics on `/metrics`, and under `/api/v1` (bearer
-//! token) the clients and sessions, their subscriptions, retained messages, and kicking a
-//! client. `switchboard ctl` is its command-line front end.
+//! The operator HTTP API: Prometheus metrics on `/metrics`, and under `/api/v1` the
+//! clients and sessions, their subscriptions, retained messages, kicking a client and
+//! reloading the ACL file. Everything needs the bearer token (compared in constant time);
+//! `/metrics` too, unless `admin.metrics_public` is set. `switchboard ctl` is its
+//! command-line front end.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use switchboard_proto::ReasonCode;
@@ -17,18 +19,20 @@ use crate::BrokerState;
 use crate::metrics::{Metrics, TRANSPORTS};
 
 #[derive(Clone)]
-struct Admin {
-    broker: Arc<BrokerState>,
-    token: Option<Arc<str>>,
+pub(crate) struct Admin {
+    pub(crate) broker: Arc<BrokerState>,
+    /// SHA-256 of the token: comparing digests in constant time leaks neither the token's
+    /// bytes nor its length.
+    token: Option<[u8; 32]>,
 }
 
 /// A client error with a JSON body `{code, message}`.
 #[derive(Debug, Serialize)]
-struct ApiError {
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     #[serde(skip)]
-    status: StatusCode,
+    pub(crate) status: StatusCode,
 }
 
 impl IntoResponse for ApiError {
@@ -46,7 +50,7 @@ fn not_found(what: String) -> ApiError {
 }
 
 impl Admin {
-    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.token else {
             return Err(ApiError {
                 code: "disabled",
@@ -56,9 +60,8 @@ impl Admin {
         };
         let given = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(&**token) {
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !given.is_some_and(|g| token_matches(token, g)) {
             return Err(ApiError {
                 code: "unauthorized",
                 message: "missing or wrong bearer token".into(),
@@ -69,6 +72,14 @@ impl Admin {
     }
 }
 
+/// Constant-time comparison of a presented token with the configured one's digest.
+fn token_matches(expected_digest: &[u8; 32], given: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    crate::auth::scram::sha256(given)
+        .ct_eq(expected_digest)
+        .into()
+}
+
 /// The admin API's routes.
 pub fn app(broker: Arc<BrokerState>, token: Option<String>) -> Router {
     Router::new()
@@ -77,9 +88,11 @@ pub fn app(broker: Arc<BrokerState>, token: Option<String>) -> Router {
         .route("/api/v1/clients", get(clients))
         .route("/api/v1/clients/{id}", get(client).delete(kick))
         .route("/api/v1/retained", get(retained))
+        .route("/api/v1/acl/reload", post(acl_reload))
+        .merge(crate::im::http::routes())
         .with_state(Admin {
             broker,
-            token: token.map(Into::into),
+            token: token.map(|t| crate::auth::scram::sha256(t.as_bytes())),
         })
 }
 
@@ -99,9 +112,19 @@ pub async fn serve(
     }
 }
 
-async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
+async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if !a.broker.config.admin.metrics_public {
+        a.check(&headers)?;
+    }
     let b = &a.broker;
     let m = &b.metrics;
+    // Take every value that needs a lock first (each lock is held only to count), then
+    // encode without holding anything.
+    let sessions = b.sessions.len() as u64;
+    let subscriptions = b.routes.len() as u64;
+    let retained = b.retained.len() as u64;
+    let queued = b.queued_total() as u64;
+    let store = b.store().map(|st| st.stats());
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
         let _ = writeln!(
@@ -139,24 +162,9 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
         "counter",
         Metrics::get(&m.bytes_sent),
     );
-    counter(
-        "sessions",
-        "Sessions, connected or not.",
-        "gauge",
-        b.sessions.len() as u64,
-    );
-    counter(
-        "subscriptions",
-        "Subscriptions.",
-        "gauge",
-        b.routes.len() as u64,
-    );
-    counter(
-        "retained_messages",
-        "Retained messages.",
-        "gauge",
-        b.retained.len() as u64,
-    );
+    counter("sessions", "Sessions, connected or not.", "gauge", sessions);
+    counter("subscriptions", "Subscriptions.", "gauge", subscriptions);
+    counter("retained_messages", "Retained messages.", "gauge", retained);
     counter(
         "protocol_errors_total",
         "Connections closed for a protocol violation.",
@@ -169,12 +177,23 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
         "counter",
         Metrics::get(&m.handshake_failures),
     );
-    let queued = b.queued_total();
     counter(
         "queued_messages",
         "Messages waiting in session queues.",
         "gauge",
-        queued as u64,
+        queued,
+    );
+    let v = &b.verifier.stats;
+    let load = |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_login_refused_total Logins refused before checking the password.\n# TYPE switchboard_login_refused_total counter\n\
+         switchboard_login_refused_total{{reason=\"rate_limited\"}} {}\nswitchboard_login_refused_total{{reason=\"busy\"}} {}\n\
+         # HELP switchboard_login_verifications_total Password verifications run.\n# TYPE switchboard_login_verifications_total counter\n\
+         switchboard_login_verifications_total {}",
+        load(&v.rate_limited),
+        load(&v.busy),
+        load(&v.verified)
     );
     let _ = writeln!(
         out,
@@ -204,8 +223,7 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
             Metrics::get(v)
         );
     }
-    if let Some(st) = b.store() {
-        let s = st.stats();
+    if let Some(s) = store {
         let _ = writeln!(
             out,
             "# HELP switchboard_store_commits_total Group commits (fsyncs).\n# TYPE switchboard_store_commits_total counter\nswitchboard_store_commits_total {}\n\
@@ -215,7 +233,7 @@ async fn metrics(State(a): State<Admin>) -> impl IntoResponse {
             s.commits, s.ops, s.failed_commits, s.bytes
         );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 #[derive(Serialize)]
@@ -227,8 +245,10 @@ struct Overview {
     messages_received: u64,
     messages_sent: u64,
     uptime_seconds: u64,
-    /// Tenants (apps) and users come with the IM layer.
-    tenants: Vec<String>,
+    /// Where the broker listens (`ctl` finds the MQTT listener here).
+    listeners: crate::Addrs,
+    /// Whether the IM service runs.
+    im: bool,
 }
 
 async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Overview>, ApiError> {
@@ -243,7 +263,8 @@ async fn overview(State(a): State<Admin>, headers: HeaderMap) -> Result<Json<Ove
         messages_received: Metrics::get(&m.messages_received),
         messages_sent: Metrics::get(&m.messages_sent),
         uptime_seconds: b.started.elapsed().as_secs(),
-        tenants: Vec::new(),
+        listeners: b.addrs.get().cloned().unwrap_or_default(),
+        im: b.im.is_some(),
     }))
 }
 
@@ -307,4 +328,53 @@ async fn retained(
             .map(|(topic, qos, bytes)| RetainedItem { topic, qos, bytes })
             .collect(),
     ))
+}
+
+#[derive(Serialize)]
+struct AclReloaded {
+    path: String,
+    rules: usize,
+}
+
+async fn acl_reload(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+) -> Result<Json<AclReloaded>, ApiError> {
+    a.check(&headers)?;
+    let Some(acl) = a.broker.acl_file.clone() else {
+        return Err(not_found("no ACL file is configured".into()));
+    };
+    // Reading a file: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || {
+        let path = acl.path().display().to_string();
+        acl.reload().map(|rules| AclReloaded { path, rules })
+    })
+    .await;
+    match result {
+        Ok(Ok(done)) => Ok(Json(done)),
+        Ok(Err(e)) => Err(ApiError {
+            code: "acl_invalid",
+            message: format!("{e}; the previous rules stay in force"),
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+        }),
+        Err(_) => Err(ApiError {
+            code: "internal",
+            message: "the reload task failed".into(),
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare_accepts_only_the_exact_token() {
+        let digest = crate::auth::scram::sha256(b"s3cret-token");
+        assert!(token_matches(&digest, b"s3cret-token"));
+        for wrong in [&b""[..], b"s3cret-toke", b"s3cret-token2", b"S3cret-token"] {
+            assert!(!token_matches(&digest, wrong), "{wrong:?}");
+        }
+    }
 }

@@ -17,6 +17,11 @@ pub struct BrokerConfig {
     pub allow_anonymous: bool,
     /// `username:argon2-hash` lines for device accounts (see `switchboard passwd`).
     pub password_file: Option<PathBuf>,
+    /// ACL rules in mosquitto's format (plus `share` rules); none: every topic is allowed
+    /// (except publishing to `$` topics). Reloaded on SIGHUP and `switchboard ctl acl reload`.
+    pub acl_file: Option<PathBuf>,
+    /// Bounds on password checking (rate per address, back-off, pool size).
+    pub auth: AuthLimits,
     /// The operator HTTP API (`/metrics`, `/api/v1/...`).
     pub admin: AdminConfig,
     /// Seconds between `$SYS/broker/...` updates; 0 turns them off.
@@ -30,8 +35,61 @@ pub struct BrokerConfig {
 pub struct AdminConfig {
     /// Listen address; none: no admin API. Keep it on loopback or a private network.
     pub listen: Option<SocketAddr>,
-    /// Bearer token for `/api/v1`; without one only `/metrics` answers.
+    /// Bearer token for `/api/v1` and `/metrics`; without one only a public `/metrics`
+    /// answers.
     pub token: Option<String>,
+    /// Serve `/metrics` without the token (for a Prometheus that cannot send one). Off:
+    /// `/metrics` needs the bearer token like the rest of the API.
+    pub metrics_public: bool,
+}
+
+/// Password checks are slow on purpose; these bounds keep them from being a lever against
+/// the broker. Only logins with a user name or password count (anonymous and
+/// client-certificate logins are free).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthLimits {
+    /// Verifications running at once (on blocking threads); 0: one per core.
+    pub max_concurrent: usize,
+    /// Logins waiting for a verification slot; beyond it, CONNACK 0x89 Server busy
+    /// (3.1.1: return code 3).
+    pub max_waiting: usize,
+    /// Login attempts per second per source address (IPv6: per /64), sustained; over it,
+    /// CONNACK 0x9F Connection rate exceeded (3.1.1: 3).
+    pub per_address_rate: f64,
+    /// Attempts an address may make in a burst.
+    pub per_address_burst: u32,
+    /// Consecutive failed logins from one address that cost nothing more (typos).
+    pub free_failures: u32,
+    /// After a further failed login the address waits this long before its next attempt,
+    /// doubled for each further consecutive failure (refused with 0x9F meanwhile); a
+    /// successful login clears the count.
+    pub failure_backoff_ms: u64,
+    /// Cap on that wait, in seconds.
+    pub max_backoff_secs: u64,
+    /// Login attempts per second from all addresses together; over it, 0x89.
+    pub global_rate: f64,
+    pub global_burst: u32,
+    /// Source addresses remembered; when full, idle ones are forgotten, and if none is idle
+    /// new addresses get 0x89 until some are.
+    pub max_tracked_addresses: usize,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            max_concurrent: 0,
+            max_waiting: 64,
+            per_address_rate: 5.0,
+            per_address_burst: 20,
+            free_failures: 3,
+            failure_backoff_ms: 250,
+            max_backoff_secs: 60,
+            global_rate: 500.0,
+            global_burst: 1000,
+            max_tracked_addresses: 100_000,
+        }
+    }
 }
 
 /// Bounds that keep one client from hurting the others. Each says what happens when hit.
@@ -123,6 +181,8 @@ impl Default for BrokerConfig {
             admin: AdminConfig::default(),
             allow_anonymous: false,
             password_file: None,
+            acl_file: None,
+            auth: AuthLimits::default(),
             sys_interval: 10,
             limits: Limits::default(),
         }

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 pub mod delivery;
+pub mod im;
 pub mod listener;
 pub mod mailbox;
 pub mod message;
@@ -61,6 +62,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     PasswordFile(#[from] auth::PasswordFileError),
+    #[error(transparent)]
+    AclFile(#[from] auth::AclError),
     #[error("cannot read the store: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -78,11 +81,19 @@ pub struct BrokerState {
     pub metrics: Metrics,
     /// Services that take over the messages of their topics (the IM service).
     pub interceptors: Interceptors,
+    /// The IM service, if the broker runs one.
+    pub im: Option<Arc<im::ImService>>,
+    /// Where the broker listens (set once every listener is bound).
+    pub addrs: std::sync::OnceLock<Addrs>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
     pub auth: Arc<dyn Authenticator>,
     pub acl: Arc<dyn Acl>,
+    /// Runs `auth` within the rate and concurrency limits.
+    pub verifier: auth::Verifier,
+    /// The ACL file (also part of `acl`), for reloading.
+    pub acl_file: Option<Arc<auth::FileAcl>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub started: Instant,
@@ -114,6 +125,7 @@ pub struct Broker {
     acl: Arc<dyn Acl>,
     store: Option<Arc<dyn Store>>,
     interceptors: Interceptors,
+    im: Option<Arc<im::ImService>>,
 }
 
 impl Broker {
@@ -124,7 +136,19 @@ impl Broker {
             acl: Arc::new(DefaultAcl),
             store: None,
             interceptors: Interceptors::default(),
+            im: None,
         }
+    }
+
+    /// Runs the IM service: it takes over `$im/req/`, authenticates IM logins in front of
+    /// the configured authenticator, and follows IM devices' connections.
+    pub fn with_im(mut self, im: Arc<im::ImService>) -> Self {
+        self.interceptors.register(
+            namespace::IM_REQUEST_PREFIX,
+            Arc::new(im::ImRequests(im.clone())),
+        );
+        self.im = Some(im);
+        self
     }
 
     /// Hands the messages published to topics starting with `prefix` to `i` instead of
@@ -153,12 +177,25 @@ impl Broker {
         self
     }
 
+    /// Adds an ACL hook: a publish or subscribe then needs its consent too.
+    pub fn add_acl(mut self, hook: Arc<dyn Acl>) -> Self {
+        self.acl = Arc::new(auth::AllOf(vec![self.acl, hook]));
+        self
+    }
+
     /// Binds every listener and starts serving.
     pub async fn start(self) -> Result<BrokerHandle, StartError> {
         let auth: Arc<dyn Authenticator> = match (self.auth, &self.config.password_file) {
             (Some(a), _) => a,
             (None, Some(path)) => Arc::new(PasswordAuth::load(self.config.allow_anonymous, path)?),
             (None, None) => Arc::new(PasswordAuth::new(self.config.allow_anonymous)),
+        };
+        let auth: Arc<dyn Authenticator> = match &self.im {
+            Some(im) => Arc::new(im::auth::ImAuth {
+                im: im.clone(),
+                inner: auth,
+            }),
+            None => auth,
         };
         // Everything that can fail (certificates, ports) fails before any state is built.
         let l = &self.config.listeners;
@@ -219,6 +256,15 @@ impl Broker {
             Some(st) => Some(st.load()?),
             None => None,
         };
+        let acl_file = match &self.config.acl_file {
+            Some(path) => Some(Arc::new(auth::FileAcl::load(path)?)),
+            None => None,
+        };
+        let acl: Arc<dyn Acl> = match &acl_file {
+            Some(f) => Arc::new(auth::AllOf(vec![self.acl, f.clone()])),
+            None => self.acl,
+        };
+        let verifier = auth::Verifier::new(auth.clone(), self.config.auth.clone());
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         let state = Arc::new(BrokerState {
             config: self.config,
@@ -227,10 +273,14 @@ impl Broker {
             sessions: Sessions::default(),
             metrics: Metrics::default(),
             interceptors: self.interceptors,
+            im: self.im,
+            addrs: std::sync::OnceLock::new(),
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
-            acl: self.acl,
+            acl,
+            verifier,
+            acl_file,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
@@ -238,6 +288,9 @@ impl Broker {
         });
         if let Some(snap) = snapshot {
             state.restore(snap);
+        }
+        if let Some(im) = &state.im {
+            im.attach(&state);
         }
         let mut addrs = Addrs::default();
         let permits = listener::permits(&state);
@@ -261,10 +314,12 @@ impl Broker {
                 .tasks
                 .spawn(transport::quic::accept(state.clone(), ep, permits.clone()));
         }
+        if let Some(sock) = &admin {
+            addrs.admin = sock.local_addr().ok();
+        }
+        let _ = state.addrs.set(addrs.clone());
         if let Some(sock) = admin {
-            let local = sock.local_addr().ok();
-            tracing::info!(addr = ?local, "admin API listening");
-            addrs.admin = local;
+            tracing::info!(addr = ?addrs.admin, "admin API listening");
             state.tasks.spawn(admin::serve(
                 state.clone(),
                 sock,
@@ -288,7 +343,7 @@ fn list_name(k: &listener::Kind) -> &'static str {
 }
 
 /// Bound addresses per transport (port 0 resolved).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Addrs {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,

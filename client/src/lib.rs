@@ -15,12 +15,13 @@
 //! The protocol itself (packet ids, windows, QoS flows, keep-alive, limits) is
 //! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
 //!
-//! Modules: [`heartbeat`] (pure state machine and its simulation), [`transport`]
-//! (QUIC/TLS/TCP streams), `driver` (the background task: reconnects and I/O around the
-//! session), `probe` (the heartbeat's disposable probe connections).
+//! Modules: [`heartbeat`] (pure state machine and its simulation), [`im`] (the IM API),
+//! [`transport`] (QUIC/TLS/TCP streams), `driver` (the background task: reconnects and I/O
+//! around the session), `probe` (the heartbeat's disposable probe connections).
 
 mod driver;
 pub mod heartbeat;
+pub mod im;
 mod probe;
 pub mod transport;
 
@@ -236,6 +237,14 @@ impl Client {
             properties: Properties::default(),
             payload: payload.into(),
         };
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Publish(Box::new(p), tx)).await?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Publishes a complete PUBLISH (properties such as Response Topic and Correlation
+    /// Data included; the packet id is assigned by the session). Like [`Client::publish`].
+    pub async fn publish_message(&self, p: Publish) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Publish(Box::new(p), tx)).await?;
         rx.await.map_err(|_| Error::Closed)?

@@ -14,6 +14,7 @@
 
 mod codec;
 mod error;
+pub mod im;
 pub mod packet;
 pub mod properties;
 mod reason;

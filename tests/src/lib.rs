@@ -3,6 +3,7 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod im;
 pub mod nat;
 
 use std::net::SocketAddr;
@@ -101,6 +102,24 @@ impl TestBroker {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Waits until the broker has noticed that `client_id`'s connection ended (its session
+    /// parked or gone), instead of sleeping and hoping.
+    pub async fn until_offline(&self, client_id: &str) {
+        until_offline(self.handle.state(), client_id).await;
+    }
+}
+
+/// Waits until no connection holds `client_id`'s session; panics after [`WAIT`].
+pub async fn until_offline(state: &switchboard_broker::BrokerState, client_id: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while state.client_online(client_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{client_id} still connected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! The operator API over a real socket: metrics, clients, kick, retained, and the token.
+//! The operator API over a real socket: metrics, clients, kick, retained, and the token
+//! (which `/metrics` needs too, unless `admin.metrics_public`).
 
 use std::net::SocketAddr;
 
@@ -62,7 +63,11 @@ async fn admin_api_lists_kicks_and_exports_metrics() {
         "{body}"
     );
 
-    let (status, body) = http(admin, "GET", "/metrics", None).await;
+    let (status, _) = http(admin, "GET", "/metrics", None).await;
+    assert_eq!(status, 401, "/metrics needs the token by default");
+    let (status, _) = http(admin, "GET", "/metrics", Some("s3cret-tokem")).await;
+    assert_eq!(status, 401);
+    let (status, body) = http(admin, "GET", "/metrics", Some("s3cret-token")).await;
     assert_eq!(status, 200);
     assert!(
         body.contains("switchboard_clients_connected{transport=\"tcp\"} 1"),
@@ -93,4 +98,20 @@ async fn admin_api_lists_kicks_and_exports_metrics() {
     .await;
     assert_eq!(status, 404);
     assert!(body.contains("not_found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_made_public() {
+    let b = TestBroker::start_with(|c| {
+        c.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.admin.token = Some("s3cret-token".into());
+        c.admin.metrics_public = true;
+    })
+    .await;
+    let admin = b.handle.addrs().admin.expect("admin listening");
+    let (status, body) = http(admin, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("switchboard_connections_total"), "{body}");
+    let (status, _) = http(admin, "GET", "/api/v1/clients", None).await;
+    assert_eq!(status, 401, "the rest of the API still needs the token");
 }

@@ -73,10 +73,9 @@ async fn sdk_uses_quic_and_falls_back_to_tls_when_udp_is_blocked() {
     .await;
     assert_eq!(transport, "quic");
     client
-        .subscribe("sdk/#", QoS::AtLeastOnce)
+        .subscribe_acked("sdk/#", QoS::AtLeastOnce)
         .await
         .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(200)).await;
     client
         .publish("sdk/a", "over quic", QoS::AtLeastOnce)
         .await

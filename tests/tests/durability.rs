@@ -169,7 +169,7 @@ async fn delayed_will_fires_after_restart() {
     };
     let (dev, _) = connack(&b, with_will).await;
     drop(dev); // lost without DISCONNECT: will due in 2 s
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.until_offline("dev").await;
     let port = b.port();
     b.stop().await;
 

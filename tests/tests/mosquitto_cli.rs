@@ -2,7 +2,6 @@
 //! in-process broker, over MQTT 3.1.1 and 5.0.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use switchboard_tests::{TestBroker, WAIT};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -229,7 +228,7 @@ async fn persistent_session_gets_messages_published_while_away() {
     ];
     let mut sub = Sub::start(b.port(), &args).await;
     sub.child.kill().await.expect("kill");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.until_offline("cli-persist").await;
     for i in 0..3 {
         let out = publish(
             b.port(),

@@ -576,7 +576,7 @@ async fn will_delay_cancelled_by_reconnect_and_sent_after_delay() {
     // Dropped without DISCONNECT, back within the delay: no will.
     let c = connected_with(&b, with_will("phone", "wd/phone", 3)).await;
     drop(c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.until_offline("phone").await;
     let _back = connected_with(&b, with_will("phone", "wd/phone", 3)).await;
     // Dropped and not back: will after 1 s.
     let c = connected_with(&b, with_will("sensor", "wd/sensor", 1)).await;
@@ -704,7 +704,7 @@ async fn unacknowledged_qos1_resent_with_dup_on_resume() {
     let first = s.next_publish().await;
     assert!(!first.dup);
     drop(s); // no PUBACK, no DISCONNECT
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.until_offline("resumer").await;
     let (mut s, ack) = RawClient::connect(b.addr, persistent).await;
     assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
     let again = s.next_publish().await;

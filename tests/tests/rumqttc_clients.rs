@@ -198,7 +198,7 @@ async fn v5_persistent_session_receives_what_was_queued_while_offline() {
         .expect("subscribe");
     s.suback().await;
     s.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.until_offline("persist5").await;
 
     let p = v5::Client::connect(b.port(), "pub5", |_| {}).await;
     for i in 0..20 {
@@ -243,7 +243,7 @@ async fn v4_persistent_session_resumes_with_clean_session_false() {
         }
     }
     s.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.until_offline("persist4").await;
     let mut p = v4::Client::connect(b.port(), "pub4", |_| {}).await;
     p.client
         .publish("q4/x", Q4::ExactlyOnce, false, "while-away")
@@ -296,7 +296,7 @@ async fn shared_subscription_splits_messages_and_moves_to_remaining_member() {
     );
 
     m2.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.until_offline("m2").await;
     for i in 10..14 {
         p.client
             .publish("jobs/a", Q5::AtLeastOnce, false, format!("j{i}"))

@@ -23,6 +23,21 @@ pub struct Config {
     pub workers: usize,
     pub broker: BrokerConfig,
     pub store: StoreConfig,
+    pub im: ImConfig,
+}
+
+/// The IM service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImConfig {
+    /// Run the IM service (tenants, users, conversations) inside the broker.
+    pub enabled: bool,
+}
+
+impl Default for ImConfig {
+    fn default() -> Self {
+        ImConfig { enabled: true }
+    }
 }
 
 /// Durable storage settings.
@@ -54,6 +69,7 @@ impl Default for Config {
             workers: 0,
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
+            im: ImConfig::default(),
         }
     }
 }

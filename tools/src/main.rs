@@ -3,10 +3,14 @@
 //! - `up`: everything that exists, in one process, with developer defaults.
 //! - `broker`: the MQTT broker alone.
 //! - `config print-default`: the default configuration file.
-//! - `passwd USER`: a password file line (argon2id) for a device account.
+//! - `passwd USER`: a password file line (argon2id, or SCRAM-SHA-256 with `--scram`).
+//! - `ctl ...`: the admin API from the command line (`ctl acl reload` re-reads the ACL file;
+//!   `ctl tenant|user|token|im` drive the IM service).
 
 mod bench;
 mod config;
+mod ctl;
+mod ctl_im;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -50,6 +54,29 @@ fn random_token() -> String {
     })
 }
 
+/// Where `up` keeps the service credential (gateway, push worker), inside the data
+/// directory: JSON `{"username": "$service", "password": ...}`.
+const SERVICE_CREDENTIALS: &str = "service.credentials";
+
+/// The service credential's password, made on first start.
+fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(SERVICE_CREDENTIALS);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        if let Some(p) = v["password"].as_str() {
+            return Ok(p.to_owned());
+        }
+    }
+    let secret = random_token();
+    let body = serde_json::json!({ "username": "$service", "password": secret }).to_string();
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}
+
 /// The store's file name inside the data directory.
 const STORE_FILE: &str = "switchboard.redb";
 
@@ -87,7 +114,15 @@ enum Command {
         client: Vec<String>,
     },
     /// Print a password file line for USER; the password is read from stdin.
-    Passwd { user: String },
+    Passwd {
+        user: String,
+        /// A SCRAM-SHA-256 credential (serves SCRAM and plain passwords) instead of argon2id.
+        #[arg(long)]
+        scram: bool,
+        /// PBKDF2 iterations for `--scram`.
+        #[arg(long, default_value_t = switchboard_broker::auth::scram::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
     /// Benchmark Switchboard against mosquitto and rumqttd on loopback.
     Bench(bench::BenchArgs),
     /// Runs a benchmark peer broker in this process (used by `bench`).
@@ -127,6 +162,28 @@ enum CtlCommand {
     Retained(AdminArgs),
     /// The Prometheus metrics text.
     Metrics(AdminArgs),
+    /// The ACL file.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+    /// IM tenants (apps / enterprises).
+    Tenant {
+        #[command(subcommand)]
+        command: ctl_im::TenantCommand,
+    },
+    /// IM users of a tenant.
+    User {
+        #[command(subcommand)]
+        command: ctl_im::UserCommand,
+    },
+    /// A login token for an IM user (the MQTT password of the user's device).
+    Token(ctl_im::TokenArgs),
+    /// IM messages from the command line: send, tail.
+    Im {
+        #[command(subcommand)]
+        command: ctl_im::ImCommand,
+    },
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]
@@ -148,6 +205,12 @@ struct AdminArgs {
     token: Option<String>,
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Re-read the ACL file (a file with errors is refused; the old rules stay).
+    Reload(AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -196,6 +259,9 @@ struct RunArgs {
     /// Password file of `user:argon2-hash` lines.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// ACL file (mosquitto format, plus `share` rules); reloaded on SIGHUP.
+    #[arg(long)]
+    acl_file: Option<PathBuf>,
     /// Log filter (e.g. `info`, `debug`, `switchboard_broker=trace`).
     #[arg(long)]
     log: Option<String>,
@@ -215,7 +281,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
         } => ctl_store(command, &data_dir),
-        Command::Ctl { command } => ctl_api(command),
+        Command::Ctl { command } => ctl::ctl_api(command),
         Command::Certs { dir, client } => {
             let c = switchboard_broker::transport::certs::ensure_dev_certs(&dir)?;
             println!(
@@ -249,14 +315,25 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(peer == "rumqttd", "unknown peer {peer}");
             bench::peers::run_rumqttd(port)
         }
-        Command::Passwd { user } => {
+        Command::Passwd {
+            user,
+            scram,
+            iterations,
+        } => {
             anyhow::ensure!(!user.contains(':'), "user names cannot contain ':'");
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "empty password on stdin");
-            let hash = switchboard_broker::auth::hash_password(password)
-                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            let hash = if scram {
+                anyhow::ensure!(iterations >= 4096, "RFC 7677: at least 4096 iterations");
+                switchboard_broker::auth::ScramCredential::new(password.as_bytes(), iterations)
+                    .map_err(|e| anyhow::anyhow!("deriving failed: {e}"))?
+                    .to_phc_like()
+            } else {
+                switchboard_broker::auth::hash_password(password)
+                    .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?
+            };
             println!("{user}:{hash}");
             Ok(())
         }
@@ -306,6 +383,9 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     if let Some(p) = args.password_file {
         cfg.broker.password_file = Some(p);
     }
+    if let Some(p) = args.acl_file {
+        cfg.broker.acl_file = Some(p);
+    }
     if let Some(l) = args.log {
         cfg.log = l;
     }
@@ -349,15 +429,40 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let mut broker = Broker::new(cfg.broker.clone());
+    let mut store: Option<Arc<dyn Store>> = None;
     if cfg.store.enabled {
         let path = cfg.data_dir.join(STORE_FILE);
-        let store = RedbStore::open(&path, cfg.store.max_disk_bytes)
+        let redb = RedbStore::open(&path, cfg.store.max_disk_bytes)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         tracing::info!(path = %path.display(), "store opened");
-        broker = broker.with_store(Arc::new(store));
+        let redb: Arc<dyn Store> = Arc::new(redb);
+        broker = broker.with_store(redb.clone());
+        store = Some(redb);
     }
+    let im = if cfg.im.enabled {
+        // Without the store the IM service keeps its state in memory (lost at exit).
+        let im_store = store
+            .unwrap_or_else(|| Arc::new(switchboard_broker::store::memory::MemoryStore::new()));
+        let secret = service_secret(&cfg.data_dir)?;
+        let im = switchboard_broker::im::ImService::new(im_store, Some(secret));
+        broker = broker.with_im(im.clone());
+        Some(im)
+    } else {
+        None
+    };
     rt.block_on(async move {
         let handle = broker.start().await?;
+        if let Some(im) = &im {
+            let account = im
+                .default_account()
+                .await
+                .map_err(|e| anyhow::anyhow!("IM service: {e}"))?;
+            println!(
+                "switchboard: IM service on; developer account {} (new tenant: `switchboard ctl tenant create NAME`; service login in {})",
+                account.id,
+                cfg.data_dir.join(SERVICE_CREDENTIALS).display()
+            );
+        }
         let a = handle.addrs();
         for (scheme, list) in [
             ("tcp", &a.tcp),
@@ -381,7 +486,7 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         if cfg.broker.allow_anonymous {
             println!("switchboard: anonymous clients allowed");
         }
-        wait_for_signal().await?;
+        wait_for_signal(handle.state().acl_file.clone()).await?;
         tracing::info!("shutting down: disconnecting clients (0x8B)");
         if tokio::time::timeout(Duration::from_secs(15), handle.shutdown())
             .await
@@ -394,15 +499,29 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; meanwhile SIGHUP reloads the ACL file (a file with errors
+/// is logged and the previous rules stay).
+async fn wait_for_signal(
+    acl: Option<Arc<switchboard_broker::auth::FileAcl>>,
+) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match &acl {
+                Some(acl) => {
+                    let acl = acl.clone();
+                    // FileAcl::reload logs the outcome itself.
+                    let _ = tokio::task::spawn_blocking(move || acl.reload()).await;
+                }
+                None => tracing::info!("SIGHUP: no ACL file to reload"),
+            },
+        }
     }
-    Ok(())
 }
 
 fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
@@ -450,88 +569,4 @@ fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `ctl` commands that talk to the admin API: a minimal HTTP/1.1 client (one request, then
-/// the server closes), enough for a loopback operator tool.
-fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
-    let (method, path, admin) = match command {
-        CtlCommand::Overview(a) => ("GET", "/api/v1/overview".to_owned(), a),
-        CtlCommand::Clients(a) => ("GET", "/api/v1/clients".to_owned(), a),
-        CtlCommand::Client { id, admin } => {
-            ("GET", format!("/api/v1/clients/{}", url_escape(&id)), admin)
-        }
-        CtlCommand::Kick { id, admin } => (
-            "DELETE",
-            format!("/api/v1/clients/{}", url_escape(&id)),
-            admin,
-        ),
-        CtlCommand::Retained(a) => ("GET", "/api/v1/retained".to_owned(), a),
-        CtlCommand::Metrics(a) => ("GET", "/metrics".to_owned(), a),
-        CtlCommand::Store { .. } => unreachable!("handled by ctl_store"),
-    };
-    let token = match admin.token {
-        Some(t) => t,
-        None => std::fs::read_to_string(admin.data_dir.join(ADMIN_TOKEN_FILE))
-            .map(|t| t.trim().to_owned())
-            .with_context(|| "no --token and no admin.token in the data directory".to_owned())?,
-    };
-    let mut stream = std::net::TcpStream::connect(&admin.admin)
-        .with_context(|| format!("cannot reach the admin API at {}", admin.admin))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    use std::io::Write as _;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-        admin.admin
-    )?;
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or("");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    if !status.contains(" 2") {
-        anyhow::bail!("{status}: {body}");
-    }
-    if body.is_empty() {
-        println!("{status}");
-    } else if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{body}");
-    }
-    Ok(())
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }

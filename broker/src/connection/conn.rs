@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::{End, Io, OUT_HIGH_WATER};
 use crate::BrokerState;
-use crate::auth::{Action, Credentials, Identity};
+use crate::auth::{Action, Attempt, Identity};
 use crate::message::{Delivery, Message};
 use crate::metrics::Metrics;
 use crate::pipeline::ack::AckQueue;
@@ -87,20 +87,17 @@ impl Conn {
                 "will topic exceeds the topic limits",
             );
         }
-        let auth = broker.auth.clone();
-        let (client_id, username, password) =
-            (c.client_id.clone(), c.username.clone(), c.password.clone());
-        let identity = tokio::task::spawn_blocking(move || {
-            auth.authenticate(&Credentials {
-                client_id: &client_id,
-                username: username.as_deref(),
-                password: password.as_deref(),
-                cert_user: cert_user.as_deref(),
+        let identity = broker
+            .verifier
+            .verify(Attempt {
+                peer: peer.ip(),
+                client_id: c.client_id.clone(),
+                username: c.username.clone(),
+                password: c.password.clone(),
+                cert_user,
             })
-        })
-        .await
-        .unwrap_or(Err(ReasonCode::ServerUnavailable));
-        let identity = match identity {
+            .await;
+        let mut identity = match identity {
             Ok(i) => i,
             Err(code) => return reject(sess, code, "authentication failed"),
         };
@@ -123,6 +120,7 @@ impl Conn {
         } else {
             c.client_id.clone()
         };
+        identity.client_id.clone_from(&client_id);
         let asked_expiry = if v5 {
             c.properties.session_expiry_interval.unwrap_or(0)
         } else if c.clean_start {

@@ -35,8 +35,8 @@ impl Conn {
         };
         match self.broker.handle_publish(&from, p) {
             Outcome::Done => Ok(()),
-            Outcome::Ack { code, durable } => {
-                self.acks.push(sess, pkid, code, durable);
+            Outcome::Ack { code, wait } => {
+                self.acks.push(sess, pkid, code, wait);
                 Ok(())
             }
             Outcome::Close(v) => Err(v),

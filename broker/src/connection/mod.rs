@@ -110,6 +110,10 @@ pub async fn serve<S>(
         if let Some(info) = &conn.info {
             broker.attach_info(&conn.client_id, conn_id, info.clone());
         }
+        let im_login = conn.identity.im.clone();
+        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+            im.connected(login, &conn.client_id);
+        }
         let end = conn.run(&mut io, &mut sess).await;
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
@@ -117,7 +121,11 @@ pub async fn serve<S>(
         Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
         io.final_flush(&mut sess).await;
+        let client_id = conn.client_id.clone();
         conn.finish(end, sess);
+        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+            im.disconnected(login, &client_id);
+        }
     }
     .instrument(span)
     .await;

@@ -14,19 +14,32 @@ use tokio::sync::oneshot;
 
 use crate::store::Durable;
 
-/// An acknowledgement waiting for the store.
+/// What an acknowledgement waits for.
+#[derive(Debug)]
+pub enum AckWait {
+    /// A store commit: the code stands if it succeeds, 0x80 if it fails.
+    Store(Durable),
+    /// A service that decides the code when its work is done (an intercepted request).
+    Code(oneshot::Receiver<ReasonCode>),
+}
+
+/// An acknowledgement waiting for the store or a service.
 #[derive(Debug)]
 struct PendingAck {
     pkid: u16,
     code: ReasonCode,
-    durable: Option<Durable>,
+    durable: Option<AckWait>,
 }
 
-/// What became of a commit the front acknowledgement waited for.
+/// What became of what the front acknowledgement waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Commit {
+    /// Committed: the code stands.
     Done,
+    /// The commit failed or the service went away.
     Failed,
+    /// The service decided this code.
+    Code(ReasonCode),
 }
 
 /// Acknowledgements of one connection, in arrival order.
@@ -57,7 +70,7 @@ impl AckQueue {
         sess: &mut ServerSession,
         pkid: u16,
         code: ReasonCode,
-        durable: Option<Durable>,
+        durable: Option<AckWait>,
     ) {
         if durable.is_none() && self.pending.is_empty() {
             sess.ack_publish(pkid, code);
@@ -78,9 +91,13 @@ impl AckQueue {
     /// Waits for the front acknowledgement's commit (pending forever if there is none).
     pub async fn front_commit(&mut self) -> Commit {
         match self.pending.front_mut().and_then(|p| p.durable.as_mut()) {
-            Some(rx) => match rx.await {
+            Some(AckWait::Store(rx)) => match rx.await {
                 Ok(Ok(_)) => Commit::Done,
                 _ => Commit::Failed,
+            },
+            Some(AckWait::Code(rx)) => match rx.await {
+                Ok(code) => Commit::Code(code),
+                Err(_) => Commit::Failed,
             },
             None => std::future::pending().await,
         }
@@ -95,11 +112,15 @@ impl AckQueue {
     ) -> Result<(), Violation> {
         if let Some(front) = self.pending.front_mut() {
             front.durable = None;
-            if commit == Commit::Failed {
-                if !self.v5 {
-                    return Err(STORE_FAILED_V3);
+            match commit {
+                Commit::Done => {}
+                Commit::Code(code) => front.code = code,
+                Commit::Failed => {
+                    if !self.v5 {
+                        return Err(STORE_FAILED_V3);
+                    }
+                    front.code = ReasonCode::UnspecifiedError;
                 }
-                front.code = ReasonCode::UnspecifiedError;
             }
         }
         self.flush(sess)
@@ -109,17 +130,28 @@ impl AckQueue {
     /// connection whose message could not be stored: close it.
     pub fn flush(&mut self, sess: &mut ServerSession) -> Result<(), Violation> {
         while let Some(front) = self.pending.front_mut() {
-            if let Some(rx) = &mut front.durable {
-                match rx.try_recv() {
-                    Ok(Ok(_)) => front.durable = None,
-                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                        if !self.v5 {
-                            return Err(STORE_FAILED_V3);
-                        }
-                        front.durable = None;
-                        front.code = ReasonCode::UnspecifiedError;
-                    }
+            let state = match &mut front.durable {
+                None => Commit::Done,
+                Some(AckWait::Store(rx)) => match rx.try_recv() {
+                    Ok(Ok(_)) => Commit::Done,
+                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => Commit::Failed,
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+                },
+                Some(AckWait::Code(rx)) => match rx.try_recv() {
+                    Ok(code) => Commit::Code(code),
+                    Err(oneshot::error::TryRecvError::Closed) => Commit::Failed,
+                    Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+                },
+            };
+            front.durable = None;
+            match state {
+                Commit::Done => {}
+                Commit::Code(code) => front.code = code,
+                Commit::Failed => {
+                    if !self.v5 {
+                        return Err(STORE_FAILED_V3);
+                    }
+                    front.code = ReasonCode::UnspecifiedError;
                 }
             }
             if let Some(done) = self.pending.pop_front() {
@@ -207,11 +239,11 @@ mod tests {
         let mut sess = session_with_publishes(3);
         let mut q = AckQueue::new(true);
         let (tx1, rx1) = tokio::sync::oneshot::channel();
-        q.push(&mut sess, 1, ReasonCode::Success, Some(rx1));
+        q.push(&mut sess, 1, ReasonCode::Success, Some(AckWait::Store(rx1)));
         // A refusal that needs no commit must not overtake publish 1.
         q.push(&mut sess, 2, ReasonCode::NotAuthorized, None);
         let (tx3, rx3) = tokio::sync::oneshot::channel();
-        q.push(&mut sess, 3, ReasonCode::Success, Some(rx3));
+        q.push(&mut sess, 3, ReasonCode::Success, Some(AckWait::Store(rx3)));
         q.flush(&mut sess).expect("v5");
         assert!(acks(&mut sess).is_empty());
         tx3.send(Ok(Applied::default())).expect("send");
@@ -236,7 +268,7 @@ mod tests {
         let mut sess = session_with_publishes(1);
         let mut q = AckQueue::new(false);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        q.push(&mut sess, 1, ReasonCode::Success, Some(rx));
+        q.push(&mut sess, 1, ReasonCode::Success, Some(AckWait::Store(rx)));
         drop(tx);
         assert_eq!(q.flush(&mut sess), Err(STORE_FAILED_V3));
         assert!(acks(&mut sess).is_empty(), "no false PUBACK");

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use switchboard_proto::{ReasonCode, Version};
 
+use super::ack::AckWait;
 use crate::BrokerState;
 use crate::auth::Identity;
 use crate::message::Message;
 use crate::namespace::Namespace;
-use crate::store::Durable;
 
 /// Who published an intercepted message.
 #[derive(Debug, Clone, Copy)]
@@ -27,18 +27,24 @@ pub struct Origin<'a> {
 /// How to acknowledge an intercepted message.
 #[derive(Debug)]
 pub struct Intercepted {
-    /// PUBACK/PUBREC reason code.
+    /// PUBACK/PUBREC reason code (unless `wait` decides another).
     pub code: ReasonCode,
-    /// When set, the acknowledgement waits for it (and becomes 0x80 if it fails).
-    pub durable: Option<Durable>,
+    /// When set, the acknowledgement waits for it: a store commit (0x80 if it fails) or
+    /// the service's own verdict once its work is done.
+    pub wait: Option<AckWait>,
 }
 
 impl Intercepted {
     /// Acknowledge at once with `code`.
     pub fn now(code: ReasonCode) -> Intercepted {
+        Intercepted { code, wait: None }
+    }
+
+    /// Acknowledge with the code sent on `rx` (0x80 if the sender is dropped).
+    pub fn later(rx: tokio::sync::oneshot::Receiver<ReasonCode>) -> Intercepted {
         Intercepted {
-            code,
-            durable: None,
+            code: ReasonCode::Success,
+            wait: Some(AckWait::Code(rx)),
         }
     }
 }

@@ -29,7 +29,8 @@ use crate::BrokerState;
 use crate::auth::Identity;
 use crate::message::Message;
 use crate::namespace::Namespace;
-use crate::store::{Durable, Op};
+use crate::store::Op;
+use ack::AckWait;
 use authorise::Refusal;
 use intercept::Origin;
 
@@ -51,10 +52,10 @@ pub struct Publisher<'a> {
 pub enum Outcome {
     /// QoS 0: nothing to acknowledge.
     Done,
-    /// Acknowledge with `code`, after `durable` if set (in arrival order).
+    /// Acknowledge with `code`, after `wait` if set (in arrival order).
     Ack {
         code: ReasonCode,
-        durable: Option<Durable>,
+        wait: Option<AckWait>,
     },
     /// Close the connection: MQTT 3.1.1 cannot refuse a QoS 1/2 message, so the client
     /// must not get an acknowledgement and will send it again on its next connection.
@@ -107,7 +108,7 @@ impl BrokerState {
                     } else {
                         ReasonCode::Success
                     },
-                    durable: r.durable,
+                    wait: r.wait,
                 },
             };
         }
@@ -150,13 +151,10 @@ impl BrokerState {
                 st.write(ops, Some(tx));
                 Outcome::Ack {
                     code,
-                    durable: Some(rx),
+                    wait: Some(AckWait::Store(rx)),
                 }
             }
-            _ => Outcome::Ack {
-                code,
-                durable: None,
-            },
+            _ => Outcome::Ack { code, wait: None },
         }
     }
 }
@@ -173,13 +171,13 @@ fn refuse(qos: QoS, v5: bool, r: Refusal) -> Outcome {
     match (v5, r) {
         (true, r) => Outcome::Ack {
             code: r.code(),
-            durable: None,
+            wait: None,
         },
         // 3.1.1 has no way to say no to an unauthorised publish: acknowledge and drop, as
         // mosquitto does.
         (false, Refusal::NotAuthorized) => Outcome::Ack {
             code: ReasonCode::Success,
-            durable: None,
+            wait: None,
         },
         (false, r) => Outcome::Close(r.violation()),
     }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions, Version};
 
+use super::ack::AckWait;
 use super::intercept::{Intercepted, Interceptor, Origin};
 use super::{Outcome, Publisher};
 use crate::auth::{Acl, Action, Identity};
@@ -136,15 +137,16 @@ async fn committed(outcome: Outcome) -> ReasonCode {
     match outcome {
         Outcome::Ack {
             code,
-            durable: Some(rx),
+            wait: Some(AckWait::Store(rx)),
         } => match rx.await {
             Ok(Ok(_)) => code,
             _ => ReasonCode::UnspecifiedError,
         },
         Outcome::Ack {
-            code,
-            durable: None,
-        } => code,
+            wait: Some(AckWait::Code(rx)),
+            ..
+        } => rx.await.unwrap_or(ReasonCode::UnspecifiedError),
+        Outcome::Ack { code, wait: None } => code,
         other => panic!("expected an acknowledgement, got {other:?}"),
     }
 }
@@ -158,7 +160,7 @@ async fn routed_message_is_stored_for_a_persistent_subscriber_before_the_ack() {
         matches!(
             &out,
             Outcome::Ack {
-                durable: Some(_),
+                wait: Some(AckWait::Store(_)),
                 ..
             }
         ),

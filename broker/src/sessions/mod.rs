@@ -262,6 +262,15 @@ impl BrokerState {
         out
     }
 
+    /// Whether a connection holds the session of `client_id` right now.
+    pub fn client_online(&self, client_id: &str) -> bool {
+        self.sessions
+            .map
+            .lock()
+            .get(client_id)
+            .is_some_and(|e| e.link.is_some())
+    }
+
     /// Asks the connection holding `client_id` to close with `code`; true if there was one.
     pub fn kick(&self, client_id: &str, code: ReasonCode) -> bool {
         let mut map = self.sessions.map.lock();

@@ -141,6 +141,20 @@ impl MemoryStore {
                         *v = value;
                     }
                 }
+                Op::SetToLogHead { table, key, log } => {
+                    let h = s.heads.get(&log).copied().unwrap_or(0);
+                    s.tables.insert((table, key), h.to_be_bytes().to_vec());
+                }
+                Op::Max { table, key, value } => {
+                    let old = s
+                        .tables
+                        .get(&(table, key.clone()))
+                        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    if old < value {
+                        s.tables.insert((table, key), value.to_be_bytes().to_vec());
+                    }
+                }
                 Op::TrimLog { log, below } => {
                     s.logs.retain(|(l, seq), _| *l != log || *seq >= below);
                 }
@@ -330,6 +344,35 @@ pub(crate) mod tests {
             }]
         );
         assert_eq!(s.log_last(&log).expect("read"), 2);
+        commit(
+            s,
+            vec![
+                Op::SetToLogHead {
+                    table: Table::Cursors,
+                    key: b"read".to_vec(),
+                    log: log.clone(),
+                },
+                Op::Max {
+                    table: Table::Cursors,
+                    key: b"max".to_vec(),
+                    value: 5,
+                },
+                Op::Max {
+                    table: Table::Cursors,
+                    key: b"max".to_vec(),
+                    value: 3,
+                },
+            ],
+        );
+        assert_eq!(
+            s.get(Table::Cursors, b"read").expect("get"),
+            Some(2u64.to_be_bytes().to_vec())
+        );
+        assert_eq!(
+            s.get(Table::Cursors, b"max").expect("get"),
+            Some(5u64.to_be_bytes().to_vec()),
+            "Max never lowers"
+        );
         let fwd = s.log_range(&log, 1, u64::MAX, 10, false).expect("read");
         assert_eq!(fwd, [(1, b"hello".to_vec()), (2, b"world".to_vec())]);
         let back = s.log_range(&log, 1, 2, 1, true).expect("read");

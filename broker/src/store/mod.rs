@@ -119,6 +119,21 @@ pub enum Op {
         log: Vec<u8>,
         below: u64,
     },
+    /// Sets the big-endian u64 at `key` to log `log`'s last sequence number, as it is at
+    /// this point of the transaction (a read position that follows an append in the same
+    /// commit).
+    SetToLogHead {
+        table: Table,
+        key: Vec<u8>,
+        log: Vec<u8>,
+    },
+    /// Raises the big-endian u64 at `key` to `value` if it is lower (positions only move
+    /// forward, whatever order concurrent writers commit in).
+    Max {
+        table: Table,
+        key: Vec<u8>,
+        value: u64,
+    },
 }
 
 /// IM tables. Keys and values are bytes the IM service lays out (big-endian numbers first,
@@ -141,11 +156,13 @@ pub enum Table {
     UserMeta,
     /// Counters (id allocation).
     Counters,
+    /// Per user and conversation: read, delivered and mention positions (u64).
+    Cursors,
 }
 
 impl Table {
     /// Every table, for implementations that create them up front.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Accounts,
         Table::Tenants,
         Table::TenantKeys,
@@ -155,6 +172,7 @@ impl Table {
         Table::Convs,
         Table::UserMeta,
         Table::Counters,
+        Table::Cursors,
     ];
 
     /// The table's name on disk.
@@ -169,6 +187,7 @@ impl Table {
             Table::Convs => "im_convs",
             Table::UserMeta => "im_user_meta",
             Table::Counters => "im_counters",
+            Table::Cursors => "im_cursors",
         }
     }
 }
@@ -190,6 +209,8 @@ impl Op {
             }
             Op::ReplaceEntry { log, value, .. } => log.len() + value.len(),
             Op::TrimLog { log, .. } => log.len(),
+            Op::SetToLogHead { key, log, .. } => key.len() + log.len(),
+            Op::Max { key, .. } => key.len(),
             Op::Dequeue { .. } | Op::MarkSent { .. } | Op::Probe => 0,
         }
     }

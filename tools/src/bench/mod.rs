@@ -6,6 +6,7 @@
 
 mod chart;
 mod heartbeat;
+mod im;
 pub mod load;
 pub mod peers;
 mod transports;
@@ -57,6 +58,15 @@ pub struct BenchArgs {
     /// instead.
     #[arg(long)]
     pub heartbeat: bool,
+    /// Run the IM benchmark (1:1 durable messages, sync, memory per online user) instead.
+    #[arg(long)]
+    pub im: bool,
+    /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
+    #[arg(long, default_value_t = 200)]
+    pub im_pairs: usize,
+    /// Offline messages the IM benchmark syncs.
+    #[arg(long, default_value_t = 10_000)]
+    pub im_sync: usize,
 }
 
 /// What one scenario measures.
@@ -240,6 +250,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         )?;
         std::fs::write(args.out.join("heartbeat.md"), heartbeat::markdown(&report))?;
         println!("report: {}", args.out.join("heartbeat.md").display());
+        return Ok(());
+    }
+    if args.im {
+        let work =
+            std::env::temp_dir().join(format!("switchboard-bench-im-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let result = im::run(&work, args.port, args.im_pairs, args.seconds, args.im_sync).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("im.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
+        let md = im::markdown(&result);
+        std::fs::write(args.out.join("im.md"), &md)?;
+        println!("{md}\nreport: {}", args.out.join("im.md").display());
         return Ok(());
     }
     if args.transports {

@@ -38,6 +38,33 @@ impl<'t> Im<'t> {
         Ok(())
     }
 
+    /// The u64 at `key` (0 if absent).
+    fn number(&mut self, t: Table, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .table(t)?
+            .get(key)
+            .map_err(io)?
+            .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn set_number(&mut self, t: Table, key: &[u8], n: u64) -> Result<(), StoreError> {
+        self.table(t)?
+            .insert(key, n.to_be_bytes().as_slice())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    fn head(&mut self, log: &[u8]) -> Result<u64, StoreError> {
+        let head = match &mut self.head {
+            Some(t) => t,
+            None => self
+                .head
+                .insert(self.w.open_table(IM_LOG_HEAD).map_err(io)?),
+        };
+        Ok(head.get(log).map_err(io)?.map_or(0, |v| v.value()))
+    }
+
     fn increment(&mut self, t: Table, key: &[u8], by: u64) -> Result<u64, StoreError> {
         let table = self.table(t)?;
         let old = table
@@ -216,6 +243,15 @@ pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), 
                         if exists {
                             t.insert((log.as_slice(), *seq), value.as_slice())
                                 .map_err(io)?;
+                        }
+                    }
+                    Op::SetToLogHead { table, key, log } => {
+                        let h = im.head(log)?;
+                        im.set_number(*table, key, h)?;
+                    }
+                    Op::Max { table, key, value } => {
+                        if im.number(*table, key)? < *value {
+                            im.set_number(*table, key, *value)?;
                         }
                     }
                     Op::TrimLog { log, below } => {

@@ -1,0 +1,576 @@
+//! Sending and acting on messages: send (1:1, system, workbench app), recall, read and
+//! delivered receipts, burn after read, typing, conversation flags.
+//!
+//! Every write to a conversation runs under its lock: the message is appended (seq assigned
+//! in the commit, resends recognised by their client message id), the members' rows are
+//! updated, and only then are events published, so every device sees a conversation's
+//! events in seq order. The sender's PUBACK and "sent" answer leave after the commit.
+
+use prost::Message as _;
+use switchboard_proto::QoS;
+use switchboard_proto::im::{self, ConvType, event::Kind};
+
+use super::error::{ImError, ok};
+use super::keys::{self, ConvId};
+use super::records::UserConvRecord;
+use super::{ImLogin, ImService, now_ms};
+use crate::store::{Op, OpResult, Table};
+
+/// Longest client message id.
+const MAX_CLIENT_MSG_ID: usize = 64;
+/// Most messages one read receipt burns (burn after read).
+const MAX_BURN: usize = 1000;
+
+/// One member of a conversation a message goes to.
+#[derive(Debug, Clone)]
+pub(super) struct Member {
+    pub uid: u64,
+    pub account: String,
+    /// What this member sees as the conversation's peer.
+    pub peer: String,
+}
+
+impl ImService {
+    /// A 1:1 message from `login` (a user's device).
+    pub async fn send(
+        &self,
+        login: &ImLogin,
+        req: im::SendRequest,
+    ) -> Result<im::SendResponse, ImError> {
+        match ConvType::try_from(req.conv_type).unwrap_or(ConvType::Unspecified) {
+            ConvType::Unspecified | ConvType::Private => {}
+            ConvType::Group => {
+                return Err(ImError::BadRequest(
+                    "group conversations are not available yet".into(),
+                ));
+            }
+            other => {
+                return Err(ImError::BadRequest(format!(
+                    "clients cannot send to {} conversations",
+                    other.as_str_name()
+                )));
+            }
+        }
+        let tenant = self.tenant(login.tenant)?;
+        check_message(&req, tenant.policy.max_message_bytes)?;
+        let peer = self
+            .user(login.tenant, &req.to)?
+            .ok_or_else(|| ImError::NotFound(format!("user {}", req.to)))?;
+        if peer.uid == login.uid {
+            return Err(ImError::BadRequest("cannot send to yourself".into()));
+        }
+        let conv = ConvId::private(login.uid, peer.uid);
+        let msg = im::Message {
+            conversation: conv.to_string(),
+            conv_type: ConvType::Private as i32,
+            from: login.account.clone(),
+            to: peer.account.clone(),
+            client_msg_id: req.client_msg_id,
+            content: req.content,
+            mentions: req.mentions,
+            mention_all: req.mention_all,
+            burn_after_read: req.burn_after_read,
+            ..im::Message::default()
+        };
+        let members = [
+            Member {
+                uid: login.uid,
+                account: login.account.clone(),
+                peer: peer.account.clone(),
+            },
+            Member {
+                uid: peer.uid,
+                account: peer.account.clone(),
+                peer: login.account.clone(),
+            },
+        ];
+        let (seq, server_time_ms, duplicate) = self
+            .deliver(login.tenant, &conv, msg, Some(login.uid), &members)
+            .await?;
+        Ok(im::SendResponse {
+            status: ok(),
+            conversation: conv.to_string(),
+            seq,
+            server_time_ms,
+            duplicate,
+        })
+    }
+
+    /// A system notice (from the tenant, not a user) to user `account`, or a workbench
+    /// app's message when `app` is given. `client_msg_id` makes resends idempotent.
+    pub async fn send_system(
+        &self,
+        tid: u64,
+        account: &str,
+        app: Option<&str>,
+        client_msg_id: &str,
+        content: im::Content,
+    ) -> Result<(ConvId, u64), ImError> {
+        let user = self
+            .user(tid, account)?
+            .ok_or_else(|| ImError::NotFound(format!("user {account}")))?;
+        let (conv, from) = match app {
+            Some(a) if !a.is_empty() && a.len() <= 64 && !a.contains(':') => {
+                (ConvId::App(a.to_owned(), user.uid), a.to_owned())
+            }
+            Some(_) => return Err(ImError::BadRequest("invalid app id".into())),
+            None => (ConvId::System(user.uid), String::new()),
+        };
+        let msg = im::Message {
+            conversation: conv.to_string(),
+            conv_type: conv.conv_type() as i32,
+            from: from.clone(),
+            to: account.to_owned(),
+            client_msg_id: client_msg_id.to_owned(),
+            content: Some(content),
+            ..im::Message::default()
+        };
+        let members = [Member {
+            uid: user.uid,
+            account: user.account.clone(),
+            peer: from,
+        }];
+        // System and app messages are idempotent per (conversation, client message id).
+        let (seq, _, _) = self.deliver(tid, &conv, msg, Some(0), &members).await?;
+        Ok((conv, seq))
+    }
+
+    /// Appends `msg` to `conv` and tells its members. `sender` is the sending user's uid
+    /// (0 for the system), used for the idempotency key and the sender's read position.
+    /// Returns the seq, the server time and whether it was a resend.
+    pub(super) async fn deliver(
+        &self,
+        tid: u64,
+        conv: &ConvId,
+        mut msg: im::Message,
+        sender: Option<u64>,
+        members: &[Member],
+    ) -> Result<(u64, u64, bool), ImError> {
+        let log = keys::log(tid, conv);
+        let _lock = self.conv_lock(tid, conv).lock().await;
+        let mut rows = Vec::with_capacity(members.len());
+        for m in members {
+            rows.push(self.user_conv(tid, m.uid, conv)?);
+        }
+        msg.server_time_ms = now_ms();
+        let idem = match (sender, msg.client_msg_id.is_empty()) {
+            (Some(s), false) => Some(keys::idem(s, &msg.client_msg_id)),
+            _ => None,
+        };
+        // One commit: members' rows (created by the first message, unhidden by a new one),
+        // the message, the sender's read position and mentions, which follow the append.
+        let mut ops = Vec::new();
+        for (m, row) in members.iter().zip(&mut rows) {
+            if row.as_ref().is_none_or(|r| r.hidden) {
+                let mut r = row.clone().unwrap_or_else(|| UserConvRecord {
+                    peer: m.peer.clone(),
+                    ..UserConvRecord::default()
+                });
+                r.hidden = false;
+                r.updated_ms = msg.server_time_ms;
+                ops.push(self.put_row(tid, m.uid, conv, &r)?);
+                *row = Some(r);
+            }
+        }
+        ops.push(Op::Append {
+            log: log.clone(),
+            idem,
+            value: msg.encode_to_vec(),
+        });
+        for m in members {
+            let cursors: &[keys::Cursor] = if sender == Some(m.uid) {
+                &[keys::Cursor::Read, keys::Cursor::Delivered]
+            } else if msg.mention_all || msg.mentions.contains(&m.account) {
+                &[keys::Cursor::Mention]
+            } else {
+                &[]
+            };
+            for &c in cursors {
+                ops.push(Op::SetToLogHead {
+                    table: Table::Cursors,
+                    key: keys::cursor(tid, m.uid, conv, c),
+                    log: log.clone(),
+                });
+            }
+        }
+        let applied = self.commit(ops).await?;
+        let Some(OpResult::Appended { seq, duplicate }) = applied.results.first().copied() else {
+            return Err(ImError::Internal("append returned no seq".into()));
+        };
+        if duplicate {
+            let stored = self
+                .store
+                .log_range(&log, seq, seq, 1, false)?
+                .into_iter()
+                .next()
+                .and_then(|(_, v)| im::Message::decode(v.as_slice()).ok());
+            let time = stored.map_or(0, |m| m.server_time_ms);
+            return Ok((seq, time, true));
+        }
+        msg.seq = seq;
+        for m in members {
+            self.emit(tid, m.uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
+        }
+        for (m, row) in members.iter().zip(&rows) {
+            if sender == Some(m.uid) {
+                continue;
+            }
+            let muted = row.as_ref().is_some_and(|r| r.muted);
+            self.counted_message(tid, m.uid, conv, seq, row.as_ref(), muted);
+            if !muted && !self.is_online(tid, m.uid) {
+                self.push_job(tid, m.uid, &msg);
+            }
+        }
+        Ok((seq, msg.server_time_ms, false))
+    }
+
+    /// The sender takes message `seq` back, within the tenant's recall window.
+    pub async fn recall(
+        &self,
+        login: &ImLogin,
+        req: im::RecallRequest,
+    ) -> Result<im::Ack, ImError> {
+        let conv = self.own_conv(login, &req.conversation)?;
+        let window = self.tenant(login.tenant)?.policy.recall_window_secs;
+        let log = keys::log(login.tenant, &conv);
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut msg = self.message_at(&log, req.seq)?;
+        if msg.from != login.account {
+            return Err(ImError::Forbidden(
+                "only the sender may recall a message".into(),
+            ));
+        }
+        if msg.recalled {
+            return Ok(im::Ack { status: ok() });
+        }
+        if now_ms().saturating_sub(msg.server_time_ms) > window * 1000 {
+            return Err(ImError::Gone(format!(
+                "recall window of {window} s has passed"
+            )));
+        }
+        msg.recalled = true;
+        msg.content = None;
+        self.commit(vec![Op::ReplaceEntry {
+            log,
+            seq: req.seq,
+            value: msg.encode_to_vec(),
+        }])
+        .await?;
+        let event = Kind::Recalled(im::Recalled {
+            conversation: conv.to_string(),
+            seq: req.seq,
+            by: login.account.clone(),
+        });
+        for uid in self.members(&conv) {
+            self.emit(login.tenant, uid, event.clone(), QoS::AtLeastOnce);
+        }
+        Ok(im::Ack { status: ok() })
+    }
+
+    /// The user read `conversation` up to `seq`: every device's unread count follows, the
+    /// peer gets a read receipt, burn-after-read messages from the peer are destroyed.
+    pub async fn read(&self, login: &ImLogin, req: im::ReadRequest) -> Result<im::Ack, ImError> {
+        let conv = self.own_conv(login, &req.conversation)?;
+        let log = keys::log(login.tenant, &conv);
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut row = self
+            .user_conv(login.tenant, login.uid, &conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let max = self.store.log_last(&log)?;
+        if req.seq > max {
+            return Err(ImError::BadRequest(format!(
+                "seq {} is past the conversation's last message ({max})",
+                req.seq
+            )));
+        }
+        if req.seq <= row.read_seq {
+            return Ok(im::Ack { status: ok() });
+        }
+        let before = row.read_seq;
+        row.read_seq = req.seq;
+        row.delivered_seq = row.delivered_seq.max(req.seq);
+        let mut ops = vec![
+            self.raise(login.tenant, login.uid, &conv, keys::Cursor::Read, req.seq),
+            self.raise(
+                login.tenant,
+                login.uid,
+                &conv,
+                keys::Cursor::Delivered,
+                req.seq,
+            ),
+        ];
+        let burned = self.burn(&log, login, before, req.seq)?;
+        ops.extend(burned.iter().map(|m| Op::ReplaceEntry {
+            log: log.clone(),
+            seq: m.seq,
+            value: m.encode_to_vec(),
+        }));
+        self.commit(ops).await?;
+        self.read_changed(login.tenant, login.uid, &conv, &row, max);
+        if let Some(peer) = conv.peer_of(login.uid) {
+            let receipt = im::Receipt {
+                kind: im::receipt::Kind::Read as i32,
+                conversation: conv.to_string(),
+                seq: req.seq,
+                by: login.account.clone(),
+            };
+            self.emit(login.tenant, peer, Kind::Receipt(receipt), QoS::AtLeastOnce);
+        }
+        for m in burned {
+            for uid in self.members(&conv) {
+                self.emit(
+                    login.tenant,
+                    uid,
+                    Kind::Message(m.clone()),
+                    QoS::AtLeastOnce,
+                );
+            }
+        }
+        Ok(im::Ack { status: ok() })
+    }
+
+    /// A device received `conversation` up to `seq`: the peer gets a delivered receipt.
+    pub async fn delivered(
+        &self,
+        login: &ImLogin,
+        req: im::ReadRequest,
+    ) -> Result<im::Ack, ImError> {
+        let conv = self.own_conv(login, &req.conversation)?;
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut row = self
+            .user_conv(login.tenant, login.uid, &conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let max = self.store.log_last(&keys::log(login.tenant, &conv))?;
+        if req.seq > max {
+            return Err(ImError::BadRequest(format!(
+                "seq {} is past the conversation's last message ({max})",
+                req.seq
+            )));
+        }
+        if req.seq <= row.delivered_seq {
+            return Ok(im::Ack { status: ok() });
+        }
+        row.delivered_seq = req.seq;
+        self.commit(vec![self.raise(
+            login.tenant,
+            login.uid,
+            &conv,
+            keys::Cursor::Delivered,
+            req.seq,
+        )])
+        .await?;
+        if let Some(peer) = conv.peer_of(login.uid) {
+            let receipt = im::Receipt {
+                kind: im::receipt::Kind::Delivered as i32,
+                conversation: conv.to_string(),
+                seq: req.seq,
+                by: login.account.clone(),
+            };
+            self.emit(login.tenant, peer, Kind::Receipt(receipt), QoS::AtLeastOnce);
+        }
+        Ok(im::Ack { status: ok() })
+    }
+
+    /// "Typing…": transient, to the peer's online devices only, never stored.
+    pub fn typing(&self, login: &ImLogin, req: im::TypingRequest) -> Result<im::Ack, ImError> {
+        let conv = self.own_conv(login, &req.conversation)?;
+        if let Some(peer) = conv.peer_of(login.uid) {
+            let t = im::Typing {
+                conversation: conv.to_string(),
+                from: login.account.clone(),
+            };
+            self.emit(login.tenant, peer, Kind::Typing(t), QoS::AtMostOnce);
+        }
+        Ok(im::Ack { status: ok() })
+    }
+
+    /// Pin, mute or hide a conversation; the user's other devices are told.
+    pub async fn update_conversation(
+        &self,
+        login: &ImLogin,
+        req: im::UpdateConversationRequest,
+    ) -> Result<im::Ack, ImError> {
+        let conv = self.own_conv(login, &req.conversation)?;
+        let _lock = self.conv_lock(login.tenant, &conv).lock().await;
+        let mut row = self
+            .user_conv(login.tenant, login.uid, &conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        if let Some(p) = req.pinned {
+            row.pinned = p;
+        }
+        if let Some(m) = req.muted {
+            row.muted = m;
+        }
+        if let Some(h) = req.hidden {
+            row.hidden = h;
+        }
+        row.updated_ms = now_ms();
+        self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
+            .await?;
+        let view = self.conversation_view(login.tenant, login.uid, &conv, &row)?;
+        self.emit(
+            login.tenant,
+            login.uid,
+            Kind::Conversation(view),
+            QoS::AtLeastOnce,
+        );
+        Ok(im::Ack { status: ok() })
+    }
+
+    /// Parses a conversation id a user named and checks it is theirs.
+    pub(super) fn own_conv(&self, login: &ImLogin, id: &str) -> Result<ConvId, ImError> {
+        let conv = ConvId::parse(id)
+            .ok_or_else(|| ImError::BadRequest(format!("not a conversation id: {id:?}")))?;
+        if !conv.involves(login.uid) {
+            tracing::info!(tenant = login.tenant, user = %login.account, conversation = id, "access to another user's conversation refused");
+            return Err(ImError::Forbidden(format!(
+                "conversation {id} is not yours"
+            )));
+        }
+        Ok(conv)
+    }
+
+    /// The uids a conversation's events go to.
+    fn members(&self, conv: &ConvId) -> Vec<u64> {
+        match conv {
+            ConvId::Private(a, b) => vec![*a, *b],
+            ConvId::System(u) | ConvId::App(_, u) => vec![*u],
+            ConvId::Group(_) => Vec::new(),
+        }
+    }
+
+    /// User `uid`'s row of `conv`, with its positions.
+    pub(super) fn user_conv(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+    ) -> Result<Option<UserConvRecord>, ImError> {
+        match self
+            .store
+            .get(Table::UserConvs, &keys::user_conv(tid, uid, conv))?
+        {
+            Some(v) => {
+                let mut row: UserConvRecord = serde_json::from_slice(&v)
+                    .map_err(|e| ImError::Internal(format!("corrupt conversation row: {e}")))?;
+                self.fill_cursors(tid, uid, conv, &mut row)?;
+                Ok(Some(row))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a row's positions from the `Cursors` table.
+    pub(super) fn fill_cursors(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        row: &mut UserConvRecord,
+    ) -> Result<(), ImError> {
+        let get = |c| -> Result<u64, ImError> {
+            Ok(self
+                .store
+                .get(Table::Cursors, &keys::cursor(tid, uid, conv, c))?
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map_or(0, u64::from_be_bytes))
+        };
+        row.read_seq = get(keys::Cursor::Read)?;
+        row.delivered_seq = get(keys::Cursor::Delivered)?;
+        row.mention_seq = get(keys::Cursor::Mention)?;
+        Ok(())
+    }
+
+    /// Moves a position forward (never back).
+    fn raise(&self, tid: u64, uid: u64, conv: &ConvId, c: keys::Cursor, seq: u64) -> Op {
+        Op::Max {
+            table: Table::Cursors,
+            key: keys::cursor(tid, uid, conv, c),
+            value: seq,
+        }
+    }
+
+    fn put_row(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        row: &UserConvRecord,
+    ) -> Result<Op, ImError> {
+        Ok(Op::Put {
+            table: Table::UserConvs,
+            key: keys::user_conv(tid, uid, conv),
+            value: serde_json::to_vec(row).map_err(|e| ImError::Internal(e.to_string()))?,
+        })
+    }
+
+    /// The stored message `seq` of `log`.
+    pub(super) fn message_at(&self, log: &[u8], seq: u64) -> Result<im::Message, ImError> {
+        let (s, v) = self
+            .store
+            .log_range(log, seq, seq, 1, false)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImError::NotFound(format!("message {seq}")))?;
+        let mut m = im::Message::decode(v.as_slice())
+            .map_err(|e| ImError::Internal(format!("corrupt message {seq}: {e}")))?;
+        m.seq = s;
+        Ok(m)
+    }
+
+    /// Burn-after-read messages from others among `(after, upto]`, destroyed.
+    fn burn(
+        &self,
+        log: &[u8],
+        login: &ImLogin,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<im::Message>, ImError> {
+        let mut out = Vec::new();
+        for (seq, v) in self
+            .store
+            .log_range(log, after + 1, upto, MAX_BURN, false)?
+        {
+            let Ok(mut m) = im::Message::decode(v.as_slice()) else {
+                continue;
+            };
+            if m.burn_after_read && !m.burned && m.from != login.account {
+                m.seq = seq;
+                m.burned = true;
+                m.content = None;
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Validates what a client asked to send.
+fn check_message(req: &im::SendRequest, max_bytes: usize) -> Result<(), ImError> {
+    if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
+        return Err(ImError::BadRequest(format!(
+            "client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"
+        )));
+    }
+    let Some(content) = &req.content else {
+        return Err(ImError::BadRequest("message has no content".into()));
+    };
+    if content.body.is_none() {
+        return Err(ImError::BadRequest("message has no content".into()));
+    }
+    let size = content.encoded_len();
+    if size > max_bytes {
+        return Err(ImError::TooLarge(format!(
+            "content of {size} bytes exceeds the limit of {max_bytes}"
+        )));
+    }
+    if let Some(im::content::Body::Text(t)) = &content.body
+        && t.text.is_empty()
+    {
+        return Err(ImError::BadRequest("empty text".into()));
+    }
+    if req.mentions.len() > 100 {
+        return Err(ImError::BadRequest("more than 100 mentions".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The IM service: tenants, users and tokens, conversations with per-conversation sequence
+//! numbers, push-pull sync, receipts, unread counts, recall, mentions, typing and push jobs.
+//!
+//! It lives inside the broker and speaks MQTT 5 with protobuf payloads
+//! ([`switchboard_proto::im`]); `docs/protocol.md` is the contract. It plugs in at three
+//! places:
+//! - as an [`Interceptor`] of `$im/req/` (requests: send, sync, read, ...), answering on the
+//!   requester's response topic and acknowledging the PUBLISH when the work is durable;
+//! - as an [`Authenticator`] in front of the configured one ([`auth::ImAuth`]): IM tokens,
+//!   directory passwords and the service credential; everything else falls through;
+//! - as a connection observer ([`presence`]): which devices of which users are online.
+//!
+//! Events (messages, receipts, unread counts) are ordinary MQTT messages published to each
+//! user's inbox topic (`$im/t/{tenant}/u/{uid}`, seen by clients as `$im/inbox`), so
+//! delivery, queues and backpressure are the broker's. Every durable write goes through the
+//! broker's [`Store`]: messages are appended to per-conversation logs whose seq is assigned
+//! inside the commit.
+//!
+//! Files: [`directory`] (accounts, tenants, users, tokens), [`messaging`] (send, recall,
+//! read, delivered, typing), [`sync`] (sync, history, conversation list), [`presence`]
+//! (online devices, kicks, push jobs), [`auth`], [`keys`], [`records`], [`token`],
+//! [`error`].
+
+pub mod auth;
+pub mod directory;
+pub mod error;
+pub(crate) mod http;
+pub mod keys;
+pub mod messaging;
+pub mod presence;
+pub mod records;
+pub mod sync;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use switchboard_proto::im;
+use switchboard_proto::{Properties, QoS, ReasonCode};
+use tokio::sync::oneshot;
+
+use crate::BrokerState;
+use crate::message::Message;
+use crate::namespace::{IM_REQUEST_PREFIX, inbox_topic};
+use crate::pipeline::intercept::{Intercepted, Interceptor, Origin};
+use crate::store::{Applied, Store};
+pub use error::ImError;
+use records::TenantRecord;
+
+/// Number of conversation locks (sends, reads and recalls of one conversation run one at
+/// a time, so events leave in seq order; conversations share a lock when their hashes
+/// collide).
+const CONV_LOCKS: usize = 256;
+
+/// Who an IM device is (set by [`auth::ImAuth`] at login).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImLogin {
+    pub tenant: u64,
+    pub uid: u64,
+    pub account: String,
+    /// "phone", "pc", "web", "pad" or "" (unknown).
+    pub platform: String,
+}
+
+/// The IM service.
+pub struct ImService {
+    store: Arc<dyn Store>,
+    /// Serialises directory creations (check-then-act).
+    admin: tokio::sync::Mutex<()>,
+    tenants: RwLock<HashMap<u64, Arc<TenantRecord>>>,
+    conv_locks: Vec<tokio::sync::Mutex<()>>,
+    online: Mutex<HashMap<(u64, u64), presence::Online>>,
+    broker: OnceLock<Weak<BrokerState>>,
+    /// Password of the service credential (gateway, push worker), if one is configured.
+    service_secret: Option<String>,
+}
+
+impl std::fmt::Debug for ImService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImService").finish_non_exhaustive()
+    }
+}
+
+impl ImService {
+    /// A service over `store`; `service_secret` is the password of the `$service` login.
+    pub fn new(store: Arc<dyn Store>, service_secret: Option<String>) -> Arc<ImService> {
+        Arc::new(ImService {
+            store,
+            admin: tokio::sync::Mutex::new(()),
+            tenants: RwLock::new(HashMap::new()),
+            conv_locks: (0..CONV_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            online: Mutex::new(HashMap::new()),
+            broker: OnceLock::new(),
+            service_secret,
+        })
+    }
+
+    /// Connects the service to the running broker (events, kicks).
+    pub fn attach(&self, broker: &Arc<BrokerState>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    fn broker(&self) -> Option<Arc<BrokerState>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    /// Commits `ops` and waits until they are durable.
+    async fn commit(&self, ops: Vec<crate::store::Op>) -> Result<Applied, ImError> {
+        let (tx, rx) = oneshot::channel();
+        self.store.write(ops, Some(tx));
+        rx.await
+            .map_err(|_| ImError::Unavailable("store writer stopped".into()))?
+            .map_err(ImError::from)
+    }
+
+    /// The lock of conversation `conv` of tenant `tid`.
+    fn conv_lock(&self, tid: u64, conv: &keys::ConvId) -> &tokio::sync::Mutex<()> {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::default().hash_one((tid, conv));
+        &self.conv_locks[h as usize % CONV_LOCKS]
+    }
+
+    /// Publishes `event` to every online device of user `uid` of tenant `tid`.
+    fn emit(&self, tid: u64, uid: u64, event: im::event::Kind, qos: QoS) {
+        if !self.is_online(tid, uid) {
+            return;
+        }
+        let Some(b) = self.broker() else { return };
+        let payload = im::Event { kind: Some(event) }.encode_to_vec();
+        b.publish_detached(Arc::new(Message {
+            topic: inbox_topic(tid, uid),
+            payload: Bytes::from(payload),
+            qos,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin: 0,
+        }));
+    }
+
+    /// Answers a request on the requester's response topic.
+    fn reply(&self, to: &ReplyTo, body: Vec<u8>) {
+        let Some(b) = self.broker() else { return };
+        let properties = Properties {
+            correlation_data: to.correlation.clone(),
+            ..Properties::default()
+        };
+        b.publish_detached(Arc::new(Message {
+            topic: to.topic.clone(),
+            payload: Bytes::from(body),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: crate::message::boxed(properties),
+            expires_at: None,
+            origin: 0,
+        }));
+    }
+
+    /// Runs one request and encodes its response.
+    async fn handle(&self, login: &ImLogin, op: &str, payload: &[u8]) -> Result<Vec<u8>, ImError> {
+        fn decode<T: prost::Message + Default>(p: &[u8]) -> Result<T, ImError> {
+            T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
+        }
+        Ok(match op {
+            "send" => self.send(login, decode(payload)?).await?.encode_to_vec(),
+            "sync" => self.sync(login, decode(payload)?)?.encode_to_vec(),
+            "history" => self.history(login, decode(payload)?)?.encode_to_vec(),
+            "conversations" => self.conversations(login, decode(payload)?)?.encode_to_vec(),
+            "read" => self.read(login, decode(payload)?).await?.encode_to_vec(),
+            "delivered" => self
+                .delivered(login, decode(payload)?)
+                .await?
+                .encode_to_vec(),
+            "recall" => self.recall(login, decode(payload)?).await?.encode_to_vec(),
+            "typing" => self.typing(login, decode(payload)?)?.encode_to_vec(),
+            "update_conversation" => self
+                .update_conversation(login, decode(payload)?)
+                .await?
+                .encode_to_vec(),
+            other => return Err(ImError::NotFound(format!("no such request: {other}"))),
+        })
+    }
+}
+
+/// Where a request's answer goes.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    topic: String,
+    correlation: Option<Bytes>,
+}
+
+/// The interceptor of `$im/req/`.
+pub struct ImRequests(pub Arc<ImService>);
+
+impl Interceptor for ImRequests {
+    fn publish(&self, broker: &Arc<BrokerState>, origin: &Origin<'_>, msg: Message) -> Intercepted {
+        let Some(login) = origin.identity.im.clone() else {
+            tracing::info!(client_id = origin.client_id, topic = %msg.topic, "IM request from a client without an IM login refused");
+            return Intercepted::now(ReasonCode::NotAuthorized);
+        };
+        let op = msg
+            .topic
+            .strip_prefix(IM_REQUEST_PREFIX)
+            .unwrap_or_default()
+            .to_owned();
+        let props = msg.properties.as_deref();
+        let reply = props
+            .and_then(|p| p.response_topic.as_deref())
+            .and_then(|t| origin.namespace.response_topic(t))
+            .map(|topic| ReplyTo {
+                topic,
+                correlation: props.and_then(|p| p.correlation_data.clone()),
+            });
+        let (tx, rx) = oneshot::channel();
+        let service = self.0.clone();
+        broker.tasks.spawn(async move {
+            let result = service.handle(&login, &op, &msg.payload).await;
+            let code = match &result {
+                Ok(_) => ReasonCode::Success,
+                Err(e) => {
+                    tracing::info!(tenant = login.tenant, user = %login.account, op, error = %e, "IM request failed");
+                    e.reason_code()
+                }
+            };
+            if let Some(to) = &reply {
+                let body = result.unwrap_or_else(|e| {
+                    im::Ack {
+                        status: Some(e.status()),
+                    }
+                    .encode_to_vec()
+                });
+                service.reply(to, body);
+            }
+            let _ = tx.send(code);
+        });
+        Intercepted::later(rx)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `n` random bytes from the system's secure generator, as hex.
+pub fn random_hex(n: usize) -> Result<String, ImError> {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| ImError::Internal("system random number generator failed".into()))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,268 @@
+//! Online devices, kicks, unread badges of online users, and push jobs for offline ones.
+//!
+//! The broker tells the service when an IM device connects and disconnects; the service
+//! keeps, per online user, its devices and (once computed) its unread total, so a new
+//! message costs one increment rather than a scan. Only online users are in memory.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use switchboard_proto::im::{self, event::Kind};
+use switchboard_proto::{QoS, ReasonCode};
+
+use super::keys::ConvId;
+use super::records::UserConvRecord;
+use super::{ImLogin, ImService};
+use crate::message::Message;
+
+/// Topic prefix of push jobs (`$im/push/{tenant}`); the push worker subscribes with
+/// `$share/push/$im/push/#`.
+pub const PUSH_PREFIX: &str = "$im/push/";
+
+/// One connected device.
+#[derive(Debug, Clone)]
+pub(super) struct Device {
+    client_id: String,
+    platform: String,
+}
+
+/// An online user.
+#[derive(Debug, Default)]
+pub(super) struct Online {
+    devices: Vec<Device>,
+    /// The unread total, once computed (then kept up to date).
+    unread_total: Option<u64>,
+}
+
+impl ImService {
+    /// Whether user `uid` has a device online.
+    pub fn is_online(&self, tid: u64, uid: u64) -> bool {
+        self.online.lock().contains_key(&(tid, uid))
+    }
+
+    /// Client ids and platforms of the user's online devices.
+    pub fn devices(&self, tid: u64, uid: u64) -> Vec<(String, String)> {
+        self.online
+            .lock()
+            .get(&(tid, uid))
+            .map(|o| {
+                o.devices
+                    .iter()
+                    .map(|d| (d.client_id.clone(), d.platform.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// An IM device connected. With the tenant's one-phone policy, an older phone of the
+    /// same user is told and disconnected.
+    pub fn connected(&self, login: &ImLogin, client_id: &str) {
+        let single_phone = self
+            .tenant(login.tenant)
+            .is_ok_and(|t| t.policy.single_phone);
+        let displaced: Vec<String> = {
+            let mut online = self.online.lock();
+            let entry = online.entry((login.tenant, login.uid)).or_default();
+            entry.devices.retain(|d| d.client_id != client_id);
+            let displaced = if single_phone && login.platform == "phone" {
+                entry
+                    .devices
+                    .iter()
+                    .filter(|d| d.platform == "phone")
+                    .map(|d| d.client_id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            entry.devices.push(Device {
+                client_id: client_id.to_owned(),
+                platform: login.platform.clone(),
+            });
+            displaced
+        };
+        for old in displaced {
+            tracing::info!(tenant = login.tenant, user = %login.account, old, new = client_id, "one phone at a time: signing the older phone out");
+            self.kick_device(login.tenant, login.uid, &old, "signed in on another phone");
+        }
+    }
+
+    /// An IM device disconnected.
+    pub fn disconnected(&self, login: &ImLogin, client_id: &str) {
+        let mut online = self.online.lock();
+        if let Some(entry) = online.get_mut(&(login.tenant, login.uid)) {
+            entry.devices.retain(|d| d.client_id != client_id);
+            if entry.devices.is_empty() {
+                online.remove(&(login.tenant, login.uid));
+            }
+        }
+    }
+
+    /// Tells every device of a user why, then disconnects them.
+    pub fn kick_user(&self, tid: u64, uid: u64, reason: &str) {
+        for (client_id, _) in self.devices(tid, uid) {
+            self.kick_device(tid, uid, &client_id, reason);
+        }
+    }
+
+    fn kick_device(&self, tid: u64, uid: u64, client_id: &str, reason: &str) {
+        let Some(b) = self.broker() else { return };
+        // The notice goes to the user's inbox, which every device reads; it names the
+        // device it is for.
+        let payload = im::Event {
+            kind: Some(Kind::Kicked(im::Kicked {
+                reason: format!("{reason} ({client_id})"),
+            })),
+        }
+        .encode_to_vec();
+        b.publish_detached(Arc::new(Message {
+            topic: crate::namespace::inbox_topic(tid, uid),
+            payload: Bytes::from(payload),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin: 0,
+        }));
+        b.kick(client_id, ReasonCode::AdministrativeAction);
+    }
+
+    /// A message counted as unread for user `uid` arrived: the user's devices get the new
+    /// counts (and, for a workbench app, the app's badge).
+    pub(super) fn counted_message(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        seq: u64,
+        row: Option<&UserConvRecord>,
+        muted: bool,
+    ) {
+        if !self.is_online(tid, uid) {
+            return;
+        }
+        let total = self.adjust_total(tid, uid, if muted { 0 } else { 1 });
+        let read_seq = row.map_or(0, |r| r.read_seq.max(r.min_seq));
+        let unread = im::Unread {
+            conversation: conv.to_string(),
+            unread: seq.saturating_sub(read_seq),
+            read_seq,
+            total,
+        };
+        self.emit(tid, uid, Kind::Unread(unread), QoS::AtLeastOnce);
+        if let ConvId::App(app, _) = conv {
+            let badge = im::AppUnread {
+                app_id: app.clone(),
+                unread: seq.saturating_sub(read_seq),
+            };
+            self.emit(tid, uid, Kind::AppUnread(badge), QoS::AtLeastOnce);
+        }
+    }
+
+    /// The user's read position changed: recount, and tell every device (read on one
+    /// device clears the badge on the others).
+    pub(super) fn read_changed(
+        &self,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        row: &UserConvRecord,
+        max: u64,
+    ) {
+        let total = self.unread_total(tid, uid).unwrap_or(0);
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+            o.unread_total = Some(total);
+        }
+        let read_seq = row.read_seq.max(row.min_seq);
+        let unread = max.saturating_sub(read_seq);
+        self.emit(
+            tid,
+            uid,
+            Kind::Unread(im::Unread {
+                conversation: conv.to_string(),
+                unread,
+                read_seq,
+                total,
+            }),
+            QoS::AtLeastOnce,
+        );
+        if let ConvId::App(app, _) = conv {
+            let badge = im::AppUnread {
+                app_id: app.clone(),
+                unread,
+            };
+            self.emit(tid, uid, Kind::AppUnread(badge), QoS::AtLeastOnce);
+        }
+    }
+
+    /// Adds `delta` to an online user's cached unread total (computing it first if needed)
+    /// and returns it.
+    fn adjust_total(&self, tid: u64, uid: u64, delta: u64) -> u64 {
+        let cached = self
+            .online
+            .lock()
+            .get(&(tid, uid))
+            .and_then(|o| o.unread_total);
+        let total = match cached {
+            Some(t) => t + delta,
+            // Computed after the message was stored: it already counts it.
+            None => self.unread_total(tid, uid).unwrap_or(0),
+        };
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+            o.unread_total = Some(total);
+        }
+        total
+    }
+
+    /// Hands a push job for user `uid` to the push worker.
+    pub(super) fn push_job(&self, tid: u64, uid: u64, msg: &im::Message) {
+        let Some(b) = self.broker() else { return };
+        let Ok(Some(user)) = self.account_of(tid, uid) else {
+            return;
+        };
+        let hide = self.tenant(tid).is_ok_and(|t| t.policy.hide_preview);
+        let job = im::PushJob {
+            job_id: format!("{tid}:{}:{}:{uid}", msg.conversation, msg.seq),
+            tenant: tid,
+            user,
+            badge: self.unread_total(tid, uid).unwrap_or(0),
+            title: if msg.from.is_empty() {
+                "System".to_owned()
+            } else {
+                msg.from.clone()
+            },
+            body: if hide { String::new() } else { preview(msg) },
+            conversation: msg.conversation.clone(),
+            seq: msg.seq,
+            collapse_key: msg.conversation.clone(),
+            from: msg.from.clone(),
+        };
+        b.publish_detached(Arc::new(Message {
+            topic: format!("{PUSH_PREFIX}{tid}"),
+            payload: Bytes::from(job.encode_to_vec()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin: 0,
+        }));
+    }
+}
+
+/// A one-line preview of a message for a notification.
+pub fn preview(msg: &im::Message) -> String {
+    use im::content::Body;
+    let body = msg.content.as_ref().and_then(|c| c.body.as_ref());
+    let text = match body {
+        Some(Body::Text(t)) => t.text.clone(),
+        Some(Body::Emoji(_)) => "[emoji]".into(),
+        Some(Body::Image(_)) => "[image]".into(),
+        Some(Body::Voice(_)) => "[voice]".into(),
+        Some(Body::Video(_)) => "[video]".into(),
+        Some(Body::File(f)) => format!("[file] {}", f.name),
+        Some(Body::Location(l)) => format!("[location] {}", l.title),
+        Some(Body::Rich(r)) => r.title.clone(),
+        Some(Body::Custom(_)) | None => "[message]".into(),
+    };
+    text.chars().take(100).collect()
+}

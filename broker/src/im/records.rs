@@ -1,0 +1,109 @@
+//! The IM records as stored (JSON: small, rare to change shape, readable by
+//! `switchboard ctl store inspect`). Messages themselves are stored as protobuf
+//! ([`switchboard_proto::im::Message`]) in the conversation logs.
+
+use serde::{Deserialize, Serialize};
+
+/// A developer account [主账号]: owns tenants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub id: String,
+    /// The account's auth token (account-level API calls).
+    pub token: String,
+    pub created_ms: u64,
+}
+
+/// What a tenant decides for its users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TenantPolicy {
+    /// One phone at a time: a new phone login signs the older one out.
+    pub single_phone: bool,
+    /// Seed 001's "any account" mode: the app vouches for users with its app secret, users
+    /// are created on first login.
+    pub any_account: bool,
+    /// Seconds after sending during which the sender may recall a message.
+    pub recall_window_secs: u64,
+    /// Days messages are kept for sync and history.
+    pub retention_days: u64,
+    /// Largest message content, bytes of protobuf.
+    pub max_message_bytes: usize,
+    /// Push notifications without a message preview.
+    pub hide_preview: bool,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        TenantPolicy {
+            single_phone: false,
+            any_account: false,
+            recall_window_secs: 120,
+            retention_days: 7,
+            max_message_bytes: 64 * 1024,
+            hide_preview: false,
+        }
+    }
+}
+
+/// A tenant [RongCloud/Yuntongxun "app", Youdu/imo "enterprise"].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: u64,
+    pub name: String,
+    /// The developer account that owns it.
+    pub account: String,
+    pub app_key: String,
+    pub app_secret: String,
+    /// The enterprise number (Youdu `buin`, imo `cid`).
+    pub buin: u64,
+    /// Key that signs the tenant's login tokens (hex).
+    pub token_key: String,
+    pub created_ms: u64,
+    #[serde(default)]
+    pub policy: TenantPolicy,
+}
+
+/// A user of a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The app's own user id (≤ 64 bytes).
+    pub account: String,
+    pub uid: u64,
+    #[serde(default)]
+    pub name: String,
+    /// argon2 PHC string, for directory users who log in with a password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Banned until (Unix seconds); 0: not banned.
+    #[serde(default)]
+    pub banned_until: u64,
+    /// Tokens issued before the last bump are invalid (revoke all).
+    #[serde(default)]
+    pub token_epoch: u64,
+    pub created_ms: u64,
+}
+
+/// One user's state in one conversation. The three positions live in the `Cursors` table
+/// (so that an append can move them in the same commit); they are filled in when a row is
+/// read and never serialised with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserConvRecord {
+    /// Read up to (by any device).
+    #[serde(skip)]
+    pub read_seq: u64,
+    /// Received up to (delivered receipts).
+    #[serde(skip)]
+    pub delivered_seq: u64,
+    /// The last message that mentions the user.
+    #[serde(skip)]
+    pub mention_seq: u64,
+    /// History starts after this.
+    pub min_seq: u64,
+    pub pinned: bool,
+    pub muted: bool,
+    pub hidden: bool,
+    /// The other side: account (1:1), group id, app id.
+    pub peer: String,
+    pub updated_ms: u64,
+}

@@ -1,0 +1,325 @@
+//! The IM API of the SDK: log in with a token, send, sync, read, recall, and a stream of
+//! events (messages, receipts, unread counts), over one [`Client`].
+//!
+//! Requests are MQTT 5 request/response: published to `$im/req/{op}` with Response Topic
+//! `$im/resp/r` and a Correlation Data id; the answer arrives on `$im/resp/...` with the
+//! same id. Events arrive on `$im/inbox`. See `docs/protocol.md`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use prost::Message as _;
+use switchboard_proto::im;
+use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Client, Config, Error, Event};
+
+/// Topic of the user's events.
+pub const INBOX: &str = "$im/inbox";
+/// Response topic requests name (the broker scopes it to this device).
+const RESPONSES: &str = "$im/resp/r";
+/// How long a request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most messages one `sync_all` pulls before giving up on a runaway server.
+const SYNC_ALL_MAX_PAGES: usize = 10_000;
+
+/// What the app hears from an [`ImClient`].
+#[derive(Debug, Clone)]
+pub enum ImEvent {
+    /// (Re)connected: time to sync.
+    Connected {
+        reconnects: u32,
+    },
+    Disconnected {
+        reason: String,
+    },
+    /// A message, receipt, unread count... from the broker.
+    Event(Box<im::Event>),
+}
+
+/// Why an IM request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImError {
+    #[error(transparent)]
+    Client(#[from] Error),
+    /// The broker answered with an error status.
+    #[error("IM error {code}: {message}")]
+    Status { code: u32, message: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("undecodable answer: {0}")]
+    Decode(String),
+    #[error("the broker refused the subscription to {0}: {1}")]
+    Subscribe(&'static str, ReasonCode),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
+
+/// An IM device: one MQTT connection logged in with a token.
+#[derive(Clone)]
+pub struct ImClient {
+    client: Client,
+    waiters: Waiters,
+    next: Arc<AtomicU64>,
+}
+
+impl ImClient {
+    /// Connects with `cfg` (its password is the login token; session expiry 0 is enough:
+    /// sync fills any gap), subscribes to the inbox and responses, and returns the client
+    /// with its event stream once the subscriptions are acknowledged.
+    pub async fn connect(cfg: Config) -> Result<(ImClient, mpsc::Receiver<ImEvent>), ImError> {
+        let (client, mut raw) = Client::start(cfg)?;
+        let waiters: Waiters = Arc::default();
+        let (tx, rx) = mpsc::channel(1024);
+        let w = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = raw.recv().await {
+                let out = match ev {
+                    Event::Message(p) => dispatch(&w, *p),
+                    Event::Connected { reconnects, .. } => Some(ImEvent::Connected { reconnects }),
+                    Event::Disconnected { reason } => Some(ImEvent::Disconnected { reason }),
+                    Event::Heartbeat { .. } | Event::Probe { .. } => None,
+                };
+                if let Some(e) = out
+                    && tx.send(e).await.is_err()
+                {
+                    break;
+                }
+            }
+            // The client stopped: requests still waiting fail now instead of timing out.
+            w.lock().clear();
+        });
+        for filter in [INBOX, "$im/resp/#"] {
+            let codes = client.subscribe_acked(filter, QoS::AtLeastOnce).await?;
+            if let Some(code) = codes.into_iter().find(|c| c.is_error()) {
+                return Err(ImError::Subscribe(
+                    if filter == INBOX { INBOX } else { "$im/resp/#" },
+                    code,
+                ));
+            }
+        }
+        Ok((
+            ImClient {
+                client,
+                waiters,
+                next: Arc::new(AtomicU64::new(1)),
+            },
+            rx,
+        ))
+    }
+
+    /// The underlying MQTT client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn request<Req, Resp>(&self, op: &str, req: &Req) -> Result<Resp, ImError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(id, tx);
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: format!("$im/req/{op}"),
+            pkid: 0,
+            properties: Properties {
+                response_topic: Some(RESPONSES.into()),
+                correlation_data: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
+                ..Properties::default()
+            },
+            payload: Bytes::from(req.encode_to_vec()),
+        };
+        if let Err(e) = self.client.publish_message(p).await {
+            self.waiters.lock().remove(&id);
+            return Err(e.into());
+        }
+        let body = match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return Err(Error::Closed.into()),
+            Err(_) => {
+                self.waiters.lock().remove(&id);
+                return Err(ImError::Timeout(REQUEST_TIMEOUT));
+            }
+        };
+        // Every answer has the status as field 1: read it first.
+        let status = im::Ack::decode(body.clone())
+            .map_err(|e| ImError::Decode(e.to_string()))?
+            .status
+            .unwrap_or_default();
+        if status.code != 0 {
+            return Err(ImError::Status {
+                code: status.code,
+                message: status.message,
+            });
+        }
+        Resp::decode(body).map_err(|e| ImError::Decode(e.to_string()))
+    }
+
+    /// Sends a 1:1 text message.
+    pub async fn send_text(
+        &self,
+        to: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<im::SendResponse, ImError> {
+        self.send(im::SendRequest {
+            to: to.into(),
+            client_msg_id: client_msg_id.into(),
+            content: Some(im::Content {
+                body: Some(im::content::Body::Text(im::Text { text: text.into() })),
+            }),
+            ..im::SendRequest::default()
+        })
+        .await
+    }
+
+    pub async fn send(&self, req: im::SendRequest) -> Result<im::SendResponse, ImError> {
+        self.request("send", &req).await
+    }
+
+    /// One page of sync from `cursors` (conversation id → last seq held).
+    pub async fn sync(
+        &self,
+        cursors: &HashMap<String, u64>,
+        limit: u32,
+    ) -> Result<im::SyncResponse, ImError> {
+        let req = im::SyncRequest {
+            cursors: cursors
+                .iter()
+                .map(|(c, s)| im::Cursor {
+                    conversation: c.clone(),
+                    seq: *s,
+                })
+                .collect(),
+            limit,
+            conversations_since_ms: 0,
+        };
+        self.request("sync", &req).await
+    }
+
+    /// Syncs until nothing is left, advancing `cursors`; returns every message in the
+    /// order received (by conversation, then seq) and the last conversation list.
+    pub async fn sync_all(
+        &self,
+        cursors: &mut HashMap<String, u64>,
+    ) -> Result<(Vec<im::Message>, im::SyncResponse), ImError> {
+        let mut all = Vec::new();
+        for _ in 0..SYNC_ALL_MAX_PAGES {
+            let mut page = self.sync(cursors, 0).await?;
+            for m in &page.messages {
+                let c = cursors.entry(m.conversation.clone()).or_insert(0);
+                *c = (*c).max(m.seq);
+            }
+            all.append(&mut page.messages);
+            if !page.more {
+                return Ok((all, page));
+            }
+        }
+        Err(ImError::Decode("sync did not finish".into()))
+    }
+
+    pub async fn history(
+        &self,
+        conversation: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<im::HistoryResponse, ImError> {
+        let req = im::HistoryRequest {
+            conversation: conversation.into(),
+            before_seq,
+            limit,
+        };
+        self.request("history", &req).await
+    }
+
+    /// Marks `conversation` read up to `seq` (every device of the user follows).
+    pub async fn read(&self, conversation: &str, seq: u64) -> Result<(), ImError> {
+        let req = im::ReadRequest {
+            conversation: conversation.into(),
+            seq,
+        };
+        self.request::<_, im::Ack>("read", &req).await.map(|_| ())
+    }
+
+    /// Tells the sender this device received `conversation` up to `seq`.
+    pub async fn delivered(&self, conversation: &str, seq: u64) -> Result<(), ImError> {
+        let req = im::ReadRequest {
+            conversation: conversation.into(),
+            seq,
+        };
+        self.request::<_, im::Ack>("delivered", &req)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn recall(&self, conversation: &str, seq: u64) -> Result<(), ImError> {
+        let req = im::RecallRequest {
+            conversation: conversation.into(),
+            seq,
+        };
+        self.request::<_, im::Ack>("recall", &req).await.map(|_| ())
+    }
+
+    pub async fn typing(&self, conversation: &str) -> Result<(), ImError> {
+        let req = im::TypingRequest {
+            conversation: conversation.into(),
+        };
+        self.request::<_, im::Ack>("typing", &req).await.map(|_| ())
+    }
+
+    pub async fn conversations(&self) -> Result<im::ConversationsResponse, ImError> {
+        self.request("conversations", &im::ConversationsRequest { since_ms: 0 })
+            .await
+    }
+
+    pub async fn update_conversation(
+        &self,
+        req: im::UpdateConversationRequest,
+    ) -> Result<(), ImError> {
+        self.request::<_, im::Ack>("update_conversation", &req)
+            .await
+            .map(|_| ())
+    }
+
+    /// Disconnects.
+    pub async fn shutdown(&self) {
+        self.client.shutdown().await;
+    }
+}
+
+/// Routes one incoming PUBLISH: answers to their waiters, events to the app.
+fn dispatch(waiters: &Waiters, p: Publish) -> Option<ImEvent> {
+    if p.topic.starts_with("$im/resp/") {
+        let id = p
+            .properties
+            .correlation_data
+            .as_deref()
+            .and_then(|d| <[u8; 8]>::try_from(d).ok())
+            .map(u64::from_be_bytes)?;
+        if let Some(w) = waiters.lock().remove(&id) {
+            let _ = w.send(p.payload);
+        }
+        return None;
+    }
+    if p.topic == INBOX {
+        return match im::Event::decode(p.payload) {
+            Ok(e) => Some(ImEvent::Event(Box::new(e))),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable IM event skipped");
+                None
+            }
+        };
+    }
+    None
+}

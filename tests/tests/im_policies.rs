@@ -1,0 +1,223 @@
+//! IM tenant policies and the service side: "any account" logins, one phone at a time,
+//! push jobs for offline users, workbench-app badges, incremental conversation lists.
+
+use bytes::Bytes;
+use prost::Message as _;
+use switchboard_proto::im::{self, event::Kind};
+use switchboard_proto::{
+    Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
+};
+use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET, text};
+use switchboard_tests::{RawClient, connect_packet};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_account_mode_lets_the_app_vouch_with_its_secret_only_when_enabled() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    let tenant = b.im.tenant(t).expect("tenant");
+    let login = |id: &'static str, password: String| {
+        let mut c = connect_packet(Version::V5, id);
+        c.username = Some(format!("{}:newcomer", tenant.app_key));
+        c.password = Some(Bytes::from(password));
+        RawClient::connect_or_closed(b.addr, c)
+    };
+    // Off by default: the app secret is not a password.
+    let (_, ack) = login("n1", tenant.app_secret.clone()).await;
+    assert!(matches!(ack, Some(Packet::ConnAck(a)) if a.code == ReasonCode::BadUserNameOrPassword));
+    assert!(b.im.user(t, "newcomer").expect("read").is_none());
+    let mut policy = tenant.policy.clone();
+    policy.any_account = true;
+    b.im.set_policy(t, policy).await.expect("policy");
+    let (_c, ack) = login("n2", tenant.app_secret.clone()).await;
+    assert!(matches!(ack, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success));
+    assert!(
+        b.im.user(t, "newcomer").expect("read").is_some(),
+        "created on first login"
+    );
+    let (_, ack) = login("n3", "not-the-secret".into()).await;
+    assert!(matches!(ack, Some(Packet::ConnAck(a)) if a.code == ReasonCode::BadUserNameOrPassword));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_phone_at_a_time_signs_the_older_phone_out() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    let mut policy = b.im.tenant(t).expect("tenant").policy.clone();
+    policy.single_phone = true;
+    b.im.set_policy(t, policy).await.expect("policy");
+    let phone_token = b.im.issue_token(t, "alice", "phone", 600).expect("token");
+    let mut old = Device::connect(b.addr, "alice", "old-phone", &phone_token).await;
+    let pc_token = b.im.issue_token(t, "alice", "pc", 600).expect("token");
+    let _pc = Device::connect(b.addr, "alice", "alice-pc", &pc_token).await;
+    let _new = Device::connect(b.addr, "alice", "new-phone", &phone_token).await;
+    let reason = old
+        .next(|k| match k {
+            Kind::Kicked(k) => Some(k.reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("old-phone"), "{reason}");
+    let devices: Vec<String> =
+        b.im.devices(t, 1)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect::<Vec<_>>();
+    let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    let mut devices = devices;
+    while devices.contains(&"old-phone".to_string()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        devices = b.im.devices(t, 1).into_iter().map(|(c, _)| c).collect();
+    }
+    assert!(!devices.contains(&"old-phone".to_string()), "{devices:?}");
+    assert!(devices.contains(&"alice-pc".to_string()), "the PC stays");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_recipients_get_a_push_job_with_their_badge() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    // The push worker: the service credential on a shared subscription.
+    let mut worker = RawClient::open(b.addr, Version::V5).await;
+    let mut c = connect_packet(Version::V5, "push-worker-1");
+    c.username = Some("$service".into());
+    c.password = Some(Bytes::from_static(SERVICE_SECRET.as_bytes()));
+    worker.send(&Packet::Connect(Box::new(c))).await;
+    assert!(
+        matches!(worker.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success)
+    );
+    worker
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                "$share/push/$im/push/#".into(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))
+        .await;
+    assert!(matches!(worker.recv().await, Some(Packet::SubAck(a)) if !a.codes[0].is_error()));
+    // A wrong service password is refused.
+    let mut c = connect_packet(Version::V5, "push-worker-2");
+    c.username = Some("$service".into());
+    c.password = Some(Bytes::from_static(b"guess"));
+    let (_, ack) = RawClient::connect_or_closed(b.addr, c).await;
+    assert!(matches!(ack, Some(Packet::ConnAck(a)) if a.code == ReasonCode::BadUserNameOrPassword));
+    let alice = b.device(t, "alice", "alice-1").await;
+    for i in 1..=2 {
+        alice
+            .client
+            .send_text("bob", &format!("p{i}"), &format!("ping {i}"))
+            .await
+            .expect("sent");
+    }
+    for i in 1..=2u64 {
+        let p = worker.next_publish().await;
+        assert_eq!(p.topic, format!("$im/push/{t}"));
+        let job = im::PushJob::decode(p.payload).expect("push job");
+        assert_eq!(
+            (job.user.as_str(), job.badge, job.seq, job.body.as_str()),
+            ("bob", i, i, format!("ping {i}").as_str())
+        );
+        assert_eq!(job.collapse_key, "p:1:2");
+        assert_eq!(job.job_id, format!("{t}:p:1:2:{i}:2"));
+    }
+    // Bob online: no push.
+    let mut bob = b.device(t, "bob", "bob-1").await;
+    alice
+        .client
+        .send_text("bob", "p3", "you are here")
+        .await
+        .expect("sent");
+    bob.message().await;
+    assert!(
+        worker
+            .recv_within(std::time::Duration::from_millis(300))
+            .await
+            .is_err(),
+        "no push job for an online user"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workbench_app_messages_carry_an_app_badge_and_lists_sync_incrementally() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    let mut bob = b.device(t, "bob", "bob-1").await;
+    let (conv, seq) =
+        b.im.send_system(t, "bob", Some("approvals"), "n1", text("leave approved"))
+            .await
+            .expect("app message");
+    assert_eq!((conv.to_string().as_str(), seq), ("a:approvals:2", 1));
+    let badge = bob
+        .next(|k| match k {
+            Kind::AppUnread(a) => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((badge.app_id.as_str(), badge.unread), ("approvals", 1));
+    // Idempotent by client message id.
+    let (_, again) =
+        b.im.send_system(t, "bob", Some("approvals"), "n1", text("leave approved"))
+            .await
+            .expect("resend");
+    assert_eq!(again, 1);
+    let (_, s) =
+        b.im.send_system(t, "bob", None, "s1", text("maintenance tonight"))
+            .await
+            .expect("system message");
+    assert_eq!(s, 1);
+    // Full list, then only what changed since.
+    let first = bob
+        .client
+        .request::<_, im::ConversationsResponse>(
+            "conversations",
+            &im::ConversationsRequest { since_ms: 0 },
+        )
+        .await
+        .expect("list");
+    assert_eq!(first.conversations.len(), 2);
+    assert_eq!(first.unread_total, 2);
+    let since = first.server_time_ms;
+    let alice = b.device(t, "alice", "alice-1").await;
+    alice
+        .client
+        .send_text("bob", "x", "hi")
+        .await
+        .expect("sent");
+    let changed = bob
+        .client
+        .request::<_, im::ConversationsResponse>(
+            "conversations",
+            &im::ConversationsRequest { since_ms: since },
+        )
+        .await
+        .expect("list");
+    let ids: Vec<&str> = changed
+        .conversations
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(ids, ["p:1:2"], "only the conversation that changed");
+    assert_eq!(changed.unread_total, 3);
+    // Reading the app's messages clears its badge.
+    bob.client.read("a:approvals:2", 1).await.expect("read");
+    let badge = bob
+        .next(|k| match k {
+            Kind::AppUnread(a) => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(badge.unread, 0);
+    b.stop().await;
+}

@@ -1,0 +1,394 @@
+//! `switchboard bench --im`: the IM layer under load, every message durable.
+//!
+//! A Switchboard process with the IM service and its store on disk; tenants, users and
+//! tokens through its admin API; devices logged in with the SDK over TCP, as an app would.
+//! - **1:1 throughput and latency**: `pairs` senders each keep `window` sends in flight to
+//!   their own recipient for the measured seconds; a send counts when its "sent" answer
+//!   (after the commit) arrives; latency is send → the recipient's device receiving it.
+//! - **Sync**: one user receives `sync_messages` while offline, then logs in and pulls
+//!   them all (pages of 1,000); the time from the first sync request to the last page.
+//! - **Memory per online user**: broker RSS before and after `pairs × 2` devices log in.
+//!
+//! The peer in the same run is mosquitto with persistence carrying the same 1:1 traffic as
+//! plain QoS 1 messages (the transport without IM semantics), for the ratio; OpenIM's
+//! published single-box figure (~3,000 msg/s) is quoted in bench/README.md, not measured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{Value, json};
+use switchboard_client::im::{ImClient, ImEvent};
+use switchboard_client::{Config, Endpoint};
+use switchboard_proto::im::event::Kind;
+use tokio::process::Command;
+
+use super::peers::{Peer, PeerKind};
+
+/// What the IM bench measured.
+#[derive(Debug, Serialize)]
+pub struct ImResult {
+    pub pairs: usize,
+    pub window: usize,
+    pub seconds: f64,
+    pub messages: u64,
+    pub msgs_per_sec: f64,
+    pub deliver_p50_ms: f64,
+    pub deliver_p99_ms: f64,
+    pub sent_p50_ms: f64,
+    pub sent_p99_ms: f64,
+    pub sync_messages: usize,
+    pub sync_ms: f64,
+    pub bytes_per_online_user: f64,
+    pub rss_mb: f64,
+    /// mosquitto, persistence on, the same pairs with QoS 1 plain messages.
+    pub peer_msgs_per_sec: Option<f64>,
+}
+
+/// Runs the IM bench with `pairs` sender/recipient pairs for `seconds`.
+pub async fn run(
+    work: &std::path::Path,
+    port: u16,
+    pairs: usize,
+    seconds: u64,
+    sync_messages: usize,
+) -> anyhow::Result<ImResult> {
+    let admin_port = port + 1;
+    let dir = work.join("im");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["broker", "--log", "error", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
+        .env(
+            "SWITCHBOARD__BROKER__ADMIN__LISTEN",
+            format!("\"127.0.0.1:{admin_port}\""),
+        )
+        .env("SWITCHBOARD__BROKER__ADMIN__TOKEN", "\"bench\"")
+        .env("SWITCHBOARD__BROKER__LIMITS__MAX_CONNECTIONS", "1000000")
+        // Every device of the bench logs in from 127.0.0.1: lift the per-address login rate.
+        .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_RATE", "100000.0")
+        .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_BURST", "100000")
+        .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_RATE", "100000.0")
+        .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_BURST", "100000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start switchboard")?;
+    let pid = child.id().context("no pid")?;
+    let admin = format!("127.0.0.1:{admin_port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&admin).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "switchboard did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let result = measure(&admin, port, pid, pairs, seconds, sync_messages).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut result = result?;
+    result.peer_msgs_per_sec = peer_baseline(work, port + 2, pairs, seconds).await.ok();
+    Ok(result)
+}
+
+async fn measure(
+    admin: &str,
+    port: u16,
+    pid: u32,
+    pairs: usize,
+    seconds: u64,
+    sync_messages: usize,
+) -> anyhow::Result<ImResult> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let t: Value = post(admin, "/api/v1/im/tenants", json!({ "name": "bench" })).await?;
+    let tid = t["tenant_id"].as_u64().context("tenant id")?;
+    let mut tokens = Vec::new();
+    for i in 0..pairs * 2 + 2 {
+        let account = format!("u{i}");
+        post(
+            admin,
+            &format!("/api/v1/im/tenants/{tid}/users"),
+            json!({ "account": account }),
+        )
+        .await?;
+        let tok: Value = post(
+            admin,
+            &format!("/api/v1/im/tenants/{tid}/tokens"),
+            json!({ "user": account, "ttl": 3600 }),
+        )
+        .await?;
+        tokens.push(tok["token"].as_str().context("token")?.to_owned());
+    }
+    let rss_before = rss_kb(pid);
+    let mut devices = Vec::new();
+    for (i, tok) in tokens.iter().enumerate().take(pairs * 2) {
+        devices.push(login(addr, &format!("u{i}"), tok).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bytes_per_user =
+        (rss_kb(pid).saturating_sub(rss_before) * 1024) as f64 / (pairs * 2) as f64;
+
+    // Recipients record send → receive latency (the send time travels in the text).
+    let start = Instant::now();
+    let delivered: Arc<latency::Samples> = Arc::default();
+    let mut tasks = Vec::new();
+    for (client, mut events) in devices.drain(..) {
+        let d = delivered.clone();
+        tasks.push((
+            client,
+            tokio::spawn(async move {
+                while let Some(e) = events.recv().await {
+                    if let ImEvent::Event(e) = e
+                        && let Some(Kind::Message(m)) = &e.kind
+                        && let Some(switchboard_proto::im::content::Body::Text(t)) =
+                            m.content.as_ref().and_then(|c| c.body.as_ref())
+                        && let Ok(sent_us) = t.text.parse::<u64>()
+                    {
+                        let now = start.elapsed().as_micros() as u64;
+                        d.push(now.saturating_sub(sent_us));
+                    }
+                }
+            }),
+        ));
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_lat: Arc<latency::Samples> = Arc::default();
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let window = 2;
+    let mut senders = Vec::new();
+    for p in 0..pairs {
+        let client = tasks[p * 2].0.clone();
+        let to = format!("u{}", p * 2 + 1);
+        for w in 0..window {
+            let (client, to, sent, lat) =
+                (client.clone(), to.clone(), sent.clone(), sent_lat.clone());
+            senders.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < stop_at {
+                    n += 1;
+                    let t0 = start.elapsed().as_micros() as u64;
+                    let id = format!("{w}-{n}");
+                    if client.send_text(&to, &id, &t0.to_string()).await.is_err() {
+                        break;
+                    }
+                    lat.push(start.elapsed().as_micros() as u64 - t0);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+    }
+    let t0 = Instant::now();
+    for s in senders {
+        let _ = s.await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let messages = sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_mb = rss_kb(pid) as f64 / 1024.0;
+    for (c, task) in &tasks {
+        c.shutdown().await;
+        task.abort();
+    }
+
+    // Sync: the last two users; the recipient is offline while the sender sends.
+    let (sync_from, sync_to) = (pairs * 2, pairs * 2 + 1);
+    let (sender, _ev) = login(addr, &format!("u{sync_from}"), &tokens[sync_from]).await?;
+    let to = format!("u{sync_to}");
+    let next = Arc::new(AtomicU64::new(0));
+    let mut fill = Vec::new();
+    for _ in 0..32 {
+        let (sender, to, next) = (sender.clone(), to.clone(), next.clone());
+        fill.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= sync_messages as u64 {
+                    return;
+                }
+                let _ = sender
+                    .send_text(&to, &format!("s{n}"), "offline message")
+                    .await;
+            }
+        }));
+    }
+    for f in fill {
+        let _ = f.await;
+    }
+    sender.shutdown().await;
+    let (reader, _ev) = login(addr, &to, &tokens[sync_to]).await?;
+    let mut cursors = HashMap::new();
+    let t0 = Instant::now();
+    let mut got = 0;
+    loop {
+        let page = reader.sync(&cursors, 1000).await?;
+        for m in &page.messages {
+            cursors.insert(m.conversation.clone(), m.seq);
+        }
+        got += page.messages.len();
+        if !page.more {
+            break;
+        }
+    }
+    let sync_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    reader.shutdown().await;
+    anyhow::ensure!(
+        got == sync_messages,
+        "synced {got} of {sync_messages} messages"
+    );
+    let (d50, d99) = delivered.percentiles();
+    let (s50, s99) = sent_lat.percentiles();
+    Ok(ImResult {
+        pairs,
+        window,
+        seconds: elapsed,
+        messages,
+        msgs_per_sec: messages as f64 / elapsed,
+        deliver_p50_ms: d50,
+        deliver_p99_ms: d99,
+        sent_p50_ms: s50,
+        sent_p99_ms: s99,
+        sync_messages,
+        sync_ms,
+        bytes_per_online_user: bytes_per_user,
+        rss_mb,
+        peer_msgs_per_sec: None,
+    })
+}
+
+/// mosquitto with persistence carrying the same pairs as plain QoS 1 messages.
+async fn peer_baseline(
+    work: &std::path::Path,
+    port: u16,
+    pairs: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let peer = Peer::start(PeerKind::Mosquitto, port, work, true).await?;
+    let load = super::load::Load {
+        addr: peer.addr,
+        shape: super::load::Shape::P2p,
+        publishers: pairs,
+        subscribers: pairs,
+        qos: switchboard_proto::QoS::AtLeastOnce,
+        payload: 16,
+        rate: None,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(seconds),
+        persistent: true,
+    };
+    let r = super::load::run(&load, "im-peer").await;
+    peer.stop().await;
+    Ok(r?.throughput)
+}
+
+async fn login(
+    addr: std::net::SocketAddr,
+    account: &str,
+    token: &str,
+) -> anyhow::Result<(ImClient, tokio::sync::mpsc::Receiver<ImEvent>)> {
+    let mut cfg = Config::new(&format!("bench-{account}"), vec![Endpoint::Tcp(addr)]);
+    cfg.username = Some(account.to_owned());
+    cfg.password = Some(token.to_owned().into_bytes().into());
+    cfg.session_expiry = 0;
+    ImClient::connect(cfg)
+        .await
+        .with_context(|| format!("login of {account}"))
+}
+
+async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    let body = body.to_string();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let (head, rest) = out.split_once("\r\n\r\n").context("no HTTP answer")?;
+    anyhow::ensure!(head.contains(" 20"), "{path}: {head} {rest}");
+    Ok(serde_json::from_str(rest).unwrap_or(Value::Null))
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Latency samples shared by tasks (a mutex-guarded vector: contention is negligible next
+/// to a network round trip).
+mod latency {
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    pub struct Samples(Mutex<Vec<u64>>);
+
+    impl Samples {
+        pub fn push(&self, us: u64) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(us);
+            }
+        }
+
+        /// p50 and p99 in milliseconds.
+        pub fn percentiles(&self) -> (f64, f64) {
+            let Ok(mut v) = self.0.lock() else {
+                return (0.0, 0.0);
+            };
+            if v.is_empty() {
+                return (0.0, 0.0);
+            }
+            v.sort_unstable();
+            let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+            (at(0.5), at(0.99))
+        }
+    }
+}
+
+/// The markdown table of the IM bench.
+pub fn markdown(r: &ImResult) -> String {
+    let ratio = r
+        .peer_msgs_per_sec
+        .map(|p| format!("{:.2}×", r.msgs_per_sec / p))
+        .unwrap_or_else(|| "—".into());
+    format!(
+        "| figure | value |\n|---|---|\n\
+         | 1:1 messages/s (durable, {} pairs, window {}) | {:.0} |\n\
+         | send → recipient p50 / p99 | {:.2} ms / {:.2} ms |\n\
+         | send → \"sent\" answer p50 / p99 | {:.2} ms / {:.2} ms |\n\
+         | sync of {} offline messages | {:.1} ms |\n\
+         | broker memory per online user | {:.0} B |\n\
+         | broker RSS after the run | {:.1} MB |\n\
+         | mosquitto (persistence on), same pairs as plain QoS 1 | {} msg/s |\n\
+         | Switchboard IM ÷ mosquitto plain QoS 1 | {} |\n",
+        r.pairs,
+        r.window,
+        r.msgs_per_sec,
+        r.deliver_p50_ms,
+        r.deliver_p99_ms,
+        r.sent_p50_ms,
+        r.sent_p99_ms,
+        r.sync_messages,
+        r.sync_ms,
+        r.bytes_per_online_user,
+        r.rss_mb,
+        r.peer_msgs_per_sec
+            .map(|p| format!("{p:.0}"))
+            .unwrap_or_else(|| "not run".into()),
+        ratio
+    )
+}

@@ -1,0 +1,234 @@
+//! IM crash test: the broker (`switchboard broker` with the IM service) runs as a child
+//! process and is killed with SIGKILL at random moments while a user sends 1:1 messages.
+//! Tenants, users and tokens are made with `switchboard ctl`. After the last restart the
+//! recipient syncs from nothing: every acknowledged message is there with the seq it was
+//! acknowledged with, no message twice (the unacknowledged one is resent with its client
+//! message id after each restart), and seqs run 1..=N without gaps.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+use switchboard_client::im::ImClient;
+use switchboard_tests::TempDir;
+use switchboard_tests::im::{config, text_of};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CYCLES: usize = 3;
+
+struct BrokerProcess {
+    child: Child,
+    mqtt: SocketAddr,
+    admin: String,
+}
+
+impl BrokerProcess {
+    async fn start(dir: &std::path::Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "broker",
+                "--tcp",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")
+            .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("switchboard starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (mut mqtt, mut admin) = (None, None);
+        while mqtt.is_none() || admin.is_none() {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("broker announces its addresses")
+                .expect("read")
+                .expect("broker exited before listening");
+            if let Some(a) = line.strip_prefix("switchboard: MQTT on tcp://") {
+                mqtt = Some(a.parse().expect("address"));
+            }
+            if let Some(a) = line.strip_prefix("switchboard: admin API on http://") {
+                admin = a.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        BrokerProcess {
+            child,
+            mqtt: mqtt.expect("mqtt"),
+            admin: admin.expect("admin"),
+        }
+    }
+
+    /// Runs `switchboard ctl ARGS --admin ... --data-dir DIR` and returns its stdout.
+    async fn ctl(&self, dir: &std::path::Path, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("ctl")
+            .args(args)
+            .args(["--admin", &self.admin, "--data-dir"])
+            .arg(dir)
+            .output()
+            .await
+            .expect("ctl runs");
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let _ = self.child.wait().await;
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
+    let dir = TempDir::new("im-crash");
+    let b = BrokerProcess::start(dir.path()).await;
+    let t = json(
+        &b.ctl(dir.path(), &["tenant", "create", "crashco", "--json"])
+            .await,
+    );
+    let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
+    for user in ["alice", "bob"] {
+        let u = json(
+            &b.ctl(
+                dir.path(),
+                &["user", "create", "--tenant", &tenant, user, "--json"],
+            )
+            .await,
+        );
+        assert_eq!(u["user_id"], user);
+    }
+    let token = |b: &BrokerProcess, user: &'static str| {
+        let tenant = tenant.clone();
+        let dir = dir.path().to_owned();
+        let admin = b.admin.clone();
+        async move {
+            let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+                .args([
+                    "ctl", "token", "--tenant", &tenant, "--user", user, "--admin",
+                ])
+                .arg(&admin)
+                .arg("--data-dir")
+                .arg(&dir)
+                .output()
+                .await
+                .expect("ctl token");
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_owned()
+        }
+    };
+    let alice_token = token(&b, "alice").await;
+    let bob_token = token(&b, "bob").await;
+
+    // client message id → seq, for every acknowledged send.
+    let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let mut next = 1u32;
+    let mut broker = Some(b);
+    let mut seed = std::process::id() as u64 | 1;
+    println!("seed {seed}");
+    for cycle in 0..CYCLES {
+        let b = match broker.take() {
+            Some(b) => b,
+            None => BrokerProcess::start(dir.path()).await,
+        };
+        let (client, _events) = ImClient::connect(config(
+            b.mqtt,
+            "alice",
+            &format!("alice-{cycle}"),
+            &alice_token,
+        ))
+        .await
+        .expect("login");
+        let sender = {
+            let acked = acked.clone();
+            let client = client.clone();
+            let first = next;
+            tokio::spawn(async move {
+                // The first id of each cycle is the one that may have been cut off: resent.
+                let mut n = first;
+                loop {
+                    let id = format!("m{n}");
+                    match client.send_text("bob", &id, &format!("message {n}")).await {
+                        Ok(r) => {
+                            let prev = acked.lock().expect("lock").insert(id, r.seq);
+                            assert!(
+                                prev.is_none() || prev == Some(r.seq),
+                                "a resend got a new seq"
+                            );
+                            n += 1;
+                        }
+                        Err(_) => return n,
+                    }
+                }
+            })
+        };
+        // Let some messages through, then kill at a random moment.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let before = acked.lock().expect("lock").len();
+        let target = before + 20 + (seed % 60) as usize;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while acked.lock().expect("lock").len() < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        b.kill9().await;
+        client.shutdown().await;
+        let stopped_at = tokio::time::timeout(Duration::from_secs(60), sender)
+            .await
+            .expect("sender notices the broker is gone")
+            .expect("sender task");
+        // Resume with the first message whose acknowledgement was not seen.
+        next = stopped_at;
+        println!(
+            "cycle {cycle}: {} acknowledged, next id m{next}",
+            acked.lock().expect("lock").len()
+        );
+    }
+    let b = BrokerProcess::start(dir.path()).await;
+    let (bob, _events) = ImClient::connect(config(b.mqtt, "bob", "bob-1", &bob_token))
+        .await
+        .expect("login");
+    let (messages, _) = bob.sync_all(&mut HashMap::new()).await.expect("sync");
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() >= CYCLES * 20, "too few messages acknowledged");
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    let want: Vec<u64> = (1..=messages.len() as u64).collect();
+    assert_eq!(seqs, want, "seqs without gaps");
+    let mut seen = HashMap::new();
+    for m in &messages {
+        assert!(
+            seen.insert(m.client_msg_id.clone(), m.seq).is_none(),
+            "{} stored twice",
+            m.client_msg_id
+        );
+        assert_eq!(text_of(m), format!("message {}", &m.client_msg_id[1..]));
+    }
+    for (id, seq) in &acked {
+        assert_eq!(
+            seen.get(id),
+            Some(seq),
+            "acknowledged {id} (seq {seq}) lost or moved"
+        );
+    }
+    bob.shutdown().await;
+    b.kill9().await;
+}
