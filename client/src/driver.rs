@@ -37,6 +37,9 @@ struct Pending {
     done: Option<AckWaiter>,
 }
 
+const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(60);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
+
 /// The probe in flight: the idle interval it tries, and its task.
 struct Probe {
     idle: Duration,
@@ -68,6 +71,9 @@ pub(crate) struct Driver {
     /// does not work yet has nothing to learn from), or a while after a probe that could
     /// not test anything.
     probe_paused_until: Option<Instant>,
+    /// The pause after an inconclusive probe: doubles each time (1 min to 6 h), reset by a
+    /// conclusive one.
+    probe_backoff: Duration,
 }
 
 impl Drop for Driver {
@@ -124,6 +130,7 @@ impl Driver {
             link_quic: None,
             probe: None,
             probe_paused_until: None,
+            probe_backoff: PROBE_BACKOFF_MIN,
         }
     }
 
@@ -471,14 +478,24 @@ impl Driver {
                 tracing::debug!(idle = ?p.idle, %why, "heartbeat probe failed");
                 false
             }
+            Ok(probe::Outcome::Refused(why)) => {
+                // The broker will not take probe connections: learn on the link itself.
+                tracing::info!(%why, "heartbeat probe connections refused: probing in band");
+                self.hb.set_in_band(true);
+                let interval = self.hb.interval();
+                self.use_interval(interval).await;
+                return;
+            }
             Ok(probe::Outcome::Inconclusive(why)) => {
-                // Nothing learned (no connection, refused...): try again later.
+                // Nothing learned (no connection, closed...): try again later, less often.
                 tracing::debug!(idle = ?p.idle, %why, "heartbeat probe inconclusive");
-                self.probe_paused_until = Some(now() + p.idle.max(Duration::from_secs(60)));
+                self.probe_paused_until = Some(now() + self.probe_backoff);
+                self.probe_backoff = (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
                 return;
             }
             Err(_) => return,
         };
+        self.probe_backoff = PROBE_BACKOFF_MIN;
         let _ = self
             .events
             .send(Event::Probe {

@@ -27,7 +27,10 @@ pub(crate) enum Outcome {
     Answered,
     /// It was not (or the connection died while idle): the interval does not work.
     Unanswered(String),
-    /// The probe could not test anything (no connection, refused, closed by the broker).
+    /// The broker refused the probe's CONNECT (its login rules do not allow a second,
+    /// anonymous-identifier connection): probe connections will not work with it.
+    Refused(String),
+    /// The probe could not test anything (no connection, closed by the broker...).
     Inconclusive(String),
 }
 
@@ -105,6 +108,7 @@ pub(crate) async fn run(spec: Spec) -> Outcome {
                     spec.reply_timeout, spec.idle
                 ));
             }
+            Err(ClientError::Refused { code, .. }) => break Outcome::Refused(code.to_string()),
             Err(e) => break Outcome::Inconclusive(e.to_string()),
         }
         let mut done = None;

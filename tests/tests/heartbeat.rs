@@ -356,3 +356,38 @@ async fn a_network_switch_resumes_the_interval_learned_on_that_network() {
     client.shutdown().await;
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_im_login_refuses_probe_connections_so_the_heartbeat_learns_on_the_link() {
+    // IM logins refuse a connection without a client identifier (and a second device
+    // identity could sign the phone out), so the probe is refused and the SDK falls back to
+    // probing on the link itself: at most two lost links, then settled under the NAT.
+    let b = switchboard_tests::im::ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    let token = b.im.issue_token(t, "alice", "phone", 600).expect("token");
+    let nat = NatProxy::tcp(b.addr, NAT_A).await;
+    let mut cfg = switchboard_tests::im::config(nat.addr, "alice", "alice-phone", &token);
+    cfg.heartbeat = scaled();
+    cfg.ping_timeout = Duration::from_secs(1);
+    let (client, mut ev) = Client::start(cfg).expect("client");
+    connected(&mut ev).await;
+    let mut seen = Seen::default();
+    let settled = seen.until_settled(&mut ev, Duration::from_secs(60)).await;
+    assert!(settled < NAT_A, "settled at {settled:?}: {seen:?}");
+    assert!(
+        settled.as_secs_f64() >= 0.85 * NAT_A.as_secs_f64(),
+        "settled at {settled:?}: {seen:?}"
+    );
+    assert!(seen.probes.is_empty(), "no probe connection ran: {seen:?}");
+    assert!(
+        (1..=2).contains(&seen.disconnects.len()),
+        "in-band probing costs one or two links here: {seen:?}"
+    );
+    // Settled: the link now holds on its own pings.
+    let lost = seen.disconnects.len();
+    seen.for_a_while(&mut ev, settled * 3).await;
+    assert_eq!(seen.disconnects.len(), lost, "{seen:?}");
+    client.shutdown().await;
+    b.stop().await;
+}

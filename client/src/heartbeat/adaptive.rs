@@ -70,6 +70,8 @@ struct Net {
     reprobe_at: Option<Instant>,
     /// Re-probes that failed in a row: each doubles the wait before the next (up to 16×).
     reprobes_failed: u32,
+    /// Links lost to in-band probes since this network was (re)learned.
+    in_band_losses: u32,
     probes: u32,
 }
 
@@ -79,7 +81,12 @@ pub struct AdaptivePolicy {
     cfg: HeartbeatConfig,
     network: String,
     nets: HashMap<String, Net>,
+    /// Probe on the link itself (see [`AdaptivePolicy::set_in_band`]).
+    in_band: bool,
 }
+
+/// In-band probing settles after this many lost links on a network.
+const IN_BAND_LOSSES: u32 = 2;
 
 impl AdaptivePolicy {
     pub fn new(cfg: HeartbeatConfig) -> Self {
@@ -87,6 +94,7 @@ impl AdaptivePolicy {
             cfg,
             network: String::from("default"),
             nets: HashMap::new(),
+            in_band: false,
         };
         p.nets.insert(p.network.clone(), p.fresh());
         p
@@ -94,6 +102,31 @@ impl AdaptivePolicy {
 
     pub fn config(&self) -> &HeartbeatConfig {
         &self.cfg
+    }
+
+    /// Probes on the link itself instead of on probe connections: for servers that refuse
+    /// probe connections (an IM login that a second connection would sign out, say). The
+    /// same search, but the link idles for each candidate, so a failed probe costs the link;
+    /// a network settles at its longest success after [`IN_BAND_LOSSES`] such losses, and
+    /// there is no upward re-probe.
+    pub fn set_in_band(&mut self, on: bool) {
+        self.in_band = on;
+    }
+
+    pub fn in_band(&self) -> bool {
+        self.in_band
+    }
+
+    /// The next interval to try on `n`, while it is not settled.
+    fn candidate(&self, n: &Net) -> Option<Duration> {
+        if n.settled {
+            return None;
+        }
+        let next = match n.fail {
+            None => n.safe.mul_f64(self.cfg.growth),
+            Some(f) => Duration::from_secs_f64((n.safe.as_secs_f64() * f.as_secs_f64()).sqrt()),
+        };
+        Some(next.min(self.cfg.max))
     }
 
     /// The network in use.
@@ -128,6 +161,7 @@ impl AdaptivePolicy {
                 settled: true,
                 reprobe_at: None,
                 reprobes_failed: 0,
+                in_band_losses: 0,
                 probes: 0,
             },
         );
@@ -140,6 +174,7 @@ impl AdaptivePolicy {
             settled: false,
             reprobe_at: None,
             reprobes_failed: 0,
+            in_band_losses: 0,
             probes: 0,
         }
     }
@@ -181,7 +216,11 @@ impl AdaptivePolicy {
 
 impl Policy for AdaptivePolicy {
     fn interval(&self) -> Duration {
-        self.link_interval(self.net())
+        let n = self.net();
+        match self.candidate(n) {
+            Some(c) if self.in_band => c,
+            _ => self.link_interval(n),
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -198,7 +237,9 @@ impl Policy for AdaptivePolicy {
 
     fn next_probe(&mut self, now: Instant) -> Option<Duration> {
         self.check_settled(now);
-        let (max, growth) = (self.cfg.max, self.cfg.growth);
+        if self.in_band {
+            return None;
+        }
         let n = self.net();
         if n.settled {
             // Re-probe the failure upward now and then: the NAT may have become kinder.
@@ -213,11 +254,7 @@ impl Policy for AdaptivePolicy {
                 _ => None,
             };
         }
-        let next = match n.fail {
-            None => n.safe.mul_f64(growth),
-            Some(f) => Duration::from_secs_f64((n.safe.as_secs_f64() * f.as_secs_f64()).sqrt()),
-        };
-        Some(next.min(max))
+        self.candidate(n)
     }
 
     fn on_probe(&mut self, now: Instant, idle: Duration, ok: bool) -> Option<Duration> {
@@ -252,11 +289,26 @@ impl Policy for AdaptivePolicy {
         (after != before).then_some(after)
     }
 
-    fn on_pong(&mut self, _now: Instant) -> Option<Duration> {
-        None
+    fn on_pong(&mut self, now: Instant) -> Option<Duration> {
+        match self.candidate(self.net()) {
+            Some(c) if self.in_band => self.on_probe(now, c, true),
+            _ => None,
+        }
     }
 
-    fn on_lost(&mut self, _now: Instant) -> Duration {
+    fn on_lost(&mut self, now: Instant) -> Duration {
+        if self.in_band
+            && let Some(c) = self.candidate(self.net())
+        {
+            // An in-band probe failed.
+            self.on_probe(now, c, false);
+            let n = self.net_mut();
+            n.in_band_losses += 1;
+            if n.in_band_losses >= IN_BAND_LOSSES && !n.settled {
+                n.settled = true;
+            }
+            return self.interval();
+        }
         let lost_at = self.interval();
         let (min, growth) = (self.cfg.min, self.cfg.growth);
         let n = self.net_mut();
@@ -265,6 +317,7 @@ impl Policy for AdaptivePolicy {
         n.settled = false;
         n.reprobe_at = None;
         n.reprobes_failed = 0;
+        n.in_band_losses = 0;
         self.interval()
     }
 

@@ -280,6 +280,19 @@ mod tests {
     }
 
     #[test]
+    fn in_band_fallback_loses_at_most_two_links_per_network_and_beats_mars_on_lost_links() {
+        for s in scenarios().iter().filter(|s| s.segments.len() == 1) {
+            let mut p = ours();
+            p.set_in_band(true);
+            let o = run(&mut p, s, Costs::default());
+            let m = run(&mut mars(), s, Costs::default());
+            assert!(o.lost <= 2, "{}: {o:?}", s.name);
+            assert!(o.lost <= m.lost.max(2), "{}", s.name);
+            assert!(o.final_ratio < 1.0, "{}: {o:?}", s.name);
+        }
+    }
+
+    #[test]
     fn mars_baseline_matches_the_issue_analysis() {
         let by_name = |n: &str| {
             scenarios()

@@ -91,8 +91,13 @@ pub fn simulate() -> Vec<SimRow> {
     for s in sim::scenarios() {
         let mut mars = MarsPolicy::new(MarsConfig::default());
         let mut ours = AdaptivePolicy::new(HeartbeatConfig::default());
-        let policies: [(&'static str, &mut dyn Policy); 2] =
-            [("mars", &mut mars), ("ours", &mut ours)];
+        let mut in_band = AdaptivePolicy::new(HeartbeatConfig::default());
+        in_band.set_in_band(true);
+        let policies: [(&'static str, &mut dyn Policy); 3] = [
+            ("mars", &mut mars),
+            ("ours", &mut ours),
+            ("ours-in-band", &mut in_band),
+        ];
         for (name, p) in policies {
             let o = sim::run(p, &s, Costs::default());
             rows.push(row(&s, name, &o));
@@ -420,35 +425,42 @@ fn ratio(v: Option<f64>) -> String {
 /// The markdown report.
 pub fn markdown(r: &Report) -> String {
     let mut md = String::from(
-        "### Simulation (virtual time): Mars (today's baseline) / ours\n\n\
+        "### Simulation (virtual time): Mars (today's baseline) / ours / ours in band\n\n\
+         \"Ours in band\" is the fallback when the broker refuses probe connections: the same \
+         search on the link itself.\n\n\
          | scenario | probes to settle | settled ÷ T | wake-ups/h ÷ optimum | links lost / day | probe connections (ours) | hours to settle (ours) |\n\
          |---|---|---|---|---|---|---|\n",
     );
-    let pairs: Vec<(&SimRow, &SimRow)> = r
+    let triples: Vec<(&SimRow, &SimRow, &SimRow)> = r
         .simulation
-        .chunks(2)
+        .chunks(3)
         .filter_map(|c| match c {
-            [m, o] => Some((m, o)),
+            [m, o, b] => Some((m, o, b)),
             _ => None,
         })
         .collect();
-    for (m, o) in &pairs {
+    for (m, o, b) in &triples {
         md.push_str(&format!(
-            "| {} | {} / {} | {} / {} | {:.2} / {:.2} | {:.1} / {:.1} | {} | {} |\n",
+            "| {} | {} / {} / {} | {} / {} / {} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} / {:.1} | {} | {} |\n",
             o.scenario,
             opt(m.probes_to_settle),
             opt(o.probes_to_settle),
+            opt(b.probes_to_settle),
             ratio(m.settled_ratio),
             ratio(o.settled_ratio),
+            ratio(b.settled_ratio),
             m.wakeups_vs_optimum,
             o.wakeups_vs_optimum,
+            b.wakeups_vs_optimum,
             m.lost_per_day,
             o.lost_per_day,
+            b.lost_per_day,
             o.probe_connections,
             o.hours_to_settle
                 .map_or_else(|| "—".into(), |h| format!("{h:.1}")),
         ));
     }
+    let pairs: Vec<(&SimRow, &SimRow)> = triples.iter().map(|(m, o, _)| (*m, *o)).collect();
     let carrier: Vec<&(&SimRow, &SimRow)> = pairs
         .iter()
         .filter(|(_, o)| {
