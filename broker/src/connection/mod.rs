@@ -112,7 +112,7 @@ pub async fn serve<S>(
         }
         let im_login = conn.identity.im.clone();
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.connected(login, &conn.client_id);
+            im.connected(login, &conn.client_id, conn_id);
         }
         let end = conn.run(&mut io, &mut sess).await;
         if let End::Violation(v) = &end {
@@ -121,11 +121,12 @@ pub async fn serve<S>(
         Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
         io.final_flush(&mut sess).await;
-        let client_id = conn.client_id.clone();
-        conn.finish(end, sess);
+        // Signed off before the session is parked: a connection taking it over signs on
+        // after this.
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.disconnected(login, &client_id);
+            im.disconnected(login, conn_id);
         }
+        conn.finish(end, sess);
     }
     .instrument(span)
     .await;

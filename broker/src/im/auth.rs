@@ -94,7 +94,9 @@ impl ImAuth {
     fn token(&self, c: &Credentials<'_>, pw: &[u8]) -> Result<Identity, ReasonCode> {
         let tok = std::str::from_utf8(pw).map_err(|_| ReasonCode::BadUserNameOrPassword)?;
         let (claims, user) = self.im.check_token(tok).map_err(|e| refusal(c, &e))?;
-        if c.username.is_some_and(|u| u != user.account) {
+        if c.username
+            .is_some_and(|u| !u.is_empty() && u != user.account)
+        {
             tracing::info!(
                 client_id = c.client_id,
                 "token of another account presented"

@@ -213,6 +213,10 @@ impl ImService {
         }
         for (m, row) in members.iter().zip(&rows) {
             if sender == Some(m.uid) {
+                // Sending read the conversation for the sender.
+                if row.as_ref().is_some_and(|r| r.read_seq + 1 < seq) {
+                    self.forget_total(tid, m.uid);
+                }
                 continue;
             }
             let muted = row.as_ref().is_some_and(|r| r.muted);
@@ -400,6 +404,7 @@ impl ImService {
         }
         if let Some(m) = req.muted {
             row.muted = m;
+            self.forget_total(login.tenant, login.uid);
         }
         if let Some(h) = req.hidden {
             row.hidden = h;

@@ -20,10 +20,15 @@ use crate::message::Message;
 /// `$share/push/$im/push/#`.
 pub const PUSH_PREFIX: &str = "$im/push/";
 
+/// How long a signed-out device has to read its `kicked` notice before it is disconnected.
+const KICK_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// One connected device.
 #[derive(Debug, Clone)]
 pub(super) struct Device {
     client_id: String,
+    /// The connection (a reconnect with the same client id is another one).
+    conn_id: u64,
     platform: String,
 }
 
@@ -57,7 +62,7 @@ impl ImService {
 
     /// An IM device connected. With the tenant's one-phone policy, an older phone of the
     /// same user is told and disconnected.
-    pub fn connected(&self, login: &ImLogin, client_id: &str) {
+    pub fn connected(&self, login: &ImLogin, client_id: &str, conn_id: u64) {
         let single_phone = self
             .tenant(login.tenant)
             .is_ok_and(|t| t.policy.single_phone);
@@ -77,6 +82,7 @@ impl ImService {
             };
             entry.devices.push(Device {
                 client_id: client_id.to_owned(),
+                conn_id,
                 platform: login.platform.clone(),
             });
             displaced
@@ -87,11 +93,12 @@ impl ImService {
         }
     }
 
-    /// An IM device disconnected.
-    pub fn disconnected(&self, login: &ImLogin, client_id: &str) {
+    /// An IM device's connection `conn_id` ended (a newer connection of the same client
+    /// id stays).
+    pub fn disconnected(&self, login: &ImLogin, conn_id: u64) {
         let mut online = self.online.lock();
         if let Some(entry) = online.get_mut(&(login.tenant, login.uid)) {
-            entry.devices.retain(|d| d.client_id != client_id);
+            entry.devices.retain(|d| d.conn_id != conn_id);
             if entry.devices.is_empty() {
                 online.remove(&(login.tenant, login.uid));
             }
@@ -118,13 +125,21 @@ impl ImService {
         b.publish_detached(Arc::new(Message {
             topic: crate::namespace::inbox_topic(tid, uid),
             payload: Bytes::from(payload),
-            qos: QoS::AtMostOnce,
+            qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,
             expires_at: None,
             origin: 0,
         }));
-        b.kick(client_id, ReasonCode::AdministrativeAction);
+        // Give the notice a moment to reach the device before it is disconnected (0x98).
+        let (broker, client_id) = (b.clone(), client_id.to_owned());
+        b.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(KICK_GRACE) => {}
+                _ = broker.shutdown.cancelled() => return,
+            }
+            broker.kick(&client_id, ReasonCode::AdministrativeAction);
+        });
     }
 
     /// A message counted as unread for user `uid` arrived: the user's devices get the new
@@ -192,6 +207,14 @@ impl ImService {
                 unread,
             };
             self.emit(tid, uid, Kind::AppUnread(badge), QoS::AtLeastOnce);
+        }
+    }
+
+    /// Forgets an online user's cached unread total (recomputed when next needed), after a
+    /// change that is not a simple increment (sending marks the conversation read, muting).
+    pub(super) fn forget_total(&self, tid: u64, uid: u64) {
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+            o.unread_total = None;
         }
     }
 
