@@ -280,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn in_band_fallback_loses_at_most_two_links_per_network_and_beats_mars_on_lost_links() {
+    fn in_band_fallback_loses_at_most_two_links_per_network_and_settles_under_the_nat() {
         for s in scenarios().iter().filter(|s| s.segments.len() == 1) {
             let mut p = ours();
             p.set_in_band(true);
