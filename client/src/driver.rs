@@ -2,7 +2,9 @@
 //! [`ClientSession`]. It opens connections (QUIC → TLS → TCP, in the configured order),
 //! reconnects with jittered back-off, moves bytes between the socket and the session, fires
 //! the session's timers, turns app commands into session calls and session events into app
-//! events, and runs the adaptive heartbeat policy. Every protocol rule lives in the session.
+//! events, and runs the adaptive heartbeat policy: the link pings at the policy's interval,
+//! and the longer intervals it wants to try run as [`crate::probe`] connections beside the
+//! link. Every protocol rule lives in the session.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +18,9 @@ use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOption
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, transport};
+use crate::heartbeat::Policy;
+use crate::transport::Endpoint;
+use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, probe, transport};
 
 /// Why a connection ended.
 enum Ended {
@@ -33,6 +37,15 @@ struct Pending {
     done: Option<AckWaiter>,
 }
 
+const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(60);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
+
+/// The probe in flight: the idle interval it tries, and its task.
+struct Probe {
+    idle: Duration,
+    task: tokio::task::JoinHandle<probe::Outcome>,
+}
+
 pub(crate) struct Driver {
     cfg: Config,
     connector: transport::Connector,
@@ -47,10 +60,32 @@ pub(crate) struct Driver {
     events: mpsc::Sender<Event>,
     cmds: mpsc::Receiver<Command>,
     reconnects: u32,
+    /// The endpoint of the current (or last) link, where probes go.
+    endpoint: Option<Endpoint>,
+    /// The link's QUIC connection, and the PATH_CHALLENGEs it had received at its last
+    /// ping: more after a ping means the NAT forgot the mapping and QUIC migrated.
+    link_quic: Option<(quinn::Connection, u64)>,
+    /// At most one probe at a time; aborted when the driver ends or the network changes.
+    probe: Option<Probe>,
+    /// No probe before this: one heartbeat interval after the link connected (a link that
+    /// does not work yet has nothing to learn from), or a while after a probe that could
+    /// not test anything.
+    probe_paused_until: Option<Instant>,
+    /// The pause after an inconclusive probe: doubles each time (1 min to 6 h), reset by a
+    /// conclusive one.
+    probe_backoff: Duration,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.task.abort();
+        }
+    }
 }
 
 /// The session's clock: tokio's, so that tests with a paused clock drive it too.
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
@@ -61,7 +96,10 @@ impl Driver {
         cmds: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Driver {
-        let hb = Heartbeat::new(cfg.heartbeat.clone());
+        let mut hb = Heartbeat::new(cfg.heartbeat.clone());
+        for (network, proven) in &cfg.learned_heartbeats {
+            hb.restore(network, *proven);
+        }
         let session = ClientSession::new(
             ClientConfig {
                 version: Version::V5,
@@ -88,6 +126,11 @@ impl Driver {
             events,
             cmds,
             reconnects: 0,
+            endpoint: None,
+            link_quic: None,
+            probe: None,
+            probe_paused_until: None,
+            probe_backoff: PROBE_BACKOFF_MIN,
         }
     }
 
@@ -102,7 +145,7 @@ impl Driver {
                     let reason = match ended {
                         Ended::Shutdown => return,
                         Ended::PingTimeout => {
-                            let interval = self.hb.on_timeout();
+                            let interval = self.hb.on_lost(now());
                             self.session.set_keep_alive(interval);
                             let _ = self
                                 .events
@@ -150,8 +193,15 @@ impl Driver {
     async fn open(&mut self) -> Result<(transport::BoxStream, &'static str), Error> {
         let mut last = Error::Config("no endpoint configured".into());
         for ep in self.cfg.endpoints.clone() {
-            match self.connector.open(&ep).await {
-                Ok(s) => return Ok((s, ep.name())),
+            match self.connector.open_with_quic(&ep).await {
+                Ok((s, quic)) => {
+                    self.link_quic = quic.map(|q| {
+                        let seen = probe::path_challenges(Some(&q));
+                        (q, seen)
+                    });
+                    self.endpoint = Some(ep.clone());
+                    return Ok((s, ep.name()));
+                }
                 Err(e) => {
                     tracing::debug!(endpoint = ep.name(), error = %e, "endpoint unreachable, trying the next");
                     last = e;
@@ -167,6 +217,7 @@ impl Driver {
         self.session.set_keep_alive(self.hb.interval());
         self.session.connect(now());
         loop {
+            self.start_probe();
             if self.session.has_transmit() {
                 let out = self.session.take_transmit();
                 if let Err(e) = s.write_all(&out).await {
@@ -174,6 +225,13 @@ impl Driver {
                 }
             }
             let timer = self.session.poll_timeout();
+            let probe = &mut self.probe;
+            let probed = async move {
+                match probe {
+                    Some(p) => (&mut p.task).await,
+                    None => std::future::pending().await,
+                }
+            };
             let sleep = async move {
                 match timer {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -200,6 +258,10 @@ impl Driver {
                     Ok(_) => self.session.handle_read(now(), &mut rbuf),
                 },
                 _ = sleep => self.session.handle_timeout(now()),
+                r = probed => {
+                    self.probe_done(r).await;
+                    Ok(())
+                }
             };
             if let Err(e) = result {
                 // A violation leaves a DISCONNECT to send before closing.
@@ -223,6 +285,8 @@ impl Driver {
                 ClientEvent::Connected {
                     session_present, ..
                 } => {
+                    let after = now() + self.hb.interval();
+                    self.probe_paused_until = self.probe_paused_until.max(Some(after));
                     if !session_present {
                         self.resubscribe();
                     }
@@ -254,16 +318,23 @@ impl Driver {
                     }
                 }
                 ClientEvent::Pong => {
-                    if let Some(next) = self.hb.on_pong() {
-                        self.session.set_keep_alive(next);
-                        self.announce(next);
-                        let _ = self
-                            .events
-                            .send(Event::Heartbeat {
-                                interval: next,
-                                phase: self.hb.phase(),
-                            })
-                            .await;
+                    let migrated = match self.link_quic.as_mut() {
+                        Some((q, seen)) => {
+                            let now_seen = probe::path_challenges(Some(q));
+                            std::mem::replace(seen, now_seen) < now_seen
+                        }
+                        None => false,
+                    };
+                    let next = if migrated {
+                        // The NAT forgot the link's mapping while it idled; QUIC followed
+                        // the new one, but pushes in between were held up: a loss to learn
+                        // from, without a reconnect.
+                        Some(self.hb.on_lost(now()))
+                    } else {
+                        self.hb.on_pong(now())
+                    };
+                    if let Some(next) = next {
+                        self.use_interval(next).await;
                     }
                 }
             }
@@ -299,11 +370,25 @@ impl Driver {
                 let _ = done.send(r.map_err(request_error));
             }
             Command::SetNetwork(n) => {
-                self.hb.set_network(&n);
-                self.session.set_keep_alive(self.hb.interval());
-                if self.session.is_connected() {
-                    self.announce(self.hb.interval());
+                // A probe in flight measures the old network.
+                if let Some(p) = self.probe.take() {
+                    p.task.abort();
                 }
+                self.probe_paused_until = None;
+                self.hb.set_network(now(), &n);
+                let interval = self.hb.interval();
+                self.session.set_keep_alive(interval);
+                if self.session.is_connected() {
+                    self.announce(interval);
+                }
+                // Best effort: a full event channel already stops the driver reading.
+                let _ = self.events.try_send(Event::Heartbeat {
+                    interval,
+                    phase: self.hb.phase(),
+                });
+            }
+            Command::Learned(reply) => {
+                let _ = reply.send(self.hb.learned());
             }
             Command::Shutdown => {}
         }
@@ -349,6 +434,93 @@ impl Driver {
         for (filter, qos) in again {
             self.send_subscribe(filter, qos, None);
         }
+    }
+
+    /// Starts a probe when the policy wants one and none is running.
+    fn start_probe(&mut self) {
+        if self.probe.is_some()
+            || !self.session.is_connected()
+            || self.probe_paused_until.is_some_and(|t| now() < t)
+        {
+            return;
+        }
+        let Some(endpoint) = self.endpoint.clone() else {
+            return;
+        };
+        let Some(idle) = self.hb.next_probe(now()) else {
+            return;
+        };
+        let spec = probe::Spec {
+            endpoint,
+            ca_cert: self.cfg.ca_cert.clone(),
+            server_name: self.cfg.server_name.clone(),
+            connect_timeout: self.cfg.connect_timeout,
+            username: self.cfg.username.clone(),
+            password: self.cfg.password.clone(),
+            idle,
+            reply_timeout: self.hb.config().probe_timeout,
+        };
+        tracing::debug!(?idle, "heartbeat probe started");
+        self.probe = Some(Probe {
+            idle,
+            task: tokio::spawn(probe::run(spec)),
+        });
+    }
+
+    /// A probe ended: the policy learns from it.
+    async fn probe_done(&mut self, r: Result<probe::Outcome, tokio::task::JoinError>) {
+        let Some(p) = self.probe.take() else {
+            return;
+        };
+        let answered = match r {
+            Ok(probe::Outcome::Answered) => true,
+            Ok(probe::Outcome::Unanswered(why)) => {
+                tracing::debug!(idle = ?p.idle, %why, "heartbeat probe failed");
+                false
+            }
+            Ok(probe::Outcome::Refused(why)) => {
+                // The broker will not take probe connections: learn on the link itself.
+                tracing::info!(%why, "heartbeat probe connections refused: probing in band");
+                self.hb.set_in_band(true);
+                let interval = self.hb.interval();
+                self.use_interval(interval).await;
+                return;
+            }
+            Ok(probe::Outcome::Inconclusive(why)) => {
+                // Nothing learned (no connection, closed...): try again later, less often.
+                tracing::debug!(idle = ?p.idle, %why, "heartbeat probe inconclusive");
+                self.probe_paused_until = Some(now() + self.probe_backoff);
+                self.probe_backoff = (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
+                return;
+            }
+            Err(_) => return,
+        };
+        self.probe_backoff = PROBE_BACKOFF_MIN;
+        let _ = self
+            .events
+            .send(Event::Probe {
+                idle: p.idle,
+                answered,
+            })
+            .await;
+        if let Some(next) = self.hb.on_probe(now(), p.idle, answered) {
+            self.use_interval(next).await;
+        }
+    }
+
+    /// The link pings at `interval` from now on: the session, the broker and the app hear.
+    async fn use_interval(&mut self, interval: Duration) {
+        self.session.set_keep_alive(interval);
+        if self.session.is_connected() {
+            self.announce(interval);
+        }
+        let _ = self
+            .events
+            .send(Event::Heartbeat {
+                interval,
+                phase: self.hb.phase(),
+            })
+            .await;
     }
 
     /// Tells the broker the heartbeat interval now in use.

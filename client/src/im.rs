@@ -83,7 +83,7 @@ impl ImClient {
                     Event::Message(p) => dispatch(&w, *p),
                     Event::Connected { reconnects, .. } => Some(ImEvent::Connected { reconnects }),
                     Event::Disconnected { reason } => Some(ImEvent::Disconnected { reason }),
-                    Event::Heartbeat { .. } => None,
+                    Event::Heartbeat { .. } | Event::Probe { .. } => None,
                 };
                 if let Some(e) = out
                     && tx.send(e).await.is_err()

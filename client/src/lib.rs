@@ -7,19 +7,22 @@
 //! - publishes made while offline, or beyond the broker's Receive Maximum, wait in a bounded
 //!   queue; unacknowledged QoS 1/2 publishes are sent again (DUP) after a reconnect;
 //! - subscribes and unsubscribes can be awaited until the broker's SUBACK/UNSUBACK;
-//! - the [`heartbeat`] learns how long the network lets an idle connection live and pings
-//!   just often enough, telling the broker each new interval on
-//!   [`switchboard_proto::KEEP_ALIVE_TOPIC`] so its dead-client detection follows.
+//! - the [`heartbeat`] learns how long each network lets an idle connection live (on
+//!   disposable probe connections, so learning never costs the link) and pings just often
+//!   enough, telling the broker each new interval on [`switchboard_proto::KEEP_ALIVE_TOPIC`]
+//!   so its dead-client detection follows.
 //!
 //! The protocol itself (packet ids, windows, QoS flows, keep-alive, limits) is
 //! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
 //!
-//! Modules: [`heartbeat`] (pure state machine), [`im`] (the IM API), [`transport`] (QUIC/TLS/TCP streams),
-//! `driver` (the background task: reconnects and I/O around the session).
+//! Modules: [`heartbeat`] (pure state machine and its simulation), [`im`] (the IM API),
+//! [`transport`] (QUIC/TLS/TCP streams), `driver` (the background task: reconnects and I/O
+//! around the session), `probe` (the heartbeat's disposable probe connections).
 
 mod driver;
 pub mod heartbeat;
 pub mod im;
+mod probe;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -30,7 +33,7 @@ use switchboard_proto::session::RequestError;
 use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
 use tokio::sync::{mpsc, oneshot};
 
-pub use heartbeat::{Heartbeat, HeartbeatConfig, Phase};
+pub use heartbeat::{AdaptivePolicy, Heartbeat, HeartbeatConfig, MarsPolicy, Phase, Policy};
 pub use transport::Endpoint;
 
 /// Errors of the SDK.
@@ -70,6 +73,9 @@ pub struct Config {
     /// Session Expiry Interval asked for (seconds).
     pub session_expiry: u32,
     pub heartbeat: HeartbeatConfig,
+    /// Heartbeat intervals learned earlier, per network (as returned by
+    /// [`Client::learned_heartbeats`] and saved by the app): those networks start settled.
+    pub learned_heartbeats: Vec<(String, Duration)>,
     /// How long a PINGREQ may wait for PINGRESP before the link counts as dead.
     pub ping_timeout: Duration,
     pub connect_timeout: Duration,
@@ -94,6 +100,7 @@ impl Config {
             password: None,
             session_expiry: 7 * 24 * 3600,
             heartbeat: HeartbeatConfig::default(),
+            learned_heartbeats: Vec::new(),
             ping_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(500),
@@ -122,6 +129,11 @@ pub enum Event {
         interval: Duration,
         phase: Phase,
     },
+    /// A heartbeat probe connection idled for `idle`, then pinged: `answered` or not.
+    Probe {
+        idle: Duration,
+        answered: bool,
+    },
 }
 
 /// Answers an awaited SUBSCRIBE/UNSUBSCRIBE with the broker's reason codes.
@@ -140,6 +152,7 @@ enum Command {
     /// Answered once the message was sent or queued.
     Publish(Box<Publish>, oneshot::Sender<Result<(), Error>>),
     SetNetwork(String),
+    Learned(oneshot::Sender<Vec<(String, Duration)>>),
     Shutdown,
 }
 
@@ -241,6 +254,15 @@ impl Client {
     /// "cellular"): it resumes what it learned there.
     pub async fn set_network(&self, name: &str) -> Result<(), Error> {
         self.command(Command::SetNetwork(name.to_owned())).await
+    }
+
+    /// The heartbeat interval learned on each network so far (the longest idle interval a
+    /// probe proved there), for the app to save and give back in
+    /// [`Config::learned_heartbeats`] after a restart.
+    pub async fn learned_heartbeats(&self) -> Result<Vec<(String, Duration)>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Learned(tx)).await?;
+        rx.await.map_err(|_| Error::Closed)
     }
 
     /// Disconnects cleanly and stops.

@@ -32,6 +32,9 @@ impl Endpoint {
     }
 }
 
+/// The idle timeout the client offers QUIC servers: two hours, above any heartbeat.
+const QUIC_MAX_IDLE_MS: u32 = 2 * 3600 * 1000;
+
 /// Any transport's stream.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
@@ -88,6 +91,16 @@ impl Connector {
 
     /// Opens a stream to `ep`.
     pub async fn open(&mut self, ep: &Endpoint) -> Result<BoxStream, Error> {
+        self.open_with_quic(ep).await.map(|(s, _)| s)
+    }
+
+    /// Opens a stream to `ep`, with the QUIC connection under it when there is one: its
+    /// path statistics tell the heartbeat when a NAT forgot the mapping and the connection
+    /// survived it by migrating.
+    pub async fn open_with_quic(
+        &mut self,
+        ep: &Endpoint,
+    ) -> Result<(BoxStream, Option<quinn::Connection>), Error> {
         let timeout = self.timeout;
         let server_name = self.server_name.clone();
         if matches!(ep, Endpoint::Quic(_)) {
@@ -98,7 +111,7 @@ impl Connector {
                 Endpoint::Tcp(addr) => {
                     let s = tokio::net::TcpStream::connect(addr).await?;
                     s.set_nodelay(true)?;
-                    Ok::<BoxStream, Error>(Box::pin(s))
+                    Ok::<_, Error>((Box::pin(s) as BoxStream, None))
                 }
                 Endpoint::Tls(addr) => {
                     let tls = self
@@ -112,7 +125,7 @@ impl Connector {
                     let s = tokio_rustls::TlsConnector::from(tls)
                         .connect(name, s)
                         .await?;
-                    Ok(Box::pin(s) as BoxStream)
+                    Ok((Box::pin(s) as BoxStream, None))
                 }
                 Endpoint::Quic(addr) => {
                     let endpoint = self
@@ -132,10 +145,11 @@ impl Connector {
                         .open_bi()
                         .await
                         .map_err(|e| Error::Transport(e.to_string()))?;
-                    Ok(Box::pin(QuicStream {
-                        _conn: conn,
+                    let stream = Box::pin(QuicStream {
+                        _conn: conn.clone(),
                         io: tokio::io::join(recv, send),
-                    }) as BoxStream)
+                    }) as BoxStream;
+                    Ok((stream, Some(conn)))
                 }
             }
         };
@@ -156,7 +170,16 @@ impl Connector {
                 .parse()
                 .map_err(|_| Error::Config("bind".into()))?;
             let mut ep = quinn::Endpoint::client(bind)?;
-            ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
+            let mut client = quinn::ClientConfig::new(Arc::new(qc));
+            // The MQTT heartbeat keeps the connection, not QUIC's idle timer: quinn's default
+            // (30 s) would close it long before the first ping. The broker's own limit
+            // (the smaller of the two applies) bounds how long it may idle.
+            let mut transport = quinn::TransportConfig::default();
+            transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+                QUIC_MAX_IDLE_MS,
+            ))));
+            client.transport_config(Arc::new(transport));
+            ep.set_default_client_config(client);
             self.quic = Some(ep);
         }
         self.quic

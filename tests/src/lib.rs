@@ -5,6 +5,7 @@
 
 pub mod im;
 pub mod nat;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -6,64 +6,27 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
+use switchboard_tests::process::BrokerProcess;
 use switchboard_tests::{RawClient, TempDir, connect_packet, persistent_connect};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const CYCLES: usize = 4;
 const WINDOW: usize = 16;
 
-struct BrokerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    async fn start(dir: &std::path::Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "broker",
-                "--allow-anonymous",
-                "--tcp",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env(
-                "SWITCHBOARD__BROKER__LIMITS__MAX_QUEUED_MESSAGES",
-                "1000000",
-            )
-            .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("switchboard starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("broker announces its address")
-                .expect("read")
-                .expect("broker exited before listening");
-            if let Some(a) = line.strip_prefix("switchboard: MQTT on tcp://") {
-                break a.parse().expect("address");
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        BrokerProcess { child, addr }
-    }
-
-    async fn kill9(mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        let _ = self.child.wait().await;
-    }
+async fn start_broker(dir: &std::path::Path) -> BrokerProcess {
+    BrokerProcess::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        dir,
+        &["--allow-anonymous"],
+        &[(
+            "SWITCHBOARD__BROKER__LIMITS__MAX_QUEUED_MESSAGES",
+            "1000000",
+        )],
+    )
+    .await
 }
 
 /// A tiny deterministic generator, seeded per run and printed for reproduction.
@@ -134,7 +97,7 @@ async fn acknowledged_messages_survive_kill_9() {
     println!("crash test seed {seed}");
     let mut rng = XorShift(seed);
 
-    let broker = BrokerProcess::start(dir.path()).await;
+    let broker = start_broker(dir.path()).await;
     let (mut sub, _) = RawClient::connect(broker.addr, persistent_sub()).await;
     sub.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
@@ -159,7 +122,7 @@ async fn acknowledged_messages_survive_kill_9() {
     for cycle in 0..CYCLES {
         let b = match broker.take() {
             Some(b) => b,
-            None => BrokerProcess::start(dir.path()).await,
+            None => start_broker(dir.path()).await,
         };
         let p1 = tokio::spawn(publisher(b.addr, "q1", QoS::AtLeastOnce, next[0]));
         let p2 = tokio::spawn(publisher(b.addr, "q2", QoS::ExactlyOnce, next[1]));
@@ -182,7 +145,7 @@ async fn acknowledged_messages_survive_kill_9() {
         "publishers got nothing acknowledged"
     );
 
-    let b = BrokerProcess::start(dir.path()).await;
+    let b = start_broker(dir.path()).await;
     let (mut sub, ack) = RawClient::connect(b.addr, persistent_sub()).await;
     assert!(matches!(ack, Packet::ConnAck(a) if a.session_present));
     let mut got: HashMap<String, Vec<u32>> = HashMap::new();

@@ -6,8 +6,6 @@
 //! message id after each restart), and seqs run 1..=N without gaps.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,80 +13,38 @@ use std::sync::Mutex;
 use switchboard_client::im::ImClient;
 use switchboard_tests::TempDir;
 use switchboard_tests::im::{config, text_of};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use switchboard_tests::process::BrokerProcess;
+use tokio::process::Command;
 
 const CYCLES: usize = 3;
 
-struct BrokerProcess {
-    child: Child,
-    mqtt: SocketAddr,
-    admin: String,
+async fn start_broker(dir: &std::path::Path) -> BrokerProcess {
+    BrokerProcess::start(
+        env!("CARGO_BIN_EXE_switchboard"),
+        dir,
+        &[],
+        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
+    )
+    .await
 }
 
-impl BrokerProcess {
-    async fn start(dir: &std::path::Path) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "broker",
-                "--tcp",
-                "127.0.0.1:0",
-                "--log",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .env("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")
-            .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("switchboard starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let (mut mqtt, mut admin) = (None, None);
-        while mqtt.is_none() || admin.is_none() {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-                .await
-                .expect("broker announces its addresses")
-                .expect("read")
-                .expect("broker exited before listening");
-            if let Some(a) = line.strip_prefix("switchboard: MQTT on tcp://") {
-                mqtt = Some(a.parse().expect("address"));
-            }
-            if let Some(a) = line.strip_prefix("switchboard: admin API on http://") {
-                admin = a.split_whitespace().next().map(str::to_owned);
-            }
-        }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        BrokerProcess {
-            child,
-            mqtt: mqtt.expect("mqtt"),
-            admin: admin.expect("admin"),
-        }
-    }
-
-    /// Runs `switchboard ctl ARGS --admin ... --data-dir DIR` and returns its stdout.
-    async fn ctl(&self, dir: &std::path::Path, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("ctl")
-            .args(args)
-            .args(["--admin", &self.admin, "--data-dir"])
-            .arg(dir)
-            .output()
-            .await
-            .expect("ctl runs");
-        assert!(
-            out.status.success(),
-            "ctl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    async fn kill9(mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        let _ = self.child.wait().await;
-    }
+/// Runs `switchboard ctl ARGS --admin ... --data-dir DIR` and returns its stdout.
+async fn ctl(b: &BrokerProcess, dir: &std::path::Path, args: &[&str]) -> String {
+    let admin = b.admin.as_deref().expect("admin API");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("ctl")
+        .args(args)
+        .args(["--admin", admin, "--data-dir"])
+        .arg(dir)
+        .output()
+        .await
+        .expect("ctl runs");
+    assert!(
+        out.status.success(),
+        "ctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -98,15 +54,13 @@ fn json(s: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
     let dir = TempDir::new("im-crash");
-    let b = BrokerProcess::start(dir.path()).await;
-    let t = json(
-        &b.ctl(dir.path(), &["tenant", "create", "crashco", "--json"])
-            .await,
-    );
+    let b = start_broker(dir.path()).await;
+    let t = json(&ctl(&b, dir.path(), &["tenant", "create", "crashco", "--json"]).await);
     let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
     for user in ["alice", "bob"] {
         let u = json(
-            &b.ctl(
+            &ctl(
+                &b,
                 dir.path(),
                 &["user", "create", "--tenant", &tenant, user, "--json"],
             )
@@ -117,7 +71,7 @@ async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
     let token = |b: &BrokerProcess, user: &'static str| {
         let tenant = tenant.clone();
         let dir = dir.path().to_owned();
-        let admin = b.admin.clone();
+        let admin = b.admin.clone().expect("admin API");
         async move {
             let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
                 .args([
@@ -147,10 +101,10 @@ async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
     for cycle in 0..CYCLES {
         let b = match broker.take() {
             Some(b) => b,
-            None => BrokerProcess::start(dir.path()).await,
+            None => start_broker(dir.path()).await,
         };
         let (client, _events) = ImClient::connect(config(
-            b.mqtt,
+            b.addr,
             "alice",
             &format!("alice-{cycle}"),
             &alice_token,
@@ -203,8 +157,8 @@ async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
             acked.lock().expect("lock").len()
         );
     }
-    let b = BrokerProcess::start(dir.path()).await;
-    let (bob, _events) = ImClient::connect(config(b.mqtt, "bob", "bob-1", &bob_token))
+    let b = start_broker(dir.path()).await;
+    let (bob, _events) = ImClient::connect(config(b.addr, "bob", "bob-1", &bob_token))
         .await
         .expect("login");
     let (messages, _) = bob.sync_all(&mut HashMap::new()).await.expect("sync");

@@ -277,16 +277,9 @@ impl ImService {
         let conv = self.own_conv(login, &req.conversation)?;
         let log = keys::log(login.tenant, &conv);
         let _lock = self.conv_lock(login.tenant, &conv).lock().await;
-        let mut row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let mut row = self.own_row(login, &conv)?;
         let max = self.store.log_last(&log)?;
-        if req.seq > max {
-            return Err(ImError::BadRequest(format!(
-                "seq {} is past the conversation's last message ({max})",
-                req.seq
-            )));
-        }
+        past_the_end(req.seq, max)?;
         if req.seq <= row.read_seq {
             return Ok(im::Ack { status: ok() });
         }
@@ -341,16 +334,9 @@ impl ImService {
     ) -> Result<im::Ack, ImError> {
         let conv = self.own_conv(login, &req.conversation)?;
         let _lock = self.conv_lock(login.tenant, &conv).lock().await;
-        let mut row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let mut row = self.own_row(login, &conv)?;
         let max = self.store.log_last(&keys::log(login.tenant, &conv))?;
-        if req.seq > max {
-            return Err(ImError::BadRequest(format!(
-                "seq {} is past the conversation's last message ({max})",
-                req.seq
-            )));
-        }
+        past_the_end(req.seq, max)?;
         if req.seq <= row.delivered_seq {
             return Ok(im::Ack { status: ok() });
         }
@@ -396,9 +382,7 @@ impl ImService {
     ) -> Result<im::Ack, ImError> {
         let conv = self.own_conv(login, &req.conversation)?;
         let _lock = self.conv_lock(login.tenant, &conv).lock().await;
-        let mut row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let mut row = self.own_row(login, &conv)?;
         if let Some(p) = req.pinned {
             row.pinned = p;
         }
@@ -433,6 +417,16 @@ impl ImService {
             )));
         }
         Ok(conv)
+    }
+
+    /// The user's row of a conversation, 404 if the user has none.
+    pub(super) fn own_row(
+        &self,
+        login: &ImLogin,
+        conv: &ConvId,
+    ) -> Result<UserConvRecord, ImError> {
+        self.user_conv(login.tenant, login.uid, conv)?
+            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))
     }
 
     /// The uids a conversation's events go to.
@@ -548,6 +542,16 @@ impl ImService {
         }
         Ok(out)
     }
+}
+
+/// A position a client named must not be past the conversation's last message.
+fn past_the_end(seq: u64, max: u64) -> Result<(), ImError> {
+    if seq > max {
+        return Err(ImError::BadRequest(format!(
+            "seq {seq} is past the conversation's last message ({max})"
+        )));
+    }
+    Ok(())
 }
 
 /// Validates what a client asked to send.

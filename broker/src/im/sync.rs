@@ -89,9 +89,7 @@ impl ImService {
         req: im::HistoryRequest,
     ) -> Result<im::HistoryResponse, ImError> {
         let conv = self.own_conv(login, &req.conversation)?;
-        let row = self
-            .user_conv(login.tenant, login.uid, &conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))?;
+        let row = self.own_row(login, &conv)?;
         let limit = match req.limit as usize {
             0 => HISTORY_DEFAULT,
             n => n.min(HISTORY_MAX),

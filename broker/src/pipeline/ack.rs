@@ -110,20 +110,23 @@ impl AckQueue {
         sess: &mut ServerSession,
         commit: Commit,
     ) -> Result<(), Violation> {
-        if let Some(front) = self.pending.front_mut() {
-            front.durable = None;
-            match commit {
-                Commit::Done => {}
-                Commit::Code(code) => front.code = code,
-                Commit::Failed => {
-                    if !self.v5 {
-                        return Err(STORE_FAILED_V3);
-                    }
-                    front.code = ReasonCode::UnspecifiedError;
-                }
-            }
-        }
+        self.settle_front(commit)?;
         self.flush(sess)
+    }
+
+    /// Applies what the front acknowledgement waited for to its code.
+    fn settle_front(&mut self, commit: Commit) -> Result<(), Violation> {
+        let Some(front) = self.pending.front_mut() else {
+            return Ok(());
+        };
+        front.durable = None;
+        match commit {
+            Commit::Done => {}
+            Commit::Code(code) => front.code = code,
+            Commit::Failed if !self.v5 => return Err(STORE_FAILED_V3),
+            Commit::Failed => front.code = ReasonCode::UnspecifiedError,
+        }
+        Ok(())
     }
 
     /// Sends every acknowledgement at the front whose commit is done. `Err` for a 3.1.1
@@ -143,17 +146,7 @@ impl AckQueue {
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
                 },
             };
-            front.durable = None;
-            match state {
-                Commit::Done => {}
-                Commit::Code(code) => front.code = code,
-                Commit::Failed => {
-                    if !self.v5 {
-                        return Err(STORE_FAILED_V3);
-                    }
-                    front.code = ReasonCode::UnspecifiedError;
-                }
-            }
+            self.settle_front(state)?;
             if let Some(done) = self.pending.pop_front() {
                 sess.ack_publish(done.pkid, done.code);
             }

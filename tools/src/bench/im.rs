@@ -295,8 +295,9 @@ async fn login(
     cfg.username = Some(account.to_owned());
     cfg.password = Some(token.to_owned().into_bytes().into());
     cfg.session_expiry = 0;
-    ImClient::connect(cfg)
+    tokio::time::timeout(Duration::from_secs(30), ImClient::connect(cfg))
         .await
+        .with_context(|| format!("login of {account} timed out"))?
         .with_context(|| format!("login of {account}"))
 }
 

@@ -5,9 +5,11 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod heartbeat;
 mod im;
 pub mod load;
 pub mod peers;
+mod scenarios;
 mod transports;
 
 use std::collections::BTreeMap;
@@ -20,8 +22,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use switchboard_proto::QoS;
 
-use load::{Load, Shape};
+use load::Load;
 use peers::{Peer, PeerKind};
+use scenarios::{Kind, Scenario, scenarios};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -53,6 +56,10 @@ pub struct BenchArgs {
     /// Run the transport benchmark (TCP, TLS, WS, WSS, QUIC; Switchboard only) instead.
     #[arg(long)]
     pub transports: bool,
+    /// Run the heartbeat benchmark (Mars vs adaptive, simulated; idle bytes per transport)
+    /// instead.
+    #[arg(long)]
+    pub heartbeat: bool,
     /// Run the IM benchmark (1:1 durable messages, sync, memory per online user) instead.
     #[arg(long)]
     pub im: bool,
@@ -62,153 +69,6 @@ pub struct BenchArgs {
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
-}
-
-/// What one scenario measures.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Flow {
-        shape: Shape,
-        pubs: usize,
-        subs: usize,
-        qos: QoS,
-        payload: usize,
-        rate: Option<u32>,
-        persistent: bool,
-    },
-    Idle,
-    ConnStorm {
-        total: usize,
-        concurrency: usize,
-    },
-    RetainedStorm {
-        count: usize,
-    },
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Scenario {
-    name: &'static str,
-    about: &'static str,
-    kind: Kind,
-}
-
-fn scenarios() -> Vec<Scenario> {
-    use Kind::*;
-    let q0 = QoS::AtMostOnce;
-    let q1 = QoS::AtLeastOnce;
-    let q2 = QoS::ExactlyOnce;
-    vec![
-        Scenario {
-            name: "p2p-qos0",
-            about: "50 publishers → 50 subscribers, one topic each, 64 B, QoS 0, max rate",
-            kind: Flow {
-                shape: Shape::P2p,
-                pubs: 50,
-                subs: 50,
-                qos: q0,
-                payload: 64,
-                rate: None,
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "p2p-qos1",
-            about: "50 → 50, 64 B, QoS 1 (window 100), max rate",
-            kind: Flow {
-                shape: Shape::P2p,
-                pubs: 50,
-                subs: 50,
-                qos: q1,
-                payload: 64,
-                rate: None,
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "p2p-qos2",
-            about: "50 → 50, 64 B, QoS 2, max rate",
-            kind: Flow {
-                shape: Shape::P2p,
-                pubs: 50,
-                subs: 50,
-                qos: q2,
-                payload: 64,
-                rate: None,
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "p2p-qos0-4k",
-            about: "50 → 50, 4 KiB, QoS 0, max rate",
-            kind: Flow {
-                shape: Shape::P2p,
-                pubs: 50,
-                subs: 50,
-                qos: q0,
-                payload: 4096,
-                rate: None,
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "fan-out",
-            about: "2 publishers × 100 msg/s → 500 subscribers of one topic (100k deliveries/s), QoS 0",
-            kind: Flow {
-                shape: Shape::FanOut,
-                pubs: 2,
-                subs: 500,
-                qos: q0,
-                payload: 64,
-                rate: Some(100),
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "fan-in",
-            about: "500 publishers × 40 msg/s → shared group of 5 subscribers (20k msg/s), QoS 1",
-            kind: Flow {
-                shape: Shape::FanIn,
-                pubs: 500,
-                subs: 5,
-                qos: q1,
-                payload: 64,
-                rate: Some(40),
-                persistent: false,
-            },
-        },
-        Scenario {
-            name: "persistent-qos1",
-            about: "20 publishers → 20 persistent subscribers, QoS 1, max rate (durable acks)",
-            kind: Flow {
-                shape: Shape::P2p,
-                pubs: 20,
-                subs: 20,
-                qos: q1,
-                payload: 64,
-                rate: None,
-                persistent: true,
-            },
-        },
-        Scenario {
-            name: "retained-storm",
-            about: "10,000 retained topics, then one '#' subscriber: time to receive all",
-            kind: RetainedStorm { count: 10_000 },
-        },
-        Scenario {
-            name: "conn-storm",
-            about: "5,000 CONNECT/CONNACK, 50 at a time: connects per second",
-            kind: ConnStorm {
-                total: 5_000,
-                concurrency: 50,
-            },
-        },
-        Scenario {
-            name: "idle",
-            about: "N idle connections (--idle): broker memory per connection",
-            kind: Idle,
-        },
-    ]
 }
 
 /// One line of the report.
@@ -230,57 +90,59 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+/// A scratch directory for one bench mode, removed by the caller.
+fn work_dir(tag: &str) -> anyhow::Result<PathBuf> {
+    let work = std::env::temp_dir().join(format!("switchboard-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    Ok(work)
+}
+
+/// Writes `out/{name}.json` and `out/{name}.md` and says where.
+fn write_mode_report(
+    out: &Path,
+    name: &str,
+    json: &impl Serialize,
+    md: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(json)?,
+    )?;
+    let path = out.join(format!("{name}.md"));
+    std::fs::write(&path, md)?;
+    println!("{md}\nreport: {}", path.display());
+    Ok(())
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.heartbeat {
+        let work = work_dir("hb")?;
+        let result = heartbeat::run(&work).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let report = result?;
+        return write_mode_report(
+            &args.out,
+            "heartbeat",
+            &report,
+            &heartbeat::markdown(&report),
+        );
+    }
     if args.im {
-        let work =
-            std::env::temp_dir().join(format!("switchboard-bench-im-{}", std::process::id()));
-        std::fs::create_dir_all(&work)?;
+        let work = work_dir("im")?;
         let result = im::run(&work, args.port, args.im_pairs, args.seconds, args.im_sync).await;
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(
-            args.out.join("im.json"),
-            serde_json::to_string_pretty(&result)?,
-        )?;
-        let md = im::markdown(&result);
-        std::fs::write(args.out.join("im.md"), &md)?;
-        println!("{md}\nreport: {}", args.out.join("im.md").display());
-        return Ok(());
+        return write_mode_report(&args.out, "im", &result, &im::markdown(&result));
     }
     if args.transports {
-        let work =
-            std::env::temp_dir().join(format!("switchboard-bench-tr-{}", std::process::id()));
-        std::fs::create_dir_all(&work)?;
+        let work = work_dir("tr")?;
         let idle = args.idle.min(5000);
         let result = transports::run(&work, idle).await;
         let _ = std::fs::remove_dir_all(&work);
         let (rows, migration) = result?;
-        std::fs::create_dir_all(&args.out)?;
-        std::fs::write(
-            args.out.join("transports.json"),
-            serde_json::to_string_pretty(&rows)?,
-        )?;
-        let mut md = format!(
-            "| transport | connect p50 ms | connect p99 ms | broker bytes per idle connection ({idle}) |\n|---|---|---|---|\n"
-        );
-        for r in &rows {
-            md.push_str(&format!(
-                "| {} | {:.2} | {:.2} | {:.0} |{}\n",
-                r.transport,
-                r.connect_p50_ms,
-                r.connect_p99_ms,
-                r.idle_bytes_per_conn,
-                r.error
-                    .as_ref()
-                    .map(|e| format!(" error: {e}"))
-                    .unwrap_or_default()
-            ));
-        }
-        md.push_str(&format!("\n{migration}\n"));
-        std::fs::write(args.out.join("transports.md"), md)?;
-        println!("report: {}", args.out.join("transports.md").display());
-        return Ok(());
+        let md = transports::markdown(&rows, &migration, idle);
+        return write_mode_report(&args.out, "transports", &rows, &md);
     }
     let all = scenarios();
     if args.list {

@@ -393,3 +393,25 @@ fn encode(p: &Packet) -> BytesMut {
     p.encode(Version::V5, &mut b);
     b
 }
+
+/// The markdown table of the transport benchmark.
+pub fn markdown(rows: &[TransportRow], migration: &str, idle: usize) -> String {
+    let mut md = format!(
+        "| transport | connect p50 ms | connect p99 ms | broker bytes per idle connection ({idle}) |\n|---|---|---|---|\n"
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.0} |{}\n",
+            r.transport,
+            r.connect_p50_ms,
+            r.connect_p99_ms,
+            r.idle_bytes_per_conn,
+            r.error
+                .as_ref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    md.push_str(&format!("\n{migration}\n"));
+    md
+}

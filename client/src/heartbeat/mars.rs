@@ -1,19 +1,18 @@
-//! The adaptive heartbeat, as a pure state machine (no clock, no socket).
-//!
-//! A phone's connection dies silently when a NAT or carrier gateway forgets an idle mapping
-//! (5 minutes on some networks, more than 28 on others). Pinging often keeps it alive but
-//! costs battery; pinging rarely loses it. In the spirit of WeChat's Mars: start at a safe
-//! interval, lengthen it by a step after every ping that came back, and when a ping is lost
-//! in a way that looks like a NAT timeout, settle just under the longest interval that
-//! worked (last success minus a margin). What was learned is remembered per network.
+//! WeChat Mars' heartbeat, kept as the baseline the adaptive policy is measured against
+//! (`switchboard bench --heartbeat`): start at a safe interval, lengthen it by a step after
+//! every ping that came back, and when a ping is lost in a way that looks like a NAT
+//! timeout, settle just under the longest interval that worked (last success minus a
+//! margin). It probes on the connection itself, so every failed probe is a lost link.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::{Phase, Policy};
 
 /// Tuning of the heartbeat (defaults: Mars' 3.5 min to 10 min in 60 s steps, settling
 /// 20 s under the last success).
 #[derive(Debug, Clone)]
-pub struct HeartbeatConfig {
+pub struct MarsConfig {
     pub min: Duration,
     pub max: Duration,
     pub step: Duration,
@@ -21,9 +20,9 @@ pub struct HeartbeatConfig {
     pub margin: Duration,
 }
 
-impl Default for HeartbeatConfig {
+impl Default for MarsConfig {
     fn default() -> Self {
-        HeartbeatConfig {
+        MarsConfig {
             min: Duration::from_secs(210),
             max: Duration::from_secs(600),
             step: Duration::from_secs(60),
@@ -32,19 +31,10 @@ impl Default for HeartbeatConfig {
     }
 }
 
-/// Where the search stands on the current network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Lengthening after each successful probe.
-    Probing,
-    /// Settled after a loss.
-    Settled,
-}
-
 /// The heartbeat state for the current network, plus what was learned on others.
 #[derive(Debug, Clone)]
-pub struct Heartbeat {
-    cfg: HeartbeatConfig,
+pub struct MarsPolicy {
+    cfg: MarsConfig,
     current: Duration,
     last_ok: Option<Duration>,
     phase: Phase,
@@ -53,9 +43,9 @@ pub struct Heartbeat {
     probes: u32,
 }
 
-impl Heartbeat {
-    pub fn new(cfg: HeartbeatConfig) -> Self {
-        Heartbeat {
+impl MarsPolicy {
+    pub fn new(cfg: MarsConfig) -> Self {
+        MarsPolicy {
             current: cfg.min,
             cfg,
             last_ok: None,
@@ -145,6 +135,40 @@ impl Heartbeat {
     }
 }
 
+impl Policy for MarsPolicy {
+    fn interval(&self) -> Duration {
+        MarsPolicy::interval(self)
+    }
+
+    fn phase(&self) -> Phase {
+        MarsPolicy::phase(self)
+    }
+
+    fn probes(&self) -> u32 {
+        MarsPolicy::probes(self)
+    }
+
+    fn next_probe(&mut self, _now: Instant) -> Option<Duration> {
+        None
+    }
+
+    fn on_probe(&mut self, _now: Instant, _idle: Duration, _ok: bool) -> Option<Duration> {
+        None
+    }
+
+    fn on_pong(&mut self, _now: Instant) -> Option<Duration> {
+        MarsPolicy::on_pong(self)
+    }
+
+    fn on_lost(&mut self, _now: Instant) -> Duration {
+        self.on_timeout()
+    }
+
+    fn set_network(&mut self, _now: Instant, name: &str) {
+        MarsPolicy::set_network(self, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,8 +178,8 @@ mod tests {
     }
 
     /// Simulates a NAT that forgets after `nat` seconds idle.
-    fn converge(nat: Duration, cfg: HeartbeatConfig) -> (Duration, u32) {
-        let mut hb = Heartbeat::new(cfg);
+    fn converge(nat: Duration, cfg: MarsConfig) -> (Duration, u32) {
+        let mut hb = MarsPolicy::new(cfg);
         for _ in 0..100 {
             if hb.phase() == Phase::Settled {
                 break;
@@ -173,7 +197,7 @@ mod tests {
     fn converges_just_under_the_nat_timeout_with_mars_defaults() {
         for nat_min in [5u64, 7, 9] {
             let nat = secs(nat_min * 60);
-            let (settled, probes) = converge(nat, HeartbeatConfig::default());
+            let (settled, probes) = converge(nat, MarsConfig::default());
             assert!(settled < nat, "{nat_min} min NAT: settled at {settled:?}");
             assert!(
                 settled.as_secs_f64() >= 0.8 * nat.as_secs_f64(),
@@ -185,13 +209,13 @@ mod tests {
 
     #[test]
     fn long_nat_timeouts_reach_the_maximum() {
-        let (settled, _) = converge(secs(28 * 60), HeartbeatConfig::default());
+        let (settled, _) = converge(secs(28 * 60), MarsConfig::default());
         assert_eq!(settled, secs(600));
     }
 
     #[test]
     fn learned_interval_is_remembered_per_network() {
-        let mut hb = Heartbeat::new(HeartbeatConfig::default());
+        let mut hb = MarsPolicy::new(MarsConfig::default());
         while hb.phase() == Phase::Probing {
             if hb.interval() < secs(300) {
                 hb.on_pong();
@@ -210,7 +234,7 @@ mod tests {
 
     #[test]
     fn first_probe_failing_stays_at_the_minimum() {
-        let mut hb = Heartbeat::new(HeartbeatConfig::default());
+        let mut hb = MarsPolicy::new(MarsConfig::default());
         assert_eq!(hb.on_timeout(), secs(210));
     }
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's test command: installs the third-party clients the tests drive (when they
+# are missing), then runs the whole suite. Works on a fresh machine that has only Rust,
+# Python 3 and Node (apt-get needs root; without it, install mosquitto-clients yourself).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+# paho-mqtt for the Python suites; protobuf + grpcio-tools for the IM client generated from
+# the .proto at test time.
+python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q 'paho-mqtt>=2,<3'
+python3 -c 'import google.protobuf, grpc_tools' 2>/dev/null || python3 -m pip install -q 'grpcio-tools' 'protobuf'
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+# MQTT.js for the WebSocket test.
+[ -d tests/js/node_modules/mqtt ] || npm ci --prefix tests/js --no-audit --no-fund --silent
+
+cargo nextest run --workspace --no-fail-fast "$@"
