@@ -8,8 +8,9 @@
 //!   lives: connections without streams count. Its first stream uses that slot; each
 //!   further concurrent stream takes one more. A connection that opens no stream within
 //!   `connect_timeout` is closed.
-//! - The idle timeout follows the keep-alive: 1.5 × `max_keep_alive` if set, else 15
-//!   minutes (above the longest interval the SDK's adaptive heartbeat probes).
+//! - The idle timeout follows the keep-alive: 1.5 × `max_keep_alive`, or 1.5 × 65,535 s
+//!   without a cap, so QUIC never closes a connection MQTT still considers alive (the
+//!   MQTT keep-alive closes dead ones; the client's own idle timeout also applies).
 //! - Flow-control windows are small (64 KiB per stream, 128 KiB per connection), so an
 //!   idle connection is granted little buffer; larger packets still pass as the broker
 //!   reads.
@@ -49,11 +50,14 @@ pub fn endpoint(
         .ok_or_else(|| TransportError::Tls("transport config shared".into()))?;
     // Aligned with MQTT keep-alive (1.5 x), so QUIC never outlives a dead MQTT client by
     // much nor kills a live one.
-    let idle_ms = if limits.max_keep_alive > 0 {
-        u32::from(limits.max_keep_alive) * 1500
-    } else {
-        15 * 60 * 1000
+    // With no cap, a client may ask for up to 65,535 s; the MQTT keep-alive (1.5 x what
+    // the client asked) closes dead connections sooner, and the client's own QUIC idle
+    // timeout (the SDK offers 2 h) applies too: the smaller one wins.
+    let keep_alive = match limits.max_keep_alive {
+        0 => u16::MAX,
+        k => k,
     };
+    let idle_ms = u32::from(keep_alive) * 1500;
     transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         idle_ms,
     ))));
