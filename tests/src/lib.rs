@@ -6,6 +6,7 @@
 pub mod im;
 pub mod nat;
 pub mod process;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::time::Duration;
