@@ -1,10 +1,13 @@
 //! Sending and acting on messages: send (1:1, system, workbench app), recall, read and
 //! delivered receipts, burn after read, typing, conversation flags.
 //!
-//! Every write to a conversation runs under its lock: the message is appended (seq assigned
-//! in the commit, resends recognised by their client message id), the members' rows are
-//! updated, and only then are events published, so every device sees a conversation's
-//! events in seq order. The sender's PUBACK and "sent" answer leave after the commit.
+//! A message is handed to the store under its conversation's lock, so seqs follow the
+//! order of submission (the seq is assigned in the commit, resends recognised by their
+//! client message id), but the lock is not held while the commit is awaited: messages of a
+//! busy conversation share group commits. Events are published after the commit, each
+//! message waiting for the previous one's turn, so every device sees a conversation's
+//! messages in seq order. The sender's PUBACK and "sent" answer leave after the commit.
+//! Reads, recalls and flag changes hold the lock across their (rarer) commits.
 
 use prost::Message as _;
 use switchboard_proto::QoS;
@@ -147,7 +150,7 @@ impl ImService {
         members: &[Member],
     ) -> Result<(u64, u64, bool), ImError> {
         let log = keys::log(tid, conv);
-        let _lock = self.conv_lock(tid, conv).lock().await;
+        let lock = self.conv_lock(tid, conv).lock().await;
         let mut rows = Vec::with_capacity(members.len());
         for m in members {
             rows.push(self.user_conv(tid, m.uid, conv)?);
@@ -193,7 +196,18 @@ impl ImService {
                 });
             }
         }
-        let applied = self.commit(ops).await?;
+        // Submitted under the lock (the store keeps the order), awaited without it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.write(ops, Some(tx));
+        let (previous, _turn) = self.next_turn(tid, conv);
+        drop(lock);
+        let applied = rx
+            .await
+            .map_err(|_| ImError::Unavailable("store writer stopped".into()))??;
+        if let Some(p) = previous {
+            // Dropped or done: either way the previous message's events are out.
+            let _ = p.await;
+        }
         let Some(OpResult::Appended { seq, duplicate }) = applied.results.first().copied() else {
             return Err(ImError::Internal("append returned no seq".into()));
         };

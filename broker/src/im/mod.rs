@@ -72,6 +72,9 @@ pub struct ImService {
     admin: tokio::sync::Mutex<()>,
     tenants: RwLock<HashMap<u64, Arc<TenantRecord>>>,
     conv_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Per conversation lock: the turn of the last message submitted, so that messages
+    /// committed together are announced in seq order (see `messaging::deliver`).
+    emit_turns: Vec<Mutex<Option<oneshot::Receiver<()>>>>,
     online: Mutex<HashMap<(u64, u64), presence::Online>>,
     broker: OnceLock<Weak<BrokerState>>,
     /// Password of the service credential (gateway, push worker), if one is configured.
@@ -94,6 +97,7 @@ impl ImService {
             conv_locks: (0..CONV_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            emit_turns: (0..CONV_LOCKS).map(|_| Mutex::new(None)).collect(),
             online: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             service_secret,
@@ -120,9 +124,19 @@ impl ImService {
 
     /// The lock of conversation `conv` of tenant `tid`.
     fn conv_lock(&self, tid: u64, conv: &keys::ConvId) -> &tokio::sync::Mutex<()> {
-        use std::hash::BuildHasher;
-        let h = foldhash::fast::FixedState::default().hash_one((tid, conv));
-        &self.conv_locks[h as usize % CONV_LOCKS]
+        &self.conv_locks[conv_shard(tid, conv)]
+    }
+
+    /// Takes the next turn to announce a message of `conv`: returns the previous message's
+    /// turn (wait for it) and the sender that ends this one (dropped when done).
+    fn next_turn(
+        &self,
+        tid: u64,
+        conv: &keys::ConvId,
+    ) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (tx, rx) = oneshot::channel();
+        let previous = self.emit_turns[conv_shard(tid, conv)].lock().replace(rx);
+        (previous, tx)
     }
 
     /// Publishes `event` to every online device of user `uid` of tenant `tid`.
@@ -240,6 +254,12 @@ impl Interceptor for ImRequests {
         });
         Intercepted::later(rx)
     }
+}
+
+/// The lock shard of a conversation.
+fn conv_shard(tid: u64, conv: &keys::ConvId) -> usize {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one((tid, conv)) as usize % CONV_LOCKS
 }
 
 /// Milliseconds since the Unix epoch.
