@@ -40,6 +40,11 @@ pub enum ImEvent {
     },
     /// A message, receipt, unread count... from the broker.
     Event(Box<im::Event>),
+    /// The app did not read its events fast enough and `dropped` were dropped (the event
+    /// channel holds 1,024): sync to catch up.
+    Lagged {
+        dropped: u64,
+    },
 }
 
 /// Why an IM request failed.
@@ -78,6 +83,10 @@ impl ImClient {
         let (tx, rx) = mpsc::channel(1024);
         let w = waiters.clone();
         tokio::spawn(async move {
+            // Answers are dispatched here and never wait for the app: when the app does not
+            // keep up with its events, new events are dropped and counted, and the app gets
+            // `Lagged` (sync recovers every message) once it reads again.
+            let mut dropped = 0u64;
             while let Some(ev) = raw.recv().await {
                 let out = match ev {
                     Event::Message(p) => dispatch(&w, *p),
@@ -85,10 +94,21 @@ impl ImClient {
                     Event::Disconnected { reason } => Some(ImEvent::Disconnected { reason }),
                     Event::Heartbeat { .. } | Event::Probe { .. } => None,
                 };
-                if let Some(e) = out
-                    && tx.send(e).await.is_err()
-                {
-                    break;
+                let Some(e) = out else { continue };
+                if dropped > 0 {
+                    match tx.try_send(ImEvent::Lagged { dropped }) {
+                        Ok(()) => dropped = 0,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            dropped += 1;
+                            continue;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                match tx.try_send(e) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
             // The client stopped: requests still waiting fail now instead of timing out.

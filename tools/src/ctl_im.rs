@@ -289,6 +289,10 @@ async fn im(command: ImCommand) -> anyhow::Result<()> {
                     ImEvent::Disconnected { reason } => {
                         println!("{}", json!({ "event": "disconnected", "reason": reason }));
                     }
+                    ImEvent::Lagged { dropped } => {
+                        println!("{}", json!({ "event": "lagged", "dropped": dropped }));
+                        sync_and_print(&client, &mut cursors).await?;
+                    }
                 }
             }
             Ok(())

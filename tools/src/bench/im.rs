@@ -126,6 +126,7 @@ async fn measure(
         .await?;
         tokens.push(tok["token"].as_str().context("token")?.to_owned());
     }
+    eprintln!("IM bench: {} users and tokens made", tokens.len());
     let rss_before = rss_kb(pid);
     let mut devices = Vec::new();
     for (i, tok) in tokens.iter().enumerate().take(pairs * 2) {
@@ -184,6 +185,10 @@ async fn measure(
             }));
         }
     }
+    eprintln!(
+        "IM bench: {} devices online, sending for {seconds} s",
+        pairs * 2
+    );
     let t0 = Instant::now();
     for s in senders {
         let _ = s.await;
@@ -197,6 +202,7 @@ async fn measure(
         task.abort();
     }
 
+    eprintln!("IM bench: {messages} messages; filling {sync_messages} offline messages");
     // Sync: the last two users; the recipient is offline while the sender sends.
     let (sync_from, sync_to) = (pairs * 2, pairs * 2 + 1);
     let (sender, _ev) = login(addr, &format!("u{sync_from}"), &tokens[sync_from]).await?;
