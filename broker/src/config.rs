@@ -241,6 +241,14 @@ impl Default for BrokerConfig {
     }
 }
 
+impl Limits {
+    /// The Session Expiry Interval the broker grants for one a client asked for (at
+    /// CONNECT or DISCONNECT): capped by `max_session_expiry`.
+    pub fn session_expiry(&self, asked: u32) -> u32 {
+        asked.min(self.max_session_expiry)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

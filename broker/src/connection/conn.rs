@@ -163,7 +163,7 @@ impl Conn {
         } else {
             NEVER_EXPIRES
         };
-        let expiry = asked_expiry.min(limits.max_session_expiry);
+        let expiry = limits.session_expiry(asked_expiry);
         if v5 && expiry != asked_expiry {
             props.session_expiry_interval = Some(expiry);
         }
@@ -357,7 +357,7 @@ impl Conn {
                     self.will = None;
                 }
                 if let Some(e) = d.properties.session_expiry_interval {
-                    self.expiry = e.min(self.broker.config.limits.max_session_expiry);
+                    self.expiry = self.broker.config.limits.session_expiry(e);
                     self.state.mailbox.set_persistent(self.expiry > 0);
                 }
                 Ok(())

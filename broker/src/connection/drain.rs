@@ -171,14 +171,10 @@ impl Conn {
             && self.expiry > 0
         {
             let owner = crate::sessions::owner_of(&self.identity);
-            let record = self.state.record(owner.as_deref(), self.expiry, None, None);
-            st.write(
-                vec![Op::PutSession {
-                    client_id: self.client_id.clone(),
-                    record,
-                }],
-                None,
-            );
+            let op = self
+                .state
+                .save_op(&self.client_id, owner.as_deref(), self.expiry, None, None);
+            st.write(vec![op], None);
             self.state.persisted = true;
         }
     }

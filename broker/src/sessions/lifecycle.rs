@@ -117,10 +117,7 @@ impl BrokerState {
                     });
                 }
                 if expiry > 0 || state.persisted {
-                    ops.push(Op::PutSession {
-                        client_id: client_id.to_owned(),
-                        record: state.record(owner, expiry, None, None),
-                    });
+                    ops.push(state.save_op(client_id, owner, expiry, None, None));
                     state.persisted = true;
                 }
                 if !ops.is_empty() {
@@ -212,14 +209,10 @@ impl BrokerState {
                 _ => None,
             };
             let owner = map.get(client_id).and_then(|e| e.owner.as_deref());
-            let record = c.state.record(owner, c.expiry, Some(unix_now()), will);
-            store.write(
-                vec![Op::PutSession {
-                    client_id: client_id.to_owned(),
-                    record,
-                }],
-                None,
-            );
+            let op = c
+                .state
+                .save_op(client_id, owner, c.expiry, Some(unix_now()), will);
+            store.write(vec![op], None);
             c.state.persisted = true;
         }
         if let Some(e) = map.get_mut(client_id) {
@@ -333,21 +326,15 @@ impl BrokerState {
                     .filter(|e| e.generation == generation)
                     .and_then(|e| {
                         let w = e.will.take()?;
-                        let record = e.state.as_ref().map(|s| {
-                            s.record(e.owner.as_deref(), e.expiry, Some(unix_now()), None)
+                        let op = e.state.as_ref().map(|s| {
+                            s.save_op(&id, e.owner.as_deref(), e.expiry, Some(unix_now()), None)
                         });
-                        Some((w, record))
+                        Some((w, op))
                     })
             };
-            if let Some((w, record)) = will {
-                if let (Some(store), Some(record)) = (me.store(), record) {
-                    store.write(
-                        vec![Op::PutSession {
-                            client_id: id.clone(),
-                            record,
-                        }],
-                        None,
-                    );
+            if let Some((w, op)) = will {
+                if let (Some(store), Some(op)) = (me.store(), op) {
+                    store.write(vec![op], None);
                 }
                 me.publish_will(w);
             }

@@ -58,7 +58,23 @@ pub struct SessionState {
 
 impl SessionState {
     /// The stored form of this session.
-    pub fn record(
+    /// The store op that saves this session under `client_id`: the one place that lays out
+    /// a session record (subscriptions, expiry, owner, pending will).
+    pub fn save_op(
+        &self,
+        client_id: &str,
+        owner: Option<&str>,
+        expiry: u32,
+        disconnected_at: Option<u64>,
+        will: Option<(Vec<u8>, u64)>,
+    ) -> crate::store::Op {
+        crate::store::Op::PutSession {
+            client_id: client_id.to_owned(),
+            record: self.record(owner, expiry, disconnected_at, will),
+        }
+    }
+
+    fn record(
         &self,
         owner: Option<&str>,
         expiry: u32,
