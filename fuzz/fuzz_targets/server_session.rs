@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
                 Event::Publish(p) => s.ack_publish(p.pkid, ReasonCode::Success),
                 Event::Subscribe(sub) => s.send_suback(sub.pkid, vec![ReasonCode::Success; sub.filters.len()]),
                 Event::Unsubscribe(u) => s.send_unsuback(u.pkid, vec![ReasonCode::Success; u.filters.len()]),
+                // Re-authentication: answer it as a mechanism that is satisfied at once.
+                Event::Auth(_) => s.auth_success(None),
                 Event::Disconnect(_) | Event::Delivered { .. } | Event::Released { .. } | Event::Received { .. } => {}
             }
         }
