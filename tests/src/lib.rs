@@ -125,6 +125,26 @@ pub async fn until_offline(state: &switchboard_broker::BrokerState, client_id: &
     }
 }
 
+/// Runs the Python script `tests/py/{script}` with `args` and asserts that it exited 0 and
+/// printed its closing `N passed, 0 failed` line; returns its output.
+pub async fn run_python_suite(script: &str, args: Vec<String>) -> String {
+    let path = format!("{}/py/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(path)
+            .args(args)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python3 runs (bash tests/run.sh installs what the scripts need)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    stdout
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PubRecReason, SubscribeReasonCode};
@@ -317,23 +316,8 @@ async fn reload_changes_rules_without_restart_and_a_broken_file_keeps_the_old_on
 async fn paho_v5_subscribe_refused_by_acl_gets_0x87() {
     let dir = TempDir::new("acl-paho");
     let (b, _) = broker_with(RULES, &dir).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/paho_acl.py");
-    let port = b.port().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([script, "--port", &port])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python3 runs (install paho-mqtt: pip install paho-mqtt)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "paho ACL check failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let args = vec!["--port".to_string(), b.port().to_string()];
+    switchboard_tests::run_python_suite("paho_acl.py", args).await;
     b.stop().await;
 }
 

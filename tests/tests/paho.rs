@@ -1,8 +1,6 @@
 //! Runs the paho-mqtt (Python) suite, `tests/py/paho_suite.py`, against an in-process
 //! broker: MQTT 3.1.1 and 5.0 through a third-party client library.
 
-use std::process::Command;
-
 use switchboard_tests::TestBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,32 +17,18 @@ async fn paho_suite_passes_on_v311_and_v5() {
         c.password_file = Some(f);
     })
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/py/paho_suite.py");
-    let (p1, p2) = (open.port().to_string(), locked.port().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([
-                script,
-                "--port",
-                &p1,
-                "--auth-port",
-                &p2,
-                "--user",
-                "paho",
-                "--password",
-                "paho-pw",
-            ])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python3 runs (install paho-mqtt: pip install paho-mqtt)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "paho suite failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let args = [
+        "--port",
+        &open.port().to_string(),
+        "--auth-port",
+        &locked.port().to_string(),
+        "--user",
+        "paho",
+        "--password",
+        "paho-pw",
+    ]
+    .map(String::from)
+    .to_vec();
+    switchboard_tests::run_python_suite("paho_suite.py", args).await;
     std::fs::remove_dir_all(&dir).ok();
 }
