@@ -221,3 +221,33 @@ async fn workbench_app_messages_carry_an_app_badge_and_lists_sync_incrementally(
     assert_eq!(badge.unread, 0);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_keep_at_most_the_tenants_message_cap() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    let mut policy = b.im.tenant(t).expect("tenant").policy.clone();
+    policy.max_messages_per_conversation = 3;
+    b.im.set_policy(t, policy).await.expect("policy");
+    let alice = b.device(t, "alice", "alice-1").await;
+    for i in 1..=5 {
+        let r = alice
+            .client
+            .send_text("bob", &format!("m{i}"), &format!("n{i}"))
+            .await
+            .expect("sent");
+        assert_eq!(r.seq, i, "numbering goes on");
+    }
+    let bob = b.device(t, "bob", "bob-1").await;
+    let (messages, list) = bob
+        .client
+        .sync_all(&mut std::collections::HashMap::new())
+        .await
+        .expect("sync");
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [3, 4, 5], "the oldest are trimmed");
+    assert_eq!(list.conversations[0].max_seq, 5);
+    b.stop().await;
+}

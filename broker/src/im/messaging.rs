@@ -222,6 +222,17 @@ impl ImService {
             return Ok((seq, time, true));
         }
         msg.seq = seq;
+        let cap = self.tenant(tid)?.policy.max_messages_per_conversation;
+        if cap > 0 && seq > cap {
+            // Housekeeping, not part of the message's commit.
+            self.store.write(
+                vec![Op::TrimLog {
+                    log: log.clone(),
+                    below: seq - cap + 1,
+                }],
+                None,
+            );
+        }
         for m in members {
             self.emit(tid, m.uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
         }

@@ -26,6 +26,9 @@ pub struct TenantPolicy {
     pub recall_window_secs: u64,
     /// Days messages are kept for sync and history.
     pub retention_days: u64,
+    /// Messages kept per conversation (older ones are trimmed as new ones arrive); 0: no
+    /// bound but the retention time.
+    pub max_messages_per_conversation: u64,
     /// Largest message content, bytes of protobuf.
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
@@ -39,6 +42,7 @@ impl Default for TenantPolicy {
             any_account: false,
             recall_window_secs: 120,
             retention_days: 7,
+            max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
         }
