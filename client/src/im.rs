@@ -312,6 +312,14 @@ impl ImClient {
             .map(|_| ())
     }
 
+    /// Tells the broker the app went to the background (`true`) or came back: while every
+    /// device of the user is in the background, new messages also produce push jobs.
+    pub async fn set_background(&self, background: bool) -> Result<(), ImError> {
+        self.request::<_, im::Ack>("device_state", &im::DeviceStateRequest { background })
+            .await
+            .map(|_| ())
+    }
+
     /// Disconnects.
     pub async fn shutdown(&self) {
         self.client.shutdown().await;

@@ -144,6 +144,16 @@ async fn offline_recipients_get_a_push_job_with_their_badge() {
             .is_err(),
         "no push job for an online user"
     );
+    // Only backgrounded devices: pushed as if offline, and the event still arrives.
+    bob.client.set_background(true).await.expect("state");
+    alice
+        .client
+        .send_text("bob", "p4", "wake up")
+        .await
+        .expect("sent");
+    let job = im::PushJob::decode(worker.next_publish().await.payload).expect("push job");
+    assert_eq!((job.seq, job.body.as_str()), (4, "wake up"));
+    assert_eq!(bob.message().await.seq, 4);
     b.stop().await;
 }
 

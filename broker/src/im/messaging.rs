@@ -246,7 +246,7 @@ impl ImService {
             }
             let muted = row.as_ref().is_some_and(|r| r.muted);
             self.counted_message(tid, m.uid, conv, seq, row.as_ref(), muted);
-            if !muted && !self.is_online(tid, m.uid) {
+            if !muted && !self.has_foreground_device(tid, m.uid) {
                 self.push_job(tid, m.uid, &msg);
             }
         }

@@ -176,7 +176,13 @@ impl ImService {
     }
 
     /// Runs one request and encodes its response.
-    async fn handle(&self, login: &ImLogin, op: &str, payload: &[u8]) -> Result<Vec<u8>, ImError> {
+    async fn handle(
+        &self,
+        login: &ImLogin,
+        client_id: &str,
+        op: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ImError> {
         fn decode<T: prost::Message + Default>(p: &[u8]) -> Result<T, ImError> {
             T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
         }
@@ -192,6 +198,14 @@ impl ImService {
                 .encode_to_vec(),
             "recall" => self.recall(login, decode(payload)?).await?.encode_to_vec(),
             "typing" => self.typing(login, decode(payload)?)?.encode_to_vec(),
+            "device_state" => {
+                let req: im::DeviceStateRequest = decode(payload)?;
+                self.set_background(login, client_id, req.background);
+                im::Ack {
+                    status: error::ok(),
+                }
+                .encode_to_vec()
+            }
             "update_conversation" => self
                 .update_conversation(login, decode(payload)?)
                 .await?
@@ -232,8 +246,11 @@ impl Interceptor for ImRequests {
             });
         let (tx, rx) = oneshot::channel();
         let service = self.0.clone();
+        let client_id = origin.client_id.to_owned();
         broker.tasks.spawn(async move {
-            let result = service.handle(&login, &op, &msg.payload).await;
+            let result = service
+                .handle(&login, &client_id, &op, &msg.payload)
+                .await;
             let code = match &result {
                 Ok(_) => ReasonCode::Success,
                 Err(e) => {

@@ -30,6 +30,8 @@ pub(super) struct Device {
     /// The connection (a reconnect with the same client id is another one).
     conn_id: u64,
     platform: String,
+    /// The app said it is in the background.
+    background: bool,
 }
 
 /// An online user.
@@ -84,6 +86,7 @@ impl ImService {
                 client_id: client_id.to_owned(),
                 conn_id,
                 platform: login.platform.clone(),
+                background: false,
             });
             displaced
         };
@@ -101,6 +104,23 @@ impl ImService {
             entry.devices.retain(|d| d.conn_id != conn_id);
             if entry.devices.is_empty() {
                 online.remove(&(login.tenant, login.uid));
+            }
+        }
+    }
+
+    /// Whether user `uid` has a device online in the foreground (else pushes go out).
+    pub fn has_foreground_device(&self, tid: u64, uid: u64) -> bool {
+        self.online
+            .lock()
+            .get(&(tid, uid))
+            .is_some_and(|o| o.devices.iter().any(|d| !d.background))
+    }
+
+    /// Records that device `client_id` of the user went to the background or came back.
+    pub fn set_background(&self, login: &ImLogin, client_id: &str, background: bool) {
+        if let Some(o) = self.online.lock().get_mut(&(login.tenant, login.uid)) {
+            for d in o.devices.iter_mut().filter(|d| d.client_id == client_id) {
+                d.background = background;
             }
         }
     }
