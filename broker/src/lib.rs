@@ -149,6 +149,10 @@ impl Broker {
             namespace::IM_REQUEST_PREFIX,
             Arc::new(im::ImRequests(im.clone())),
         );
+        self.interceptors.register(
+            namespace::IM_ADMIN_PREFIX,
+            Arc::new(im::service_api::ServiceRequests(im.clone())),
+        );
         self.im = Some(im);
         self
     }

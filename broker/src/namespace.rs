@@ -22,6 +22,8 @@ use std::borrow::Cow;
 pub const IM_PREFIX: &str = "$im/";
 /// Prefix of IM requests (the IM service's interceptor owns it).
 pub const IM_REQUEST_PREFIX: &str = "$im/req/";
+/// Prefix of the IM service's administrative requests (service identities only).
+pub const IM_ADMIN_PREFIX: &str = "$im/admin/";
 /// Prefix of tenants' plain topics.
 pub const TENANT_PREFIX: &str = "$t/";
 

@@ -261,3 +261,98 @@ async fn conversations_keep_at_most_the_tenants_message_cap() {
     assert_eq!(list.conversations[0].max_seq, 5);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_service_identity_may_make_administrative_requests() {
+    let b = ImBroker::start().await;
+    let mut svc = RawClient::open(b.addr, Version::V5).await;
+    let mut c = connect_packet(Version::V5, "gateway-1");
+    c.username = Some("$service".into());
+    c.password = Some(Bytes::from_static(SERVICE_SECRET.as_bytes()));
+    svc.send(&Packet::Connect(Box::new(c))).await;
+    assert!(matches!(svc.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success));
+    svc.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![("gw/replies".into(), SubscriptionOptions::default())],
+    }))
+    .await;
+    assert!(matches!(svc.recv().await, Some(Packet::SubAck(_))));
+    let request = |pkid: u16, op: &str, body: &str| {
+        Packet::Publish(switchboard_proto::Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: format!("$im/admin/{op}"),
+            pkid,
+            properties: Properties {
+                response_topic: Some("gw/replies".into()),
+                correlation_data: Some(Bytes::copy_from_slice(&pkid.to_be_bytes())),
+                ..Properties::default()
+            },
+            payload: Bytes::from(body.to_owned()),
+        })
+    };
+    svc.send(&request(2, "create_tenant", r#"{"name":"via-mqtt"}"#))
+        .await;
+    let (mut answer, mut acked) = (None, false);
+    while answer.is_none() || !acked {
+        match svc.recv().await {
+            Some(Packet::PubAck(a)) => {
+                assert_eq!(a.code, ReasonCode::Success);
+                acked = true;
+            }
+            Some(Packet::Publish(p)) => answer = Some(p),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let p = answer.expect("answer");
+    assert_eq!(
+        p.properties.correlation_data.as_deref(),
+        Some(&2u16.to_be_bytes()[..])
+    );
+    let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
+    let tenant = v["tenant_id"].as_u64().expect("tenant id");
+    assert!(b.im.tenant(tenant).is_ok());
+    // Bad JSON: an error answer with 400 and PUBACK 0x99.
+    svc.send(&request(3, "create_user", "{not json")).await;
+    let (mut code, mut err) = (None, None);
+    while code.is_none() || err.is_none() {
+        match svc.recv().await {
+            Some(Packet::PubAck(a)) => code = Some(a.code),
+            Some(Packet::Publish(p)) => {
+                let v: serde_json::Value = serde_json::from_slice(&p.payload).expect("JSON");
+                err = v["error"]["code"].as_u64();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        (code, err),
+        (Some(ReasonCode::PayloadFormatInvalid), Some(400))
+    );
+    // An app user and an anonymous client are refused.
+    b.user(tenant, "alice").await;
+    let token = b.im.issue_token(tenant, "alice", "", 600).expect("token");
+    let mut user = RawClient::open(b.addr, Version::V5).await;
+    let mut c = connect_packet(Version::V5, "alice-1");
+    c.password = Some(Bytes::from(token));
+    user.send(&Packet::Connect(Box::new(c))).await;
+    assert!(matches!(user.recv().await, Some(Packet::ConnAck(_))));
+    let mut anon = RawClient::open(b.addr, Version::V5).await;
+    anon.send(&Packet::Connect(Box::new(connect_packet(
+        Version::V5,
+        "anon",
+    ))))
+    .await;
+    assert!(matches!(anon.recv().await, Some(Packet::ConnAck(_))));
+    for client in [&mut user, &mut anon] {
+        client
+            .send(&request(4, "create_tenant", r#"{"name":"nope"}"#))
+            .await;
+        assert!(
+            matches!(client.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::NotAuthorized)
+        );
+    }
+    b.stop().await;
+}

@@ -29,6 +29,7 @@ pub mod keys;
 pub mod messaging;
 pub mod presence;
 pub mod records;
+pub mod service_api;
 pub mod sync;
 pub mod token;
 

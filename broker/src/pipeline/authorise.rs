@@ -3,8 +3,9 @@
 //!
 //! Checks, in order: the configured topic limits, the publisher's namespace (tenant
 //! isolation, see [`crate::namespace`]) and the ACL (asked with the topic as the client
-//! named it, so rules read like the client's topics). IM requests (`$im/req/...`) are the
-//! IM service's to judge and skip the ACL.
+//! named it, so rules read like the client's topics). Topics an interceptor took over (IM
+//! requests `$im/req/...`, service requests `$im/admin/...`) are the service's to judge and
+//! skip the ACL.
 
 use std::borrow::Cow;
 
@@ -15,7 +16,6 @@ use super::Publisher;
 use crate::BrokerState;
 use crate::auth::Action;
 use crate::config::Limits;
-use crate::namespace::IM_REQUEST_PREFIX;
 
 /// Why a publish is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +68,8 @@ pub fn check<'a>(
         .namespace
         .publish_topic(topic)
         .map_err(|_| Refusal::NotAuthorized)?;
-    if internal.starts_with(IM_REQUEST_PREFIX) && !b.interceptors.is_empty() {
+    // A topic a service took over is that service's to authorise.
+    if b.interceptors.find(&internal).is_some() {
         return Ok(internal);
     }
     if !b.acl.allowed(from.identity, Action::Publish, topic) {
