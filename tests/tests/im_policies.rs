@@ -259,6 +259,33 @@ async fn conversations_keep_at_most_the_tenants_message_cap() {
     let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, [3, 4, 5], "the oldest are trimmed");
     assert_eq!(list.conversations[0].max_seq, 5);
+    // Clearing the history for bob: nothing before it syncs again, alice keeps hers.
+    bob.client
+        .update_conversation(switchboard_proto::im::UpdateConversationRequest {
+            conversation: "p:1:2".into(),
+            clear_history: true,
+            ..Default::default()
+        })
+        .await
+        .expect("clear");
+    alice
+        .client
+        .send_text("bob", "m6", "after the clear")
+        .await
+        .expect("sent");
+    let (messages, list) = bob
+        .client
+        .sync_all(&mut std::collections::HashMap::new())
+        .await
+        .expect("sync");
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [6]);
+    assert_eq!(
+        (list.conversations[0].min_seq, list.conversations[0].unread),
+        (5, 1)
+    );
+    let h = alice.client.history("p:1:2", 0, 10).await.expect("history");
+    assert_eq!(h.messages.len(), 4, "alice's history is hers");
     b.stop().await;
 }
 

@@ -399,7 +399,7 @@ impl ImService {
         Ok(im::Ack { status: ok() })
     }
 
-    /// Pin, mute or hide a conversation; the user's other devices are told.
+    /// Pin, mute, hide or clear a conversation; the user's devices are told.
     pub async fn update_conversation(
         &self,
         login: &ImLogin,
@@ -417,6 +417,10 @@ impl ImService {
         }
         if let Some(h) = req.hidden {
             row.hidden = h;
+        }
+        if req.clear_history {
+            row.min_seq = self.store.log_last(&keys::log(login.tenant, &conv))?;
+            self.forget_total(login.tenant, login.uid);
         }
         row.updated_ms = now_ms();
         self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
