@@ -11,7 +11,8 @@
 //! - `$t/{tenant}/...`: plain MQTT topics of a tenant (devices, app topics).
 //! - `$im/t/{tenant}/u/{uid}`: the event stream of one IM user (every device of the user
 //!   subscribes to it as `$im/inbox`).
-//! - `$im/t/{tenant}/d/{client}/...`: responses to one IM device (seen as `$im/resp/...`).
+//! - `$im/t/{tenant}/d/{uid}/{client}/...`: responses to one IM device of user `uid` (seen
+//!   as `$im/resp/...`).
 //! - `$im/req/{op}`: IM requests, taken over by the IM service's interceptor.
 //! - everything else: the default tenant (password-file and anonymous clients), unmapped,
 //!   so today's MQTT behaviour is unchanged; it may not name `$t/` or `$im/` topics.
@@ -68,7 +69,7 @@ impl Namespace {
             prefix: format!("{TENANT_PREFIX}{tenant}/"),
             im: im.map(|(uid, client)| ImBinding {
                 inbox: inbox_topic(tenant, uid),
-                responses: format!("{IM_PREFIX}t/{tenant}/d/{client}/"),
+                responses: format!("{IM_PREFIX}t/{tenant}/d/{uid}/{client}/"),
             }),
         }
     }
@@ -226,17 +227,17 @@ mod tests {
         assert_eq!(ns.filter("$im/inbox").as_deref(), Ok("$im/t/7/u/42"));
         assert_eq!(
             ns.filter("$im/resp/#").as_deref(),
-            Ok("$im/t/7/d/phone-1/#")
+            Ok("$im/t/7/d/42/phone-1/#")
         );
         assert_eq!(ns.outbound("$im/t/7/u/42"), "$im/inbox");
-        assert_eq!(ns.outbound("$im/t/7/d/phone-1/x"), "$im/resp/x");
+        assert_eq!(ns.outbound("$im/t/7/d/42/phone-1/x"), "$im/resp/x");
         assert_eq!(
             ns.publish_topic("$im/req/send").as_deref(),
             Ok("$im/req/send")
         );
         assert_eq!(
             ns.response_topic("$im/resp/x").as_deref(),
-            Some("$im/t/7/d/phone-1/x")
+            Some("$im/t/7/d/42/phone-1/x")
         );
         assert_eq!(ns.response_topic("$im/t/7/u/43"), None);
         assert_eq!(ns.response_topic("$im/resp/#"), None);

@@ -77,7 +77,10 @@ impl ImClient {
     /// Connects with `cfg` (its password is the login token; session expiry 0 is enough:
     /// sync fills any gap), subscribes to the inbox and responses, and returns the client
     /// with its event stream once the subscriptions are acknowledged.
-    pub async fn connect(cfg: Config) -> Result<(ImClient, mpsc::Receiver<ImEvent>), ImError> {
+    pub async fn connect(mut cfg: Config) -> Result<(ImClient, mpsc::Receiver<ImEvent>), ImError> {
+        // No session to resume: answers to a previous process's requests must not come
+        // back to this one (sync fills any gap in events).
+        cfg.session_expiry = 0;
         let (client, mut raw) = Client::start(cfg)?;
         let waiters: Waiters = Arc::default();
         let (tx, rx) = mpsc::channel(1024);
@@ -127,7 +130,9 @@ impl ImClient {
             ImClient {
                 client,
                 waiters,
-                next: Arc::new(AtomicU64::new(1)),
+                // Correlation ids start at random: an answer meant for another instance
+                // that reached this one is not taken for one of ours.
+                next: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
             },
             rx,
         ))

@@ -285,7 +285,13 @@ async fn conversations_keep_at_most_the_tenants_message_cap() {
         (5, 1)
     );
     let h = alice.client.history("p:1:2", 0, 10).await.expect("history");
-    assert_eq!(h.messages.len(), 4, "alice's history is hers");
+    let seqs: Vec<u64> = h.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(
+        seqs,
+        [6, 5, 4],
+        "alice keeps her history (within the cap of 3)"
+    );
+
     b.stop().await;
 }
 
@@ -381,5 +387,32 @@ async fn only_the_service_identity_may_make_administrative_requests() {
             matches!(client.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::NotAuthorized)
         );
     }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_one_token_signs_out_only_the_devices_that_used_it() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    let t1 = b.im.issue_token(t, "alice", "phone", 600).expect("token");
+    let t2 = b.im.issue_token(t, "alice", "pc", 600).expect("token");
+    let _phone = Device::connect(b.addr, "alice", "alice-phone", &t1).await;
+    let _pc = Device::connect(b.addr, "alice", "alice-pc", &t2).await;
+    b.im.revoke_token(&t1).await.expect("revoke");
+    let online = |b: &ImBroker| -> Vec<String> {
+        let mut d: Vec<String> = b.im.devices(t, 1).into_iter().map(|(c, _)| c).collect();
+        d.sort();
+        d
+    };
+    let deadline = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    while online(&b).contains(&"alice-phone".to_string()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the phone stays online"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(online(&b), ["alice-pc"], "the PC's token is still good");
     b.stop().await;
 }

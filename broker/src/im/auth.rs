@@ -103,7 +103,7 @@ impl ImAuth {
             );
             return Err(ReasonCode::BadUserNameOrPassword);
         }
-        self.login(c, claims.t, user.uid, user.account, claims.d)
+        self.login(c, claims.t, user.uid, user.account, claims.d, claims.i)
     }
 
     /// Seed 001's "any account" mode: the app vouches for its user with the app secret;
@@ -129,7 +129,7 @@ impl ImAuth {
         if user.banned_until > crate::store::unix_now() {
             return Err(ReasonCode::Banned);
         }
-        self.login(c, tid, user.uid, user.account, String::new())
+        self.login(c, tid, user.uid, user.account, String::new(), String::new())
     }
 
     fn password(
@@ -157,7 +157,7 @@ impl ImAuth {
         if user.banned_until > crate::store::unix_now() {
             return Err(ReasonCode::Banned);
         }
-        self.login(c, tid, user.uid, user.account, String::new())
+        self.login(c, tid, user.uid, user.account, String::new(), String::new())
     }
 
     fn login(
@@ -167,6 +167,7 @@ impl ImAuth {
         uid: u64,
         account: String,
         platform: String,
+        token_id: String,
     ) -> Result<Identity, ReasonCode> {
         // The client id becomes part of the device's response topics.
         if c.client_id.is_empty()
@@ -183,6 +184,7 @@ impl ImAuth {
                 uid,
                 account,
                 platform,
+                token_id,
             })),
             ..Identity::default()
         })

@@ -288,7 +288,7 @@ impl ImService {
             value: claims.e.to_be_bytes().to_vec(),
         }])
         .await?;
-        self.kick_user(claims.t, claims.u, "token revoked");
+        self.kick_token(claims.t, claims.u, &claims.i, "token revoked");
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use crate::store::{Op, OpResult, Table};
 
 /// Longest client message id.
 const MAX_CLIENT_MSG_ID: usize = 64;
-/// Most messages one read receipt burns (burn after read).
+/// Messages read per page when a read receipt looks for burn-after-read messages.
 const MAX_BURN: usize = 1000;
 
 /// One member of a conversation a message goes to.
@@ -164,13 +164,14 @@ impl ImService {
         // the message, the sender's read position and mentions, which follow the append.
         let mut ops = Vec::new();
         for (m, row) in members.iter().zip(&mut rows) {
-            if row.as_ref().is_none_or(|r| r.hidden) {
-                let mut r = row.clone().unwrap_or_else(|| UserConvRecord {
+            // New rows go with the message; unhiding waits until the message is known to
+            // be new (a resend must not change anyone's list).
+            if row.is_none() {
+                let r = UserConvRecord {
                     peer: m.peer.clone(),
+                    updated_ms: msg.server_time_ms,
                     ..UserConvRecord::default()
-                });
-                r.hidden = false;
-                r.updated_ms = msg.server_time_ms;
+                };
                 ops.push(self.put_row(tid, m.uid, conv, &r)?);
                 *row = Some(r);
             }
@@ -180,18 +181,12 @@ impl ImService {
             idem,
             value: msg.encode_to_vec(),
         });
-        for m in members {
-            let cursors: &[keys::Cursor] = if sender == Some(m.uid) {
-                &[keys::Cursor::Read, keys::Cursor::Delivered]
-            } else if msg.mention_all || msg.mentions.contains(&m.account) {
-                &[keys::Cursor::Mention]
-            } else {
-                &[]
-            };
-            for &c in cursors {
+        // The sender has read up to its own message (harmless on a resend: the head).
+        if let Some(s) = sender.filter(|s| members.iter().any(|m| m.uid == *s)) {
+            for c in [keys::Cursor::Read, keys::Cursor::Delivered] {
                 ops.push(Op::SetToLogHead {
                     table: Table::Cursors,
-                    key: keys::cursor(tid, m.uid, conv, c),
+                    key: keys::cursor(tid, s, conv, c),
                     log: log.clone(),
                 });
             }
@@ -222,6 +217,30 @@ impl ImService {
             return Ok((seq, time, true));
         }
         msg.seq = seq;
+        // Now known to be new: mentions flagged, hidden conversations shown again.
+        let mut follow_up = Vec::new();
+        for (m, row) in members.iter().zip(&mut rows) {
+            if sender == Some(m.uid) {
+                continue;
+            }
+            if msg.mention_all || msg.mentions.contains(&m.account) {
+                follow_up.push(self.raise(tid, m.uid, conv, keys::Cursor::Mention, seq));
+                if let Some(r) = row.as_mut() {
+                    r.mention_seq = seq;
+                }
+            }
+        }
+        for (m, row) in members.iter().zip(&mut rows) {
+            if let Some(r) = row.as_mut().filter(|r| r.hidden) {
+                r.hidden = false;
+                r.updated_ms = msg.server_time_ms;
+                follow_up.push(self.put_row(tid, m.uid, conv, r)?);
+            }
+        }
+        if !follow_up.is_empty() {
+            // Rare (mentions, hidden conversations): durable before anyone hears of it.
+            self.commit(follow_up).await?;
+        }
         let cap = self.tenant(tid)?.policy.max_messages_per_conversation;
         if cap > 0 && seq > cap {
             // Housekeeping, not part of the message's commit.
@@ -555,19 +574,24 @@ impl ImService {
         upto: u64,
     ) -> Result<Vec<im::Message>, ImError> {
         let mut out = Vec::new();
-        for (seq, v) in self
-            .store
-            .log_range(log, after + 1, upto, MAX_BURN, false)?
-        {
-            let Ok(mut m) = im::Message::decode(v.as_slice()) else {
-                continue;
-            };
-            if m.burn_after_read && !m.burned && m.from != login.account {
-                m.seq = seq;
-                m.burned = true;
-                m.content = None;
-                out.push(m);
+        // Paged through the whole range (bounded by the conversation's message cap): every
+        // burn-after-read message the read covers is destroyed.
+        let mut from = after + 1;
+        while from <= upto {
+            let page = self.store.log_range(log, from, upto, MAX_BURN, false)?;
+            let Some(&(last, _)) = page.last() else { break };
+            for (seq, v) in page {
+                let Ok(mut m) = im::Message::decode(v.as_slice()) else {
+                    continue;
+                };
+                if m.burn_after_read && !m.burned && m.from != login.account {
+                    m.seq = seq;
+                    m.burned = true;
+                    m.content = None;
+                    out.push(m);
+                }
             }
+            from = last + 1;
         }
         Ok(out)
     }

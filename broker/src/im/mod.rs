@@ -64,6 +64,8 @@ pub struct ImLogin {
     pub account: String,
     /// "phone", "pc", "web", "pad" or "" (unknown).
     pub platform: String,
+    /// Id of the token the device logged in with ("" for password logins).
+    pub token_id: String,
 }
 
 /// The IM service.

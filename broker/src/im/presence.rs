@@ -30,6 +30,8 @@ pub(super) struct Device {
     /// The connection (a reconnect with the same client id is another one).
     conn_id: u64,
     platform: String,
+    /// The token it logged in with.
+    token_id: String,
     /// The app said it is in the background.
     background: bool,
 }
@@ -86,6 +88,7 @@ impl ImService {
                 client_id: client_id.to_owned(),
                 conn_id,
                 platform: login.platform.clone(),
+                token_id: login.token_id.clone(),
                 background: false,
             });
             displaced
@@ -128,6 +131,25 @@ impl ImService {
     /// Tells every device of a user why, then disconnects them.
     pub fn kick_user(&self, tid: u64, uid: u64, reason: &str) {
         for (client_id, _) in self.devices(tid, uid) {
+            self.kick_device(tid, uid, &client_id, reason);
+        }
+    }
+
+    /// Signs out the devices of a user that logged in with token `token_id`.
+    pub fn kick_token(&self, tid: u64, uid: u64, token_id: &str, reason: &str) {
+        let devices: Vec<String> = self
+            .online
+            .lock()
+            .get(&(tid, uid))
+            .map(|o| {
+                o.devices
+                    .iter()
+                    .filter(|d| d.token_id == token_id)
+                    .map(|d| d.client_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for client_id in devices {
             self.kick_device(tid, uid, &client_id, reason);
         }
     }

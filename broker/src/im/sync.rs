@@ -20,6 +20,8 @@ const SYNC_MAX: usize = 1000;
 /// History page sizes.
 const HISTORY_DEFAULT: usize = 50;
 const HISTORY_MAX: usize = 500;
+/// Cursors one sync request may carry.
+const MAX_CURSORS: usize = 100_000;
 /// Conversation rows read per store scan.
 const SCAN_PAGE: usize = 1000;
 
@@ -30,16 +32,20 @@ impl ImService {
             0 => SYNC_DEFAULT,
             n => n.min(SYNC_MAX),
         };
+        if req.cursors.len() > MAX_CURSORS {
+            return Err(ImError::BadRequest(format!(
+                "more than {MAX_CURSORS} cursors"
+            )));
+        }
         let mut cursors = std::collections::HashMap::new();
         for c in &req.cursors {
             let conv = self.own_conv(login, &c.conversation)?;
             cursors.insert(conv, c.seq);
         }
         let rows = self.rows(login.tenant, login.uid)?;
-        for conv in cursors.keys() {
-            if !rows.iter().any(|(c, _)| c == conv) {
-                return Err(ImError::NotFound(format!("conversation {conv}")));
-            }
+        let known: std::collections::HashSet<&ConvId> = rows.iter().map(|(c, _)| c).collect();
+        if let Some(conv) = cursors.keys().find(|c| !known.contains(c)) {
+            return Err(ImError::NotFound(format!("conversation {conv}")));
         }
         let mut resp = im::SyncResponse {
             status: ok(),
