@@ -54,6 +54,10 @@ impl ImService {
         };
         let since = req.conversations_since_ms;
         let cutoff = self.retention_cutoff(login.tenant)?;
+        let cap = self
+            .tenant(login.tenant)?
+            .policy
+            .max_messages_per_conversation;
         let mut budget = limit;
         for (conv, row) in &rows {
             let log = keys::log(login.tenant, conv);
@@ -64,7 +68,8 @@ impl ImService {
                     "cursor {cursor} of {conv} is past its last message ({max})"
                 )));
             }
-            let from = cursor.max(row.min_seq) + 1;
+            // Past the message cap even before the trim is committed.
+            let from = cursor.max(row.min_seq).max(floor(max, cap)) + 1;
             if from <= max {
                 if budget == 0 {
                     resp.more = true;
@@ -106,7 +111,11 @@ impl ImService {
             0 => max,
             b => (b - 1).min(max),
         };
-        let from = row.min_seq + 1;
+        let cap = self
+            .tenant(login.tenant)?
+            .policy
+            .max_messages_per_conversation;
+        let from = row.min_seq.max(floor(max, cap)) + 1;
         let entries = self.store.log_range(&log, from, to, limit, true)?;
         let cutoff = self.retention_cutoff(login.tenant)?;
         let mut messages: Vec<im::Message> = entries
@@ -281,6 +290,11 @@ impl ImService {
             }
         }
     }
+}
+
+/// The last seq below the per-conversation message cap (0: no cap).
+fn floor(max: u64, cap: u64) -> u64 {
+    if cap == 0 { 0 } else { max.saturating_sub(cap) }
 }
 
 /// Unread messages of a conversation that count in the badge.
