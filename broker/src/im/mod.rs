@@ -82,7 +82,14 @@ pub struct ImService {
     broker: OnceLock<Weak<BrokerState>>,
     /// Password of the service credential (gateway, push worker), if one is configured.
     service_secret: Option<String>,
+    /// Requests being worked on, over all devices. QoS 1/2 requests are also bounded per
+    /// connection by Receive Maximum; QoS 0 ones only by this.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
+/// ones refused with 0x97 (the client retries).
+const MAX_IN_FLIGHT: usize = 4096;
 
 impl std::fmt::Debug for ImService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,6 +111,7 @@ impl ImService {
             online: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             service_secret,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
         })
     }
 
@@ -247,10 +255,18 @@ impl Interceptor for ImRequests {
                 topic,
                 correlation: props.and_then(|p| p.correlation_data.clone()),
             });
+        let Ok(permit) = self.0.in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(
+                client_id = origin.client_id,
+                "IM request refused: too many in flight"
+            );
+            return Intercepted::now(ReasonCode::QuotaExceeded);
+        };
         let (tx, rx) = oneshot::channel();
         let service = self.0.clone();
         let client_id = origin.client_id.to_owned();
         broker.tasks.spawn(async move {
+            let _permit = permit;
             let result = service
                 .handle(&login, &client_id, &op, &msg.payload)
                 .await;
