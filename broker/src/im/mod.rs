@@ -16,11 +16,12 @@
 //! broker's [`Store`]: messages are appended to per-conversation logs whose seq is assigned
 //! inside the commit.
 //!
-//! Files: [`directory`] (accounts, tenants, users, tokens), [`messaging`] (send, recall,
+//! Files: [`directory`] (accounts, tenants, users, tokens), [`messaging`] (send), [`actions`] (recall,
 //! read, delivered, typing), [`sync`] (sync, history, conversation list), [`presence`]
 //! (online devices, kicks, push jobs), [`auth`], [`keys`], [`records`], [`token`],
 //! [`error`].
 
+pub mod actions;
 pub mod auth;
 pub mod directory;
 pub mod error;

@@ -307,23 +307,19 @@ async fn login(
         .with_context(|| format!("login of {account}"))
 }
 
+/// One admin API call, through `ctl`'s HTTP client (blocking, so off the runtime).
 async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await?;
-    let body = body.to_string();
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let (head, rest) = out.split_once("\r\n\r\n").context("no HTTP answer")?;
-    anyhow::ensure!(head.contains(" 20"), "{path}: {head} {rest}");
-    Ok(serde_json::from_str(rest).unwrap_or(Value::Null))
+    let args = crate::AdminArgs {
+        admin: admin.to_owned(),
+        token: Some("bench".into()),
+        data_dir: std::path::PathBuf::new(),
+    };
+    let path = path.to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::ctl::call(&args, "POST", &path, Some(&body.to_string()))
+    })
+    .await??;
+    Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
 fn rss_kb(pid: u32) -> u64 {
