@@ -1,5 +1,5 @@
 """An independent IM client written from docs/protocol.md: paho-mqtt (MQTT 5) and protobuf
-classes generated at run time from proto/schema/switchboard/im/v1/im.proto.
+classes generated at run time from proto/schema/switchboard/im/v1/*.proto.
 
 Usage: im_client.py --port PORT --proto-dir DIR --tenant-users JSON
   JSON: {"alice": {"uid": 1, "token": "sb1..."}, "bob": ..., "carol": ...,
@@ -35,9 +35,14 @@ def load_proto(proto_dir):
     """Generates the Python classes with grpc_tools.protoc into a temporary directory."""
     global pb
     out = tempfile.mkdtemp(prefix="sb-im-proto-")
+    # im.proto imports the other files of the package (common.proto publicly, so its
+    # types are reachable through im_pb2): generate them all.
+    files = sorted("switchboard/im/v1/" + f
+                   for f in os.listdir(os.path.join(proto_dir, "switchboard/im/v1"))
+                   if f.endswith(".proto"))
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I", proto_dir, "--python_out=" + out,
-         "switchboard/im/v1/im.proto"],
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", proto_dir, "--python_out=" + out]
+        + files,
         check=True,
     )
     sys.path.insert(0, out)

@@ -322,6 +322,7 @@ fn conv_type(t: i32) -> &'static str {
         ConvType::Chatroom => "chatroom",
         ConvType::System => "system",
         ConvType::App => "app",
+        ConvType::Broadcast => "broadcast",
         ConvType::Unspecified => "unspecified",
     }
 }
@@ -354,6 +355,14 @@ pub fn message_json(m: &im::Message) -> Value {
             json!({ "title": r.title, "text": r.text, "link_url": r.link_url }),
         ),
         Some(Body::Custom(c)) => ("custom", json!({ "custom_type": c.r#type })),
+        Some(Body::Notice(n)) => (
+            "notice",
+            json!({ "kind": n.kind, "operator": n.operator, "targets": n.targets, "text": n.text }),
+        ),
+        Some(Body::CallLog(c)) => (
+            "call_log",
+            json!({ "call_id": c.call_id, "video": c.video, "outcome": c.outcome, "duration_ms": c.duration_ms }),
+        ),
         None if m.recalled => ("recalled", json!({})),
         None if m.burned => ("burned", json!({})),
         None => ("empty", json!({})),
@@ -418,5 +427,11 @@ pub fn event_json(e: &im::Event) -> Option<Value> {
             "hidden": c.hidden,
             "unread": c.unread,
         }),
+        Kind::Group(_) => json!({ "event": "group" }),
+        Kind::Room(_) => json!({ "event": "room" }),
+        Kind::Presence(_) => json!({ "event": "presence" }),
+        Kind::Contact(_) => json!({ "event": "contact" }),
+        Kind::Call(_) => json!({ "event": "call" }),
+        Kind::Directory(_) => json!({ "event": "directory" }),
     })
 }

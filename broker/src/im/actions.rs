@@ -202,7 +202,13 @@ impl ImService {
     pub(super) fn own_conv(&self, login: &ImLogin, id: &str) -> Result<ConvId, ImError> {
         let conv = ConvId::parse(id)
             .ok_or_else(|| ImError::BadRequest(format!("not a conversation id: {id:?}")))?;
-        if !conv.involves(login.uid) {
+        let allowed = match &conv {
+            ConvId::Group(g) => self.is_group_member(login.tenant, g, login.uid)?,
+            ConvId::Broadcast(scope) => self.may_read_broadcast(login, scope)?,
+            ConvId::Chatroom(r) => self.in_room(login, r),
+            other => other.involves(login.uid),
+        };
+        if !allowed {
             tracing::info!(tenant = login.tenant, user = %login.account, conversation = id, "access to another user's conversation refused");
             return Err(ImError::Forbidden(format!(
                 "conversation {id} is not yours"
@@ -226,7 +232,7 @@ impl ImService {
         match conv {
             ConvId::Private(a, b) => vec![*a, *b],
             ConvId::System(u) | ConvId::App(_, u) => vec![*u],
-            ConvId::Group(_) => Vec::new(),
+            ConvId::Group(_) | ConvId::Chatroom(_) | ConvId::Broadcast(_) => Vec::new(),
         }
     }
 

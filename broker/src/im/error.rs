@@ -15,6 +15,18 @@ pub enum ImError {
     Unauthorized(String),
     #[error("banned")]
     Banned,
+    /// The recipient has blacklisted the sender.
+    #[error("blocked: {0}")]
+    Blocked(String),
+    /// Muted (globally, in this conversation or group) or banned from sending.
+    #[error("muted: {0}")]
+    Muted(String),
+    /// The content contains a word the tenant rejects.
+    #[error("sensitive content: {0}")]
+    Sensitive(String),
+    /// Sending too fast.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
@@ -38,6 +50,10 @@ impl ImError {
             ImError::BadRequest(_) => 400,
             ImError::Unauthorized(_) => 401,
             ImError::Banned | ImError::Forbidden(_) => 403,
+            ImError::Blocked(_) => 405,
+            ImError::Muted(_) => 423,
+            ImError::RateLimited(_) => 429,
+            ImError::Sensitive(_) => 451,
             ImError::NotFound(_) => 404,
             ImError::Conflict(_) => 409,
             ImError::Gone(_) => 410,
@@ -60,9 +76,13 @@ impl ImError {
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             ImError::BadRequest(_) => ReasonCode::PayloadFormatInvalid,
-            ImError::Unauthorized(_) | ImError::Banned | ImError::Forbidden(_) => {
-                ReasonCode::NotAuthorized
-            }
+            ImError::Unauthorized(_)
+            | ImError::Banned
+            | ImError::Forbidden(_)
+            | ImError::Blocked(_)
+            | ImError::Muted(_)
+            | ImError::Sensitive(_) => ReasonCode::NotAuthorized,
+            ImError::RateLimited(_) => ReasonCode::QuotaExceeded,
             ImError::TooLarge(_) | ImError::Unavailable(_) => ReasonCode::QuotaExceeded,
             ImError::NotFound(_) | ImError::Conflict(_) | ImError::Gone(_) => {
                 ReasonCode::ImplementationSpecificError

@@ -8,7 +8,9 @@
 //! - `p:{uid}:{uid}` — 1:1, the two users' numeric ids, lower first;
 //! - `s:{uid}` — system notices to one user;
 //! - `a:{app}:{uid}` — a workbench app's messages to one user;
-//! - `g:{group}` — a group (IM part 2).
+//! - `g:{group}` — a group (the group id is a string the app server or the creator chose);
+//! - `r:{room}` — a chatroom (ephemeral: no log of its own beyond the last messages);
+//! - `b:{scope}` — a broadcast log read by many users (tenant-wide, a department).
 
 use std::fmt;
 
@@ -21,6 +23,8 @@ pub enum ConvId {
     System(u64),
     App(String, u64),
     Group(String),
+    Chatroom(String),
+    Broadcast(String),
 }
 
 /// Longest conversation id accepted from a client.
@@ -50,6 +54,8 @@ impl ConvId {
                 (!app.is_empty()).then(|| uid.parse().ok().map(|u| ConvId::App(app.into(), u)))?
             }
             "g" => (!rest.is_empty()).then(|| ConvId::Group(rest.into())),
+            "r" => (!rest.is_empty()).then(|| ConvId::Chatroom(rest.into())),
+            "b" => (!rest.is_empty()).then(|| ConvId::Broadcast(rest.into())),
             _ => None,
         }
     }
@@ -60,16 +66,18 @@ impl ConvId {
             ConvId::System(_) => ConvType::System,
             ConvId::App(..) => ConvType::App,
             ConvId::Group(_) => ConvType::Group,
+            ConvId::Chatroom(_) => ConvType::Chatroom,
+            ConvId::Broadcast(_) => ConvType::Broadcast,
         }
     }
 
-    /// Whether user `uid` may read this conversation without further checks (groups need
-    /// their member list).
+    /// Whether user `uid` may read this conversation without further checks (groups,
+    /// chatrooms and broadcasts need their member lists: see `ImService::own_conv`).
     pub fn involves(&self, uid: u64) -> bool {
         match self {
             ConvId::Private(a, b) => *a == uid || *b == uid,
             ConvId::System(u) | ConvId::App(_, u) => *u == uid,
-            ConvId::Group(_) => false,
+            ConvId::Group(_) | ConvId::Chatroom(_) | ConvId::Broadcast(_) => false,
         }
     }
 
@@ -90,6 +98,8 @@ impl fmt::Display for ConvId {
             ConvId::System(u) => write!(f, "s:{u}"),
             ConvId::App(app, u) => write!(f, "a:{app}:{u}"),
             ConvId::Group(g) => write!(f, "g:{g}"),
+            ConvId::Chatroom(r) => write!(f, "r:{r}"),
+            ConvId::Broadcast(b) => write!(f, "b:{b}"),
         }
     }
 }
@@ -186,6 +196,8 @@ mod tests {
             ConvId::System(4),
             ConvId::App("approval:v2".into(), 7),
             ConvId::Group("team-1".into()),
+            ConvId::Chatroom("live-7".into()),
+            ConvId::Broadcast("all".into()),
         ] {
             assert_eq!(ConvId::parse(&c.to_string()), Some(c));
         }

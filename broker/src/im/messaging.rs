@@ -40,11 +40,8 @@ impl ImService {
     ) -> Result<im::SendResponse, ImError> {
         match ConvType::try_from(req.conv_type).unwrap_or(ConvType::Unspecified) {
             ConvType::Unspecified | ConvType::Private => {}
-            ConvType::Group => {
-                return Err(ImError::BadRequest(
-                    "group conversations are not available yet".into(),
-                ));
-            }
+            ConvType::Group => return self.send_group(login, req).await,
+            ConvType::Chatroom => return self.send_room(login, req).await,
             other => {
                 return Err(ImError::BadRequest(format!(
                     "clients cannot send to {} conversations",
@@ -61,6 +58,8 @@ impl ImService {
             return Err(ImError::BadRequest("cannot send to yourself".into()));
         }
         let conv = ConvId::private(login.uid, peer.uid);
+        let mut req = req;
+        self.check_send(login, &conv, Some(peer.uid), &mut req)?;
         let msg = im::Message {
             conversation: conv.to_string(),
             conv_type: ConvType::Private as i32,
@@ -272,7 +271,7 @@ impl ImService {
 }
 
 /// Validates what a client asked to send.
-fn check_message(req: &im::SendRequest, max_bytes: usize) -> Result<(), ImError> {
+pub(super) fn check_message(req: &im::SendRequest, max_bytes: usize) -> Result<(), ImError> {
     if req.client_msg_id.is_empty() || req.client_msg_id.len() > MAX_CLIENT_MSG_ID {
         return Err(ImError::BadRequest(format!(
             "client_msg_id must be 1..={MAX_CLIENT_MSG_ID} bytes"

@@ -19,18 +19,28 @@
 //! Files: [`directory`] (accounts, tenants, users, tokens), [`messaging`] (send), [`actions`] (recall,
 //! read, delivered, typing), [`sync`] (sync, history, conversation list), [`presence`]
 //! (online devices, kicks, push jobs), [`auth`], [`keys`], [`records`], [`token`],
-//! [`error`].
+//! [`error`]. IM part 2, one file (or folder) per area, each with its requests
+//! `$im/req/{area}/{op}` and app-server requests `$im/admin/{area}/{op}`: [`groups`],
+//! [`chatroom`], [`calls`], [`social`] (contacts, blacklist, profiles, presence),
+//! [`moderation`], [`org`] (directory), [`broadcast`].
 
 pub mod actions;
 pub mod auth;
+pub mod broadcast;
+pub mod calls;
+pub mod chatroom;
 pub mod directory;
 pub mod error;
+pub mod groups;
 pub(crate) mod http;
 pub mod keys;
 pub mod messaging;
+pub mod moderation;
+pub mod org;
 pub mod presence;
 pub mod records;
 pub mod service_api;
+pub mod social;
 pub mod sync;
 pub mod token;
 
@@ -86,6 +96,19 @@ pub struct ImService {
     /// Requests being worked on, over all devices. QoS 1/2 requests are also bounded per
     /// connection by Receive Maximum; QoS 0 ones only by this.
     in_flight: Arc<tokio::sync::Semaphore>,
+    // In-memory state of the areas of IM part 2 (each area's own struct).
+    #[allow(dead_code)] // until each area reads its state
+    groups: groups::Groups,
+    #[allow(dead_code)]
+    rooms: chatroom::Rooms,
+    #[allow(dead_code)]
+    calls: calls::Calls,
+    #[allow(dead_code)]
+    social: social::Social,
+    #[allow(dead_code)]
+    moderation: moderation::Moderation,
+    #[allow(dead_code)]
+    org: org::Org,
 }
 
 /// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
@@ -113,6 +136,12 @@ impl ImService {
             broker: OnceLock::new(),
             service_secret,
             in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            groups: groups::Groups::default(),
+            rooms: chatroom::Rooms::default(),
+            calls: calls::Calls::default(),
+            social: social::Social::default(),
+            moderation: moderation::Moderation::default(),
+            org: org::Org::default(),
         })
     }
 
@@ -197,6 +226,16 @@ impl ImService {
     ) -> Result<Vec<u8>, ImError> {
         fn decode<T: prost::Message + Default>(p: &[u8]) -> Result<T, ImError> {
             T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
+        }
+        if let Some((area, rest)) = op.split_once('/') {
+            return match area {
+                "group" => self.group_request(login, rest, payload).await,
+                "room" => self.room_request(login, rest, payload).await,
+                "call" => self.call_request(login, rest, payload).await,
+                "social" => self.social_request(login, rest, payload).await,
+                "dir" => self.org_request(login, rest, payload).await,
+                _ => Err(ImError::NotFound(format!("no such request: {op}"))),
+            };
         }
         Ok(match op {
             "send" => self.send(login, decode(payload)?).await?.encode_to_vec(),

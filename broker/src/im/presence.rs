@@ -102,13 +102,16 @@ impl ImService {
     /// An IM device's connection `conn_id` ended (a newer connection of the same client
     /// id stays).
     pub fn disconnected(&self, login: &ImLogin, conn_id: u64) {
-        let mut online = self.online.lock();
-        if let Some(entry) = online.get_mut(&(login.tenant, login.uid)) {
-            entry.devices.retain(|d| d.conn_id != conn_id);
-            if entry.devices.is_empty() {
-                online.remove(&(login.tenant, login.uid));
+        {
+            let mut online = self.online.lock();
+            if let Some(entry) = online.get_mut(&(login.tenant, login.uid)) {
+                entry.devices.retain(|d| d.conn_id != conn_id);
+                if entry.devices.is_empty() {
+                    online.remove(&(login.tenant, login.uid));
+                }
             }
         }
+        self.room_disconnected(login, conn_id);
     }
 
     /// Whether user `uid` has a device online in the foreground (else pushes go out).
@@ -327,6 +330,10 @@ pub fn preview(msg: &im::Message) -> String {
         Some(Body::File(f)) => format!("[file] {}", f.name),
         Some(Body::Location(l)) => format!("[location] {}", l.title),
         Some(Body::Rich(r)) => r.title.clone(),
+        Some(Body::Notice(n)) if !n.text.is_empty() => n.text.clone(),
+        Some(Body::Notice(_)) => "[notice]".into(),
+        Some(Body::CallLog(c)) if c.video => "[video call]".into(),
+        Some(Body::CallLog(_)) => "[call]".into(),
         Some(Body::Custom(_)) | None => "[message]".into(),
     };
     text.chars().take(100).collect()

@@ -3,6 +3,9 @@
 //! `/api/v1/im/...`), MQTT 5 request/response. Only a `$service` login may use them; anyone
 //! else gets PUBACK 0x87.
 //!
+//! Areas of IM part 2 have their own ops under `$im/admin/{area}/{op}` (group, room,
+//! social, moderation, dir, broadcast: see their modules).
+//!
 //! Ops: `create_tenant {name, account?}`, `create_user {tenant, account, name?, password?,
 //! upsert?}`, `token {tenant, user, device?, ttl?}`, `revoke_token {token}`,
 //! `system_message {tenant, to, app?, text, client_msg_id?}`. Answers: the result object,
@@ -72,6 +75,17 @@ fn parse<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, ImError> {
 impl ImService {
     /// Runs one administrative request.
     pub async fn admin_request(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        if let Some((area, rest)) = op.split_once('/') {
+            return match area {
+                "group" => self.group_admin(rest, payload).await,
+                "room" => self.room_admin(rest, payload).await,
+                "social" => self.social_admin(rest, payload).await,
+                "moderation" => self.moderation_admin(rest, payload).await,
+                "dir" => self.org_admin(rest, payload).await,
+                "broadcast" => self.broadcast_admin(rest, payload).await,
+                _ => Err(ImError::NotFound(format!("no such request: {op}"))),
+            };
+        }
         Ok(match op {
             "create_tenant" => {
                 let r: NewTenant = parse(payload)?;

@@ -160,11 +160,21 @@ pub enum Table {
     Counters,
     /// Per user and conversation: read, delivered and mention positions (u64).
     Cursors,
+    /// Groups (IM part 2): group records, by (tenant, group id).
+    Groups,
+    /// Group members by (tenant, group id, uid), and the per-user index of groups.
+    GroupMembers,
+    /// Contacts, blacklists, profiles, presence settings.
+    Social,
+    /// Bans, mutes, sensitive words, rate-limit settings.
+    Moderation,
+    /// The organisation directory: departments, their members, member details.
+    Org,
 }
 
 impl Table {
     /// Every table, for implementations that create them up front.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 15] = [
         Table::Accounts,
         Table::Tenants,
         Table::TenantKeys,
@@ -175,6 +185,11 @@ impl Table {
         Table::UserMeta,
         Table::Counters,
         Table::Cursors,
+        Table::Groups,
+        Table::GroupMembers,
+        Table::Social,
+        Table::Moderation,
+        Table::Org,
     ];
 
     /// The table's name on disk.
@@ -190,6 +205,11 @@ impl Table {
             Table::UserMeta => "im_user_meta",
             Table::Counters => "im_counters",
             Table::Cursors => "im_cursors",
+            Table::Groups => "im_groups",
+            Table::GroupMembers => "im_group_members",
+            Table::Social => "im_social",
+            Table::Moderation => "im_moderation",
+            Table::Org => "im_org",
         }
     }
 }
