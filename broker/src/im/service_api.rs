@@ -6,6 +6,9 @@
 //! Areas of IM part 2 have their own ops under `$im/admin/{area}/{op}` (group, room,
 //! social, moderation, dir, broadcast: see their modules).
 //!
+//! Ops acting for one user (send as, conversations, history, read, online, kick, ban) and
+//! the gateway's credential lookups are in `service_user`.
+//!
 //! Ops: `create_tenant {name, account?}`, `create_user {tenant, account, name?, password?,
 //! upsert?}`, `token {tenant, user, device?, ttl?}`, `revoke_token {token}`,
 //! `system_message {tenant, to, app?, text, client_msg_id?}`. Answers: the result object,
@@ -75,6 +78,9 @@ fn parse<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, ImError> {
 impl ImService {
     /// Runs one administrative request.
     pub async fn admin_request(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        if let Some(done) = self.user_admin(op, payload).await {
+            return done;
+        }
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_admin(rest, payload).await,
