@@ -6,11 +6,15 @@
 //! `switchboard up` runs one in-process; `switchboard gateway --broker ADDR` runs one alone.
 //!
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
-//! its request signatures), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
+//! [`imo`] (imo's workbench integration API),
+//! [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod error;
+pub mod imo;
 pub mod native;
+pub mod rongcloud;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -73,6 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .merge(native::routes())
+        .merge(rongcloud::routes())
+        .merge(imo::routes())
         .with_state(state)
 }
 

@@ -10,6 +10,7 @@
 mod bench;
 mod config;
 mod ctl;
+mod ctl_apps;
 mod ctl_im;
 mod gateway_cmd;
 
@@ -182,6 +183,12 @@ enum CtlCommand {
     },
     /// A login token for an IM user (the MQTT password of the user's device).
     Token(ctl_im::TokenArgs),
+    /// Workbench apps of a tenant.
+    #[command(name = "workbench-app")]
+    WorkbenchApp {
+        #[command(subcommand)]
+        command: ctl_apps::AppCommand,
+    },
     /// IM messages from the command line: send, tail.
     Im {
         #[command(subcommand)]

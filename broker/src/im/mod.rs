@@ -25,6 +25,7 @@
 //! [`moderation`], [`org`] (directory), [`broadcast`].
 
 pub mod actions;
+pub mod apps;
 pub mod auth;
 pub mod broadcast;
 pub mod calls;
@@ -236,6 +237,7 @@ impl ImService {
                 "call" => self.call_request(login, rest, payload).await,
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
+                "app" => self.app_request(login, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

@@ -55,11 +55,11 @@ struct Nonces {
     order: VecDeque<(u64, (u64, String))>,
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -152,7 +152,12 @@ impl Authenticator {
     }
 
     /// Records a nonce; refuses one seen within the window.
-    fn remember_nonce(&self, tenant: u64, nonce: &str, now: u64) -> Result<(), ApiError> {
+    pub(crate) fn remember_nonce(
+        &self,
+        tenant: u64,
+        nonce: &str,
+        now: u64,
+    ) -> Result<(), ApiError> {
         let mut n = self.nonces.lock();
         while n.order.front().is_some_and(|(exp, _)| *exp <= now) {
             if let Some((_, k)) = n.order.pop_front() {
