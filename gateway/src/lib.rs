@@ -7,7 +7,7 @@
 //!
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
-//! [`imo`] (imo's workbench integration API),
+//! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
 //! [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
@@ -16,6 +16,7 @@ pub mod imo;
 pub mod native;
 pub mod rongcloud;
 pub mod service;
+pub mod youdu;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
+        .merge(youdu::routes())
         .with_state(state)
 }
 
