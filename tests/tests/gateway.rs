@@ -376,3 +376,80 @@ async fn developer_accounts_create_tenants_with_their_credentials() {
     gw.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iot_publish_through_rest_reaches_the_tenants_device_and_is_retained() {
+    use switchboard_client::{Client, Config, Event};
+    use switchboard_proto::QoS;
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let app = app(&b).await;
+    b.im.create_user(app.tenant, "dev1", "", Some("device-pass"), false)
+        .await
+        .expect("device credential");
+    let mut cfg = Config::new("dev1", vec![Endpoint::Tcp(b.addr)]);
+    cfg.username = Some(format!("{}:dev1", app.key));
+    cfg.password = Some(bytes::Bytes::from_static(b"device-pass"));
+    cfg.session_expiry = 0;
+    let (dev, mut events) = Client::start(cfg).expect("client");
+    let codes = dev
+        .subscribe_acked("sensors/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribed");
+    assert!(!codes[0].is_error(), "{codes:?}");
+
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/publish",
+        &json!({"topic": "sensors/1", "payload": "21.5", "qos": 1, "retain": true}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["matched"], json!(true), "{}", a.body);
+    let got = tokio::time::timeout(switchboard_tests::WAIT, async {
+        loop {
+            if let Some(Event::Message(p)) = events.recv().await {
+                return *p;
+            }
+        }
+    })
+    .await
+    .expect("device receives");
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("sensors/1", &b"21.5"[..])
+    );
+
+    let a = signed(
+        &gw,
+        &app,
+        "GET",
+        "/v1/retained?filter=sensors/%23",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.json()["messages"][0]["topic"],
+        json!("sensors/1"),
+        "{}",
+        a.body
+    );
+    assert_eq!(a.json()["messages"][0]["payload_base64"], json!("MjEuNQ=="));
+
+    // A topic outside the tenant's namespace is refused.
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/publish",
+        &json!({"topic": "$SYS/x", "payload": "1"}),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    dev.shutdown().await;
+    gw.stop().await;
+    b.stop().await;
+}

@@ -42,6 +42,7 @@ pub mod org;
 pub mod presence;
 pub mod records;
 pub mod service_api;
+mod service_iot;
 mod service_user;
 pub mod social;
 pub mod sync;

@@ -23,7 +23,15 @@ use crate::error::ApiError;
 use auth::TenantAuth;
 
 /// Areas reachable through `POST /v1/{area}/{op}`.
-const AREAS: [&str; 6] = ["group", "room", "social", "moderation", "dir", "broadcast"];
+const AREAS: [&str; 7] = [
+    "group",
+    "room",
+    "social",
+    "moderation",
+    "dir",
+    "broadcast",
+    "app",
+];
 /// Most users in one batch (registration, batch messages, online status).
 const MAX_BATCH: usize = 1000;
 
@@ -49,6 +57,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages/private", post(send_private))
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/system", post(send_system))
+        .route("/v1/publish", post(iot_publish))
+        .route("/v1/retained", get(iot_retained))
         .route("/v1/{area}/{op}", post(area_call))
 }
 
@@ -290,6 +300,27 @@ async fn send_system(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let v: Value = body(&req.body)?;
     let v = with(v, json!({ "tenant": req.tenant.id }));
     Ok(Json(s.service.call("system_message", &v).await?))
+}
+
+async fn iot_publish(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
+    let v: Value = body(&req.body)?;
+    let v = with(v, json!({ "tenant": req.tenant.id }));
+    Ok(Json(s.service.call("iot/publish", &v).await?))
+}
+
+#[derive(Deserialize)]
+struct RetainedQuery {
+    filter: String,
+    limit: Option<usize>,
+}
+
+async fn iot_retained(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<RetainedQuery>,
+    req: Signed,
+) -> Answer {
+    let v = json!({ "tenant": req.tenant.id, "filter": q.filter, "limit": q.limit });
+    Ok(Json(s.service.call("iot/retained", &v).await?))
 }
 
 async fn area_call(
