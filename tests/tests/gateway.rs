@@ -453,3 +453,76 @@ async fn iot_publish_through_rest_reaches_the_tenants_device_and_is_retained() {
     gw.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_call_rate_gets_429_with_retry_after_and_its_dialects_can_be_off() {
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let app = app(&b).await;
+    let policy = switchboard_broker::im::records::TenantPolicy {
+        api_rate_per_sec: 1,
+        compat_apis: false,
+        ..Default::default()
+    };
+    b.im.set_policy(app.tenant, policy).await.expect("policy");
+    // Ten calls in a row against a budget of one per second: unless the machine takes
+    // more than nine seconds for them, some are refused.
+    let mut refused = None;
+    for _ in 0..10 {
+        let a = signed(
+            &gw,
+            &app,
+            "POST",
+            "/v1/users/online",
+            &json!({"users": ["x"]}),
+        )
+        .await;
+        if a.status == 429 {
+            refused = Some(a);
+            break;
+        }
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = refused.expect("the rate limit refuses a call");
+    assert_eq!(a.json()["code"], json!(42900));
+    assert!(
+        a.headers.to_ascii_lowercase().contains("retry-after: "),
+        "{}",
+        a.headers
+    );
+    // The RongCloud dialect is off for this tenant: 403, RongCloud's code 1004.
+    let nonce = "rc-off";
+    let ts = (now() * 1000).to_string();
+    let sig = {
+        let d = ring::digest::digest(
+            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            format!("{}{nonce}{ts}", app.secret).as_bytes(),
+        );
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let headers = [
+        ("App-Key", app.key.clone()),
+        ("Nonce", nonce.to_owned()),
+        ("Timestamp", ts),
+        ("Signature", sig),
+    ];
+    let a = request(
+        gw.addr(),
+        "POST",
+        "/user/checkOnline.json",
+        &headers,
+        b"userId=x",
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_u64()),
+        (403, Some(1004)),
+        "{}",
+        a.body
+    );
+    gw.stop().await;
+    b.stop().await;
+}

@@ -485,23 +485,11 @@ impl ImService {
             "get_any" => {
                 // imo and Youdu name an app by id alone (for the gateway: the key included).
                 let r: Id = parse(payload)?;
-                let app = self.app(&r.app_id)?;
-                let buin = match app.tenant {
-                    0 => 0,
-                    t => self.tenant(t)?.buin,
-                };
-                Ok(
-                    json!({ "app_id": app.app_id, "tenant": app.tenant, "buin": buin,
-                           "name": app.name, "encoding_aes_key": app.encoding_aes_key }),
-                )
+                self.app_for_gateway(&self.app(&r.app_id)?)
             }
             "by_key" => {
                 let r: Key = parse(payload)?;
-                let app = self.app_by_key(&r.appkey)?;
-                Ok(
-                    json!({ "app_id": app.app_id, "tenant": app.tenant, "name": app.name,
-                           "encoding_aes_key": app.encoding_aes_key }),
-                )
+                self.app_for_gateway(&self.app_by_key(&r.appkey)?)
             }
             "notice" => {
                 let mut r: Notice = parse(payload)?;
@@ -609,6 +597,22 @@ impl ImService {
             .await?;
         }
         Ok(max - to)
+    }
+
+    /// What the gateway's dialects need of an app: its key, its tenant's number and policy.
+    fn app_for_gateway(&self, app: &AppRecord) -> Result<Value, ImError> {
+        let (buin, compat, rate) = match app.tenant {
+            0 => (0, true, 0),
+            t => {
+                let t = self.tenant(t)?;
+                (t.buin, t.policy.compat_apis, t.policy.api_rate_per_sec)
+            }
+        };
+        Ok(
+            json!({ "app_id": app.app_id, "tenant": app.tenant, "buin": buin,
+                   "name": app.name, "encoding_aes_key": app.encoding_aes_key,
+                   "compat_apis": compat, "api_rate_per_sec": rate }),
+        )
     }
 
     /// The accounts of every member of departments `depts` and their sub-departments.

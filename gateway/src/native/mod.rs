@@ -80,6 +80,7 @@ impl FromRequest<Arc<AppState>> for Signed {
             .auth
             .verify(&state.service, &parts.headers, &body)
             .await?;
+        state.auth.admit(tenant.id, tenant.rate)?;
         Ok(Signed { tenant, body })
     }
 }

@@ -100,6 +100,21 @@ async fn envelope(s: &AppState, body: &[u8]) -> Result<(App, String), Json<Value
             return Err(err(ERR_INTERNAL, "系统繁忙"));
         }
     };
+    if !a["compat_apis"].as_bool().unwrap_or(true) {
+        return Err(err(
+            3,
+            "接口权限不足 (Youdu's API is off for this enterprise)",
+        ));
+    }
+    if s.auth
+        .admit(
+            a["tenant"].as_u64().unwrap_or_default(),
+            a["api_rate_per_sec"].as_u64().unwrap_or_default() as u32,
+        )
+        .is_err()
+    {
+        return Err(err(ERR_INTERNAL, "系统繁忙 (rate limited)"));
+    }
     if a["buin"].as_u64() != Some(buin) {
         return Err(err(ERR_INVALID_BUIN, "无效的企业号"));
     }
