@@ -8,10 +8,11 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`hooks`] (the webhook sender), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod error;
+pub mod hooks;
 pub mod imo;
 pub mod native;
 pub mod rongcloud;
@@ -70,6 +71,7 @@ pub struct Gateway {
     service: ServiceClient,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    hooks: tokio::task::JoinHandle<()>,
 }
 
 /// Every route of the gateway.
@@ -105,7 +107,8 @@ impl Gateway {
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
         let mut mqtt = Config::new(&cfg.client_id, cfg.broker.clone());
         mqtt.backoff_max = std::time::Duration::from_secs(5);
-        let (service, _other) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
+        let (service, events) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
+        let hooks = tokio::spawn(hooks::run(service.clone(), events));
         let state = Arc::new(AppState {
             service: service.clone(),
             auth: Authenticator::default(),
@@ -127,6 +130,7 @@ impl Gateway {
             service,
             stop: Some(stop),
             task,
+            hooks,
         })
     }
 
@@ -141,6 +145,7 @@ impl Gateway {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
+        self.hooks.abort();
         self.service.shutdown().await;
     }
 }

@@ -333,6 +333,16 @@ async fn wrong_signatures_stale_timestamps_replays_and_bad_bodies_change_nothing
     assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
     let a = signed(&gw, &app, "POST", "/v1/teleport/now", &json!({})).await;
     assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
+    // The gateway's own answer to a before-send check is not an app server's call.
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/hooks/answer",
+        &json!({"reply": 1, "allow": true}),
+    )
+    .await;
+    assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
 
     // Health and readiness need no signature.
     assert_eq!(

@@ -33,6 +33,7 @@ pub mod chatroom;
 pub mod directory;
 pub mod error;
 pub mod groups;
+pub mod hooks;
 pub(crate) mod http;
 pub mod json;
 pub mod keys;
@@ -113,6 +114,7 @@ pub struct ImService {
     moderation: moderation::Moderation,
     #[allow(dead_code)]
     org: org::Org,
+    hooks: hooks::PendingHooks,
 }
 
 /// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
@@ -146,6 +148,7 @@ impl ImService {
             social: social::Social::default(),
             moderation: moderation::Moderation::default(),
             org: org::Org::default(),
+            hooks: hooks::PendingHooks::default(),
         })
     }
 

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use auth::TenantAuth;
 
 /// Areas reachable through `POST /v1/{area}/{op}`.
-const AREAS: [&str; 7] = [
+const AREAS: [&str; 8] = [
     "group",
     "room",
     "social",
@@ -31,6 +31,7 @@ const AREAS: [&str; 7] = [
     "dir",
     "broadcast",
     "app",
+    "hooks",
 ];
 /// Most users in one batch (registration, batch messages, online status).
 const MAX_BATCH: usize = 1000;
@@ -329,7 +330,9 @@ async fn area_call(
     Path((area, op)): Path<(String, String)>,
     req: Signed,
 ) -> Answer {
-    if !AREAS.contains(&area.as_str()) {
+    // `hooks/answer` is the gateway's own call to the broker, never an app server's.
+    let internal = area == "hooks" && !matches!(op.as_str(), "set" | "get");
+    if !AREAS.contains(&area.as_str()) || internal {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             404,
