@@ -536,3 +536,99 @@ async fn a_tenant_over_its_call_rate_gets_429_with_retry_after_and_its_dialects_
     gw.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_app_servers_register_push_tokens_the_push_worker_reads() {
+    use switchboard_proto::im::{Ack, PushTokenRequest};
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let app = app(&b).await;
+    b.user(app.tenant, "ann").await;
+    let phone = switchboard_tests::im::Device::connect(
+        b.addr,
+        "ann",
+        "ann-iphone",
+        &b.im
+            .issue_token(app.tenant, "ann", "phone", 600)
+            .expect("token"),
+    )
+    .await;
+    let _: Ack = phone
+        .client
+        .request(
+            "push/register",
+            &PushTokenRequest {
+                vendor: "apns".into(),
+                token: "apns-token-1".into(),
+                bundle_id: "com.example.chat".into(),
+                sandbox: true,
+            },
+        )
+        .await
+        .expect("registered by the device");
+    let bad: Result<Ack, _> = phone
+        .client
+        .request(
+            "push/register",
+            &PushTokenRequest {
+                vendor: "pager".into(),
+                token: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            bad,
+            Err(switchboard_client::im::ImError::Status { code: 400, .. })
+        ),
+        "{bad:?}"
+    );
+    // The app server registers an Android token for her other phone (up to ten are kept).
+    for i in 0..11 {
+        let a = signed(
+            &gw,
+            &app,
+            "POST",
+            "/v1/push/register",
+            &json!({"user": "ann", "vendor": "huawei", "token": format!("hms-{i}")}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/tokens",
+        &json!({"user": "ann"}),
+    )
+    .await;
+    let tokens = a.json()["tokens"].as_array().cloned().expect("tokens");
+    assert_eq!(tokens.len(), 10, "{}", a.body);
+    assert_eq!(tokens[0]["token"], json!("hms-10"), "newest first");
+    assert!(
+        tokens.iter().all(|t| t["token"] != json!("apns-token-1")),
+        "the oldest was dropped"
+    );
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/unregister",
+        &json!({"user": "ann", "token": "hms-10"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/tokens",
+        &json!({"user": "ann"}),
+    )
+    .await;
+    assert_eq!(a.json()["tokens"][0]["token"], json!("hms-9"));
+    gw.stop().await;
+    b.stop().await;
+}

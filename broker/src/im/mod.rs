@@ -41,6 +41,7 @@ pub mod messaging;
 pub mod moderation;
 pub mod org;
 pub mod presence;
+pub mod push_tokens;
 pub mod records;
 pub mod service_api;
 mod service_iot;
@@ -242,6 +243,7 @@ impl ImService {
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
                 "app" => self.app_request(login, rest, payload).await,
+                "push" => self.push_request(login, client_id, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use auth::TenantAuth;
 
 /// Areas reachable through `POST /v1/{area}/{op}`.
-const AREAS: [&str; 8] = [
+const AREAS: [&str; 9] = [
     "group",
     "room",
     "social",
@@ -32,6 +32,7 @@ const AREAS: [&str; 8] = [
     "broadcast",
     "app",
     "hooks",
+    "push",
 ];
 /// Most users in one batch (registration, batch messages, online status).
 const MAX_BATCH: usize = 1000;
