@@ -8,10 +8,11 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`hooks`] (the webhook sender), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`hooks`] (the webhook sender), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod error;
+pub mod files;
 pub mod hooks;
 pub mod imo;
 pub mod native;
@@ -47,6 +48,8 @@ pub struct GatewayConfig {
     /// MQTT client id of this instance (unique per instance).
     pub client_id: String,
     pub body_limit: usize,
+    /// Where uploaded files are kept (none: no file API).
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared by every request.
@@ -54,6 +57,8 @@ pub struct AppState {
     pub service: ServiceClient,
     pub auth: Authenticator,
     pub body_limit: usize,
+    pub files: Option<Arc<dyn files::BlobStore>>,
+    pub signer: files::UrlSigner,
 }
 
 /// Why the gateway could not start.
@@ -79,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/files/{id}", get(files::download))
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
@@ -113,6 +119,10 @@ impl Gateway {
             service: service.clone(),
             auth: Authenticator::default(),
             body_limit: cfg.body_limit,
+            files: cfg
+                .files_dir
+                .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
+            signer: files::UrlSigner::new(&cfg.service_secret),
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -124,6 +124,7 @@ async fn before_send_refuses_or_rewrites_and_after_send_is_retried_after_a_500()
         service_secret: SERVICE_SECRET.into(),
         client_id: "gateway-hooks-test".into(),
         body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: None,
     })
     .await
     .expect("gateway");
