@@ -8,7 +8,7 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`hooks`] (the webhook sender), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod error;
@@ -16,6 +16,7 @@ pub mod files;
 pub mod hooks;
 pub mod imo;
 pub mod native;
+pub mod push;
 pub mod rongcloud;
 pub mod service;
 pub mod youdu;
@@ -68,6 +69,25 @@ pub enum GatewayError {
     Listen(SocketAddr, std::io::Error),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error("push worker: {0}")]
+    Push(String),
+}
+
+/// Forwards service-topic messages to the webhook sender and the push worker.
+async fn dispatch(
+    mut events: tokio::sync::mpsc::Receiver<switchboard_proto::Publish>,
+    hooks: tokio::sync::mpsc::Sender<switchboard_proto::Publish>,
+    push: tokio::sync::mpsc::Sender<switchboard_proto::Publish>,
+) {
+    while let Some(p) = events.recv().await {
+        let to = if p.topic.starts_with("$im/push/") {
+            &push
+        } else {
+            &hooks
+        };
+        // A stopped consumer (push disabled) drops its messages.
+        let _ = to.send(p).await;
+    }
 }
 
 /// A running gateway.
@@ -77,6 +97,8 @@ pub struct Gateway {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     hooks: tokio::task::JoinHandle<()>,
+    push: Option<(tokio::task::JoinHandle<()>, Arc<push::PushStats>)>,
+    dispatch: tokio::task::JoinHandle<()>,
 }
 
 /// Every route of the gateway.
@@ -103,8 +125,17 @@ async fn ready(
 }
 
 impl Gateway {
-    /// Connects to the broker and starts serving.
+    /// Connects to the broker and starts serving, with the push worker on the providers'
+    /// production endpoints.
     pub async fn start(cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
+        Self::start_with_push(cfg, push::PushConfig::default()).await
+    }
+
+    /// Like [`Gateway::start`], with the push worker configured by `push_cfg`.
+    pub async fn start_with_push(
+        cfg: GatewayConfig,
+        push_cfg: push::PushConfig,
+    ) -> Result<Gateway, GatewayError> {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
@@ -114,7 +145,20 @@ impl Gateway {
         let mut mqtt = Config::new(&cfg.client_id, cfg.broker.clone());
         mqtt.backoff_max = std::time::Duration::from_secs(5);
         let (service, events) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
-        let hooks = tokio::spawn(hooks::run(service.clone(), events));
+        // Service-topic messages, by prefix: webhook events to the webhook sender, push
+        // jobs to the push worker (each a bounded channel; a full one holds the other back).
+        let (hooks_tx, hooks_rx) = tokio::sync::mpsc::channel(1024);
+        let (push_tx, push_rx) = tokio::sync::mpsc::channel(1024);
+        let dispatch = tokio::spawn(dispatch(events, hooks_tx, push_tx));
+        let hooks = tokio::spawn(hooks::run(service.clone(), hooks_rx));
+        let push = if push_cfg.enabled {
+            let worker =
+                push::Worker::new(service.clone(), push_cfg).map_err(GatewayError::Push)?;
+            let stats = worker.stats();
+            Some((tokio::spawn(worker.run(push_rx)), stats))
+        } else {
+            None
+        };
         let state = Arc::new(AppState {
             service: service.clone(),
             auth: Authenticator::default(),
@@ -141,7 +185,14 @@ impl Gateway {
             stop: Some(stop),
             task,
             hooks,
+            push,
+            dispatch,
         })
+    }
+
+    /// The push worker's counters (none when it is disabled).
+    pub fn push_stats(&self) -> Option<Arc<push::PushStats>> {
+        self.push.as_ref().map(|(_, s)| s.clone())
     }
 
     /// The address it serves on.
@@ -156,6 +207,10 @@ impl Gateway {
         }
         let _ = (&mut self.task).await;
         self.hooks.abort();
+        self.dispatch.abort();
+        if let Some((t, _)) = &self.push {
+            t.abort();
+        }
         self.service.shutdown().await;
     }
 }

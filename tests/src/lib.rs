@@ -7,6 +7,7 @@ pub mod http;
 pub mod im;
 pub mod nat;
 pub mod process;
+pub mod push_mocks;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -5,6 +5,10 @@
 //! (`{tenant}{uid}push:{token hash}`), at most [`MAX_TOKENS_PER_USER`] per user (the oldest
 //! goes). The push worker reads them with `push/tokens` and removes dead ones with
 //! `push/unregister`.
+//!
+//! Per-tenant provider credentials (`push/credentials/set {tenant, apns?, fcm?, huawei?,
+//! xiaomi?, ...}`, `push/credentials/get {tenant}`) are kept whole as JSON in `UserMeta`
+//! under uid 0 (no user has it); only the gateway's `$service` login can read them.
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -47,6 +51,14 @@ fn key(tid: u64, uid: u64, token: &str) -> Vec<u8> {
     let h = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     [prefix(tid, uid), h.as_ref()[..16].to_vec()].concat()
 }
+
+/// Where a tenant's push credentials are kept.
+fn credentials_key(tid: u64) -> Vec<u8> {
+    [&tid.to_be_bytes()[..], &0u64.to_be_bytes(), b"pushcreds"].concat()
+}
+
+/// Largest credentials document (keys, service-account JSON).
+const MAX_CREDENTIALS: usize = 64 * 1024;
 
 fn check(t: &PushToken) -> Result<(), ImError> {
     if !VENDORS.contains(&t.vendor.as_str()) {
@@ -158,6 +170,9 @@ impl ImService {
     /// `$im/admin/push/{op}`: `register {tenant, user, vendor, token, bundle_id?, sandbox?}`,
     /// `unregister {tenant, user, token}`, `tokens {tenant, user}`.
     pub(super) async fn push_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        if let Some(cop) = op.strip_prefix("credentials/") {
+            return self.push_credentials(cop, payload).await;
+        }
         #[derive(Deserialize)]
         struct Req {
             tenant: u64,
@@ -196,6 +211,58 @@ impl ImService {
             }
             "tokens" => Ok(json!({ "tokens": self.push_tokens(r.tenant, user.uid)? })),
             other => Err(ImError::NotFound(format!("no such request: push/{other}"))),
+        }
+    }
+}
+
+impl ImService {
+    /// `$im/admin/push/credentials/{op}`: `set {tenant, apns?, fcm?, huawei?, xiaomi?, oppo?,
+    /// vivo?, honor?, meizu?}` (each an object; replaces the whole set; a provider left out
+    /// has no credentials) and `get {tenant}` (the stored object, `{}` when none).
+    async fn push_credentials(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        let mut v: Value = serde_json::from_slice(payload)
+            .map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))?;
+        let tid = v["tenant"]
+            .as_u64()
+            .ok_or_else(|| ImError::BadRequest("tenant (a number) is required".into()))?;
+        self.tenant(tid)?;
+        match op {
+            "set" => {
+                let Some(o) = v.as_object_mut() else {
+                    return Err(ImError::BadRequest("expected an object".into()));
+                };
+                o.remove("tenant");
+                if let Some((k, _)) = o
+                    .iter()
+                    .find(|(k, v)| !VENDORS.contains(&k.as_str()) || !v.is_object())
+                {
+                    return Err(ImError::BadRequest(format!(
+                        "{k:?}: expected an object under one of {}",
+                        VENDORS.join(", ")
+                    )));
+                }
+                let bytes = serde_json::to_vec(&v).map_err(|e| ImError::Internal(e.to_string()))?;
+                if bytes.len() > MAX_CREDENTIALS {
+                    return Err(ImError::BadRequest(format!(
+                        "credentials larger than {MAX_CREDENTIALS} bytes"
+                    )));
+                }
+                self.commit(vec![Op::Put {
+                    table: Table::UserMeta,
+                    key: credentials_key(tid),
+                    value: bytes,
+                }])
+                .await?;
+                Ok(json!({}))
+            }
+            "get" => Ok(self
+                .store
+                .get(Table::UserMeta, &credentials_key(tid))?
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_else(|| json!({}))),
+            other => Err(ImError::NotFound(format!(
+                "no such request: push/credentials/{other}"
+            ))),
         }
     }
 }

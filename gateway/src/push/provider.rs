@@ -1,0 +1,90 @@
+//! What every push provider implements ([`PushProvider`]), what it is given
+//! ([`Notification`], the device's [`Device`] token) and what it answers ([`Outcome`]).
+//! A provider makes one attempt; the worker retries, removes dead tokens and records why.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A device's push registration, as `push/tokens` returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Device {
+    pub vendor: String,
+    pub token: String,
+    #[serde(default)]
+    pub bundle_id: String,
+    #[serde(default)]
+    pub sandbox: bool,
+}
+
+/// What to show on the device.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub job_id: String,
+    pub title: String,
+    /// Empty when the tenant hides previews (providers then show a generic line).
+    pub body: String,
+    /// The user's unread total.
+    pub badge: u64,
+    /// One notification per conversation: a newer one replaces the older.
+    pub collapse_key: String,
+    pub conversation: String,
+    pub seq: u64,
+    pub from: String,
+}
+
+/// The line shown when previews are hidden.
+pub const HIDDEN_BODY: &str = "You have a new message";
+
+impl Notification {
+    /// The body to display.
+    pub fn display_body(&self) -> &str {
+        if self.body.is_empty() {
+            HIDDEN_BODY
+        } else {
+            &self.body
+        }
+    }
+}
+
+/// The answer to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Accepted by the provider.
+    Sent,
+    /// The token is dead (unregistered, malformed, for another app): remove it.
+    Dead(String),
+    /// Worth another try, after at least `after` if the provider said so.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Refused for a reason retrying will not fix (bad credentials, bad payload).
+    Failed(String),
+}
+
+/// A future answering one attempt.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// One push service, set up with one tenant's credentials.
+pub trait PushProvider: Send + Sync {
+    /// The vendor name of the tokens it serves (`apns`, `fcm`, ...).
+    fn vendor(&self) -> &'static str;
+    /// One attempt at delivering `n` to `device`.
+    fn send<'a>(&'a self, device: &'a Device, n: &'a Notification) -> Attempt<'a>;
+}
+
+/// Retry on a transport error (connection refused, reset, timeout).
+pub fn transport(e: String) -> Outcome {
+    Outcome::Retry {
+        reason: e,
+        after: None,
+    }
+}
+
+/// A short, safe excerpt of an answer body for logs and traces.
+pub fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}

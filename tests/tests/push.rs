@@ -1,0 +1,354 @@
+//! The push worker end to end: a broker with the IM service, a gateway whose push worker
+//! points at a local mock of APNs, FCM, Huawei and Xiaomi (HTTP/2 over TLS, test CA), and
+//! users whose devices are asleep. Checks the push a user gets (badge, headers, signed
+//! tokens), that a muted conversation makes none, that dead tokens are removed, that 429s
+//! and expired provider tokens are retried, and that two gateways split the jobs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_client::Endpoint;
+use switchboard_gateway::push::PushConfig;
+use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_proto::im;
+use switchboard_tests::WAIT;
+use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET, text};
+use switchboard_tests::push_mocks::{
+    APNS_KEY_ID, APNS_TEAM_ID, Canned, HUAWEI_APP, HUAWEI_SECRET, PushMock, XIAOMI_SECRET,
+};
+
+async fn gateway(b: &ImBroker, mock: &PushMock, id: &str) -> Gateway {
+    let base = mock.base();
+    let push = PushConfig {
+        apns_production: base.clone(),
+        apns_sandbox: format!("{base}/"),
+        fcm_base: base.clone(),
+        huawei_base: base.clone(),
+        huawei_token_uri: format!("{base}/huawei/token"),
+        xiaomi_base: base,
+        extra_ca_pem: Some(mock.ca_pem.clone().into_bytes()),
+        backoff: Duration::from_millis(50),
+        ..PushConfig::default()
+    };
+    Gateway::start_with_push(
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            broker: vec![Endpoint::Tcp(b.addr)],
+            service_secret: SERVICE_SECRET.into(),
+            client_id: id.into(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            files_dir: None,
+        },
+        push,
+    )
+    .await
+    .expect("gateway")
+}
+
+async fn admin(b: &ImBroker, op: &str, body: Value) -> Value {
+    b.im.admin_request(op, body.to_string().as_bytes())
+        .await
+        .expect(op)
+}
+
+/// A tenant with alice and bob, push credentials for every mocked vendor; returns the tenant.
+async fn setup(b: &ImBroker, mock: &PushMock) -> u64 {
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol"] {
+        b.user(t, u).await;
+    }
+    admin(
+        b,
+        "push/credentials/set",
+        json!({"tenant": t,
+            "apns": {"key_p8": mock.apns_key_pem, "key_id": APNS_KEY_ID, "team_id": APNS_TEAM_ID,
+                     "topic": "com.example.chat"},
+            "fcm": {"service_account_json": mock.service_account().to_string()},
+            "huawei": {"app_id": HUAWEI_APP, "client_secret": HUAWEI_SECRET},
+            "xiaomi": {"app_secret": XIAOMI_SECRET, "package_name": "com.example.chat"}}),
+    )
+    .await;
+    t
+}
+
+async fn register(b: &ImBroker, t: u64, user: &str, vendor: &str, token: &str) {
+    admin(
+        b,
+        "push/register",
+        json!({"tenant": t, "user": user, "vendor": vendor, "token": token,
+               "bundle_id": "com.example.chat", "sandbox": true}),
+    )
+    .await;
+}
+
+async fn tokens(b: &ImBroker, t: u64, user: &str) -> Vec<Value> {
+    admin(b, "push/tokens", json!({"tenant": t, "user": user})).await["tokens"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn send(from: &Device, to: &str, id: &str, body: &str) -> im::SendResponse {
+    from.client
+        .send(im::SendRequest {
+            to: to.into(),
+            client_msg_id: id.into(),
+            content: Some(text(body)),
+            ..Default::default()
+        })
+        .await
+        .expect("sent")
+}
+
+/// Waits until `f` holds, checking after each of the worker's steps (bounded by [`WAIT`]).
+async fn until(mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition within the wait"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_push_has_badge_and_headers_and_mute_suppresses_it() {
+    let b = ImBroker::start().await;
+    let mut mock = PushMock::start().await;
+    let gw = gateway(&b, &mock, "gw-push-1").await;
+    let t = setup(&b, &mock).await;
+    register(&b, t, "bob", "apns", "bobtoken1").await;
+    let alice = b.device(t, "alice", "alice-phone").await;
+    let carol = b.device(t, "carol", "carol-phone").await;
+
+    // Bob is offline: his phone gets a push with his unread total as the badge.
+    send(&alice, "bob", "m1", "hello bob").await;
+    let h = mock.next("apns").await;
+    assert_eq!(h.path, "/3/device/bobtoken1");
+    assert_eq!(h.version, "HTTP/2.0");
+    assert_eq!(
+        h.status, 200,
+        "the mock accepted it (JWT and headers checked)"
+    );
+    assert_eq!(h.header("apns-topic"), "com.example.chat");
+    assert_eq!(h.header("apns-push-type"), "alert");
+    assert_eq!(h.header("apns-priority"), "10");
+    assert!(!h.header("apns-collapse-id").is_empty());
+    let p = h.json();
+    assert_eq!(p["aps"]["badge"], json!(1));
+    assert_eq!(p["aps"]["alert"]["title"], json!("alice"));
+    assert_eq!(p["aps"]["alert"]["body"], json!("hello bob"));
+    let conv = p["conversation"].as_str().expect("conversation").to_owned();
+    send(&alice, "bob", "m2", "again").await;
+    let h = mock.next("apns").await;
+    assert_eq!(h.json()["aps"]["badge"], json!(2));
+    assert_eq!(h.header("apns-collapse-id"), conv.as_str());
+
+    // Bob's phone (in the background) mutes alice: her next message makes no push; carol's
+    // does, and its badge leaves the muted conversation out.
+    let bob = b.device(t, "bob", "bob-phone").await;
+    bob.client.set_background(true).await.expect("background");
+    bob.client
+        .update_conversation(im::UpdateConversationRequest {
+            conversation: conv.clone(),
+            muted: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("mute");
+    send(&alice, "bob", "m3", "muted").await;
+    send(&carol, "bob", "c1", "from carol").await;
+    let h = mock.next("apns").await;
+    let p = h.json();
+    assert_eq!(
+        p["aps"]["alert"]["title"],
+        json!("carol"),
+        "the muted message made no push"
+    );
+    assert_eq!(p["aps"]["badge"], json!(1));
+    let stats = gw.push_stats().expect("push worker").snapshot();
+    assert_eq!(stats["jobs"], json!(3), "{stats}");
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apns_errors_410_removes_429_retries_403_expired_resigns() {
+    let b = ImBroker::start().await;
+    let mut mock = PushMock::start().await;
+    let gw = gateway(&b, &mock, "gw-push-2").await;
+    let t = setup(&b, &mock).await;
+    let alice = b.device(t, "alice", "alice-phone").await;
+    register(&b, t, "bob", "apns", "deadtoken").await;
+    let reason = |r: &str| json!({ "reason": r }).to_string();
+
+    // 410 Unregistered: the token is removed.
+    mock.script(
+        "apns",
+        vec![Canned {
+            status: 410,
+            body: reason("Unregistered"),
+            retry_after: None,
+        }],
+    );
+    send(&alice, "bob", "m1", "one").await;
+    assert_eq!(mock.next("apns").await.status, 410);
+    until(async || tokens(&b, t, "bob").await.is_empty()).await;
+
+    // 429 with Retry-After, then 500: retried until accepted.
+    register(&b, t, "bob", "apns", "goodtoken").await;
+    mock.script(
+        "apns",
+        vec![
+            Canned {
+                status: 429,
+                body: reason("TooManyRequests"),
+                retry_after: Some(1),
+            },
+            Canned {
+                status: 500,
+                body: reason("InternalServerError"),
+                retry_after: None,
+            },
+        ],
+    );
+    send(&alice, "bob", "m2", "two").await;
+    assert_eq!(mock.next("apns").await.status, 429);
+    assert_eq!(mock.next("apns").await.status, 500);
+    let ok = mock.next("apns").await;
+    assert_eq!(
+        (ok.status, ok.json()["aps"]["alert"]["body"].clone()),
+        (200, json!("two"))
+    );
+
+    // 403 ExpiredProviderToken: the worker signs a new token and tries again.
+    mock.script(
+        "apns",
+        vec![Canned {
+            status: 403,
+            body: reason("ExpiredProviderToken"),
+            retry_after: None,
+        }],
+    );
+    send(&alice, "bob", "m3", "three").await;
+    let first = mock.next("apns").await;
+    assert_eq!(first.status, 403);
+    let second = mock.next("apns").await;
+    assert_eq!(second.status, 200);
+    assert_ne!(
+        first.header("authorization"),
+        second.header("authorization"),
+        "re-signed"
+    );
+    assert_eq!(tokens(&b, t, "bob").await.len(), 1, "a retried token stays");
+    let stats = gw.push_stats().expect("push worker").snapshot();
+    assert_eq!(
+        (stats["tokens_removed"].clone(), stats["sent"].clone()),
+        (json!(1), json!(2)),
+        "{stats}"
+    );
+    assert_eq!(stats["retried"], json!(3), "{stats}");
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fcm_huawei_and_xiaomi_deliver_and_fcm_unregistered_removes() {
+    let b = ImBroker::start().await;
+    let mut mock = PushMock::start().await;
+    let gw = gateway(&b, &mock, "gw-push-3").await;
+    let t = setup(&b, &mock).await;
+    let alice = b.device(t, "alice", "alice-phone").await;
+    register(&b, t, "bob", "fcm", "fcm-bob").await;
+    register(&b, t, "carol", "huawei", "hw-carol").await;
+    register(&b, t, "carol", "xiaomi", "mi-carol").await;
+
+    send(&alice, "bob", "m1", "hi bob").await;
+    let tok = mock.next("fcm_token").await;
+    assert_eq!(tok.status, 200, "the RS256 assertion verified");
+    let h = mock.next("fcm").await;
+    assert_eq!(h.path, "/v1/projects/test-project/messages:send");
+    let m = &h.json()["message"];
+    assert_eq!(m["token"], json!("fcm-bob"));
+    assert_eq!(m["notification"]["body"], json!("hi bob"));
+    assert_eq!(m["android"]["notification"]["notification_count"], json!(1));
+    assert_eq!(m["apns"]["payload"]["aps"]["badge"], json!(1));
+
+    send(&alice, "carol", "m2", "hi carol").await;
+    assert_eq!(mock.next("huawei_token").await.status, 200);
+    let hw = mock.next("huawei").await;
+    assert_eq!(hw.status, 200);
+    assert_eq!(hw.json()["message"]["token"], json!(["hw-carol"]));
+    assert_eq!(
+        hw.json()["message"]["android"]["notification"]["body"],
+        json!("hi carol")
+    );
+    let mi = mock.next("xiaomi").await;
+    assert_eq!(mi.status, 200);
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&mi.body).into_owned().collect();
+    assert_eq!(
+        form.get("registration_id").map(String::as_str),
+        Some("mi-carol")
+    );
+    assert_eq!(
+        form.get("description").map(String::as_str),
+        Some("hi carol")
+    );
+
+    // FCM says UNREGISTERED: bob's token goes; the access token was cached (no new grant).
+    let unregistered = json!({"error": {"code": 404, "message": "Requested entity was not found.",
+        "status": "NOT_FOUND", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+        "errorCode": "UNREGISTERED"}]}});
+    mock.script(
+        "fcm",
+        vec![Canned {
+            status: 404,
+            body: unregistered.to_string(),
+            retry_after: None,
+        }],
+    );
+    send(&alice, "bob", "m3", "gone").await;
+    assert_eq!(mock.next("fcm").await.status, 404);
+    until(async || tokens(&b, t, "bob").await.is_empty()).await;
+    assert!(
+        mock.drain().iter().all(|h| h.kind != "fcm_token"),
+        "access token cached"
+    );
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_split_jobs_and_none_is_delivered_twice() {
+    let b = ImBroker::start().await;
+    let mut mock = PushMock::start().await;
+    let gw1 = gateway(&b, &mock, "gw-push-a").await;
+    let gw2 = gateway(&b, &mock, "gw-push-b").await;
+    let t = setup(&b, &mock).await;
+    let alice = b.device(t, "alice", "alice-phone").await;
+    register(&b, t, "bob", "apns", "bobtoken").await;
+    const N: usize = 20;
+    for i in 0..N {
+        send(&alice, "bob", &format!("m{i}"), &format!("message {i}")).await;
+    }
+    let mut bodies = std::collections::HashSet::new();
+    for _ in 0..N {
+        let h = mock.next("apns").await;
+        assert!(
+            bodies.insert(h.json()["job"].as_str().unwrap_or_default().to_owned()),
+            "a job delivered twice"
+        );
+    }
+    let (s1, s2) = (gw1.push_stats().expect("1"), gw2.push_stats().expect("2"));
+    let total =
+        |k: &str| s1.snapshot()[k].as_u64().unwrap_or(0) + s2.snapshot()[k].as_u64().unwrap_or(0);
+    until(async || total("sent") == N as u64).await;
+    assert_eq!(total("jobs"), N as u64);
+    assert!(mock.drain().is_empty(), "nothing more was sent");
+    gw1.stop().await;
+    gw2.stop().await;
+    b.stop().await;
+}
