@@ -232,6 +232,14 @@ impl PushMock {
         }
     }
 
+    /// The next request of any kind; panics after [`WAIT`].
+    pub async fn next_any(&mut self) -> Hit {
+        tokio::time::timeout(WAIT, self.hits.recv())
+            .await
+            .expect("a request within the wait")
+            .expect("mock running")
+    }
+
     /// Requests received so far and not yet taken.
     pub fn drain(&mut self) -> Vec<Hit> {
         let mut v = Vec::new();

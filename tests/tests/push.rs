@@ -243,7 +243,9 @@ async fn apns_errors_410_removes_429_retries_403_expired_resigns() {
         "re-signed"
     );
     assert_eq!(tokens(&b, t, "bob").await.len(), 1, "a retried token stays");
-    let stats = gw.push_stats().expect("push worker").snapshot();
+    let counters = gw.push_stats().expect("push worker");
+    until(async || counters.snapshot()["sent"] == json!(2)).await;
+    let stats = counters.snapshot();
     assert_eq!(
         (stats["tokens_removed"].clone(), stats["sent"].clone()),
         (json!(1), json!(2)),
@@ -276,16 +278,26 @@ async fn fcm_huawei_and_xiaomi_deliver_and_fcm_unregistered_removes() {
     assert_eq!(m["android"]["notification"]["notification_count"], json!(1));
     assert_eq!(m["apns"]["payload"]["aps"]["badge"], json!(1));
 
+    // Carol has a Huawei and a Xiaomi phone: both get it.
     send(&alice, "carol", "m2", "hi carol").await;
-    assert_eq!(mock.next("huawei_token").await.status, 200);
-    let hw = mock.next("huawei").await;
+    let (mut hw, mut mi, mut hw_token) = (None, None, None);
+    while hw.is_none() || mi.is_none() || hw_token.is_none() {
+        let h = mock.next_any().await;
+        match h.kind.as_str() {
+            "huawei" => hw = Some(h),
+            "xiaomi" => mi = Some(h),
+            "huawei_token" => hw_token = Some(h),
+            _ => {}
+        }
+    }
+    let (hw, mi) = (hw.expect("huawei"), mi.expect("xiaomi"));
+    assert_eq!(hw_token.expect("token").status, 200);
     assert_eq!(hw.status, 200);
     assert_eq!(hw.json()["message"]["token"], json!(["hw-carol"]));
     assert_eq!(
         hw.json()["message"]["android"]["notification"]["body"],
         json!("hi carol")
     );
-    let mi = mock.next("xiaomi").await;
     assert_eq!(mi.status, 200);
     let form: std::collections::HashMap<String, String> =
         form_urlencoded::parse(&mi.body).into_owned().collect();
