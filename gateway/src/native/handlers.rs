@@ -257,7 +257,8 @@ pub async fn ban(State(s): State<Arc<AppState>>, Path(user): Path<String>, req: 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let until = now + r.minutes.unwrap_or(100 * 365 * 24 * 60).saturating_mul(60);
+    // Saturating: a ban of u64::MAX minutes is "forever", not an overflow.
+    let until = now.saturating_add(r.minutes.unwrap_or(100 * 365 * 24 * 60).saturating_mul(60));
     let v = json!({ "tenant": req.tenant.id, "user": user, "until": until });
     s.service.call("ban", &v).await?;
     Ok(Json(json!({ "until": until })))
