@@ -33,6 +33,8 @@ pub struct TenantPolicy {
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
     pub hide_preview: bool,
+    /// 1:1 messages only between friends (others get 403; see docs/im/social.md).
+    pub friends_required: bool,
 }
 
 impl Default for TenantPolicy {
@@ -45,6 +47,7 @@ impl Default for TenantPolicy {
             max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
+            friends_required: false,
         }
     }
 }
