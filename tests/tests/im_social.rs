@@ -58,15 +58,10 @@ async fn device_on(b: &ImBroker, t: u64, account: &str, client_id: &str, platfor
 }
 
 async fn query_bob(d: &Device) -> im::PresenceResponse {
-    d.client
-        .request(
-            "social/presence",
-            &im::PresenceRequest {
-                users: vec!["bob".into()],
-            },
-        )
-        .await
-        .expect("query")
+    im::PresenceResponse {
+        status: None,
+        presences: d.client.presence(&["bob"]).await.expect("query"),
+    }
 }
 
 async fn get_profile(
@@ -266,7 +261,7 @@ async fn a_blacklisted_sender_gets_405_and_the_recipient_sees_nothing() {
     let alice = b.device(t, "alice", "alice-1").await;
     let mut bob = b.device(t, "bob", "bob-1").await;
     let carol = b.device(t, "carol", "carol-1").await;
-    social(&bob, "block", "alice").await.expect("block");
+    bob.client.block("alice").await.expect("block");
     let blocked = list(&bob, "blocked").await;
     assert_eq!(blocked.len(), 1);
     assert_eq!(blocked[0].user, "alice");
@@ -287,7 +282,7 @@ async fn a_blacklisted_sender_gets_405_and_the_recipient_sees_nothing() {
         .await
         .expect("sent");
     assert_eq!(text_of(&bob.message().await), "from carol");
-    social(&bob, "unblock", "alice").await.expect("unblock");
+    bob.client.unblock("alice").await.expect("unblock");
     alice
         .client
         .send_text("bob", "m3", "again")
@@ -481,14 +476,8 @@ async fn privacy_nobody_hides_presence_and_contacts_only_shows_it_to_friends() {
     );
 
     // Contacts only: strangers still see nothing, friends see him.
-    let _: im::Ack = bob
-        .client
-        .request(
-            "social/set_privacy",
-            &im::PrivacyRequest {
-                visibility: im::PresenceVisibility::Contacts as i32,
-            },
-        )
+    bob.client
+        .set_privacy(im::PresenceVisibility::Contacts)
         .await
         .expect("privacy");
     assert!(query_bob(&alice).await.presences[0].hidden);

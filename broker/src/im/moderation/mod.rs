@@ -331,7 +331,15 @@ impl ImService {
                     list.mode = m;
                 }
                 let list = list.normalise()?;
-                let filter = words::Filter::new(&list)?;
+                // Building takes a while for long lists (~0.4 s for 10,000 words): off the
+                // runtime's threads.
+                let (list, filter) = tokio::task::spawn_blocking(move || {
+                    let filter = words::Filter::new(&list);
+                    (list, filter)
+                })
+                .await
+                .map_err(|e| ImError::Internal(format!("word filter build: {e}")))?;
+                let filter = filter?;
                 self.commit(vec![Op::Put {
                     table: Table::Moderation,
                     key: tenant_key(r.tenant, b'W'),
