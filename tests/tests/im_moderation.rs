@@ -294,3 +294,41 @@ async fn sending_beyond_the_burst_answers_429_per_user() {
     app.shutdown().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_settings_survive_a_restart() {
+    let (b, t, app) = setup().await;
+    app.ok(
+        "moderation/set_words",
+        json!({"tenant": t, "words": ["darn"], "mode": "reject"}),
+    )
+    .await;
+    app.ok(
+        "moderation/set_rate_limit",
+        json!({"tenant": t, "messages": 1, "per_secs": 3600, "burst": 1}),
+    )
+    .await;
+    app.ok("moderation/mute", json!({"tenant": t, "user": "carol"}))
+        .await;
+    app.shutdown().await;
+    let dir = b.dir.clone();
+    b.stop().await;
+    let b = ImBroker::start_in(dir, 0).await;
+    let alice = b.device(t, "alice", "alice-1").await;
+    let carol = b.device(t, "carol", "carol-1").await;
+    assert_eq!(
+        code(&alice.client.send_text("bob", "m1", "darn").await),
+        451
+    );
+    alice
+        .client
+        .send_text("bob", "m2", "fine")
+        .await
+        .expect("within the burst");
+    assert_eq!(
+        code(&alice.client.send_text("bob", "m3", "again").await),
+        429
+    );
+    assert_eq!(code(&carol.client.send_text("bob", "c1", "hi").await), 423);
+    b.stop().await;
+}

@@ -242,11 +242,21 @@ impl ImService {
             ),
             None => None,
         };
+        // Building a long list's matcher takes a while (~0.2-0.8 s for 10,000 words); it
+        // happens once per tenant and process. On the multi-threaded runtime, the worker
+        // hands its other tasks over meanwhile.
+        let build = || words::Filter::new(&list);
+        let filter = match tokio::runtime::Handle::try_current() {
+            Ok(h)
+                if list.words.len() > 100
+                    && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(build)?
+            }
+            _ => build()?,
+        };
         let s = Arc::new(Settings {
-            words: WordsState {
-                filter: words::Filter::new(&list)?,
-                list,
-            },
+            words: WordsState { filter, list },
             rate,
         });
         self.moderation.settings.write().insert(tid, s.clone());

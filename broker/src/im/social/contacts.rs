@@ -5,7 +5,7 @@
 //! someone who already asked us is an acceptance. Changes of one pair of users run one at a
 //! time (a sharded lock: check, then commit). Both sides' devices get a `ContactEvent`.
 //! Blocking is private (no event) and independent of friendship: the blocked user's 1:1
-//! messages and friend requests are refused with 405 (`check_send`, here).
+//! messages (in `check_send`, moderation) and friend requests (here) are refused with 405.
 
 use serde::{Deserialize, Serialize};
 use switchboard_proto::QoS;

@@ -210,6 +210,7 @@ impl ImService {
             return;
         };
         let Some(service) = b.im.clone() else {
+            pending.lock().remove(&(tid, uid));
             return;
         };
         b.tasks.spawn(async move {
