@@ -332,3 +332,98 @@ async fn moderation_settings_survive_a_restart() {
     assert_eq!(code(&carol.client.send_text("bob", "c1", "hi").await), 423);
     b.stop().await;
 }
+
+/// A request to the REST gateway signed for tenant `t` (HMAC-SHA256 of the app secret over
+/// nonce + timestamp + body, computed here with ring).
+async fn rest(
+    gw: &switchboard_gateway::Gateway,
+    b: &ImBroker,
+    t: u64,
+    path: &str,
+    body: serde_json::Value,
+) -> switchboard_tests::http::Answer {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let tenant = b.im.tenant(t).expect("tenant");
+    let body = body.to_string();
+    let nonce = format!(
+        "m{}",
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tenant.app_secret.as_bytes());
+    let msg = [nonce.as_bytes(), ts.as_bytes(), body.as_bytes()].concat();
+    let signature: String = ring::hmac::sign(&key, &msg)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let headers = [
+        ("App-Key", tenant.app_key.clone()),
+        ("Nonce", nonce),
+        ("Timestamp", ts),
+        ("Signature", signature),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    switchboard_tests::http::request(gw.addr(), "POST", path, &headers, body.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_gateway_reaches_moderation_and_social_ops() {
+    let (b, t, app) = setup().await;
+    app.shutdown().await;
+    let gw = switchboard_gateway::Gateway::start(switchboard_gateway::GatewayConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        broker: vec![switchboard_client::Endpoint::Tcp(b.addr)],
+        service_secret: switchboard_tests::im::SERVICE_SECRET.into(),
+        client_id: "gateway-moderation".into(),
+        body_limit: switchboard_gateway::DEFAULT_BODY_LIMIT,
+    })
+    .await
+    .expect("gateway starts");
+    let alice = b.device(t, "alice", "alice-1").await;
+    let mut bob = b.device(t, "bob", "bob-1").await;
+    let a = rest(
+        &gw,
+        &b,
+        t,
+        "/v1/moderation/set_words",
+        json!({"words": ["darn"], "mode": "replace"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = rest(
+        &gw,
+        &b,
+        t,
+        "/v1/social/set_profile",
+        json!({"user": "alice", "name": "Alice via REST"}),
+    )
+    .await;
+    assert_eq!(a.json()["name"], "Alice via REST");
+    alice
+        .client
+        .send_text("bob", "m1", "darn it")
+        .await
+        .expect("sent");
+    assert_eq!(text_of(&bob.message().await), "**** it");
+    assert_eq!(
+        bob.client.profile("alice").await.expect("profile").name,
+        "Alice via REST"
+    );
+    let a = rest(
+        &gw,
+        &b,
+        t,
+        "/v1/moderation/mute",
+        json!({"user": "alice", "seconds": 60}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(code(&alice.client.send_text("bob", "m2", "hi").await), 423);
+    gw.stop().await;
+    b.stop().await;
+}
