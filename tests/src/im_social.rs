@@ -1,6 +1,7 @@
 //! Helpers for the social and moderation tests: an app-server client (the `$service`
 //! login) that makes JSON requests on `$im/admin/{op}` over MQTT 5 and hears the service
-//! events of `$im/events/{tenant}`, and shorthands for the social requests of a device.
+//! events of `$im/events/{tenant}`, and shorthands for the social requests and events of a
+//! device.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde_json::Value;
 use switchboard_client::{Client, Config, Endpoint, Event};
+use switchboard_proto::im::{self, contact_event::Kind as ContactKind, event::Kind};
 use switchboard_proto::{Properties, Publish, QoS};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::WAIT;
-use crate::im::SERVICE_SECRET;
+use crate::im::{Device, ImBroker, SERVICE_SECRET};
 
 /// Topic the service client's answers come back on.
 const REPLIES: &str = "app-server/replies";
@@ -137,4 +139,61 @@ pub fn code<T>(r: &Result<T, switchboard_client::im::ImError>) -> u32 {
         Err(switchboard_client::im::ImError::Status { code, .. }) => *code,
         Err(e) => panic!("not a status error: {e}"),
     }
+}
+
+/// A `social/{op}` request about account `user`.
+pub async fn social(
+    d: &Device,
+    op: &str,
+    user: &str,
+) -> Result<im::Ack, switchboard_client::im::ImError> {
+    d.client
+        .request(
+            &format!("social/{op}"),
+            &im::SocialUserRequest {
+                user: user.into(),
+                message: String::new(),
+            },
+        )
+        .await
+}
+
+/// The first page of list `op` (friends, friend_requests, blocked).
+pub async fn list(d: &Device, op: &str) -> Vec<im::SocialContact> {
+    let l: im::SocialContactList = d
+        .client
+        .request(&format!("social/{op}"), &im::SocialListRequest::default())
+        .await
+        .expect("list");
+    l.contacts
+}
+
+/// The next contact event of kind `kind` (a device also hears of its own requests).
+pub async fn contact_event(d: &mut Device, kind: ContactKind) -> im::ContactEvent {
+    d.next(|k| match k {
+        Kind::Contact(c) if c.kind == kind as i32 => Some(c.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The next presence event.
+pub async fn presence_event(d: &mut Device) -> im::Presence {
+    d.next(|k| match k {
+        Kind::Presence(p) => p.presence.clone(),
+        _ => None,
+    })
+    .await
+}
+
+/// A device of `account` whose token names its platform.
+pub async fn device_on(
+    b: &ImBroker,
+    t: u64,
+    account: &str,
+    client_id: &str,
+    platform: &str,
+) -> Device {
+    let token = b.im.issue_token(t, account, platform, 600).expect("token");
+    Device::connect(b.addr, account, client_id, &token).await
 }

@@ -4,58 +4,11 @@
 
 use serde_json::json;
 use switchboard_proto::QoS;
-use switchboard_proto::im::{self, contact_event::Kind as CK, event::Kind};
+use switchboard_proto::im::{self, contact_event::Kind as CK};
 use switchboard_tests::im::{Device, ImBroker, text_of};
-use switchboard_tests::im_social::{AppServer, code};
-
-/// Sends a social request with an account and an optional greeting.
-async fn social(
-    d: &Device,
-    op: &str,
-    user: &str,
-) -> Result<im::Ack, switchboard_client::im::ImError> {
-    d.client
-        .request(
-            &format!("social/{op}"),
-            &im::SocialUserRequest {
-                user: user.into(),
-                message: String::new(),
-            },
-        )
-        .await
-}
-
-async fn list(d: &Device, op: &str) -> Vec<im::SocialContact> {
-    let l: im::SocialContactList = d
-        .client
-        .request(&format!("social/{op}"), &im::SocialListRequest::default())
-        .await
-        .expect("list");
-    l.contacts
-}
-
-/// The next contact event of kind `kind` (a device also hears of its own requests).
-async fn contact_event(d: &mut Device, kind: CK) -> im::ContactEvent {
-    d.next(|k| match k {
-        Kind::Contact(c) if c.kind == kind as i32 => Some(c.clone()),
-        _ => None,
-    })
-    .await
-}
-
-async fn presence_event(d: &mut Device) -> im::Presence {
-    d.next(|k| match k {
-        Kind::Presence(p) => p.presence.clone(),
-        _ => None,
-    })
-    .await
-}
-
-/// A device of `account` whose token names its platform.
-async fn device_on(b: &ImBroker, t: u64, account: &str, client_id: &str, platform: &str) -> Device {
-    let token = b.im.issue_token(t, account, platform, 600).expect("token");
-    Device::connect(b.addr, account, client_id, &token).await
-}
+use switchboard_tests::im_social::{
+    AppServer, code, contact_event, device_on, list, presence_event, social,
+};
 
 async fn query_bob(d: &Device) -> im::PresenceResponse {
     im::PresenceResponse {
@@ -306,6 +259,37 @@ async fn a_blacklisted_sender_gets_405_and_the_recipient_sees_nothing() {
         ["again"],
         "nothing of the blocked time was stored"
     );
+    // The app server manages blacklists too (RongCloud's server API).
+    let app = AppServer::connect(b.addr, "app-1").await;
+    app.ok(
+        "social/block",
+        json!({"tenant": t, "user": "bob", "users": ["carol"]}),
+    )
+    .await;
+    assert_eq!(code(&carol.client.send_text("bob", "c2", "hm").await), 405);
+    let v = app
+        .ok("social/blocked", json!({"tenant": t, "user": "bob"}))
+        .await;
+    assert_eq!(v["users"][0]["user"], "carol");
+    assert_eq!(v["next"], "");
+    let v = app
+        .call(
+            "social/block",
+            json!({"tenant": t, "user": "bob", "users": ["nobody"]}),
+        )
+        .await;
+    assert_eq!(v["error"]["code"], 404);
+    app.ok(
+        "social/unblock",
+        json!({"tenant": t, "user": "bob", "users": ["carol"]}),
+    )
+    .await;
+    carol
+        .client
+        .send_text("bob", "c3", "back")
+        .await
+        .expect("unblocked");
+    app.shutdown().await;
     b.stop().await;
 }
 

@@ -207,24 +207,35 @@ impl ImService {
         op: &str,
         req: im::SocialListRequest,
     ) -> Result<im::SocialContactList, ImError> {
+        self.list_page(login.tenant, login.uid, op, &req.after, req.limit)
+    }
+
+    /// One page of list `op` ("friends", "friend_requests", "blocked") of user `uid`.
+    pub(super) fn list_page(
+        &self,
+        tid: u64,
+        uid: u64,
+        op: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<im::SocialContactList, ImError> {
         let t = match op {
             "friends" => tag::FRIEND,
             "friend_requests" => tag::REQUEST,
             _ => tag::BLOCK,
         };
-        let tid = login.tenant;
-        let limit = match req.limit as usize {
+        let limit = match limit as usize {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let prefix = key(tid, login.uid, t, None);
-        let after = if req.after.is_empty() {
+        let prefix = key(tid, uid, t, None);
+        let after = if after.is_empty() {
             None
         } else {
             let u = self
-                .user(tid, &req.after)?
-                .ok_or_else(|| ImError::BadRequest(format!("after: no user {}", req.after)))?;
-            Some(key(tid, login.uid, t, Some(u.uid)))
+                .user(tid, after)?
+                .ok_or_else(|| ImError::BadRequest(format!("after: no user {after}")))?;
+            Some(key(tid, uid, t, Some(u.uid)))
         };
         let rows = self
             .store
@@ -232,14 +243,14 @@ impl ImService {
         let more = rows.len() > limit;
         let mut contacts = Vec::with_capacity(limit.min(rows.len()));
         for (k, v) in rows.into_iter().take(limit) {
-            let Some(uid) = k
+            let Some(other) = k
                 .get(prefix.len()..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
             else {
                 continue;
             };
-            let Some(account) = self.account_of(tid, uid)? else {
+            let Some(account) = self.account_of(tid, other)? else {
                 continue;
             };
             let rec: ContactRecord = serde_json::from_slice(&v).unwrap_or_default();
@@ -259,6 +270,46 @@ impl ImService {
             contacts,
             next,
         })
+    }
+
+    /// The app server adds users `others` to user `account`'s blacklist (or, with `block`
+    /// false, takes them off), as RongCloud's server API does. Unknown accounts are 404
+    /// and nothing changes.
+    pub(super) async fn admin_block(
+        &self,
+        tid: u64,
+        account: &str,
+        others: &[String],
+        block: bool,
+    ) -> Result<(), ImError> {
+        if others.len() > MAX_PAGE {
+            return Err(ImError::TooLarge(format!(
+                "at most {MAX_PAGE} users per request"
+            )));
+        }
+        let user = self
+            .user(tid, account)?
+            .ok_or_else(|| ImError::NotFound(format!("user {account}")))?;
+        let rec = serde_json::to_vec(&ContactRecord {
+            since_ms: now_ms(),
+            message: String::new(),
+        })
+        .map_err(|e| ImError::Internal(e.to_string()))?;
+        let mut ops = Vec::with_capacity(others.len());
+        for o in others {
+            let other = self.other_user(tid, user.uid, o)?;
+            let k = key(tid, user.uid, tag::BLOCK, Some(other.uid));
+            ops.push(if block {
+                put(k, rec.clone())
+            } else {
+                Op::Delete {
+                    table: Table::Social,
+                    key: k,
+                }
+            });
+        }
+        self.commit(ops).await?;
+        Ok(())
     }
 
     /// User `account` of the tenant, who must exist and not be `me`.

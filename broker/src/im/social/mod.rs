@@ -117,6 +117,23 @@ struct AdminPolicy {
 }
 
 #[derive(Deserialize)]
+struct AdminBlock {
+    tenant: u64,
+    user: String,
+    users: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AdminList {
+    tenant: u64,
+    user: String,
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    limit: u32,
+}
+
+#[derive(Deserialize)]
 struct AdminFriends {
     tenant: u64,
     user: String,
@@ -232,6 +249,27 @@ impl ImService {
                 policy.friends_required = r.friends_required;
                 self.set_policy(r.tenant, policy).await?;
                 json!({})
+            }
+            "block" | "unblock" => {
+                let r: AdminBlock = parse(payload)?;
+                self.admin_block(r.tenant, &r.user, &r.users, op == "block")
+                    .await?;
+                json!({})
+            }
+            "friends" | "friend_requests" | "blocked" => {
+                let r: AdminList = parse(payload)?;
+                let u = self
+                    .user(r.tenant, &r.user)?
+                    .ok_or_else(|| ImError::NotFound(format!("user {}", r.user)))?;
+                let page = self.list_page(r.tenant, u.uid, op, &r.after, r.limit)?;
+                let users: Vec<Value> = page
+                    .contacts
+                    .iter()
+                    .map(
+                        |c| json!({ "user": c.user, "since_ms": c.since_ms, "message": c.message }),
+                    )
+                    .collect();
+                json!({ "users": users, "next": page.next })
             }
             "add_friends" => {
                 let r: AdminFriends = parse(payload)?;
