@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: u32,
     pub message: String,
+    /// Seconds to wait before retrying (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The tenant's call budget is spent.
+    pub fn rate_limited(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                42900,
+                "too many calls for this tenant; retry later",
+            )
         }
     }
 
@@ -69,14 +84,14 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Api { code, message } => ApiError {
-                status: StatusCode::from_u16(code as u16)
+            ServiceError::Api { code, message } => ApiError::new(
+                StatusCode::from_u16(code as u16)
                     .ok()
                     .filter(|s| s.is_client_error() || s.is_server_error())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 code,
                 message,
-            },
+            ),
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "gateway: broker unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50300, m)
@@ -87,10 +102,15 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(json!({ "code": self.code, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        r
     }
 }

@@ -62,6 +62,17 @@ fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Whether the app's tenant lets these calls in (compat APIs on, within its rate).
+fn allowed(s: &AppState, app: &Value) -> bool {
+    app["compat_apis"].as_bool().unwrap_or(true)
+        && s.auth
+            .admit(
+                app["tenant"].as_u64().unwrap_or_default(),
+                app["api_rate_per_sec"].as_u64().unwrap_or_default() as u32,
+            )
+            .is_ok()
+}
+
 fn fail(code: i64) -> Json<Value> {
     Json(json!({ "Result": false, "MsgNo": code }))
 }
@@ -164,6 +175,14 @@ async fn set_num(
     let Some((app_id, cid, uid, num)) = parsed else {
         return fail(SETNUM_FAILED);
     };
+    match s
+        .service
+        .call("app/get_any", &json!({ "app_id": app_id }))
+        .await
+    {
+        Ok(a) if allowed(&s, &a) => {}
+        _ => return fail(SETNUM_FAILED),
+    }
     match s
         .service
         .call(

@@ -127,6 +127,11 @@ impl AppServer {
         }
     }
 
+    /// The underlying MQTT client (more subscriptions).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub async fn shutdown(&self) {
         self.client.shutdown().await;
     }

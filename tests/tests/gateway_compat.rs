@@ -17,6 +17,7 @@ async fn gateway(b: &ImBroker) -> Gateway {
         service_secret: SERVICE_SECRET.into(),
         client_id: "gateway-compat-test".into(),
         body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: None,
     })
     .await
     .expect("gateway starts")
@@ -214,4 +215,192 @@ fn form_body(pairs: &[(&str, &str)]) -> String {
         .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// Runs `openssl enc` (AES-256-CBC, no padding of its own, base64 on the wire side).
+fn openssl(decrypt: bool, key: &[u8; 32], input: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let hexs = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["enc", "-aes-256-cbc", "-nopad", "-a", "-A", "-K"])
+        .arg(hexs(key))
+        .arg("-iv")
+        .arg(hexs(&key[..16]));
+    if decrypt {
+        cmd.arg("-d");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = child.wait_with_output().expect("openssl output");
+    assert!(out.status.success(), "openssl failed");
+    out.stdout
+}
+
+/// Youdu's envelope, built here by hand: 16 random bytes, 4-byte length, content, appId,
+/// PKCS#7 to 32-byte blocks, AES-256-CBC with IV = key[..16], base64.
+fn youdu_encrypt(key: &[u8; 32], content: &str, app_id: &str) -> String {
+    let mut p = b"0123456789abcdef".to_vec();
+    p.extend_from_slice(&(content.len() as u32).to_be_bytes());
+    p.extend_from_slice(content.as_bytes());
+    p.extend_from_slice(app_id.as_bytes());
+    let pad = 32 - p.len() % 32;
+    p.resize(p.len() + pad, pad as u8);
+    String::from_utf8(openssl(false, key, &p)).expect("base64 text")
+}
+
+fn youdu_decrypt(key: &[u8; 32], b64: &str, app_id: &str) -> String {
+    let p = openssl(true, key, format!("{b64}\n").as_bytes());
+    let pad = *p.last().expect("plaintext") as usize;
+    let body = &p[..p.len() - pad];
+    let n = u32::from_be_bytes([body[16], body[17], body[18], body[19]]) as usize;
+    assert_eq!(
+        &body[20 + n..],
+        app_id.as_bytes(),
+        "the answer names our app"
+    );
+    String::from_utf8(body[20..20 + n].to_vec()).expect("utf-8")
+}
+
+/// The 32 bytes of a 43-character EncodingAESKey.
+fn aes_key(k: &str) -> [u8; 32] {
+    let out = std::process::Command::new("openssl")
+        .args(["base64", "-d", "-A"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{k}=").as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("openssl base64");
+    out.stdout.try_into().expect("32 bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn youdu_gettoken_and_msg_send_with_real_aes_reach_the_users_app_conversation() {
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let t = b.im.create_tenant("ent", None).await.expect("tenant");
+    let uid = b.user(t.id, "li").await;
+    b.user(t.id, "wang").await;
+    let app =
+        b.im.admin_request(
+            "app/create",
+            json!({"tenant": t.id, "name": "报销", "identifier": "expense"})
+                .to_string()
+                .as_bytes(),
+        )
+        .await
+        .expect("app");
+    let app_id = app["app_id"].as_str().expect("id").to_owned();
+    let key = aes_key(app["encoding_aes_key"].as_str().expect("key"));
+    let mut li = b.device(t.id, "li", "li-phone").await;
+    let post = |path: String, body: serde_json::Value| {
+        let addr = gw.addr();
+        async move {
+            request(
+                addr,
+                "POST",
+                &path,
+                &[("Content-Type", "application/json".into())],
+                body.to_string().as_bytes(),
+            )
+            .await
+            .json()
+        }
+    };
+
+    // gettoken: the current time, encrypted.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let enc = youdu_encrypt(&key, &now.to_string(), &app_id);
+    let v = post(
+        "/cgi/gettoken".into(),
+        json!({"buin": t.buin, "appId": app_id, "encrypt": enc}),
+    )
+    .await;
+    assert_eq!(
+        (v["errcode"].as_i64(), v["errmsg"].as_str()),
+        (Some(0), Some("ok")),
+        "{v}"
+    );
+    let plain: serde_json::Value = serde_json::from_str(&youdu_decrypt(
+        &key,
+        v["encrypt"].as_str().expect("encrypt"),
+        &app_id,
+    ))
+    .expect("token JSON");
+    assert_eq!(plain["expireIn"], json!(7200));
+    let token = plain["accessToken"].as_str().expect("token").to_owned();
+
+    // msg/send to two users, one unknown: the known one receives, errmsg names the other.
+    let long = "长".repeat(700);
+    let msg = json!({"toUser": "li|nobody", "msgType": "text", "text": {"content": long}});
+    let enc = youdu_encrypt(&key, &msg.to_string(), &app_id);
+    let v = post(
+        format!("/cgi/msg/send?accessToken={token}"),
+        json!({"buin": t.buin, "appId": app_id, "encrypt": enc}),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(0), "{v}");
+    assert!(
+        v["errmsg"].as_str().expect("errmsg").contains("nobody"),
+        "{v}"
+    );
+    let m = li.message().await;
+    assert_eq!(m.conversation, format!("a:{app_id}:{uid}"));
+    assert_eq!(
+        switchboard_tests::im::text_of(&m).chars().count(),
+        600,
+        "text cut at 600 characters"
+    );
+
+    // Failures with Youdu's codes: a stale timestamp, a wrong key, a forged token, a wrong
+    // buin, malformed JSON.
+    let stale = youdu_encrypt(&key, &(now - 3600).to_string(), &app_id);
+    let v = post(
+        "/cgi/gettoken".into(),
+        json!({"buin": t.buin, "appId": app_id, "encrypt": stale}),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(100003), "{v}");
+    let wrong = youdu_encrypt(&[9u8; 32], &now.to_string(), &app_id);
+    let v = post(
+        "/cgi/gettoken".into(),
+        json!({"buin": t.buin, "appId": app_id, "encrypt": wrong}),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(100006), "{v}");
+    let v = post(
+        "/cgi/msg/send?accessToken=9999999999.deadbeef".into(),
+        json!({"buin": t.buin, "appId": app_id, "encrypt": enc}),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(100001), "{v}");
+    let v = post(
+        "/cgi/gettoken".into(),
+        json!({"buin": t.buin + 1, "appId": app_id, "encrypt": enc}),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(100009), "{v}");
+    let a = request(gw.addr(), "POST", "/cgi/gettoken", &[], b"{oops").await;
+    assert_eq!(a.json()["errcode"].as_i64(), Some(100004));
+
+    gw.stop().await;
+    b.stop().await;
 }

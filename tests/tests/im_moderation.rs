@@ -381,6 +381,7 @@ async fn the_rest_gateway_reaches_moderation_and_social_ops() {
         service_secret: switchboard_tests::im::SERVICE_SECRET.into(),
         client_id: "gateway-moderation".into(),
         body_limit: switchboard_gateway::DEFAULT_BODY_LIMIT,
+        files_dir: None,
     })
     .await
     .expect("gateway starts");

@@ -585,3 +585,43 @@ async fn tenant_clients_cannot_subscribe_to_the_service_events() {
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changes_are_webhook_events_when_the_tenant_asks_for_them() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    let mut app = AppServer::connect(b.addr, "app-1").await;
+    // The gateways' stream (a plain subscription here, to see every event).
+    let codes = app
+        .client()
+        .subscribe_acked("$im/hooks/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    assert!(!codes[0].is_error());
+    app.ok(
+        "hooks/set",
+        json!({"tenant": t, "url": "http://127.0.0.1:9/hook", "secret": "s", "events": ["presence"]}),
+    )
+    .await;
+    let alice = device_on(&b, t, "alice", "alice-pad", "pad").await;
+    let hooks = format!("$im/hooks/{t}");
+    let v = app.event(&hooks, |v| v["kind"] == "presence").await;
+    assert_eq!(
+        (
+            v["data"]["event"].as_str(),
+            v["data"]["user"].as_str(),
+            v["data"]["platform"].as_str()
+        ),
+        (Some("online"), Some("alice"), Some("pad"))
+    );
+    alice.client.shutdown().await;
+    let v = app
+        .event(&hooks, |v| {
+            v["kind"] == "presence" && v["data"]["event"] == "offline"
+        })
+        .await;
+    assert_eq!(v["data"]["user_online"], false);
+    app.shutdown().await;
+    b.stop().await;
+}

@@ -22,6 +22,8 @@ use crate::store::{Op, OpResult, Table};
 const APP_COUNTER: &[u8] = b"app";
 /// First app id (ids are numeric strings: imo's `app_id`, Youdu's `appId`).
 const FIRST_APP_ID: u64 = 100;
+/// Most users one notice reaches (departments included).
+const MAX_NOTICE_USERS: usize = 10_000;
 /// Most apps one tenant registers.
 const MAX_APPS_PER_TENANT: usize = 500;
 
@@ -396,6 +398,10 @@ impl ImService {
             /// Or numeric uids (imo's `uid`).
             #[serde(default)]
             uids: Vec<u64>,
+            /// And every member of these departments and their sub-departments (Youdu's
+            /// `toDept`).
+            #[serde(default)]
+            depts: Vec<u64>,
             #[serde(default)]
             text: String,
             content: Option<Value>,
@@ -477,18 +483,13 @@ impl ImService {
                 Ok(json!({}))
             }
             "get_any" => {
-                // imo names an app by id alone (its notices then name the enterprise).
+                // imo and Youdu name an app by id alone (for the gateway: the key included).
                 let r: Id = parse(payload)?;
-                let app = self.app(&r.app_id)?;
-                Ok(json!({ "app_id": app.app_id, "tenant": app.tenant, "name": app.name }))
+                self.app_for_gateway(&self.app(&r.app_id)?)
             }
             "by_key" => {
                 let r: Key = parse(payload)?;
-                let app = self.app_by_key(&r.appkey)?;
-                Ok(
-                    json!({ "app_id": app.app_id, "tenant": app.tenant, "name": app.name,
-                           "encoding_aes_key": app.encoding_aes_key }),
-                )
+                self.app_for_gateway(&self.app_by_key(&r.appkey)?)
             }
             "notice" => {
                 let mut r: Notice = parse(payload)?;
@@ -502,6 +503,11 @@ impl ImService {
                     }
                 }
                 let app = self.tenant_app(r.tenant, &r.app_id)?;
+                if !r.depts.is_empty() {
+                    r.users.extend(self.dept_accounts(r.tenant, &r.depts)?);
+                    r.users.sort();
+                    r.users.dedup();
+                }
                 let content = match r.content {
                     Some(c) => super::json::content_from_json(&c)?,
                     None if r.text.is_empty() => {
@@ -511,10 +517,10 @@ impl ImService {
                         body: Some(im::content::Body::Text(im::Text { text: r.text })),
                     },
                 };
-                if r.users.is_empty() || r.users.len() > 1000 {
-                    return Err(ImError::BadRequest(
-                        "users must hold 1..=1000 accounts".into(),
-                    ));
+                if r.users.is_empty() || r.users.len() > MAX_NOTICE_USERS {
+                    return Err(ImError::BadRequest(format!(
+                        "a notice goes to 1..={MAX_NOTICE_USERS} users"
+                    )));
                 }
                 let base = match r.client_msg_id {
                     Some(id) => id,
@@ -591,6 +597,29 @@ impl ImService {
             .await?;
         }
         Ok(max - to)
+    }
+
+    /// What the gateway's dialects need of an app: its key, its tenant's number and policy.
+    fn app_for_gateway(&self, app: &AppRecord) -> Result<Value, ImError> {
+        let (buin, compat, rate) = match app.tenant {
+            0 => (0, true, 0),
+            t => {
+                let t = self.tenant(t)?;
+                (t.buin, t.policy.compat_apis, t.policy.api_rate_per_sec)
+            }
+        };
+        Ok(
+            json!({ "app_id": app.app_id, "tenant": app.tenant, "buin": buin,
+                   "name": app.name, "encoding_aes_key": app.encoding_aes_key,
+                   "compat_apis": compat, "api_rate_per_sec": rate }),
+        )
+    }
+
+    /// The accounts of every member of departments `depts` and their sub-departments.
+    fn dept_accounts(&self, _tid: u64, _depts: &[u64]) -> Result<Vec<String>, ImError> {
+        Err(ImError::BadRequest(
+            "messages to departments need the organisation directory (not merged yet)".into(),
+        ))
     }
 
     /// `$im/req/app/{op}`: the user's workbench.

@@ -35,6 +35,10 @@ pub struct TenantPolicy {
     pub hide_preview: bool,
     /// 1:1 messages only between friends (others get 403; see docs/im/social.md).
     pub friends_required: bool,
+    /// The gateway serves the seeds' dialects (RongCloud, Youdu, imo) for this tenant.
+    pub compat_apis: bool,
+    /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
+    pub api_rate_per_sec: u32,
 }
 
 impl Default for TenantPolicy {
@@ -48,6 +52,8 @@ impl Default for TenantPolicy {
             max_message_bytes: 64 * 1024,
             hide_preview: false,
             friends_required: false,
+            compat_apis: true,
+            api_rate_per_sec: 1000,
         }
     }
 }
@@ -68,6 +74,9 @@ pub struct TenantRecord {
     pub created_ms: u64,
     #[serde(default)]
     pub policy: TenantPolicy,
+    /// Where the tenant's app server hears about events (`hooks`).
+    #[serde(default)]
+    pub webhooks: Option<super::hooks::HookConfig>,
 }
 
 /// A user of a tenant.

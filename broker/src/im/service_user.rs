@@ -125,7 +125,10 @@ impl ImService {
     fn tenant_auth(&self, payload: &[u8]) -> Result<Value, ImError> {
         let r: TenantAuth = parse(payload)?;
         let t = self.tenant_by_key(&r.app_key)?;
-        Ok(json!({ "tenant_id": t.id, "app_secret": t.app_secret, "buin": t.buin, "name": t.name }))
+        Ok(
+            json!({ "tenant_id": t.id, "app_secret": t.app_secret, "buin": t.buin, "name": t.name,
+                   "compat_apis": t.policy.compat_apis, "api_rate_per_sec": t.policy.api_rate_per_sec }),
+        )
     }
 
     /// Checks a developer account's credentials; the answer lists its tenants' ids.

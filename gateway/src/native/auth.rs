@@ -39,6 +39,16 @@ pub struct TenantAuth {
     pub id: u64,
     pub secret: String,
     pub buin: u64,
+    /// The seeds' dialects are on for this tenant.
+    pub compat: bool,
+    /// Calls per second allowed (per gateway instance); 0: no limit.
+    pub rate: u32,
+}
+
+/// A token bucket: `rate` calls per second, bursts of up to `rate`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
 
 /// App secrets and recent nonces.
@@ -46,6 +56,7 @@ pub struct TenantAuth {
 pub struct Authenticator {
     tenants: Mutex<HashMap<String, (TenantAuth, Instant)>>,
     nonces: Mutex<Nonces>,
+    buckets: Mutex<HashMap<u64, Bucket>>,
 }
 
 #[derive(Default)]
@@ -104,6 +115,8 @@ impl Authenticator {
             id: v["tenant_id"].as_u64().unwrap_or_default(),
             secret: v["app_secret"].as_str().unwrap_or_default().to_owned(),
             buin: v["buin"].as_u64().unwrap_or_default(),
+            compat: v["compat_apis"].as_bool().unwrap_or(true),
+            rate: v["api_rate_per_sec"].as_u64().unwrap_or_default() as u32,
         };
         let mut cache = self.tenants.lock();
         if cache.len() >= MAX_CACHED_TENANTS {
@@ -179,6 +192,32 @@ impl Authenticator {
         // A nonce must be remembered as long as its timestamp could still be accepted.
         n.order.push_back((now + 2 * WINDOW_SECS, key));
         Ok(())
+    }
+
+    /// Takes one call from the tenant's rate budget; 429 with the seconds to wait if empty.
+    pub fn admit(&self, tenant: u64, rate: u32) -> Result<(), ApiError> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(rate);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= MAX_CACHED_TENANTS && !buckets.contains_key(&tenant) {
+            // Full buckets carry no information: forget them.
+            buckets.retain(|_, b| b.tokens < rate);
+        }
+        let b = buckets.entry(tenant).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64;
+        Err(ApiError::rate_limited(wait))
     }
 
     /// Checks developer-account credentials (`Account-Id`, `Account-Token`); returns the

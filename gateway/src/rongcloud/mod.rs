@@ -195,6 +195,21 @@ impl FromRequest<Arc<AppState>> for RcRequest {
         state
             .auth
             .remember_nonce(tenant.id, &format!("rc:{nonce}"), now)?;
+        if !tenant.compat {
+            return Err(RcError {
+                status: StatusCode::FORBIDDEN,
+                code: 1004,
+                message: "RongCloud's API is turned off for this app".into(),
+            });
+        }
+        state
+            .auth
+            .admit(tenant.id, tenant.rate)
+            .map_err(|_| RcError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: 1008,
+                message: "调用频率超限 (rate limited)".into(),
+            })?;
         let body: Bytes = axum::body::to_bytes(body, state.body_limit)
             .await
             .map_err(|_| RcError::param("body too large"))?;

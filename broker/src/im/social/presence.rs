@@ -6,8 +6,8 @@
 //! for the user (kept only for online users) and, under one lock so that events leave in
 //! the order of the changes:
 //! - publishes one JSON event per device that came or went to `$im/events/{tenant}`
-//!   (service identities only: tenant clients cannot name `$` topics; the gateway turns
-//!   them into webhook calls);
+//!   (service identities only: tenant clients cannot name `$` topics), and the same as a
+//!   `presence` webhook event when the tenant's webhooks ask for it (im/hooks.rs);
 //! - when the user came online, went offline or changed its set of platforms, sends a
 //!   `PresenceEvent` to each online watcher the user's privacy setting lets see it;
 //! - when the last device left, records last seen (durable, once per disconnect, not per
@@ -180,6 +180,8 @@ impl ImService {
             "user_online": user_online,
             "time_ms": time_ms,
         });
+        // The tenant's webhook, if it asked for presence events (im/hooks.rs).
+        self.hook_event(tid, "presence", || body.clone());
         b.publish_detached(Arc::new(Message {
             topic: format!("{EVENTS_PREFIX}{tid}"),
             payload: Bytes::from(body.to_string()),
