@@ -13,6 +13,7 @@ use switchboard_gateway::push::PushConfig;
 use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
 use switchboard_proto::im;
 use switchboard_tests::WAIT;
+use switchboard_tests::http::{Answer, request};
 use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET, text};
 use switchboard_tests::push_mocks::{
     APNS_KEY_ID, APNS_TEAM_ID, Canned, HUAWEI_APP, HUAWEI_SECRET, PushMock, XIAOMI_SECRET,
@@ -87,6 +88,38 @@ async fn tokens(b: &ImBroker, t: u64, user: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// A signed REST call of tenant `t`'s app server (HMAC-SHA256 of nonce + timestamp + body).
+async fn rest(b: &ImBroker, gw: &Gateway, t: u64, path: &str, body: &Value) -> Answer {
+    let rec = b.im.tenant(t).expect("tenant");
+    let body = body.to_string();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let nonce = format!("n{}", rand_nonce());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, rec.app_secret.as_bytes());
+    let msg = [nonce.as_bytes(), ts.as_bytes(), body.as_bytes()].concat();
+    let sig: String = ring::hmac::sign(&key, &msg)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let headers = [
+        ("App-Key", rec.app_key.clone()),
+        ("Nonce", nonce),
+        ("Timestamp", ts),
+        ("Signature", sig),
+        ("Content-Type", "application/json".to_owned()),
+    ];
+    request(gw.addr(), "POST", path, &headers, body.as_bytes()).await
+}
+
+fn rand_nonce() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 async fn send(from: &Device, to: &str, id: &str, body: &str) -> im::SendResponse {
@@ -263,6 +296,34 @@ async fn fcm_huawei_and_xiaomi_deliver_and_fcm_unregistered_removes() {
     let gw = gateway(&b, &mock, "gw-push-3").await;
     let t = setup(&b, &mock).await;
     let alice = b.device(t, "alice", "alice-phone").await;
+    // The app server sets its credentials over REST; reading them back shows no secret.
+    let creds = json!({
+        "fcm": {"service_account_json": mock.service_account().to_string()},
+        "huawei": {"app_id": HUAWEI_APP, "client_secret": HUAWEI_SECRET},
+        "xiaomi": {"app_secret": XIAOMI_SECRET, "package_name": "com.example.chat"}});
+    let a = rest(&b, &gw, t, "/v1/push/credentials/set", &creds).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = rest(&b, &gw, t, "/v1/push/credentials/get", &json!({})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let shown = a.json();
+    assert_eq!(shown["vendors"]["fcm"]["project_id"], json!("test-project"));
+    assert_eq!(shown["vendors"]["huawei"]["app_id"], json!(HUAWEI_APP));
+    assert!(
+        shown["vendors"].get("apns").is_none(),
+        "replaced as a whole"
+    );
+    for secret in [HUAWEI_SECRET, XIAOMI_SECRET, "PRIVATE KEY"] {
+        assert!(!a.body.contains(secret), "{}", a.body);
+    }
+    let bad = rest(
+        &b,
+        &gw,
+        t,
+        "/v1/push/credentials/set",
+        &json!({"nokia": {}}),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
     register(&b, t, "bob", "fcm", "fcm-bob").await;
     register(&b, t, "carol", "huawei", "hw-carol").await;
     register(&b, t, "carol", "xiaomi", "mi-carol").await;

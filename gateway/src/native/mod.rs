@@ -66,6 +66,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/files", post(crate::files::upload))
         .route("/v1/files/{id}/url", post(crate::files::refresh_url))
         .route("/v1/retained", get(iot_retained))
+        .route(
+            "/v1/push/credentials/{op}",
+            post(crate::push::rest::credentials),
+        )
         .route("/v1/{area}/{op}", post(area_call))
 }
 

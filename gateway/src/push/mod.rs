@@ -14,7 +14,8 @@
 //! trace). Counters: [`PushStats`].
 //!
 //! Files: [`provider`] (the [`provider::PushProvider`] trait), [`https`] (TLS and HTTP/2),
-//! [`jwt`] (ES256/RS256), [`apns`], [`fcm`], [`huawei`], [`xiaomi`]; docs/push.md.
+//! [`jwt`] (ES256/RS256), [`apns`], [`fcm`], [`huawei`], [`xiaomi`], [`rest`] (the app
+//! server's credentials endpoint); docs/push.md.
 
 pub mod apns;
 pub mod fcm;
@@ -22,6 +23,7 @@ pub mod https;
 pub mod huawei;
 pub mod jwt;
 pub mod provider;
+pub mod rest;
 pub mod xiaomi;
 
 use std::collections::{HashMap, HashSet, VecDeque};

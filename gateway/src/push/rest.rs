@@ -1,0 +1,91 @@
+//! The app server's side of push configuration: `POST /v1/push/credentials/set` (the
+//! tenant's provider credentials, the same JSON as `$im/admin/push/credentials/set`
+//! without `tenant`, which the signature gives) and `POST /v1/push/credentials/get`, which
+//! answers only which vendors are configured and their non-secret identifiers: secrets go
+//! in, never out.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::native::{Answer, Signed, body, with};
+
+/// Fields of a vendor's credentials that are not secret and may be shown back.
+const PUBLIC_FIELDS: [&str; 6] = [
+    "key_id",
+    "team_id",
+    "topic",
+    "app_id",
+    "package_name",
+    "badge_class",
+];
+
+/// `POST /v1/push/credentials/{set,get}`.
+pub async fn credentials(
+    State(s): State<Arc<AppState>>,
+    Path(op): Path<String>,
+    req: Signed,
+) -> Answer {
+    let tenant = json!({ "tenant": req.tenant.id });
+    match op.as_str() {
+        "set" => {
+            let v: Value = body(&req.body)?;
+            if !v.is_object() {
+                return Err(ApiError::bad_request("the body must be a JSON object"));
+            }
+            Ok(Json(
+                s.service
+                    .call("push/credentials/set", &with(v, tenant))
+                    .await?,
+            ))
+        }
+        "get" => {
+            let all = s.service.call("push/credentials/get", &tenant).await?;
+            Ok(Json(json!({ "vendors": redacted(&all) })))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("no such endpoint: /v1/push/credentials/{op}"),
+        )),
+    }
+}
+
+/// Each configured vendor with its public fields only (FCM: its project id).
+fn redacted(all: &Value) -> Value {
+    let mut out = Map::new();
+    for (vendor, c) in all.as_object().into_iter().flatten() {
+        let mut shown = Map::new();
+        for f in PUBLIC_FIELDS {
+            if let Some(v) = c.get(f) {
+                shown.insert(f.to_owned(), v.clone());
+            }
+        }
+        if vendor == "fcm"
+            && let Ok(sa) = super::fcm::service_account(c)
+        {
+            shown.insert("project_id".into(), sa.project_id.into());
+        }
+        out.insert(vendor.clone(), Value::Object(shown));
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_not_shown() {
+        let v = redacted(&json!({"apns": {"key_p8": "SECRET", "key_id": "K"},
+                                 "xiaomi": {"app_secret": "SECRET"}}));
+        assert!(!v.to_string().contains("SECRET"), "{v}");
+        assert_eq!(v["apns"]["key_id"], json!("K"));
+        assert!(v["xiaomi"].is_object());
+    }
+}
