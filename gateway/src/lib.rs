@@ -60,6 +60,8 @@ pub struct AppState {
     pub body_limit: usize,
     pub files: Option<Arc<dyn files::BlobStore>>,
     pub signer: files::UrlSigner,
+    /// The push worker (none when disabled), for test pushes and its trace.
+    pub push: Option<Arc<push::Worker>>,
 }
 
 /// Why the gateway could not start.
@@ -151,14 +153,15 @@ impl Gateway {
         let (push_tx, push_rx) = tokio::sync::mpsc::channel(1024);
         let dispatch = tokio::spawn(dispatch(events, hooks_tx, push_tx));
         let hooks = tokio::spawn(hooks::run(service.clone(), hooks_rx));
-        let push = if push_cfg.enabled {
-            let worker =
-                push::Worker::new(service.clone(), push_cfg).map_err(GatewayError::Push)?;
-            let stats = worker.stats();
-            Some((tokio::spawn(worker.run(push_rx)), stats))
+        let worker = if push_cfg.enabled {
+            Some(push::Worker::new(service.clone(), push_cfg).map_err(GatewayError::Push)?)
         } else {
             None
         };
+        let push = worker.clone().map(|w| {
+            let stats = w.stats();
+            (tokio::spawn(w.run(push_rx)), stats)
+        });
         let state = Arc::new(AppState {
             service: service.clone(),
             auth: Authenticator::default(),
@@ -167,6 +170,7 @@ impl Gateway {
                 .files_dir
                 .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
             signer: files::UrlSigner::new(&cfg.service_secret),
+            push: worker,
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -203,6 +203,34 @@ async fn apns_push_has_badge_and_headers_and_mute_suppresses_it() {
     assert_eq!(p["aps"]["badge"], json!(1));
     let stats = gw.push_stats().expect("push worker").snapshot();
     assert_eq!(stats["jobs"], json!(3), "{stats}");
+
+    // Operators ask why: dave (offline) has no device token, so his push is traced as such.
+    b.user(t, "dave").await;
+    send(&bob, "dave", "b1", "hi dave").await;
+    until(async || {
+        let a = rest(&b, &gw, t, "/v1/push/trace", &json!({"user": "dave"})).await;
+        a.json()["entries"][0]["outcome"] == json!("no_token")
+    })
+    .await;
+    let a = rest(&b, &gw, t, "/v1/push/trace", &json!({"user": "bob"})).await;
+    let entries = a.json()["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 3, "{}", a.body);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["outcome"] == json!("sent") && e["vendor"] == json!("apns"))
+    );
+    // A test push to each of bob's devices, answered by the provider.
+    let a = rest(&b, &gw, t, "/v1/push/test", &json!({"user": "bob"})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.json()["devices"][0]["outcome"],
+        json!("sent"),
+        "{}",
+        a.body
+    );
+    let h = mock.next("apns").await;
+    assert_eq!(h.json()["aps"]["alert"]["title"], json!("Test"));
     gw.stop().await;
     b.stop().await;
 }
@@ -229,6 +257,16 @@ async fn apns_errors_410_removes_429_retries_403_expired_resigns() {
     send(&alice, "bob", "m1", "one").await;
     assert_eq!(mock.next("apns").await.status, 410);
     until(async || tokens(&b, t, "bob").await.is_empty()).await;
+    let a = rest(&b, &gw, t, "/v1/push/trace", &json!({"user": "bob"})).await;
+    let e = &a.json()["entries"][0];
+    assert_eq!(e["outcome"], json!("token_removed"), "{}", a.body);
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Unregistered"),
+        "{e}"
+    );
 
     // 429 with Retry-After, then 500: retried until accepted.
     register(&b, t, "bob", "apns", "goodtoken").await;

@@ -70,6 +70,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/v1/push/credentials/{op}",
             post(crate::push::rest::credentials),
         )
+        .route("/v1/push/test", post(crate::push::rest::test))
+        .route("/v1/push/trace", post(crate::push::rest::trace))
         .route("/v1/{area}/{op}", post(area_call))
 }
 

@@ -116,6 +116,26 @@ impl PushStats {
     }
 }
 
+/// Trace entries kept per instance.
+const TRACE_LEN: usize = 2048;
+
+/// One decision about one recipient's device: the per-job trace that answers "why did
+/// this push not arrive" (`POST /v1/push/trace`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceEntry {
+    pub time_ms: u64,
+    pub tenant: u64,
+    pub job: String,
+    pub user: String,
+    /// Empty when the user has no token.
+    pub vendor: String,
+    /// `sent`, `no_token`, `no_credentials`, `token_removed`, `provider_error`,
+    /// `credentials_unavailable`, `tokens_unavailable`.
+    pub outcome: &'static str,
+    /// The provider's reason, when it gave one.
+    pub detail: String,
+}
+
 /// Job ids seen lately, oldest forgotten first.
 #[derive(Default)]
 struct Recent {
@@ -156,6 +176,7 @@ pub struct Worker {
     recent: Mutex<Recent>,
     tenants: Mutex<HashMap<u64, Arc<Providers>>>,
     stats: Arc<PushStats>,
+    trace: Mutex<VecDeque<TraceEntry>>,
 }
 
 impl Worker {
@@ -169,12 +190,90 @@ impl Worker {
             recent: Mutex::new(Recent::default()),
             tenants: Mutex::new(HashMap::new()),
             stats: Arc::default(),
+            trace: Mutex::new(VecDeque::new()),
         }))
     }
 
     /// Its counters.
     pub fn stats(&self) -> Arc<PushStats> {
         self.stats.clone()
+    }
+
+    fn record(
+        &self,
+        tenant: u64,
+        n: &Notification,
+        user: &str,
+        vendor: &str,
+        outcome: &'static str,
+        detail: String,
+    ) {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut t = self.trace.lock();
+        if t.len() >= TRACE_LEN {
+            t.pop_front();
+        }
+        t.push_back(TraceEntry {
+            time_ms,
+            tenant,
+            job: n.job_id.clone(),
+            user: user.to_owned(),
+            vendor: vendor.to_owned(),
+            outcome,
+            detail,
+        });
+    }
+
+    /// The latest trace entries of `tenant` (of `user` if not empty), newest first.
+    pub fn trace(&self, tenant: u64, user: &str, limit: usize) -> Vec<TraceEntry> {
+        self.trace
+            .lock()
+            .iter()
+            .rev()
+            .filter(|e| e.tenant == tenant && (user.is_empty() || e.user == user))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Sends a test notification to each device of `user` now (no retries) and returns
+    /// each provider's answer.
+    pub async fn test_user(&self, tenant: u64, user: &str) -> Result<Vec<Value>, String> {
+        let providers = self.providers(tenant).await?;
+        let tokens = self
+            .service
+            .call("push/tokens", &json!({"tenant": tenant, "user": user}))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tokens: Vec<Device> =
+            serde_json::from_value(tokens["tokens"].clone()).unwrap_or_default();
+        let n = Notification {
+            job_id: format!("test:{}", rand::random::<u64>()),
+            title: "Test".into(),
+            body: "A test notification".into(),
+            badge: 0,
+            collapse_key: "push-test".into(),
+            conversation: String::new(),
+            seq: 0,
+            from: String::new(),
+        };
+        let mut out = Vec::new();
+        for d in tokens {
+            let short: String = d.token.chars().take(8).collect();
+            let answer = match providers.by_vendor.get(&d.vendor) {
+                None => json!({"outcome": "no_credentials"}),
+                Some(p) => match p.send(&d, &n).await {
+                    Outcome::Sent => json!({"outcome": "sent"}),
+                    Outcome::Dead(why) => json!({"outcome": "dead_token", "detail": why}),
+                    Outcome::Retry { reason, .. } => json!({"outcome": "retry", "detail": reason}),
+                    Outcome::Failed(why) => json!({"outcome": "failed", "detail": why}),
+                },
+            };
+            out.push(with_fields(answer, &d.vendor, &format!("{short}…")));
+        }
+        Ok(out)
     }
 
     /// Subscribes to push jobs and handles them until `jobs` closes.
@@ -228,6 +327,16 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(target: "push", job = job.job_id, error = %e, "no push: credentials unavailable");
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                for user in recipients(&job) {
+                    self.record(
+                        job.tenant,
+                        &n,
+                        &user,
+                        "",
+                        "credentials_unavailable",
+                        e.clone(),
+                    );
+                }
                 return;
             }
         };
@@ -247,28 +356,33 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(target: "push", job = n.job_id, user, error = %e, "no push: cannot read tokens");
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.record(tenant, n, user, "", "tokens_unavailable", e.to_string());
                 return;
             }
         };
         if tokens.is_empty() {
             tracing::info!(target: "push", job = n.job_id, user, "no push: the user has no device token");
             self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+            self.record(tenant, n, user, "", "no_token", String::new());
         }
         for d in tokens {
             let Some(provider) = p.by_vendor.get(&d.vendor) else {
                 tracing::info!(target: "push", job = n.job_id, user, vendor = d.vendor,
                     "no push: no credentials for this vendor");
                 self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                self.record(tenant, n, user, &d.vendor, "no_credentials", String::new());
                 continue;
             };
             match self.attempts(provider.as_ref(), &d, n).await {
                 Outcome::Sent => {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    self.record(tenant, n, user, &d.vendor, "sent", String::new());
                     tracing::debug!(target: "push", job = n.job_id, user, vendor = d.vendor, "sent");
                 }
                 Outcome::Dead(why) => {
                     tracing::info!(target: "push", job = n.job_id, user, vendor = d.vendor, why,
                         "dead token removed");
+                    self.record(tenant, n, user, &d.vendor, "token_removed", why.clone());
                     let body = json!({"tenant": tenant, "user": user, "token": d.token});
                     match self.service.call("push/unregister", &body).await {
                         Ok(_) => {
@@ -283,6 +397,7 @@ impl Worker {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "push", job = n.job_id, user, vendor = d.vendor, why,
                         "no push: provider error");
+                    self.record(tenant, n, user, &d.vendor, "provider_error", why);
                 }
             }
         }
@@ -397,6 +512,12 @@ impl Worker {
         }
         out
     }
+}
+
+fn with_fields(mut v: Value, vendor: &str, token: &str) -> Value {
+    v["vendor"] = vendor.into();
+    v["token"] = token.into();
+    v
 }
 
 /// A vendor's credentials object, typed.

@@ -2,7 +2,10 @@
 //! tenant's provider credentials, the same JSON as `$im/admin/push/credentials/set`
 //! without `tenant`, which the signature gives) and `POST /v1/push/credentials/get`, which
 //! answers only which vendors are configured and their non-secret identifiers: secrets go
-//! in, never out.
+//! in, never out. `POST /v1/push/test {user}` sends a test notification to each of the
+//! user's devices now and answers each provider's verdict; `POST /v1/push/trace {user?,
+//! limit?}` answers this instance's latest decisions about the tenant's jobs (sent, no
+//! token, no credentials, token removed, provider error and why).
 
 use std::sync::Arc;
 
@@ -54,6 +57,39 @@ pub async fn credentials(
             format!("no such endpoint: /v1/push/credentials/{op}"),
         )),
     }
+}
+
+fn worker(s: &AppState) -> Result<&Arc<super::Worker>, ApiError> {
+    s.push.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            503,
+            "the push worker is off on this gateway",
+        )
+    })
+}
+
+/// `POST /v1/push/test {user}`.
+pub async fn test(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
+    let v: Value = body(&req.body)?;
+    let user = v["user"].as_str().unwrap_or_default();
+    if user.is_empty() {
+        return Err(ApiError::bad_request("user is required"));
+    }
+    let devices = worker(&s)?
+        .test_user(req.tenant.id, user)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, 502, e))?;
+    Ok(Json(json!({ "devices": devices })))
+}
+
+/// `POST /v1/push/trace {user?, limit? (≤ 500, default 100)}`.
+pub async fn trace(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
+    let v: Value = body(&req.body)?;
+    let user = v["user"].as_str().unwrap_or_default();
+    let limit = v["limit"].as_u64().unwrap_or(100).min(500) as usize;
+    let entries = worker(&s)?.trace(req.tenant.id, user, limit);
+    Ok(Json(json!({ "entries": entries })))
 }
 
 /// Each configured vendor with its public fields only (FCM: its project id).
