@@ -428,6 +428,45 @@ async fn fcm_huawei_and_xiaomi_deliver_and_fcm_unregistered_removes() {
         mock.drain().iter().all(|h| h.kind != "fcm_token"),
         "access token cached"
     );
+
+    // Huawei refuses carol's token (80300007, all tokens invalid): it is removed; FCM's
+    // QUOTA_EXCEEDED with Retry-After is retried until accepted.
+    mock.script(
+        "huawei",
+        vec![Canned {
+            status: 200,
+            body: json!({"code": "80300007", "msg": "All the tokens are invalid"}).to_string(),
+            retry_after: None,
+        }],
+    );
+    register(&b, t, "carol", "fcm", "fcm-carol").await;
+    let quota = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+        "message": "Quota exceeded", "details": [{"@type":
+        "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "QUOTA_EXCEEDED"}]}});
+    mock.script(
+        "fcm",
+        vec![Canned {
+            status: 429,
+            body: quota.to_string(),
+            retry_after: Some(1),
+        }],
+    );
+    send(&alice, "carol", "m4", "later").await;
+    until(async || {
+        let left: Vec<String> = tokens(&b, t, "carol")
+            .await
+            .iter()
+            .filter_map(|v| v["vendor"].as_str().map(str::to_owned))
+            .collect();
+        left.len() == 2 && !left.contains(&"huawei".to_owned())
+    })
+    .await;
+    let mut fcm = Vec::new();
+    while fcm.len() < 2 {
+        let h = mock.next("fcm").await;
+        fcm.push(h.status);
+    }
+    assert_eq!(fcm, vec![429, 200], "retried after the quota error");
     gw.stop().await;
     b.stop().await;
 }
