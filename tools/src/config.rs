@@ -33,6 +33,75 @@ pub struct Config {
 pub struct GatewayConfig {
     /// Where it serves HTTP (`up` default: 127.0.0.1:8080; none: no gateway).
     pub listen: Option<std::net::SocketAddr>,
+    /// Its push worker (docs/push.md).
+    pub push: PushSettings,
+}
+
+/// The gateway's push worker: on by default, on the providers' production endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSettings {
+    pub enabled: bool,
+    /// A CA certificate file (PEM) to trust besides the system's roots.
+    pub extra_ca: Option<PathBuf>,
+    /// Endpoint overrides (none: the real Apple, Google, Huawei, Xiaomi ones).
+    pub apns_production: Option<String>,
+    pub apns_sandbox: Option<String>,
+    pub fcm_base: Option<String>,
+    pub fcm_token_uri: Option<String>,
+    pub huawei_base: Option<String>,
+    pub huawei_token_uri: Option<String>,
+    pub xiaomi_base: Option<String>,
+    /// Jobs handled at once per gateway.
+    pub max_concurrent: usize,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        PushSettings {
+            enabled: true,
+            extra_ca: None,
+            apns_production: None,
+            apns_sandbox: None,
+            fcm_base: None,
+            fcm_token_uri: None,
+            huawei_base: None,
+            huawei_token_uri: None,
+            xiaomi_base: None,
+            max_concurrent: 64,
+        }
+    }
+}
+
+impl PushSettings {
+    /// The worker's configuration (reads the extra CA file).
+    pub fn to_push_config(&self) -> anyhow::Result<switchboard_gateway::push::PushConfig> {
+        let mut c = switchboard_gateway::push::PushConfig {
+            enabled: self.enabled,
+            max_concurrent: self.max_concurrent.max(1),
+            ..Default::default()
+        };
+        if let Some(p) = &self.extra_ca {
+            c.extra_ca_pem = Some(
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read the push CA {}", p.display()))?,
+            );
+        }
+        for (v, field) in [
+            (&self.apns_production, &mut c.apns_production),
+            (&self.apns_sandbox, &mut c.apns_sandbox),
+            (&self.fcm_base, &mut c.fcm_base),
+            (&self.fcm_token_uri, &mut c.fcm_token_uri),
+            (&self.huawei_base, &mut c.huawei_base),
+            (&self.huawei_token_uri, &mut c.huawei_token_uri),
+            (&self.xiaomi_base, &mut c.xiaomi_base),
+        ] {
+            if let Some(v) = v {
+                *field = v.clone();
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// The IM service.

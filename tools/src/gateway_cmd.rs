@@ -30,6 +30,12 @@ pub struct GatewayArgs {
     /// Log filter.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Run without the push worker (docs/push.md).
+    #[arg(long)]
+    no_push: bool,
+    /// A CA certificate file (PEM) the push worker trusts besides the system's roots.
+    #[arg(long)]
+    push_ca: Option<PathBuf>,
 }
 
 /// Reads the service password from a credential file.
@@ -51,6 +57,7 @@ pub async fn start(
     secret: &str,
     client_id: Option<String>,
     files_dir: PathBuf,
+    push: switchboard_gateway::push::PushConfig,
 ) -> anyhow::Result<Gateway> {
     let cfg = GatewayConfig {
         listen: http,
@@ -61,7 +68,7 @@ pub async fn start(
         body_limit: DEFAULT_BODY_LIMIT,
         files_dir: Some(files_dir),
     };
-    Gateway::start(cfg)
+    Gateway::start_with_push(cfg, push)
         .await
         .with_context(|| format!("cannot start the gateway on {http}"))
 }
@@ -91,12 +98,19 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let push = crate::config::PushSettings {
+            enabled: !args.no_push,
+            extra_ca: args.push_ca,
+            ..Default::default()
+        }
+        .to_push_config()?;
         let gw = start(
             args.http,
             args.broker,
             &secret,
             args.client_id,
             args.files_dir,
+            push,
         )
         .await?;
         println!("switchboard: gateway REST API on http://{}", gw.addr());
