@@ -108,12 +108,21 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/files/{id}", get(files::download))
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
         .with_state(state)
+}
+
+/// The gateway's metrics (Prometheus text): the push worker's counters.
+async fn metrics(axum::extract::State(s): axum::extract::State<Arc<AppState>>) -> String {
+    s.push
+        .as_ref()
+        .map(|w| w.stats().prometheus())
+        .unwrap_or_default()
 }
 
 async fn ready(

@@ -203,6 +203,17 @@ async fn apns_push_has_badge_and_headers_and_mute_suppresses_it() {
     assert_eq!(p["aps"]["badge"], json!(1));
     let stats = gw.push_stats().expect("push worker").snapshot();
     assert_eq!(stats["jobs"], json!(3), "{stats}");
+    let m = request(gw.addr(), "GET", "/metrics", &[], b"").await;
+    assert!(
+        m.body.contains("switchboard_push_jobs_total 3\n"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains("switchboard_push_latency_seconds_count"),
+        "{}",
+        m.body
+    );
 
     // Operators ask why: dave (offline) has no device token, so his push is traced as such.
     b.user(t, "dave").await;

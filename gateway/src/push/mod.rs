@@ -102,6 +102,10 @@ pub struct PushStats {
     pub tokens_removed: AtomicU64,
     /// Recipients with no token, or no credentials for the token's vendor.
     pub undeliverable: AtomicU64,
+    /// Time from taking a device's delivery to the provider's final answer (retries
+    /// included): sum in microseconds and count.
+    pub latency_us: AtomicU64,
+    pub latency_n: AtomicU64,
 }
 
 impl PushStats {
@@ -113,6 +117,51 @@ impl PushStats {
             "failed": g(&self.failed), "retried": g(&self.retried),
             "tokens_removed": g(&self.tokens_removed), "undeliverable": g(&self.undeliverable),
         })
+    }
+
+    /// The counters in the Prometheus text format (`/metrics` of the gateway).
+    pub fn prometheus(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("jobs", "Push jobs taken", g(&self.jobs)),
+            (
+                "duplicate_jobs",
+                "Push jobs skipped as already seen",
+                g(&self.duplicates),
+            ),
+            (
+                "sent",
+                "Notifications accepted by a provider",
+                g(&self.sent),
+            ),
+            (
+                "failed",
+                "Deliveries given up (provider error, or broker unreachable)",
+                g(&self.failed),
+            ),
+            ("retried", "Provider attempts retried", g(&self.retried)),
+            (
+                "tokens_removed",
+                "Dead device tokens removed",
+                g(&self.tokens_removed),
+            ),
+            (
+                "undeliverable",
+                "Recipients or devices with no token or no credentials",
+                g(&self.undeliverable),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP switchboard_push_{name}_total {help}.\n# TYPE switchboard_push_{name}_total counter\nswitchboard_push_{name}_total {v}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP switchboard_push_latency_seconds Delivery time per device, retries included.\n# TYPE switchboard_push_latency_seconds summary\nswitchboard_push_latency_seconds_sum {}\nswitchboard_push_latency_seconds_count {}\n",
+            g(&self.latency_us) as f64 / 1e6,
+            g(&self.latency_n)
+        ));
+        out
     }
 }
 
@@ -373,7 +422,12 @@ impl Worker {
                 self.record(tenant, n, user, &d.vendor, "no_credentials", String::new());
                 continue;
             };
-            match self.attempts(provider.as_ref(), &d, n).await {
+            let started = Instant::now();
+            let outcome = self.attempts(provider.as_ref(), &d, n).await;
+            let us = started.elapsed().as_micros() as u64;
+            self.stats.latency_us.fetch_add(us, Ordering::Relaxed);
+            self.stats.latency_n.fetch_add(1, Ordering::Relaxed);
+            match outcome {
                 Outcome::Sent => {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     self.record(tenant, n, user, &d.vendor, "sent", String::new());
