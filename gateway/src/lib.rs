@@ -159,7 +159,7 @@ impl Gateway {
         // Service-topic messages, by prefix: webhook events to the webhook sender, push
         // jobs to the push worker (each a bounded channel; a full one holds the other back).
         let (hooks_tx, hooks_rx) = tokio::sync::mpsc::channel(1024);
-        let (push_tx, push_rx) = tokio::sync::mpsc::channel(1024);
+        let (push_tx, push_rx) = tokio::sync::mpsc::channel(push::QUEUE);
         let dispatch = tokio::spawn(dispatch(events, hooks_tx, push_tx));
         let hooks = tokio::spawn(hooks::run(service.clone(), hooks_rx));
         let worker = if push_cfg.enabled {

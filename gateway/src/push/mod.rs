@@ -43,6 +43,10 @@ use provider::{Device, Notification, Outcome, PushProvider};
 
 /// The shared subscription gateways take push jobs through.
 pub const PUSH_FILTER: &str = "$share/push/$im/push/#";
+/// Jobs waiting for a slot (a few hundred bytes each): absorbs a burst (a broadcast to
+/// many offline users). Beyond it the service connection's own queue (1024) fills and
+/// then drops jobs with a log line.
+pub const QUEUE: usize = 16_384;
 /// Job ids remembered for idempotency.
 const RECENT_JOBS: usize = 16_384;
 
