@@ -223,8 +223,16 @@ impl ImService {
         login: &ImLogin,
         conv: &ConvId,
     ) -> Result<UserConvRecord, ImError> {
-        self.user_conv(login.tenant, login.uid, conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))
+        if let Some(row) = self.user_conv(login.tenant, login.uid, conv)? {
+            return Ok(row);
+        }
+        // Broadcast conversations have no stored row until the user changes a flag.
+        if let ConvId::Broadcast(scope) = conv
+            && let Some(u) = self.user(login.tenant, &login.account)?
+        {
+            return self.broadcast_row(login.tenant, &u, scope);
+        }
+        Err(ImError::NotFound(format!("conversation {conv}")))
     }
 
     /// The uids a conversation's events go to.

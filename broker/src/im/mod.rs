@@ -107,7 +107,6 @@ pub struct ImService {
     social: social::Social,
     #[allow(dead_code)]
     moderation: moderation::Moderation,
-    #[allow(dead_code)]
     org: org::Org,
 }
 
@@ -227,6 +226,7 @@ impl ImService {
         fn decode<T: prost::Message + Default>(p: &[u8]) -> Result<T, ImError> {
             T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
         }
+        self.first_login_gate(login, op)?;
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_request(login, rest, payload).await,
