@@ -472,6 +472,38 @@ impl ImService {
     }
 }
 
+impl ImService {
+    /// Records of tenant `tid` in the IM tables keyed by tenant (users, conversation rows,
+    /// cursors, per-user records...): what a write per user would show up in. For tests and
+    /// benchmarks; O(records of the tenant).
+    pub fn tenant_records(&self, tid: u64) -> Result<u64, ImError> {
+        let prefix = keys::tenant(tid);
+        let mut n = 0;
+        for table in Table::ALL {
+            if matches!(table, Table::Accounts | Table::TenantKeys | Table::Org) {
+                continue; // not keyed by tenant id first
+            }
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = self.store.scan(table, &prefix, after.as_deref(), 10_000)?;
+                n += page.len() as u64;
+                match page.last() {
+                    Some((k, _)) if page.len() == 10_000 => after = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Entries of broadcast log `scope` of tenant `tid` (at most 10,000 counted).
+    pub fn broadcast_entries(&self, tid: u64, scope: &str) -> Result<usize, ImError> {
+        let log = keys::log(tid, &ConvId::Broadcast(scope.to_owned()));
+        let last = self.store.log_last(&log)?;
+        Ok(self.store.log_range(&log, 1, last, 10_000, false)?.len())
+    }
+}
+
 /// Publishes one push chunk for the push worker and empties it.
 fn publish_chunk(b: &Arc<BrokerState>, chunk: &mut im::BroadcastPush) {
     let payload = chunk.encode_to_vec();

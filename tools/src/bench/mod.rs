@@ -7,6 +7,7 @@
 mod chart;
 mod heartbeat;
 mod im;
+mod im_broadcast;
 pub mod load;
 pub mod peers;
 mod scenarios;
@@ -69,6 +70,13 @@ pub struct BenchArgs {
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
+    /// Run the broadcast benchmark (a broadcast to every user of a big tenant, mostly
+    /// offline) instead.
+    #[arg(long)]
+    pub im_broadcast: bool,
+    /// Users of the broadcast benchmark's big tenant.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub im_broadcast_users: usize,
 }
 
 /// One line of the report.
@@ -134,6 +142,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "im", &result, &im::markdown(&result));
+    }
+    if args.im_broadcast {
+        let work = work_dir("im-broadcast")?;
+        let result = im_broadcast::run(&work, args.port, args.im_broadcast_users).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        let md = im_broadcast::markdown(&result);
+        return write_mode_report(&args.out, "im-broadcast", &result, &md);
     }
     if args.transports {
         let work = work_dir("tr")?;
