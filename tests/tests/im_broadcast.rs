@@ -4,9 +4,15 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+use prost::Message as _;
 use switchboard_broker::im::broadcast::Audience;
-use switchboard_proto::im::{ConvType, event::Kind};
-use switchboard_tests::im::{ImBroker, text, text_of};
+use switchboard_proto::im::{self, ConvType, event::Kind};
+use switchboard_proto::{
+    Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
+};
+use switchboard_tests::im::{ImBroker, SERVICE_SECRET, text, text_of};
+use switchboard_tests::{RawClient, connect_packet};
 
 const CSV: &str = "\
 account,name,department
@@ -241,5 +247,64 @@ async fn list_broadcasts_are_system_notices_and_broadcasts_can_be_recalled() {
         )
         .await;
     assert!(matches!(bad, Err(e) if e.code() == 404));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_users_of_a_broadcast_get_batched_push_chunks() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    let mut csv = String::from("account,department\n");
+    for i in 0..2500 {
+        csv.push_str(&format!("u{i:04},Staff\n"));
+    }
+    b.im.import_csv(t, &csv, None).await.expect("import");
+    // The push worker: the service credential.
+    let mut worker = RawClient::open(b.addr, Version::V5).await;
+    let mut c = connect_packet(Version::V5, "push-worker");
+    c.username = Some("$service".into());
+    c.password = Some(Bytes::from_static(SERVICE_SECRET.as_bytes()));
+    worker.send(&Packet::Connect(Box::new(c))).await;
+    assert!(
+        matches!(worker.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success)
+    );
+    worker
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                "$im/push/+/broadcast".into(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))
+        .await;
+    assert!(matches!(worker.recv().await, Some(Packet::SubAck(a)) if !a.codes[0].is_error()));
+    let mut online = b.device(t, "u0007", "u0007").await;
+    let (_, seq, _) =
+        b.im.broadcast(t, Audience::All, "", "push-1", text("Fire drill at 3"))
+            .await
+            .expect("broadcast");
+    online.message().await;
+    let mut users = Vec::new();
+    let mut chunks = 0;
+    while users.len() < 2499 {
+        let p = worker.next_publish().await;
+        assert_eq!(p.topic, format!("$im/push/{t}/broadcast"));
+        let chunk = im::BroadcastPush::decode(p.payload).expect("chunk");
+        assert_eq!((chunk.seq, chunk.conversation.as_str()), (seq, "b:all"));
+        assert_eq!(chunk.body, "Fire drill at 3");
+        assert_eq!(chunk.chunk, chunks);
+        assert!(chunk.users.len() <= 1000);
+        chunks += 1;
+        users.extend(chunk.users);
+    }
+    assert_eq!(chunks, 3, "1,000 + 1,000 + 499");
+    assert!(!users.contains(&"u0007".to_owned()), "online: no push");
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 2499);
     b.stop().await;
 }

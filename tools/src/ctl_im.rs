@@ -532,7 +532,7 @@ pub fn event_json(e: &im::Event) -> Option<Value> {
         Kind::Presence(_) => json!({ "event": "presence" }),
         Kind::Contact(_) => json!({ "event": "contact" }),
         Kind::Call(_) => json!({ "event": "call" }),
-        Kind::Directory(_) => json!({ "event": "directory" }),
+        Kind::Directory(d) => json!({ "event": "directory", "version": d.version }),
     })
 }
 

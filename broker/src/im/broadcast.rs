@@ -274,6 +274,11 @@ impl ImService {
         audience: &Audience,
         msg: &im::Message,
     ) -> Result<(), ImError> {
+        let topic = push_topic(tid);
+        if !has_subscriber(b, &topic) {
+            // No push worker listens (not even a persistent session): nothing to stream.
+            return Ok(());
+        }
         let hide = self.tenant(tid)?.policy.hide_preview;
         let mut chunk = im::BroadcastPush {
             tenant: tid,
@@ -321,19 +326,18 @@ impl ImService {
                         && !self.has_foreground_device(tid, u.uid)
                     {
                         chunk.users.push(u.account);
-                    }
-                }
-                if chunk.users.len() >= PUSH_CHUNK || (n < PUSH_CHUNK && !chunk.users.is_empty()) {
-                    publish_chunk(b, &mut chunk);
-                    tokio::select! {
-                        _ = b.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(PUSH_INTERVAL) => {}
+                        if chunk.users.len() == PUSH_CHUNK && !pace(b, &mut chunk).await {
+                            return Ok(());
+                        }
                     }
                 }
                 if n < PUSH_CHUNK {
                     break;
                 }
             }
+        }
+        if !chunk.users.is_empty() {
+            pace(b, &mut chunk).await;
         }
         Ok(())
     }
@@ -504,13 +508,44 @@ impl ImService {
     }
 }
 
+/// The topic of a tenant's broadcast push chunks.
+fn push_topic(tid: u64) -> String {
+    format!("{}{tid}/broadcast", super::presence::PUSH_PREFIX)
+}
+
+/// Whether any session (a push worker) subscribes to `topic`.
+fn has_subscriber(b: &Arc<BrokerState>, topic: &str) -> bool {
+    let probe = Message {
+        topic: topic.to_owned(),
+        payload: Bytes::new(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+        expires_at: None,
+        origin: 0,
+    };
+    let mut out = Vec::new();
+    b.routes.route(&probe, |_| true, &mut out);
+    !out.is_empty()
+}
+
+/// Publishes a full chunk, then waits [`PUSH_INTERVAL`]; false if the broker is shutting
+/// down.
+async fn pace(b: &Arc<BrokerState>, chunk: &mut im::BroadcastPush) -> bool {
+    publish_chunk(b, chunk);
+    tokio::select! {
+        _ = b.shutdown.cancelled() => false,
+        _ = tokio::time::sleep(PUSH_INTERVAL) => true,
+    }
+}
+
 /// Publishes one push chunk for the push worker and empties it.
 fn publish_chunk(b: &Arc<BrokerState>, chunk: &mut im::BroadcastPush) {
     let payload = chunk.encode_to_vec();
     chunk.users.clear();
     chunk.chunk += 1;
     b.publish_detached(Arc::new(Message {
-        topic: format!("{}{}/broadcast", super::presence::PUSH_PREFIX, chunk.tenant),
+        topic: push_topic(chunk.tenant),
         payload: Bytes::from(payload),
         qos: QoS::AtLeastOnce,
         retain: false,
