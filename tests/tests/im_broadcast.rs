@@ -308,3 +308,53 @@ async fn offline_users_of_a_broadcast_get_batched_push_chunks() {
     assert_eq!(users.len(), 2499);
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workbench_app_notices_to_departments_reach_their_subtree_members() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.im.import_csv(t, CSV, None).await.expect("import");
+    let sales = dept(&b, t, "Sales");
+    let admin = |op: &'static str, body: serde_json::Value| {
+        let im = b.im.clone();
+        async move { im.admin_request(op, body.to_string().as_bytes()).await }
+    };
+    let app = admin(
+        "app/create",
+        serde_json::json!({ "tenant": t, "name": "审批", "identifier": "approval" }),
+    )
+    .await
+    .expect("app");
+    let app_id = app["app_id"].as_str().expect("app id").to_owned();
+    // Youdu's toDept: Sales and everything below it; not R&D.
+    let r = admin(
+        "app/notice",
+        serde_json::json!({ "tenant": t, "app_id": app_id, "depts": [sales], "text": "Approve Q3 budget" }),
+    )
+    .await
+    .expect("notice");
+    assert_eq!(r["sent"], serde_json::json!(["ann", "ben"]));
+    let unknown = admin(
+        "app/notice",
+        serde_json::json!({ "tenant": t, "app_id": app_id, "depts": [999], "text": "x" }),
+    )
+    .await;
+    assert!(matches!(unknown, Err(e) if e.code() == 404));
+    // A workbench app visible to Sales only: ben (Sales/East) sees it, cat (R&D) does not.
+    admin(
+        "app/update",
+        serde_json::json!({ "tenant": t, "app_id": app_id, "visibility": { "mode": "only", "departments": [sales] } }),
+    )
+    .await
+    .expect("visibility");
+    for (user, sees) in [("ben", true), ("cat", false)] {
+        let d = b.device(t, user, user).await;
+        let list: im::WorkbenchResponse = d
+            .client
+            .request("app/list", &im::WorkbenchRequest::default())
+            .await
+            .expect("workbench");
+        assert_eq!(list.apps.iter().any(|a| a.app_id == app_id), sees, "{user}");
+    }
+    b.stop().await;
+}

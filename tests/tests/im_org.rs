@@ -190,12 +190,8 @@ async fn first_login_with_the_default_password_must_change_it_before_anything_el
         .request("dir/change_password", &change("Welcome-2026", "short"))
         .await;
     assert_eq!(code(short), 400);
-    let _: im::Ack = d
-        .client
-        .request(
-            "dir/change_password",
-            &change("Welcome-2026", "Alice-secret-1"),
-        )
+    d.client
+        .change_password("Welcome-2026", "Alice-secret-1")
         .await
         .expect("changed");
     d.client
@@ -214,11 +210,7 @@ async fn first_login_with_the_default_password_must_change_it_before_anything_el
     let again = password_login(&b, t, "alice", "Alice-secret-1", "alice-3")
         .await
         .expect("new password");
-    let me: im::MeResponse = again
-        .client
-        .request("dir/me", &im::MeRequest {})
-        .await
-        .expect("me");
+    let me = again.client.me().await.expect("me");
     assert!(!me.password_change_required);
     again.client.conversations().await.expect("not restricted");
     b.stop().await;

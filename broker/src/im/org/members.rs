@@ -283,10 +283,17 @@ impl ImService {
                 key: key::member(tid, *d, Some(uid)),
                 value: Vec::new(),
             });
+        }
+        // Broadcast history starts now in departments joined; forgotten for those left
+        // (rejoining starts afresh), so the record stays as small as the member's tree.
+        let mut keep: BTreeSet<String> = BTreeSet::from(["all".to_owned()]);
+        for d in &new.depts {
             for (scope, head) in scopes.of(self, tid, *d)? {
                 new.bcast_from.entry(scope.clone()).or_insert(*head);
+                keep.insert(scope.clone());
             }
         }
+        new.bcast_from.retain(|scope, _| keep.contains(scope));
         ops.push(put_user(tid, new)?);
         ops.push(Change::Member(uid).op(tid));
         Ok(ops)
@@ -343,6 +350,50 @@ impl ImService {
                 String::new()
             },
         ))
+    }
+
+    /// The accounts of the members of `depts` and of every department below them, at most
+    /// `max` (404 for an unknown department).
+    pub(crate) fn subtree_accounts(
+        &self,
+        tid: u64,
+        depts: &[u64],
+        max: usize,
+    ) -> Result<Vec<String>, ImError> {
+        let mut out = BTreeSet::new();
+        for d in depts {
+            self.existing_dept(tid, *d)?;
+            for id in self.subtree(tid, *d)? {
+                let mut after = String::new();
+                loop {
+                    let (page, next) = self.dept_members(tid, id, Some(&after), MAX_PAGE)?;
+                    out.extend(page.into_iter().map(|u| u.account));
+                    if out.len() >= max || next.is_empty() {
+                        break;
+                    }
+                    after = next;
+                }
+                if out.len() >= max {
+                    return Ok(out.into_iter().take(max).collect());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// The departments of user `account` and every department above them.
+    pub(crate) fn user_dept_closure(&self, tid: u64, account: &str) -> Result<Vec<u64>, ImError> {
+        let mut out = Vec::new();
+        if let Some(u) = self.user(tid, account)? {
+            for d in &u.depts {
+                for a in self.ancestors(tid, *d)? {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// User `uid`'s record.
