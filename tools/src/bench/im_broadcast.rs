@@ -366,6 +366,21 @@ pub fn markdown(r: &BroadcastResult) -> String {
             t.rss_mb,
         ));
     }
+    if let Some(last) = r.runs.last() {
+        md.push_str(&format!(
+            "\n{} broadcasts to everyone per tenant, {} devices online, every other user offline. \
+             Accept: operator API request → answer (the broadcast is durable then). Store \
+             growth: the redb file's size before and after the broadcasts (it grows by pages: \
+             0 B means the appends fit in free pages; a copy per user would have cost about \
+             {:.0} B per user per broadcast, what the import wrote per user). Users: the \
+             directory's CSV import through the operator API, {} rows per request. Broker RSS \
+             includes redb's page cache.\n",
+            last.broadcasts,
+            last.online,
+            last.store_bytes_before as f64 / last.users.max(1) as f64,
+            IMPORT_CHUNK,
+        ));
+    }
     if let (Some(p), Some(last)) = (r.peer_online_p50_ms, r.runs.last()) {
         md.push_str(&format!(
             "\nmosquitto (persistence on), one plain QoS 1 message to the same {} online subscribers: p50 {p:.1} ms; Switchboard broadcast ÷ mosquitto: {:.2}× (lower is faster; the broadcast also commits to the store and reaches every offline user through sync)\n",
