@@ -290,8 +290,10 @@ async fn directory_sync_is_incremental_and_changes_are_announced_coalesced() {
             break v;
         }
     };
+    // 52 changes; events leave at most once per 100 ms: a handful (generous for slow
+    // machines), never one per change.
     assert!(
-        events <= 5,
+        events <= 10,
         "{events} DirectoryChanged events for one burst"
     );
     let delta: im::DirSyncResponse = d
