@@ -26,6 +26,12 @@ pub enum TenantCommand {
         /// Developer account that owns it (default: the one `up` created).
         #[arg(long)]
         account: Option<String>,
+        /// The enterprise administrator's account (seed 000): a directory member who must
+        /// change `--admin-password` at the first login.
+        #[arg(long, requires = "admin_password")]
+        admin_account: Option<String>,
+        #[arg(long, requires = "admin_account")]
+        admin_password: Option<String>,
         /// `{"tenant_id", "app_key", "app_secret", "buin"}`
         #[arg(long)]
         json: bool,
@@ -183,11 +189,13 @@ pub fn run(command: CtlCommand) -> anyhow::Result<()> {
                 TenantCommand::Create {
                     name,
                     account,
+                    admin_account,
+                    admin_password,
                     json,
                     admin,
                 },
         } => {
-            let body = json!({ "name": name, "account": account }).to_string();
+            let body = json!({ "name": name, "account": account, "admin": admin_account, "admin_password": admin_password }).to_string();
             let v: Value =
                 serde_json::from_str(&call(&admin, "POST", "/api/v1/im/tenants", Some(&body))?)?;
             if json {

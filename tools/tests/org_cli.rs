@@ -144,5 +144,27 @@ async fn dept_create_prints_its_integer_id_and_users_land_in_it() {
     );
     assert_eq!(sent["conversation"], format!("b:d{sales}"));
     assert_eq!(sent["seq"], 1);
+    // Seed 000: the enterprise administrator, made with the tenant, in the root department.
+    let t2 = json(
+        &ctl(
+            &admin,
+            d,
+            &[
+                "tenant",
+                "create",
+                "bigco",
+                "--admin-account",
+                "boss",
+                "--admin-password",
+                "Initial-1",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(t2.as_object().map(|o| o.len()), Some(4), "{t2}");
+    let tenant2 = t2["tenant_id"].as_u64().expect("tenant id").to_string();
+    let export = ctl(&admin, d, &["dept", "export", "--tenant", &tenant2]).await;
+    assert!(export.contains("boss,,,Administrator,"), "{export}");
     b.kill9().await;
 }

@@ -91,6 +91,10 @@ fn service(a: &Admin, headers: &HeaderMap) -> Result<std::sync::Arc<ImService>, 
 struct NewTenant {
     name: String,
     account: Option<String>,
+    /// The enterprise administrator (seed 000): a member of the root department who must
+    /// change `admin_password` at the first login.
+    admin: Option<String>,
+    admin_password: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,7 +112,21 @@ async fn create_tenant(
     Json(req): Json<NewTenant>,
 ) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
     let im = service(&a, &headers)?;
+    if req.admin.is_some() != req.admin_password.is_some() {
+        return Err(ImError::BadRequest("admin and admin_password go together".into()).into());
+    }
     let t = im.create_tenant(&req.name, req.account.as_deref()).await?;
+    if let (Some(account), Some(password)) = (req.admin, req.admin_password) {
+        let input = super::org::MemberInput {
+            account,
+            password: Some(password),
+            departments: Some(vec![super::org::ROOT]),
+            title: Some("Administrator".into()),
+            must_change_password: Some(true),
+            ..super::org::MemberInput::default()
+        };
+        im.set_member(t.id, input, false).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(TenantCreated {
