@@ -57,6 +57,11 @@ async fn a_department_broadcast_reaches_its_subtree_online_at_once_offline_on_sy
     assert_eq!(m.conversation, format!("b:d{sales}"));
     assert_eq!(m.conv_type, ConvType::Broadcast as i32);
     assert_eq!(text_of(&m), "Sales kickoff at 10");
+    let u = ann.unread().await;
+    assert_eq!(
+        (u.conversation, u.unread, u.total),
+        (format!("b:d{sales}"), 1, 1)
+    );
 
     // A resend with the same id is recognised; nothing is appended.
     let (_, again, dup) =

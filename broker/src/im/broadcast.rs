@@ -251,16 +251,26 @@ impl ImService {
         })
     }
 
-    /// The message event to every online user of the audience.
+    /// The message event, then the new unread counts, to every online user of the
+    /// audience.
     fn fan_out(&self, tid: u64, audience: &Audience, msg: &im::Message) -> Result<(), ImError> {
         let depts = self.audience_depts(tid, audience)?;
+        let scope = audience.scope();
+        let conv = ConvId::Broadcast(scope.clone());
         for uid in self.online_users(tid) {
             let Some(u) = self.user_by_uid(tid, uid)? else {
                 continue;
             };
-            if Self::in_audience(&u, depts.as_ref()) {
-                self.emit(tid, uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
+            if !Self::in_audience(&u, depts.as_ref()) {
+                continue;
             }
+            self.emit(tid, uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
+            // The user's row: stored once they changed a flag, else virtual.
+            let row = match self.user_conv(tid, uid, &conv)? {
+                Some(r) => r,
+                None => self.broadcast_row(tid, &u, &scope)?,
+            };
+            self.counted_message(tid, uid, &conv, msg.seq, Some(&row), row.muted);
         }
         Ok(())
     }
