@@ -109,9 +109,7 @@ pub struct ImService {
     rooms: chatroom::Rooms,
     #[allow(dead_code)]
     calls: calls::Calls,
-    #[allow(dead_code)]
     social: social::Social,
-    #[allow(dead_code)]
     moderation: moderation::Moderation,
     org: org::Org,
     hooks: hooks::PendingHooks,

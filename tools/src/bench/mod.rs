@@ -5,10 +5,12 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod gateway;
 mod heartbeat;
 mod im;
 mod im_broadcast;
 pub mod load;
+mod moderation;
 pub mod peers;
 mod scenarios;
 mod transports;
@@ -67,6 +69,9 @@ pub struct BenchArgs {
     /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
     #[arg(long, default_value_t = 200)]
     pub im_pairs: usize,
+    /// Run the gateway benchmark (REST → MQTT delivery, against the same over MQTT).
+    #[arg(long)]
+    pub gateway: bool,
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
@@ -77,6 +82,13 @@ pub struct BenchArgs {
     /// Users of the broadcast benchmark's big tenant.
     #[arg(long, default_value_t = 1_000_000)]
     pub im_broadcast_users: usize,
+    /// Run the moderation benchmark (1:1 sends with and without a word list and a rate
+    /// limit; the matcher alone) instead. Uses `--im-pairs` and `--seconds`.
+    #[arg(long)]
+    pub moderation: bool,
+    /// Words in the moderation benchmark's list.
+    #[arg(long, default_value_t = 10_000)]
+    pub moderation_words: usize,
 }
 
 /// One line of the report.
@@ -136,6 +148,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &heartbeat::markdown(&report),
         );
     }
+    if args.gateway {
+        let work = work_dir("gw")?;
+        let result = gateway::run(&work, args.port, 50, 64, args.seconds).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "gateway", &result, &gateway::markdown(&result));
+    }
     if args.im {
         let work = work_dir("im")?;
         let result = im::run(&work, args.port, args.im_pairs, args.seconds, args.im_sync).await;
@@ -150,6 +169,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let result = result?;
         let md = im_broadcast::markdown(&result);
         return write_mode_report(&args.out, "im-broadcast", &result, &md);
+    }
+    if args.moderation {
+        let work = work_dir("moderation")?;
+        let result = moderation::run(
+            &work,
+            args.port,
+            args.im_pairs,
+            args.seconds,
+            args.moderation_words,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(
+            &args.out,
+            "moderation",
+            &result,
+            &moderation::markdown(&result),
+        );
     }
     if args.transports {
         let work = work_dir("tr")?;
