@@ -33,6 +33,8 @@ pub struct TenantPolicy {
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
     pub hide_preview: bool,
+    /// Members a group may have at most (groups.rs).
+    pub max_group_members: u32,
 }
 
 impl Default for TenantPolicy {
@@ -45,6 +47,7 @@ impl Default for TenantPolicy {
             max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
+            max_group_members: 3000,
         }
     }
 }
