@@ -1,0 +1,1087 @@
+//! Groups end to end (docs/im/groups.md): a broker with the IM service on a real redb
+//! store, members' devices logged in with the SDK over TCP, the app server as a `$service`
+//! MQTT client. Each test asserts what members see: messages and notices in seq order,
+//! events, status codes.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use prost::Message as _;
+use serde_json::{Value, json};
+use switchboard_client::im::ImError;
+use switchboard_proto::im::{self, event::Kind};
+use switchboard_proto::{
+    Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
+};
+use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET, text, text_of};
+use switchboard_tests::{RawClient, connect_packet};
+
+fn status(e: &ImError) -> u32 {
+    match e {
+        ImError::Status { code, .. } => *code,
+        other => panic!("expected an IM status error, got {other}"),
+    }
+}
+
+/// A group request of a device.
+async fn group<Q: prost::Message, R: prost::Message + Default>(
+    d: &Device,
+    op: &str,
+    req: &Q,
+) -> Result<R, ImError> {
+    d.client.request(&format!("group/{op}"), req).await
+}
+
+/// A group request whose answer is an `Ack`.
+async fn group_ack<Q: prost::Message>(d: &Device, op: &str, req: &Q) -> Result<(), ImError> {
+    group::<Q, im::Ack>(d, op, req).await.map(|_| ())
+}
+
+fn members(gid: &str, accounts: &[&str]) -> im::GroupMembersRequest {
+    im::GroupMembersRequest {
+        group_id: gid.into(),
+        accounts: accounts.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+async fn say(d: &Device, gid: &str, id: &str, t: &str) -> Result<im::SendResponse, ImError> {
+    d.client
+        .send(im::SendRequest {
+            to: gid.into(),
+            conv_type: im::ConvType::Group as i32,
+            client_msg_id: id.into(),
+            content: Some(text(t)),
+            ..im::SendRequest::default()
+        })
+        .await
+}
+
+/// The kind of a notice message ("" for a chat message).
+fn notice_kind(m: &im::Message) -> &str {
+    match m.content.as_ref().and_then(|c| c.body.as_ref()) {
+        Some(im::content::Body::Notice(n)) => &n.kind,
+        _ => "",
+    }
+}
+
+/// The next message of conversation `conv` on a device.
+async fn next_in(d: &mut Device, conv: &str) -> im::Message {
+    let conv = conv.to_owned();
+    d.next(|k| match k {
+        Kind::Message(m) if m.conversation == conv => Some(m.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The next group event of a device.
+async fn group_event(d: &mut Device) -> im::GroupEvent {
+    d.next(|k| match k {
+        Kind::Group(g) => Some(g.clone()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_group_approval_kick_and_dismiss_as_members_see_them() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        b.user(t, u).await;
+    }
+    let mut alice = b.device(t, "alice", "alice-1").await;
+    let mut bob = b.device(t, "bob", "bob-1").await;
+    let mut carol = b.device(t, "carol", "carol-1").await;
+
+    let created: im::GroupResponse = group(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            group_id: "team".into(),
+            name: "Team".into(),
+            join_mode: im::JoinMode::Approval as i32,
+            members: vec!["bob".into()],
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect("created");
+    let info = created.group.expect("group info");
+    assert_eq!((info.owner.as_str(), info.member_count), ("alice", 2));
+    assert_eq!(created.me.expect("me").role, im::GroupRole::Owner as i32);
+    // The notice first, then the event.
+    let n = next_in(&mut bob, "g:team").await;
+    assert_eq!((n.seq, notice_kind(&n)), (1, "group.created"));
+    let ev = group_event(&mut bob).await;
+    assert_eq!((ev.kind.as_str(), ev.group_id.as_str()), ("joined", "team"));
+
+    // Carol asks to join the private group: the owner sees the request, carol is not in.
+    let r: im::JoinGroupResponse = group(
+        &carol,
+        "join",
+        &im::JoinGroupRequest {
+            group_id: "team".into(),
+            message: "let me in".into(),
+        },
+    )
+    .await
+    .expect("join answered");
+    assert!(r.pending && !r.joined);
+    let ev = group_event(&mut alice).await;
+    let req = ev.request.expect("the request");
+    assert_eq!(
+        (ev.kind.as_str(), req.account.as_str(), req.message.as_str()),
+        ("join_request", "carol", "let me in")
+    );
+    let e = say(&carol, "team", "c0", "too early")
+        .await
+        .expect_err("not a member");
+    assert_eq!(status(&e), 403);
+    let e = group::<_, im::PendingResponse>(
+        &bob,
+        "pending",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect_err("members do not decide");
+    assert_eq!(status(&e), 403);
+    let pending: im::PendingResponse = group(
+        &alice,
+        "pending",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect("pending");
+    let who: Vec<&str> = pending
+        .requests
+        .iter()
+        .map(|r| r.account.as_str())
+        .collect();
+    assert_eq!(who, ["carol"]);
+    group_ack(
+        &alice,
+        "decide",
+        &im::DecideRequest {
+            group_id: "team".into(),
+            account: "carol".into(),
+            approve: true,
+        },
+    )
+    .await
+    .expect("approved");
+    let n = next_in(&mut carol, "g:team").await;
+    assert_eq!((n.seq, notice_kind(&n)), (2, "group.member_joined"));
+    assert_eq!(group_event(&mut carol).await.kind, "joined");
+    let pending: im::PendingResponse = group(
+        &alice,
+        "pending",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect("pending");
+    assert!(pending.requests.is_empty());
+    // Carol now receives what bob says, and sees history only from her joining.
+    say(&bob, "team", "b1", "welcome carol")
+        .await
+        .expect("sent");
+    let m = next_in(&mut carol, "g:team").await;
+    assert_eq!(
+        (m.seq, text_of(&m), m.from.as_str()),
+        (3, "welcome carol", "bob")
+    );
+    let h = carol
+        .client
+        .history("g:team", 0, 10)
+        .await
+        .expect("history");
+    let seqs: Vec<u64> = h.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [3, 2], "carol's history starts at her join");
+    // A rejected request: dave hears it, is not a member.
+    let mut dave = b.device(t, "dave", "dave-1").await;
+    let _: im::JoinGroupResponse = group(
+        &dave,
+        "join",
+        &im::JoinGroupRequest {
+            group_id: "team".into(),
+            message: String::new(),
+        },
+    )
+    .await
+    .expect("join answered");
+    group_ack(
+        &alice,
+        "decide",
+        &im::DecideRequest {
+            group_id: "team".into(),
+            account: "dave".into(),
+            approve: false,
+        },
+    )
+    .await
+    .expect("rejected");
+    assert_eq!(group_event(&mut dave).await.kind, "request_rejected");
+
+    // Kick: bob is told, and from the kick on receives nothing of the group.
+    group_ack(&alice, "kick", &members("team", &["bob"]))
+        .await
+        .expect("kicked");
+    let ev = group_event(&mut bob).await;
+    assert_eq!(
+        (ev.kind.as_str(), ev.operator.as_str()),
+        ("removed", "alice")
+    );
+    let n = next_in(&mut carol, "g:team").await;
+    assert_eq!(
+        (
+            notice_kind(&n),
+            n.content.as_ref().map(|c| c.body.is_some())
+        ),
+        ("group.members_kicked", Some(true))
+    );
+    say(&alice, "team", "a1", "bob is gone")
+        .await
+        .expect("sent");
+    // A 1:1 message after the group message: bob's next message must be it.
+    alice
+        .client
+        .send_text("bob", "marker", "marker")
+        .await
+        .expect("sent");
+    let m = bob
+        .next(|k| match k {
+            Kind::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (m.conversation.as_str(), text_of(&m)),
+        ("p:1:2", "marker"),
+        "the kicked member got no group message"
+    );
+    let m = next_in(&mut carol, "g:team").await;
+    assert_eq!(text_of(&m), "bob is gone", "the others still receive");
+    let e = bob.client.history("g:team", 0, 10).await.expect_err("out");
+    assert_eq!(status(&e), 403);
+    let e = bob
+        .client
+        .sync(&HashMap::from([("g:team".to_string(), 1)]), 0)
+        .await
+        .expect_err("out");
+    assert_eq!(status(&e), 403);
+    let e = say(&bob, "team", "b2", "still here?")
+        .await
+        .expect_err("out");
+    assert_eq!(status(&e), 403);
+    let list = bob.client.conversations().await.expect("list");
+    assert!(list.conversations.iter().all(|c| c.id != "g:team"));
+
+    // Dismiss: members are told, the group is gone.
+    let e = group_ack(
+        &carol,
+        "dismiss",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect_err("only the owner dismisses");
+    assert_eq!(status(&e), 403);
+    group_ack(
+        &alice,
+        "dismiss",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect("dismissed");
+    let n = next_in(&mut carol, "g:team").await;
+    assert_eq!(notice_kind(&n), "group.dismissed");
+    assert_eq!(group_event(&mut carol).await.kind, "removed");
+    let e = group::<_, im::GroupResponse>(
+        &carol,
+        "info",
+        &im::GroupRef {
+            group_id: "team".into(),
+        },
+    )
+    .await
+    .expect_err("gone");
+    assert_eq!(status(&e), 404);
+    let mine: im::MyGroupsResponse = group(&carol, "mine", &im::MyGroupsRequest::default())
+        .await
+        .expect("mine");
+    assert!(mine.groups.is_empty());
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_members_get_423_and_admins_still_speak_when_the_group_is_muted() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol", "erin"] {
+        b.user(t, u).await;
+    }
+    let alice = b.device(t, "alice", "alice-1").await;
+    let bob = b.device(t, "bob", "bob-1").await;
+    let carol = b.device(t, "carol", "carol-1").await;
+    let erin = b.device(t, "erin", "erin-1").await;
+    let _: im::GroupResponse = group(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            group_id: "ops".into(),
+            members: vec!["bob".into(), "carol".into()],
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect("created");
+    group_ack(&alice, "set_admins", &members("ops", &["bob"]))
+        .await
+        .expect("bob is an admin");
+    // Per member: carol muted for an hour by admin bob.
+    group_ack(
+        &bob,
+        "mute",
+        &im::MuteMembersRequest {
+            group_id: "ops".into(),
+            accounts: vec!["carol".into()],
+            duration_secs: 3600,
+        },
+    )
+    .await
+    .expect("muted");
+    let e = say(&carol, "ops", "c1", "hello?").await.expect_err("muted");
+    assert_eq!(status(&e), 423);
+    // An admin may not mute the owner or another admin.
+    let e = group_ack(
+        &bob,
+        "mute",
+        &im::MuteMembersRequest {
+            group_id: "ops".into(),
+            accounts: vec!["alice".into()],
+            duration_secs: 60,
+        },
+    )
+    .await
+    .expect_err("not the owner");
+    assert_eq!(status(&e), 403);
+    group_ack(
+        &bob,
+        "mute",
+        &im::MuteMembersRequest {
+            group_id: "ops".into(),
+            accounts: vec!["carol".into()],
+            duration_secs: 0,
+        },
+    )
+    .await
+    .expect("unmuted");
+    say(&carol, "ops", "c2", "back")
+        .await
+        .expect("carol speaks again");
+    // Whole group: members are quiet, the owner and admins are not.
+    let _: im::GroupResponse = group(
+        &alice,
+        "update",
+        &im::UpdateGroupRequest {
+            group_id: "ops".into(),
+            all_muted: Some(true),
+            ..im::UpdateGroupRequest::default()
+        },
+    )
+    .await
+    .expect("group muted");
+    let e = say(&carol, "ops", "c3", "and now?")
+        .await
+        .expect_err("muted");
+    assert_eq!(status(&e), 423);
+    say(&bob, "ops", "b1", "admin speaking")
+        .await
+        .expect("admin speaks");
+    say(&alice, "ops", "a1", "owner speaking")
+        .await
+        .expect("owner speaks");
+    // A member may not change the group; a non-member may not speak.
+    let e = group::<_, im::GroupResponse>(
+        &carol,
+        "update",
+        &im::UpdateGroupRequest {
+            group_id: "ops".into(),
+            all_muted: Some(false),
+            ..im::UpdateGroupRequest::default()
+        },
+    )
+    .await
+    .expect_err("members do not update");
+    assert_eq!(status(&e), 403);
+    let e = say(&erin, "ops", "e1", "hi")
+        .await
+        .expect_err("not a member");
+    assert_eq!(status(&e), 403);
+    let e = say(&erin, "nope", "e2", "hi")
+        .await
+        .expect_err("no such group");
+    assert_eq!(status(&e), 404);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_and_chat_share_one_seq_order_for_every_member() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        b.user(t, u).await;
+    }
+    let mut alice = b.device(t, "alice", "alice-1").await;
+    let mut bob = b.device(t, "bob", "bob-1").await;
+    let mut carol = b.device(t, "carol", "carol-1").await;
+    let _: im::GroupResponse = group(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            group_id: "mix".into(),
+            name: "Mix".into(),
+            members: vec!["bob".into(), "carol".into()],
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect("created");
+    // Chat and changes interleaved, from several senders at once.
+    let update = im::UpdateGroupRequest {
+        group_id: "mix".into(),
+        announcement: Some("read the rules".into()),
+        ..im::UpdateGroupRequest::default()
+    };
+    let (r1, r2, r3) = tokio::join!(
+        say(&bob, "mix", "b1", "one"),
+        say(&carol, "mix", "c1", "two"),
+        group::<_, im::GroupResponse>(&alice, "update", &update),
+    );
+    r1.expect("sent");
+    r2.expect("sent");
+    r3.expect("updated");
+    group_ack(&alice, "invite", &members("mix", &["dave"]))
+        .await
+        .expect("invited");
+    group_ack(
+        &bob,
+        "nickname",
+        &im::NicknameRequest {
+            group_id: "mix".into(),
+            account: String::new(),
+            nickname: "Bobby".into(),
+        },
+    )
+    .await
+    .expect("nickname");
+    let mut mention = im::SendRequest {
+        to: "mix".into(),
+        conv_type: im::ConvType::Group as i32,
+        client_msg_id: "a1".into(),
+        content: Some(text("@carol look")),
+        mentions: vec!["carol".into()],
+        ..im::SendRequest::default()
+    };
+    alice.client.send(mention.clone()).await.expect("sent");
+    mention.client_msg_id = "a1".into();
+    let again = alice.client.send(mention).await.expect("resend answered");
+    assert!(again.duplicate, "a resend is recognised");
+    group_ack(&alice, "transfer", &members("mix", &["bob"]))
+        .await
+        .expect("transferred");
+
+    let want_kinds = [
+        "group.created",
+        "",
+        "",
+        "group.info_updated",
+        "group.members_invited",
+        "group.nickname_changed",
+        "",
+        "group.owner_transferred",
+    ];
+    let mut seen = Vec::new();
+    for dev in [&mut alice, &mut bob, &mut carol] {
+        let mut got = Vec::new();
+        for _ in 0..want_kinds.len() {
+            let m = next_in(dev, "g:mix").await;
+            got.push((m.seq, notice_kind(&m).to_owned()));
+        }
+        let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (1..=8).collect::<Vec<u64>>(), "in seq order, no gaps");
+        let mut kinds: Vec<&str> = got.iter().map(|(_, k)| k.as_str()).collect();
+        // The two chat messages and the update raced: only their seq order is fixed.
+        kinds[1..4].sort();
+        let mut want = want_kinds;
+        want[1..4].sort();
+        assert_eq!(kinds, want);
+        seen.push(got);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "every member sees one order"
+    );
+    // History agrees; dave's starts at his invitation.
+    let h = carol.client.history("g:mix", 0, 20).await.expect("history");
+    assert_eq!(h.messages.len(), 8);
+    let dave = b.device(t, "dave", "dave-1").await;
+    let mut cursors = HashMap::new();
+    let (msgs, list) = dave.client.sync_all(&mut cursors).await.expect("sync");
+    let kinds: Vec<&str> = msgs.iter().map(notice_kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "group.members_invited",
+            "group.nickname_changed",
+            "",
+            "group.owner_transferred"
+        ]
+    );
+    assert!(
+        list.conversations
+            .iter()
+            .any(|c| c.id == "g:mix" && c.unread == 4)
+    );
+    // Mentions: carol's conversation is flagged.
+    let list = carol.client.conversations().await.expect("list");
+    let c = list
+        .conversations
+        .iter()
+        .find(|c| c.id == "g:mix")
+        .expect("listed");
+    assert!(c.mentioned);
+    // The member list: paged, stable, with roles and nicknames.
+    let p1: im::MembersResponse = group(
+        &carol,
+        "members",
+        &im::MembersRequest {
+            group_id: "mix".into(),
+            page_token: String::new(),
+            limit: 3,
+        },
+    )
+    .await
+    .expect("members");
+    assert_eq!(p1.members.len(), 3);
+    let p2: im::MembersResponse = group(
+        &carol,
+        "members",
+        &im::MembersRequest {
+            group_id: "mix".into(),
+            page_token: p1.next_page_token.clone(),
+            limit: 3,
+        },
+    )
+    .await
+    .expect("members");
+    assert!(p2.next_page_token.is_empty());
+    let all: Vec<(String, i32, String)> = p1
+        .members
+        .iter()
+        .chain(&p2.members)
+        .map(|m| (m.account.clone(), m.role, m.nickname.clone()))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            (
+                "alice".to_string(),
+                im::GroupRole::Member as i32,
+                String::new()
+            ),
+            (
+                "bob".to_string(),
+                im::GroupRole::Owner as i32,
+                "Bobby".to_string()
+            ),
+            (
+                "carol".to_string(),
+                im::GroupRole::Member as i32,
+                String::new()
+            ),
+            (
+                "dave".to_string(),
+                im::GroupRole::Member as i32,
+                String::new()
+            ),
+        ]
+    );
+    b.stop().await;
+}
+
+/// The app server: the service credential, requests to `$im/admin/group/{op}`.
+struct AppServer {
+    raw: RawClient,
+    pkid: u16,
+}
+
+impl AppServer {
+    async fn connect(b: &ImBroker) -> AppServer {
+        let mut raw = RawClient::open(b.addr, Version::V5).await;
+        let mut c = connect_packet(Version::V5, "app-server");
+        c.username = Some("$service".into());
+        c.password = Some(Bytes::from_static(SERVICE_SECRET.as_bytes()));
+        raw.send(&Packet::Connect(Box::new(c))).await;
+        assert!(
+            matches!(raw.recv().await, Some(Packet::ConnAck(a)) if a.code == ReasonCode::Success)
+        );
+        raw.send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![("app/replies".into(), SubscriptionOptions::default())],
+        }))
+        .await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+        AppServer { raw, pkid: 1 }
+    }
+
+    /// One request; its JSON answer.
+    async fn call(&mut self, op: &str, body: Value) -> Value {
+        self.pkid += 1;
+        let pkid = self.pkid;
+        self.raw
+            .send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: format!("$im/admin/group/{op}"),
+                pkid,
+                properties: Properties {
+                    response_topic: Some("app/replies".into()),
+                    correlation_data: Some(Bytes::copy_from_slice(&pkid.to_be_bytes())),
+                    ..Properties::default()
+                },
+                payload: Bytes::from(body.to_string()),
+            }))
+            .await;
+        let (mut answer, mut acked) = (None, false);
+        while answer.is_none() || !acked {
+            match self.raw.recv().await {
+                Some(Packet::PubAck(a)) if a.pkid == pkid => acked = true,
+                Some(Packet::Publish(p)) => {
+                    assert_eq!(
+                        p.properties.correlation_data.as_deref(),
+                        Some(&pkid.to_be_bytes()[..])
+                    );
+                    answer = Some(serde_json::from_slice(&p.payload).expect("JSON answer"));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        answer.expect("answer")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_server_manages_groups_over_mqtt() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["u1", "u2", "u3", "u4"] {
+        b.user(t, u).await;
+    }
+    let mut u3 = b.device(t, "u3", "u3-1").await;
+    let mut app = AppServer::connect(&b).await;
+    // RongCloud's model: the app server picks the id and the members.
+    let g = app
+        .call(
+            "create",
+            json!({"tenant": t, "group_id": "g-100", "name": "Sales", "members": ["u1", "u2", "u3"]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            g["group_id"].as_str(),
+            g["owner"].as_str(),
+            g["member_count"].as_u64()
+        ),
+        (Some("g-100"), Some("u1"), Some(3))
+    );
+    let n = next_in(&mut u3, "g:g-100").await;
+    assert_eq!(notice_kind(&n), "group.created");
+    let dup = app
+        .call(
+            "create",
+            json!({"tenant": t, "group_id": "g-100", "members": ["u1"]}),
+        )
+        .await;
+    assert_eq!(dup["error"]["code"].as_u64(), Some(409));
+    let j = app
+        .call(
+            "join",
+            json!({"tenant": t, "group_id": "g-100", "members": ["u4"]}),
+        )
+        .await;
+    assert_eq!(j["added"], json!(["u4"]));
+    let q = app
+        .call(
+            "quit",
+            json!({"tenant": t, "group_id": "g-100", "members": ["u2"]}),
+        )
+        .await;
+    assert_eq!(q, json!({}));
+    let m = app
+        .call("members", json!({"tenant": t, "group_id": "g-100"}))
+        .await;
+    let accounts: Vec<&str> = m["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["account"].as_str())
+        .collect();
+    assert_eq!(accounts, ["u1", "u3", "u4"]);
+    // Everything an owner can do: update, mute, send on a member's behalf.
+    let u = app
+        .call(
+            "update",
+            json!({"tenant": t, "group_id": "g-100", "announcement": "Q3 targets", "join_mode": "approval"}),
+        )
+        .await;
+    assert_eq!(
+        (u["announcement"].as_str(), u["join_mode"].as_str()),
+        (Some("Q3 targets"), Some("approval"))
+    );
+    let s = app
+        .call(
+            "send",
+            json!({"tenant": t, "group_id": "g-100", "from": "u1", "text": "hi all"}),
+        )
+        .await;
+    let seq = s["seq"].as_u64().expect("seq");
+    let kinds: Vec<(u64, String)> = {
+        let mut v = Vec::new();
+        loop {
+            let m = next_in(&mut u3, "g:g-100").await;
+            v.push((m.seq, notice_kind(&m).to_owned()));
+            if m.seq == seq {
+                break;
+            }
+        }
+        v
+    };
+    assert_eq!(
+        kinds.last(),
+        Some(&(seq, String::new())),
+        "the message after the notices: {kinds:?}"
+    );
+    // Sync a user's groups: joined to the listed ones (created if missing), out of others.
+    let s = app
+        .call(
+            "sync",
+            json!({"tenant": t, "user": "u3", "groups": [{"id": "g-200", "name": "New"}]}),
+        )
+        .await;
+    assert_eq!(
+        (s["created"].clone(), s["left"].clone()),
+        (json!(["g-200"]), json!(["g-100"]))
+    );
+    let mine = app
+        .call("user_groups", json!({"tenant": t, "user": "u3"}))
+        .await;
+    let ids: Vec<&str> = mine["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["group_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["g-200"]);
+    let d = app
+        .call("dismiss", json!({"tenant": t, "group_id": "g-100"}))
+        .await;
+    assert_eq!(d, json!({}));
+    let i = app
+        .call("info", json!({"tenant": t, "group_id": "g-100"}))
+        .await;
+    assert_eq!(i["error"]["code"].as_u64(), Some(404));
+    let bad = app.call("create", json!({"tenant": t})).await;
+    assert_eq!(bad["error"]["code"].as_u64(), Some(400));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_members_get_batched_push_jobs_except_with_do_not_disturb() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        b.user(t, u).await;
+    }
+    let mut worker = RawClient::open(b.addr, Version::V5).await;
+    let mut c = connect_packet(Version::V5, "push-worker");
+    c.username = Some("$service".into());
+    c.password = Some(Bytes::from_static(SERVICE_SECRET.as_bytes()));
+    worker.send(&Packet::Connect(Box::new(c))).await;
+    assert!(matches!(worker.recv().await, Some(Packet::ConnAck(_))));
+    worker
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                "$share/push/$im/push/#".into(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..SubscriptionOptions::default()
+                },
+            )],
+        }))
+        .await;
+    assert!(matches!(worker.recv().await, Some(Packet::SubAck(_))));
+    let alice = b.device(t, "alice", "alice-1").await;
+    let dave = b.device(t, "dave", "dave-1").await;
+    let _: im::GroupResponse = group(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            group_id: "quiet".into(),
+            name: "Quiet".into(),
+            members: vec!["bob".into(), "carol".into(), "dave".into()],
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect("created");
+    // Dave (online, but about to go offline) turns do-not-disturb on.
+    group_ack(
+        &dave,
+        "dnd",
+        &im::DndRequest {
+            group_id: "quiet".into(),
+            dnd: true,
+        },
+    )
+    .await
+    .expect("dnd");
+    dave.client.shutdown().await;
+    let r = say(&alice, "quiet", "a1", "standup in 5")
+        .await
+        .expect("sent");
+    let job = loop {
+        let p = worker.next_publish().await;
+        let job = im::PushJob::decode(p.payload).expect("push job");
+        if job.seq == r.seq {
+            break job;
+        }
+    };
+    let mut users = job.users.clone();
+    users.sort();
+    assert_eq!(
+        users,
+        ["bob", "carol"],
+        "one job for the offline members, not dave"
+    );
+    assert_eq!(
+        (
+            job.title.as_str(),
+            job.body.as_str(),
+            job.conversation.as_str()
+        ),
+        ("Quiet", "alice: standup in 5", "g:quiet")
+    );
+    // Dave's list shows the group muted, and it does not count in his badge.
+    let dave = b.device(t, "dave", "dave-2").await;
+    let list = dave.client.conversations().await.expect("list");
+    let c = list
+        .conversations
+        .iter()
+        .find(|c| c.id == "g:quiet")
+        .expect("listed");
+    assert!(c.muted && c.unread > 0);
+    assert_eq!(list.unread_total, 0);
+    b.stop().await;
+}
+
+/// Ops the store has committed so far (every durable write is one or more ops).
+fn store_ops(b: &ImBroker) -> u64 {
+    b.handle.state().store().expect("a store").stats().ops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_to_1000_members_200_online_stores_each_message_once() {
+    const MEMBERS: usize = 1000;
+    const ONLINE: usize = 200;
+    const MESSAGES: u64 = 50;
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    let accounts: Vec<String> = (0..MEMBERS).map(|i| format!("m{i:04}")).collect();
+    for a in &accounts {
+        b.user(t, a).await;
+    }
+    let mut app = AppServer::connect(&b).await;
+    let g = app
+        .call(
+            "create",
+            json!({"tenant": t, "group_id": "big", "members": accounts[..500]}),
+        )
+        .await;
+    assert_eq!(g["member_count"].as_u64(), Some(500));
+    let j = app
+        .call(
+            "join",
+            json!({"tenant": t, "group_id": "big", "members": accounts[500..]}),
+        )
+        .await;
+    assert_eq!(j["added"].as_array().map(Vec::len), Some(500));
+    // And a 2-member group for comparison.
+    app.call(
+        "create",
+        json!({"tenant": t, "group_id": "pair", "members": [accounts[0], accounts[1]]}),
+    )
+    .await;
+    let mut online = Vec::new();
+    for a in &accounts[..ONLINE] {
+        online.push(b.device(t, a, &format!("{a}-1")).await);
+    }
+    let body = "x".repeat(1000);
+    let send_n = |gid: &'static str| {
+        let sender = &online[0];
+        let body = body.clone();
+        async move {
+            for i in 0..MESSAGES {
+                say(sender, gid, &format!("{gid}-{i}"), &body)
+                    .await
+                    .expect("sent");
+            }
+        }
+    };
+    let before = store_ops(&b);
+    send_n("pair").await;
+    let pair_ops = store_ops(&b) - before;
+    let before = store_ops(&b);
+    send_n("big").await;
+    let big_ops = store_ops(&b) - before;
+    // Every online member gets every message, in order.
+    let mut receivers = tokio::task::JoinSet::new();
+    for mut d in online {
+        receivers.spawn(async move {
+            let mut seqs = Vec::new();
+            while seqs.len() < MESSAGES as usize {
+                let m = next_in(&mut d, "g:big").await;
+                if notice_kind(&m).is_empty() {
+                    seqs.push(m.seq);
+                }
+            }
+            d.client.shutdown().await;
+            seqs
+        });
+    }
+    let all = receivers.join_all().await;
+    assert_eq!(all.len(), ONLINE);
+    let first = all[0].clone();
+    assert_eq!(first.len(), MESSAGES as usize);
+    assert!(first.windows(2).all(|w| w[1] == w[0] + 1));
+    assert!(
+        all.iter().all(|s| *s == first),
+        "all 200 received all, in order"
+    );
+    // An offline member syncs them later.
+    let late = b.device(t, &accounts[MEMBERS - 1], "late-1").await;
+    let mut cursors = HashMap::new();
+    let (msgs, _) = late.client.sync_all(&mut cursors).await.expect("sync");
+    let chat: Vec<u64> = msgs
+        .iter()
+        .filter(|m| m.conversation == "g:big" && notice_kind(m).is_empty())
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(chat, first);
+    // Stored once: the writes for 50 messages to 1,000 members are those for 50 messages
+    // to 2 (a copy or a row per member would be 50,000 more).
+    eprintln!(
+        "store ops for {MESSAGES} messages: 2 members {pair_ops}, {MEMBERS} members {big_ops}"
+    );
+    assert!(
+        big_ops <= pair_ops + MESSAGES,
+        "{big_ops} ops for the big group vs {pair_ops} for the pair"
+    );
+    let h = late.client.history("g:big", 0, 500).await.expect("history");
+    assert_eq!(
+        h.messages.len() as u64,
+        MESSAGES + 1,
+        "one log entry per message (and the notice of the late member's joining)"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_requests_get_clear_codes() {
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    let alice = b.device(t, "alice", "alice-1").await;
+    let bad_id = group::<_, im::GroupResponse>(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            group_id: "no spaces".into(),
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect_err("bad id");
+    assert_eq!(status(&bad_id), 400);
+    let nobody = group::<_, im::GroupResponse>(
+        &alice,
+        "create",
+        &im::CreateGroupRequest {
+            members: vec!["ghost".into()],
+            ..im::CreateGroupRequest::default()
+        },
+    )
+    .await
+    .expect_err("unknown member");
+    assert_eq!(status(&nobody), 404);
+    // A generated id when none is given.
+    let g: im::GroupResponse = group(&alice, "create", &im::CreateGroupRequest::default())
+        .await
+        .expect("created");
+    let gid = g.group.expect("info").group_id;
+    assert!(!gid.is_empty());
+    let e = group_ack(
+        &alice,
+        "leave",
+        &im::GroupRef {
+            group_id: "missing".into(),
+        },
+    )
+    .await
+    .expect_err("no such group");
+    assert_eq!(status(&e), 404);
+    let e = alice
+        .client
+        .request::<_, im::Ack>("group/frobnicate", &im::GroupRef::default())
+        .await
+        .expect_err("no such op");
+    assert_eq!(status(&e), 404);
+    // Over the tenant's limit: 409.
+    let mut policy = b.im.tenant(t).expect("tenant").policy.clone();
+    policy.max_group_members = 2;
+    b.im.set_policy(t, policy).await.expect("policy");
+    b.user(t, "carol").await;
+    let e = group_ack(&alice, "invite", &members(&gid, &["bob", "carol"]))
+        .await
+        .expect_err("full");
+    assert_eq!(status(&e), 409);
+    // The last member leaving dismisses the group.
+    group_ack(
+        &alice,
+        "leave",
+        &im::GroupRef {
+            group_id: gid.clone(),
+        },
+    )
+    .await
+    .expect("left");
+    let e = group::<_, im::GroupResponse>(&alice, "info", &im::GroupRef { group_id: gid })
+        .await
+        .expect_err("gone");
+    assert_eq!(status(&e), 404);
+    b.stop().await;
+}
