@@ -25,6 +25,7 @@
 //! [`moderation`], [`org`] (directory), [`broadcast`].
 
 pub mod actions;
+pub mod apps;
 pub mod auth;
 pub mod broadcast;
 pub mod calls;
@@ -33,6 +34,7 @@ pub mod directory;
 pub mod error;
 pub mod groups;
 pub(crate) mod http;
+pub mod json;
 pub mod keys;
 pub mod messaging;
 pub mod moderation;
@@ -40,6 +42,8 @@ pub mod org;
 pub mod presence;
 pub mod records;
 pub mod service_api;
+mod service_iot;
+mod service_user;
 pub mod social;
 pub mod sync;
 pub mod token;
@@ -233,6 +237,7 @@ impl ImService {
                 "call" => self.call_request(login, rest, payload).await,
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
+                "app" => self.app_request(login, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

@@ -33,6 +33,10 @@ pub struct TenantPolicy {
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
     pub hide_preview: bool,
+    /// The gateway serves the seeds' dialects (RongCloud, Youdu, imo) for this tenant.
+    pub compat_apis: bool,
+    /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
+    pub api_rate_per_sec: u32,
     /// Members a group may have at most (groups.rs).
     pub max_group_members: u32,
 }
@@ -47,6 +51,8 @@ impl Default for TenantPolicy {
             max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
+            compat_apis: true,
+            api_rate_per_sec: 1000,
             max_group_members: 3000,
         }
     }
