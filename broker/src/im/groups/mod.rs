@@ -512,3 +512,25 @@ fn ack() -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_are_checked_and_keys_keep_groups_apart() {
+        for ok in ["g", "team-1", "a.b_c@d=e", &"x".repeat(64)] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a:b", "a\0", "群", &"x".repeat(65)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+        // "ab"'s keys are not under "a"'s prefixes, and a group's record is not one of
+        // its requests.
+        assert!(!key::member(1, "ab", 7).starts_with(&key::members(1, "a")));
+        assert!(!key::request(1, "ab", 7).starts_with(&key::requests(1, "a")));
+        assert!(!key::group(1, "a").starts_with(&key::requests(1, "a")));
+        assert!(key::user_group(1, 7, "a").starts_with(&key::user_groups(1, 7)));
+        assert!(!key::user_groups(1, 7).starts_with(&key::members(1, "")));
+    }
+}
