@@ -331,7 +331,7 @@ async fn muted_members_get_423_and_admins_still_speak_when_the_group_is_muted() 
     }
     let alice = b.device(t, "alice", "alice-1").await;
     let bob = b.device(t, "bob", "bob-1").await;
-    let carol = b.device(t, "carol", "carol-1").await;
+    let mut carol = b.device(t, "carol", "carol-1").await;
     let erin = b.device(t, "erin", "erin-1").await;
     let _: im::GroupResponse = group(
         &alice,
@@ -404,9 +404,31 @@ async fn muted_members_get_423_and_admins_still_speak_when_the_group_is_muted() 
         .await
         .expect_err("muted");
     assert_eq!(status(&e), 423);
-    say(&bob, "ops", "b1", "admin speaking")
+    let spoken = say(&bob, "ops", "b1", "admin speaking")
         .await
         .expect("admin speaks");
+    // A recall reaches the members.
+    bob.client
+        .recall("g:ops", spoken.seq)
+        .await
+        .expect("recalled");
+    let r = carol
+        .next(|k| match k {
+            Kind::Recalled(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((r.seq, r.by.as_str()), (spoken.seq, "bob"));
+    let burn = im::SendRequest {
+        to: "ops".into(),
+        conv_type: im::ConvType::Group as i32,
+        client_msg_id: "b2".into(),
+        content: Some(text("gone soon")),
+        burn_after_read: true,
+        ..im::SendRequest::default()
+    };
+    let e = bob.client.send(burn).await.expect_err("1:1 only");
+    assert_eq!(status(&e), 400);
     say(&alice, "ops", "a1", "owner speaking")
         .await
         .expect("owner speaks");

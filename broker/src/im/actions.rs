@@ -56,6 +56,7 @@ impl ImService {
         for uid in self.members(&conv) {
             self.emit(login.tenant, uid, event.clone(), QoS::AtLeastOnce);
         }
+        self.group_emit(login.tenant, &conv, &event);
         Ok(im::Ack { status: ok() })
     }
 

@@ -73,6 +73,12 @@ impl ImService {
                 "group {gid} is muted: only its owner and admins may speak"
             )));
         }
+        if req.burn_after_read {
+            // The first member to read would destroy it for everyone.
+            return Err(ImError::BadRequest(
+                "burn after read is for 1:1 conversations".into(),
+            ));
+        }
         let conv = ConvId::Group(gid.clone());
         self.check_send(login, &conv, None, &mut req)?;
         let msg = im::Message {
@@ -376,6 +382,17 @@ impl ImService {
             .unwrap_or_default();
         state.personal.lock().insert(uid, p);
         Ok(p)
+    }
+
+    /// Sends `event` to every online member of `conv` if it is a group (a recall).
+    pub(in crate::im) fn group_emit(&self, tid: u64, conv: &ConvId, event: &Kind) {
+        let ConvId::Group(gid) = conv else { return };
+        let Ok(Some(state)) = self.group_state(tid, gid) else {
+            return;
+        };
+        for &uid in state.members.keys() {
+            self.emit(tid, uid, event.clone(), QoS::AtLeastOnce);
+        }
     }
 
     /// Tells some users' devices of a group change.
