@@ -198,6 +198,13 @@ impl ImService {
                     s.rec.member_count = s.members.len() as u32;
                     ops.push(json_put(Table::Groups, key::group(tid, gid), &s.rec)?);
                 }
+                if let (Some(o), Some(n)) = (&c.old, &new) {
+                    // Read positions of members who left are of no use any more.
+                    let mut personal = n.personal.lock();
+                    for uid in o.members.keys().filter(|u| !n.members.contains_key(u)) {
+                        personal.remove(uid);
+                    }
+                }
                 let new = new.map(Arc::new);
                 let audience = match (&new, c.old) {
                     (Some(n), _) => n.clone(),
@@ -267,7 +274,7 @@ impl ImService {
     /// Delivers a stored message of a group: one publish per online member (the same
     /// encoded bytes), unread counts to them, batched push jobs for the others (and for
     /// members whose devices are all in the background), members with do-not-disturb
-    /// skipped.
+    /// and notices skipped.
     fn fan_out(
         &self,
         tid: u64,
@@ -284,6 +291,11 @@ impl ImService {
             .encode_to_vec(),
         );
         let mut push = Vec::new();
+        // Notices (group changes) count as unread but are not pushed.
+        let notice = matches!(
+            msg.content.as_ref().and_then(|c| c.body.as_ref()),
+            Some(im::content::Body::Notice(_))
+        );
         for (&uid, m) in &state.members {
             let online = self.is_online(tid, uid);
             if online {
@@ -318,7 +330,7 @@ impl ImService {
                 };
                 self.counted_message(tid, uid, conv, msg.seq, Some(&row), p.dnd);
             }
-            if !p.dnd && (!online || !self.has_foreground_device(tid, uid)) {
+            if !notice && !p.dnd && (!online || !self.has_foreground_device(tid, uid)) {
                 push.push(m.account.clone());
             }
         }
