@@ -8,10 +8,12 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`hooks`] (the webhook sender), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod error;
+pub mod files;
+pub mod hooks;
 pub mod imo;
 pub mod native;
 pub mod rongcloud;
@@ -46,6 +48,8 @@ pub struct GatewayConfig {
     /// MQTT client id of this instance (unique per instance).
     pub client_id: String,
     pub body_limit: usize,
+    /// Where uploaded files are kept (none: no file API).
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared by every request.
@@ -53,6 +57,8 @@ pub struct AppState {
     pub service: ServiceClient,
     pub auth: Authenticator,
     pub body_limit: usize,
+    pub files: Option<Arc<dyn files::BlobStore>>,
+    pub signer: files::UrlSigner,
 }
 
 /// Why the gateway could not start.
@@ -70,6 +76,7 @@ pub struct Gateway {
     service: ServiceClient,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    hooks: tokio::task::JoinHandle<()>,
 }
 
 /// Every route of the gateway.
@@ -77,6 +84,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/files/{id}", get(files::download))
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
@@ -105,11 +113,16 @@ impl Gateway {
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
         let mut mqtt = Config::new(&cfg.client_id, cfg.broker.clone());
         mqtt.backoff_max = std::time::Duration::from_secs(5);
-        let (service, _other) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
+        let (service, events) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
+        let hooks = tokio::spawn(hooks::run(service.clone(), events));
         let state = Arc::new(AppState {
             service: service.clone(),
             auth: Authenticator::default(),
             body_limit: cfg.body_limit,
+            files: cfg
+                .files_dir
+                .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
+            signer: files::UrlSigner::new(&cfg.service_secret),
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -127,6 +140,7 @@ impl Gateway {
             service,
             stop: Some(stop),
             task,
+            hooks,
         })
     }
 
@@ -141,6 +155,7 @@ impl Gateway {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
+        self.hooks.abort();
         self.service.shutdown().await;
     }
 }

@@ -23,6 +23,7 @@ async fn gateway(b: &ImBroker) -> Gateway {
         service_secret: SERVICE_SECRET.into(),
         client_id: "gateway-test".into(),
         body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: None,
     })
     .await
     .expect("gateway starts")
@@ -333,6 +334,16 @@ async fn wrong_signatures_stale_timestamps_replays_and_bad_bodies_change_nothing
     assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
     let a = signed(&gw, &app, "POST", "/v1/teleport/now", &json!({})).await;
     assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
+    // The gateway's own answer to a before-send check is not an app server's call.
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/hooks/answer",
+        &json!({"reply": 1, "allow": true}),
+    )
+    .await;
+    assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
 
     // Health and readiness need no signature.
     assert_eq!(
@@ -523,6 +534,230 @@ async fn a_tenant_over_its_call_rate_gets_429_with_retry_after_and_its_dialects_
         "{}",
         a.body
     );
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_app_servers_register_push_tokens_the_push_worker_reads() {
+    use switchboard_proto::im::{Ack, PushTokenRequest};
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let app = app(&b).await;
+    b.user(app.tenant, "ann").await;
+    let phone = switchboard_tests::im::Device::connect(
+        b.addr,
+        "ann",
+        "ann-iphone",
+        &b.im
+            .issue_token(app.tenant, "ann", "phone", 600)
+            .expect("token"),
+    )
+    .await;
+    let _: Ack = phone
+        .client
+        .request(
+            "push/register",
+            &PushTokenRequest {
+                vendor: "apns".into(),
+                token: "apns-token-1".into(),
+                bundle_id: "com.example.chat".into(),
+                sandbox: true,
+            },
+        )
+        .await
+        .expect("registered by the device");
+    let bad: Result<Ack, _> = phone
+        .client
+        .request(
+            "push/register",
+            &PushTokenRequest {
+                vendor: "pager".into(),
+                token: "x".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(
+            bad,
+            Err(switchboard_client::im::ImError::Status { code: 400, .. })
+        ),
+        "{bad:?}"
+    );
+    // The app server registers an Android token for her other phone (up to ten are kept).
+    for i in 0..11 {
+        let a = signed(
+            &gw,
+            &app,
+            "POST",
+            "/v1/push/register",
+            &json!({"user": "ann", "vendor": "huawei", "token": format!("hms-{i}")}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/tokens",
+        &json!({"user": "ann"}),
+    )
+    .await;
+    let tokens = a.json()["tokens"].as_array().cloned().expect("tokens");
+    assert_eq!(tokens.len(), 10, "{}", a.body);
+    assert_eq!(tokens[0]["token"], json!("hms-10"), "newest first");
+    assert!(
+        tokens.iter().all(|t| t["token"] != json!("apns-token-1")),
+        "the oldest was dropped"
+    );
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/unregister",
+        &json!({"user": "ann", "token": "hms-10"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/push/tokens",
+        &json!({"user": "ann"}),
+    )
+    .await;
+    assert_eq!(a.json()["tokens"][0]["token"], json!("hms-9"));
+    gw.stop().await;
+    b.stop().await;
+}
+
+/// A 2×2 red PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
+    0x44, 0x0c, 0x10, 0x0a, 0x00, 0x1f, 0xee, 0x03, 0xfd, 0x8b, 0x5f, 0x14, 0xd4, 0x00, 0x00, 0x00,
+    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn multipart(name: &str, mime: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "sbBoundary7MA4YWxk";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(gw: &Gateway, app: &App, name: &str, mime: &str, bytes: &[u8]) -> Answer {
+    let (ctype, body) = multipart(name, mime, bytes);
+    let nonce = format!(
+        "up{}",
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let ts = now().to_string();
+    let headers = [
+        ("App-Key", app.key.clone()),
+        ("Nonce", nonce.clone()),
+        ("Timestamp", ts.clone()),
+        ("Signature", sign(&app.secret, &nonce, &ts, &body)),
+        ("Content-Type", ctype),
+    ];
+    request(gw.addr(), "POST", "/v1/files", &headers, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_upload_with_thumbnails_and_signed_expiring_download_links() {
+    let b = ImBroker::start().await;
+    let dir = switchboard_tests::TempDir::new("files");
+    let gw = Gateway::start(GatewayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        broker: vec![Endpoint::Tcp(b.addr)],
+        service_secret: SERVICE_SECRET.into(),
+        client_id: "gateway-files".into(),
+        body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: Some(dir.path().to_path_buf()),
+    })
+    .await
+    .expect("gateway");
+    let app = app(&b).await;
+    let a = upload(&gw, &app, "red.png", "image/png", PNG).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let f = a.json();
+    assert_eq!(
+        (
+            f["mime"].as_str(),
+            f["width"].as_u64(),
+            f["height"].as_u64()
+        ),
+        (Some("image/png"), Some(2), Some(2))
+    );
+    assert_eq!(f["size"].as_u64(), Some(PNG.len() as u64));
+    let url = f["url"].as_str().expect("url").to_owned();
+    let got = request(gw.addr(), "GET", &url, &[], b"").await;
+    assert_eq!(got.status, 200);
+    assert!(
+        got.headers
+            .to_ascii_lowercase()
+            .contains("content-type: image/png")
+    );
+    let thumb = f["thumbnail_url"].as_str().expect("thumbnail").to_owned();
+    let t = request(gw.addr(), "GET", &thumb, &[], b"").await;
+    assert_eq!(t.status, 200);
+    // A tampered or made-up link is refused; so is a file claiming to be an image that
+    // is not, and a type not on the list.
+    let forged = url.replace("sig=", "sig=0");
+    assert_eq!(
+        request(gw.addr(), "GET", &forged, &[], b"").await.status,
+        403
+    );
+    let expired = format!("/files/{}?exp=1&sig=00", f["file_id"].as_str().expect("id"));
+    assert_eq!(
+        request(gw.addr(), "GET", &expired, &[], b"").await.status,
+        403
+    );
+    let a = upload(&gw, &app, "x.png", "image/png", b"not an image at all").await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let a = upload(&gw, &app, "x.exe", "application/x-msdownload", b"MZ....").await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_u64()),
+        (415, Some(41500)),
+        "{}",
+        a.body
+    );
+    // The same bytes again: the same id (stored once).
+    let again = upload(&gw, &app, "copy.png", "image/png", PNG).await;
+    assert_eq!(again.json()["file_id"], f["file_id"]);
+
+    // The uploaded image goes out as an image message a device receives with its link.
+    b.user(app.tenant, "alice").await;
+    b.user(app.tenant, "bob").await;
+    let mut bob = b.device(app.tenant, "bob", "bob-phone").await;
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/messages/private",
+        &json!({"from": "alice", "to": "bob", "content": {"type": "image", "url": url,
+               "sha256": f["sha256"], "size": f["size"], "width": 2, "height": 2,
+               "thumbnail_url": thumb}}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = bob.message().await;
+    match m.content.and_then(|c| c.body) {
+        Some(switchboard_proto::im::content::Body::Image(i)) => {
+            assert_eq!(i.url, url);
+            let fetched = request(gw.addr(), "GET", &i.url, &[], b"").await;
+            assert_eq!(fetched.status, 200, "bob's device fetches the image");
+        }
+        other => panic!("expected an image, got {other:?}"),
+    }
     gw.stop().await;
     b.stop().await;
 }

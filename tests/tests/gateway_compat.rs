@@ -17,6 +17,7 @@ async fn gateway(b: &ImBroker) -> Gateway {
         service_secret: SERVICE_SECRET.into(),
         client_id: "gateway-compat-test".into(),
         body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: None,
     })
     .await
     .expect("gateway starts")

@@ -21,6 +21,9 @@ pub struct GatewayArgs {
     /// The service credential file `up` wrote (JSON with a `password`).
     #[arg(long, default_value = "data/service.credentials")]
     service_credentials: PathBuf,
+    /// Where uploaded files are kept (shared by every instance, e.g. a network mount).
+    #[arg(long, default_value = "data/files")]
+    files_dir: PathBuf,
     /// MQTT client id of this instance (unique per gateway instance).
     #[arg(long)]
     client_id: Option<String>,
@@ -47,6 +50,7 @@ pub async fn start(
     broker: SocketAddr,
     secret: &str,
     client_id: Option<String>,
+    files_dir: PathBuf,
 ) -> anyhow::Result<Gateway> {
     let cfg = GatewayConfig {
         listen: http,
@@ -55,6 +59,7 @@ pub async fn start(
         client_id: client_id
             .unwrap_or_else(|| format!("gateway-{}-{}", std::process::id(), http.port())),
         body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: Some(files_dir),
     };
     Gateway::start(cfg)
         .await
@@ -86,7 +91,14 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let gw = start(args.http, args.broker, &secret, args.client_id).await?;
+        let gw = start(
+            args.http,
+            args.broker,
+            &secret,
+            args.client_id,
+            args.files_dir,
+        )
+        .await?;
         println!("switchboard: gateway REST API on http://{}", gw.addr());
         tokio::signal::ctrl_c().await?;
         gw.stop().await;

@@ -484,7 +484,8 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
                 cfg.data_dir.join(SERVICE_CREDENTIALS).display()
             );
             if let (Some(http), Some(mqtt)) = (cfg.gateway.listen, handle.tcp_addrs().first()) {
-                let gw = gateway_cmd::start(http, *mqtt, secret, None).await?;
+                let files = cfg.data_dir.join("files");
+                let gw = gateway_cmd::start(http, *mqtt, secret, None, files).await?;
                 println!("switchboard: gateway REST API on http://{}", gw.addr());
                 gateway = Some(gw);
             }

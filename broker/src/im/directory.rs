@@ -101,6 +101,7 @@ impl ImService {
             token_key: random_hex(32)?,
             created_ms: now_ms(),
             policy: TenantPolicy::default(),
+            webhooks: None,
         };
         self.commit(vec![
             Op::Put {
@@ -145,9 +146,18 @@ impl ImService {
 
     /// Replaces tenant `id`'s policy.
     pub async fn set_policy(&self, id: u64, policy: TenantPolicy) -> Result<(), ImError> {
+        self.update_tenant(id, |rec| rec.policy = policy).await
+    }
+
+    /// Changes tenant `id`'s record with `change` and stores it.
+    pub(super) async fn update_tenant(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut TenantRecord),
+    ) -> Result<(), ImError> {
         let _guard = self.admin.lock().await;
         let mut rec = (*self.tenant(id)?).clone();
-        rec.policy = policy;
+        change(&mut rec);
         self.commit(vec![Op::Put {
             table: Table::Tenants,
             key: keys::tenant(id),

@@ -33,6 +33,7 @@ pub mod chatroom;
 pub mod directory;
 pub mod error;
 pub mod groups;
+pub mod hooks;
 pub(crate) mod http;
 pub mod json;
 pub mod keys;
@@ -40,6 +41,7 @@ pub mod messaging;
 pub mod moderation;
 pub mod org;
 pub mod presence;
+pub mod push_tokens;
 pub mod records;
 pub mod service_api;
 mod service_iot;
@@ -112,6 +114,7 @@ pub struct ImService {
     moderation: moderation::Moderation,
     #[allow(dead_code)]
     org: org::Org,
+    hooks: hooks::PendingHooks,
 }
 
 /// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
@@ -145,6 +148,7 @@ impl ImService {
             social: social::Social::default(),
             moderation: moderation::Moderation::default(),
             org: org::Org::default(),
+            hooks: hooks::PendingHooks::default(),
         })
     }
 
@@ -238,6 +242,7 @@ impl ImService {
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
                 "app" => self.app_request(login, rest, payload).await,
+                "push" => self.push_request(login, client_id, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

@@ -74,6 +74,9 @@ pub struct TenantRecord {
     pub created_ms: u64,
     #[serde(default)]
     pub policy: TenantPolicy,
+    /// Where the tenant's app server hears about events (`hooks`).
+    #[serde(default)]
+    pub webhooks: Option<super::hooks::HookConfig>,
 }
 
 /// A user of a tenant.

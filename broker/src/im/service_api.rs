@@ -95,6 +95,8 @@ impl ImService {
                 "broadcast" => self.broadcast_admin(rest, payload).await,
                 "app" => self.app_admin(rest, payload).await,
                 "iot" => self.iot_admin(rest, payload).await,
+                "hooks" => self.hooks_admin(rest, payload).await,
+                "push" => self.push_admin(rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

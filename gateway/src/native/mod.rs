@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use auth::TenantAuth;
 
 /// Areas reachable through `POST /v1/{area}/{op}`.
-const AREAS: [&str; 7] = [
+const AREAS: [&str; 9] = [
     "group",
     "room",
     "social",
@@ -31,6 +31,8 @@ const AREAS: [&str; 7] = [
     "dir",
     "broadcast",
     "app",
+    "hooks",
+    "push",
 ];
 /// Most users in one batch (registration, batch messages, online status).
 const MAX_BATCH: usize = 1000;
@@ -58,6 +60,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/system", post(send_system))
         .route("/v1/publish", post(iot_publish))
+        .route("/v1/files", post(crate::files::upload))
+        .route("/v1/files/{id}/url", post(crate::files::refresh_url))
         .route("/v1/retained", get(iot_retained))
         .route("/v1/{area}/{op}", post(area_call))
 }
@@ -66,6 +70,8 @@ pub fn routes() -> Router<Arc<AppState>> {
 pub struct Signed {
     pub tenant: TenantAuth,
     pub body: Bytes,
+    /// The request's Content-Type (multipart uploads need its boundary).
+    pub content_type: String,
 }
 
 impl FromRequest<Arc<AppState>> for Signed {
@@ -73,15 +79,30 @@ impl FromRequest<Arc<AppState>> for Signed {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let body = axum::body::to_bytes(body, state.body_limit)
+        let limit = if parts.uri.path() == "/v1/files" {
+            crate::files::MAX_FILE_BYTES + 64 * 1024
+        } else {
+            state.body_limit
+        };
+        let body = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|_| ApiError::too_large(state.body_limit))?;
+            .map_err(|_| ApiError::too_large(limit))?;
+        let content_type = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let tenant = state
             .auth
             .verify(&state.service, &parts.headers, &body)
             .await?;
         state.auth.admit(tenant.id, tenant.rate)?;
-        Ok(Signed { tenant, body })
+        Ok(Signed {
+            tenant,
+            body,
+            content_type,
+        })
     }
 }
 
@@ -329,7 +350,9 @@ async fn area_call(
     Path((area, op)): Path<(String, String)>,
     req: Signed,
 ) -> Answer {
-    if !AREAS.contains(&area.as_str()) {
+    // `hooks/answer` is the gateway's own call to the broker, never an app server's.
+    let internal = area == "hooks" && !matches!(op.as_str(), "set" | "get");
+    if !AREAS.contains(&area.as_str()) || internal {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             404,
