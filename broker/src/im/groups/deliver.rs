@@ -81,6 +81,7 @@ impl ImService {
         }
         let conv = ConvId::Group(gid.clone());
         self.check_send(login, &conv, None, &mut req)?;
+        self.hook_before_send(tid, &login.account, &mut req).await?;
         let msg = im::Message {
             from: login.account.clone(),
             client_msg_id: req.client_msg_id,
@@ -119,6 +120,7 @@ impl ImService {
         msg.conversation = conv.to_string();
         msg.conv_type = ConvType::Group as i32;
         msg.to = gid.to_owned();
+        let chat = change.is_none();
         let lock = self.conv_lock(tid, &conv).lock().await;
         msg.server_time_ms = now_ms();
         let idem = match (sender, msg.client_msg_id.is_empty()) {
@@ -268,6 +270,10 @@ impl ImService {
             );
         }
         self.fan_out(tid, &conv, &msg, &audience, sender);
+        if chat {
+            // The app server's webhook (notices are the server's own changes).
+            self.hook_after_send(tid, &msg);
+        }
         Ok((seq, msg.server_time_ms, false))
     }
 
