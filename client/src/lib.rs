@@ -23,6 +23,7 @@
 mod driver;
 pub mod heartbeat;
 pub mod im;
+mod im_groups;
 mod probe;
 pub mod requests;
 

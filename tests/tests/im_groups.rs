@@ -45,15 +45,7 @@ fn members(gid: &str, accounts: &[&str]) -> im::GroupMembersRequest {
 }
 
 async fn say(d: &Device, gid: &str, id: &str, t: &str) -> Result<im::SendResponse, ImError> {
-    d.client
-        .send(im::SendRequest {
-            to: gid.into(),
-            conv_type: im::ConvType::Group as i32,
-            client_msg_id: id.into(),
-            content: Some(text(t)),
-            ..im::SendRequest::default()
-        })
-        .await
+    d.client.send_group_text(gid, id, t).await
 }
 
 /// The kind of a notice message ("" for a chat message).
@@ -117,16 +109,11 @@ async fn private_group_approval_kick_and_dismiss_as_members_see_them() {
     assert_eq!((ev.kind.as_str(), ev.group_id.as_str()), ("joined", "team"));
 
     // Carol asks to join the private group: the owner sees the request, carol is not in.
-    let r: im::JoinGroupResponse = group(
-        &carol,
-        "join",
-        &im::JoinGroupRequest {
-            group_id: "team".into(),
-            message: "let me in".into(),
-        },
-    )
-    .await
-    .expect("join answered");
+    let r = carol
+        .client
+        .join_group("team", "let me in")
+        .await
+        .expect("join answered");
     assert!(r.pending && !r.joined);
     let ev = group_event(&mut alice).await;
     let req = ev.request.expect("the request");
@@ -315,9 +302,7 @@ async fn private_group_approval_kick_and_dismiss_as_members_see_them() {
     .await
     .expect_err("gone");
     assert_eq!(status(&e), 404);
-    let mine: im::MyGroupsResponse = group(&carol, "mine", &im::MyGroupsRequest::default())
-        .await
-        .expect("mine");
+    let mine = carol.client.my_groups("").await.expect("mine");
     assert!(mine.groups.is_empty());
     b.stop().await;
 }
@@ -1061,20 +1046,18 @@ async fn bad_group_requests_get_clear_codes() {
     .expect_err("unknown member");
     assert_eq!(status(&nobody), 404);
     // A generated id when none is given.
-    let g: im::GroupResponse = group(&alice, "create", &im::CreateGroupRequest::default())
+    let g = alice
+        .client
+        .create_group("", "", im::JoinMode::Open, &[])
         .await
         .expect("created");
     let gid = g.group.expect("info").group_id;
     assert!(!gid.is_empty());
-    let e = group_ack(
-        &alice,
-        "leave",
-        &im::GroupRef {
-            group_id: "missing".into(),
-        },
-    )
-    .await
-    .expect_err("no such group");
+    let e = alice
+        .client
+        .leave_group("missing")
+        .await
+        .expect_err("no such group");
     assert_eq!(status(&e), 404);
     let e = alice
         .client
@@ -1092,15 +1075,7 @@ async fn bad_group_requests_get_clear_codes() {
         .expect_err("full");
     assert_eq!(status(&e), 409);
     // The last member leaving dismisses the group.
-    group_ack(
-        &alice,
-        "leave",
-        &im::GroupRef {
-            group_id: gid.clone(),
-        },
-    )
-    .await
-    .expect("left");
+    alice.client.leave_group(&gid).await.expect("left");
     let e = group::<_, im::GroupResponse>(&alice, "info", &im::GroupRef { group_id: gid })
         .await
         .expect_err("gone");
