@@ -218,6 +218,12 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// `POST /v1/files`: multipart with one `file` part.
+#[utoipa::path(post, path = "/v1/files", tag = "files",
+    request_body(content_type = "multipart/form-data", description = "one part named `file`"),
+    security(("signature" = [])),
+    responses((status = 200, description = "{file_id, sha256, size, mime, name, width, height, url, thumbnail_url}"),
+               (status = 400, description = "not a form, empty, or not the image it claims"),
+               (status = 413, description = "over 20 MiB"), (status = 415, description = "type not accepted")))]
 pub async fn upload(State(s): State<Arc<AppState>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let Some(files) = s.files.clone() else {
         return Err(ApiError::new(
@@ -323,6 +329,9 @@ fn describe(signer: &UrlSigner, m: &FileMeta) -> Value {
 }
 
 /// `POST /v1/files/{id}/url`: fresh download URLs for a stored file.
+#[utoipa::path(post, path = "/v1/files/{id}/url", tag = "files", params(("id" = String, Path)),
+    security(("signature" = [])),
+    responses((status = 200, description = "the file with fresh links"), (status = 404, description = "no such file")))]
 pub async fn refresh_url(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -352,6 +361,10 @@ pub struct DownloadQuery {
 }
 
 /// `GET /files/{id}?exp=&sig=`: the bytes, while the URL is valid.
+#[utoipa::path(get, path = "/files/{id}", tag = "files",
+    params(("id" = String, Path), ("exp" = u64, Query), ("sig" = String, Query)),
+    responses((status = 200, description = "the file"), (status = 403, description = "invalid or expired link"),
+               (status = 404, description = "no such file")))]
 pub async fn download(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,

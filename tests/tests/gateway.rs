@@ -345,6 +345,25 @@ async fn wrong_signatures_stale_timestamps_replays_and_bad_bodies_change_nothing
     .await;
     assert_eq!((a.status, code(&a)), (404, 404), "{}", a.body);
 
+    // The OpenAPI document and its rendering need no signature either.
+    let doc = request(gw.addr(), "GET", "/openapi.json", &[], b"")
+        .await
+        .json();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for p in [
+        "/v1/users",
+        "/v1/messages/private",
+        "/v1/publish",
+        "/v1/files",
+        "/v1/{area}/{op}",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} documented");
+    }
+    let page = request(gw.addr(), "GET", "/docs", &[], b"").await;
+    assert!(page.status == 200 && page.body.contains("POST /v1/messages/private"));
     // Health and readiness need no signature.
     assert_eq!(
         request(gw.addr(), "GET", "/healthz", &[], b"").await.status,

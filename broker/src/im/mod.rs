@@ -108,9 +108,7 @@ pub struct ImService {
     rooms: chatroom::Rooms,
     #[allow(dead_code)]
     calls: calls::Calls,
-    #[allow(dead_code)]
     social: social::Social,
-    #[allow(dead_code)]
     moderation: moderation::Moderation,
     #[allow(dead_code)]
     org: org::Org,

@@ -33,6 +33,8 @@ pub struct TenantPolicy {
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
     pub hide_preview: bool,
+    /// 1:1 messages only between friends (others get 403; see docs/im/social.md).
+    pub friends_required: bool,
     /// The gateway serves the seeds' dialects (RongCloud, Youdu, imo) for this tenant.
     pub compat_apis: bool,
     /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
@@ -51,6 +53,7 @@ impl Default for TenantPolicy {
             max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
+            friends_required: false,
             compat_apis: true,
             api_rate_per_sec: 1000,
             max_group_members: 3000,

@@ -9,6 +9,7 @@ mod heartbeat;
 mod im;
 mod im_groups;
 pub mod load;
+mod moderation;
 pub mod peers;
 mod scenarios;
 mod transports;
@@ -70,6 +71,13 @@ pub struct BenchArgs {
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
+    /// Run the moderation benchmark (1:1 sends with and without a word list and a rate
+    /// limit; the matcher alone) instead. Uses `--im-pairs` and `--seconds`.
+    #[arg(long)]
+    pub moderation: bool,
+    /// Words in the moderation benchmark's list.
+    #[arg(long, default_value_t = 10_000)]
+    pub moderation_words: usize,
     /// Run the group fan-out benchmark (one group, a share of its members online) instead.
     #[arg(long)]
     pub im_group: bool,
@@ -164,6 +172,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "im-group",
             &result,
             &im_groups::markdown(&result),
+        );
+    }
+    if args.moderation {
+        let work = work_dir("moderation")?;
+        let result = moderation::run(
+            &work,
+            args.port,
+            args.im_pairs,
+            args.seconds,
+            args.moderation_words,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(
+            &args.out,
+            "moderation",
+            &result,
+            &moderation::markdown(&result),
         );
     }
     if args.transports {
