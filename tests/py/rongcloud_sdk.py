@@ -82,6 +82,37 @@ def main():
     r = rc.User.unBlock(userId="bob")
     check("unblock answers code 200", r.result.get("code") == 200, r.result)
 
+    # Blacklist: bob blacklists alice; her messages to him are refused, the list shows her.
+    bob = Device(a.mqtt_port, "bob-phone-2", rc.User.getToken(userId="bob", name="Bob",
+                                                               portraitUri="").result["token"],
+                 username="bob")
+    r = rc.User.addBlacklist(userId="bob", blackUserId="alice")
+    check("addBlacklist answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.User.queryBlacklist(userId="bob")
+    check("queryBlacklist lists alice", r.result.get("users") == ["alice"], r.result)
+    r = rc.Message.publishPrivate(fromUserId="alice", toUserId={"bob"}, objectName="RC:TxtMsg",
+                                  content=json.dumps({"content": "are you there?"}))
+    check("a blacklisted sender's message is refused (code 1002)",
+          r.status == 400 and r.result.get("code") == 1002, r.result)
+    r = rc.User.removeBlacklist(userId="bob", blackUserId="alice")
+    r = rc.User.queryBlacklist(userId="bob")
+    check("removeBlacklist empties the list", r.result.get("users") == [], r.result)
+
+    # Word filter: a word added through the SDK is masked in what bob receives.
+    r = rc.Wordfilter.add(word="badword")
+    check("wordfilter add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Wordfilter.getList()
+    check("wordfilter list has the word", {"word": "badword"} in r.result.get("words", []), r.result)
+    rc.Message.publishPrivate(fromUserId="alice", toUserId={"bob"}, objectName="RC:TxtMsg",
+                              content=json.dumps({"content": "a badword here"}))
+    m = bob.event("message")
+    check("the filtered word is masked for bob",
+          m is not None and "badword" not in m.content.text.text, m)
+    r = rc.Wordfilter.delete(word="badword")
+    r = rc.Wordfilter.getList()
+    check("wordfilter delete removes it", r.result.get("words") == [], r.result)
+    bob.close()
+
     bad = RongCloud(a.app_key, "wrong-secret")
     r = bad.User.getToken(userId="mallory", name="M", portraitUri="")
     check("a wrong secret -> HTTP 401, code 1004", r.status == 401 and r.result.get("code") == 1004, r.result)

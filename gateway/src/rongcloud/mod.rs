@@ -9,6 +9,7 @@
 //! limit (HTTP 429), 1000 server error (HTTP 500). docs/gateway.md lists what is served.
 
 pub mod content;
+pub mod social;
 
 use std::sync::Arc;
 
@@ -34,12 +35,12 @@ const MAX_TARGETS: usize = 1000;
 #[derive(Debug)]
 pub struct RcError {
     status: StatusCode,
-    code: u32,
-    message: String,
+    pub(crate) code: u32,
+    pub(crate) message: String,
 }
 
 impl RcError {
-    fn param(message: impl Into<String>) -> RcError {
+    pub(crate) fn param(message: impl Into<String>) -> RcError {
         RcError {
             status: StatusCode::BAD_REQUEST,
             code: 1002,
@@ -100,9 +101,9 @@ impl IntoResponse for RcError {
     }
 }
 
-type Answer = Result<Json<Value>, RcError>;
+pub(crate) type Answer = Result<Json<Value>, RcError>;
 
-fn ok(extra: Value) -> Json<Value> {
+pub(crate) fn ok(extra: Value) -> Json<Value> {
     let mut v = json!({ "code": 200 });
     if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
         o.extend(e);
@@ -117,8 +118,13 @@ pub struct RcRequest {
 }
 
 impl RcRequest {
+    /// Every parameter, in order.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.form.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The first value of parameter `k`.
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.form
             .iter()
             .find(|(n, _)| n == k)
@@ -126,7 +132,7 @@ impl RcRequest {
     }
 
     /// A required parameter.
-    fn need(&self, k: &str) -> Result<&str, RcError> {
+    pub(crate) fn need(&self, k: &str) -> Result<&str, RcError> {
         self.get(k)
             .filter(|v| !v.is_empty())
             .ok_or_else(|| RcError::param(format!("{k} 参数为必传项 (required)")))
@@ -230,6 +236,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/message/system/publish.json", post(publish_system))
         .route("/message/group/publish.json", post(publish_group))
         .route("/message/chatroom/publish.json", post(publish_chatroom))
+        .merge(social::routes())
 }
 
 async fn get_token(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
@@ -309,7 +316,7 @@ async fn unblock(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
 }
 
 /// The recipients of a publish call (1..=1,000).
-fn targets<'a>(r: &'a RcRequest, k: &str) -> Result<Vec<&'a str>, RcError> {
+pub(crate) fn targets<'a>(r: &'a RcRequest, k: &str) -> Result<Vec<&'a str>, RcError> {
     let t = r.all(k);
     if t.is_empty() || t.iter().any(|x| x.is_empty()) {
         return Err(RcError::param(format!("{k} 参数为必传项 (required)")));

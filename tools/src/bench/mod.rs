@@ -5,6 +5,7 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod gateway;
 mod heartbeat;
 mod im;
 mod im_groups;
@@ -68,6 +69,9 @@ pub struct BenchArgs {
     /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
     #[arg(long, default_value_t = 200)]
     pub im_pairs: usize,
+    /// Run the gateway benchmark (REST → MQTT delivery, against the same over MQTT).
+    #[arg(long)]
+    pub gateway: bool,
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
@@ -148,6 +152,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &report,
             &heartbeat::markdown(&report),
         );
+    }
+    if args.gateway {
+        let work = work_dir("gw")?;
+        let result = gateway::run(&work, args.port, 50, 64, args.seconds).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "gateway", &result, &gateway::markdown(&result));
     }
     if args.im {
         let work = work_dir("im")?;
