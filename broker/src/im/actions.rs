@@ -56,6 +56,7 @@ impl ImService {
         for uid in self.members(&conv) {
             self.emit(login.tenant, uid, event.clone(), QoS::AtLeastOnce);
         }
+        self.group_emit(login.tenant, &conv, &event);
         Ok(im::Ack { status: ok() })
     }
 
@@ -91,6 +92,7 @@ impl ImService {
             value: m.encode_to_vec(),
         }));
         self.commit(ops).await?;
+        self.group_personal_changed(login.tenant, &conv, login.uid);
         self.read_changed(login.tenant, login.uid, &conv, &row, max);
         if let Some(peer) = conv.peer_of(login.uid) {
             let receipt = im::Receipt {
@@ -188,6 +190,7 @@ impl ImService {
         row.updated_ms = now_ms();
         self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
             .await?;
+        self.group_personal_changed(login.tenant, &conv, login.uid);
         let view = self.conversation_view(login.tenant, login.uid, &conv, &row)?;
         self.emit(
             login.tenant,

@@ -103,7 +103,6 @@ pub struct ImService {
     /// connection by Receive Maximum; QoS 0 ones only by this.
     in_flight: Arc<tokio::sync::Semaphore>,
     // In-memory state of the areas of IM part 2 (each area's own struct).
-    #[allow(dead_code)] // until each area reads its state
     groups: groups::Groups,
     #[allow(dead_code)]
     rooms: chatroom::Rooms,

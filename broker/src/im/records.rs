@@ -39,6 +39,8 @@ pub struct TenantPolicy {
     pub compat_apis: bool,
     /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
     pub api_rate_per_sec: u32,
+    /// Members a group may have at most (groups.rs).
+    pub max_group_members: u32,
 }
 
 impl Default for TenantPolicy {
@@ -54,6 +56,7 @@ impl Default for TenantPolicy {
             friends_required: false,
             compat_apis: true,
             api_rate_per_sec: 1000,
+            max_group_members: 3000,
         }
     }
 }

@@ -9,6 +9,7 @@ mod gateway;
 mod heartbeat;
 mod im;
 mod im_broadcast;
+mod im_groups;
 pub mod load;
 mod moderation;
 pub mod peers;
@@ -89,6 +90,18 @@ pub struct BenchArgs {
     /// Words in the moderation benchmark's list.
     #[arg(long, default_value_t = 10_000)]
     pub moderation_words: usize,
+    /// Run the group fan-out benchmark (one group, a share of its members online) instead.
+    #[arg(long)]
+    pub im_group: bool,
+    /// Members of the group fan-out benchmark's group.
+    #[arg(long, default_value_t = 3000)]
+    pub im_group_members: usize,
+    /// Members online (one device each) in the group fan-out benchmark.
+    #[arg(long, default_value_t = 300)]
+    pub im_group_online: usize,
+    /// Members sending in the group fan-out benchmark.
+    #[arg(long, default_value_t = 4)]
+    pub im_group_senders: usize,
 }
 
 /// One line of the report.
@@ -169,6 +182,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let result = result?;
         let md = im_broadcast::markdown(&result);
         return write_mode_report(&args.out, "im-broadcast", &result, &md);
+    }
+    if args.im_group {
+        let work = work_dir("im-group")?;
+        let shape = im_groups::GroupBench {
+            members: args.im_group_members,
+            online: args.im_group_online,
+            senders: args.im_group_senders,
+            seconds: args.seconds,
+        };
+        let result = im_groups::run(&work, args.port, shape).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(
+            &args.out,
+            "im-group",
+            &result,
+            &im_groups::markdown(&result),
+        );
     }
     if args.moderation {
         let work = work_dir("moderation")?;
