@@ -223,7 +223,7 @@ impl ImService {
                 let Some(im) = task_broker.im.clone() else {
                     return;
                 };
-                if let Err(e) = im.fan_out(tid, &audience, &msg) {
+                if let Err(e) = im.broadcast_fan_out(tid, &audience, &msg) {
                     tracing::warn!(tenant = tid, error = %e, "broadcast fan-out failed");
                 }
                 drop(turn);
@@ -253,7 +253,12 @@ impl ImService {
 
     /// The message event, then the new unread counts, to every online user of the
     /// audience.
-    fn fan_out(&self, tid: u64, audience: &Audience, msg: &im::Message) -> Result<(), ImError> {
+    fn broadcast_fan_out(
+        &self,
+        tid: u64,
+        audience: &Audience,
+        msg: &im::Message,
+    ) -> Result<(), ImError> {
         let depts = self.audience_depts(tid, audience)?;
         let scope = audience.scope();
         let conv = ConvId::Broadcast(scope.clone());
