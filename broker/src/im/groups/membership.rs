@@ -182,7 +182,7 @@ impl ImService {
         let _manage = self.manage_lock(tid, gid).lock().await;
         let old = self.existing(tid, gid)?;
         let role = require(&old, actor, GroupRole::Admin)?;
-        let targets = self.targets(&old, &users, actor, role)?;
+        let targets = self.targets(&old, &users, actor, role, false)?;
         let mut new = old.edit();
         let mut ops = Vec::new();
         for (u, _) in &targets {

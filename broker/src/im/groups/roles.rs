@@ -74,7 +74,7 @@ impl ImService {
         let _manage = self.manage_lock(tid, gid).lock().await;
         let old = self.existing(tid, gid)?;
         let role = require(&old, actor, GroupRole::Owner)?;
-        let targets = self.targets(&old, &users, actor, role)?;
+        let targets = self.targets(&old, &users, actor, role, false)?;
         let (to, kind) = if admin {
             (GroupRole::Admin, "group.admins_set")
         } else {
@@ -112,7 +112,7 @@ impl ImService {
         let _manage = self.manage_lock(tid, gid).lock().await;
         let old = self.existing(tid, gid)?;
         let role = require(&old, actor, GroupRole::Admin)?;
-        let targets = self.targets(&old, &users, actor, role)?;
+        let targets = self.targets(&old, &users, actor, role, matches!(actor, Actor::Server))?;
         let until = if secs == 0 { 0 } else { now_ms() + secs * 1000 };
         let mut new = old.edit();
         let mut ops = Vec::new();
@@ -203,7 +203,8 @@ impl ImService {
         Ok(())
     }
 
-    /// Members among `users` the actor may act on: not the actor, not the owner, and
+    /// Members among `users` the actor may act on: not the actor, not the owner (unless
+    /// `owner_ok`: the app server gags any member, as RongCloud's server API does), and
     /// admins only by the owner.
     pub(super) fn targets(
         &self,
@@ -211,13 +212,14 @@ impl ImService {
         users: &[(u64, String)],
         actor: &Actor,
         role: GroupRole,
+        owner_ok: bool,
     ) -> Result<Vec<(u64, String)>, ImError> {
         let mut out = Vec::new();
         for (u, a) in users {
             let Some(target) = state.role(*u) else {
                 return Err(ImError::NotFound(format!("{a} is not a member")));
             };
-            if Some(*u) == actor.uid() || target == GroupRole::Owner {
+            if Some(*u) == actor.uid() || (target == GroupRole::Owner && !owner_ok) {
                 return Err(ImError::Forbidden(format!("cannot do this to {a}")));
             }
             if target == GroupRole::Admin && role != GroupRole::Owner {
