@@ -23,6 +23,8 @@
 mod driver;
 pub mod heartbeat;
 pub mod im;
+mod im_groups;
+mod im_org;
 mod im_social;
 mod probe;
 pub mod requests;

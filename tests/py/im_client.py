@@ -509,7 +509,7 @@ def run(s, port, A, B, C, dev):
     r, code = alice.send_text("alice", "me")
     check("send to yourself -> 400", r.status.code == 400, r.status)
     r, code = alice.send_text("team", "x", conv_type=pb.CONV_TYPE_GROUP)
-    check("groups not yet: -> 400", r.status.code == 400, r.status)
+    check("send to a group that does not exist -> 404", r.status.code == 404, r.status)
     ans, code = alice.request("nope", pb.Ack(), pb.Ack)
     check("unknown op -> 404", ans.status.code == 404 and code == 0x83, (code, ans))
     for rt in ("$im/inbox", "$im/resp/"):

@@ -111,6 +111,40 @@ def main():
     r = rc.Wordfilter.delete(word="badword")
     r = rc.Wordfilter.getList()
     check("wordfilter delete removes it", r.result.get("words") == [], r.result)
+    # Groups, with ids the app server chooses.
+    r = rc.Group.create(userId={"alice", "bob"}, groupId="team-1", groupName="Team")
+    check("group create answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Group.queryUser(groupId="team-1")
+    ids = sorted(u.get("id") for u in r.result.get("users", []))
+    check("group user query lists both members", ids == ["alice", "bob"], r.result)
+    r = rc.Message.publishGroup(fromUserId="alice", toGroupId={"team-1"}, objectName="RC:TxtMsg",
+                                content=json.dumps({"content": "hello team"}))
+    check("publishGroup answers code 200", r.result.get("code") == 200, r.result)
+    m = bob.event("message", lambda m: m.conversation == "g:team-1"
+                  and m.content.text.text == "hello team")
+    check("bob receives the group message", m is not None, m)
+    r = rc.Group.addGagUser(userId={"alice"}, groupId="team-1", minute="10")
+    check("gag add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Group.lisGagUser(groupId="team-1")
+    check("gag list shows alice", [u.get("userId") for u in r.result.get("users", [])] == ["alice"],
+          r.result)
+    r = rc.Message.publishGroup(fromUserId="alice", toGroupId={"team-1"}, objectName="RC:TxtMsg",
+                                content=json.dumps({"content": "muted?"}))
+    check("a gagged member's group message is refused", r.result.get("code") == 1002, r.result)
+    r = rc.Group.rollBackGagUser(userId={"alice"}, groupId="team-1")
+    r = rc.Group.lisGagUser(groupId="team-1")
+    check("gag rollback empties the list", r.result.get("users") == [], r.result)
+    r = rc.Group.quit(userId={"bob"}, groupId="team-1")
+    check("group quit answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Group.queryUser(groupId="team-1")
+    check("bob is gone from the group", [u.get("id") for u in r.result.get("users", [])] == ["alice"],
+          r.result)
+    r = rc.Group.sync(userId="bob", groupInfo=[("team-3", "Three")])
+    check("group sync answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Group.dismiss(userId="alice", groupId="team-1")
+    check("group dismiss answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Group.queryUser(groupId="team-1")
+    check("a dismissed group is gone (1002)", r.result.get("code") == 1002, r.result)
     bob.close()
 
     bad = RongCloud(a.app_key, "wrong-secret")

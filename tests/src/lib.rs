@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod im;
+pub mod im_groups;
 pub mod im_social;
 pub mod nat;
 pub mod process;

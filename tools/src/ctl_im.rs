@@ -26,6 +26,12 @@ pub enum TenantCommand {
         /// Developer account that owns it (default: the one `up` created).
         #[arg(long)]
         account: Option<String>,
+        /// The enterprise administrator's account (seed 000): a directory member who must
+        /// change `--admin-password` at the first login.
+        #[arg(long, requires = "admin_password")]
+        admin_account: Option<String>,
+        #[arg(long, requires = "admin_account")]
+        admin_password: Option<String>,
         /// `{"tenant_id", "app_key", "app_secret", "buin"}`
         #[arg(long)]
         json: bool,
@@ -46,6 +52,12 @@ pub enum UserCommand {
         /// For directory logins (`{app_key}:{account}` as MQTT user name).
         #[arg(long)]
         password: Option<String>,
+        /// Also puts the user in this department of the directory.
+        #[arg(long)]
+        dept: Option<u64>,
+        /// The first password login must change the password.
+        #[arg(long)]
+        must_change_password: bool,
         /// `{"user_id", "uid"}`
         #[arg(long)]
         json: bool,
@@ -66,6 +78,73 @@ pub struct TokenArgs {
     /// Lifetime in seconds (default 7 days).
     #[arg(long)]
     ttl: Option<u64>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Subcommand)]
+pub enum DeptCommand {
+    /// Creates a department; prints its id.
+    Create {
+        #[arg(long)]
+        tenant: u64,
+        name: String,
+        /// Parent department (default: the root, 1).
+        #[arg(long)]
+        parent: Option<u64>,
+        /// `{"dept_id"}`
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Every department with its id, parent and path.
+    List {
+        #[arg(long)]
+        tenant: u64,
+        /// `{"departments": [{"dept_id", "name", "parent", "path"}]}`
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Imports members from a CSV file (columns: account, name, department, title,
+    /// position, phone, email, password; the department path builds the tree).
+    Import {
+        #[arg(long)]
+        tenant: u64,
+        file: std::path::PathBuf,
+        /// Password of new members (changed at their first login).
+        #[arg(long)]
+        default_password: Option<String>,
+        /// `{"rows", "created", "updated", "unchanged", "departments_created"}`
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Exports the directory as CSV (the import's columns) to stdout.
+    Export {
+        #[arg(long)]
+        tenant: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct BroadcastArgs {
+    #[arg(long)]
+    tenant: u64,
+    /// To this department and its sub-departments (default: every user).
+    #[arg(long)]
+    dept: Option<u64>,
+    text: String,
+    #[arg(long)]
+    client_msg_id: Option<String>,
+    /// `{"conversation", "seq"}`
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -110,11 +189,13 @@ pub fn run(command: CtlCommand) -> anyhow::Result<()> {
                 TenantCommand::Create {
                     name,
                     account,
+                    admin_account,
+                    admin_password,
                     json,
                     admin,
                 },
         } => {
-            let body = json!({ "name": name, "account": account }).to_string();
+            let body = json!({ "name": name, "account": account, "admin": admin_account, "admin_password": admin_password }).to_string();
             let v: Value =
                 serde_json::from_str(&call(&admin, "POST", "/api/v1/im/tenants", Some(&body))?)?;
             if json {
@@ -143,6 +224,8 @@ pub fn run(command: CtlCommand) -> anyhow::Result<()> {
                     account,
                     name,
                     password,
+                    dept,
+                    must_change_password,
                     json,
                     admin,
                 },
@@ -151,6 +234,8 @@ pub fn run(command: CtlCommand) -> anyhow::Result<()> {
                 "account": account,
                 "name": name.unwrap_or_default(),
                 "password": password,
+                "dept": dept,
+                "must_change_password": must_change_password,
             })
             .to_string();
             let path = format!("/api/v1/im/tenants/{tenant}/users");
@@ -171,6 +256,29 @@ pub fn run(command: CtlCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(im(command))
+        }
+        CtlCommand::Dept { command } => dept(command),
+        CtlCommand::Broadcast(b) => {
+            let mut body = json!({ "text": b.text, "dept": b.dept });
+            if let Some(id) = b.client_msg_id {
+                body["client_msg_id"] = id.into();
+            }
+            let path = format!("/api/v1/im/tenants/{}/broadcast", b.tenant);
+            let v: Value =
+                serde_json::from_str(&call(&b.admin, "POST", &path, Some(&body.to_string()))?)?;
+            if b.json {
+                println!(
+                    "{}",
+                    json!({ "conversation": v["conversation"], "seq": v["seq"] })
+                );
+            } else {
+                println!(
+                    "broadcast: {} seq {}",
+                    v["conversation"].as_str().unwrap_or_default(),
+                    v["seq"]
+                );
+            }
+            Ok(())
         }
         _ => bail!("not an IM command"),
     }
@@ -445,6 +553,100 @@ pub fn event_json(e: &im::Event) -> Option<Value> {
             "message": c.message,
         }),
         Kind::Call(_) => json!({ "event": "call" }),
-        Kind::Directory(_) => json!({ "event": "directory" }),
+        Kind::Directory(d) => json!({ "event": "directory", "version": d.version }),
     })
+}
+
+/// `ctl dept ...`.
+fn dept(command: DeptCommand) -> anyhow::Result<()> {
+    match command {
+        DeptCommand::Create {
+            tenant,
+            name,
+            parent,
+            json,
+            admin,
+        } => {
+            let body = json!({ "name": name, "parent": parent }).to_string();
+            let path = format!("/api/v1/im/tenants/{tenant}/departments");
+            let v: Value = serde_json::from_str(&call(&admin, "POST", &path, Some(&body))?)?;
+            let id = v["dept_id"].as_u64().context("no dept_id in the answer")?;
+            if json {
+                println!("{}", json!({ "dept_id": id }));
+            } else {
+                println!("department {name} has id {id}");
+            }
+        }
+        DeptCommand::List {
+            tenant,
+            json,
+            admin,
+        } => {
+            let path = format!("/api/v1/im/tenants/{tenant}/departments");
+            let v: Value = serde_json::from_str(&call(&admin, "GET", &path, None)?)?;
+            if json {
+                println!("{}", json!({ "departments": v["departments"] }));
+            } else {
+                println!("{:>8} {:>8}  path", "dept_id", "parent");
+                for d in v["departments"].as_array().into_iter().flatten() {
+                    let path = d["path"].as_str().unwrap_or_default();
+                    let shown = if path.is_empty() {
+                        format!("/ ({})", d["name"].as_str().unwrap_or_default())
+                    } else {
+                        path.to_owned()
+                    };
+                    println!("{:>8} {:>8}  {shown}", d["dept_id"], d["parent"]);
+                }
+            }
+        }
+        DeptCommand::Import {
+            tenant,
+            file,
+            default_password,
+            json,
+            admin,
+        } => {
+            let csv = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut path = format!("/api/v1/im/tenants/{tenant}/import");
+            if let Some(p) = default_password {
+                let encoded: String = crate::ctl::url_escape(&p);
+                path.push_str(&format!("?default_password={encoded}"));
+            }
+            let v: Value = serde_json::from_str(&call(&admin, "POST", &path, Some(&csv))?)?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} rows: {} created, {} updated, {} unchanged; {} departments created",
+                    v["rows"], v["created"], v["updated"], v["unchanged"], v["departments_created"]
+                );
+            }
+        }
+        DeptCommand::Export { tenant, admin } => {
+            let mut after = String::new();
+            let mut first = true;
+            loop {
+                let path = format!(
+                    "/api/v1/im/tenants/{tenant}/export?limit=10000&after={}",
+                    crate::ctl::url_escape(&after)
+                );
+                let v: Value = serde_json::from_str(&call(&admin, "GET", &path, None)?)?;
+                let csv = v["csv"].as_str().unwrap_or_default();
+                // Every page repeats the header: print it once.
+                let body = if first {
+                    csv
+                } else {
+                    csv.split_once('\n').map_or("", |(_, rest)| rest)
+                };
+                print!("{body}");
+                first = false;
+                match v["next"].as_str() {
+                    Some(n) if !n.is_empty() => after = n.to_owned(),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -194,6 +194,13 @@ enum CtlCommand {
         #[command(subcommand)]
         command: ctl_im::ImCommand,
     },
+    /// The organisation directory of a tenant: departments, import, export.
+    Dept {
+        #[command(subcommand)]
+        command: ctl_im::DeptCommand,
+    },
+    /// A broadcast to every user of a tenant, or to a department and its sub-departments.
+    Broadcast(ctl_im::BroadcastArgs),
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]

@@ -56,6 +56,7 @@ impl ImService {
         for uid in self.members(&conv) {
             self.emit(login.tenant, uid, event.clone(), QoS::AtLeastOnce);
         }
+        self.group_emit(login.tenant, &conv, &event);
         Ok(im::Ack { status: ok() })
     }
 
@@ -91,6 +92,7 @@ impl ImService {
             value: m.encode_to_vec(),
         }));
         self.commit(ops).await?;
+        self.group_personal_changed(login.tenant, &conv, login.uid);
         self.read_changed(login.tenant, login.uid, &conv, &row, max);
         if let Some(peer) = conv.peer_of(login.uid) {
             let receipt = im::Receipt {
@@ -188,6 +190,7 @@ impl ImService {
         row.updated_ms = now_ms();
         self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
             .await?;
+        self.group_personal_changed(login.tenant, &conv, login.uid);
         let view = self.conversation_view(login.tenant, login.uid, &conv, &row)?;
         self.emit(
             login.tenant,
@@ -223,8 +226,16 @@ impl ImService {
         login: &ImLogin,
         conv: &ConvId,
     ) -> Result<UserConvRecord, ImError> {
-        self.user_conv(login.tenant, login.uid, conv)?
-            .ok_or_else(|| ImError::NotFound(format!("conversation {conv}")))
+        if let Some(row) = self.user_conv(login.tenant, login.uid, conv)? {
+            return Ok(row);
+        }
+        // Broadcast conversations have no stored row until the user changes a flag.
+        if let ConvId::Broadcast(scope) = conv
+            && let Some(u) = self.user(login.tenant, &login.account)?
+        {
+            return self.broadcast_row(login.tenant, &u, scope);
+        }
+        Err(ImError::NotFound(format!("conversation {conv}")))
     }
 
     /// The uids a conversation's events go to.

@@ -616,10 +616,9 @@ impl ImService {
     }
 
     /// The accounts of every member of departments `depts` and their sub-departments.
-    fn dept_accounts(&self, _tid: u64, _depts: &[u64]) -> Result<Vec<String>, ImError> {
-        Err(ImError::BadRequest(
-            "messages to departments need the organisation directory (not merged yet)".into(),
-        ))
+    fn dept_accounts(&self, tid: u64, depts: &[u64]) -> Result<Vec<String>, ImError> {
+        // One more than the bound: the caller refuses lists past it.
+        self.subtree_accounts(tid, depts, MAX_NOTICE_USERS + 1)
     }
 
     /// `$im/req/app/{op}`: the user's workbench.
@@ -637,8 +636,9 @@ impl ImService {
         let mut apps = Vec::new();
         for tid in [login.tenant, 0] {
             for a in self.apps_of(tid)? {
-                // Department visibility needs the directory; users and tenants are known.
-                if !a.visible_to(login.tenant, &login.account, &[]) {
+                // Visible to a department: to its members and those of departments below.
+                let depts = self.user_dept_closure(login.tenant, &login.account)?;
+                if !a.visible_to(login.tenant, &login.account, &depts) {
                     continue;
                 }
                 let unread = self.app_unread(login.tenant, login.uid, &a.app_id)?;

@@ -157,6 +157,10 @@ impl ImAuth {
         if user.banned_until > crate::store::unix_now() {
             return Err(ReasonCode::Banned);
         }
+        if user.must_change_password {
+            // First login with a default password: only dir/change_password until done.
+            self.im.restrict_until_password_change(tid, user.uid);
+        }
         self.login(c, tid, user.uid, user.account, String::new(), String::new())
     }
 

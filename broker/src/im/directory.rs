@@ -222,6 +222,14 @@ impl ImService {
             banned_until: 0,
             token_epoch: 0,
             created_ms: now_ms(),
+            title: String::new(),
+            phone: String::new(),
+            email: String::new(),
+            position: String::new(),
+            depts: Vec::new(),
+            must_change_password: false,
+            // Broadcasts to everyone from now on (not the tenant's earlier ones).
+            bcast_from: self.broadcast_start(tid)?,
         };
         self.commit(vec![
             Op::Put {

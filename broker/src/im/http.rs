@@ -3,9 +3,9 @@
 //! seeds' dialects) is the gateway's; this is the operator's back door to the same
 //! service calls.
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use switchboard_proto::im;
@@ -23,7 +23,31 @@ pub(crate) fn routes() -> Router<Admin> {
         .route("/api/v1/im/tenants/{tid}/tokens", post(token))
         .route("/api/v1/im/tenants/{tid}/policy", put(policy))
         .route("/api/v1/im/tenants/{tid}/system", post(system_message))
+        .route(
+            "/api/v1/im/tenants/{tid}/departments",
+            post(create_dept).get(list_depts),
+        )
+        .route(
+            "/api/v1/im/tenants/{tid}/departments/{dept}",
+            get(dept_page).patch(update_dept).delete(delete_dept),
+        )
+        .route("/api/v1/im/tenants/{tid}/members", post(set_member))
+        .route(
+            "/api/v1/im/tenants/{tid}/members/{account}",
+            delete(remove_member),
+        )
+        .route(
+            "/api/v1/im/tenants/{tid}/import",
+            post(import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
+        .route("/api/v1/im/tenants/{tid}/export", get(export))
+        .route("/api/v1/im/tenants/{tid}/directory", get(dir_version))
+        .route("/api/v1/im/tenants/{tid}/broadcast", post(broadcast))
+        .route("/api/v1/im/tenants/{tid}/broadcast/recall", post(recall))
 }
+
+/// Largest CSV an import request may carry (split bigger files; re-import is idempotent).
+const MAX_IMPORT_BYTES: usize = 64 << 20;
 
 impl From<ImError> for ApiError {
     fn from(e: ImError) -> Self {
@@ -67,6 +91,10 @@ fn service(a: &Admin, headers: &HeaderMap) -> Result<std::sync::Arc<ImService>, 
 struct NewTenant {
     name: String,
     account: Option<String>,
+    /// The enterprise administrator (seed 000): a member of the root department who must
+    /// change `admin_password` at the first login.
+    admin: Option<String>,
+    admin_password: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -84,7 +112,21 @@ async fn create_tenant(
     Json(req): Json<NewTenant>,
 ) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
     let im = service(&a, &headers)?;
+    if req.admin.is_some() != req.admin_password.is_some() {
+        return Err(ImError::BadRequest("admin and admin_password go together".into()).into());
+    }
     let t = im.create_tenant(&req.name, req.account.as_deref()).await?;
+    if let (Some(account), Some(password)) = (req.admin, req.admin_password) {
+        let input = super::org::MemberInput {
+            account,
+            password: Some(password),
+            departments: Some(vec![super::org::ROOT]),
+            title: Some("Administrator".into()),
+            must_change_password: Some(true),
+            ..super::org::MemberInput::default()
+        };
+        im.set_member(t.id, input, false).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(TenantCreated {
@@ -106,6 +148,11 @@ struct NewUser {
     /// Update an existing user instead of failing with 409.
     #[serde(default)]
     upsert: bool,
+    /// Also put the user in this department of the directory.
+    dept: Option<u64>,
+    /// Require a password change at the first password login.
+    #[serde(default)]
+    must_change_password: bool,
 }
 
 #[derive(Serialize)]
@@ -130,6 +177,22 @@ async fn create_user(
             req.upsert,
         )
         .await?;
+    if req.dept.is_some() || req.must_change_password {
+        let input = super::org::MemberInput {
+            account: u.account.clone(),
+            departments: match req.dept {
+                Some(d) => {
+                    let mut depts = u.depts.clone();
+                    depts.push(d);
+                    Some(depts)
+                }
+                None => None,
+            },
+            must_change_password: req.must_change_password.then_some(true),
+            ..super::org::MemberInput::default()
+        };
+        im.set_member(tid, input, true).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(UserCreated {
@@ -216,4 +279,179 @@ async fn system_message(
         conversation: conv.to_string(),
         seq,
     }))
+}
+
+/// Runs app-server op `{area}/{op}` for tenant `tid` with `body` (its JSON shape, the
+/// tenant added): the operator API and `$im/admin/` share one implementation.
+async fn tenant_op(
+    im: &ImService,
+    op: &str,
+    tid: u64,
+    mut body: serde_json::Value,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(o) = body.as_object_mut() {
+        o.insert("tenant".into(), tid.into());
+    }
+    let payload = body.to_string();
+    Ok(Json(im.admin_request(op, payload.as_bytes()).await?))
+}
+
+async fn create_dept(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let im = service(&a, &headers)?;
+    Ok((
+        StatusCode::CREATED,
+        tenant_op(&im, "dir/create_dept", tid, body).await?,
+    ))
+}
+
+async fn list_depts(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    tenant_op(&im, "dir/list_depts", tid, serde_json::json!({})).await
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dept_page(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((tid, dept)): Path<(u64, u64)>,
+    Query(p): Query<Page>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    Ok(Json(im.dept_page(
+        tid,
+        dept,
+        p.after.as_deref(),
+        p.limit,
+    )?))
+}
+
+async fn update_dept(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((tid, dept)): Path<(u64, u64)>,
+    Json(mut body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("dept".into(), dept.into());
+    }
+    tenant_op(&im, "dir/update_dept", tid, body).await
+}
+
+async fn delete_dept(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((tid, dept)): Path<(u64, u64)>,
+) -> Result<StatusCode, ApiError> {
+    let im = service(&a, &headers)?;
+    im.delete_dept(tid, dept).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_member(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    tenant_op(&im, "dir/add_member", tid, body).await
+}
+
+#[derive(Deserialize)]
+struct FromDept {
+    dept: Option<u64>,
+}
+
+async fn remove_member(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path((tid, account)): Path<(u64, String)>,
+    Query(q): Query<FromDept>,
+) -> Result<StatusCode, ApiError> {
+    let im = service(&a, &headers)?;
+    im.remove_member(tid, &account, q.dept).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    default_password: Option<String>,
+}
+
+/// The body is the CSV file itself.
+async fn import(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Query(q): Query<ImportQuery>,
+    body: String,
+) -> Result<Json<super::org::ImportReport>, ApiError> {
+    let im = service(&a, &headers)?;
+    Ok(Json(
+        im.import_csv(tid, &body, q.default_password.as_deref())
+            .await?,
+    ))
+}
+
+async fn export(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Query(p): Query<Page>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    let (csv, next) = im.export_csv(tid, p.after.as_deref(), p.limit)?;
+    Ok(Json(serde_json::json!({ "csv": csv, "next": next })))
+}
+
+async fn dir_version(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    tenant_op(&im, "dir/version", tid, serde_json::json!({})).await
+}
+
+/// `{text, dept?, to?, client_msg_id?, from?}`: to a department, to a list, or to all.
+async fn broadcast(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    let op = if body.get("to").is_some() {
+        "broadcast/users"
+    } else if body.get("dept").is_some() {
+        "broadcast/dept"
+    } else {
+        "broadcast/all"
+    };
+    tenant_op(&im, op, tid, body).await
+}
+
+async fn recall(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let im = service(&a, &headers)?;
+    tenant_op(&im, "broadcast/recall", tid, body).await
 }

@@ -103,7 +103,6 @@ pub struct ImService {
     /// connection by Receive Maximum; QoS 0 ones only by this.
     in_flight: Arc<tokio::sync::Semaphore>,
     // In-memory state of the areas of IM part 2 (each area's own struct).
-    #[allow(dead_code)] // until each area reads its state
     groups: groups::Groups,
     #[allow(dead_code)]
     rooms: chatroom::Rooms,
@@ -111,7 +110,6 @@ pub struct ImService {
     calls: calls::Calls,
     social: social::Social,
     moderation: moderation::Moderation,
-    #[allow(dead_code)]
     org: org::Org,
     hooks: hooks::PendingHooks,
 }
@@ -233,6 +231,7 @@ impl ImService {
         fn decode<T: prost::Message + Default>(p: &[u8]) -> Result<T, ImError> {
             T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
         }
+        self.first_login_gate(login, op)?;
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_request(login, rest, payload).await,

@@ -306,6 +306,7 @@ impl ImService {
             seq: msg.seq,
             collapse_key: msg.conversation.clone(),
             from: msg.from.clone(),
+            users: Vec::new(),
         };
         b.publish_detached(Arc::new(Message {
             topic: format!("{PUSH_PREFIX}{tid}"),

@@ -39,6 +39,8 @@ pub struct TenantPolicy {
     pub compat_apis: bool,
     /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
     pub api_rate_per_sec: u32,
+    /// Members a group may have at most (groups.rs).
+    pub max_group_members: u32,
 }
 
 impl Default for TenantPolicy {
@@ -54,6 +56,7 @@ impl Default for TenantPolicy {
             friends_required: false,
             compat_apis: true,
             api_rate_per_sec: 1000,
+            max_group_members: 3000,
         }
     }
 }
@@ -97,6 +100,25 @@ pub struct UserRecord {
     #[serde(default)]
     pub token_epoch: u64,
     pub created_ms: u64,
+    /// Directory details (org.rs): job title, phone, email, position.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phone: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub email: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub position: String,
+    /// Departments the user belongs to (a member of the directory if not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depts: Vec<u64>,
+    /// A password login must change the password before anything else (first login).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change_password: bool,
+    /// Per broadcast scope ("all", "d{dept}"): the log head when the user joined it; the
+    /// user's history of that broadcast log starts after it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub bcast_from: std::collections::BTreeMap<String, u64>,
 }
 
 /// One user's state in one conversation. The three positions live in the `Cursors` table

@@ -286,6 +286,8 @@ impl ImService {
                 after = Some(k);
             }
             if n < SCAN_PAGE {
+                // The broadcast logs the user reads (virtual rows: nothing stored per user).
+                self.add_broadcast_rows(tid, uid, &mut out)?;
                 return Ok(out);
             }
         }

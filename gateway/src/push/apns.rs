@@ -106,10 +106,9 @@ impl Apns {
         } else {
             &d.bundle_id
         };
-        let body = json!({
+        let mut body = json!({
             "aps": {
                 "alert": {"title": n.title, "body": n.display_body()},
-                "badge": n.badge,
                 "sound": "default",
                 "thread-id": n.conversation,
             },
@@ -117,6 +116,9 @@ impl Apns {
             "seq": n.seq,
             "job": n.job_id,
         });
+        if let Some(b) = n.badge {
+            body["aps"]["badge"] = b.into();
+        }
         let mut headers = vec![
             ("authorization", format!("bearer {jwt}")),
             ("apns-topic", topic.clone()),

@@ -123,21 +123,26 @@ impl Fcm {
             Ok(t) => t,
             Err(o) => return o,
         };
-        let body = json!({"message": {
+        let mut body = json!({"message": {
             "token": d.token,
             "notification": {"title": n.title, "body": n.display_body()},
-            "data": {"conversation": n.conversation, "seq": n.seq.to_string(),
-                     "job": n.job_id, "badge": n.badge.to_string()},
+            "data": {"conversation": n.conversation, "seq": n.seq.to_string(), "job": n.job_id},
             "android": {
                 "collapse_key": n.collapse_key,
                 "priority": "high",
-                "notification": {"tag": n.collapse_key, "notification_count": n.badge},
+                "notification": {"tag": n.collapse_key},
             },
             "apns": {
                 "headers": {"apns-collapse-id": n.collapse_key},
-                "payload": {"aps": {"badge": n.badge}},
+                "payload": {"aps": {}},
             },
         }});
+        if let Some(b) = n.badge {
+            let m = &mut body["message"];
+            m["data"]["badge"] = b.to_string().into();
+            m["android"]["notification"]["notification_count"] = b.into();
+            m["apns"]["payload"]["aps"]["badge"] = b.into();
+        }
         let url = format!(
             "{}/v1/projects/{}/messages:send",
             self.base, self.account.project_id

@@ -89,8 +89,10 @@ impl Huawei {
             "title": n.title, "body": n.display_body(), "tag": n.collapse_key,
             "click_action": {"type": 3},
         });
-        if !self.c.badge_class.is_empty() {
-            notification["badge"] = json!({"set_num": n.badge, "class": self.c.badge_class});
+        if let Some(b) = n.badge
+            && !self.c.badge_class.is_empty()
+        {
+            notification["badge"] = json!({"set_num": b, "class": self.c.badge_class});
         }
         let body = json!({
             "validate_only": false,

@@ -306,7 +306,7 @@ impl Worker {
             job_id: format!("test:{}", rand::random::<u64>()),
             title: "Test".into(),
             body: "A test notification".into(),
-            badge: 0,
+            badge: None,
             collapse_key: "push-test".into(),
             conversation: String::new(),
             seq: 0,
@@ -369,7 +369,8 @@ impl Worker {
             job_id: job.job_id.clone(),
             title: job.title.clone(),
             body: job.body.clone(),
-            badge: job.badge,
+            // A job for many users has no per-user total: leave their badges alone.
+            badge: (job.users.is_empty() || !job.user.is_empty()).then_some(job.badge),
             collapse_key: job.collapse_key.clone(),
             conversation: job.conversation.clone(),
             seq: job.seq,
@@ -589,12 +590,31 @@ fn recipients(job: &PushJob) -> Vec<String> {
     if !job.user.is_empty() {
         users.push(job.user.clone());
     }
+    for u in &job.users {
+        if !u.is_empty() && !users.contains(u) {
+            users.push(u.clone());
+        }
+    }
     users
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_for_many_users_reaches_each_once() {
+        let job = PushJob {
+            users: vec!["a".into(), "b".into(), "a".into(), String::new()],
+            ..Default::default()
+        };
+        assert_eq!(recipients(&job), vec!["a".to_owned(), "b".to_owned()]);
+        let one = PushJob {
+            user: "c".into(),
+            ..Default::default()
+        };
+        assert_eq!(recipients(&one), vec!["c".to_owned()]);
+    }
 
     #[test]
     fn recent_ids_are_bounded_and_deduplicate() {

@@ -26,8 +26,8 @@ pub struct Notification {
     pub title: String,
     /// Empty when the tenant hides previews (providers then show a generic line).
     pub body: String,
-    /// The user's unread total.
-    pub badge: u64,
+    /// The user's unread total (none for a job of many users: the badge is left as is).
+    pub badge: Option<u64>,
     /// One notification per conversation: a newer one replaces the older.
     pub collapse_key: String,
     pub conversation: String,

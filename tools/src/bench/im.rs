@@ -58,13 +58,34 @@ pub async fn run(
 ) -> anyhow::Result<ImResult> {
     let admin_port = port + 1;
     let dir = work.join("im");
+    let (mut child, pid, admin) = start_broker(&dir, port, admin_port, &[]).await?;
+    let result = measure(&admin, port, pid, pairs, seconds, sync_messages).await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let mut child = Command::new(std::env::current_exe()?)
+    let mut result = result?;
+    result.peer_msgs_per_sec = peer_baseline(work, port + 2, pairs, seconds).await.ok();
+    Ok(result)
+}
+
+/// Starts a Switchboard process for an IM bench: the broker with the IM service and its
+/// store in `dir`, MQTT on `port`, the admin API on `admin_port` (token "bench"), login
+/// rate limits lifted (every device logs in from 127.0.0.1), plus `extra` arguments;
+/// returns once the admin API answers.
+pub(super) async fn start_broker(
+    dir: &std::path::Path,
+    port: u16,
+    admin_port: u16,
+    extra: &[&str],
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let child = Command::new(std::env::current_exe()?)
         .args(["broker", "--log", "error", "--tcp"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
+        .args(extra)
         .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
         .env(
             "SWITCHBOARD__BROKER__ADMIN__LISTEN",
@@ -72,7 +93,6 @@ pub async fn run(
         )
         .env("SWITCHBOARD__BROKER__ADMIN__TOKEN", "\"bench\"")
         .env("SWITCHBOARD__BROKER__LIMITS__MAX_CONNECTIONS", "1000000")
-        // Every device of the bench logs in from 127.0.0.1: lift the per-address login rate.
         .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_RATE", "100000.0")
         .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_BURST", "100000")
         .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_RATE", "100000.0")
@@ -89,13 +109,7 @@ pub async fn run(
         anyhow::ensure!(Instant::now() < deadline, "switchboard did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let result = measure(&admin, port, pid, pairs, seconds, sync_messages).await;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut result = result?;
-    result.peer_msgs_per_sec = peer_baseline(work, port + 2, pairs, seconds).await.ok();
-    Ok(result)
+    Ok((child, pid, admin))
 }
 
 async fn measure(
@@ -292,7 +306,7 @@ async fn peer_baseline(
     Ok(r?.throughput)
 }
 
-async fn login(
+pub(super) async fn login(
     addr: std::net::SocketAddr,
     account: &str,
     token: &str,
@@ -308,7 +322,7 @@ async fn login(
 }
 
 /// One admin API call, through `ctl`'s HTTP client (blocking, so off the runtime).
-async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+pub(super) async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
     let args = crate::AdminArgs {
         admin: admin.to_owned(),
         token: Some("bench".into()),
@@ -322,7 +336,7 @@ async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(super) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -334,7 +348,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 /// Latency samples shared by tasks (a mutex-guarded vector: contention is negligible next
 /// to a network round trip).
-mod latency {
+pub(super) mod latency {
     use std::sync::Mutex;
 
     #[derive(Debug, Default)]

@@ -5,8 +5,11 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod gateway;
 mod heartbeat;
 mod im;
+mod im_broadcast;
+mod im_groups;
 pub mod load;
 mod moderation;
 pub mod peers;
@@ -67,9 +70,19 @@ pub struct BenchArgs {
     /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
     #[arg(long, default_value_t = 200)]
     pub im_pairs: usize,
+    /// Run the gateway benchmark (REST → MQTT delivery, against the same over MQTT).
+    #[arg(long)]
+    pub gateway: bool,
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
+    /// Run the broadcast benchmark (a broadcast to every user of a big tenant, mostly
+    /// offline) instead.
+    #[arg(long)]
+    pub im_broadcast: bool,
+    /// Users of the broadcast benchmark's big tenant.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub im_broadcast_users: usize,
     /// Run the moderation benchmark (1:1 sends with and without a word list and a rate
     /// limit; the matcher alone) instead. Uses `--im-pairs` and `--seconds`.
     #[arg(long)]
@@ -77,6 +90,18 @@ pub struct BenchArgs {
     /// Words in the moderation benchmark's list.
     #[arg(long, default_value_t = 10_000)]
     pub moderation_words: usize,
+    /// Run the group fan-out benchmark (one group, a share of its members online) instead.
+    #[arg(long)]
+    pub im_group: bool,
+    /// Members of the group fan-out benchmark's group.
+    #[arg(long, default_value_t = 3000)]
+    pub im_group_members: usize,
+    /// Members online (one device each) in the group fan-out benchmark.
+    #[arg(long, default_value_t = 300)]
+    pub im_group_online: usize,
+    /// Members sending in the group fan-out benchmark.
+    #[arg(long, default_value_t = 4)]
+    pub im_group_senders: usize,
 }
 
 /// One line of the report.
@@ -136,12 +161,45 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &heartbeat::markdown(&report),
         );
     }
+    if args.gateway {
+        let work = work_dir("gw")?;
+        let result = gateway::run(&work, args.port, 50, 64, args.seconds).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "gateway", &result, &gateway::markdown(&result));
+    }
     if args.im {
         let work = work_dir("im")?;
         let result = im::run(&work, args.port, args.im_pairs, args.seconds, args.im_sync).await;
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "im", &result, &im::markdown(&result));
+    }
+    if args.im_broadcast {
+        let work = work_dir("im-broadcast")?;
+        let result = im_broadcast::run(&work, args.port, args.im_broadcast_users).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        let md = im_broadcast::markdown(&result);
+        return write_mode_report(&args.out, "im-broadcast", &result, &md);
+    }
+    if args.im_group {
+        let work = work_dir("im-group")?;
+        let shape = im_groups::GroupBench {
+            members: args.im_group_members,
+            online: args.im_group_online,
+            senders: args.im_group_senders,
+            seconds: args.seconds,
+        };
+        let result = im_groups::run(&work, args.port, shape).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(
+            &args.out,
+            "im-group",
+            &result,
+            &im_groups::markdown(&result),
+        );
     }
     if args.moderation {
         let work = work_dir("moderation")?;
