@@ -342,7 +342,7 @@ impl Worker {
         }
         let slots = Arc::new(Semaphore::new(self.cfg.max_concurrent.max(1)));
         while let Some(p) = jobs.recv().await {
-            let Ok(job) = PushJob::decode(p.payload.as_ref()) else {
+            let Some(job) = decode(&p) else {
                 tracing::warn!(target: "push", topic = p.topic, "undecodable push job skipped");
                 continue;
             };
@@ -584,6 +584,26 @@ fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
     serde_json::from_value(v.clone()).map_err(|e| e.to_string())
 }
 
+/// A job from `$im/push/{tenant}` (`PushJob`) or a broadcast's chunk of users from
+/// `$im/push/{tenant}/broadcast` (`BroadcastPush`, made into a job for many users).
+fn decode(p: &Publish) -> Option<PushJob> {
+    if !p.topic.ends_with("/broadcast") {
+        return PushJob::decode(p.payload.as_ref()).ok();
+    }
+    let b = switchboard_proto::im::BroadcastPush::decode(p.payload.as_ref()).ok()?;
+    Some(PushJob {
+        job_id: format!("{}:{}:{}:b{}", b.tenant, b.conversation, b.seq, b.chunk),
+        tenant: b.tenant,
+        title: b.title,
+        body: b.body,
+        collapse_key: b.conversation.clone(),
+        conversation: b.conversation,
+        seq: b.seq,
+        users: b.users,
+        ..PushJob::default()
+    })
+}
+
 /// The recipients of a job.
 fn recipients(job: &PushJob) -> Vec<String> {
     let mut users = Vec::new();
@@ -614,6 +634,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(recipients(&one), vec!["c".to_owned()]);
+    }
+
+    #[test]
+    fn broadcast_chunks_become_jobs_for_many_users() {
+        let chunk = switchboard_proto::im::BroadcastPush {
+            tenant: 7,
+            conversation: "b:1".into(),
+            seq: 3,
+            users: vec!["a".into(), "b".into()],
+            chunk: 2,
+            ..Default::default()
+        };
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "$im/push/7/broadcast".into(),
+            pkid: 0,
+            properties: Default::default(),
+            payload: chunk.encode_to_vec().into(),
+        };
+        let job = decode(&p).expect("decodes");
+        assert_eq!((job.tenant, job.job_id.as_str()), (7, "7:b:1:3:b2"));
+        assert_eq!(recipients(&job), vec!["a".to_owned(), "b".to_owned()]);
     }
 
     #[test]
