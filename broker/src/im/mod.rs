@@ -99,9 +99,7 @@ pub struct ImService {
     // In-memory state of the areas of IM part 2 (each area's own struct).
     #[allow(dead_code)] // until each area reads its state
     groups: groups::Groups,
-    #[allow(dead_code)]
     rooms: chatroom::Rooms,
-    #[allow(dead_code)]
     calls: calls::Calls,
     #[allow(dead_code)]
     social: social::Social,
@@ -230,8 +228,8 @@ impl ImService {
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_request(login, rest, payload).await,
-                "room" => self.room_request(login, rest, payload).await,
-                "call" => self.call_request(login, rest, payload).await,
+                "room" => self.room_request(login, client_id, rest, payload).await,
+                "call" => self.call_request(login, client_id, rest, payload).await,
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
