@@ -22,6 +22,8 @@
 mod driver;
 pub mod heartbeat;
 pub mod im;
+mod im_calls;
+mod im_rooms;
 mod probe;
 pub mod transport;
 

@@ -103,7 +103,11 @@ impl Call {
     }
 
     fn is_over(&self) -> bool {
-        let joined = self.parties.values().filter(|p| p.role == Role::Joined).count();
+        let joined = self
+            .parties
+            .values()
+            .filter(|p| p.role == Role::Joined)
+            .count();
         let ringing = self.parties.len() - joined;
         joined <= 1 && ringing == 0
     }
@@ -213,7 +217,10 @@ impl ImService {
                 let uid = call.parties.get(&req.to).map_or(0, |p| p.uid);
                 self.emit(login.tenant, uid, Kind::Call(ev), QoS::AtLeastOnce);
             } else {
-                for uid in before.into_iter().filter(|u| op != "signal" || *u != login.uid) {
+                for uid in before
+                    .into_iter()
+                    .filter(|u| op != "signal" || *u != login.uid)
+                {
                     self.emit(login.tenant, uid, Kind::Call(ev.clone()), QoS::AtLeastOnce);
                 }
             }
@@ -238,12 +245,18 @@ impl ImService {
             )));
         }
         if req.payload.len() > MAX_PAYLOAD {
-            return Err(ImError::TooLarge(format!("payload is at most {MAX_PAYLOAD} bytes")));
+            return Err(ImError::TooLarge(format!(
+                "payload is at most {MAX_PAYLOAD} bytes"
+            )));
         }
         let ring_ms = match req.timeout_ms {
             0 => DEFAULT_RING_MS,
             t if RING_MS.contains(&t) => t,
-            t => return Err(ImError::BadRequest(format!("timeout_ms {t} not in 100..=120000"))),
+            t => {
+                return Err(ImError::BadRequest(format!(
+                    "timeout_ms {t} not in 100..=120000"
+                )));
+            }
         };
         let mut invitees = Vec::new();
         for account in &req.invitees {
@@ -258,7 +271,11 @@ impl ImService {
             }
         }
         let new_call = req.call_id.is_empty();
-        let call_id = if new_call { random_hex(8)? } else { req.call_id.clone() };
+        let call_id = if new_call {
+            random_hex(8)?
+        } else {
+            req.call_id.clone()
+        };
         let (busy, ended, timers) = {
             let mut guard = self.calls.inner.lock();
             let st = &mut *guard;
@@ -298,8 +315,12 @@ impl ImService {
             if call.parties.get(&login.account).map(|p| p.role) != Some(Role::Joined) {
                 return Err(ImError::Forbidden(format!("not in call {call_id}")));
             }
-            if call.parties.len() + invitees.len() > MAX_PARTIES || call.everyone.len() >= 2 * MAX_PARTIES {
-                return Err(ImError::Conflict(format!("at most {MAX_PARTIES} people in a call")));
+            if call.parties.len() + invitees.len() > MAX_PARTIES
+                || call.everyone.len() >= 2 * MAX_PARTIES
+            {
+                return Err(ImError::Conflict(format!(
+                    "at most {MAX_PARTIES} people in a call"
+                )));
             }
             let (mut busy, mut rung, mut timers) = (Vec::new(), Vec::new(), Vec::new());
             for (account, uid) in invitees {
@@ -335,7 +356,12 @@ impl ImService {
                 ev.targets = rung;
                 ev.payload = req.payload.clone();
                 for p in call.parties.values() {
-                    self.emit(login.tenant, p.uid, Kind::Call(ev.clone()), QoS::AtLeastOnce);
+                    self.emit(
+                        login.tenant,
+                        p.uid,
+                        Kind::Call(ev.clone()),
+                        QoS::AtLeastOnce,
+                    );
                 }
             }
             let ended = self.end_if_over(st, login.tenant, &call_id);
@@ -377,7 +403,10 @@ impl ImService {
             let Some(call) = st.calls.get_mut(&(tid, call_id.to_owned())) else {
                 return;
             };
-            let Some(p) = call.parties.get(account).filter(|p| p.role == Role::Ringing(token))
+            let Some(p) = call
+                .parties
+                .get(account)
+                .filter(|p| p.role == Role::Ringing(token))
             else {
                 return;
             };
@@ -473,7 +502,10 @@ impl ImService {
                 peer: e.caller,
             },
         ];
-        if let Err(err) = self.deliver(tid, &conv, msg, Some(caller_uid), &members).await {
+        if let Err(err) = self
+            .deliver(tid, &conv, msg, Some(caller_uid), &members)
+            .await
+        {
             tracing::warn!(tenant = tid, call = %e.call_id, error = %err, "call log not stored");
         }
     }

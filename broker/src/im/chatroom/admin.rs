@@ -175,7 +175,9 @@ impl ImService {
                 let r: Send = parse(payload)?;
                 let room = self.room(r.tenant, &r.room)?;
                 let body = match (r.text, r.custom_type) {
-                    (Some(t), None) if !t.is_empty() => im::content::Body::Text(im::Text { text: t }),
+                    (Some(t), None) if !t.is_empty() => {
+                        im::content::Body::Text(im::Text { text: t })
+                    }
                     (None, Some(ty)) if !ty.is_empty() => im::content::Body::Custom(im::Custom {
                         r#type: ty,
                         data: Bytes::from(r.data.into_bytes()),
@@ -197,7 +199,9 @@ impl ImService {
                     }
                 };
                 if r.from.len() > 64 || r.client_msg_id.len() > 64 {
-                    return Err(ImError::BadRequest("from and client_msg_id: at most 64 bytes".into()));
+                    return Err(ImError::BadRequest(
+                        "from and client_msg_id: at most 64 bytes".into(),
+                    ));
                 }
                 let msg = im::Message {
                     conversation: ConvId::Chatroom(room.id.clone()).to_string(),

@@ -138,7 +138,10 @@ impl Rooms {
     }
 
     fn get(&self, tid: u64, id: &str) -> Option<Arc<Room>> {
-        self.shard(tid, id).read().get(&(tid, id.to_owned())).cloned()
+        self.shard(tid, id)
+            .read()
+            .get(&(tid, id.to_owned()))
+            .cloned()
     }
 
     /// Rooms of tenant `tid` (ids after `after`, at most `limit`, sorted).
@@ -360,7 +363,9 @@ impl ImService {
             T::decode(p).map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))
         }
         Ok(match op {
-            "join" => self.room_join(login, client_id, decode(payload)?)?.encode_to_vec(),
+            "join" => self
+                .room_join(login, client_id, decode(payload)?)?
+                .encode_to_vec(),
             "leave" => {
                 let req: im::RoomRequest = decode(payload)?;
                 self.room_leave(login, client_id, &req.room)?;
@@ -476,7 +481,9 @@ impl ImService {
                 stale = st.tell(ev, None);
             }
         }
-        let last = req.last.map_or(st.settings.history, |l| l.min(st.settings.history)) as usize;
+        let last =
+            req.last
+                .map_or(st.settings.history, |l| l.min(st.settings.history)) as usize;
         let skip = st.ring.len().saturating_sub(last);
         let recent = st.ring.iter().skip(skip).cloned().collect();
         let info = st.info(&room.id);
@@ -498,7 +505,9 @@ impl ImService {
             .map(|(c, _)| c)
             .ok_or_else(|| ImError::Unavailable("the device's connection is gone".into()))?;
         if !self.leave_conn(&room, conn_id) {
-            return Err(ImError::NotFound(format!("this device is not in room {id}")));
+            return Err(ImError::NotFound(format!(
+                "this device is not in room {id}"
+            )));
         }
         self.forget_conn_room(conn_id, &room);
         Ok(())
@@ -556,10 +565,9 @@ impl ImService {
         let limit = if limit == 0 { 50 } else { limit.min(MAX_PAGE) };
         let now = now_ms();
         let st = room.state.lock();
-        let range = st.members.range::<str, _>((
-            std::ops::Bound::Excluded(after),
-            std::ops::Bound::Unbounded,
-        ));
+        let range = st
+            .members
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded));
         let members: Vec<im::RoomMember> = range
             .take(limit)
             .map(|(account, m)| im::RoomMember {
@@ -571,12 +579,18 @@ impl ImService {
             })
             .collect();
         let next = match members.last() {
-            Some(last) if st.members.range::<str, _>((
-                std::ops::Bound::Excluded(last.account.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .next()
-            .is_some() => last.account.clone(),
+            Some(last)
+                if st
+                    .members
+                    .range::<str, _>((
+                        std::ops::Bound::Excluded(last.account.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                    .is_some() =>
+            {
+                last.account.clone()
+            }
             _ => String::new(),
         };
         Ok(im::RoomMembersResponse {
