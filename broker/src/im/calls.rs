@@ -68,8 +68,10 @@ struct Call {
     answered_ms: Option<u64>,
     /// Account → party, for those in the call or rung now.
     parties: BTreeMap<String, Party>,
-    /// Everyone ever in the call (told when it ends), account → uid.
+    /// Everyone ever in the call or rung (told when it ends), account → uid.
     everyone: BTreeMap<String, u64>,
+    /// Everyone ever invited, busy ones included (the call log's people), account → uid.
+    invited: BTreeMap<String, u64>,
     /// Why the last invitee went without answering ("rejected", "missed", "busy").
     unanswered: &'static str,
 }
@@ -81,7 +83,7 @@ struct Ended {
     video: bool,
     outcome: String,
     duration_ms: u64,
-    everyone: BTreeMap<String, u64>,
+    invited: BTreeMap<String, u64>,
 }
 
 impl Call {
@@ -302,6 +304,7 @@ impl ImService {
                         video: req.video,
                         answered_ms: None,
                         everyone: BTreeMap::from([(login.account.clone(), login.uid)]),
+                        invited: BTreeMap::from([(login.account.clone(), login.uid)]),
                         parties,
                         unanswered: "missed",
                     },
@@ -316,7 +319,7 @@ impl ImService {
                 return Err(ImError::Forbidden(format!("not in call {call_id}")));
             }
             if call.parties.len() + invitees.len() > MAX_PARTIES
-                || call.everyone.len() >= 2 * MAX_PARTIES
+                || call.invited.len() >= 2 * MAX_PARTIES
             {
                 return Err(ImError::Conflict(format!(
                     "at most {MAX_PARTIES} people in a call"
@@ -327,6 +330,7 @@ impl ImService {
                 if call.parties.contains_key(&account) {
                     continue;
                 }
+                call.invited.insert(account.clone(), uid);
                 if st.busy.contains_key(&(login.tenant, uid)) {
                     busy.push(account);
                     continue;
@@ -452,20 +456,20 @@ impl ImService {
             video: call.video,
             outcome,
             duration_ms,
-            everyone: call.everyone,
+            invited: call.invited,
         })
     }
 
     /// Logs a finished two-party call in the pair's 1:1 conversation.
     async fn call_ended(&self, tid: u64, e: Ended) {
-        if e.everyone.len() != 2 {
+        if e.invited.len() != 2 {
             return;
         }
-        let Some(caller_uid) = e.everyone.get(&e.caller).copied() else {
+        let Some(caller_uid) = e.invited.get(&e.caller).copied() else {
             return;
         };
         let Some((callee, callee_uid)) = e
-            .everyone
+            .invited
             .iter()
             .find(|(a, _)| **a != e.caller)
             .map(|(a, u)| (a.clone(), *u))
@@ -485,7 +489,7 @@ impl ImService {
                     video: e.video,
                     outcome: e.outcome,
                     duration_ms: e.duration_ms,
-                    participants: e.everyone.keys().cloned().collect(),
+                    participants: e.invited.keys().cloned().collect(),
                 })),
             }),
             ..im::Message::default()
