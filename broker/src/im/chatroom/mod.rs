@@ -111,10 +111,13 @@ impl Settings {
     }
 }
 
+/// Rooms by (tenant, room id).
+type RoomMap = HashMap<(u64, String), Arc<Room>>;
+
 /// The chatrooms of every tenant (in memory: chatrooms are not stored).
 #[derive(Debug)]
 pub struct Rooms {
-    shards: Vec<RwLock<HashMap<(u64, String), Arc<Room>>>>,
+    shards: Vec<RwLock<RoomMap>>,
     count: AtomicUsize,
     /// Connection id → the rooms that device is in (for its disconnection).
     by_conn: Mutex<HashMap<u64, Vec<Arc<Room>>>>,
@@ -131,7 +134,7 @@ impl Default for Rooms {
 }
 
 impl Rooms {
-    fn shard(&self, tid: u64, id: &str) -> &RwLock<HashMap<(u64, String), Arc<Room>>> {
+    fn shard(&self, tid: u64, id: &str) -> &RwLock<RoomMap> {
         use std::hash::BuildHasher;
         let h = foldhash::fast::FixedState::default().hash_one((tid, id)) as usize;
         &self.shards[h % SHARDS]
@@ -421,12 +424,13 @@ impl ImService {
             .ok_or_else(|| ImError::Unavailable("the device's connection is gone".into()))?;
         let now = now_ms();
         // Listed first, so that a disconnection from now on finds the room.
-        self.rooms
-            .by_conn
-            .lock()
-            .entry(conn_id)
-            .or_default()
-            .push(room.clone());
+        {
+            let mut by_conn = self.rooms.by_conn.lock();
+            let list = by_conn.entry(conn_id).or_default();
+            if !list.iter().any(|r| Arc::ptr_eq(r, &room)) {
+                list.push(room.clone());
+            }
+        }
         let mut st = room.state.lock();
         let refuse = if st.gone {
             Some(ImError::NotFound(format!("room {}", room.id)))
@@ -448,15 +452,12 @@ impl ImService {
             return Err(e);
         }
         let mut stale = Vec::new();
-        if !st.conns.contains_key(&conn_id) {
-            st.conns.insert(
-                conn_id,
-                Conn {
-                    account: login.account.clone(),
-                    mailbox,
-                    topic: inbox_topic(login.tenant, login.uid),
-                },
-            );
+        if let std::collections::hash_map::Entry::Vacant(e) = st.conns.entry(conn_id) {
+            e.insert(Conn {
+                account: login.account.clone(),
+                mailbox,
+                topic: inbox_topic(login.tenant, login.uid),
+            });
             st.idle_gen += 1;
             let new_member = match st.members.get_mut(&login.account) {
                 Some(m) => {
