@@ -7,6 +7,7 @@
 mod chart;
 mod heartbeat;
 mod im;
+mod im_rooms;
 pub mod load;
 pub mod peers;
 mod scenarios;
@@ -69,6 +70,16 @@ pub struct BenchArgs {
     /// Offline messages the IM benchmark syncs.
     #[arg(long, default_value_t = 10_000)]
     pub im_sync: usize,
+    /// Run the chatroom benchmark (1 sender → `--im-room-members` members of one room,
+    /// against mosquitto's plain QoS 0 fan-out) instead.
+    #[arg(long)]
+    pub im_room: bool,
+    /// Members of the chatroom benchmark's room.
+    #[arg(long, default_value_t = 5000)]
+    pub im_room_members: usize,
+    /// Room sends the chatroom benchmark's sender keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    pub im_room_window: usize,
 }
 
 /// One line of the report.
@@ -134,6 +145,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "im", &result, &im::markdown(&result));
+    }
+    if args.im_room {
+        let work = work_dir("im-room")?;
+        let result = im_rooms::run(
+            &work,
+            args.port,
+            args.im_room_members,
+            args.im_room_window,
+            args.seconds,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "im-room", &result, &im_rooms::markdown(&result));
     }
     if args.transports {
         let work = work_dir("tr")?;
