@@ -18,6 +18,10 @@ fi
 # the .proto at test time.
 python3 -c 'import paho.mqtt' 2>/dev/null || python3 -m pip install -q 'paho-mqtt>=2,<3'
 python3 -c 'import google.protobuf, grpc_tools' 2>/dev/null || python3 -m pip install -q 'grpcio-tools' 'protobuf'
+# RongCloud's own server SDK, driven against the gateway's RongCloud dialect.
+python3 -c 'import rongcloud, requests' 2>/dev/null || python3 -m pip install -q 'rongcloud==2.0.1' 'requests'
+# Schemathesis fuzzes the gateway's OpenAPI document.
+command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q 'schemathesis>=4,<5'
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 # MQTT.js for the WebSocket test.
 [ -d tests/js/node_modules/mqtt ] || npm ci --prefix tests/js --no-audit --no-fund --silent

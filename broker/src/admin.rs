@@ -72,6 +72,23 @@ impl Admin {
     }
 }
 
+/// `POST /api/v1/im/call/{op}`: any app-server request of the IM service (`$im/admin/{op}`,
+/// the same JSON in and out), for the operator's tools: one route instead of one per op.
+async fn im_call(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    axum::extract::Path(op): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    a.check(&headers)?;
+    let im = a.broker.im.clone().ok_or_else(|| ApiError {
+        code: "disabled",
+        message: "the IM service is not running".into(),
+        status: StatusCode::NOT_FOUND,
+    })?;
+    Ok(Json(im.admin_request(&op, &body).await?))
+}
+
 /// Constant-time comparison of a presented token with the configured one's digest.
 fn token_matches(expected_digest: &[u8; 32], given: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
@@ -90,6 +107,7 @@ pub fn app(broker: Arc<BrokerState>, token: Option<String>) -> Router {
         .route("/api/v1/retained", get(retained))
         .route("/api/v1/acl/reload", post(acl_reload))
         .merge(crate::im::http::routes())
+        .route("/api/v1/im/call/{*op}", post(im_call))
         .with_state(Admin {
             broker,
             token: token.map(|t| crate::auth::scram::sha256(t.as_bytes())),

@@ -6,17 +6,15 @@
 //! same id. Events arrive on `$im/inbox`. See `docs/protocol.md`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use prost::Message as _;
 use switchboard_proto::im;
 use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::requests::{Correlator, NoAnswer};
 use crate::{Client, Config, Error, Event};
 
 /// Topic of the user's events.
@@ -63,14 +61,11 @@ pub enum ImError {
     Subscribe(&'static str, ReasonCode),
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
-
 /// An IM device: one MQTT connection logged in with a token.
 #[derive(Clone)]
 pub struct ImClient {
     client: Client,
-    waiters: Waiters,
-    next: Arc<AtomicU64>,
+    requests: Correlator,
 }
 
 impl ImClient {
@@ -82,9 +77,9 @@ impl ImClient {
         // back to this one (sync fills any gap in events).
         cfg.session_expiry = 0;
         let (client, mut raw) = Client::start(cfg)?;
-        let waiters: Waiters = Arc::default();
+        let requests = Correlator::new();
         let (tx, rx) = mpsc::channel(1024);
-        let w = waiters.clone();
+        let w = requests.clone();
         tokio::spawn(async move {
             // Answers are dispatched here and never wait for the app: when the app does not
             // keep up with its events, new events are dropped and counted, and the app gets
@@ -115,7 +110,7 @@ impl ImClient {
                 }
             }
             // The client stopped: requests still waiting fail now instead of timing out.
-            w.lock().clear();
+            w.fail_all();
         });
         for filter in [INBOX, "$im/resp/#"] {
             let codes = client.subscribe_acked(filter, QoS::AtLeastOnce).await?;
@@ -126,16 +121,7 @@ impl ImClient {
                 ));
             }
         }
-        Ok((
-            ImClient {
-                client,
-                waiters,
-                // Correlation ids start at random: an answer meant for another instance
-                // that reached this one is not taken for one of ours.
-                next: Arc::new(AtomicU64::new(rand::random::<u64>() >> 1)),
-            },
-            rx,
-        ))
+        Ok((ImClient { client, requests }, rx))
     }
 
     /// The underlying MQTT client.
@@ -149,9 +135,7 @@ impl ImClient {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().insert(id, tx);
+        let (id, correlation, rx) = self.requests.begin();
         let p = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
@@ -160,22 +144,19 @@ impl ImClient {
             pkid: 0,
             properties: Properties {
                 response_topic: Some(RESPONSES.into()),
-                correlation_data: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
+                correlation_data: Some(correlation),
                 ..Properties::default()
             },
             payload: Bytes::from(req.encode_to_vec()),
         };
         if let Err(e) = self.client.publish_message(p).await {
-            self.waiters.lock().remove(&id);
+            self.requests.cancel(id);
             return Err(e.into());
         }
-        let body = match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return Err(Error::Closed.into()),
-            Err(_) => {
-                self.waiters.lock().remove(&id);
-                return Err(ImError::Timeout(REQUEST_TIMEOUT));
-            }
+        let body = match self.requests.wait(id, rx, REQUEST_TIMEOUT).await {
+            Ok(b) => b,
+            Err(NoAnswer::Closed) => return Err(Error::Closed.into()),
+            Err(NoAnswer::Timeout) => return Err(ImError::Timeout(REQUEST_TIMEOUT)),
         };
         // Every answer has the status as field 1: read it first.
         let status = im::Ack::decode(body.clone())
@@ -332,17 +313,9 @@ impl ImClient {
 }
 
 /// Routes one incoming PUBLISH: answers to their waiters, events to the app.
-fn dispatch(waiters: &Waiters, p: Publish) -> Option<ImEvent> {
+fn dispatch(requests: &Correlator, p: Publish) -> Option<ImEvent> {
     if p.topic.starts_with("$im/resp/") {
-        let id = p
-            .properties
-            .correlation_data
-            .as_deref()
-            .and_then(|d| <[u8; 8]>::try_from(d).ok())
-            .map(u64::from_be_bytes)?;
-        if let Some(w) = waiters.lock().remove(&id) {
-            let _ = w.send(p.payload);
-        }
+        requests.answer(p);
         return None;
     }
     if p.topic == INBOX {

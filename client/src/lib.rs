@@ -16,6 +16,7 @@
 //! [`switchboard_proto::session::ClientSession`]; this crate only moves its bytes.
 //!
 //! Modules: [`heartbeat`] (pure state machine and its simulation), [`im`] (the IM API),
+//! [`requests`] (MQTT 5 request/response correlation, shared with the gateway),
 //! [`transport`] (QUIC/TLS/TCP streams), `driver` (the background task: reconnects and I/O
 //! around the session), `probe` (the heartbeat's disposable probe connections).
 
@@ -24,7 +25,10 @@ pub mod heartbeat;
 pub mod im;
 mod im_calls;
 mod im_rooms;
+mod im_social;
 mod probe;
+pub mod requests;
+
 pub mod transport;
 
 use std::path::PathBuf;

@@ -3,7 +3,9 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod http;
 pub mod im;
+pub mod im_social;
 pub mod nat;
 pub mod process;
 pub mod raw;

@@ -24,6 +24,15 @@ pub struct Config {
     pub broker: BrokerConfig,
     pub store: StoreConfig,
     pub im: ImConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// The in-process REST gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where it serves HTTP (`up` default: 127.0.0.1:8080; none: no gateway).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The IM service.
@@ -70,6 +79,7 @@ impl Default for Config {
             broker: BrokerConfig::default(),
             store: StoreConfig::default(),
             im: ImConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }

@@ -429,8 +429,21 @@ pub fn event_json(e: &im::Event) -> Option<Value> {
         }),
         Kind::Group(_) => json!({ "event": "group" }),
         Kind::Room(_) => json!({ "event": "room" }),
-        Kind::Presence(_) => json!({ "event": "presence" }),
-        Kind::Contact(_) => json!({ "event": "contact" }),
+        Kind::Presence(p) => {
+            let p = p.presence.clone().unwrap_or_default();
+            json!({
+                "event": "presence", "user": p.user, "online": p.online,
+                "platforms": p.platforms, "last_seen_ms": p.last_seen_ms,
+            })
+        }
+        Kind::Contact(c) => json!({
+            "event": "contact",
+            "kind": im::contact_event::Kind::try_from(c.kind)
+                .map_or("unknown", |k| k.as_str_name()),
+            "from": c.from,
+            "to": c.to,
+            "message": c.message,
+        }),
         Kind::Call(_) => json!({ "event": "call" }),
         Kind::Directory(_) => json!({ "event": "directory" }),
     })

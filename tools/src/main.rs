@@ -10,7 +10,9 @@
 mod bench;
 mod config;
 mod ctl;
+mod ctl_apps;
 mod ctl_im;
+mod gateway_cmd;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -123,6 +125,8 @@ enum Command {
         #[arg(long, default_value_t = switchboard_broker::auth::scram::DEFAULT_ITERATIONS)]
         iterations: u32,
     },
+    /// The REST gateway alone, connected to a broker (`up` runs one in-process).
+    Gateway(gateway_cmd::GatewayArgs),
     /// Benchmark Switchboard against mosquitto and rumqttd on loopback.
     Bench(bench::BenchArgs),
     /// Runs a benchmark peer broker in this process (used by `bench`).
@@ -179,6 +183,12 @@ enum CtlCommand {
     },
     /// A login token for an IM user (the MQTT password of the user's device).
     Token(ctl_im::TokenArgs),
+    /// Workbench apps of a tenant.
+    #[command(name = "workbench-app")]
+    WorkbenchApp {
+        #[command(subcommand)]
+        command: ctl_apps::AppCommand,
+    },
     /// IM messages from the command line: send, tail.
     Im {
         #[command(subcommand)]
@@ -262,6 +272,10 @@ struct RunArgs {
     /// ACL file (mosquitto format, plus `share` rules); reloaded on SIGHUP.
     #[arg(long)]
     acl_file: Option<PathBuf>,
+    /// Where the in-process REST gateway serves (`up` default: 127.0.0.1:8080; config
+    /// `gateway.listen`).
+    #[arg(long)]
+    http: Option<SocketAddr>,
     /// Log filter (e.g. `info`, `debug`, `switchboard_broker=trace`).
     #[arg(long)]
     log: Option<String>,
@@ -272,6 +286,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => run(args, true),
         Command::Broker(args) => run(args, false),
+        Command::Gateway(args) => gateway_cmd::run(args),
         Command::Config {
             command: ConfigCommand::PrintDefault,
         } => {
@@ -389,6 +404,11 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     if let Some(l) = args.log {
         cfg.log = l;
     }
+    if let Some(h) = args.http {
+        cfg.gateway.listen = Some(h);
+    } else if up && cfg.gateway.listen.is_none() && cfg.im.enabled {
+        cfg.gateway.listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
+    }
     if up && cfg.broker.admin.listen.is_none() {
         cfg.broker.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 18083)));
     }
@@ -444,15 +464,16 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         let im_store = store
             .unwrap_or_else(|| Arc::new(switchboard_broker::store::memory::MemoryStore::new()));
         let secret = service_secret(&cfg.data_dir)?;
-        let im = switchboard_broker::im::ImService::new(im_store, Some(secret));
+        let im = switchboard_broker::im::ImService::new(im_store, Some(secret.clone()));
         broker = broker.with_im(im.clone());
-        Some(im)
+        Some((im, secret))
     } else {
         None
     };
     rt.block_on(async move {
         let handle = broker.start().await?;
-        if let Some(im) = &im {
+        let mut gateway = None;
+        if let Some((im, secret)) = &im {
             let account = im
                 .default_account()
                 .await
@@ -462,6 +483,12 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
                 account.id,
                 cfg.data_dir.join(SERVICE_CREDENTIALS).display()
             );
+            if let (Some(http), Some(mqtt)) = (cfg.gateway.listen, handle.tcp_addrs().first()) {
+                let files = cfg.data_dir.join("files");
+                let gw = gateway_cmd::start(http, *mqtt, secret, None, files).await?;
+                println!("switchboard: gateway REST API on http://{}", gw.addr());
+                gateway = Some(gw);
+            }
         }
         let a = handle.addrs();
         for (scheme, list) in [
@@ -487,6 +514,9 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
             println!("switchboard: anonymous clients allowed");
         }
         wait_for_signal(handle.state().acl_file.clone()).await?;
+        if let Some(gw) = gateway {
+            gw.stop().await;
+        }
         tracing::info!("shutting down: disconnecting clients (0x8B)");
         if tokio::time::timeout(Duration::from_secs(15), handle.shutdown())
             .await

@@ -20,6 +20,9 @@ pub const MAX_ACCOUNT: usize = 64;
 /// Longest token lifetime an app server may ask for (seconds).
 pub const MAX_TOKEN_TTL: u64 = 366 * 24 * 3600;
 
+/// Enterprise numbers are this plus the tenant id.
+pub const BUIN_BASE: u64 = 10_000_000;
+
 /// Account ids are the app's own user ids: printable, no separators we use ourselves.
 pub fn valid_account(a: &str) -> bool {
     !a.is_empty()
@@ -94,10 +97,11 @@ impl ImService {
             account: account.id,
             app_key: random_hex(12)?,
             app_secret: random_hex(16)?,
-            buin: 10_000_000 + id,
+            buin: BUIN_BASE + id,
             token_key: random_hex(32)?,
             created_ms: now_ms(),
             policy: TenantPolicy::default(),
+            webhooks: None,
         };
         self.commit(vec![
             Op::Put {
@@ -142,9 +146,18 @@ impl ImService {
 
     /// Replaces tenant `id`'s policy.
     pub async fn set_policy(&self, id: u64, policy: TenantPolicy) -> Result<(), ImError> {
+        self.update_tenant(id, |rec| rec.policy = policy).await
+    }
+
+    /// Changes tenant `id`'s record with `change` and stores it.
+    pub(super) async fn update_tenant(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut TenantRecord),
+    ) -> Result<(), ImError> {
         let _guard = self.admin.lock().await;
         let mut rec = (*self.tenant(id)?).clone();
-        rec.policy = policy;
+        change(&mut rec);
         self.commit(vec![Op::Put {
             table: Table::Tenants,
             key: keys::tenant(id),

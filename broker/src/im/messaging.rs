@@ -60,6 +60,8 @@ impl ImService {
         let conv = ConvId::private(login.uid, peer.uid);
         let mut req = req;
         self.check_send(login, &conv, Some(peer.uid), &mut req)?;
+        self.hook_before_send(login.tenant, &login.account, &mut req)
+            .await?;
         let msg = im::Message {
             conversation: conv.to_string(),
             conv_type: ConvType::Private as i32,
@@ -252,6 +254,7 @@ impl ImService {
         for m in members {
             self.emit(tid, m.uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
         }
+        self.hook_after_send(tid, &msg);
         for (m, row) in members.iter().zip(&rows) {
             if sender == Some(m.uid) {
                 // Sending read the conversation for the sender.

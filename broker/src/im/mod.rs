@@ -25,6 +25,7 @@
 //! [`moderation`], [`org`] (directory), [`broadcast`].
 
 pub mod actions;
+pub mod apps;
 pub mod auth;
 pub mod broadcast;
 pub mod calls;
@@ -32,14 +33,19 @@ pub mod chatroom;
 pub mod directory;
 pub mod error;
 pub mod groups;
+pub mod hooks;
 pub(crate) mod http;
+pub mod json;
 pub mod keys;
 pub mod messaging;
 pub mod moderation;
 pub mod org;
 pub mod presence;
+pub mod push_tokens;
 pub mod records;
 pub mod service_api;
+mod service_iot;
+mod service_user;
 pub mod social;
 pub mod sync;
 pub mod token;
@@ -101,12 +107,11 @@ pub struct ImService {
     groups: groups::Groups,
     rooms: chatroom::Rooms,
     calls: calls::Calls,
-    #[allow(dead_code)]
     social: social::Social,
-    #[allow(dead_code)]
     moderation: moderation::Moderation,
     #[allow(dead_code)]
     org: org::Org,
+    hooks: hooks::PendingHooks,
 }
 
 /// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
@@ -140,6 +145,7 @@ impl ImService {
             social: social::Social::default(),
             moderation: moderation::Moderation::default(),
             org: org::Org::default(),
+            hooks: hooks::PendingHooks::default(),
         })
     }
 
@@ -232,6 +238,8 @@ impl ImService {
                 "call" => self.call_request(login, client_id, rest, payload).await,
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
+                "app" => self.app_request(login, rest, payload).await,
+                "push" => self.push_request(login, client_id, rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }

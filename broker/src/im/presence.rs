@@ -93,6 +93,7 @@ impl ImService {
             });
             displaced
         };
+        self.presence_changed(login);
         for old in displaced {
             tracing::info!(tenant = login.tenant, user = %login.account, old, new = client_id, "one phone at a time: signing the older phone out");
             self.kick_device(login.tenant, login.uid, &old, "signed in on another phone");
@@ -111,6 +112,7 @@ impl ImService {
                 }
             }
         }
+        self.presence_changed(login);
         self.room_disconnected(login, conn_id);
     }
 

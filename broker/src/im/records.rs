@@ -33,6 +33,12 @@ pub struct TenantPolicy {
     pub max_message_bytes: usize,
     /// Push notifications without a message preview.
     pub hide_preview: bool,
+    /// 1:1 messages only between friends (others get 403; see docs/im/social.md).
+    pub friends_required: bool,
+    /// The gateway serves the seeds' dialects (RongCloud, Youdu, imo) for this tenant.
+    pub compat_apis: bool,
+    /// Gateway calls per second this tenant may make (per gateway instance); 0: no limit.
+    pub api_rate_per_sec: u32,
 }
 
 impl Default for TenantPolicy {
@@ -45,6 +51,9 @@ impl Default for TenantPolicy {
             max_messages_per_conversation: 100_000,
             max_message_bytes: 64 * 1024,
             hide_preview: false,
+            friends_required: false,
+            compat_apis: true,
+            api_rate_per_sec: 1000,
         }
     }
 }
@@ -65,6 +74,9 @@ pub struct TenantRecord {
     pub created_ms: u64,
     #[serde(default)]
     pub policy: TenantPolicy,
+    /// Where the tenant's app server hears about events (`hooks`).
+    #[serde(default)]
+    pub webhooks: Option<super::hooks::HookConfig>,
 }
 
 /// A user of a tenant.

@@ -6,9 +6,12 @@
 //! Areas of IM part 2 have their own ops under `$im/admin/{area}/{op}` (group, room,
 //! social, moderation, dir, broadcast: see their modules).
 //!
+//! Ops acting for one user (send as, conversations, history, read, online, kick, ban) and
+//! the gateway's credential lookups are in `service_user`.
+//!
 //! Ops: `create_tenant {name, account?}`, `create_user {tenant, account, name?, password?,
 //! upsert?}`, `token {tenant, user, device?, ttl?}`, `revoke_token {token}`,
-//! `system_message {tenant, to, app?, text, client_msg_id?}`. Answers: the result object,
+//! `system_message {tenant, to, app?, text | content, client_msg_id?}`. Answers: the result object,
 //! or `{"error": {"code", "message"}}` with the IM status code.
 
 use std::sync::Arc;
@@ -64,7 +67,11 @@ struct SystemMessage {
     tenant: u64,
     to: String,
     app: Option<String>,
+    /// A text notice, or
+    #[serde(default)]
     text: String,
+    /// any content (JSON form, `im::json`).
+    content: Option<Value>,
     client_msg_id: Option<String>,
 }
 
@@ -75,6 +82,9 @@ fn parse<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, ImError> {
 impl ImService {
     /// Runs one administrative request.
     pub async fn admin_request(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        if let Some(done) = self.user_admin(op, payload).await {
+            return done;
+        }
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_admin(rest, payload).await,
@@ -83,6 +93,10 @@ impl ImService {
                 "moderation" => self.moderation_admin(rest, payload).await,
                 "dir" => self.org_admin(rest, payload).await,
                 "broadcast" => self.broadcast_admin(rest, payload).await,
+                "app" => self.app_admin(rest, payload).await,
+                "iot" => self.iot_admin(rest, payload).await,
+                "hooks" => self.hooks_admin(rest, payload).await,
+                "push" => self.push_admin(rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }
@@ -122,8 +136,14 @@ impl ImService {
                     Some(id) => id,
                     None => random_hex(8)?,
                 };
-                let content = im::Content {
-                    body: Some(im::content::Body::Text(im::Text { text: r.text })),
+                let content = match r.content {
+                    Some(c) => super::json::content_from_json(&c)?,
+                    None if r.text.is_empty() => {
+                        return Err(ImError::BadRequest("text or content is required".into()));
+                    }
+                    None => im::Content {
+                        body: Some(im::content::Body::Text(im::Text { text: r.text })),
+                    },
                 };
                 let (conv, seq) = self
                     .send_system(r.tenant, &r.to, r.app.as_deref(), &id, content)

@@ -170,11 +170,13 @@ pub enum Table {
     Moderation,
     /// The organisation directory: departments, their members, member details.
     Org,
+    /// Workbench apps: records by app id, the appkey index, per-tenant lists.
+    Apps,
 }
 
 impl Table {
     /// Every table, for implementations that create them up front.
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Accounts,
         Table::Tenants,
         Table::TenantKeys,
@@ -190,6 +192,7 @@ impl Table {
         Table::Social,
         Table::Moderation,
         Table::Org,
+        Table::Apps,
     ];
 
     /// The table's name on disk.
@@ -210,6 +213,7 @@ impl Table {
             Table::Social => "im_social",
             Table::Moderation => "im_moderation",
             Table::Org => "im_org",
+            Table::Apps => "im_apps",
         }
     }
 }

@@ -415,7 +415,7 @@ async fn reader(
                     in_window += 1;
                 }
                 seen += 1;
-                if seen % 16 == 0 && lat.len() < MAX_SAMPLES {
+                if seen.is_multiple_of(16) && lat.len() < MAX_SAMPLES {
                     let body = &rb[f.header_len..f.len()];
                     if let Some(us) = latency_of(body, f.header, epoch) {
                         lat.push(us);

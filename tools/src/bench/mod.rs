@@ -9,6 +9,7 @@ mod heartbeat;
 mod im;
 mod im_rooms;
 pub mod load;
+mod moderation;
 pub mod peers;
 mod scenarios;
 mod transports;
@@ -80,6 +81,13 @@ pub struct BenchArgs {
     /// Room sends the chatroom benchmark's sender keeps in flight.
     #[arg(long, default_value_t = 32)]
     pub im_room_window: usize,
+    /// Run the moderation benchmark (1:1 sends with and without a word list and a rate
+    /// limit; the matcher alone) instead. Uses `--im-pairs` and `--seconds`.
+    #[arg(long)]
+    pub moderation: bool,
+    /// Words in the moderation benchmark's list.
+    #[arg(long, default_value_t = 10_000)]
+    pub moderation_words: usize,
 }
 
 /// One line of the report.
@@ -159,6 +167,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "im-room", &result, &im_rooms::markdown(&result));
+    }
+    if args.moderation {
+        let work = work_dir("moderation")?;
+        let result = moderation::run(
+            &work,
+            args.port,
+            args.im_pairs,
+            args.seconds,
+            args.moderation_words,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(
+            &args.out,
+            "moderation",
+            &result,
+            &moderation::markdown(&result),
+        );
     }
     if args.transports {
         let work = work_dir("tr")?;

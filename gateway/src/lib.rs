@@ -1,0 +1,161 @@
+//! The Switchboard gateway: a stateless REST front for app servers.
+//!
+//! Each call becomes an administrative request to the broker's IM service over MQTT 5
+//! (`$im/admin/{op}`, request/response on the gateway's own reply topic), so any number of
+//! gateway instances can run behind a load balancer and none holds state of record.
+//! `switchboard up` runs one in-process; `switchboard gateway --broker ADDR` runs one alone.
+//!
+//! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
+//! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
+//! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
+//! [`hooks`] (the webhook sender), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! the reference for app-server developers.
+
+pub mod error;
+pub mod files;
+pub mod hooks;
+pub mod imo;
+pub mod native;
+pub mod rongcloud;
+pub mod service;
+pub mod youdu;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use switchboard_client::{Config, Endpoint};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use native::auth::Authenticator;
+use service::{ServiceClient, ServiceError};
+
+/// Largest request body (bytes).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// How to run a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Where to serve HTTP.
+    pub listen: SocketAddr,
+    /// The broker's MQTT endpoints.
+    pub broker: Vec<Endpoint>,
+    /// Password of the `$service` login.
+    pub service_secret: String,
+    /// MQTT client id of this instance (unique per instance).
+    pub client_id: String,
+    pub body_limit: usize,
+    /// Where uploaded files are kept (none: no file API).
+    pub files_dir: Option<std::path::PathBuf>,
+}
+
+/// Shared by every request.
+pub struct AppState {
+    pub service: ServiceClient,
+    pub auth: Authenticator,
+    pub body_limit: usize,
+    pub files: Option<Arc<dyn files::BlobStore>>,
+    pub signer: files::UrlSigner,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    service: ServiceClient,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    hooks: tokio::task::JoinHandle<()>,
+}
+
+/// Every route of the gateway.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/files/{id}", get(files::download))
+        .merge(native::routes())
+        .merge(rongcloud::routes())
+        .merge(imo::routes())
+        .merge(youdu::routes())
+        .with_state(state)
+}
+
+async fn ready(
+    axum::extract::State(s): axum::extract::State<Arc<AppState>>,
+) -> (StatusCode, &'static str) {
+    if s.service.is_connected() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable")
+    }
+}
+
+impl Gateway {
+    /// Connects to the broker and starts serving.
+    pub async fn start(cfg: GatewayConfig) -> Result<Gateway, GatewayError> {
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
+        let mut mqtt = Config::new(&cfg.client_id, cfg.broker.clone());
+        mqtt.backoff_max = std::time::Duration::from_secs(5);
+        let (service, events) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
+        let hooks = tokio::spawn(hooks::run(service.clone(), events));
+        let state = Arc::new(AppState {
+            service: service.clone(),
+            auth: Authenticator::default(),
+            body_limit: cfg.body_limit,
+            files: cfg
+                .files_dir
+                .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
+            signer: files::UrlSigner::new(&cfg.service_secret),
+        });
+        let app = router(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "gateway: HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, "gateway: serving the REST API");
+        Ok(Gateway {
+            addr,
+            service,
+            stop: Some(stop),
+            task,
+            hooks,
+        })
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and disconnects from the broker.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.hooks.abort();
+        self.service.shutdown().await;
+    }
+}

@@ -1,0 +1,107 @@
+//! `switchboard gateway`: the REST gateway on its own, connected to a broker over MQTT with
+//! the service credential; and the in-process gateway `up` starts next to the broker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use switchboard_client::Endpoint;
+use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+
+/// `switchboard gateway` flags.
+#[derive(Args, Clone)]
+pub struct GatewayArgs {
+    /// The broker's MQTT TCP address.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    broker: SocketAddr,
+    /// Where to serve the REST API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The service credential file `up` wrote (JSON with a `password`).
+    #[arg(long, default_value = "data/service.credentials")]
+    service_credentials: PathBuf,
+    /// Where uploaded files are kept (shared by every instance, e.g. a network mount).
+    #[arg(long, default_value = "data/files")]
+    files_dir: PathBuf,
+    /// MQTT client id of this instance (unique per gateway instance).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Log filter.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+/// Reads the service password from a credential file.
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the service credential {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    v["password"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no password", path.display()))
+}
+
+/// Starts a gateway for the broker at `broker`.
+pub async fn start(
+    http: SocketAddr,
+    broker: SocketAddr,
+    secret: &str,
+    client_id: Option<String>,
+    files_dir: PathBuf,
+) -> anyhow::Result<Gateway> {
+    let cfg = GatewayConfig {
+        listen: http,
+        broker: vec![Endpoint::Tcp(loopback_if_unspecified(broker))],
+        service_secret: secret.to_owned(),
+        client_id: client_id
+            .unwrap_or_else(|| format!("gateway-{}-{}", std::process::id(), http.port())),
+        body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: Some(files_dir),
+    };
+    Gateway::start(cfg)
+        .await
+        .with_context(|| format!("cannot start the gateway on {http}"))
+}
+
+/// A broker listening on 0.0.0.0 is reached on 127.0.0.1.
+fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        let ip = if a.is_ipv4() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        };
+        SocketAddr::new(ip, a.port())
+    } else {
+        a
+    }
+}
+
+/// `switchboard gateway`.
+pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("invalid log filter {:?}", args.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let secret = read_secret(&args.service_credentials)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let gw = start(
+            args.http,
+            args.broker,
+            &secret,
+            args.client_id,
+            args.files_dir,
+        )
+        .await?;
+        println!("switchboard: gateway REST API on http://{}", gw.addr());
+        tokio::signal::ctrl_c().await?;
+        gw.stop().await;
+        anyhow::Ok(())
+    })
+}
