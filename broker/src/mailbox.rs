@@ -84,6 +84,33 @@ impl Mailbox {
         result
     }
 
+    /// Adds a delivery that outranks every queued QoS 0 one (chatroom high priority): when
+    /// the queue is full, the oldest queued QoS 0 deliveries make room; refused only when
+    /// none is left to drop.
+    pub fn push_before_qos0(&self, d: Delivery) -> Pushed {
+        let cost = d.msg.cost();
+        let mut q = self.queue.lock();
+        let mut result = Pushed::Queued;
+        while q.items.len() >= self.max_len || q.bytes + cost > self.max_bytes {
+            let Some(i) = q.items.iter().position(|x| x.qos == QoS::AtMostOnce) else {
+                return if d.qos == QoS::AtMostOnce {
+                    Pushed::DroppedQos0
+                } else {
+                    Pushed::Refused
+                };
+            };
+            if let Some(old) = q.items.remove(i) {
+                q.bytes -= old.msg.cost();
+            }
+            result = Pushed::DroppedQos0;
+        }
+        q.bytes += cost;
+        q.items.push_back(d);
+        drop(q);
+        self.notify.notify_one();
+        result
+    }
+
     /// Puts deliveries back at the front (in their order), ignoring the bounds: they were
     /// admitted before.
     pub fn push_front_all(&self, ds: Vec<Delivery>) {
@@ -203,6 +230,23 @@ mod tests {
         assert_eq!(m.push(delivery(QoS::AtMostOnce, "d")), Pushed::DroppedQos0);
         let topics: Vec<String> = m.drain().iter().map(|d| d.msg.topic.clone()).collect();
         assert_eq!(topics, ["b", "d"]);
+    }
+
+    #[test]
+    fn priority_push_evicts_queued_qos0_before_refusing() {
+        let m = Mailbox::new(2, usize::MAX);
+        m.push(delivery(QoS::AtMostOnce, "low"));
+        m.push(delivery(QoS::AtLeastOnce, "h1"));
+        assert_eq!(
+            m.push_before_qos0(delivery(QoS::AtLeastOnce, "h2")),
+            Pushed::DroppedQos0
+        );
+        assert_eq!(
+            m.push_before_qos0(delivery(QoS::AtLeastOnce, "h3")),
+            Pushed::Refused
+        );
+        let topics: Vec<String> = m.drain().iter().map(|d| d.msg.topic.clone()).collect();
+        assert_eq!(topics, ["h1", "h2"]);
     }
 
     #[test]

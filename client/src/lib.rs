@@ -23,8 +23,10 @@
 mod driver;
 pub mod heartbeat;
 pub mod im;
+mod im_calls;
 mod im_groups;
 mod im_org;
+mod im_rooms;
 mod im_social;
 mod probe;
 pub mod requests;

@@ -104,9 +104,7 @@ pub struct ImService {
     in_flight: Arc<tokio::sync::Semaphore>,
     // In-memory state of the areas of IM part 2 (each area's own struct).
     groups: groups::Groups,
-    #[allow(dead_code)]
     rooms: chatroom::Rooms,
-    #[allow(dead_code)]
     calls: calls::Calls,
     social: social::Social,
     moderation: moderation::Moderation,
@@ -235,8 +233,8 @@ impl ImService {
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_request(login, rest, payload).await,
-                "room" => self.room_request(login, rest, payload).await,
-                "call" => self.call_request(login, rest, payload).await,
+                "room" => self.room_request(login, client_id, rest, payload).await,
+                "call" => self.call_request(login, client_id, rest, payload).await,
                 "social" => self.social_request(login, rest, payload).await,
                 "dir" => self.org_request(login, rest, payload).await,
                 "app" => self.app_request(login, rest, payload).await,

@@ -325,6 +325,14 @@ impl BrokerState {
             .is_some_and(|e| e.link.is_some())
     }
 
+    /// The connection id and mailbox of the connection holding `client_id` right now (the
+    /// IM service's chatrooms deliver straight to a member device's queue).
+    pub fn live_mailbox(&self, client_id: &str) -> Option<(u64, Arc<Mailbox>)> {
+        let map = self.sessions.map.lock();
+        let link = map.get(client_id)?.link.as_ref()?;
+        Some((link.conn_id, link.info.as_ref()?.mailbox.clone()))
+    }
+
     /// Asks the connection holding `client_id` to close with `code`; true if there was one.
     pub fn kick(&self, client_id: &str, code: ReasonCode) -> bool {
         self.kick_with(client_id, code, None)

@@ -10,6 +10,7 @@ mod heartbeat;
 mod im;
 mod im_broadcast;
 mod im_groups;
+mod im_rooms;
 pub mod load;
 mod moderation;
 pub mod peers;
@@ -83,6 +84,16 @@ pub struct BenchArgs {
     /// Users of the broadcast benchmark's big tenant.
     #[arg(long, default_value_t = 1_000_000)]
     pub im_broadcast_users: usize,
+    /// Run the chatroom benchmark (1 sender → `--im-room-members` members of one room,
+    /// against mosquitto's plain QoS 0 fan-out) instead.
+    #[arg(long)]
+    pub im_room: bool,
+    /// Members of the chatroom benchmark's room.
+    #[arg(long, default_value_t = 5000)]
+    pub im_room_members: usize,
+    /// Room sends the chatroom benchmark's sender keeps in flight.
+    #[arg(long, default_value_t = 32)]
+    pub im_room_window: usize,
     /// Run the moderation benchmark (1:1 sends with and without a word list and a rate
     /// limit; the matcher alone) instead. Uses `--im-pairs` and `--seconds`.
     #[arg(long)]
@@ -200,6 +211,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             &result,
             &im_groups::markdown(&result),
         );
+    }
+    if args.im_room {
+        let work = work_dir("im-room")?;
+        let result = im_rooms::run(
+            &work,
+            args.port,
+            args.im_room_members,
+            args.im_room_window,
+            args.seconds,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "im-room", &result, &im_rooms::markdown(&result));
     }
     if args.moderation {
         let work = work_dir("moderation")?;
