@@ -145,6 +145,37 @@ def main():
     check("group dismiss answers code 200", r.result.get("code") == 200, r.result)
     r = rc.Group.queryUser(groupId="team-1")
     check("a dismissed group is gone (1002)", r.result.get("code") == 1002, r.result)
+    # Chatrooms: created by the app server, bob's device joins over MQTT.
+    r = rc.Chatroom.create(chatRoomInfo=[("live-1", "Live")])
+    check("chatroom create answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.query(chatroomId={"live-1"})
+    rooms = r.result.get("chatRooms", [])
+    check("chatroom query finds it", [x.get("name") for x in rooms] == ["Live"], r.result)
+    import importlib
+    room_pb = importlib.import_module("switchboard.im.v1.chatroom_pb2")
+    joined, code = bob.request("room/join", room_pb.RoomJoinRequest(room="live-1"),
+                               room_pb.RoomJoinResponse)
+    check("bob's device joins the room over MQTT", code == 0 and joined.status.code == 0,
+          (code, joined))
+    r = rc.Chatroom.queryUser(chatroomId="live-1", count="10", order="1")
+    check("chatroom user query lists bob",
+          [u.get("id") for u in r.result.get("users", [])] == ["bob"], r.result)
+    r = rc.Chatroom.addGagUser(userId={"bob"}, chatroomId="live-1", minute="5")
+    check("chatroom gag add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.ListGagUser(chatroomId="live-1")
+    check("chatroom gag list shows bob",
+          [u.get("userId") for u in r.result.get("users", [])] == ["bob"], r.result)
+    r = rc.Chatroom.rollbackGagUser(userId={"bob"}, chatroomId="live-1")
+    r = rc.Chatroom.ListGagUser(chatroomId="live-1")
+    check("chatroom gag rollback empties it", r.result.get("users") == [], r.result)
+    r = rc.Chatroom.stopDistributionMessage(chatroomId="live-1")
+    check("stopDistribution answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.resumeDistributionMessage(chatroomId="live-1")
+    check("resumeDistribution answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.destroy(chatroomId={"live-1"})
+    check("chatroom destroy answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.query(chatroomId={"live-1"})
+    check("a destroyed chatroom is gone (1002)", r.result.get("code") == 1002, r.result)
     bob.close()
 
     bad = RongCloud(a.app_key, "wrong-secret")

@@ -8,6 +8,7 @@
 //! RongCloud's codes: 1002 bad parameter (HTTP 400), 1004 signature (HTTP 401), 1008 rate
 //! limit (HTTP 429), 1000 server error (HTTP 500). docs/gateway.md lists what is served.
 
+pub mod chatroom;
 pub mod content;
 pub mod social;
 
@@ -237,6 +238,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/message/group/publish.json", post(publish_group))
         .route("/message/chatroom/publish.json", post(publish_chatroom))
         .merge(social::routes())
+        .merge(chatroom::routes())
 }
 
 async fn get_token(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {

@@ -1,0 +1,183 @@
+//! RongCloud's chatroom endpoints, over the IM service's `room` requests
+//! (docs/im/chatrooms.md). Membership in our chatrooms belongs to devices that join over
+//! MQTT, so RongCloud's server-side `/chatroom/join.json` has no equivalent here.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::{Answer, RcError, RcRequest, ok, targets};
+use crate::AppState;
+
+/// The routes of this file.
+pub fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/chatroom/create.json", post(create))
+        .route("/chatroom/destroy.json", post(destroy))
+        .route("/chatroom/query.json", post(query))
+        .route("/chatroom/user/query.json", post(users))
+        .route("/chatroom/message/stopDistribution.json", post(stop))
+        .route("/chatroom/message/resumeDistribution.json", post(resume))
+        .route("/chatroom/user/gag/add.json", post(gag_add))
+        .route("/chatroom/user/gag/rollback.json", post(gag_rollback))
+        .route("/chatroom/user/gag/list.json", post(gag_list))
+        .route("/chatroom/user/block/add.json", post(block_add))
+        .route("/chatroom/user/block/rollback.json", post(block_rollback))
+        .route("/chatroom/user/whitelist/add.json", post(whitelist_add))
+}
+
+async fn room(s: &AppState, r: &RcRequest, op: &str, mut body: Value) -> Result<Value, RcError> {
+    body["tenant"] = r.tenant.id.into();
+    Ok(s.service.call(&format!("room/{op}"), &body).await?)
+}
+
+fn minutes(r: &RcRequest) -> Result<u64, RcError> {
+    r.need("minute")?
+        .parse::<u64>()
+        .ok()
+        .filter(|m| (1..=43_200).contains(m))
+        .ok_or_else(|| RcError::param("minute must be 1..=43200"))
+}
+
+async fn create(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    // `chatroom[{id}]={name}` pairs.
+    let rooms: Vec<(String, String)> = r
+        .pairs()
+        .filter_map(|(k, v)| {
+            let id = k.strip_prefix("chatroom[")?.strip_suffix(']')?;
+            Some((id.to_owned(), v.to_owned()))
+        })
+        .collect();
+    if rooms.is_empty() {
+        return Err(RcError::param(
+            "chatroom[{id}]={name} 参数为必传项 (required)",
+        ));
+    }
+    for (id, name) in rooms {
+        match room(&s, &r, "create", json!({ "room": id, "name": name })).await {
+            Ok(_) => {}
+            // RongCloud's create is idempotent: an existing room stays.
+            Err(e) if e.message.contains("conflict") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ok(json!({})))
+}
+
+async fn destroy(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    for id in targets(&r, "chatroomId")? {
+        room(&s, &r, "destroy", json!({ "room": id })).await?;
+    }
+    Ok(ok(json!({})))
+}
+
+async fn query(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let mut rooms = Vec::new();
+    for id in targets(&r, "chatroomId")? {
+        let v = room(&s, &r, "info", json!({ "room": id })).await?;
+        rooms.push(json!({ "chrmId": v["room"], "name": v["name"], "time": v["created_ms"] }));
+    }
+    Ok(ok(json!({ "chatRooms": rooms })))
+}
+
+async fn users(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let count: u64 = r
+        .get("count")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(500)
+        .clamp(1, 500);
+    let v = room(&s, &r, "members", json!({ "room": id, "limit": count })).await?;
+    let mut members: Vec<Value> = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| json!({ "id": m["account"], "time": m["joined_ms"] }))
+        .collect();
+    if r.get("order") == Some("2") {
+        members.reverse();
+    }
+    Ok(ok(json!({ "total": v["total"], "users": members })))
+}
+
+async fn stop(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    room(&s, &r, "pause", json!({ "room": id })).await?;
+    Ok(ok(json!({})))
+}
+
+async fn resume(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    room(&s, &r, "resume", json!({ "room": id })).await?;
+    Ok(ok(json!({})))
+}
+
+async fn gag_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    let secs = minutes(&r)? * 60;
+    room(
+        &s,
+        &r,
+        "gag",
+        json!({ "room": id, "accounts": who, "duration_secs": secs }),
+    )
+    .await?;
+    Ok(ok(json!({})))
+}
+
+async fn gag_rollback(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    room(&s, &r, "ungag", json!({ "room": id, "accounts": who })).await?;
+    Ok(ok(json!({})))
+}
+
+async fn gag_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let v = room(&s, &r, "members", json!({ "room": id, "limit": 1000 })).await?;
+    let users: Vec<Value> = v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["gagged"].as_bool() == Some(true))
+        .map(|m| json!({ "userId": m["account"] }))
+        .collect();
+    Ok(ok(json!({ "users": users })))
+}
+
+async fn block_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    let secs = minutes(&r)? * 60;
+    room(
+        &s,
+        &r,
+        "block",
+        json!({ "room": id, "accounts": who, "duration_secs": secs }),
+    )
+    .await?;
+    Ok(ok(json!({})))
+}
+
+async fn block_rollback(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    room(&s, &r, "unblock", json!({ "room": id, "accounts": who })).await?;
+    Ok(ok(json!({})))
+}
+
+async fn whitelist_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    room(
+        &s,
+        &r,
+        "whitelist_add",
+        json!({ "room": id, "accounts": who }),
+    )
+    .await?;
+    Ok(ok(json!({})))
+}
