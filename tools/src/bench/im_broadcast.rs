@@ -28,7 +28,6 @@ use switchboard_client::im::{ImClient, ImEvent};
 use switchboard_client::{Client, Config, Endpoint, Event};
 use switchboard_proto::QoS;
 use switchboard_proto::im::event::Kind;
-use tokio::process::Command;
 
 use super::peers::{Peer, PeerKind};
 
@@ -69,35 +68,7 @@ pub struct BroadcastResult {
 pub async fn run(work: &Path, port: u16, users: usize) -> anyhow::Result<BroadcastResult> {
     let admin_port = port + 1;
     let dir = work.join("im-broadcast");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["broker", "--log", "error", "--tcp"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
-        .env(
-            "SWITCHBOARD__BROKER__ADMIN__LISTEN",
-            format!("\"127.0.0.1:{admin_port}\""),
-        )
-        .env("SWITCHBOARD__BROKER__ADMIN__TOKEN", "\"bench\"")
-        .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_RATE", "100000.0")
-        .env("SWITCHBOARD__BROKER__AUTH__PER_ADDRESS_BURST", "100000")
-        .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_RATE", "100000.0")
-        .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_BURST", "100000")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start switchboard")?;
-    let pid = child.id().context("no pid")?;
-    let admin = format!("127.0.0.1:{admin_port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(&admin).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "switchboard did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, pid, admin) = super::im::start_broker(&dir, port, admin_port, &[]).await?;
     let store = dir.join("switchboard.redb");
     let mut runs = Vec::new();
     let mut failure = None;
