@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 
 use super::https::{Bearer, Https, form, post};
 use super::jwt::Rs256;
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, excerpt, transport};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport,
+};
 use crate::native::auth::unix_now;
 
 /// The OAuth2 scope for sending.
@@ -93,27 +95,7 @@ impl Fcm {
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", &assertion),
         ]);
-        let req = post(
-            &self.token_uri,
-            "application/x-www-form-urlencoded",
-            &[],
-            body,
-        )
-        .map_err(Outcome::Failed)?;
-        let a = self.http.send(req).await.map_err(transport)?;
-        if a.status >= 500 || a.status == 429 {
-            return Err(Outcome::Retry {
-                reason: format!("FCM token endpoint {}", a.status),
-                after: a.retry_after(),
-            });
-        }
-        let b = Bearer::from_answer(&a.json()).ok_or_else(|| {
-            Outcome::Failed(format!(
-                "FCM token endpoint {}: {}",
-                a.status,
-                excerpt(&a.body)
-            ))
-        })?;
+        let b = fetch_bearer(&self.http, &self.token_uri, body, "FCM").await?;
         *self.bearer.lock() = Some(b.clone());
         Ok(b.token)
     }

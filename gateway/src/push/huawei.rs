@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::https::{Bearer, Https, form, post};
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, excerpt, transport};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport,
+};
 
 /// A tenant's Huawei credentials (`push/credentials/set {huawei: {...}}`).
 #[derive(Debug, Deserialize)]
@@ -55,27 +57,7 @@ impl Huawei {
             ("client_id", &self.c.app_id),
             ("client_secret", &self.c.client_secret),
         ]);
-        let req = post(
-            &self.token_uri,
-            "application/x-www-form-urlencoded",
-            &[],
-            body,
-        )
-        .map_err(Outcome::Failed)?;
-        let a = self.http.send(req).await.map_err(transport)?;
-        if a.status >= 500 || a.status == 429 {
-            return Err(Outcome::Retry {
-                reason: format!("Huawei token endpoint {}", a.status),
-                after: a.retry_after(),
-            });
-        }
-        let b = Bearer::from_answer(&a.json()).ok_or_else(|| {
-            Outcome::Failed(format!(
-                "Huawei token endpoint {}: {}",
-                a.status,
-                excerpt(&a.body)
-            ))
-        })?;
+        let b = fetch_bearer(&self.http, &self.token_uri, body, "Huawei").await?;
         *self.bearer.lock() = Some(b.clone());
         Ok(b.token)
     }

@@ -88,3 +88,30 @@ pub fn transport(e: String) -> Outcome {
 pub fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
+
+/// Exchanges an OAuth2 token request (`form` body) at `token_uri` for a bearer token;
+/// 429 and 5xx are worth retrying, anything else without a token is a failure. `who` names
+/// the endpoint in reasons.
+pub async fn fetch_bearer(
+    http: &super::https::Https,
+    token_uri: &str,
+    body: Vec<u8>,
+    who: &str,
+) -> Result<super::https::Bearer, Outcome> {
+    let req = super::https::post(token_uri, "application/x-www-form-urlencoded", &[], body)
+        .map_err(Outcome::Failed)?;
+    let a = http.send(req).await.map_err(transport)?;
+    if a.status >= 500 || a.status == 429 {
+        return Err(Outcome::Retry {
+            reason: format!("{who} token endpoint {}", a.status),
+            after: a.retry_after(),
+        });
+    }
+    super::https::Bearer::from_answer(&a.json()).ok_or_else(|| {
+        Outcome::Failed(format!(
+            "{who} token endpoint {}: {}",
+            a.status,
+            excerpt(&a.body)
+        ))
+    })
+}
