@@ -60,6 +60,18 @@ fn random_token() -> String {
 /// directory: JSON `{"username": "$service", "password": ...}`.
 const SERVICE_CREDENTIALS: &str = "service.credentials";
 
+/// Where `up` writes the default developer account's id and token (the `Account-Id` and
+/// `Account-Token` of the gateway's account-level calls), readable by its owner only.
+const ACCOUNT_FILE: &str = "developer.account";
+
+/// Writes `body` to `path`, readable and writable by the owner only.
+fn write_private(path: &Path, body: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
 /// The service credential's password, made on first start.
 fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(SERVICE_CREDENTIALS);
@@ -485,9 +497,15 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
                 .default_account()
                 .await
                 .map_err(|e| anyhow::anyhow!("IM service: {e}"))?;
+            write_private(
+                &cfg.data_dir.join(ACCOUNT_FILE),
+                &serde_json::json!({ "account_id": account.id, "account_token": account.token })
+                    .to_string(),
+            )?;
             println!(
-                "switchboard: IM service on; developer account {} (new tenant: `switchboard ctl tenant create NAME`; service login in {})",
+                "switchboard: IM service on; developer account {} (token in {}; new tenant: `switchboard ctl tenant create NAME`; service login in {})",
                 account.id,
+                cfg.data_dir.join(ACCOUNT_FILE).display(),
                 cfg.data_dir.join(SERVICE_CREDENTIALS).display()
             );
             if let (Some(http), Some(mqtt)) = (cfg.gateway.listen, handle.tcp_addrs().first()) {
