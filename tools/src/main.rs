@@ -13,6 +13,7 @@ mod ctl;
 mod ctl_apps;
 mod ctl_im;
 mod gateway_cmd;
+mod secrets;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -33,68 +34,12 @@ use switchboard_broker::store::redb::RedbStore;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Where `up` keeps the admin API token, inside the data directory.
-const ADMIN_TOKEN_FILE: &str = "admin.token";
-
-fn random_token() -> String {
-    use std::fmt::Write as _;
-    let mut bytes = [0u8; 24];
-    // /dev/urandom is there on every Linux; fall back to time-and-pid entropy elsewhere.
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            ^ u128::from(std::process::id());
-        bytes[..16].copy_from_slice(&seed.to_le_bytes());
-    }
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Where `up` keeps the service credential (gateway, push worker), inside the data
-/// directory: JSON `{"username": "$service", "password": ...}`.
-const SERVICE_CREDENTIALS: &str = "service.credentials";
-
-/// Where `up` writes the default developer account's id and token (the `Account-Id` and
-/// `Account-Token` of the gateway's account-level calls), readable by its owner only.
-const ACCOUNT_FILE: &str = "developer.account";
-
-/// Writes `body` to `path`, readable and writable by the owner only.
-fn write_private(path: &Path, body: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
-}
-
-/// The service credential's password, made on first start.
-fn service_secret(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(SERVICE_CREDENTIALS);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", path.display()))?;
-        if let Some(p) = v["password"].as_str() {
-            return Ok(p.to_owned());
-        }
-    }
-    let secret = random_token();
-    let body = serde_json::json!({ "username": "$service", "password": secret }).to_string();
-    std::fs::create_dir_all(data_dir)?;
-    std::fs::write(&path, body).with_context(|| format!("cannot write {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(secret)
-}
-
 /// The store's file name inside the data directory.
 const STORE_FILE: &str = "switchboard.redb";
 
 use crate::config::Config;
+pub(crate) use secrets::ADMIN_TOKEN_FILE;
+use secrets::{ACCOUNT_FILE, SERVICE_CREDENTIALS, random_token, service_secret, write_private};
 
 #[derive(Parser)]
 #[command(
@@ -439,10 +384,7 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
             Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
             _ => {
                 let t = random_token();
-                std::fs::write(&path, &t)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                write_private(&path, &t)?;
                 t
             }
         };
