@@ -381,6 +381,19 @@ pub fn owner_of(who: &crate::auth::Identity) -> Option<String> {
     })
 }
 
+/// The key of `who`'s session with client id `client_id` in the registry and the store:
+/// a tenant's clients have their own space, `$t/{tenant}/{client_id}`, so that a client of
+/// another tenant (or an anonymous one) cannot take a device's id first and lock it out;
+/// other clients keep the client id itself. What a client sees stays its own client id.
+/// `None`: an id starting with `$t/` outside a tenant (it would reach into tenants' space).
+pub fn key_of(who: &crate::auth::Identity, client_id: &str) -> Option<String> {
+    match &who.namespace {
+        crate::namespace::Namespace::Tenant { prefix, .. } => Some(format!("{prefix}{client_id}")),
+        _ if client_id.starts_with(crate::namespace::TENANT_PREFIX) => None,
+        _ => Some(client_id.to_owned()),
+    }
+}
+
 /// Turns a will into the message it stands for, with its delay.
 pub fn will_message(w: switchboard_proto::Will, origin: u64, now: Instant) -> (Arc<Message>, u32) {
     let delay = w.properties.will_delay_interval.unwrap_or(0);
