@@ -3,7 +3,6 @@
 
 use switchboard_tests::TempDir;
 use switchboard_tests::process::BrokerProcess;
-use tokio::process::Command;
 
 fn json(s: &str) -> serde_json::Value {
     BrokerProcess::json(s)
