@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod imo;
 pub mod native;
 pub mod push;
+pub mod request_id;
 pub mod rongcloud;
 pub mod service;
 pub mod youdu;
@@ -114,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 

@@ -21,6 +21,8 @@ pub struct ErrorBody {
     /// Stable code (docs/gateway.md).
     pub code: u32,
     pub message: String,
+    /// The request's id (also the `X-Request-Id` answer header).
+    pub request_id: Option<String>,
 }
 
 /// A JSON object (the answer or body of an IM service request).
@@ -51,6 +53,9 @@ pub struct NewUser {
     pub name: String,
     pub password: Option<String>,
 }
+
+/// Users per `create_users` service call (the broker's own limit is 500).
+const USERS_PER_CALL: usize = 500;
 
 #[derive(Deserialize, ToSchema)]
 pub struct UserBatch {
@@ -188,7 +193,7 @@ pub async fn create_tenant(
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = UserBatch,
     security(("signature" = [])),
-    responses((status = 200, description = "{users: [{user_id, uid}]}", body = AnyObject),
+    responses((status = 200, description = "{users: [{user_id, uid} or {user_id, error: {code, message}}]}, in order", body = AnyObject),
                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn register_users(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let r: UserBatch = body(&req.body)?;
@@ -197,17 +202,20 @@ pub async fn register_users(State(s): State<Arc<AppState>>, req: Signed) -> Answ
             "users must hold 1..={MAX_BATCH} entries"
         )));
     }
+    // One service call per chunk (the broker's batch op), a row per user in order: a bad
+    // row is answered with its error and does not stop the others.
     let mut out = Vec::with_capacity(r.users.len());
-    for u in r.users {
+    for chunk in r.users.chunks(USERS_PER_CALL) {
         let v = s
             .service
             .call(
-                "create_user",
-                &json!({ "tenant": req.tenant.id, "account": u.user_id, "name": u.name,
-                         "password": u.password, "upsert": true }),
+                "create_users",
+                &json!({ "tenant": req.tenant.id, "users": chunk, "upsert": true }),
             )
             .await?;
-        out.push(v);
+        if let Some(rows) = v["users"].as_array() {
+            out.extend(rows.iter().cloned());
+        }
     }
     Ok(Json(json!({ "users": out })))
 }
