@@ -438,5 +438,9 @@ pub async fn area_call(
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let v = with(v, json!({ "tenant": req.tenant.id }));
-    Ok(Json(s.service.call(&format!("{area}/{op}"), &v).await?))
+    let mut answer = s.service.call(&format!("{area}/{op}"), &v).await?;
+    if area == "app" {
+        crate::workbench::sign_icons(&s.signer, &mut answer);
+    }
+    Ok(Json(answer))
 }

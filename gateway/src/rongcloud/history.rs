@@ -123,7 +123,7 @@ fn zip_one(name: &str, data: &[u8]) -> Result<Vec<u8>, RcError> {
     z.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
     z.extend_from_slice(&20u16.to_le_bytes()); // version made by
     common(&mut z);
-    z.extend_from_slice(&[0; 8]); // comment, disk, internal attributes
+    z.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
     z.extend_from_slice(&0u32.to_le_bytes()); // external attributes
     z.extend_from_slice(&0u32.to_le_bytes()); // local header offset
     z.extend_from_slice(name.as_bytes());
@@ -226,6 +226,20 @@ async fn history(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_zip_has_one_stored_entry_where_its_directory_says() {
+        let z = zip_one("a.txt", b"hello").expect("zip");
+        // End of central directory: 22 bytes, its offset and size point at the entry.
+        let eocd = &z[z.len() - 22..];
+        assert_eq!(&eocd[..4], &0x0605_4b50u32.to_le_bytes());
+        let cd_len = u32::from_le_bytes([eocd[12], eocd[13], eocd[14], eocd[15]]) as usize;
+        let cd_start = u32::from_le_bytes([eocd[16], eocd[17], eocd[18], eocd[19]]) as usize;
+        assert_eq!(cd_start + cd_len, z.len() - 22);
+        assert_eq!(cd_len, 46 + "a.txt".len());
+        assert_eq!(&z[cd_start..cd_start + 4], &0x0201_4b50u32.to_le_bytes());
+        assert_eq!(&z[30 + 5..30 + 10], b"hello");
+    }
 
     #[test]
     fn crc32_is_the_ieee_one() {

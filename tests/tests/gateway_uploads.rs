@@ -1,0 +1,363 @@
+//! The gateway's request ids, batch registration, uploads from devices (IM token) and
+//! workbench app icons, against a real broker over real sockets, with effects seen by
+//! real MQTT devices.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use switchboard_client::Endpoint;
+use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_proto::im;
+use switchboard_tests::TempDir;
+use switchboard_tests::http::{Answer, request};
+use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET};
+
+struct App {
+    key: String,
+    secret: String,
+    tenant: u64,
+}
+
+async fn gateway(b: &ImBroker, files: &TempDir) -> Gateway {
+    Gateway::start(GatewayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        broker: vec![Endpoint::Tcp(b.addr)],
+        service_secret: SERVICE_SECRET.into(),
+        client_id: "gateway-uploads".into(),
+        body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: Some(files.path().to_path_buf()),
+    })
+    .await
+    .expect("gateway starts")
+}
+
+async fn app(b: &ImBroker) -> App {
+    let t = b.im.create_tenant("acme", None).await.expect("tenant");
+    App {
+        key: t.app_key.clone(),
+        secret: t.app_secret.clone(),
+        tenant: t.id,
+    }
+}
+
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The native signature (HMAC-SHA256 of nonce + timestamp + body), computed with ring.
+fn signed_headers(app: &App, body: &[u8], content_type: &str) -> Vec<(&'static str, String)> {
+    let nonce = format!(
+        "u{}",
+        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .to_string();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, app.secret.as_bytes());
+    let msg = [nonce.as_bytes(), ts.as_bytes(), body].concat();
+    let sig: String = ring::hmac::sign(&key, &msg)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    vec![
+        ("App-Key", app.key.clone()),
+        ("Nonce", nonce),
+        ("Timestamp", ts),
+        ("Signature", sig),
+        ("Content-Type", content_type.to_owned()),
+    ]
+}
+
+async fn signed(gw: &Gateway, app: &App, path: &str, body: &Value) -> Answer {
+    let body = body.to_string().into_bytes();
+    let h = signed_headers(app, &body, "application/json");
+    request(gw.addr(), "POST", path, &h, &body).await
+}
+
+/// A 2×2 red PNG.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
+    0x73, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
+    0x44, 0x0c, 0x10, 0x0a, 0x00, 0x1f, 0xee, 0x03, 0xfd, 0x8b, 0x5f, 0x14, 0xd4, 0x00, 0x00, 0x00,
+    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn multipart(name: &str, mime: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "sbBoundaryQ3x9";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
+    a.headers.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_a_request_id_and_errors_name_it() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("rid");
+    let gw = gateway(&b, &files).await;
+    // The caller's id comes back, in the header and in the error body.
+    let a = request(
+        gw.addr(),
+        "POST",
+        "/v1/users/online",
+        &[("X-Request-Id", "trace-abc-123".into())],
+        b"{}",
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(header(&a, "x-request-id"), Some("trace-abc-123"));
+    assert_eq!(a.json()["request_id"], json!("trace-abc-123"));
+    // Without one, a fresh id per request.
+    let a1 = request(gw.addr(), "GET", "/healthz", &[], b"").await;
+    let a2 = request(gw.addr(), "GET", "/healthz", &[], b"").await;
+    let (id1, id2) = (header(&a1, "x-request-id"), header(&a2, "x-request-id"));
+    assert!(id1.is_some_and(|i| i.len() == 32), "{:?}", a1.headers);
+    assert_ne!(id1, id2);
+    // A signed call that reaches the broker and fails there names the id too.
+    let app = app(&b).await;
+    let body = br#"{"user":"nobody"}"#;
+    let mut h = signed_headers(&app, body, "application/json");
+    h.push(("X-Request-Id", "call-42".into()));
+    let a = request(gw.addr(), "POST", "/v1/users/nobody/kick", &h, body).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(
+        (header(&a, "x-request-id"), a.json()["request_id"].as_str()),
+        (Some("call-42"), Some("call-42"))
+    );
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_600_users_registers_with_per_row_errors_and_they_can_log_in() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("batch");
+    let gw = gateway(&b, &files).await;
+    let app = app(&b).await;
+    let mut users: Vec<Value> = (0..600)
+        .map(|i| json!({"user_id": format!("u{i}"), "name": format!("User {i}")}))
+        .collect();
+    users[300] = json!({"user_id": "bad account!"});
+    let a = signed(&gw, &app, "/v1/users", &json!({ "users": users })).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let rows = a.json()["users"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 600);
+    assert_eq!(rows[300]["error"]["code"], json!(400), "{}", rows[300]);
+    assert!(rows[599]["uid"].as_u64().is_some(), "{}", rows[599]);
+    assert_eq!(
+        rows.iter().filter(|r| r["uid"].is_u64()).count(),
+        599,
+        "every other row is registered"
+    );
+    // A user of the second chunk logs in with a token from the API and gets a message.
+    let t = signed(&gw, &app, "/v1/users/u550/token", &json!({})).await;
+    let token = t.json()["token"].as_str().expect("token").to_owned();
+    let mut d = Device::connect(b.addr, "u550", "u550-phone", &token).await;
+    let a = signed(
+        &gw,
+        &app,
+        "/v1/messages/private",
+        &json!({"from": "u1", "to": "u550", "content": {"type": "text", "text": "welcome"}}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        switchboard_tests::im::text_of(&d.message().await),
+        "welcome"
+    );
+    // Over the REST limit: refused whole.
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"user_id": format!("x{i}")}))
+        .collect();
+    let a = signed(&gw, &app, "/v1/users", &json!({ "users": many })).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_uploads_with_its_im_token_and_sends_the_image_a_peer_downloads() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("device");
+    let gw = gateway(&b, &files).await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    let token = b.im.issue_token(t, "alice", "", 3600).expect("token");
+    let alice = Device::connect(b.addr, "alice", "alice-phone", &token).await;
+    let mut bob = b.device(t, "bob", "bob-phone").await;
+
+    let (ctype, body) = multipart("photo.png", "image/png", PNG);
+    let h = [
+        ("Authorization", format!("Bearer {token}")),
+        ("Content-Type", ctype.clone()),
+    ];
+    let a = request(gw.addr(), "POST", "/v1/device/files", &h, &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let f = a.json();
+    let url = f["url"].as_str().expect("url").to_owned();
+    assert_eq!(f["width"], json!(2));
+
+    // Alice's device sends it as an image message over MQTT; bob's device downloads it.
+    let sent = alice
+        .client
+        .send(im::SendRequest {
+            to: "bob".into(),
+            client_msg_id: "img-1".into(),
+            content: Some(im::Content {
+                body: Some(im::content::Body::Image(im::Media {
+                    url: url.clone(),
+                    size: PNG.len() as u64,
+                    sha256: f["sha256"].as_str().unwrap_or_default().into(),
+                    mime: "image/png".into(),
+                    width: 2,
+                    height: 2,
+                    ..im::Media::default()
+                })),
+            }),
+            ..im::SendRequest::default()
+        })
+        .await
+        .expect("sent");
+    assert!(!sent.conversation.is_empty());
+    let m = bob.message().await;
+    let Some(im::content::Body::Image(img)) = m.content.and_then(|c| c.body) else {
+        panic!("bob expected an image");
+    };
+    let got = request(gw.addr(), "GET", &img.url, &[], b"").await;
+    assert_eq!(got.status, 200);
+    let length = format!("content-length: {}", PNG.len());
+    assert!(
+        got.headers.to_ascii_lowercase().contains(&length),
+        "{}",
+        got.headers
+    );
+
+    // No token, a made-up token, a revoked token: 401, nothing stored.
+    let a = request(
+        gw.addr(),
+        "POST",
+        "/v1/device/files",
+        &[("Content-Type", ctype.clone())],
+        &body,
+    )
+    .await;
+    assert_eq!((a.status, a.json()["code"].as_u64()), (401, Some(40105)));
+    let bad = [
+        ("Authorization", "Bearer sb1.abc.def".to_owned()),
+        ("Content-Type", ctype.clone()),
+    ];
+    let a = request(gw.addr(), "POST", "/v1/device/files", &bad, &body).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    b.im.revoke_token(&token).await.expect("revoked");
+    let a = request(gw.addr(), "POST", "/v1/device/files", &h, &body).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    drop(alice);
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workbench_icons_are_sniffed_limited_and_reach_the_client_as_signed_links() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("icons");
+    let gw = gateway(&b, &files).await;
+    let app = app(&b).await;
+    let created =
+        b.im.admin_request(
+            "app/create",
+            json!({"tenant": app.tenant, "name": "审批", "identifier": "approval"})
+                .to_string()
+                .as_bytes(),
+        )
+        .await
+        .expect("app created");
+    let app_id = created["app_id"].as_str().expect("app id").to_owned();
+    let upload = |name: &'static str, mime: &'static str, bytes: Vec<u8>| {
+        let (ctype, body) = multipart(name, mime, &bytes);
+        let h = signed_headers(&app, &body, &ctype);
+        let path = format!("/v1/apps/{app_id}/icon");
+        let addr = gw.addr();
+        async move { request(addr, "POST", &path, &h, &body).await }
+    };
+    // A PNG is taken; the app-server list shows a signed link to it.
+    let a = upload("icon.png", "image/png", PNG.to_vec()).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let file = a.json()["icon_file"].as_str().expect("file id").to_owned();
+    let l = signed(&gw, &app, "/v1/app/list", &json!({})).await;
+    assert_eq!(l.json()["apps"][0]["icon_file"], json!(file), "{}", l.body);
+    let listed = l.json()["apps"][0]["icon_signed_url"]
+        .as_str()
+        .expect("signed url")
+        .to_owned();
+    assert_eq!(
+        request(gw.addr(), "GET", &listed, &[], b"").await.status,
+        200
+    );
+
+    // A user's client sees it in its workbench over MQTT, as a link the gateway serves.
+    b.user(app.tenant, "zhang").await;
+    let phone = b.device(app.tenant, "zhang", "zhang-phone").await;
+    let w: im::WorkbenchResponse = phone
+        .client
+        .request("app/list", &im::WorkbenchRequest {})
+        .await
+        .expect("workbench");
+    let icon = &w.apps[0].icon_url;
+    assert!(icon.starts_with(&format!("/files/{file}?exp=")), "{icon}");
+    let got = request(gw.addr(), "GET", icon, &[], b"").await;
+    assert_eq!(got.status, 200, "the client's link downloads");
+    assert!(
+        got.headers
+            .to_ascii_lowercase()
+            .contains("content-type: image/png")
+    );
+
+    // A GIF is fine; text named .png, a WebP and anything over 1 MiB are not.
+    let gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec();
+    let a = upload("i.gif", "image/gif", gif).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = upload("fake.png", "image/png", b"just some text".to_vec()).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    let webp = b"RIFF\x00\x00\x00\x00WEBPVP8 ".to_vec();
+    let a = upload("i.webp", "image/webp", webp).await;
+    assert_eq!((a.status, a.json()["code"].as_u64()), (415, Some(41500)));
+    let mut big = PNG.to_vec();
+    big.resize(1024 * 1024 + 1, 0);
+    let a = upload("big.png", "image/png", big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    // Another tenant's app: 404, its icon unchanged.
+    let other = b.im.create_tenant("other", None).await.expect("tenant");
+    let other = App {
+        key: other.app_key.clone(),
+        secret: other.app_secret.clone(),
+        tenant: other.id,
+    };
+    let (ctype, body) = multipart("icon.png", "image/png", PNG);
+    let h = signed_headers(&other, &body, &ctype);
+    let a = request(
+        gw.addr(),
+        "POST",
+        &format!("/v1/apps/{app_id}/icon"),
+        &h,
+        &body,
+    )
+    .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    drop(phone);
+    gw.stop().await;
+    b.stop().await;
+}
