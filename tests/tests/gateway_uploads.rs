@@ -1,6 +1,6 @@
-//! The gateway's request ids, batch registration, uploads from devices (IM token) and
-//! workbench app icons, against a real broker over real sockets, with effects seen by
-//! real MQTT devices.
+//! The gateway's request ids, batch registration, recall and history by time, uploads
+//! from devices (IM token) and workbench app icons, against a real broker over real
+//! sockets, with effects seen by real MQTT devices.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -358,6 +358,84 @@ async fn workbench_icons_are_sniffed_limited_and_reach_the_client_as_signed_link
     .await;
     assert_eq!(a.status, 404, "{}", a.body);
     drop(phone);
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_server_recalls_as_the_sender_and_reads_history_by_time() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("recall");
+    let gw = gateway(&b, &files).await;
+    let app = app(&b).await;
+    b.user(app.tenant, "alice").await;
+    b.user(app.tenant, "bob").await;
+    let mut bob = b.device(app.tenant, "bob", "bob-phone").await;
+    let mut sent = Vec::new();
+    for text in ["one", "two", "three"] {
+        let a = signed(
+            &gw,
+            &app,
+            "/v1/messages/private",
+            &json!({"from": "alice", "to": "bob", "content": {"type": "text", "text": text}}),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let m = bob.message().await;
+        sent.push((m.seq, m.server_time_ms, m.conversation.clone()));
+    }
+    let conv = sent[0].2.clone();
+
+    // History by time: from the second message's time on, newest first.
+    let path = format!(
+        "/v1/users/bob/conversations/{conv}/messages?from_ms={}",
+        sent[1].1
+    );
+    let body = b"";
+    let h = signed_headers(&app, body, "application/json");
+    let a = request(gw.addr(), "GET", &path, &h, body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let texts: Vec<String> = a.json()["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| m["content"]["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = if sent[0].1 == sent[1].1 {
+        vec!["three".into(), "two".into(), "one".into()]
+    } else {
+        vec!["three".into(), "two".into()]
+    };
+    assert_eq!(texts, expected);
+    let path = format!("/v1/users/bob/conversations/{conv}/messages?from_ms=10&to_ms=5");
+    let h = signed_headers(&app, body, "application/json");
+    assert_eq!(request(gw.addr(), "GET", &path, &h, body).await.status, 400);
+
+    // Recall as alice: bob's device is told.
+    let a = signed(
+        &gw,
+        &app,
+        "/v1/messages/recall",
+        &json!({"user": "alice", "conversation": conv, "seq": sent[2].0}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let r = bob
+        .next(|k| match k {
+            im::event::Kind::Recalled(r) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!((r.seq, r.by.as_str()), (sent[2].0, "alice"));
+    // Bob is not the sender: refused.
+    let a = signed(
+        &gw,
+        &app,
+        "/v1/messages/recall",
+        &json!({"user": "bob", "conversation": conv, "seq": sent[1].0}),
+    )
+    .await;
+    assert_eq!(a.status, 403, "{}", a.body);
     gw.stop().await;
     b.stop().await;
 }

@@ -16,6 +16,9 @@
 //!   offline devices, handed to the push worker as jobs of at most 1,000 users.
 //! - `room_join_users {tenant, room, users}`: every online device of each user joins the
 //!   chatroom (as if it had joined over MQTT); `{joined: [user], offline: [user]}`.
+//! - `recall {tenant, user, conversation, seq}`: recalls a message as its sender `user`
+//!   (the same rules as a device's recall: only the sender, within the tenant's window);
+//!   the conversation's devices get the `recalled` event.
 //! - `check_token {token}`: the tenant and account of a valid IM login token (devices
 //!   uploading files over HTTPS).
 //! - `messages_between {tenant, from_ms, to_ms}`: the oldest [`MAX_MESSAGES`] stored
@@ -127,6 +130,14 @@ struct Between {
 }
 
 #[derive(Deserialize)]
+struct RecallAs {
+    tenant: u64,
+    user: String,
+    conversation: String,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
 struct CheckToken {
     token: String,
 }
@@ -177,6 +188,7 @@ impl ImService {
             "push_notify" => self.push_notify(payload),
             "room_join_users" => self.room_join_users(payload),
             "messages_between" => self.messages_between(payload),
+            "recall" => self.recall_as(payload).await,
             "check_token" => parse::<CheckToken>(payload).and_then(|r| {
                 let (claims, user) = self.check_token(&r.token)?;
                 Ok(json!({ "tenant": claims.t, "user": user.account, "uid": user.uid }))
@@ -436,6 +448,20 @@ impl ImService {
             joined.push(account.clone());
         }
         Ok(json!({ "joined": joined, "offline": offline }))
+    }
+
+    async fn recall_as(&self, payload: &[u8]) -> Result<Value, ImError> {
+        let r: RecallAs = parse(payload)?;
+        let login = self.as_user(r.tenant, &r.user)?;
+        self.recall(
+            &login,
+            im::RecallRequest {
+                conversation: r.conversation,
+                seq: r.seq,
+            },
+        )
+        .await?;
+        Ok(json!({}))
     }
 
     fn messages_between(&self, payload: &[u8]) -> Result<Value, ImError> {

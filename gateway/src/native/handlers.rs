@@ -154,6 +154,11 @@ pub struct Page {
     /// At most this many (default 50, at most 500).
     #[serde(default)]
     pub limit: u32,
+    /// Only messages at or after this time (Unix ms); with `from_ms` or `to_ms` the
+    /// range is by time and `before_seq` is ignored.
+    pub from_ms: Option<u64>,
+    /// Only messages before this time (Unix ms).
+    pub to_ms: Option<u64>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -300,7 +305,7 @@ pub async fn conversations(
 
 #[utoipa::path(get, path = "/v1/users/{user}/conversations/{conv}/messages", tag = "conversations",
     params(("user" = String, Path), ("conv" = String, Path), Page), security(("signature" = [])),
-    responses((status = 200, description = "{messages (newest first), more}", body = AnyObject),
+    responses((status = 200, description = "{messages (newest first), more}; by seq, or by time with from_ms/to_ms", body = AnyObject),
                (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn history(
     State(s): State<Arc<AppState>>,
@@ -308,6 +313,15 @@ pub async fn history(
     Query(q): Query<Page>,
     req: Signed,
 ) -> Answer {
+    if q.from_ms.is_some() || q.to_ms.is_some() {
+        let range = (q.from_ms.unwrap_or(0), q.to_ms.unwrap_or(u64::MAX));
+        let limit = match q.limit {
+            0 => 50,
+            n => n.min(500) as usize,
+        };
+        return super::messages::history_between(&s, req.tenant.id, &user, &conv, range, limit)
+            .await;
+    }
     let v = json!({ "tenant": req.tenant.id, "user": user, "conversation": conv,
                     "before_seq": q.before_seq, "limit": q.limit });
     Ok(Json(s.service.call("history", &v).await?))

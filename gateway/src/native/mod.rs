@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod handlers;
+pub mod messages;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages/private", post(send_private))
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/system", post(send_system))
+        .route("/v1/messages/recall", post(messages::recall))
         .route("/v1/publish", post(iot_publish))
         .route("/v1/files", post(crate::files::upload))
         .route("/v1/files/{id}/url", post(crate::files::refresh_url))

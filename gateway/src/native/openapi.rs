@@ -29,7 +29,7 @@ use super::handlers;
         handlers::send_batch, handlers::send_system, handlers::iot_publish,
         handlers::iot_retained, handlers::area_call, crate::files::upload,
         crate::files::refresh_url, crate::files::download, crate::files::device::upload,
-        crate::workbench::upload_icon,
+        crate::workbench::upload_icon, super::messages::recall,
     ),
     modifiers(&Signature),
     tags(
