@@ -3,72 +3,20 @@
 //! written to, a broadcast to everyone, a contact made and a blacklist that refuses, and the
 //! org directory imported from CSV with a default password a device then logs in with.
 
-use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use serde_json::{Value, json};
-use switchboard_client::Endpoint;
+use serde_json::json;
 use switchboard_client::im::ImClient;
-use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_gateway::Gateway;
 use switchboard_proto::im;
-use switchboard_tests::http::{Answer, request};
-use switchboard_tests::im::{ImBroker, SERVICE_SECRET, config, text_of};
-
-struct App {
-    key: String,
-    secret: String,
-    tenant: u64,
-}
-
-static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-async fn signed(gw: &Gateway, app: &App, path: &str, body: &Value) -> Answer {
-    let body = body.to_string().into_bytes();
-    let nonce = format!(
-        "a{}",
-        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        .to_string();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, app.secret.as_bytes());
-    let msg = [nonce.as_bytes(), ts.as_bytes(), &body].concat();
-    let sig: String = ring::hmac::sign(&key, &msg)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let h = [
-        ("App-Key", app.key.clone()),
-        ("Nonce", nonce),
-        ("Timestamp", ts),
-        ("Signature", sig),
-        ("Content-Type", "application/json".to_owned()),
-    ];
-    request(gw.addr(), "POST", path, &h, &body).await
-}
+use switchboard_tests::gateway_api::{App, config as gateway_config, post as signed};
+use switchboard_tests::im::{ImBroker, config, text_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_broadcasts_contacts_and_the_directory_work_through_v1_area_calls() {
     let b = ImBroker::start().await;
-    let gw = Gateway::start(GatewayConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        broker: vec![Endpoint::Tcp(b.addr)],
-        service_secret: SERVICE_SECRET.into(),
-        client_id: "gateway-areas".into(),
-        body_limit: DEFAULT_BODY_LIMIT,
-        files_dir: None,
-    })
-    .await
-    .expect("gateway");
-    let t = b.im.create_tenant("acme", None).await.expect("tenant");
-    let app = App {
-        key: t.app_key.clone(),
-        secret: t.app_secret.clone(),
-        tenant: t.id,
-    };
+    let gw = Gateway::start(gateway_config(&b, "gateway-areas", None))
+        .await
+        .expect("gateway");
+    let app = App::create(&b, "acme").await;
     let a = signed(
         &gw,
         &app,

@@ -7,15 +7,17 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
-use switchboard_client::Endpoint;
+use switchboard_gateway::Gateway;
 use switchboard_gateway::files::BlobStore;
 use switchboard_gateway::files::s3::{S3BlobStore, S3Config};
-use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_tests::gateway_api::{
+    App, PNG, config, has_length, multipart, post, signed_headers,
+};
 use switchboard_tests::http::request;
-use switchboard_tests::im::{ImBroker, SERVICE_SECRET};
+use switchboard_tests::im::ImBroker;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -57,34 +59,6 @@ async fn moto() -> (Child, SocketAddr) {
     (child, addr)
 }
 
-fn sign(secret: &str, nonce: &str, ts: &str, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let msg = [nonce.as_bytes(), ts.as_bytes(), body].concat();
-    ring::hmac::sign(&key, &msg)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Whether an answer's head says its body is `n` bytes (bodies are read as text here).
-fn has_length(head: &str, n: usize) -> bool {
-    head.to_ascii_lowercase()
-        .contains(&format!("content-length: {n}\r\n"))
-        || head
-            .to_ascii_lowercase()
-            .ends_with(&format!("content-length: {n}"))
-}
-
-/// A 2×2 red PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
-    0x73, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
-    0x44, 0x0c, 0x10, 0x0a, 0x00, 0x1f, 0xee, 0x03, 0xfd, 0x8b, 0x5f, 0x14, 0xd4, 0x00, 0x00, 0x00,
-    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_go_to_an_s3_bucket_and_come_back_through_signed_links() {
     let (mut server, s3_addr) = moto().await;
@@ -105,14 +79,7 @@ async fn files_go_to_an_s3_bucket_and_come_back_through_signed_links() {
 
     let b = ImBroker::start().await;
     let gw = Gateway::start_with_store(
-        GatewayConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            broker: vec![Endpoint::Tcp(b.addr)],
-            service_secret: SERVICE_SECRET.into(),
-            client_id: "gateway-s3".into(),
-            body_limit: DEFAULT_BODY_LIMIT,
-            files_dir: None,
-        },
+        config(&b, "gateway-s3", None),
         switchboard_gateway::push::PushConfig {
             enabled: false,
             ..Default::default()
@@ -121,31 +88,11 @@ async fn files_go_to_an_s3_bucket_and_come_back_through_signed_links() {
     )
     .await
     .expect("gateway");
-    let t = b.im.create_tenant("acme", None).await.expect("tenant");
+    let app = App::create(&b, "acme").await;
 
     // The app server uploads an image (signed multipart).
-    let boundary = "s3Boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"red.png\"\r\nContent-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(PNG);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        .to_string();
-    let h = [
-        ("App-Key", t.app_key.clone()),
-        ("Nonce", "s3-1".to_owned()),
-        ("Timestamp", ts.clone()),
-        ("Signature", sign(&t.app_secret, "s3-1", &ts, &body)),
-        (
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        ),
-    ];
+    let (ctype, body) = multipart("red.png", "image/png", PNG);
+    let h = signed_headers(&app, &body, &ctype);
     let a = request(gw.addr(), "POST", "/v1/files", &h, &body).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let f = a.json();
@@ -176,31 +123,13 @@ async fn files_go_to_an_s3_bucket_and_come_back_through_signed_links() {
     );
 
     // A device gets the image message and downloads it through the gateway's link.
-    b.user(t.id, "alice").await;
-    b.user(t.id, "bob").await;
-    let mut bob = b.device(t.id, "bob", "bob-phone").await;
+    b.user(app.tenant, "alice").await;
+    b.user(app.tenant, "bob").await;
+    let mut bob = b.device(app.tenant, "bob", "bob-phone").await;
     let url = f["url"].as_str().expect("url").to_owned();
     let msg = json!({"from": "alice", "to": "bob",
-                     "content": {"type": "image", "url": url, "width": 2, "height": 2}})
-    .to_string();
-    let h = [
-        ("App-Key", t.app_key.clone()),
-        ("Nonce", "s3-2".to_owned()),
-        ("Timestamp", ts.clone()),
-        (
-            "Signature",
-            sign(&t.app_secret, "s3-2", &ts, msg.as_bytes()),
-        ),
-        ("Content-Type", "application/json".to_owned()),
-    ];
-    let a = request(
-        gw.addr(),
-        "POST",
-        "/v1/messages/private",
-        &h,
-        msg.as_bytes(),
-    )
-    .await;
+                     "content": {"type": "image", "url": url, "width": 2, "height": 2}});
+    let a = post(&gw, &app, "/v1/messages/private", &msg).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let m = bob.message().await;
     let Some(switchboard_proto::im::content::Body::Image(img)) = m.content.and_then(|c| c.body)
@@ -209,7 +138,7 @@ async fn files_go_to_an_s3_bucket_and_come_back_through_signed_links() {
     };
     let got = request(gw.addr(), "GET", &img.url, &[], b"").await;
     assert_eq!(got.status, 200);
-    assert!(has_length(&got.headers, PNG.len()), "{}", got.headers);
+    assert!(has_length(&got, PNG.len()), "{}", got.headers);
     let thumb = f["thumbnail_url"].as_str().expect("thumbnail");
     assert_eq!(request(gw.addr(), "GET", thumb, &[], b"").await.status, 200);
 

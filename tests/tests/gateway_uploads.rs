@@ -2,105 +2,28 @@
 //! from devices (IM token) and workbench app icons, against a real broker over real
 //! sockets, with effects seen by real MQTT devices.
 
-use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
-use switchboard_client::Endpoint;
-use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_gateway::Gateway;
 use switchboard_proto::im;
 use switchboard_tests::TempDir;
-use switchboard_tests::http::{Answer, request};
-use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET};
-
-struct App {
-    key: String,
-    secret: String,
-    tenant: u64,
-}
+use switchboard_tests::gateway_api::{
+    App, PNG, config, has_length, header, multipart, post as signed, signed_headers,
+};
+use switchboard_tests::http::request;
+use switchboard_tests::im::{Device, ImBroker};
 
 async fn gateway(b: &ImBroker, files: &TempDir) -> Gateway {
-    Gateway::start(GatewayConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        broker: vec![Endpoint::Tcp(b.addr)],
-        service_secret: SERVICE_SECRET.into(),
-        client_id: "gateway-uploads".into(),
-        body_limit: DEFAULT_BODY_LIMIT,
-        files_dir: Some(files.path().to_path_buf()),
-    })
+    Gateway::start(config(
+        b,
+        "gateway-uploads",
+        Some(files.path().to_path_buf()),
+    ))
     .await
     .expect("gateway starts")
 }
 
 async fn app(b: &ImBroker) -> App {
-    let t = b.im.create_tenant("acme", None).await.expect("tenant");
-    App {
-        key: t.app_key.clone(),
-        secret: t.app_secret.clone(),
-        tenant: t.id,
-    }
-}
-
-static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// The native signature (HMAC-SHA256 of nonce + timestamp + body), computed with ring.
-fn signed_headers(app: &App, body: &[u8], content_type: &str) -> Vec<(&'static str, String)> {
-    let nonce = format!(
-        "u{}",
-        NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        .to_string();
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, app.secret.as_bytes());
-    let msg = [nonce.as_bytes(), ts.as_bytes(), body].concat();
-    let sig: String = ring::hmac::sign(&key, &msg)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    vec![
-        ("App-Key", app.key.clone()),
-        ("Nonce", nonce),
-        ("Timestamp", ts),
-        ("Signature", sig),
-        ("Content-Type", content_type.to_owned()),
-    ]
-}
-
-async fn signed(gw: &Gateway, app: &App, path: &str, body: &Value) -> Answer {
-    let body = body.to_string().into_bytes();
-    let h = signed_headers(app, &body, "application/json");
-    request(gw.addr(), "POST", path, &h, &body).await
-}
-
-/// A 2×2 red PNG.
-const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02, 0x08, 0x02, 0x00, 0x00, 0x00, 0xfd, 0xd4, 0x9a,
-    0x73, 0x00, 0x00, 0x00, 0x10, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0x00,
-    0x44, 0x0c, 0x10, 0x0a, 0x00, 0x1f, 0xee, 0x03, 0xfd, 0x8b, 0x5f, 0x14, 0xd4, 0x00, 0x00, 0x00,
-    0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
-];
-
-fn multipart(name: &str, mime: &str, bytes: &[u8]) -> (String, Vec<u8>) {
-    let boundary = "sbBoundaryQ3x9";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {mime}\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-fn header<'a>(a: &'a Answer, name: &str) -> Option<&'a str> {
-    a.headers.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
+    App::create(b, "acme").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,12 +162,7 @@ async fn a_device_uploads_with_its_im_token_and_sends_the_image_a_peer_downloads
     };
     let got = request(gw.addr(), "GET", &img.url, &[], b"").await;
     assert_eq!(got.status, 200);
-    let length = format!("content-length: {}", PNG.len());
-    assert!(
-        got.headers.to_ascii_lowercase().contains(&length),
-        "{}",
-        got.headers
-    );
+    assert!(has_length(&got, PNG.len()), "{}", got.headers);
 
     // No token, a made-up token, a revoked token: 401, nothing stored.
     let a = request(

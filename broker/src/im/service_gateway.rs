@@ -25,21 +25,17 @@
 //!   messages of the tenant's conversations (private, group, system, app, broadcast to
 //!   all) with `from_ms <= server_time_ms < to_ms`, oldest first, `{messages, more,
 //!   complete}` (`more`: call again from the last one's time; `complete` false when the
-//!   [`MAX_SCAN`] conversation rows or [`MAX_READ`] log entries read were not enough) (RongCloud's hourly
-//!   history file).
+//!   [`MAX_SCAN`] conversation rows or [`MAX_READ`] log entries read were not enough):
+//!   RongCloud's hourly history file.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use prost::Message as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_proto::QoS;
 use switchboard_proto::im;
 
 use super::{ImError, ImLogin, ImService, random_hex};
-use crate::message::Message;
 use crate::store::{Op, Table};
 
 /// Users in one `create_users` call.
@@ -401,15 +397,7 @@ impl ImService {
                 ..im::PushJob::default()
             };
             jobs.push(job.job_id.clone());
-            b.publish_detached(Arc::new(Message {
-                topic: format!("{}{}", super::presence::PUSH_PREFIX, r.tenant),
-                payload: Bytes::from(job.encode_to_vec()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: None,
-                expires_at: None,
-                origin: 0,
-            }));
+            super::presence::publish_push_job(&b, &job);
         }
         Ok(json!({ "id": id, "jobs": jobs }))
     }
