@@ -357,3 +357,69 @@ async fn the_app_server_recalls_as_the_sender_and_reads_history_by_time() {
     gw.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_messages_import_with_their_times_and_show_in_a_devices_history() {
+    let b = ImBroker::start().await;
+    let files = TempDir::new("import");
+    let gw = gateway(&b, &files).await;
+    let app = app(&b).await;
+    b.user(app.tenant, "alice").await;
+    b.user(app.tenant, "bob").await;
+    let past = |id: &str, from: &str, to: &str, text: &str, t: u64| {
+        json!({"from": from, "to": to, "content": {"type": "text", "text": text},
+               "server_time_ms": t, "client_msg_id": id})
+    };
+    // Yesterday's messages (older than the tenant's retention would be hidden, as any).
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        - 86_400_000;
+    let body = json!({"messages": [
+        past("old-1", "alice", "bob", "hello yesterday", day_ago),
+        past("old-2", "bob", "alice", "hi alice", day_ago + 60_000),
+        past("old-3", "bob", "nobody", "lost", day_ago + 120_000),
+    ]});
+    let a = signed(&gw, &app, "/v1/messages/import", &body).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let rows = a.json()["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(
+        (rows[0]["seq"].as_u64(), rows[1]["seq"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(rows[2]["error"]["code"], json!(404));
+    // A retried import adds nothing.
+    let a = signed(&gw, &app, "/v1/messages/import", &body).await;
+    assert_eq!(a.json()["rows"][0]["duplicate"], json!(true), "{}", a.body);
+
+    // Bob's device finds the conversation, read, with both messages at their old times.
+    let bob = b.device(app.tenant, "bob", "bob-phone").await;
+    let conv = rows[0]["conversation"].as_str().expect("conv").to_owned();
+    let h: im::HistoryResponse = bob
+        .client
+        .request(
+            "history",
+            &im::HistoryRequest {
+                conversation: conv.clone(),
+                before_seq: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("history");
+    let seen: Vec<(u64, u64)> = h
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.server_time_ms))
+        .collect();
+    assert_eq!(seen, vec![(2, day_ago + 60_000), (1, day_ago)]);
+    let body = b"";
+    let hd = signed_headers(&app, body, "application/json");
+    let l = request(gw.addr(), "GET", "/v1/users/bob/conversations", &hd, body).await;
+    assert_eq!(l.status, 200, "{}", l.body);
+    assert_eq!(l.json()["unread_total"], json!(0), "{}", l.body);
+    gw.stop().await;
+    b.stop().await;
+}

@@ -19,6 +19,7 @@
 //! - `recall {tenant, user, conversation, seq}`: recalls a message as its sender `user`
 //!   (the same rules as a device's recall: only the sender, within the tenant's window);
 //!   the conversation's devices get the `recalled` event.
+//! - `import_messages`: past 1:1 messages from another platform (`service_import`).
 //! - `check_token {token}`: the tenant and account of a valid IM login token (devices
 //!   uploading files over HTTPS).
 //! - `messages_between {tenant, from_ms, to_ms}`: the oldest [`MAX_MESSAGES`] stored
@@ -185,6 +186,7 @@ impl ImService {
             "room_join_users" => self.room_join_users(payload),
             "messages_between" => self.messages_between(payload),
             "recall" => self.recall_as(payload).await,
+            "import_messages" => self.import_messages(payload).await,
             "check_token" => parse::<CheckToken>(payload).and_then(|r| {
                 let (claims, user) = self.check_token(&r.token)?;
                 Ok(json!({ "tenant": claims.t, "user": user.account, "uid": user.uid }))

@@ -1,4 +1,5 @@
-//! Message endpoints beyond sending: recall as the sender (`POST /v1/messages/recall`) and
+//! Message endpoints beyond sending: recall as the sender (`POST /v1/messages/recall`),
+//! import of past 1:1 messages (`POST /v1/messages/import`) and
 //! a conversation's history by time (`from_ms`/`to_ms` on the history endpoint), the
 //! latter paged here over the IM service's seq-ordered `history` (newest first), at most
 //! [`MAX_PAGES`] pages of 500 per call.
@@ -38,6 +39,36 @@ pub async fn recall(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let v = json!({ "tenant": req.tenant.id, "user": r.user, "conversation": r.conversation,
                     "seq": r.seq });
     Ok(Json(s.service.call("recall", &v).await?))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PastMessage {
+    pub from: String,
+    pub to: String,
+    pub content: super::handlers::Content,
+    /// When it was sent (Unix ms), kept as is.
+    pub server_time_ms: u64,
+    /// Its id on the old platform: a retried import skips what it already stored.
+    pub client_msg_id: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ImportBody {
+    /// 1 to 500 past 1:1 messages.
+    pub messages: Vec<PastMessage>,
+}
+
+#[utoipa::path(post, path = "/v1/messages/import", tag = "messages", request_body = ImportBody,
+    security(("signature" = [])),
+    responses((status = 200, description = "{rows: [{conversation, seq, duplicate} or {error: {code, message}}]}, in order", body = AnyObject),
+               (status = 400, body = ErrorBody)))]
+pub async fn import(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
+    let r: ImportBody = body(&req.body)?;
+    if r.messages.is_empty() || r.messages.len() > 500 {
+        return Err(ApiError::bad_request("messages must hold 1..=500 entries"));
+    }
+    let v = json!({ "tenant": req.tenant.id, "messages": r.messages });
+    Ok(Json(s.service.call("import_messages", &v).await?))
 }
 
 /// The messages of `conv` as `user` sees them with `from_ms <= server_time_ms < to_ms`,

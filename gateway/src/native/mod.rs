@@ -64,6 +64,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/system", post(send_system))
         .route("/v1/messages/recall", post(messages::recall))
+        .route("/v1/messages/import", post(messages::import))
         .route("/v1/publish", post(iot_publish))
         .route("/v1/files", post(crate::files::upload))
         .route("/v1/files/{id}/url", post(crate::files::refresh_url))

@@ -30,6 +30,7 @@ use super::handlers;
         handlers::iot_retained, handlers::area_call, crate::files::upload,
         crate::files::refresh_url, crate::files::download, crate::files::device::upload,
         crate::workbench::upload_icon, super::messages::recall,
+        super::messages::import,
     ),
     modifiers(&Signature),
     tags(
