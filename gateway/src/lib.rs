@@ -11,6 +11,7 @@
 //! [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
+pub mod console;
 pub mod error;
 pub mod files;
 pub mod hooks;
@@ -114,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
+        .nest("/console", console::router(state.clone()))
         .with_state(state)
 }
 
@@ -184,6 +186,7 @@ impl Gateway {
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
             });
