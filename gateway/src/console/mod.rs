@@ -20,6 +20,7 @@ pub mod assets;
 pub mod error;
 pub mod i18n;
 pub mod ops;
+pub mod org;
 pub mod session;
 pub mod signin;
 pub mod tenants;
@@ -60,6 +61,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<AppState>) -> Router<S>
         .merge(signin::routes())
         .merge(tenants::routes())
         .merge(ops::routes())
+        .merge(org::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(finish))
         .with_state(state)
