@@ -16,6 +16,7 @@
 //! credentials), [`ops`] (broker operations: counters, charts, clients, retained, groups,
 //! trace).
 
+pub mod apps;
 pub mod assets;
 pub mod error;
 pub mod i18n;
@@ -62,6 +63,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<AppState>) -> Router<S>
         .merge(tenants::routes())
         .merge(ops::routes())
         .merge(org::routes())
+        .merge(apps::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(finish))
         .with_state(state)

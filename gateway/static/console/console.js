@@ -28,3 +28,14 @@ function refresh(el) {
   }, secs * 1000);
 }
 document.querySelectorAll("[data-refresh][id]").forEach(refresh);
+// file inputs with data-preview="IMG_ID" show the chosen image there (read as a data: URL,
+// which the Content-Security-Policy allows for images).
+document.addEventListener("change", (ev) => {
+  const input = ev.target;
+  const id = input.getAttribute && input.getAttribute("data-preview");
+  if (!id || !input.files || !input.files[0]) return;
+  const img = document.getElementById(id);
+  const reader = new FileReader();
+  reader.onload = () => { img.src = reader.result; img.classList.remove("hidden"); };
+  reader.readAsDataURL(input.files[0]);
+});
