@@ -116,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(imo::routes())
         .merge(youdu::routes())
         .nest("/console", console::router(state.clone()))
+        .route("/console/", get(console::home_redirect))
         .with_state(state)
 }
 

@@ -130,7 +130,7 @@ pub(crate) fn page(lang: Lang, e: ErrorPage) -> Response {
             user: None,
             csrf: String::new(),
             active: "",
-            path: "/console/".into(),
+            path: "/console".into(),
         },
         status: e.status.as_u16(),
         key: e.key,

@@ -69,6 +69,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<AppState>) -> Router<S>
         .with_state(state)
 }
 
+/// `/console/` (outside the nested router, which only sees `/console`): to the home page.
+pub async fn home_redirect() -> axum::response::Response {
+    error::see_other("/console")
+}
+
 async fn not_found() -> ConsoleError {
     ConsoleError::NotFound
 }

@@ -220,7 +220,7 @@ impl FromRequestParts<ConsoleState> for SignedIn {
         let next = if parts.method == axum::http::Method::GET {
             path.clone()
         } else {
-            "/console/".to_owned()
+            "/console".to_owned()
         };
         let Some(session) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| s.len() <= 128)
         else {

@@ -80,14 +80,14 @@ struct Next {
 
 /// Only paths of the console: no open redirect.
 fn safe_next(next: &str) -> String {
-    let ok = next.starts_with("/console/")
+    let ok = next.starts_with("/console")
         && !next.contains("//")
         && !next.contains('\\')
         && !next.starts_with("/console/signin");
     if ok {
         next.to_owned()
     } else {
-        "/console/".to_owned()
+        "/console".to_owned()
     }
 }
 
@@ -268,7 +268,7 @@ async fn change_password(
         match r {
             Ok(_) => {
                 tracing::info!(user = %user.username, "console: password changed");
-                return Ok(see_other("/console/"));
+                return Ok(see_other("/console"));
             }
             Err(ServiceError::Api { code: 401, .. }) => {
                 errors.add("old", user.t("password.old_wrong"));
@@ -343,7 +343,7 @@ mod tests {
             "/console/\\x",
             "",
         ] {
-            assert_eq!(safe_next(bad), "/console/", "{bad}");
+            assert_eq!(safe_next(bad), "/console", "{bad}");
         }
     }
 }
