@@ -6,7 +6,7 @@
 // without the CSRF token is refused. Failures keep a screenshot in $SHOTS.
 // Usage: node console/org.mjs BASE TENANT USER ONE_TIME_PASSWORD NEW_PASSWORD
 // Last stdout line: {"app_id": "..."}.
-import { launch, signIn, changePassword, postForm, check, step } from "./lib.mjs";
+import { launch, signIn, changePassword, postForm, check, step, shot } from "./lib.mjs";
 
 const [base, tid, user, firstPassword, password] = process.argv.slice(2);
 const shots = process.env.SHOTS || ".";
@@ -57,6 +57,7 @@ try {
     await submit("#add-dept-submit");
     const tree = await page.textContent("#dept-tree");
     check(tree.includes("/Sales/East"), `the tree shows /Sales/East: ${tree}`);
+    await shot(page, shots, "org-tree");
   });
 
   await step(page, shots, "csv-import", async () => {
@@ -71,6 +72,7 @@ try {
     check((await page.textContent("#r-rejected")).trim() === "1", "one row rejected");
     const rejected = await page.textContent("#rejected-rows");
     check(rejected.includes("3") && rejected.includes("invalid account"), `line 3 reported with its reason: ${rejected}`);
+    await shot(page, shots, "org-import-report");
   });
 
   await step(page, shots, "script-in-a-department-name", async () => {
@@ -97,6 +99,7 @@ try {
     await submit("#app-submit");
     check(await page.isVisible("#name-error"), "the name error is next to the name");
     check((await page.inputValue("#app-group")) === XSS, "the group is kept, as text");
+    await shot(page, shots, "apps-form-errors");
     // Then right, with an icon previewed before upload.
     await page.fill("#app-name", "审批");
     await page.fill("#app-group", "Office");
@@ -110,6 +113,7 @@ try {
     check((await page.textContent("#aes-key")).trim().length === 43, "EncodingAESKey shown");
     const iconOk = await page.$eval("#app-icon", (img) => img.complete && img.naturalWidth === 2);
     check(iconOk, "the stored icon loads");
+    await shot(page, shots, "apps-app-page");
   });
 
   await step(page, shots, "test-notice", async () => {

@@ -70,6 +70,12 @@ async fn console_browser_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt(
     })
     .await
     .expect("join");
+    // SWITCHBOARD_KEEP_SHOTS=1 keeps the screenshots of a passing run (to look at them).
+    if std::env::var_os("SWITCHBOARD_KEEP_SHOTS").is_none() {
+        let _ = std::fs::remove_dir_all(&shots);
+    } else {
+        println!("screenshots in {}", shots.display());
+    }
     let app_id = result["app_id"].as_str().expect("app id").to_owned();
     // What the browser built is in the directory.
     let east = dept_id(&b, acme.id, "Sales/East");

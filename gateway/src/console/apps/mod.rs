@@ -102,6 +102,16 @@ impl App {
             .join(", ")
     }
 
+    /// How platform key `k` is shown.
+    pub fn label(&self, k: &str) -> &'static str {
+        match k {
+            "pc" => "PC",
+            "android" => "Android",
+            "ios" => "iOS",
+            _ => "Web",
+        }
+    }
+
     /// The entry of platform `p`, if added.
     pub fn platform(&self, p: &str) -> Option<&Platform> {
         self.platforms.get(p)
