@@ -289,6 +289,29 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
             location(&a)
         );
     }
+    // Behind a TLS proxy the cookies are `Secure`; on plain HTTP they cannot be.
+    let a = request(
+        c.gw.addr(),
+        "GET",
+        "/console/signin",
+        &[("X-Forwarded-Proto", "https".to_owned())],
+        b"",
+    )
+    .await;
+    let cookie = header(&a, "set-cookie").join("\n");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let a = c.get("/console/signin", "").await;
+    assert!(!header(&a, "set-cookie").join("\n").contains("Secure"));
+    assert!(
+        header(&a, "content-security-policy")
+            .first()
+            .is_some_and(|p| p.contains("script-src 'self'")),
+        "{}",
+        a.headers
+    );
     // A made-up session is no session.
     let a = c
         .get("/console/tenants", "sb_session=0123456789abcdef")
