@@ -289,6 +289,29 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
             location(&a)
         );
     }
+    // Behind a TLS proxy the cookies are `Secure`; on plain HTTP they cannot be.
+    let a = request(
+        c.gw.addr(),
+        "GET",
+        "/console/signin",
+        &[("X-Forwarded-Proto", "https".to_owned())],
+        b"",
+    )
+    .await;
+    let cookie = header(&a, "set-cookie").join("\n");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let a = c.get("/console/signin", "").await;
+    assert!(!header(&a, "set-cookie").join("\n").contains("Secure"));
+    assert!(
+        header(&a, "content-security-policy")
+            .first()
+            .is_some_and(|p| p.contains("script-src 'self'")),
+        "{}",
+        a.headers
+    );
     // A made-up session is no session.
     let a = c
         .get("/console/tenants", "sb_session=0123456789abcdef")
@@ -367,7 +390,8 @@ async fn roles_and_tenant_scope_are_enforced() {
             .create_tenant("theirs", Some(&other_account.id))
             .await
             .expect("tenant");
-    let pw = developer(&c, "dev", None).await;
+    // (Named: the "first" account is whichever id sorts first.)
+    let pw = developer(&c, "dev", Some(&mine.account)).await;
     let (dev, dev_csrf) = c.sign_in("dev", &pw).await;
     // A developer sees its account's tenants only.
     let list = c.get("/console/tenants", &dev).await;
@@ -469,6 +493,19 @@ async fn roles_and_tenant_scope_are_enforced() {
     assert!(a.body.contains(&fresh));
     let show = c.get(&format!("/console/tenants/{}", mine.id), &ta).await;
     assert!(!show.body.contains(&fresh), "masked afterwards");
+    // Rotating the app key: the new one resolves, the old one no longer does.
+    let a = c
+        .post(
+            &format!("/console/tenants/{}/rotate", mine.id),
+            &ta,
+            &[("_csrf", &ta_csrf), ("what", "key")],
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let key = text_of_id(&a.body, "new-app-key");
+    assert_ne!(key, mine.app_key);
+    assert_eq!(c.b.im.tenant_by_key(&key).expect("new key").id, mine.id);
+    assert!(c.b.im.tenant_by_key(&mine.app_key).is_err(), "old key gone");
     c.stop().await;
 }
 
@@ -627,5 +664,72 @@ async fn operators_see_counters_clients_and_kick_them() {
         )
         .await;
     assert_eq!(a.status, 404);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_chatrooms_groups_and_a_users_message_trace() {
+    let c = Console::start().await;
+    let tid = c.b.tenant("traced").await;
+    for u in ["alice", "bob"] {
+        c.b.user(tid, u).await;
+    }
+    let call = |op: &'static str, v: serde_json::Value| {
+        let im = c.b.im.clone();
+        async move {
+            im.admin_request(op, v.to_string().as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{op}: {e}"))
+        }
+    };
+    call(
+        "send",
+        serde_json::json!({ "tenant": tid, "from": "alice", "to": "bob",
+            "content": { "type": "text", "text": "hello <b>bob</b>" } }),
+    )
+    .await;
+    call(
+        "group/create",
+        serde_json::json!({ "tenant": tid, "group_id": "g-team", "name": "Team",
+            "members": ["alice", "bob"] }),
+    )
+    .await;
+    call(
+        "room/create",
+        serde_json::json!({ "tenant": tid, "room": "lobby", "name": "Lobby" }),
+    )
+    .await;
+    let op_pw = operator(&c).await;
+    let (op, _) = c.sign_in("admin", &op_pw).await;
+    let a = c
+        .get(
+            &format!("/console/ops/im?tenant={tid}&group=g-team&user=bob"),
+            &op,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("lobby"), "the tenant's chatrooms");
+    assert!(a.body.contains("id=\"group-members\""), "{}", a.body);
+    assert!(a.body.contains(">alice<") && a.body.contains(">bob<"));
+    // Bob's trace: the message alice sent, escaped, not read yet.
+    assert!(a.body.contains("id=\"trace\""));
+    assert!(
+        escaped(&a.body, "b>bob") && !a.body.contains("<b>bob"),
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("stored, not read yet"));
+    // Unknown ids are shown next to their fields.
+    let a = c
+        .get(
+            &format!("/console/ops/im?tenant={tid}&group=nope&user=nobody"),
+            &op,
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("There is no such group") && a.body.contains("There is no such user"));
+    let a = c.get("/console/ops/im?tenant=999", &op).await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("There is no such tenant"));
     c.stop().await;
 }

@@ -269,26 +269,43 @@ async fn show(
 async fn rotate(
     st: State<ConsoleState>,
     Path(tid): Path<u64>,
-    Post { user, .. }: Post,
+    Post { user, form }: Post,
 ) -> Result<Response, ConsoleError> {
     let t = user.tenant(&st, tid).await?;
-    let v = st
-        .call("console/tenants/rotate_secret", &json!({ "tenant": tid }))
-        .await?;
-    tracing::info!(user = %user.username, tenant = tid, "console: app secret rotated");
-    Ok(render(&SecretPage {
-        page: user.page("tenants"),
-        tenant_id: tid,
-        heading: "tenants.rotated",
-        values: vec![
-            ("tenants.app_key", t.app_key, "new-app-key"),
-            (
-                "tenants.app_secret",
-                str_of(&v["app_secret"]),
-                "new-app-secret",
-            ),
-        ],
-    }))
+    let page = if form.get("what") == "key" {
+        let v = st
+            .call("console/tenants/rotate_key", &json!({ "tenant": tid }))
+            .await?;
+        tracing::info!(user = %user.username, tenant = tid, "console: app key rotated");
+        SecretPage {
+            page: user.page("tenants"),
+            tenant_id: tid,
+            heading: "tenants.key_rotated",
+            values: vec![("tenants.app_key", str_of(&v["app_key"]), "new-app-key")],
+        }
+    } else {
+        let v = st
+            .call("console/tenants/rotate_secret", &json!({ "tenant": tid }))
+            .await?;
+        tracing::info!(user = %user.username, tenant = tid, "console: app secret rotated");
+        SecretPage {
+            page: user.page("tenants"),
+            tenant_id: tid,
+            heading: "tenants.rotated",
+            values: vec![
+                ("tenants.app_key", t.app_key.clone(), "new-app-key"),
+                (
+                    "tenants.app_secret",
+                    str_of(&v["app_secret"]),
+                    "new-app-secret",
+                ),
+            ],
+        }
+    };
+    // This gateway's signature check forgets the old credentials now; other gateways
+    // within their cache time (a minute).
+    st.app.auth.forget(&t.app_key);
+    Ok(render(&page))
 }
 
 async fn compat(
@@ -296,13 +313,14 @@ async fn compat(
     Path(tid): Path<u64>,
     Post { user, form }: Post,
 ) -> Result<Response, ConsoleError> {
-    user.tenant(&st, tid).await?;
+    let t = user.tenant(&st, tid).await?;
     let on = form.checked("on");
     st.call(
         "console/tenants/compat",
         &json!({ "tenant": tid, "on": on }),
     )
     .await?;
+    st.app.auth.forget(&t.app_key);
     Ok(see_other(&format!("/console/tenants/{tid}")))
 }
 

@@ -77,6 +77,7 @@ try {
     check(op.url().endsWith("/console/ops"), `operator lands on the overview, got ${op.url()}`);
     check(await op.isVisible("#chart-connections svg"), "connections chart");
     check(Number(await op.textContent("#tile-connections")) >= 1, "at least the test client is connected");
+    await shot(op, dir, "overview");
   });
   await step(op, dir, "kick-client", async () => {
     await op.goto(`${base}/console/ops/clients?q=${encodeURIComponent(clientId)}`);

@@ -1,7 +1,8 @@
 //! The console's tenant ops (`$im/admin/console/tenants/{op}`): `list {account?, tenant?,
 //! limit?}` (a developer account's tenants, or one tenant; without either, every tenant,
 //! for operators' tools), `get {tenant}` (the app secret masked), `rotate_secret {tenant}`
-//! (a new app secret, returned once; the old one stops working at once) and
+//! (a new app secret, returned once; the old one stops working at once), `rotate_key
+//! {tenant}` (a new app key; the old one stops resolving) and
 //! `compat {tenant, on}` (the `compat_apis` policy). Creating a tenant is the existing
 //! `create_tenant` op; webhooks and push credentials are `hooks/*` and
 //! `push/credentials/*`.
@@ -10,8 +11,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::records::TenantRecord;
-use super::super::{ImError, ImService, random_hex};
-use crate::store::Table;
+use super::super::{ImError, ImService, keys, random_hex};
+use crate::store::{Op, Table};
 
 /// Most tenants listed at once.
 const MAX_TENANTS: usize = 1000;
@@ -109,6 +110,12 @@ impl ImService {
                 );
                 Ok(json!({ "app_secret": secret }))
             }
+            "rotate_key" => {
+                let r: One = de(body)?;
+                let key = self.console_rotate_key(r.tenant).await?;
+                tracing::info!(tenant = r.tenant, "tenant app key rotated from the console");
+                Ok(json!({ "app_key": key }))
+            }
             "compat" => {
                 let r: Compat = de(body)?;
                 let on = r.on;
@@ -120,6 +127,37 @@ impl ImService {
                 "no such request: console/tenants/{other}"
             ))),
         }
+    }
+}
+
+impl ImService {
+    /// A new app key for tenant `tid`: the tenant record and the key index change in one
+    /// commit, so the old key stops resolving when the new one starts.
+    async fn console_rotate_key(&self, tid: u64) -> Result<String, ImError> {
+        let _guard = self.admin.lock().await;
+        let mut rec = (*self.tenant(tid)?).clone();
+        let old = std::mem::replace(&mut rec.app_key, random_hex(12)?);
+        let value = serde_json::to_vec(&rec).map_err(|e| ImError::Internal(e.to_string()))?;
+        self.commit(vec![
+            Op::Put {
+                table: Table::Tenants,
+                key: keys::tenant(tid),
+                value,
+            },
+            Op::Delete {
+                table: Table::TenantKeys,
+                key: old.into_bytes(),
+            },
+            Op::Put {
+                table: Table::TenantKeys,
+                key: rec.app_key.as_bytes().to_vec(),
+                value: tid.to_be_bytes().to_vec(),
+            },
+        ])
+        .await?;
+        let key = rec.app_key.clone();
+        self.tenants.write().insert(tid, std::sync::Arc::new(rec));
+        Ok(key)
     }
 }
 
