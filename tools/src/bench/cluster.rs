@@ -22,12 +22,20 @@ use super::load::{self, Load, Shape};
 /// Publisher/subscriber pairs per run.
 const PAIRS: usize = 50;
 const PAYLOAD: usize = 64;
+/// Saturated runs (throughput; their latency is queueing) and a rate-limited one (latency).
+const RUNS: [(QoS, Option<u32>); 3] = [
+    (QoS::AtMostOnce, None),
+    (QoS::AtLeastOnce, None),
+    (QoS::AtLeastOnce, Some(20_000)),
+];
 
 /// One measured configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub setup: String,
     pub qos: u8,
+    /// Offered messages/s (all publishers), `None`: as fast as it goes.
+    pub rate: Option<u32>,
     pub throughput: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -129,6 +137,7 @@ async fn measure(
     pub_port: u16,
     sub_port: u16,
     qos: QoS,
+    rate: Option<u32>,
     seconds: u64,
 ) -> anyhow::Result<Row> {
     let l = Load {
@@ -138,13 +147,18 @@ async fn measure(
         subscribers: PAIRS,
         qos,
         payload: PAYLOAD,
-        rate: None,
+        rate: rate.map(|r| r / PAIRS as u32),
         warmup: Duration::from_secs(1),
         duration: Duration::from_secs(seconds),
         persistent: false,
     };
     let before: u64 = procs.iter().map(|p| p.cpu_ticks()).sum();
-    let tag = format!("{}-q{}", setup.replace(' ', "-"), qos as u8);
+    let tag = format!(
+        "{}-q{}-{}",
+        setup.replace([' ', ','], "-"),
+        qos as u8,
+        rate.unwrap_or(0)
+    );
     let out = load::run_split(&l, SocketAddr::from(([127, 0, 0, 1], sub_port)), &tag).await?;
     let ticks = procs.iter().map(|p| p.cpu_ticks()).sum::<u64>() - before;
     let cpu = if out.received > 0 {
@@ -153,12 +167,13 @@ async fn measure(
         0.0
     };
     println!(
-        "{setup} QoS {}: {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs",
+        "{setup} QoS {} rate {rate:?}: {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs",
         qos as u8, out.throughput, out.p50_us, out.p99_us
     );
     Ok(Row {
         setup: setup.into(),
         qos: qos as u8,
+        rate,
         throughput: out.throughput,
         p50_us: out.p50_us,
         p99_us: out.p99_us,
@@ -172,8 +187,9 @@ pub async fn run(work: &Path, port: u16, seconds: u64) -> anyhow::Result<Report>
     let work: PathBuf = work.to_path_buf();
     let mut rows = Vec::new();
     let single = node(&work, port, None).await?;
-    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-        rows.push(measure("single node", &[&single], port, port, qos, seconds).await?);
+    for (qos, rate) in RUNS {
+        let row = measure("single node", &[&single], port, port, qos, rate, seconds).await?;
+        rows.push(row);
     }
     single.stop().await;
 
@@ -186,19 +202,10 @@ pub async fn run(work: &Path, port: u16, seconds: u64) -> anyhow::Result<Report>
     }
     let mut all: Vec<&Proc> = nodes.iter().collect();
     all.push(&nats);
-    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
-        rows.push(measure("cluster, local", &all, port + 1, port + 1, qos, seconds).await?);
-        rows.push(
-            measure(
-                "cluster, cross-node",
-                &all,
-                port + 1,
-                port + 2,
-                qos,
-                seconds,
-            )
-            .await?,
-        );
+    for (qos, rate) in RUNS {
+        let (a, b) = (port + 1, port + 2);
+        rows.push(measure("cluster, local", &all, a, a, qos, rate, seconds).await?);
+        rows.push(measure("cluster, cross-node", &all, a, b, qos, rate, seconds).await?);
     }
     for n in nodes {
         n.stop().await;
@@ -219,21 +226,37 @@ pub fn markdown(r: &Report) -> String {
          payloads, {} s measured per row, store off, everything on one 2-core machine \
          (3 broker nodes + nats-server + the load generator). CPU is the broker nodes' and \
          nats-server's together.\n\n\
-         | setup | QoS | msg/s | p50 µs | p99 µs | CPU µs/msg | received |\n|---|---|---|---|---|---|---|\n",
+         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received |\n|---|---|---|---|---|---|---|---|\n",
         r.pairs, r.payload, r.seconds
     );
+    let offered = |r: Option<u32>| r.map_or("max".to_owned(), |r| r.to_string());
     for x in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
-            x.setup, x.qos, x.throughput, x.p50_us, x.p99_us, x.cpu_us_per_msg, x.received
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
+            x.setup,
+            x.qos,
+            offered(x.rate),
+            x.throughput,
+            x.p50_us,
+            x.p99_us,
+            x.cpu_us_per_msg,
+            x.received
         ));
     }
-    md.push_str("\n| QoS | cross-node / single throughput | p99 ratio | NATS hop CPU µs/msg |\n|---|---|---|---|\n");
-    for qos in [0u8, 1] {
-        let find = |s: &str| r.rows.iter().find(|x| x.setup == s && x.qos == qos);
+    md.push_str(
+        "\n| QoS | offered | cross-node / single throughput | p99 ratio | NATS hop CPU µs/msg |\n|---|---|---|---|---|\n",
+    );
+    for (qos, rate) in RUNS {
+        let qos = qos as u8;
+        let find = |s: &str| {
+            r.rows
+                .iter()
+                .find(|x| x.setup == s && x.qos == qos && x.rate == rate)
+        };
         if let (Some(a), Some(b)) = (find("single node"), find("cluster, cross-node")) {
             md.push_str(&format!(
-                "| {qos} | {:.2} | {:.2} | {:.1} |\n",
+                "| {qos} | {} | {:.2} | {:.2} | {:.1} |\n",
+                offered(rate),
                 b.throughput / a.throughput.max(1.0),
                 b.p99_us / a.p99_us.max(1.0),
                 b.cpu_us_per_msg - a.cpu_us_per_msg
