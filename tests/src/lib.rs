@@ -10,9 +10,13 @@ pub mod im;
 pub mod im_groups;
 pub mod im_social;
 pub mod nat;
+pub mod nats;
 pub mod process;
 pub mod push_mocks;
 pub mod raw;
+
+/// The MQTT client the helpers wrap, for tests in other crates (tools/tests).
+pub use rumqttc;
 
 use std::net::SocketAddr;
 use std::time::Duration;

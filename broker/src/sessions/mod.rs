@@ -345,6 +345,38 @@ impl BrokerState {
         self.kick_with(client_id, ReasonCode::UseAnotherServer, Some(to.to_owned()))
     }
 
+    /// Asks the connection holding `client_id` to close with `code` and waits, at most
+    /// `wait`, for it to park its session (cluster takeover); true if there was one.
+    pub async fn kick_and_wait(
+        &self,
+        client_id: &str,
+        code: ReasonCode,
+        wait: std::time::Duration,
+    ) -> bool {
+        let parked = {
+            let mut map = self.sessions.map.lock();
+            let Some(kick) = map
+                .get_mut(client_id)
+                .and_then(|e| e.link.as_mut())
+                .and_then(|l| l.kick.take())
+            else {
+                return false;
+            };
+            let (done, parked) = oneshot::channel();
+            let sent = kick.send(Kick {
+                code,
+                server_reference: None,
+                done,
+            });
+            if sent.is_err() {
+                return false;
+            }
+            parked
+        };
+        let _ = tokio::time::timeout(wait, parked).await;
+        true
+    }
+
     fn kick_with(&self, client_id: &str, code: ReasonCode, to: Option<String>) -> bool {
         let mut map = self.sessions.map.lock();
         let Some(kick) = map
