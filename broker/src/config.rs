@@ -33,6 +33,20 @@ pub struct BrokerConfig {
     pub response_topic_prefix: String,
     /// Send clients to another server (cluster mode, maintenance).
     pub redirect: Redirect,
+    /// Cluster mode. Set by the binary from its top-level `cluster` section
+    /// (`SWITCHBOARD__CLUSTER__...`), not read from the `broker` section.
+    #[serde(skip)]
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode: several nodes share their durable state (`docs/cluster.md`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The PostgreSQL database that holds the durable state of every node
+    /// (`postgres://user:password@host:5432/switchboard`); set, it replaces the embedded
+    /// redb file. Unset: the embedded store.
+    pub postgres_url: Option<String>,
 }
 
 /// Server redirection (MQTT 5.0 section 4.11).
@@ -237,6 +251,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             response_topic_prefix: "reply/".into(),
             redirect: Redirect::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod im;
 pub mod im_groups;
 pub mod im_social;
 pub mod nat;
+pub mod postgres;
 pub mod process;
 pub mod push_mocks;
 pub mod raw;

@@ -25,6 +25,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub im: ImConfig,
     pub gateway: GatewayConfig,
+    /// Cluster mode (`docs/cluster.md`): `postgres_url` moves the durable state into
+    /// PostgreSQL.
+    pub cluster: switchboard_broker::config::ClusterConfig,
 }
 
 /// The in-process REST gateway.
@@ -149,6 +152,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             im: ImConfig::default(),
             gateway: GatewayConfig::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -241,6 +245,15 @@ mod tests {
         assert!(c.broker.allow_anonymous);
         assert_eq!(c.broker.listeners.tcp[0].port(), 1999);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        let env = vec![(
+            "SWITCHBOARD__CLUSTER__POSTGRES_URL".to_owned(),
+            "postgres://sb@db:5432/sb".to_owned(),
+        )];
+        let c = Config::load(None, env).expect("valid");
+        assert_eq!(
+            c.cluster.postgres_url.as_deref(),
+            Some("postgres://sb@db:5432/sb")
+        );
     }
 
     #[test]
