@@ -89,7 +89,7 @@ impl Postgres {
 
     /// Creates database `name`; returns its URL.
     pub fn create_db(&self, name: &str) -> String {
-        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
         self.url(name)
     }
 
