@@ -5,6 +5,7 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod cluster_store;
 mod gateway;
 mod heartbeat;
 mod im;
@@ -113,6 +114,10 @@ pub struct BenchArgs {
     /// Members sending in the group fan-out benchmark.
     #[arg(long, default_value_t = 4)]
     pub im_group_senders: usize,
+    /// Run the cluster-store benchmark (persistent QoS 1 on PostgreSQL vs redb; starts
+    /// Debian's PostgreSQL in a scratch directory) instead.
+    #[arg(long)]
+    pub cluster_store: bool,
 }
 
 /// One line of the report.
@@ -160,6 +165,14 @@ fn write_mode_report(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.cluster_store {
+        let work = work_dir("cluster-store")?;
+        let result = cluster_store::run(&work, &args).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        let md = cluster_store::markdown(&result);
+        return write_mode_report(&args.out, "cluster-store", &result, &md);
+    }
     if args.heartbeat {
         let work = work_dir("hb")?;
         let result = heartbeat::run(&work).await;
