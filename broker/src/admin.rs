@@ -254,6 +254,9 @@ async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Result<Response,
     if let Some(c) = &b.cluster {
         c.render_metrics(&mut out);
     }
+    if let Some(st) = b.store() {
+        st.write_metrics(&mut out);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 

@@ -33,22 +33,23 @@ pub struct BrokerConfig {
     pub response_topic_prefix: String,
     /// Send clients to another server (cluster mode, maintenance).
     pub redirect: Redirect,
-    /// Cluster mode (routing over NATS). Set by the binary from its top-level `cluster`
-    /// section (`SWITCHBOARD__CLUSTER__...`), not read from the `broker` section.
+    /// Cluster mode (routing over NATS, durable state in PostgreSQL). Set by the binary
+    /// from its top-level `cluster` section (`SWITCHBOARD__CLUSTER__...`), not read from the
+    /// `broker` section.
     #[serde(skip)]
     pub cluster: ClusterConfig,
 }
 
-/// Cluster mode: several nodes share routing over NATS core (`docs/cluster.md`). Off while
-/// `nats_url` is unset.
+/// Cluster mode (`docs/cluster.md`): several nodes share routing over NATS core (off while
+/// `nats_url` is unset) and their durable state in PostgreSQL (off while `postgres_url` is
+/// unset).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's name, unique in the cluster (`node1`); required in cluster mode. No
     /// whitespace or control characters.
     pub node_id: String,
-    /// The NATS server (`nats://127.0.0.1:4222`); JetStream must be enabled on it (the
-    /// client-id → node registry is a NATS key-value bucket).
+    /// The NATS server (`nats://127.0.0.1:4222`) that carries routing between nodes.
     pub nats_url: Option<String>,
     /// First token of every NATS subject the cluster uses, so that several clusters can
     /// share one NATS server.
@@ -59,6 +60,10 @@ pub struct ClusterConfig {
     /// Messages received from NATS waiting to be routed locally; when full the NATS reader
     /// waits (and the NATS client's own per-subscription buffer takes the backlog).
     pub inbound_queue: usize,
+    /// The PostgreSQL database that holds the durable state of every node
+    /// (`postgres://user:password@host:5432/switchboard`); set, it replaces the embedded
+    /// redb file. Unset: the embedded store.
+    pub postgres_url: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +74,7 @@ impl Default for ClusterConfig {
             subject_prefix: "sb".into(),
             forward_queue: 65_536,
             inbound_queue: 8192,
+            postgres_url: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod im_groups;
 pub mod im_social;
 pub mod nat;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod push_mocks;
 pub mod raw;

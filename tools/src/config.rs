@@ -25,7 +25,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub im: ImConfig,
     pub gateway: GatewayConfig,
-    /// Cluster mode (`docs/cluster.md`): off while `nats_url` is unset.
+    /// Cluster mode (`docs/cluster.md`): routing over NATS while `nats_url` is set, the
+    /// durable state in PostgreSQL while `postgres_url` is set.
     pub cluster: switchboard_broker::ClusterConfig,
 }
 
@@ -254,6 +255,15 @@ mod tests {
         assert!(c.broker.allow_anonymous);
         assert_eq!(c.broker.listeners.tcp[0].port(), 1999);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        let env = vec![(
+            "SWITCHBOARD__CLUSTER__POSTGRES_URL".to_owned(),
+            "postgres://sb@db:5432/sb".to_owned(),
+        )];
+        let c = Config::load(None, env).expect("valid");
+        assert_eq!(
+            c.cluster.postgres_url.as_deref(),
+            Some("postgres://sb@db:5432/sb")
+        );
     }
 
     #[test]

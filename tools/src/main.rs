@@ -419,7 +419,14 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
     cfg.broker.cluster = cfg.cluster.clone();
     let mut broker = Broker::new(cfg.broker.clone());
     let mut store: Option<Arc<dyn Store>> = None;
-    if cfg.store.enabled {
+    if let Some(url) = &cfg.cluster.postgres_url {
+        // Cluster mode: the durable state lives in PostgreSQL instead of the data file.
+        let pg = switchboard_broker::store::postgres::PgStore::open(url, cfg.store.max_disk_bytes)
+            .context("cannot open the PostgreSQL store (cluster.postgres_url)")?;
+        let pg: Arc<dyn Store> = Arc::new(pg);
+        broker = broker.with_store(pg.clone());
+        store = Some(pg);
+    } else if cfg.store.enabled {
         let path = cfg.data_dir.join(STORE_FILE);
         let redb = RedbStore::open(&path, cfg.store.max_disk_bytes)
             .with_context(|| format!("cannot open the store {}", path.display()))?;

@@ -20,11 +20,15 @@
 //! refuses new QoS 1/2 work (0x97), which bounds the backlog by what is already in flight.
 //! A commit takes at most [`BATCH_OPS`] ops and about [`BATCH_BYTES`] bytes.
 //!
-//! Implementations: [`redb::RedbStore`] (one file, the default) and [`memory::MemoryStore`]
-//! (tests; proves the seam that PostgreSQL will use in cluster mode).
+//! Implementations: [`redb::RedbStore`] (one file, the default), [`postgres::PgStore`]
+//! (cluster mode, `cluster.postgres_url`) and [`memory::MemoryStore`] (tests). All three
+//! keep the same contract (`conformance`, run against each).
 
 pub mod codec;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod redb;
 
 use std::collections::HashMap;
@@ -360,4 +364,6 @@ pub trait Store: Send + Sync + 'static {
     /// True if `extra` more bytes would exceed the disk budget.
     fn over_budget(&self, extra: u64) -> bool;
     fn stats(&self) -> StoreStats;
+    /// Appends the implementation's own Prometheus lines (e.g. its database link) to `out`.
+    fn write_metrics(&self, _out: &mut String) {}
 }

@@ -6,6 +6,7 @@
 
 mod chart;
 mod cluster;
+mod cluster_store;
 mod gateway;
 mod heartbeat;
 mod im;
@@ -118,6 +119,10 @@ pub struct BenchArgs {
     /// node, the cost of the NATS hop) instead.
     #[arg(long)]
     pub cluster: bool,
+    /// Run the cluster-store benchmark (persistent QoS 1 on PostgreSQL vs redb; starts
+    /// Debian's PostgreSQL in a scratch directory) instead.
+    #[arg(long)]
+    pub cluster_store: bool,
 }
 
 /// One line of the report.
@@ -171,6 +176,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "cluster", &result, &cluster::markdown(&result));
+    }
+    if args.cluster_store {
+        let work = work_dir("cluster-store")?;
+        let result = cluster_store::run(&work, &args).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        let md = cluster_store::markdown(&result);
+        return write_mode_report(&args.out, "cluster-store", &result, &md);
     }
     if args.heartbeat {
         let work = work_dir("hb")?;

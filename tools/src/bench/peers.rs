@@ -63,6 +63,18 @@ impl Peer {
         workdir: &Path,
         persistent: bool,
     ) -> anyhow::Result<Peer> {
+        Self::start_with_env(kind, port, workdir, persistent, &[]).await
+    }
+
+    /// Like [`Peer::start`], with extra environment variables for Switchboard (config
+    /// overrides such as `SWITCHBOARD__CLUSTER__POSTGRES_URL`).
+    pub async fn start_with_env(
+        kind: PeerKind,
+        port: u16,
+        workdir: &Path,
+        persistent: bool,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Peer> {
         let dir = workdir.join(format!("{}-{port}", kind.name()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -83,7 +95,8 @@ impl Peer {
                     .env(
                         "SWITCHBOARD__STORE__ENABLED",
                         if persistent { "true" } else { "false" },
-                    );
+                    )
+                    .envs(env.iter().copied());
                 c
             }
             PeerKind::Mosquitto => {

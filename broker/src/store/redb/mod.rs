@@ -401,14 +401,10 @@ mod tests {
         let path = dir.join("t.redb");
         {
             let s = RedbStore::open(&path, 0).expect("open");
-            crate::store::memory::tests::contract(&s);
+            crate::store::conformance::all(&s);
         }
         let s = RedbStore::open(&path, 0).expect("reopen");
-        assert_eq!(s.log_last(b"conv-1").expect("read"), 3);
-        assert_eq!(
-            s.get(Table::Counters, b"uid").expect("get"),
-            Some(1u64.to_be_bytes().to_vec())
-        );
+        crate::store::conformance::after_reopen(&s);
         drop(s);
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -1,0 +1,533 @@
+//! The writer: group commit over one connection, reconnection with back-off, and the
+//! clean-up of message bodies no queue references any more.
+//!
+//! A group commit is one pipeline: `BEGIN`, one statement per op (in op order), `COMMIT`,
+//! all sent before the first answer is read, so a commit costs one round trip plus the
+//! server's work and its WAL flush, however many publishes it carries. The commit counts
+//! only if every statement and the `COMMIT` succeeded (after a failed statement the server
+//! answers `COMMIT` with a rollback, which is why the statements' answers are checked).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::sql::{Stmts, big, number_of};
+use super::{COMMIT_TIMEOUT, Job, Shared, connect, pg_err};
+use crate::store::codec::Sent;
+use crate::store::{Applied, BATCH_BYTES, BATCH_OPS, Op, OpResult, StoreError};
+
+/// First wait before reconnecting; doubled per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often unreferenced message bodies are cleaned up, and how many at a time.
+const GC_EVERY: Duration = Duration::from_secs(5);
+const GC_BATCH: i64 = 10_000;
+/// Bodies younger than this are left alone (another node may be about to reference one).
+const GC_GRACE_SECS: u64 = 60;
+
+/// The writer's connection and its statements.
+pub(super) struct Link {
+    client: Client,
+    stmts: Stmts,
+}
+
+impl Link {
+    pub async fn new(client: Client) -> Result<Link, StoreError> {
+        let stmts = Stmts::prepare(&client).await?;
+        Ok(Link { client, stmts })
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+type RowsFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
+
+/// What to do with a statement's rows.
+#[derive(Clone, Copy)]
+enum Want {
+    Nothing,
+    /// Counter value (column 0) → the job's results.
+    Counter,
+    /// (seq, duplicate) → the job's results.
+    Appended,
+    /// Sum of column 0 (bytes) leaves the store.
+    Freed,
+}
+
+/// One statement of the pipeline.
+struct Call<'a> {
+    stmt: &'a Statement,
+    params: Params,
+    job: usize,
+    want: Want,
+}
+
+/// The writer task: runs until the store is dropped and the channel drained.
+pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>, link: Link) {
+    let mut link = Some(link);
+    let mut backoff = BACKOFF_MIN;
+    let mut retry_at = Instant::now();
+    let mut next_gc = Instant::now() + GC_EVERY;
+    shared.link.up.store(1, Ordering::Relaxed);
+    loop {
+        // While the link is down, reconnect on schedule even if nothing is written.
+        let first = if link.is_none() {
+            let wait = retry_at.saturating_duration_since(Instant::now());
+            tokio::select! {
+                j = rx.recv() => j,
+                () = tokio::time::sleep(wait) => {
+                    reconnect(&shared, &mut link, &mut backoff, &mut retry_at).await;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(first) = first else { break };
+        let (mut n, mut bytes) = (first.ops.len(), first.weight);
+        let mut jobs = vec![first];
+        while n < BATCH_OPS && bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.ops.len();
+                    bytes += j.weight;
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        if link.is_none() && Instant::now() >= retry_at {
+            reconnect(&shared, &mut link, &mut backoff, &mut retry_at).await;
+        }
+        let started = Instant::now();
+        let mut timed_out = false;
+        let result = match &link {
+            Some(l) => match tokio::time::timeout(COMMIT_TIMEOUT, apply(l, &jobs)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    timed_out = true;
+                    Err(StoreError::Io(format!(
+                        "PostgreSQL commit did not finish within {COMMIT_TIMEOUT:?}"
+                    )))
+                }
+            },
+            None => Err(StoreError::Io(format!(
+                "PostgreSQL at {} unreachable; reconnecting",
+                shared.display
+            ))),
+        };
+        shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
+        shared.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        match &result {
+            Ok((_, delta)) => {
+                shared.link.observe_commit(started.elapsed());
+                shared.add_bytes(*delta);
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared.ops.fetch_add(n as u64, Ordering::Relaxed);
+                if !shared.healthy.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(url = %shared.display, "PostgreSQL store recovered: commits succeed again");
+                }
+            }
+            Err(e) => {
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                if link.is_some() {
+                    shared.link.commit_failures.fetch_add(1, Ordering::Relaxed);
+                }
+                if shared.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::error!(error = %e, url = %shared.display, "STORAGE FAILURE: PostgreSQL commit failed; QoS 1/2 publishes are refused until it recovers");
+                }
+                // A broken or stuck connection is dropped (its last commit's outcome is
+                // unknown); the next one is opened after a back-off.
+                if timed_out || link.as_ref().is_some_and(|l| l.client.is_closed()) {
+                    drop_link(&shared, &mut link, &mut retry_at, backoff);
+                }
+            }
+        }
+        match result {
+            Ok((applied, _)) => {
+                for (job, a) in jobs.into_iter().zip(applied) {
+                    if let Some(d) = job.done {
+                        let _ = d.send(Ok(a));
+                    }
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    if let Some(d) = job.done {
+                        let _ = d.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= next_gc {
+            next_gc = Instant::now() + GC_EVERY;
+            if let Some(l) = &link {
+                collect_garbage(l).await;
+            }
+        }
+    }
+    shared.link.up.store(0, Ordering::Relaxed);
+}
+
+fn drop_link(shared: &Shared, link: &mut Option<Link>, retry_at: &mut Instant, wait: Duration) {
+    if link.take().is_some() {
+        shared.link.up.store(0, Ordering::Relaxed);
+        *retry_at = Instant::now() + wait;
+    }
+}
+
+/// One reconnection attempt; on success the link is proven with a commit before the store
+/// reports healthy again.
+async fn reconnect(
+    shared: &Shared,
+    link: &mut Option<Link>,
+    backoff: &mut Duration,
+    retry_at: &mut Instant,
+) {
+    let attempt = async {
+        let l = Link::new(connect(shared).await?).await?;
+        apply(&l, &[]).await?;
+        Ok::<_, StoreError>(l)
+    };
+    match attempt.await {
+        Ok(l) => {
+            *link = Some(l);
+            *backoff = BACKOFF_MIN;
+            shared.link.up.store(1, Ordering::Relaxed);
+            shared.link.reconnects.fetch_add(1, Ordering::Relaxed);
+            if !shared.healthy.swap(true, Ordering::Relaxed) {
+                tracing::warn!(url = %shared.display, "PostgreSQL store recovered: reconnected");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, url = %shared.display, retry_in = ?*backoff, "PostgreSQL reconnect failed");
+            *retry_at = Instant::now() + *backoff;
+            *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// Removes message bodies that no queue row references any more (bounded per run). A
+/// failure (e.g. another node referenced one meanwhile) is harmless: the next run retries.
+async fn collect_garbage(l: &Link) {
+    let before = big(crate::store::unix_now().saturating_sub(GC_GRACE_SECS));
+    match l
+        .client
+        .execute(&l.stmts.gc_payloads, &[&before, &GC_BATCH])
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(n, "PostgreSQL store: unreferenced message bodies removed"),
+        Err(e) => tracing::debug!(error = %pg_err(e), "PostgreSQL store: body clean-up deferred"),
+    }
+}
+
+/// The statements for `jobs`, in op order.
+fn calls<'a>(s: &'a Stmts, jobs: &[Job]) -> Result<(Vec<Call<'a>>, i64), StoreError> {
+    let mut out = Vec::new();
+    let mut added: i64 = 0;
+    let mut bodies: HashSet<Vec<u8>> = HashSet::new();
+    let now = big(crate::store::unix_now());
+    for (job, j) in jobs.iter().enumerate() {
+        let mut push = |stmt: &'a Statement, params: Params, want: Want| {
+            out.push(Call {
+                stmt,
+                params,
+                job,
+                want,
+            });
+        };
+        for op in &j.ops {
+            match op {
+                Op::PutSession { client_id, record } => {
+                    let json = serde_json::to_vec(record)
+                        .map_err(|e| StoreError::Io(format!("session record: {e}")))?;
+                    push(
+                        &s.put_session,
+                        vec![
+                            Box::new(client_id.as_bytes().to_vec()),
+                            Box::new(big(record.uid)),
+                            Box::new(json),
+                        ],
+                        Want::Nothing,
+                    );
+                }
+                Op::DeleteSession { client_id, uid } => {
+                    let id = client_id.as_bytes().to_vec();
+                    push(
+                        &s.delete_rel_if_ours,
+                        vec![Box::new(id.clone()), Box::new(big(*uid))],
+                        Want::Nothing,
+                    );
+                    push(
+                        &s.delete_session,
+                        vec![Box::new(id), Box::new(big(*uid))],
+                        Want::Nothing,
+                    );
+                    push(&s.delete_queue, vec![Box::new(big(*uid))], Want::Freed);
+                }
+                Op::Enqueue { uid, seq, delivery } => {
+                    let body = delivery.message.to_vec();
+                    let id = ring::digest::digest(&ring::digest::SHA256, &body)
+                        .as_ref()
+                        .to_vec();
+                    let size = delivery.encode().len() as i32;
+                    added += i64::from(size);
+                    if bodies.insert(id.clone()) {
+                        push(
+                            &s.put_payload,
+                            vec![Box::new(id.clone()), Box::new(body), Box::new(now)],
+                            Want::Nothing,
+                        );
+                    }
+                    let (sent, pkid) = sent_columns(delivery.sent);
+                    let sub_ids: Vec<u8> = delivery
+                        .sub_ids
+                        .iter()
+                        .flat_map(|i| i.to_be_bytes())
+                        .collect();
+                    push(
+                        &s.enqueue,
+                        vec![
+                            Box::new(big(*uid)),
+                            Box::new(big(*seq)),
+                            Box::new(delivery.qos as i16),
+                            Box::new(delivery.retain),
+                            Box::new(sent),
+                            Box::new(pkid),
+                            Box::new(sub_ids),
+                            Box::new(id),
+                            Box::new(size),
+                        ],
+                        Want::Nothing,
+                    );
+                }
+                Op::Dequeue { uid, seq } => push(
+                    &s.dequeue,
+                    vec![Box::new(big(*uid)), Box::new(big(*seq))],
+                    Want::Freed,
+                ),
+                Op::MarkSent { uid, seq, sent } => {
+                    let (st, pkid) = sent_columns(*sent);
+                    push(
+                        &s.mark_sent,
+                        vec![
+                            Box::new(big(*uid)),
+                            Box::new(big(*seq)),
+                            Box::new(st),
+                            Box::new(pkid),
+                        ],
+                        Want::Nothing,
+                    );
+                }
+                Op::PutRetained { topic, message } => {
+                    let t = topic.as_bytes().to_vec();
+                    push(&s.delete_retained, vec![Box::new(t.clone())], Want::Freed);
+                    added += message.len() as i64;
+                    push(
+                        &s.put_retained,
+                        vec![Box::new(t), Box::new(message.clone())],
+                        Want::Nothing,
+                    );
+                }
+                Op::DeleteRetained { topic } => push(
+                    &s.delete_retained,
+                    vec![Box::new(topic.as_bytes().to_vec())],
+                    Want::Freed,
+                ),
+                Op::AwaitRel { client_id, pkid } => push(
+                    &s.await_rel,
+                    vec![
+                        Box::new(client_id.as_bytes().to_vec()),
+                        Box::new(i32::from(*pkid)),
+                    ],
+                    Want::Nothing,
+                ),
+                Op::Released { client_id, pkid } => push(
+                    &s.released,
+                    vec![
+                        Box::new(client_id.as_bytes().to_vec()),
+                        Box::new(i32::from(*pkid)),
+                    ],
+                    Want::Nothing,
+                ),
+                Op::Probe => push(&s.probe, vec![Box::new(now.to_string())], Want::Nothing),
+                Op::Put { table, key, value } => push(
+                    &s.table(*table)?.put,
+                    vec![
+                        Box::new(key.clone()),
+                        Box::new(value.clone()),
+                        Box::new(number_of(value)),
+                    ],
+                    Want::Nothing,
+                ),
+                Op::Delete { table, key } => push(
+                    &s.table(*table)?.delete,
+                    vec![Box::new(key.clone())],
+                    Want::Nothing,
+                ),
+                Op::Increment { table, key, by } => push(
+                    &s.table(*table)?.increment,
+                    vec![Box::new(key.clone()), Box::new(big(*by))],
+                    Want::Counter,
+                ),
+                Op::Append { log, idem, value } => push(
+                    &s.append,
+                    vec![
+                        Box::new(log.clone()),
+                        Box::new(idem.clone()),
+                        Box::new(value.clone()),
+                    ],
+                    Want::Appended,
+                ),
+                Op::ReplaceEntry { log, seq, value } => push(
+                    &s.replace_entry,
+                    vec![
+                        Box::new(log.clone()),
+                        Box::new(big(*seq)),
+                        Box::new(value.clone()),
+                    ],
+                    Want::Nothing,
+                ),
+                Op::TrimLog { log, below } => {
+                    if *below > 1 {
+                        push(
+                            &s.trim_log,
+                            vec![Box::new(log.clone()), Box::new(big(*below))],
+                            Want::Nothing,
+                        );
+                    }
+                }
+                Op::SetToLogHead { table, key, log } => push(
+                    &s.table(*table)?.set_to_head,
+                    vec![Box::new(key.clone()), Box::new(log.clone())],
+                    Want::Nothing,
+                ),
+                Op::Max { table, key, value } => push(
+                    &s.table(*table)?.max,
+                    vec![Box::new(key.clone()), Box::new(big(*value))],
+                    Want::Nothing,
+                ),
+            }
+        }
+    }
+    Ok((out, added))
+}
+
+fn sent_columns(sent: Sent) -> (i16, i32) {
+    match sent {
+        Sent::Queued => (0, 0),
+        Sent::Published(p) => (1, i32::from(p)),
+        Sent::Released(p) => (2, i32::from(p)),
+    }
+}
+
+/// Applies every job in one transaction, pipelined. Returns each job's results and the
+/// change in stored message bytes.
+pub(super) async fn apply(l: &Link, jobs: &[Job]) -> Result<(Vec<Applied>, i64), StoreError> {
+    let (calls, mut delta) = calls(&l.stmts, jobs)?;
+    let c = &l.client;
+    let mut futures: Vec<RowsFuture<'_>> = Vec::with_capacity(calls.len() + 2);
+    futures.push(Box::pin(async move {
+        c.batch_execute("BEGIN").await.map(|()| Vec::new())
+    }));
+    let mut wants = Vec::with_capacity(calls.len());
+    for call in calls {
+        wants.push((call.job, call.want));
+        let (stmt, params) = (call.stmt, call.params);
+        futures.push(Box::pin(async move {
+            c.query_raw(stmt, params).await?.try_collect().await
+        }));
+    }
+    futures.push(Box::pin(async move {
+        c.batch_execute("COMMIT").await.map(|()| Vec::new())
+    }));
+    // Requests leave in the order their futures are first polled: poll each once, in
+    // order, so the whole pipeline is on the wire before the first answer is awaited.
+    let mut slots: Vec<Result<Result<Vec<Row>, tokio_postgres::Error>, RowsFuture<'_>>> =
+        Vec::with_capacity(futures.len());
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        for mut f in futures {
+            slots.push(match f.as_mut().poll(&mut cx) {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => Err(f),
+            });
+        }
+    }
+    let mut answers = Vec::with_capacity(slots.len());
+    for slot in slots {
+        answers.push(match slot {
+            Ok(r) => r,
+            Err(f) => f.await,
+        });
+    }
+    let mut applied: Vec<Applied> = (0..jobs.len()).map(|_| Applied::default()).collect();
+    let mut first_error = None;
+    let mut rows_of = answers.into_iter();
+    if let Some(Err(e)) = rows_of.next() {
+        first_error = Some(pg_err(e));
+    }
+    for (job, want) in wants {
+        let rows = match rows_of.next() {
+            Some(Ok(rows)) => rows,
+            Some(Err(e)) => {
+                first_error.get_or_insert(pg_err(e));
+                continue;
+            }
+            None => {
+                first_error.get_or_insert(StoreError::Io("missing answer".into()));
+                continue;
+            }
+        };
+        let results = &mut applied[job].results;
+        match want {
+            Want::Nothing => {}
+            Want::Freed => {
+                for r in &rows {
+                    delta -= r.try_get::<_, Option<i32>>(0).ok().flatten().unwrap_or(0) as i64;
+                }
+            }
+            Want::Counter => {
+                let n: i64 = rows
+                    .first()
+                    .and_then(|r| r.try_get(0).ok())
+                    .ok_or_else(|| StoreError::Io("increment returned no value".into()))?;
+                results.push(OpResult::Counter(n.max(0) as u64));
+            }
+            Want::Appended => {
+                let row = rows
+                    .first()
+                    .ok_or_else(|| StoreError::Io("append returned no row".into()))?;
+                let seq: i64 = row.try_get(0).map_err(pg_err)?;
+                let duplicate: bool = row.try_get(1).map_err(pg_err)?;
+                results.push(OpResult::Appended {
+                    seq: seq.max(0) as u64,
+                    duplicate,
+                });
+            }
+        }
+    }
+    match rows_of.next() {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => {
+            first_error.get_or_insert(pg_err(e));
+        }
+        None => {
+            first_error.get_or_insert(StoreError::Io("missing COMMIT answer".into()));
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((applied, delta)),
+    }
+}
