@@ -9,6 +9,7 @@ pub mod im_groups;
 pub mod im_social;
 pub mod nat;
 pub mod process;
+pub mod push;
 pub mod push_mocks;
 pub mod raw;
 

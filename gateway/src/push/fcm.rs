@@ -119,8 +119,16 @@ impl Fcm {
                 "payload": {"aps": {}},
             },
         }});
+        let m = &mut body["message"];
+        if n.silent {
+            // Quiet hours: listed, but no sound or heads-up (Android), passive (iOS).
+            m["android"]["notification"]["notification_priority"] = "PRIORITY_MIN".into();
+            m["apns"]["payload"]["aps"]["interruption-level"] = "passive".into();
+        } else {
+            m["android"]["notification"]["default_sound"] = true.into();
+            m["apns"]["payload"]["aps"]["sound"] = "default".into();
+        }
         if let Some(b) = n.badge {
-            let m = &mut body["message"];
             m["data"]["badge"] = b.to_string().into();
             m["android"]["notification"]["notification_count"] = b.into();
             m["apns"]["payload"]["aps"]["badge"] = b.into();
