@@ -37,12 +37,21 @@ pub struct ServiceAccount {
 /// A tenant's FCM credentials: `{service_account_json: "<the JSON, as a string or object>"}`.
 pub fn service_account(c: &Value) -> Result<ServiceAccount, String> {
     let sa = &c["service_account_json"];
+    // Errors name the kind and place of the problem, never quote the (secret) content.
+    let why = |e: serde_json::Error| {
+        format!(
+            "service account: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    };
     let v = match sa {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| format!("service account: {e}"))?,
+        Value::String(s) => serde_json::from_str(s).map_err(why)?,
         Value::Object(_) => sa.clone(),
         _ => return Err("fcm: service_account_json is required".into()),
     };
-    serde_json::from_value(v).map_err(|e| format!("service account: {e}"))
+    serde_json::from_value(v).map_err(why)
 }
 
 /// FCM for one tenant.

@@ -20,9 +20,13 @@ pub struct Providers {
     fetched: Instant,
 }
 
-/// A vendor's credentials object, typed.
+/// A vendor's credentials object, typed. The error names the kind of problem only: serde's
+/// own message may quote the offending value, which may be a secret.
 fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+    serde_json::from_value(v.clone()).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "a field is missing or has the wrong type".to_owned(),
+        other => format!("malformed ({other:?})"),
+    })
 }
 
 impl Worker {
@@ -132,5 +136,23 @@ impl Worker {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_errors_never_quote_the_credentials() {
+        let bad = json!({"app_id": "1", "client_secret": 987_654_321_u64});
+        let e = parse::<super::super::honor::HonorCredentials>(&bad)
+            .err()
+            .expect("a number is no secret string");
+        assert!(!e.contains("987654321"), "{e}");
+        let missing = parse::<super::super::oppo::OppoCredentials>(&json!({"app_key": "k"}))
+            .err()
+            .expect("master_secret missing");
+        assert!(missing.contains("missing"), "{missing}");
     }
 }
