@@ -147,12 +147,10 @@ mod tests {
     fn credential_errors_never_quote_the_credentials() {
         let bad = json!({"app_id": "1", "client_secret": 987_654_321_u64});
         let e = parse::<super::super::honor::HonorCredentials>(&bad)
-            .err()
-            .expect("a number is no secret string");
+            .expect_err("a number is no secret string");
         assert!(!e.contains("987654321"), "{e}");
         let missing = parse::<super::super::oppo::OppoCredentials>(&json!({"app_key": "k"}))
-            .err()
-            .expect("master_secret missing");
+            .expect_err("master_secret missing");
         assert!(missing.contains("missing"), "{missing}");
     }
 }

@@ -71,6 +71,12 @@ pub fn apns(st: &State, headers: &HashMap<String, String>) -> Result<(), Refusal
     let Some(token) = h("authorization").strip_prefix("bearer ") else {
         return reason(403, "MissingProviderToken");
     };
+    // Like Apple, verify a provider token once and then trust it while it is fresh.
+    if let Some(iat) = st.apns_verified.lock().get(token)
+        && now() - iat < 3600
+    {
+        return Ok(());
+    }
     match jwt(token, &signature::ECDSA_P256_SHA256_FIXED, &st.apns_public) {
         Ok((hd, c))
             if hd["alg"] == "ES256"
@@ -78,6 +84,11 @@ pub fn apns(st: &State, headers: &HashMap<String, String>) -> Result<(), Refusal
                 && c["iss"] == APNS_TEAM_ID
                 && (now() - c["iat"].as_i64().unwrap_or(0)).abs() < 3600 =>
         {
+            let mut v = st.apns_verified.lock();
+            if v.len() >= 1024 {
+                v.clear();
+            }
+            v.insert(token.to_owned(), c["iat"].as_i64().unwrap_or(0));
             Ok(())
         }
         _ => reason(403, "InvalidProviderToken"),

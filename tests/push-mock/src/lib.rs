@@ -94,6 +94,8 @@ pub struct State {
     token_url: String,
     script: Mutex<HashMap<String, VecDeque<Canned>>>,
     bearers: Mutex<HashSet<String>>,
+    /// APNs provider tokens verified, with their `iat`.
+    apns_verified: Mutex<HashMap<String, i64>>,
     delay: Mutex<Duration>,
     tx: mpsc::UnboundedSender<Hit>,
 }
@@ -199,6 +201,7 @@ impl PushMock {
             token_url: format!("https://{addr}/token"),
             script: Mutex::default(),
             bearers: Mutex::default(),
+            apns_verified: Mutex::default(),
             delay: Mutex::new(Duration::ZERO),
             tx,
         });
