@@ -17,8 +17,10 @@ pub mod hooks;
 pub mod imo;
 pub mod native;
 pub mod push;
+pub mod request_id;
 pub mod rongcloud;
 pub mod service;
+pub mod workbench;
 pub mod youdu;
 
 use std::net::SocketAddr;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub signer: files::UrlSigner,
     /// The push worker (none when disabled), for test pushes and its trace.
     pub push: Option<Arc<push::Worker>>,
+    /// Per-tenant budgets of uploads from devices.
+    pub uploads: files::device::Quotas,
 }
 
 /// Why the gateway could not start.
@@ -104,10 +108,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/files/{id}", get(files::download))
+        .route(
+            "/v1/device/files",
+            axum::routing::post(files::device::upload),
+        )
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 
@@ -141,6 +150,16 @@ impl Gateway {
         cfg: GatewayConfig,
         push_cfg: push::PushConfig,
     ) -> Result<Gateway, GatewayError> {
+        Self::start_with_store(cfg, push_cfg, None).await
+    }
+
+    /// Like [`Gateway::start_with_push`], keeping files in `store` (e.g. an S3 bucket,
+    /// [`files::s3`]) rather than in `cfg.files_dir`.
+    pub async fn start_with_store(
+        cfg: GatewayConfig,
+        push_cfg: push::PushConfig,
+        store: Option<Arc<dyn files::BlobStore>>,
+    ) -> Result<Gateway, GatewayError> {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
@@ -172,11 +191,13 @@ impl Gateway {
             service: service.clone(),
             auth: Authenticator::default(),
             body_limit: cfg.body_limit,
-            files: cfg
-                .files_dir
-                .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
+            files: store.or_else(|| {
+                cfg.files_dir
+                    .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>)
+            }),
             signer: files::UrlSigner::new(&cfg.service_secret),
             push: worker,
+            uploads: files::device::Quotas::default(),
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -458,7 +458,8 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
             if let (Some(http), Some(mqtt)) = (cfg.gateway.listen, handle.tcp_addrs().first()) {
                 let files = cfg.data_dir.join("files");
                 let push = cfg.gateway.push.to_push_config()?;
-                let gw = gateway_cmd::start(http, *mqtt, secret, None, files, push).await?;
+                let s3 = cfg.gateway.files.s3.clone();
+                let gw = gateway_cmd::start(http, *mqtt, secret, None, files, s3, push).await?;
                 println!("switchboard: gateway REST API on http://{}", gw.addr());
                 gateway = Some(gw);
             }

@@ -45,6 +45,8 @@ pub mod push_quiet;
 pub mod push_tokens;
 pub mod records;
 pub mod service_api;
+mod service_gateway;
+mod service_import;
 mod service_iot;
 mod service_user;
 pub mod social;
