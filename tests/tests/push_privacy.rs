@@ -22,12 +22,21 @@ async fn hidden_previews_show_the_generic_line_and_secrets_never_come_out() {
     register(&b, t, "bob", "oppo", "bob-oppo").await;
     let alice = b.device(t, "alice", "alice-phone").await;
     send(&alice, "bob", "m1", "the secret plan").await;
-    let apns = mock.next("apns").await;
+    // Both vendors' requests, in whatever order they come.
+    let (mut apns, mut oppo) = (None, None);
+    while apns.is_none() || oppo.is_none() {
+        let h = mock.next_any().await;
+        match h.kind.as_str() {
+            "apns" => apns = Some(h),
+            "oppo" => oppo = Some(h),
+            _ => {}
+        }
+    }
+    let (apns, oppo) = (apns.expect("apns"), oppo.expect("oppo"));
     assert_eq!(
         apns.json()["aps"]["alert"]["body"],
         json!("You have a new message")
     );
-    let oppo = mock.next("oppo").await;
     let form = oppo.form();
     let m = form.get("message").cloned().unwrap_or_default();
     assert!(m.contains("You have a new message"), "{m}");
