@@ -8,9 +8,10 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi, OPPO, vivo, Honor), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`console`] (the web console at `/console`, docs/console.md), [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi, OPPO, vivo, Honor), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
+pub mod console;
 pub mod error;
 pub mod files;
 pub mod hooks;
@@ -116,6 +117,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
+        .nest("/console", console::router(state.clone()))
+        .route("/console/", get(console::home_redirect))
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
@@ -202,6 +205,7 @@ impl Gateway {
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
             });

@@ -91,6 +91,7 @@ pub fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
         } => ("POST", "/api/v1/acl/reload".to_owned(), a),
         CtlCommand::WorkbenchApp { command } => return crate::ctl_apps::run(command),
         CtlCommand::PushTest(a) => return crate::ctl_push::run(a),
+        CtlCommand::ConsoleUser { command } => return crate::ctl_console::run(command),
         other => return crate::ctl_im::run(other),
     };
     let answer = http(&admin, method, &path, None)?;

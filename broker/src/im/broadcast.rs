@@ -506,7 +506,10 @@ impl ImService {
         let prefix = keys::tenant(tid);
         let mut n = 0;
         for table in Table::ALL {
-            if matches!(table, Table::Accounts | Table::TenantKeys | Table::Org) {
+            if matches!(
+                table,
+                Table::Accounts | Table::TenantKeys | Table::Org | Table::Console
+            ) {
                 continue; // not keyed by tenant id first
             }
             let mut after: Option<Vec<u8>> = None;

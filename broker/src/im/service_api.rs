@@ -106,6 +106,7 @@ impl ImService {
                 "iot" => self.iot_admin(rest, payload).await,
                 "hooks" => self.hooks_admin(rest, payload).await,
                 "push" => self.push_admin(rest, payload).await,
+                "console" => self.console_admin(rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }
