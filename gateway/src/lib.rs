@@ -8,7 +8,7 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`console`] (the web console at `/console`, docs/console.md), [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`console`] (the web console at `/console`, docs/console.md), [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi, OPPO, vivo, Honor), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
 pub mod console;
@@ -80,20 +80,14 @@ pub enum GatewayError {
     Push(String),
 }
 
-/// Forwards service-topic messages to the webhook sender and the push worker.
+/// Forwards service-topic messages to the webhook sender (push jobs come through the push
+/// worker's own connection, see `push::jobs`).
 async fn dispatch(
     mut events: tokio::sync::mpsc::Receiver<switchboard_proto::Publish>,
     hooks: tokio::sync::mpsc::Sender<switchboard_proto::Publish>,
-    push: tokio::sync::mpsc::Sender<switchboard_proto::Publish>,
 ) {
     while let Some(p) = events.recv().await {
-        let to = if p.topic.starts_with("$im/push/") {
-            &push
-        } else {
-            &hooks
-        };
-        // A stopped consumer (push disabled) drops its messages.
-        let _ = to.send(p).await;
+        let _ = hooks.send(p).await;
     }
 }
 
@@ -177,22 +171,25 @@ impl Gateway {
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
         let mut mqtt = Config::new(&cfg.client_id, cfg.broker.clone());
         mqtt.backoff_max = std::time::Duration::from_secs(5);
+        let jobs_mqtt = mqtt.clone();
         let (service, events) = ServiceClient::connect(mqtt, &cfg.service_secret).await?;
-        // Service-topic messages, by prefix: webhook events to the webhook sender, push
-        // jobs to the push worker (each a bounded channel; a full one holds the other back).
+        // Service-topic messages (webhook events) to the webhook sender, through a bounded
+        // channel.
         let (hooks_tx, hooks_rx) = tokio::sync::mpsc::channel(1024);
-        let (push_tx, push_rx) = tokio::sync::mpsc::channel(push::QUEUE);
-        let dispatch = tokio::spawn(dispatch(events, hooks_tx, push_tx));
+        let dispatch = tokio::spawn(dispatch(events, hooks_tx));
         let hooks = tokio::spawn(hooks::run(service.clone(), hooks_rx));
         let worker = if push_cfg.enabled {
             Some(push::Worker::new(service.clone(), push_cfg).map_err(GatewayError::Push)?)
         } else {
             None
         };
-        let push = worker.clone().map(|w| {
-            let stats = w.stats();
-            (tokio::spawn(w.run(push_rx)), stats)
-        });
+        let push = match worker.clone() {
+            Some(w) => {
+                let stats = w.stats();
+                Some((w.start(jobs_mqtt, cfg.service_secret.clone()).await, stats))
+            }
+            None => None,
+        };
         let state = Arc::new(AppState {
             service: service.clone(),
             auth: Authenticator::default(),

@@ -111,12 +111,19 @@ impl ServiceClient {
 
     /// Makes request `op` with a JSON body and returns the JSON answer.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ServiceError> {
+        self.request(&format!("$im/admin/{op}"), body).await
+    }
+
+    /// Publishes a JSON request on `topic` (MQTT 5 request/response: our reply topic and a
+    /// correlation id) and returns the JSON answer; `{"error": {code, message}}` answers
+    /// are errors.
+    pub async fn request(&self, topic: &str, body: &Value) -> Result<Value, ServiceError> {
         let (id, correlation, rx) = self.requests.begin();
         let p = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: false,
-            topic: format!("$im/admin/{op}"),
+            topic: topic.to_owned(),
             pkid: 0,
             properties: Properties {
                 response_topic: Some(self.replies.to_string()),

@@ -13,6 +13,7 @@ pub mod nat;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod push;
 pub mod push_mocks;
 pub mod raw;
 

@@ -57,7 +57,8 @@ pub struct PushSettings {
     pub enabled: bool,
     /// A CA certificate file (PEM) to trust besides the system's roots.
     pub extra_ca: Option<PathBuf>,
-    /// Endpoint overrides (none: the real Apple, Google, Huawei, Xiaomi ones).
+    /// Endpoint overrides (none: the real Apple, Google, Huawei, Xiaomi, OPPO, vivo, Honor
+    /// ones).
     pub apns_production: Option<String>,
     pub apns_sandbox: Option<String>,
     pub fcm_base: Option<String>,
@@ -65,6 +66,10 @@ pub struct PushSettings {
     pub huawei_base: Option<String>,
     pub huawei_token_uri: Option<String>,
     pub xiaomi_base: Option<String>,
+    pub oppo_base: Option<String>,
+    pub vivo_base: Option<String>,
+    pub honor_base: Option<String>,
+    pub honor_token_uri: Option<String>,
     /// Jobs handled at once per gateway.
     pub max_concurrent: usize,
 }
@@ -81,6 +86,10 @@ impl Default for PushSettings {
             huawei_base: None,
             huawei_token_uri: None,
             xiaomi_base: None,
+            oppo_base: None,
+            vivo_base: None,
+            honor_base: None,
+            honor_token_uri: None,
             max_concurrent: 64,
         }
     }
@@ -108,6 +117,10 @@ impl PushSettings {
             (&self.huawei_base, &mut c.huawei_base),
             (&self.huawei_token_uri, &mut c.huawei_token_uri),
             (&self.xiaomi_base, &mut c.xiaomi_base),
+            (&self.oppo_base, &mut c.oppo_base),
+            (&self.vivo_base, &mut c.vivo_base),
+            (&self.honor_base, &mut c.honor_base),
+            (&self.honor_token_uri, &mut c.honor_token_uri),
         ] {
             if let Some(v) = v {
                 *field = v.clone();

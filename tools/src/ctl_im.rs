@@ -302,7 +302,7 @@ fn token(
 }
 
 /// The broker's plain TCP MQTT listener, as the admin API reports it.
-fn mqtt_addr(admin: &AdminArgs) -> anyhow::Result<SocketAddr> {
+pub(crate) fn mqtt_addr(admin: &AdminArgs) -> anyhow::Result<SocketAddr> {
     let v: Value = serde_json::from_str(&call(admin, "GET", "/api/v1/overview", None)?)?;
     let first = v["listeners"]["tcp"][0]
         .as_str()

@@ -43,7 +43,7 @@ pub struct GatewayArgs {
 }
 
 /// Reads the service password from a credential file.
-fn read_secret(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the service credential {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text)

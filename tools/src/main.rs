@@ -13,6 +13,7 @@ mod ctl;
 mod ctl_apps;
 mod ctl_console;
 mod ctl_im;
+mod ctl_push;
 mod gateway_cmd;
 mod secrets;
 
@@ -165,6 +166,10 @@ enum CtlCommand {
     },
     /// A broadcast to every user of a tenant, or to a department and its sub-departments.
     Broadcast(ctl_im::BroadcastArgs),
+    /// A test push to each device of a user, through a running gateway's push worker;
+    /// prints each provider's answer.
+    #[command(name = "push-test")]
+    PushTest(ctl_push::PushTestArgs),
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]

@@ -89,13 +89,22 @@ pub fn split_share(raw: &str) -> (Option<&str>, &str) {
 }
 
 /// The default ACL: everything except publishing to broker topics (`$SYS/...` and any
-/// other topic starting with `$`), which only the broker may do.
+/// other topic starting with `$`), which only the broker may do; and services (the
+/// `$service` login) may publish to the prefixes of [`SERVICE_PUBLISH`]: push jobs and
+/// operator requests to the push worker, and answers to another service's requests.
 #[derive(Debug, Default)]
 pub struct DefaultAcl;
 
+/// `$` topics a service may publish to.
+pub const SERVICE_PUBLISH: [&str; 3] = ["$im/push/", "$im/push-ctl/", "$im/svc/"];
+
 impl Acl for DefaultAcl {
-    fn allowed(&self, _who: &Identity, action: Action, topic: &str) -> bool {
-        !(action == Action::Publish && topic.starts_with('$'))
+    fn allowed(&self, who: &Identity, action: Action, topic: &str) -> bool {
+        if action != Action::Publish || !topic.starts_with('$') {
+            return true;
+        }
+        who.namespace == crate::namespace::Namespace::Service
+            && SERVICE_PUBLISH.iter().any(|p| topic.starts_with(p))
     }
 }
 
@@ -134,6 +143,21 @@ mod tests {
         fn allowed(&self, _who: &Identity, _action: Action, topic: &str) -> bool {
             topic != self.0
         }
+    }
+
+    #[test]
+    fn only_services_publish_to_the_push_workers_topics() {
+        let service = Identity {
+            namespace: crate::namespace::Namespace::Service,
+            ..Identity::default()
+        };
+        let device = Identity::default();
+        for t in ["$im/push/7", "$im/push-ctl/test", "$im/svc/gw/replies"] {
+            assert!(DefaultAcl.allowed(&service, Action::Publish, t), "{t}");
+            assert!(!DefaultAcl.allowed(&device, Action::Publish, t), "{t}");
+        }
+        assert!(!DefaultAcl.allowed(&service, Action::Publish, "$SYS/broker/uptime"));
+        assert!(DefaultAcl.allowed(&device, Action::Subscribe, "$SYS/#"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! (`$im/req/push/register`, protobuf) or by the app server (`$im/admin/push/{op}`, JSON:
 //! `register`, `unregister`, `tokens`); stored per user in `UserMeta`
 //! (`{tenant}{uid}push:{token hash}`), at most [`MAX_TOKENS_PER_USER`] per user (the oldest
-//! goes). The push worker reads them with `push/tokens` and removes dead ones with
-//! `push/unregister`.
+//! goes). The push worker reads them with `push/tokens` (with the user's quiet hours,
+//! `push_quiet.rs`) and removes dead ones with `push/unregister`.
 //!
 //! Per-tenant provider credentials (`push/credentials/set {tenant, apns?, fcm?, huawei?,
 //! xiaomi?, ...}`, `push/credentials/get {tenant}`) are kept whole as JSON in `UserMeta`
@@ -141,6 +141,9 @@ impl ImService {
         op: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, ImError> {
+        if op == "quiet" {
+            return self.push_quiet_request(login, payload).await;
+        }
         let req = im::PushTokenRequest::decode(payload)
             .map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))?;
         match op {
@@ -172,6 +175,9 @@ impl ImService {
     pub(super) async fn push_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
         if let Some(cop) = op.strip_prefix("credentials/") {
             return self.push_credentials(cop, payload).await;
+        }
+        if matches!(op, "quiet_set" | "quiet_get") {
+            return self.push_quiet_admin(op, payload).await;
         }
         #[derive(Deserialize)]
         struct Req {
@@ -209,7 +215,10 @@ impl ImService {
                     .await?;
                 Ok(json!({}))
             }
-            "tokens" => Ok(json!({ "tokens": self.push_tokens(r.tenant, user.uid)? })),
+            "tokens" => Ok(json!({
+                "tokens": self.push_tokens(r.tenant, user.uid)?,
+                "quiet": self.push_quiet(r.tenant, user.uid)?,
+            })),
             other => Err(ImError::NotFound(format!("no such request: push/{other}"))),
         }
     }

@@ -119,11 +119,19 @@ impl Apns {
         if let Some(b) = n.badge {
             body["aps"]["badge"] = b.into();
         }
+        // Quiet hours: no sound, and a passive interruption level (listed, no banner).
+        if n.silent
+            && let Some(aps) = body["aps"].as_object_mut()
+        {
+            aps.remove("sound");
+            aps.insert("interruption-level".into(), "passive".into());
+        }
+        let priority = if n.silent { "5" } else { "10" };
         let mut headers = vec![
             ("authorization", format!("bearer {jwt}")),
             ("apns-topic", topic.clone()),
             ("apns-push-type", "alert".to_owned()),
-            ("apns-priority", "10".to_owned()),
+            ("apns-priority", priority.to_owned()),
             ("apns-expiration", (unix_now() + EXPIRATION).to_string()),
         ];
         if !n.collapse_key.is_empty() {

@@ -37,12 +37,21 @@ pub struct ServiceAccount {
 /// A tenant's FCM credentials: `{service_account_json: "<the JSON, as a string or object>"}`.
 pub fn service_account(c: &Value) -> Result<ServiceAccount, String> {
     let sa = &c["service_account_json"];
+    // Errors name the kind and place of the problem, never quote the (secret) content.
+    let why = |e: serde_json::Error| {
+        format!(
+            "service account: {:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    };
     let v = match sa {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| format!("service account: {e}"))?,
+        Value::String(s) => serde_json::from_str(s).map_err(why)?,
         Value::Object(_) => sa.clone(),
         _ => return Err("fcm: service_account_json is required".into()),
     };
-    serde_json::from_value(v).map_err(|e| format!("service account: {e}"))
+    serde_json::from_value(v).map_err(why)
 }
 
 /// FCM for one tenant.
@@ -119,8 +128,16 @@ impl Fcm {
                 "payload": {"aps": {}},
             },
         }});
+        let m = &mut body["message"];
+        if n.silent {
+            // Quiet hours: listed, but no sound or heads-up (Android), passive (iOS).
+            m["android"]["notification"]["notification_priority"] = "PRIORITY_MIN".into();
+            m["apns"]["payload"]["aps"]["interruption-level"] = "passive".into();
+        } else {
+            m["android"]["notification"]["default_sound"] = true.into();
+            m["apns"]["payload"]["aps"]["sound"] = "default".into();
+        }
         if let Some(b) = n.badge {
-            let m = &mut body["message"];
             m["data"]["badge"] = b.to_string().into();
             m["android"]["notification"]["notification_count"] = b.into();
             m["apns"]["payload"]["aps"]["badge"] = b.into();

@@ -70,6 +70,9 @@ impl Huawei {
         let mut notification = json!({
             "title": n.title, "body": n.display_body(), "tag": n.collapse_key,
             "click_action": {"type": 3},
+            // Quiet hours: a low-importance notification (no sound, no banner).
+            "importance": if n.silent { "LOW" } else { "NORMAL" },
+            "default_sound": !n.silent,
         });
         if let Some(b) = n.badge
             && !self.c.badge_class.is_empty()

@@ -33,6 +33,8 @@ pub struct Notification {
     pub conversation: String,
     pub seq: u64,
     pub from: String,
+    /// Quiet hours: deliver without sound, vibration or banner (each provider's way).
+    pub silent: bool,
 }
 
 /// The line shown when previews are hidden.
@@ -114,4 +116,11 @@ pub async fn fetch_bearer(
             excerpt(&a.body)
         ))
     })
+}
+
+/// Milliseconds since the Unix epoch (vendors' signed timestamps).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

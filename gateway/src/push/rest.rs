@@ -19,13 +19,15 @@ use crate::error::ApiError;
 use crate::native::{Answer, Signed, body, with};
 
 /// Fields of a vendor's credentials that are not secret and may be shown back.
-const PUBLIC_FIELDS: [&str; 6] = [
+const PUBLIC_FIELDS: [&str; 8] = [
     "key_id",
     "team_id",
     "topic",
     "app_id",
     "package_name",
     "badge_class",
+    "client_id",
+    "channel_id",
 ];
 
 /// `POST /v1/push/credentials/{set,get}`.

@@ -58,7 +58,8 @@ impl Xiaomi {
             ("description", n.display_body()),
             ("payload", &payload),
             ("pass_through", "0"),
-            ("notify_type", "-1"),
+            // -1: sound, vibration and light; quiet hours: light only (4).
+            ("notify_type", if n.silent { "4" } else { "-1" }),
             ("notify_id", &notify_id),
             ("time_to_live", TTL_MS),
         ]);

@@ -16,6 +16,7 @@ mod im_rooms;
 pub mod load;
 mod moderation;
 pub mod peers;
+mod push;
 mod scenarios;
 mod transports;
 
@@ -123,6 +124,19 @@ pub struct BenchArgs {
     /// Debian's PostgreSQL in a scratch directory) instead.
     #[arg(long)]
     pub cluster_store: bool,
+    /// Run the push benchmark (queued push jobs drained by the push worker into local mock
+    /// APNs/FCM servers) instead.
+    #[arg(long)]
+    pub push: bool,
+    /// Jobs queued in the push benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub push_jobs: usize,
+    /// Users (one device token each) the push benchmark's jobs go to.
+    #[arg(long, default_value_t = 1_000)]
+    pub push_users: usize,
+    /// The push worker's concurrency in the push benchmark.
+    #[arg(long, default_value_t = 64)]
+    pub push_concurrency: usize,
 }
 
 /// One line of the report.
@@ -203,6 +217,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         let result = result?;
         return write_mode_report(&args.out, "gateway", &result, &gateway::markdown(&result));
+    }
+    if args.push {
+        let work = work_dir("push")?;
+        let shape = push::PushBench {
+            jobs: args.push_jobs.max(1),
+            users: args.push_users.max(1),
+            concurrency: args.push_concurrency.max(1),
+        };
+        let result = push::run(&work, args.port, shape).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "push", &result, &push::markdown(&result));
     }
     if args.im {
         let work = work_dir("im")?;
