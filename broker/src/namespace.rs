@@ -59,6 +59,9 @@ pub enum Namespace {
     },
     /// A service (gateway, push worker): the whole internal topic space, unmapped.
     Service,
+    /// A heartbeat probe of an IM device (see `im::auth`): a throwaway connection that may
+    /// only stay idle and ping; every topic is out of reach.
+    Probe,
 }
 
 impl Namespace {
@@ -76,7 +79,7 @@ impl Namespace {
 
     /// True when topics pass unchanged both ways (the default tenant and services).
     pub fn is_identity(&self) -> bool {
-        !matches!(self, Namespace::Tenant { .. })
+        matches!(self, Namespace::Default | Namespace::Service)
     }
 
     /// True for an IM login.
@@ -88,6 +91,7 @@ impl Namespace {
     pub fn publish_topic<'a>(&self, topic: &'a str) -> Result<Cow<'a, str>, NsError> {
         match self {
             Namespace::Service => Ok(Cow::Borrowed(topic)),
+            Namespace::Probe => Err(NsError::Forbidden),
             Namespace::Default => {
                 if topic.starts_with(TENANT_PREFIX) || topic.starts_with(IM_PREFIX) {
                     Err(NsError::Forbidden)
@@ -123,6 +127,7 @@ impl Namespace {
     fn plain_filter<'a>(&self, filter: &'a str) -> Result<Cow<'a, str>, NsError> {
         match self {
             Namespace::Service => Ok(Cow::Borrowed(filter)),
+            Namespace::Probe => Err(NsError::Forbidden),
             Namespace::Default => {
                 if filter.starts_with(TENANT_PREFIX) || filter.starts_with(IM_PREFIX) {
                     Err(NsError::Forbidden)
@@ -219,6 +224,23 @@ mod tests {
         assert_eq!(ns.filter("$SYS/#"), Err(NsError::Forbidden));
         assert_eq!(ns.filter("$im/inbox"), Err(NsError::Forbidden));
         assert_eq!(ns.publish_topic("$im/req/send"), Err(NsError::Forbidden));
+    }
+
+    #[test]
+    fn a_probe_reaches_no_topic_at_all() {
+        let ns = Namespace::Probe;
+        for t in [
+            "a/b",
+            "#",
+            "$im/inbox",
+            "$im/req/send",
+            "$share/g/#",
+            "$SYS/#",
+        ] {
+            assert_eq!(ns.filter(t), Err(NsError::Forbidden), "{t}");
+            assert_eq!(ns.publish_topic(t), Err(NsError::Forbidden), "{t}");
+        }
+        assert_eq!(ns.response_topic("$im/resp/x"), None);
     }
 
     #[test]

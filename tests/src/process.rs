@@ -2,7 +2,7 @@
 //! its addresses read from what it prints, killed with SIGKILL.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ pub struct BrokerProcess {
     pub addr: SocketAddr,
     /// The admin API, if `env` turned it on.
     pub admin: Option<String>,
+    exe: String,
+    dir: PathBuf,
 }
 
 impl BrokerProcess {
@@ -66,7 +68,42 @@ impl BrokerProcess {
             child,
             addr: addr.expect("mqtt address"),
             admin,
+            exe: exe.to_owned(),
+            dir: dir.to_path_buf(),
         }
+    }
+
+    /// Runs `exe ctl ARGS --admin ADMIN --data-dir DIR` against this broker (started with
+    /// its admin API on); panics unless it succeeds, and returns its stdout.
+    pub async fn ctl(&self, args: &[&str]) -> String {
+        let out = self.ctl_output(args).await;
+        assert!(
+            out.status.success(),
+            "ctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// Like [`BrokerProcess::ctl`], whatever its exit status.
+    pub async fn ctl_output(&self, args: &[&str]) -> std::process::Output {
+        let admin = self
+            .admin
+            .as_deref()
+            .expect("the broker runs its admin API");
+        Command::new(&self.exe)
+            .arg("ctl")
+            .args(args)
+            .args(["--admin", admin, "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .await
+            .expect("ctl runs")
+    }
+
+    /// `ctl ... --json` output as one JSON value.
+    pub fn json(stdout: &str) -> serde_json::Value {
+        serde_json::from_str(stdout.trim()).expect("one JSON value")
     }
 
     /// SIGKILL, then reap.

@@ -28,43 +28,20 @@ async fn start_broker(dir: &std::path::Path) -> BrokerProcess {
     .await
 }
 
-/// Runs `switchboard ctl ARGS --admin ... --data-dir DIR` and returns its stdout.
-async fn ctl(b: &BrokerProcess, dir: &std::path::Path, args: &[&str]) -> String {
-    let admin = b.admin.as_deref().expect("admin API");
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("ctl")
-        .args(args)
-        .args(["--admin", admin, "--data-dir"])
-        .arg(dir)
-        .output()
-        .await
-        .expect("ctl runs");
-    assert!(
-        out.status.success(),
-        "ctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s.trim()).expect("JSON output")
+    BrokerProcess::json(s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_im_messages_survive_kill_9_without_gaps_or_duplicates() {
     let dir = TempDir::new("im-crash");
     let b = start_broker(dir.path()).await;
-    let t = json(&ctl(&b, dir.path(), &["tenant", "create", "crashco", "--json"]).await);
+    let t = json(&b.ctl(&["tenant", "create", "crashco", "--json"]).await);
     let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
     for user in ["alice", "bob"] {
         let u = json(
-            &ctl(
-                &b,
-                dir.path(),
-                &["user", "create", "--tenant", &tenant, user, "--json"],
-            )
-            .await,
+            &b.ctl(&["user", "create", "--tenant", &tenant, user, "--json"])
+                .await,
         );
         assert_eq!(u["user_id"], user);
     }

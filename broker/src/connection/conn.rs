@@ -165,7 +165,11 @@ impl Conn {
         } else {
             NEVER_EXPIRES
         };
-        let expiry = limits.session_expiry(asked_expiry);
+        let expiry = if identity.namespace == crate::namespace::Namespace::Probe {
+            0 // a heartbeat probe is thrown away with its connection
+        } else {
+            limits.session_expiry(asked_expiry)
+        };
         if v5 && expiry != asked_expiry {
             props.session_expiry_interval = Some(expiry);
         }

@@ -173,11 +173,18 @@ impl ImAuth {
         platform: String,
         token_id: String,
     ) -> Result<Identity, ReasonCode> {
+        if c.client_id.is_empty() {
+            // A heartbeat probe (client/src/probe.rs): the SDK's throwaway connection that
+            // idles for a candidate interval and pings. It is not a device (no presence, no
+            // one-phone kick, no inbox), reaches no topic, and its session never persists.
+            return Ok(Identity {
+                username: Some(account),
+                namespace: Namespace::Probe,
+                ..Identity::default()
+            });
+        }
         // The client id becomes part of the device's response topics.
-        if c.client_id.is_empty()
-            || c.client_id.len() > 128
-            || c.client_id.contains(['/', '+', '#'])
-        {
+        if c.client_id.len() > 128 || c.client_id.contains(['/', '+', '#']) {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         Ok(Identity {

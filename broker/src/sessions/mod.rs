@@ -380,6 +380,7 @@ pub fn owner_of(who: &crate::auth::Identity) -> Option<String> {
         crate::namespace::Namespace::Default => format!("u:{user}"),
         crate::namespace::Namespace::Tenant { prefix, .. } => format!("{prefix}u:{user}"),
         crate::namespace::Namespace::Service => format!("svc:{user}"),
+        crate::namespace::Namespace::Probe => format!("probe:{user}"),
     })
 }
 
