@@ -134,7 +134,13 @@ impl Clients {
         mqtt.alpn_protocols = vec![b"mqtt".to_vec()];
         let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(mqtt.clone())?;
         let mut quic = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        quic.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
+        let mut client = quinn::ClientConfig::new(Arc::new(quic_tls));
+        // Opening thousands of idle connections takes longer than quinn's default 30 s
+        // idle timeout: keep the early ones alive until they are counted and pinged.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        client.transport_config(Arc::new(transport));
+        quic.set_default_client_config(client);
         Ok(Clients {
             tls: Arc::new(mqtt),
             tls_ws: Arc::new(base),
