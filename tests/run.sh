@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
+# Debian's Chromium for the console's browser tests (driven by playwright-core, no download).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -22,8 +24,10 @@ python3 -c 'import google.protobuf, grpc_tools' 2>/dev/null || python3 -m pip in
 python3 -c 'import rongcloud, requests' 2>/dev/null || python3 -m pip install -q 'rongcloud==2.0.1' 'requests'
 # Schemathesis fuzzes the gateway's OpenAPI document.
 command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q 'schemathesis>=4,<5'
+# moto's S3 server (and boto3) for the gateway's S3 file store.
+{ command -v moto_server >/dev/null 2>&1 && python3 -c 'import boto3, flask'; } 2>/dev/null || python3 -m pip install -q 'moto[server]>=5,<6'
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-# MQTT.js for the WebSocket test.
-[ -d tests/js/node_modules/mqtt ] || npm ci --prefix tests/js --no-audit --no-fund --silent
+# MQTT.js for the WebSocket test; playwright-core for the console's browser tests.
+[ -d tests/js/node_modules/mqtt ] && [ -d tests/js/node_modules/playwright-core ] || npm ci --prefix tests/js --no-audit --no-fund --silent
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -1,7 +1,8 @@
 //! The gateway's errors as HTTP answers: JSON `{code, message}` with a stable numeric
 //! code. Codes below 1000 are the IM service's status codes (docs/protocol.md section 12)
 //! passed through with the matching HTTP status; the gateway's own are five digits, the
-//! first three the HTTP status (docs/gateway.md lists them).
+//! first three the HTTP status (docs/gateway.md lists them). Inside a request, the body
+//! also carries the request's id (`request_id`, the `X-Request-Id` answer header).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -102,11 +103,11 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(json!({ "code": self.code, "message": self.message })),
-        )
-            .into_response();
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let Some(id) = crate::request_id::current() {
+            body["request_id"] = id.into();
+        }
+        let mut r = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, s.into());

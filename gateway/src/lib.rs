@@ -8,17 +8,20 @@
 //! Modules: [`service`] (the `$service` MQTT connection), [`native`] (the `/v1` API and
 //! its request signatures), [`rongcloud`] (RongCloud's server API at its own paths),
 //! [`imo`] (imo's workbench integration API), [`youdu`] (Youdu's encrypted API),
-//! [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
+//! [`console`] (the web console at `/console`, docs/console.md), [`hooks`] (the webhook sender), [`push`] (the push worker: APNs, FCM, Huawei, Xiaomi), [`files`] (uploads and signed downloads), [`error`] (JSON errors with stable codes). docs/gateway.md is
 //! the reference for app-server developers.
 
+pub mod console;
 pub mod error;
 pub mod files;
 pub mod hooks;
 pub mod imo;
 pub mod native;
 pub mod push;
+pub mod request_id;
 pub mod rongcloud;
 pub mod service;
+pub mod workbench;
 pub mod youdu;
 
 use std::net::SocketAddr;
@@ -62,6 +65,8 @@ pub struct AppState {
     pub signer: files::UrlSigner,
     /// The push worker (none when disabled), for test pushes and its trace.
     pub push: Option<Arc<push::Worker>>,
+    /// Per-tenant budgets of uploads from devices.
+    pub uploads: files::device::Quotas,
 }
 
 /// Why the gateway could not start.
@@ -110,10 +115,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/files/{id}", get(files::download))
+        .route(
+            "/v1/device/files",
+            axum::routing::post(files::device::upload),
+        )
         .merge(native::routes())
         .merge(rongcloud::routes())
         .merge(imo::routes())
         .merge(youdu::routes())
+        .nest("/console", console::router(state.clone()))
+        .route("/console/", get(console::home_redirect))
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }
 
@@ -147,6 +159,16 @@ impl Gateway {
         cfg: GatewayConfig,
         push_cfg: push::PushConfig,
     ) -> Result<Gateway, GatewayError> {
+        Self::start_with_store(cfg, push_cfg, None).await
+    }
+
+    /// Like [`Gateway::start_with_push`], keeping files in `store` (e.g. an S3 bucket,
+    /// [`files::s3`]) rather than in `cfg.files_dir`.
+    pub async fn start_with_store(
+        cfg: GatewayConfig,
+        push_cfg: push::PushConfig,
+        store: Option<Arc<dyn files::BlobStore>>,
+    ) -> Result<Gateway, GatewayError> {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| GatewayError::Listen(cfg.listen, e))?;
@@ -175,15 +197,18 @@ impl Gateway {
             service: service.clone(),
             auth: Authenticator::default(),
             body_limit: cfg.body_limit,
-            files: cfg
-                .files_dir
-                .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>),
+            files: store.or_else(|| {
+                cfg.files_dir
+                    .map(|d| Arc::new(files::DirBlobStore::new(d)) as Arc<dyn files::BlobStore>)
+            }),
             signer: files::UrlSigner::new(&cfg.service_secret),
             push: worker,
+            uploads: files::device::Quotas::default(),
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
             });

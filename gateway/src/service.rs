@@ -121,6 +121,10 @@ impl ServiceClient {
             properties: Properties {
                 response_topic: Some(self.replies.to_string()),
                 correlation_data: Some(correlation),
+                // The HTTP request's id, for the broker's log lines of this call.
+                user_properties: crate::request_id::current()
+                    .map(|id| vec![("request-id".to_owned(), id)])
+                    .unwrap_or_default(),
                 ..Properties::default()
             },
             payload: Bytes::from(body.to_string()),

@@ -178,6 +178,8 @@ def main():
     check("a destroyed chatroom is gone (1002)", r.result.get("code") == 1002, r.result)
     bob.close()
 
+    later_endpoints(rc, a)
+
     bad = RongCloud(a.app_key, "wrong-secret")
     r = bad.User.getToken(userId="mallory", name="M", portraitUri="")
     check("a wrong secret -> HTTP 401, code 1004", r.status == 401 and r.result.get("code") == 1004, r.result)
@@ -185,6 +187,118 @@ def main():
     bob.close()
     print(f"{RESULTS['passed']} passed, {RESULTS['failed']} failed")
     sys.exit(1 if RESULTS["failed"] else 0)
+
+
+def later_endpoints(rc, a):
+    """Block query, broadcast, the hourly history file, server-side chatroom join, message
+    priority, push tags and /push.json, each through the SDK's own method."""
+    import datetime
+    import importlib
+    import io
+    import urllib.request
+    import zipfile
+
+    def token(user):
+        return rc.User.getToken(userId=user, name=user, portraitUri="").result["token"]
+
+    bob = Device(a.mqtt_port, "bob-phone-3", token("bob"), username="bob")
+    alice = Device(a.mqtt_port, "alice-phone", token("alice"), username="alice")
+
+    rc.User.getToken(userId="carol", name="Carol", portraitUri="")
+    rc.User.block(userId="carol", minute="30")
+    r = rc.User.queryBlock()
+    users = r.result.get("users", [])
+    check("queryBlock lists carol with a Beijing end time",
+          [u.get("userId") for u in users] == ["carol"]
+          and len(users[0].get("blockEndTime", "")) == 19, r.result)
+    rc.User.unBlock(userId="carol")
+    r = rc.User.queryBlock()
+    check("queryBlock is empty after unblock", r.result.get("users") == [], r.result)
+
+    r = rc.Message.broadcast(fromUserId="alice", objectName="RC:TxtMsg",
+                             content=json.dumps({"content": "to everyone"}), pushContent="news")
+    check("broadcast answers code 200", r.result.get("code") == 200, r.result)
+    m = bob.event("message", lambda m: m.conversation == "b:all")
+    check("bob's device receives the broadcast",
+          m is not None and m.content.text.text == "to everyone", m)
+
+    # History: this hour's file (and the previous hour's, should the test cross an hour).
+    now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=8)
+    records = []
+    for t in (now - datetime.timedelta(hours=1), now):
+        date = t.strftime("%Y%m%d%H")
+        r = rc.Message.getHistory(date=date)
+        check(f"history {date} answers code 200 and the date",
+              r.result.get("code") == 200 and r.result.get("date") == date, r.result)
+        url = r.result.get("url", "")
+        if not url:
+            continue
+        data = urllib.request.urlopen(url, timeout=30).read()
+        z = zipfile.ZipFile(io.BytesIO(data))
+        for line in z.read(z.namelist()[0]).decode("utf-8").splitlines():
+            records.append(json.loads(line[20:]))
+    check("the history file holds alice's first text to bob",
+          any(x["classname"] == "RC:TxtMsg" and x["content"].get("content") == "hello from RongCloud's SDK"
+              and x["fromUserId"] == "alice" and x["targetType"] == 1 for x in records),
+          records[:3])
+    check("... the custom message with its JSON",
+          any(x["classname"] == "App:Order" and x["content"] == {"order": 42} for x in records),
+          [x["classname"] for x in records])
+    r = rc.Message.getHistory(date="2014010101")
+    check("an hour without messages -> an empty url",
+          r.result.get("code") == 200 and r.result.get("url") == "", r.result)
+    r = rc.Message.getHistory(date="2014133301")
+    check("a malformed date -> 1002", r.result.get("code") == 1002, r.result)
+
+    # Chatroom join from the server: bob's online device becomes a member.
+    rc.Chatroom.create(chatRoomInfo=[("live-2", "Live 2")])
+    r = rc.Chatroom.join(userId={"bob"}, chatroomId="live-2")
+    check("chatroom join answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.queryUser(chatroomId="live-2", count="10", order="1")
+    check("bob's device is in the room after the server's join",
+          [u.get("id") for u in r.result.get("users", [])] == ["bob"], r.result)
+    r = rc.Chatroom.join(userId={"bob"}, chatroomId="no-such-room")
+    check("joining an unknown room -> 1002", r.result.get("code") == 1002, r.result)
+    r = rc.Chatroom.addPriority(objectName={"RC:TxtMsg", "RC:ImgMsg"})
+    check("priority add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.addPriority(objectName={"A:1", "A:2", "A:3", "A:4", "A:5", "A:6"})
+    check("more than 5 types per call -> 1002", r.result.get("code") == 1002, r.result)
+
+    # Tags and /push.json: the audience is resolved from the tags.
+    r = rc.Push.setUserPushTag(userTag={"userId": "bob", "tags": ["vip", "beijing"]})
+    check("setUserPushTag answers code 200", r.result.get("code") == 200, r.result)
+    rc.Push.setUserPushTag(userTag={"userId": "alice", "tags": ["beijing"]})
+    r = rc.Push.setUserPushTag(userTag={"userId": "bob", "tags": ["x" * 41]})
+    check("a tag over 40 bytes -> 1002", r.result.get("code") == 1002, r.result)
+    stored = {"content": json.dumps({"content": "vip offer"}), "objectName": "RC:TxtMsg"}
+    r = rc.Push.broadcastPush(pushMessage={
+        "platform": ["ios", "android"], "fromuserid": "alice",
+        "audience": {"tag": ["vip", "beijing"], "is_to_all": False},
+        "message": stored, "notification": {"alert": "offer"}})
+    check("push to tags vip AND beijing answers code 200 with an id",
+          r.result.get("code") == 200 and r.result.get("id"), r.result)
+    m = bob.event("message", lambda m: m.content.text.text == "vip offer")
+    check("bob (vip, beijing) receives the pushed message in his system conversation",
+          m is not None and m.conversation.startswith("s:"), m)
+    r = rc.Push.broadcastPush(pushMessage={
+        "platform": ["android"], "fromuserid": "alice",
+        "audience": {"tag_or": ["beijing", "shanghai"]},
+        "message": {"content": json.dumps({"content": "city news"}), "objectName": "RC:TxtMsg"},
+        "notification": {"alert": "news"}})
+    m = alice.event("message", lambda m: m.conversation.startswith("s:"))
+    check("alice (beijing only) got the tag_or push and not the vip one first",
+          m is not None and m.content.text.text == "city news", m)
+    r = rc.Push.broadcastPush(pushMessage={
+        "platform": ["ios"], "audience": {"userid": ["bob"]},
+        "notification": {"alert": "ping", "ios": {"title": "Hi"}}})
+    check("a notification-only push to a user answers code 200", r.result.get("code") == 200,
+          r.result)
+    r = rc.Push.broadcastPush(pushMessage={
+        "platform": ["ios"], "audience": {"is_to_all": True}, "notification": {"alert": "x"}})
+    check("a notification-only push to everyone is refused (1002)",
+          r.status == 400 and r.result.get("code") == 1002, r.result)
+    bob.close()
+    alice.close()
 
 
 if __name__ == "__main__":

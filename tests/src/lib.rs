@@ -3,6 +3,7 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod gateway_api;
 pub mod http;
 pub mod im;
 pub mod im_groups;

@@ -11,13 +11,17 @@ use switchboard_tests::http::request;
 use switchboard_tests::im::{ImBroker, SERVICE_SECRET};
 
 async fn gateway(b: &ImBroker) -> Gateway {
+    gateway_with_files(b, None).await
+}
+
+async fn gateway_with_files(b: &ImBroker, files: Option<std::path::PathBuf>) -> Gateway {
     Gateway::start(GatewayConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         broker: vec![Endpoint::Tcp(b.addr)],
         service_secret: SERVICE_SECRET.into(),
         client_id: "gateway-compat-test".into(),
         body_limit: DEFAULT_BODY_LIMIT,
-        files_dir: None,
+        files_dir: files,
     })
     .await
     .expect("gateway starts")
@@ -26,7 +30,9 @@ async fn gateway(b: &ImBroker) -> Gateway {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rongclouds_own_python_sdk_works_against_the_gateway() {
     let b = ImBroker::start().await;
-    let gw = gateway(&b).await;
+    // History files are served from the file store.
+    let files = switchboard_tests::TempDir::new("rc-history");
+    let gw = gateway_with_files(&b, Some(files.path().to_path_buf())).await;
     let t = b.im.create_tenant("acme", None).await.expect("tenant");
     let proto_dir = format!("{}/../proto/schema", env!("CARGO_MANIFEST_DIR"));
     switchboard_tests::run_python_suite(

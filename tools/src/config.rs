@@ -35,6 +35,16 @@ pub struct GatewayConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// Its push worker (docs/push.md).
     pub push: PushSettings,
+    /// Where uploaded files are kept (default: `{data_dir}/files`).
+    pub files: FilesSettings,
+}
+
+/// The gateway's file store: the data directory, or an S3-compatible bucket with
+/// `[gateway.files.s3]` `endpoint`, `bucket`, `region`, `access_key`, `secret_key`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesSettings {
+    pub s3: Option<switchboard_gateway::files::s3::S3Config>,
 }
 
 /// The gateway's push worker: on by default, on the providers' production endpoints.

@@ -90,6 +90,7 @@ pub fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
             command: AclCommand::Reload(a),
         } => ("POST", "/api/v1/acl/reload".to_owned(), a),
         CtlCommand::WorkbenchApp { command } => return crate::ctl_apps::run(command),
+        CtlCommand::ConsoleUser { command } => return crate::ctl_console::run(command),
         other => return crate::ctl_im::run(other),
     };
     let answer = http(&admin, method, &path, None)?;

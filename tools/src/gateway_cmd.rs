@@ -24,6 +24,10 @@ pub struct GatewayArgs {
     /// Where uploaded files are kept (shared by every instance, e.g. a network mount).
     #[arg(long, default_value = "data/files")]
     files_dir: PathBuf,
+    /// A JSON file with S3 settings (`endpoint`, `bucket`, `region`, `access_key`,
+    /// `secret_key`): files go to that bucket instead of `--files-dir`.
+    #[arg(long)]
+    s3: Option<PathBuf>,
     /// MQTT client id of this instance (unique per gateway instance).
     #[arg(long)]
     client_id: Option<String>,
@@ -57,8 +61,21 @@ pub async fn start(
     secret: &str,
     client_id: Option<String>,
     files_dir: PathBuf,
+    s3: Option<switchboard_gateway::files::s3::S3Config>,
     push: switchboard_gateway::push::PushConfig,
 ) -> anyhow::Result<Gateway> {
+    let store = match s3 {
+        Some(c) => {
+            let s3 = switchboard_gateway::files::s3::S3BlobStore::new(c)
+                .context("invalid S3 settings")?;
+            s3.ensure_bucket()
+                .await
+                .context("cannot reach or create the S3 bucket")?;
+            Some(std::sync::Arc::new(s3)
+                as std::sync::Arc<dyn switchboard_gateway::files::BlobStore>)
+        }
+        None => None,
+    };
     let cfg = GatewayConfig {
         listen: http,
         broker: vec![Endpoint::Tcp(loopback_if_unspecified(broker))],
@@ -68,7 +85,7 @@ pub async fn start(
         body_limit: DEFAULT_BODY_LIMIT,
         files_dir: Some(files_dir),
     };
-    Gateway::start_with_push(cfg, push)
+    Gateway::start_with_store(cfg, push, store)
         .await
         .with_context(|| format!("cannot start the gateway on {http}"))
 }
@@ -104,12 +121,24 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
             ..Default::default()
         }
         .to_push_config()?;
+        let s3 = match &args.s3 {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not valid S3 settings", path.display()))?,
+                )
+            }
+            None => None,
+        };
         let gw = start(
             args.http,
             args.broker,
             &secret,
             args.client_id,
             args.files_dir,
+            s3,
             push,
         )
         .await?;

@@ -11,6 +11,7 @@ mod bench;
 mod config;
 mod ctl;
 mod ctl_apps;
+mod ctl_console;
 mod ctl_im;
 mod gateway_cmd;
 mod secrets;
@@ -145,6 +146,12 @@ enum CtlCommand {
     WorkbenchApp {
         #[command(subcommand)]
         command: ctl_apps::AppCommand,
+    },
+    /// Web console users (`/console` of the gateway).
+    #[command(name = "console-user")]
+    ConsoleUser {
+        #[command(subcommand)]
+        command: ctl_console::ConsoleUserCommand,
     },
     /// IM messages from the command line: send, tail.
     Im {
@@ -450,11 +457,22 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
                 cfg.data_dir.join(ACCOUNT_FILE).display(),
                 cfg.data_dir.join(SERVICE_CREDENTIALS).display()
             );
+            // The first operator of the web console, once: its one-time password is
+            // printed now and never again.
+            match im.ensure_console_operator("admin").await {
+                Ok(Some(password)) => println!(
+                    "switchboard: console operator \"admin\" created; one-time password: {password} (change it at the first sign-in)"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot create the console operator"),
+            }
             if let (Some(http), Some(mqtt)) = (cfg.gateway.listen, handle.tcp_addrs().first()) {
                 let files = cfg.data_dir.join("files");
                 let push = cfg.gateway.push.to_push_config()?;
-                let gw = gateway_cmd::start(http, *mqtt, secret, None, files, push).await?;
+                let s3 = cfg.gateway.files.s3.clone();
+                let gw = gateway_cmd::start(http, *mqtt, secret, None, files, s3, push).await?;
                 println!("switchboard: gateway REST API on http://{}", gw.addr());
+                println!("switchboard: web console on http://{}/console/", gw.addr());
                 gateway = Some(gw);
             }
         }

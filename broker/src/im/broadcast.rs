@@ -63,7 +63,10 @@ impl Audience {
 struct Send {
     tenant: u64,
     dept: Option<u64>,
+    #[serde(default)]
     text: String,
+    /// Any content (JSON form, `im::json`) instead of `text`.
+    content: Option<Value>,
     client_msg_id: Option<String>,
     /// Shown as the sender (default: the system, "").
     #[serde(default)]
@@ -114,8 +117,12 @@ impl ImService {
                     Some(id) => id,
                     None => random_hex(8)?,
                 };
+                let content = match r.content {
+                    Some(c) => super::json::content_from_json(&c)?,
+                    None => text_content(r.text)?,
+                };
                 let (conv, seq, duplicate) = self
-                    .broadcast(r.tenant, audience, &r.from, &id, text_content(r.text)?)
+                    .broadcast(r.tenant, audience, &r.from, &id, content)
                     .await?;
                 json!({ "conversation": conv.to_string(), "seq": seq, "duplicate": duplicate })
             }
@@ -499,7 +506,10 @@ impl ImService {
         let prefix = keys::tenant(tid);
         let mut n = 0;
         for table in Table::ALL {
-            if matches!(table, Table::Accounts | Table::TenantKeys | Table::Org) {
+            if matches!(
+                table,
+                Table::Accounts | Table::TenantKeys | Table::Org | Table::Console
+            ) {
                 continue; // not keyed by tenant id first
             }
             let mut after: Option<Vec<u8>> = None;

@@ -30,6 +30,7 @@ pub mod auth;
 pub mod broadcast;
 pub mod calls;
 pub mod chatroom;
+pub mod console;
 pub mod directory;
 pub mod error;
 pub mod groups;
@@ -44,6 +45,8 @@ pub mod presence;
 pub mod push_tokens;
 pub mod records;
 pub mod service_api;
+mod service_gateway;
+mod service_import;
 mod service_iot;
 mod service_user;
 pub mod social;
@@ -110,6 +113,14 @@ pub struct ImService {
     moderation: moderation::Moderation,
     org: org::Org,
     hooks: hooks::PendingHooks,
+    /// The web console's state (the operations samples).
+    console: ConsoleData,
+}
+
+/// What the console keeps in memory (console users and sessions are in the store).
+#[derive(Debug, Default)]
+struct ConsoleData {
+    samples: Arc<console::samples::Samples>,
 }
 
 /// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
@@ -144,12 +155,14 @@ impl ImService {
             moderation: moderation::Moderation::default(),
             org: org::Org::default(),
             hooks: hooks::PendingHooks::default(),
+            console: ConsoleData::default(),
         })
     }
 
     /// Connects the service to the running broker (events, kicks).
     pub fn attach(&self, broker: &Arc<BrokerState>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+        console::samples::start(Arc::downgrade(&self.console.samples), broker);
     }
 
     fn broker(&self) -> Option<Arc<BrokerState>> {

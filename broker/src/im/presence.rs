@@ -308,16 +308,21 @@ impl ImService {
             from: msg.from.clone(),
             users: Vec::new(),
         };
-        b.publish_detached(Arc::new(Message {
-            topic: format!("{PUSH_PREFIX}{tid}"),
-            payload: Bytes::from(job.encode_to_vec()),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-            expires_at: None,
-            origin: 0,
-        }));
+        publish_push_job(&b, &job);
     }
+}
+
+/// Hands `job` to the push worker (`$im/push/{tenant}`, QoS 1).
+pub(super) fn publish_push_job(b: &crate::BrokerState, job: &im::PushJob) {
+    b.publish_detached(Arc::new(Message {
+        topic: format!("{PUSH_PREFIX}{}", job.tenant),
+        payload: Bytes::from(job.encode_to_vec()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+        expires_at: None,
+        origin: 0,
+    }));
 }
 
 /// A one-line preview of a message for a notification.

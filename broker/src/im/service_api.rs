@@ -7,7 +7,10 @@
 //! social, moderation, dir, broadcast: see their modules).
 //!
 //! Ops acting for one user (send as, conversations, history, read, online, kick, ban) and
-//! the gateway's credential lookups are in `service_user`.
+//! the gateway's credential lookups are in `service_user`; batch registration, banned
+//! users, push tags and notifications, server-side chatroom joins and token checks for
+//! the REST gateway in `service_gateway`. A request may carry the gateway's request id as
+//! the user property `request-id`: the log lines of the call carry it.
 //!
 //! Ops: `create_tenant {name, account?}`, `create_user {tenant, account, name?, password?,
 //! upsert?}`, `token {tenant, user, device?, ttl?}`, `revoke_token {token}`,
@@ -27,6 +30,9 @@ use crate::BrokerState;
 use crate::message::Message;
 use crate::namespace::{IM_ADMIN_PREFIX, Namespace};
 use crate::pipeline::intercept::{Intercepted, Interceptor, Origin};
+
+/// The MQTT 5 user property carrying the REST gateway's request id.
+pub const REQUEST_ID_PROPERTY: &str = "request-id";
 
 /// The interceptor of `$im/admin/`.
 pub struct ServiceRequests(pub Arc<ImService>);
@@ -85,6 +91,9 @@ impl ImService {
         if let Some(done) = self.user_admin(op, payload).await {
             return done;
         }
+        if let Some(done) = self.gateway_admin(op, payload).await {
+            return done;
+        }
         if let Some((area, rest)) = op.split_once('/') {
             return match area {
                 "group" => self.group_admin(rest, payload).await,
@@ -97,6 +106,7 @@ impl ImService {
                 "iot" => self.iot_admin(rest, payload).await,
                 "hooks" => self.hooks_admin(rest, payload).await,
                 "push" => self.push_admin(rest, payload).await,
+                "console" => self.console_admin(rest, payload).await,
                 _ => Err(ImError::NotFound(format!("no such request: {op}"))),
             };
         }
@@ -169,14 +179,24 @@ impl Interceptor for ServiceRequests {
         let props = msg.properties.as_deref();
         let reply = props.and_then(|p| p.response_topic.clone());
         let correlation = props.and_then(|p| p.correlation_data.clone());
+        // The gateway's request id (user property `request-id`), in this call's log lines.
+        let request_id = props
+            .and_then(|p| {
+                p.user_properties
+                    .iter()
+                    .find(|(k, _)| k == REQUEST_ID_PROPERTY)
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_default();
+        let span = tracing::info_span!("admin_request", op = %op, request_id = %request_id);
         let (tx, rx) = oneshot::channel();
         let (service, b) = (self.0.clone(), broker.clone());
-        broker.tasks.spawn(async move {
+        broker.tasks.spawn(tracing::Instrument::instrument(async move {
             let result = service.admin_request(&op, &msg.payload).await;
             let (body, code) = match result {
                 Ok(v) => (v, ReasonCode::Success),
                 Err(e) => {
-                    tracing::info!(op, error = %e, "administrative IM request failed");
+                    tracing::info!(op, request_id, error = %e, "administrative IM request failed");
                     let code = e.reason_code();
                     (
                         json!({ "error": { "code": e.code(), "message": e.to_string() } }),
@@ -200,7 +220,7 @@ impl Interceptor for ServiceRequests {
                 }));
             }
             let _ = tx.send(code);
-        });
+        }, span));
         Intercepted::later(rx)
     }
 }

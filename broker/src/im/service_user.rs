@@ -88,7 +88,7 @@ const MAX_ONLINE_QUERY: usize = 1000;
 
 impl ImService {
     /// The login of user `account` of tenant `tid`, as if one of their devices asked.
-    fn as_user(&self, tid: u64, account: &str) -> Result<ImLogin, ImError> {
+    pub(super) fn as_user(&self, tid: u64, account: &str) -> Result<ImLogin, ImError> {
         let user = self
             .user(tid, account)?
             .ok_or_else(|| ImError::NotFound(format!("user {account}")))?;

@@ -172,11 +172,13 @@ pub enum Table {
     Org,
     /// Workbench apps: records by app id, the appkey index, per-tenant lists.
     Apps,
+    /// Web console users and their sessions (`im/console`).
+    Console,
 }
 
 impl Table {
     /// Every table, for implementations that create them up front.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Accounts,
         Table::Tenants,
         Table::TenantKeys,
@@ -193,6 +195,7 @@ impl Table {
         Table::Moderation,
         Table::Org,
         Table::Apps,
+        Table::Console,
     ];
 
     /// The table's name on disk.
@@ -214,6 +217,7 @@ impl Table {
             Table::Moderation => "im_moderation",
             Table::Org => "im_org",
             Table::Apps => "im_apps",
+            Table::Console => "im_console",
         }
     }
 }

@@ -126,6 +126,12 @@ impl Authenticator {
         Ok(t)
     }
 
+    /// Drops `app_key` from the cache (its secret or settings changed on this gateway;
+    /// other gateways see the change when their entry expires).
+    pub fn forget(&self, app_key: &str) {
+        self.tenants.lock().remove(app_key);
+    }
+
     /// Checks a signed request; returns its tenant.
     pub async fn verify(
         &self,

@@ -21,6 +21,8 @@ pub struct ErrorBody {
     /// Stable code (docs/gateway.md).
     pub code: u32,
     pub message: String,
+    /// The request's id (also the `X-Request-Id` answer header).
+    pub request_id: Option<String>,
 }
 
 /// A JSON object (the answer or body of an IM service request).
@@ -51,6 +53,9 @@ pub struct NewUser {
     pub name: String,
     pub password: Option<String>,
 }
+
+/// Users per `create_users` service call (the broker's own limit is 500).
+const USERS_PER_CALL: usize = 500;
 
 #[derive(Deserialize, ToSchema)]
 pub struct UserBatch {
@@ -149,6 +154,11 @@ pub struct Page {
     /// At most this many (default 50, at most 500).
     #[serde(default)]
     pub limit: u32,
+    /// Only messages at or after this time (Unix ms); with `from_ms` or `to_ms` the
+    /// range is by time and `before_seq` is ignored.
+    pub from_ms: Option<u64>,
+    /// Only messages before this time (Unix ms).
+    pub to_ms: Option<u64>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -188,7 +198,7 @@ pub async fn create_tenant(
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = UserBatch,
     security(("signature" = [])),
-    responses((status = 200, description = "{users: [{user_id, uid}]}", body = AnyObject),
+    responses((status = 200, description = "{users: [{user_id, uid} or {user_id, error: {code, message}}]}, in order", body = AnyObject),
                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn register_users(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let r: UserBatch = body(&req.body)?;
@@ -197,17 +207,20 @@ pub async fn register_users(State(s): State<Arc<AppState>>, req: Signed) -> Answ
             "users must hold 1..={MAX_BATCH} entries"
         )));
     }
+    // One service call per chunk (the broker's batch op), a row per user in order: a bad
+    // row is answered with its error and does not stop the others.
     let mut out = Vec::with_capacity(r.users.len());
-    for u in r.users {
+    for chunk in r.users.chunks(USERS_PER_CALL) {
         let v = s
             .service
             .call(
-                "create_user",
-                &json!({ "tenant": req.tenant.id, "account": u.user_id, "name": u.name,
-                         "password": u.password, "upsert": true }),
+                "create_users",
+                &json!({ "tenant": req.tenant.id, "users": chunk, "upsert": true }),
             )
             .await?;
-        out.push(v);
+        if let Some(rows) = v["users"].as_array() {
+            out.extend(rows.iter().cloned());
+        }
     }
     Ok(Json(json!({ "users": out })))
 }
@@ -292,7 +305,7 @@ pub async fn conversations(
 
 #[utoipa::path(get, path = "/v1/users/{user}/conversations/{conv}/messages", tag = "conversations",
     params(("user" = String, Path), ("conv" = String, Path), Page), security(("signature" = [])),
-    responses((status = 200, description = "{messages (newest first), more}", body = AnyObject),
+    responses((status = 200, description = "{messages (newest first), more}; by seq, or by time with from_ms/to_ms", body = AnyObject),
                (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn history(
     State(s): State<Arc<AppState>>,
@@ -300,6 +313,15 @@ pub async fn history(
     Query(q): Query<Page>,
     req: Signed,
 ) -> Answer {
+    if q.from_ms.is_some() || q.to_ms.is_some() {
+        let range = (q.from_ms.unwrap_or(0), q.to_ms.unwrap_or(u64::MAX));
+        let limit = match q.limit {
+            0 => 50,
+            n => n.min(500) as usize,
+        };
+        return super::messages::history_between(&s, req.tenant.id, &user, &conv, range, limit)
+            .await;
+    }
     let v = json!({ "tenant": req.tenant.id, "user": user, "conversation": conv,
                     "before_seq": q.before_seq, "limit": q.limit });
     Ok(Json(s.service.call("history", &v).await?))
@@ -430,5 +452,9 @@ pub async fn area_call(
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     let v = with(v, json!({ "tenant": req.tenant.id }));
-    Ok(Json(s.service.call(&format!("{area}/{op}"), &v).await?))
+    let mut answer = s.service.call(&format!("{area}/{op}"), &v).await?;
+    if area == "app" {
+        crate::workbench::sign_icons(&s.signer, &mut answer);
+    }
+    Ok(Json(answer))
 }

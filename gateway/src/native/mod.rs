@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod handlers;
+pub mod messages;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -62,9 +63,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/messages/private", post(send_private))
         .route("/v1/messages/batch", post(send_batch))
         .route("/v1/messages/system", post(send_system))
+        .route("/v1/messages/recall", post(messages::recall))
+        .route("/v1/messages/import", post(messages::import))
         .route("/v1/publish", post(iot_publish))
         .route("/v1/files", post(crate::files::upload))
         .route("/v1/files/{id}/url", post(crate::files::refresh_url))
+        .route(
+            "/v1/apps/{app_id}/icon",
+            post(crate::workbench::upload_icon),
+        )
         .route("/v1/retained", get(iot_retained))
         .route(
             "/v1/push/credentials/{op}",
@@ -88,8 +95,11 @@ impl FromRequest<Arc<AppState>> for Signed {
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let limit = if parts.uri.path() == "/v1/files" {
+        let path = parts.uri.path();
+        let limit = if path == "/v1/files" {
             crate::files::MAX_FILE_BYTES + 64 * 1024
+        } else if path.starts_with("/v1/apps/") && path.ends_with("/icon") {
+            crate::workbench::MAX_ICON_BYTES + 64 * 1024
         } else {
             state.body_limit
         };

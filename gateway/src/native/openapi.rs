@@ -28,7 +28,9 @@ use super::handlers;
         handlers::history, handlers::read, handlers::revoke, handlers::send_private,
         handlers::send_batch, handlers::send_system, handlers::iot_publish,
         handlers::iot_retained, handlers::area_call, crate::files::upload,
-        crate::files::refresh_url, crate::files::download,
+        crate::files::refresh_url, crate::files::download, crate::files::device::upload,
+        crate::workbench::upload_icon, super::messages::recall,
+        super::messages::import,
     ),
     modifiers(&Signature),
     tags(

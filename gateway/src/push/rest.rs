@@ -93,7 +93,7 @@ pub async fn trace(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
 }
 
 /// Each configured vendor with its public fields only (FCM: its project id).
-fn redacted(all: &Value) -> Value {
+pub(crate) fn redacted(all: &Value) -> Value {
     let mut out = Map::new();
     for (vendor, c) in all.as_object().into_iter().flatten() {
         let mut shown = Map::new();

@@ -1,6 +1,10 @@
 //! RongCloud's chatroom endpoints, over the IM service's `room` requests
-//! (docs/im/chatrooms.md). Membership in our chatrooms belongs to devices that join over
-//! MQTT, so RongCloud's server-side `/chatroom/join.json` has no equivalent here.
+//! (docs/im/chatrooms.md). Membership in our chatrooms belongs to device connections, so
+//! `/chatroom/join.json` joins every online device of each user (as if each had joined
+//! over MQTT); a user with no device online is not joined (as in RongCloud, where a
+//! chatroom member must be connected). `/chatroom/message/priority/add.json` names
+//! low-priority message types: low is already our chatrooms' default for every type a
+//! room does not list as high, so the call checks its parameters and answers 200.
 
 use std::sync::Arc;
 
@@ -26,6 +30,41 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/chatroom/user/block/add.json", post(block_add))
         .route("/chatroom/user/block/rollback.json", post(block_rollback))
         .route("/chatroom/user/whitelist/add.json", post(whitelist_add))
+        .route("/chatroom/join.json", post(join))
+        .route("/chatroom/message/priority/add.json", post(priority_add))
+}
+
+/// RongCloud's limit on users per join call.
+const MAX_JOIN: usize = 50;
+
+async fn join(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let who = targets(&r, "userId")?;
+    if who.len() > MAX_JOIN {
+        return Err(RcError::param(format!(
+            "userId 数量超限 (at most {MAX_JOIN})"
+        )));
+    }
+    room(&s, &r, "info", json!({ "room": id })).await?;
+    let mut body = json!({ "room": id, "users": who });
+    body["tenant"] = r.tenant.id.into();
+    s.service.call("room_join_users", &body).await?;
+    Ok(ok(json!({})))
+}
+
+async fn priority_add(_s: State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let types = targets(&r, "objectName")?;
+    if types.len() > 5 {
+        return Err(RcError::param(
+            "objectName 每次最多 5 个 (at most 5 per call)",
+        ));
+    }
+    if let Some(t) = types.iter().find(|t| t.len() > 32) {
+        return Err(RcError::param(format!(
+            "objectName {t} longer than 32 bytes"
+        )));
+    }
+    Ok(ok(json!({})))
 }
 
 async fn room(s: &AppState, r: &RcRequest, op: &str, mut body: Value) -> Result<Value, RcError> {

@@ -1,7 +1,8 @@
 //! RongCloud message types and our content types: a message an app server publishes as
 //! `objectName` + `content` (RongCloud's JSON for that type) becomes our content object,
 //! and back. Built-in types map onto ours; any other object name is kept as a custom type
-//! carrying the JSON unchanged, so apps' own message types pass through.
+//! carrying the JSON unchanged, so apps' own message types pass through. [`to_rongcloud`]
+//! goes back (history files).
 
 use serde_json::{Value, json};
 
@@ -64,9 +65,67 @@ pub fn from_rongcloud(object_name: &str, content: &str) -> Result<Value, String>
     })
 }
 
+/// RongCloud's object name and content JSON for one of our content objects (the JSON
+/// form the IM service answers with): the reverse of [`from_rongcloud`], for history
+/// files. Types RongCloud has no name for keep ours, prefixed `SB:`.
+pub fn to_rongcloud(c: &Value) -> (String, Value) {
+    let (name, v) = match s(c, "type") {
+        "text" => ("RC:TxtMsg", json!({ "content": s(c, "text") })),
+        "image" => (
+            "RC:ImgMsg",
+            json!({ "imageUri": s(c, "url"), "content": "" }),
+        ),
+        "voice" => (
+            "RC:HQVCMsg",
+            json!({ "remoteUrl": s(c, "url"), "duration": n(c, "duration_ms") / 1000.0 }),
+        ),
+        "file" => (
+            "RC:FileMsg",
+            json!({ "name": s(c, "name"), "size": n(c, "size"), "type": s(c, "mime"),
+                    "fileUrl": s(c, "url") }),
+        ),
+        "location" => (
+            "RC:LBSMsg",
+            json!({ "latitude": n(c, "latitude"), "longitude": n(c, "longitude"),
+                    "poi": s(c, "title") }),
+        ),
+        "rich" => (
+            "RC:ImgTextMsg",
+            json!({ "title": s(c, "title"), "content": s(c, "text"),
+                    "imageUri": s(c, "image_url"), "url": s(c, "link_url") }),
+        ),
+        "custom" => {
+            use base64ct::{Base64, Encoding};
+            let data = Base64::decode_vec(s(c, "data")).unwrap_or_default();
+            let v = serde_json::from_slice(&data)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&data).into_owned()));
+            return (s(c, "custom_type").to_owned(), v);
+        }
+        other => {
+            let mut v = c.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("type");
+            }
+            return (format!("SB:{other}"), v);
+        }
+    };
+    (name.to_owned(), v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_types_map_back_to_rongclouds() {
+        let (n, v) = to_rongcloud(&json!({"type": "text", "text": "hi"}));
+        assert_eq!((n.as_str(), v), ("RC:TxtMsg", json!({"content": "hi"})));
+        let c = from_rongcloud("App:Order", r#"{"id":1}"#).expect("custom");
+        let (n, v) = to_rongcloud(&c);
+        assert_eq!((n.as_str(), v), ("App:Order", json!({"id": 1})));
+        let (n, _) = to_rongcloud(&json!({"type": "notice", "text": "x"}));
+        assert_eq!(n, "SB:notice");
+    }
 
     #[test]
     fn builtin_types_map_onto_ours_and_others_stay_custom() {

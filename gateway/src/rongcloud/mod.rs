@@ -9,7 +9,10 @@
 //! limit (HTTP 429), 1000 server error (HTTP 500). docs/gateway.md lists what is served.
 
 pub mod chatroom;
+pub mod clock;
 pub mod content;
+pub mod history;
+pub mod push;
 pub mod social;
 
 use std::sync::Arc;
@@ -116,9 +119,21 @@ pub(crate) fn ok(extra: Value) -> Json<Value> {
 pub struct RcRequest {
     pub tenant: TenantAuth,
     form: Vec<(String, String)>,
+    /// The raw body (the JSON endpoints: tags, push).
+    body: Bytes,
+    /// Scheme and host the caller reached us by (`http://host`), for absolute URLs.
+    pub(crate) origin: String,
+    /// The App-Key the call was signed with.
+    pub(crate) app_key: String,
 }
 
 impl RcRequest {
+    /// The body as JSON (`/user/tag/set.json`, `/push.json`).
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, RcError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| RcError::param(format!("body is not the expected JSON: {e}")))
+    }
+
     /// Every parameter, in order.
     pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.form.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -169,6 +184,11 @@ impl FromRequest<Arc<AppState>> for RcRequest {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, RcError> {
         let (parts, body) = req.into_parts();
         let h = &parts.headers;
+        let origin = format!(
+            "{}://{}",
+            header(h, "x-forwarded-proto").unwrap_or("http"),
+            header(h, "host").unwrap_or("127.0.0.1")
+        );
         let (Some(app_key), Some(nonce), Some(ts), Some(sig)) = (
             rc_header(h, "app-key"),
             rc_header(h, "nonce"),
@@ -221,7 +241,13 @@ impl FromRequest<Arc<AppState>> for RcRequest {
             .await
             .map_err(|_| RcError::param("body too large"))?;
         let form = form_urlencoded::parse(&body).into_owned().collect();
-        Ok(RcRequest { tenant, form })
+        Ok(RcRequest {
+            tenant,
+            form,
+            body,
+            origin,
+            app_key: app_key.to_owned(),
+        })
     }
 }
 
@@ -233,12 +259,16 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/user/checkOnline.json", post(check_online))
         .route("/user/block.json", post(block))
         .route("/user/unblock.json", post(unblock))
+        .route("/user/block/query.json", post(block_query))
+        .route("/message/broadcast.json", post(broadcast))
         .route("/message/private/publish.json", post(publish_private))
         .route("/message/system/publish.json", post(publish_system))
         .route("/message/group/publish.json", post(publish_group))
         .route("/message/chatroom/publish.json", post(publish_chatroom))
         .merge(social::routes())
         .merge(chatroom::routes())
+        .merge(push::routes())
+        .merge(history::routes())
 }
 
 async fn get_token(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
@@ -317,6 +347,24 @@ async fn unblock(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
     Ok(ok(json!({})))
 }
 
+/// `{"users": [{"userId", "blockEndTime": "2015-01-11 01:28:20"}]}`, Beijing time.
+async fn block_query(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let v = s
+        .service
+        .call("banned_users", &json!({ "tenant": r.tenant.id }))
+        .await?;
+    let users: Vec<Value> = v["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            json!({ "userId": u["user_id"],
+                    "blockEndTime": clock::beijing(u["until"].as_u64().unwrap_or_default()) })
+        })
+        .collect();
+    Ok(ok(json!({ "users": users })))
+}
+
 /// The recipients of a publish call (1..=1,000).
 pub(crate) fn targets<'a>(r: &'a RcRequest, k: &str) -> Result<Vec<&'a str>, RcError> {
     let t = r.all(k);
@@ -336,21 +384,34 @@ fn message(r: &RcRequest) -> Result<Value, RcError> {
     content::from_rongcloud(r.need("objectName")?, r.need("content")?).map_err(RcError::param)
 }
 
-/// Sends `content` from `from` to each target as `conv_type`.
-async fn send_each(s: &AppState, r: &RcRequest, conv_type: &str, targets_key: &str) -> Answer {
-    let from = r.need("fromUserId")?;
+/// The one shape of the `/message/*/publish.json` handlers: the message of the call, its
+/// targets (1..=1,000, parameter `targets_key`), one service call per target whose body
+/// `call` makes from the target and the content.
+async fn publish_each(
+    s: &AppState,
+    r: &RcRequest,
+    targets_key: &str,
+    call: impl Fn(&str, &Value) -> (&'static str, Value),
+) -> Answer {
     let to = targets(r, targets_key)?;
     let content = message(r)?;
     for t in to {
-        s.service
-            .call(
-                "send",
-                &json!({ "tenant": r.tenant.id, "from": from, "to": t,
-                         "conv_type": conv_type, "content": content }),
-            )
-            .await?;
+        let (op, body) = call(t, &content);
+        s.service.call(op, &body).await?;
     }
     Ok(ok(json!({})))
+}
+
+/// Sends the message from `fromUserId` to each target as `conv_type`.
+async fn send_each(s: &AppState, r: &RcRequest, conv_type: &str, targets_key: &str) -> Answer {
+    let from = r.need("fromUserId")?;
+    let tenant = r.tenant.id;
+    publish_each(s, r, targets_key, |to, content| {
+        let body = json!({ "tenant": tenant, "from": from, "to": to,
+                           "conv_type": conv_type, "content": content });
+        ("send", body)
+    })
+    .await
 }
 
 async fn publish_private(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
@@ -368,17 +429,28 @@ async fn publish_chatroom(State(s): State<Arc<AppState>>, r: RcRequest) -> Answe
 async fn publish_system(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
     // RongCloud names a sender; our system conversation's messages come from the tenant.
     r.need("fromUserId")?;
-    let to = targets(&r, "toUserId")?;
+    let tenant = r.tenant.id;
+    publish_each(&s, &r, "toUserId", |to, content| {
+        let body = json!({ "tenant": tenant, "to": to, "content": content });
+        ("system_message", body)
+    })
+    .await
+}
+
+/// A message to every user of the app (RongCloud: a system-type conversation; offline
+/// devices get a notification). Answers `{"code": 200, "id"}`.
+async fn broadcast(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let from = r.need("fromUserId")?;
     let content = message(&r)?;
-    for t in to {
-        s.service
-            .call(
-                "system_message",
-                &json!({ "tenant": r.tenant.id, "to": t, "content": content }),
-            )
-            .await?;
-    }
-    Ok(ok(json!({})))
+    let id = format!("{:016x}", rand::random::<u64>());
+    s.service
+        .call(
+            "broadcast/all",
+            &json!({ "tenant": r.tenant.id, "from": from, "content": content,
+                     "client_msg_id": id }),
+        )
+        .await?;
+    Ok(ok(json!({ "id": id })))
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub struct AppRecord {
     pub group: String,
     pub category: String,
     pub icon_url: String,
+    /// The icon uploaded through the gateway (a file id of its file store); when set,
+    /// clients get a signed link to it instead of `icon_url`.
+    pub icon_file: String,
     /// Per platform ("pc", "android", "ios", "web").
     pub platforms: std::collections::BTreeMap<String, PlatformEntry>,
     pub user_deletable: bool,
@@ -97,6 +100,7 @@ impl Default for AppRecord {
             group: String::new(),
             category: String::new(),
             icon_url: String::new(),
+            icon_file: String::new(),
             platforms: Default::default(),
             user_deletable: true,
             sso_template: String::new(),
@@ -116,6 +120,7 @@ struct AppFields {
     group: Option<String>,
     category: Option<String>,
     icon_url: Option<String>,
+    icon_file: Option<String>,
     platforms: Option<std::collections::BTreeMap<String, PlatformEntry>>,
     user_deletable: Option<bool>,
     sso_template: Option<String>,
@@ -169,6 +174,13 @@ fn check_fields(f: &AppFields) -> Result<(), ImError> {
             "visibility.mode must be all, all_but or only".into(),
         ));
     }
+    if let Some(id) = &f.icon_file
+        && !(id.is_empty() || (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())))
+    {
+        return Err(ImError::BadRequest(
+            "icon_file must be a file id (64 hex digits) or empty".into(),
+        ));
+    }
     let long = [&f.group, &f.category, &f.icon_url, &f.sso_template]
         .into_iter()
         .flatten()
@@ -192,6 +204,7 @@ fn apply(rec: &mut AppRecord, f: AppFields) {
         group,
         category,
         icon_url,
+        icon_file,
         platforms,
         user_deletable,
         sso_template,
@@ -468,7 +481,11 @@ impl ImService {
                 apps.push(im::WorkbenchApp {
                     app_id: a.app_id,
                     name: a.name,
-                    icon_url: a.icon_url,
+                    icon_url: if a.icon_file.is_empty() {
+                        a.icon_url
+                    } else {
+                        self.file_link(&a.icon_file)
+                    },
                     group: a.group,
                     category: a.category,
                     kind: a.kind,
@@ -486,6 +503,34 @@ impl ImService {
             apps,
         }
         .encode_to_vec())
+    }
+}
+
+/// How long a workbench icon link works (the gateway's download links' lifetime).
+const LINK_TTL_SECS: u64 = 3600;
+
+impl ImService {
+    /// The gateway's signed download path of file `id` (`/files/{id}?exp=&sig=`), valid
+    /// for an hour. It must agree with the gateway's `files::UrlSigner`: key =
+    /// HMAC-SHA256("switchboard files", service secret), sig = hex HMAC-SHA256(key,
+    /// "{id}:{exp}"); both sides hold the service secret. No secret: no link.
+    pub fn file_link(&self, id: &str) -> String {
+        use ring::hmac;
+        let Some(secret) = self.service_secret.as_deref() else {
+            return String::new();
+        };
+        let k = hmac::Key::new(hmac::HMAC_SHA256, b"switchboard files");
+        let key = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            hmac::sign(&k, secret.as_bytes()).as_ref(),
+        );
+        let exp = crate::store::unix_now() + LINK_TTL_SECS;
+        let sig: String = hmac::sign(&key, format!("{id}:{exp}").as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("/files/{id}?exp={exp}&sig={sig}")
     }
 }
 

@@ -409,7 +409,7 @@ impl ImService {
     }
 
     /// Device `client_id` enters a room: it gets the room and its last messages.
-    fn room_join(
+    pub(super) fn room_join(
         &self,
         login: &ImLogin,
         client_id: &str,

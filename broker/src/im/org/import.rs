@@ -39,6 +39,8 @@ const ROWS_PER_COMMIT: usize = 2000;
 const MAX_ROWS: usize = 200_000;
 /// Bad rows reported, at most.
 const MAX_ERRORS: usize = 20;
+/// Rejected rows listed in a report, at most (the rest are counted).
+const MAX_REJECTED: usize = 1000;
 /// Users per export page, at most.
 const MAX_EXPORT: usize = 100_000;
 
@@ -50,6 +52,10 @@ pub struct ImportReport {
     pub updated: usize,
     pub unchanged: usize,
     pub departments_created: usize,
+    /// Rows left out (with `skip_invalid`): line and reason, at most [`MAX_REJECTED`].
+    pub rejected: Vec<Rejected>,
+    /// How many rows were left out in all.
+    pub rejected_total: usize,
 }
 
 /// The canonical column a header names.
@@ -73,7 +79,16 @@ struct Row {
     paths: Vec<Vec<String>>,
 }
 
-fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
+/// A row an import left out (`skip_invalid`): its line in the file and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Parses the file: the valid rows and the rejected ones (at most [`MAX_REJECTED`] listed,
+/// `total` counts them all). `strict`: stop after [`MAX_ERRORS`] bad rows.
+fn parse(csv_text: &str, strict: bool) -> Result<(Vec<Row>, Vec<Rejected>, usize), ImError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -89,7 +104,8 @@ fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
         ));
     }
     let mut rows = Vec::new();
-    let mut errors = Vec::new();
+    let mut rejected = Vec::new();
+    let mut total = 0;
     let mut seen = HashSet::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -98,10 +114,16 @@ fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
                 "more than {MAX_ROWS} rows: split the file"
             )));
         }
+        let mut reject = |reason: String| {
+            total += 1;
+            if rejected.len() < MAX_REJECTED {
+                rejected.push(Rejected { line, reason });
+            }
+        };
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                errors.push(format!("line {line}: {e}"));
+                reject(e.to_string());
                 continue;
             }
         };
@@ -110,6 +132,7 @@ fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
         }
         let mut input = MemberInput::default();
         let mut paths = Vec::new();
+        let mut problem = None;
         for (col, value) in cols.iter().zip(record.iter()) {
             let v = Some(value.to_owned());
             match col {
@@ -129,7 +152,7 @@ fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
                             .map(str::to_owned)
                             .collect();
                         if segs.len() >= MAX_DEPTH {
-                            errors.push(format!("line {line}: department path too deep"));
+                            problem = Some("department path too deep".to_owned());
                         }
                         paths.push(segs);
                     }
@@ -141,41 +164,63 @@ fn parse(csv_text: &str) -> Result<Vec<Row>, ImError> {
             paths.push(Vec::new()); // the root
         }
         if let Err(e) = input.check() {
-            errors.push(format!("line {line}: {e}"));
-        } else if !seen.insert(input.account.clone()) {
-            errors.push(format!("line {line}: account {} repeated", input.account));
+            problem = Some(e.to_string());
+        } else if problem.is_none() && !seen.insert(input.account.clone()) {
+            problem = Some(format!("account {} repeated", input.account));
         }
-        if errors.len() >= MAX_ERRORS {
+        match problem {
+            Some(p) => reject(p),
+            None => rows.push(Row { input, paths }),
+        }
+        if strict && total >= MAX_ERRORS {
             break;
         }
-        rows.push(Row { input, paths });
     }
-    if !errors.is_empty() {
+    if strict && total > 0 {
+        let lines: Vec<String> = rejected
+            .iter()
+            .map(|r| format!("line {}: {}", r.line, r.reason))
+            .collect();
         return Err(ImError::BadRequest(format!(
             "nothing imported: {}",
-            errors.join("; ")
+            lines.join("; ")
         )));
     }
-    Ok(rows)
+    Ok((rows, rejected, total))
 }
 
 impl ImService {
     /// Imports members from CSV text (see the module docs); `default_password` for new
-    /// members whose row has none.
+    /// members whose row has none. A bad row refuses the whole file.
     pub async fn import_csv(
         &self,
         tid: u64,
         csv_text: &str,
         default_password: Option<&str>,
     ) -> Result<ImportReport, ImError> {
+        self.import_csv_with(tid, csv_text, default_password, false)
+            .await
+    }
+
+    /// [`Self::import_csv`]; `skip_invalid`: import the valid rows and report the others
+    /// (line and reason) instead of refusing the whole file.
+    pub async fn import_csv_with(
+        &self,
+        tid: u64,
+        csv_text: &str,
+        default_password: Option<&str>,
+        skip_invalid: bool,
+    ) -> Result<ImportReport, ImError> {
         self.tenant(tid)?;
-        let rows = parse(csv_text)?;
+        let (rows, rejected, rejected_total) = parse(csv_text, !skip_invalid)?;
         let hash =
             |p: &str| crate::auth::hash_password(p).map_err(|e| ImError::Internal(e.to_string()));
         // One hash for every new member given the default password (they must change it).
         let default_hash = default_password.map(hash).transpose()?;
         let mut report = ImportReport {
             rows: rows.len(),
+            rejected,
+            rejected_total,
             ..ImportReport::default()
         };
         let _guard = self.admin.lock().await;
@@ -327,5 +372,32 @@ impl ImService {
             .map_err(|e| ImError::Internal(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|e| ImError::Internal(e.to_string()))?;
         Ok((text, if full { next } else { String::new() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "account,name,department\nann,Ann,Sales/East\nbad account!,Bob,Sales\nann,Ann again,\ncid,Cid,\n";
+
+    #[test]
+    fn strict_parsing_refuses_the_file_naming_every_bad_line() {
+        let Err(ImError::BadRequest(m)) = parse(FILE, true) else {
+            panic!("a bad row refuses the file");
+        };
+        assert!(m.contains("line 3") && m.contains("line 4"), "{m}");
+    }
+
+    #[test]
+    fn lenient_parsing_keeps_the_good_rows_and_reports_the_bad_ones_by_line() {
+        let (rows, rejected, total) = parse(FILE, false).expect("parsed");
+        let accounts: Vec<&str> = rows.iter().map(|r| r.input.account.as_str()).collect();
+        assert_eq!(accounts, ["ann", "cid"]);
+        assert_eq!(total, 2);
+        assert_eq!(rejected[0].line, 3);
+        assert!(rejected[0].reason.contains("invalid account"));
+        assert_eq!(rejected[1].line, 4);
+        assert!(rejected[1].reason.contains("repeated"));
     }
 }

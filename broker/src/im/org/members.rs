@@ -431,5 +431,6 @@ pub fn to_json(u: &UserRecord) -> Value {
         "email": u.email,
         "position": u.position,
         "departments": u.depts,
+        "disabled": u.banned_until > crate::store::unix_now(),
     })
 }

@@ -190,6 +190,10 @@ struct Import {
     tenant: u64,
     csv: String,
     default_password: Option<String>,
+    /// Import the valid rows and report the bad ones (line, reason) instead of refusing
+    /// the file.
+    #[serde(default)]
+    skip_invalid: bool,
 }
 
 #[derive(Deserialize)]
@@ -281,6 +285,13 @@ impl ImService {
                 let u = self.set_member(r.tenant, r.member, must_exist).await?;
                 json!({ "user_id": u.account, "uid": u.uid, "departments": u.depts })
             }
+            "member" => {
+                let r: RemoveMember = parse(payload)?;
+                let u = self
+                    .user(r.tenant, &r.account)?
+                    .ok_or_else(|| ImError::NotFound(format!("user {}", r.account)))?;
+                members::to_json(&u)
+            }
             "remove_member" => {
                 let r: RemoveMember = parse(payload)?;
                 self.remove_member(r.tenant, &r.account, r.dept).await?;
@@ -289,7 +300,12 @@ impl ImService {
             "import" => {
                 let r: Import = parse(payload)?;
                 let report = self
-                    .import_csv(r.tenant, &r.csv, r.default_password.as_deref())
+                    .import_csv_with(
+                        r.tenant,
+                        &r.csv,
+                        r.default_password.as_deref(),
+                        r.skip_invalid,
+                    )
                     .await?;
                 serde_json::to_value(report).map_err(json_err)?
             }

@@ -1,11 +1,18 @@
 //! Files for media messages: upload (`POST /v1/files`, multipart, signed like every native
-//! call), content-addressed storage behind the [`BlobStore`] trait (a directory today,
-//! S3-compatible later), time-limited signed download URLs (`GET /files/{id}?exp=&sig=`,
+//! call), content-addressed storage behind the [`BlobStore`] trait (a directory, or an
+//! S3-compatible bucket), time-limited signed download URLs (`GET /files/{id}?exp=&sig=`,
 //! no other credential, so devices can fetch them), and thumbnails of images.
 //!
 //! A file's id is the hex SHA-256 of its bytes: the same file uploaded twice is stored once.
 //! Types are taken from the bytes where they can be (images), never from the client's
 //! word alone; the allowed list and the size limit are the gateway's settings.
+//!
+//! Users' devices upload with their IM token ([`device`]); workbench app icons go through
+//! [`crate::workbench`]; every path stores through [`store_file`]. [`s3`] is the
+//! S3-compatible store, chosen by the gateway's settings instead of the directory.
+
+pub mod device;
+pub mod s3;
 
 use std::io::Cursor;
 use std::path::PathBuf;
@@ -233,14 +240,27 @@ pub async fn upload(State(s): State<Arc<AppState>>, req: Signed) -> Result<Json<
         ));
     };
     // The signature covered the raw body; parse it as the multipart form it is.
+    let (name, claimed, bytes) =
+        file_part(&req.content_type, req.body.clone(), MAX_FILE_BYTES).await?;
+    let meta = store_file(files, name, &claimed, bytes, None).await?;
+    tracing::info!(tenant = req.tenant.id, id = %meta.id, size = meta.size, mime = %meta.mime, "file stored");
+    Ok(Json(describe(&s.signer, &meta)))
+}
+
+/// The `file` part of a multipart form (`content_type` with its boundary, the whole
+/// body): its file name (at most 255 characters), claimed type and bytes (1..=`max`).
+pub(crate) async fn file_part(
+    content_type: &str,
+    body: Bytes,
+    max: usize,
+) -> Result<(String, String, Bytes), ApiError> {
     let rebuilt = Request::builder()
-        .header(header::CONTENT_TYPE, req.content_type.clone())
-        .body(Body::from(req.body.clone()))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut form = Multipart::from_request(rebuilt, &())
         .await
         .map_err(|e| ApiError::bad_request(format!("not a multipart form: {e}")))?;
-    let mut found = None;
     while let Some(field) = form
         .next_field()
         .await
@@ -258,23 +278,43 @@ pub async fn upload(State(s): State<Arc<AppState>>, req: Signed) -> Result<Json<
                 .bytes()
                 .await
                 .map_err(|e| ApiError::bad_request(format!("bad file part: {e}")))?;
-            found = Some((name, claimed, bytes));
-            break;
+            if bytes.is_empty() {
+                return Err(ApiError::bad_request("empty file"));
+            }
+            if bytes.len() > max {
+                return Err(ApiError::too_large(max));
+            }
+            return Ok((name, claimed, bytes));
         }
     }
-    let Some((name, claimed, bytes)) = found else {
-        return Err(ApiError::bad_request("the form has no `file` part"));
-    };
-    if bytes.is_empty() {
-        return Err(ApiError::bad_request("empty file"));
+    Err(ApiError::bad_request("the form has no `file` part"))
+}
+
+/// Checks and stores an uploaded file: its type sniffed from the bytes (and, with
+/// `only`, one of those types), a thumbnail for images, both put in `store` under their
+/// hashes. Shared by every upload path (app servers, devices, workbench icons).
+pub async fn store_file(
+    store: Arc<dyn BlobStore>,
+    name: String,
+    claimed: &str,
+    bytes: Bytes,
+    only: Option<&[&str]>,
+) -> Result<FileMeta, ApiError> {
+    let mime = mime_of(&bytes, claimed)?;
+    if let Some(only) = only
+        && !only.contains(&mime.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            41500,
+            format!(
+                "type {mime} is not accepted here (only {})",
+                only.join(", ")
+            ),
+        ));
     }
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(ApiError::too_large(MAX_FILE_BYTES));
-    }
-    let mime = mime_of(&bytes, &claimed)?;
     let id = sha256_hex(&bytes);
-    let store = files.clone();
-    let meta = tokio::task::spawn_blocking(move || -> Result<FileMeta, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<FileMeta, ApiError> {
         let mut meta = FileMeta {
             id: id.clone(),
             size: bytes.len() as u64,
@@ -304,12 +344,10 @@ pub async fn upload(State(s): State<Arc<AppState>>, req: Signed) -> Result<Json<
         Ok(meta)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string()))??;
-    tracing::info!(tenant = req.tenant.id, id = %meta.id, size = meta.size, mime = %meta.mime, "file stored");
-    Ok(Json(describe(&s.signer, &meta)))
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string()))?
 }
 
-fn io_error(e: std::io::Error) -> ApiError {
+pub(crate) fn io_error(e: std::io::Error) -> ApiError {
     tracing::error!(error = %e, "file storage failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -319,7 +357,7 @@ fn io_error(e: std::io::Error) -> ApiError {
 }
 
 /// A file as the API shows it, with fresh URLs.
-fn describe(signer: &UrlSigner, m: &FileMeta) -> Value {
+pub(crate) fn describe(signer: &UrlSigner, m: &FileMeta) -> Value {
     json!({
         "file_id": m.id, "size": m.size, "mime": m.mime, "name": m.name, "sha256": m.id,
         "width": m.width, "height": m.height,

@@ -1,0 +1,735 @@
+//! The web console (`/console` of the gateway) end to end: a broker with the IM service on
+//! a redb store on disk, a gateway in front, real HTTP.
+//!
+//! - `console_browser_*`: a Node Playwright script (`tests/js/console/core.mjs`) drives
+//!   Debian's Chromium: sign-in with the one-time password, the forced change, a tenant
+//!   and its credentials, the language switch, kicking a real MQTT client (which must get
+//!   DISCONNECT 0x98), phone width. Failures keep screenshots (the path is printed).
+//! - Security, over raw HTTP: no session, no CSRF token, another tenant's ids, script in
+//!   text fields, sign-in back-off, sign-out, error pages.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use switchboard_client::Endpoint;
+use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
+use switchboard_proto::{
+    Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
+};
+use switchboard_tests::http::{Answer, request};
+use switchboard_tests::im::{ImBroker, SERVICE_SECRET};
+use switchboard_tests::{RawClient, WAIT, connect_packet};
+
+struct Console {
+    b: ImBroker,
+    gw: Gateway,
+}
+
+impl Console {
+    async fn start() -> Console {
+        let b = ImBroker::start().await;
+        let gw = Gateway::start(GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            broker: vec![Endpoint::Tcp(b.addr)],
+            service_secret: SERVICE_SECRET.into(),
+            client_id: "gateway-console".into(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            files_dir: None,
+        })
+        .await
+        .expect("gateway starts");
+        Console { b, gw }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.gw.addr())
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> Answer {
+        let h = if cookie.is_empty() {
+            vec![]
+        } else {
+            vec![("Cookie", cookie.to_owned())]
+        };
+        request(self.gw.addr(), "GET", path, &h, b"").await
+    }
+
+    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut h = vec![(
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )];
+        if !cookie.is_empty() {
+            h.push(("Cookie", cookie.to_owned()));
+        }
+        request(self.gw.addr(), "POST", path, &h, body.as_bytes()).await
+    }
+
+    /// Signs in (and changes the one-time password when asked); returns the session
+    /// cookie and the CSRF token of its forms.
+    async fn sign_in(&self, user: &str, password: &str) -> (String, String) {
+        let a = self.try_sign_in(user, password).await;
+        assert_eq!(a.status, 303, "sign-in of {user}: {}", a.body);
+        let cookie = format!("sb_session={}", set_cookie(&a, "sb_session"));
+        if location(&a) == "/console/password" {
+            let page = self.get("/console/password", &cookie).await;
+            let csrf = csrf_of(&page.body);
+            let new = format!("{password}-changed");
+            let r = self
+                .post(
+                    "/console/password",
+                    &cookie,
+                    &[
+                        ("_csrf", &csrf),
+                        ("old", password),
+                        ("new", &new),
+                        ("confirm", &new),
+                    ],
+                )
+                .await;
+            assert_eq!(r.status, 303, "password change: {}", r.body);
+        }
+        let page = self.get("/console/password", &cookie).await;
+        (cookie, csrf_of(&page.body))
+    }
+
+    async fn try_sign_in(&self, user: &str, password: &str) -> Answer {
+        let form = self.get("/console/signin", "").await;
+        let pre = set_cookie(&form, "sb_csrf");
+        self.post(
+            "/console/signin",
+            &format!("sb_csrf={pre}"),
+            &[("_csrf", &pre), ("username", user), ("password", password)],
+        )
+        .await
+    }
+
+    async fn stop(self) {
+        self.gw.stop().await;
+        self.b.handle.shutdown().await;
+    }
+}
+
+fn header<'a>(a: &'a Answer, name: &str) -> Vec<&'a str> {
+    a.headers
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn location(a: &Answer) -> String {
+    header(a, "location")
+        .first()
+        .copied()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn set_cookie(a: &Answer, name: &str) -> String {
+    header(a, "set-cookie")
+        .into_iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie in {}", a.headers))
+        .to_owned()
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"_csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {html}"));
+    let rest = &html[at + "name=\"_csrf\" value=\"".len()..];
+    rest[..rest.find('"').expect("end of value")].to_owned()
+}
+
+/// The text of the element with id `id` (`<code id="...">TEXT</code>`).
+fn text_of_id(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('<').expect("end of element")]
+        .trim()
+        .to_owned()
+}
+
+/// Whether `html` shows `<` + `rest` escaped (named or numeric entities).
+fn escaped(html: &str, rest: &str) -> bool {
+    let gt = |e: &str| rest.replace('>', e);
+    html.contains(&format!("&lt;{}", gt("&gt;"))) || html.contains(&format!("&#60;{}", gt("&#62;")))
+}
+
+/// An operator console user with a known first password.
+async fn operator(c: &Console) -> String {
+    let password = "operator-first-password".to_owned();
+    c.b.im
+        .create_console_user("admin", "operator", None, None, Some(password.clone()))
+        .await
+        .expect("operator");
+    password
+}
+
+/// Waits until the broker closes `raw`'s connection; the reason code of its DISCONNECT.
+async fn kicked_reason(raw: &mut RawClient) -> Option<ReasonCode> {
+    let seen = tokio::time::timeout(WAIT, raw.expect_closed())
+        .await
+        .expect("closed in time");
+    seen.into_iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.code),
+        _ => None,
+    })
+}
+
+/// A developer console user with a known first password.
+async fn developer(c: &Console, name: &str, account: Option<&str>) -> String {
+    let password = format!("{name}-first-password");
+    c.b.im
+        .create_console_user(name, "developer", None, account, Some(password.clone()))
+        .await
+        .expect("developer");
+    password
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_browser_sign_in_tenant_language_kick_phone() {
+    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/js");
+    assert!(
+        Path::new(js).join("node_modules/playwright-core").exists(),
+        "run `npm ci --prefix tests/js` first (tests/run.sh does)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "install Debian's chromium first (tests/run.sh does)"
+    );
+    let c = Console::start().await;
+    let op_password =
+        c.b.im
+            .ensure_console_operator("admin")
+            .await
+            .expect("operator")
+            .expect("a one-time password on first start");
+    assert!(
+        c.b.im
+            .ensure_console_operator("admin")
+            .await
+            .expect("again")
+            .is_none(),
+        "the one-time password is made once"
+    );
+    let dev_password = developer(&c, "dev", None).await;
+    // A real MQTT client for the operator to kick.
+    let (mut mqtt, ack) =
+        RawClient::connect(c.b.addr, connect_packet(Version::V5, "kick-me-1")).await;
+    assert!(matches!(ack, Packet::ConnAck(_)));
+    let shots = std::env::temp_dir().join(format!("sb-console-shots-{}", std::process::id()));
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let args = vec![
+        "console/core.mjs".to_owned(),
+        c.base(),
+        "admin".into(),
+        op_password,
+        "dev".into(),
+        dev_password,
+        "kick-me-1".into(),
+        shots.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(js)
+            .args(&args)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "browser flow failed (screenshots in {}):\n{stdout}\n{}",
+        shots.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The kicked client heard why: DISCONNECT 0x98 Administrative action.
+    assert_eq!(
+        kicked_reason(&mut mqtt).await,
+        Some(ReasonCode::AdministrativeAction)
+    );
+    println!("{stdout}");
+    // SWITCHBOARD_KEEP_SHOTS=1 keeps the screenshots of a passing run (to look at them).
+    if std::env::var_os("SWITCHBOARD_KEEP_SHOTS").is_none() {
+        let _ = std::fs::remove_dir_all(&shots);
+    } else {
+        println!("screenshots in {}", shots.display());
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_need_a_session_and_forms_need_the_csrf_token() {
+    let c = Console::start().await;
+    for path in [
+        "/console",
+        "/console/tenants",
+        "/console/ops",
+        "/console/ops/clients",
+        "/console/tenants/1",
+    ] {
+        let a = c.get(path, "").await;
+        assert_eq!(a.status, 303, "{path}");
+        assert!(
+            location(&a).starts_with("/console/signin?next="),
+            "{path}: {}",
+            location(&a)
+        );
+    }
+    // Behind a TLS proxy the cookies are `Secure`; on plain HTTP they cannot be.
+    let a = request(
+        c.gw.addr(),
+        "GET",
+        "/console/signin",
+        &[("X-Forwarded-Proto", "https".to_owned())],
+        b"",
+    )
+    .await;
+    let cookie = header(&a, "set-cookie").join("\n");
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let a = c.get("/console/signin", "").await;
+    assert!(!header(&a, "set-cookie").join("\n").contains("Secure"));
+    assert!(
+        header(&a, "content-security-policy")
+            .first()
+            .is_some_and(|p| p.contains("script-src 'self'")),
+        "{}",
+        a.headers
+    );
+    // A made-up session is no session.
+    let a = c
+        .get("/console/tenants", "sb_session=0123456789abcdef")
+        .await;
+    assert_eq!(a.status, 303);
+    // Sign-in itself needs its token.
+    let a = c
+        .post(
+            "/console/signin",
+            "",
+            &[("username", "admin"), ("password", "x")],
+        )
+        .await;
+    assert_eq!(a.status, 403);
+    let pw = developer(&c, "dev", None).await;
+    let (cookie, csrf) = c.sign_in("dev", &pw).await;
+    let session = set_cookie_attrs(&c, "dev", &format!("{pw}-changed")).await;
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    for (path, form) in [
+        ("/console/tenants/new", vec![("name", "no token")]),
+        ("/console/signout", vec![]),
+        (
+            "/console/password",
+            vec![("old", "a"), ("new", "b"), ("confirm", "b")],
+        ),
+    ] {
+        let a = c.post(path, &cookie, &form).await;
+        assert_eq!(a.status, 403, "{path} without a token");
+        let mut wrong = form.clone();
+        wrong.push(("_csrf", "0000"));
+        assert_eq!(
+            c.post(path, &cookie, &wrong).await.status,
+            403,
+            "{path} wrong token"
+        );
+    }
+    // With the token the form works.
+    let a = c
+        .post(
+            "/console/tenants/new",
+            &cookie,
+            &[("_csrf", &csrf), ("name", "With token")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("new-app-secret"));
+    // Sign-out ends the session everywhere.
+    let a = c
+        .post("/console/signout", &cookie, &[("_csrf", &csrf)])
+        .await;
+    assert_eq!(a.status, 303);
+    assert_eq!(c.get("/console/tenants", &cookie).await.status, 303);
+    c.stop().await;
+}
+
+/// The session cookie's attributes of a fresh sign-in.
+async fn set_cookie_attrs(c: &Console, user: &str, password: &str) -> String {
+    let a = c.try_sign_in(user, password).await;
+    header(&a, "set-cookie")
+        .into_iter()
+        .find(|h| h.starts_with("sb_session="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_tenant_scope_are_enforced() {
+    let c = Console::start().await;
+    let mine = c.b.im.create_tenant("mine", None).await.expect("tenant");
+    let other_account = c.b.im.create_account().await.expect("account");
+    let theirs =
+        c.b.im
+            .create_tenant("theirs", Some(&other_account.id))
+            .await
+            .expect("tenant");
+    // (Named: the "first" account is whichever id sorts first.)
+    let pw = developer(&c, "dev", Some(&mine.account)).await;
+    let (dev, dev_csrf) = c.sign_in("dev", &pw).await;
+    // A developer sees its account's tenants only.
+    let list = c.get("/console/tenants", &dev).await;
+    assert!(
+        list.body.contains("mine") && !list.body.contains("theirs"),
+        "{}",
+        list.body
+    );
+    assert_eq!(
+        c.get(&format!("/console/tenants/{}", mine.id), &dev)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.get(&format!("/console/tenants/{}", theirs.id), &dev)
+            .await
+            .status,
+        404
+    );
+    for action in ["rotate", "compat", "webhooks", "push"] {
+        let a = c
+            .post(
+                &format!("/console/tenants/{}/{action}", theirs.id),
+                &dev,
+                &[
+                    ("_csrf", &dev_csrf),
+                    ("on", "on"),
+                    ("url", "http://x/"),
+                    ("vendor", "apns"),
+                    ("config", "{}"),
+                ],
+            )
+            .await;
+        assert_eq!(a.status, 404, "{action} on another account's tenant");
+    }
+    assert_eq!(
+        c.b.im.tenant(theirs.id).expect("tenant").app_secret,
+        theirs.app_secret,
+        "nothing changed"
+    );
+    // A tenant administrator: one tenant, no creation.
+    c.b.im
+        .create_console_user(
+            "ta",
+            "tenant_admin",
+            Some(mine.id),
+            None,
+            Some("ta-first-password".into()),
+        )
+        .await
+        .expect("tenant admin");
+    let (ta, ta_csrf) = c.sign_in("ta", "ta-first-password").await;
+    assert_eq!(
+        c.get(&format!("/console/tenants/{}", mine.id), &ta)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.get(&format!("/console/tenants/{}", theirs.id), &ta)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(c.get("/console/tenants/new", &ta).await.status, 403);
+    let a = c
+        .post(
+            &format!("/console/tenants/{}/rotate", theirs.id),
+            &ta,
+            &[("_csrf", &ta_csrf)],
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    assert_eq!(c.get("/console/ops", &ta).await.status, 403);
+    assert_eq!(c.get("/console/ops/clients", &dev).await.status, 403);
+    // An operator: operations, no tenant pages.
+    let op_pw = operator(&c).await;
+    let (op, _) = c.sign_in("admin", &op_pw).await;
+    assert_eq!(c.get("/console/ops", &op).await.status, 200);
+    assert_eq!(c.get("/console/tenants", &op).await.status, 403);
+    assert_eq!(
+        c.get(&format!("/console/tenants/{}", mine.id), &op)
+            .await
+            .status,
+        403
+    );
+    // Rotating its own tenant's secret works and shows the new one once.
+    let a = c
+        .post(
+            &format!("/console/tenants/{}/rotate", mine.id),
+            &ta,
+            &[("_csrf", &ta_csrf)],
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let fresh = c.b.im.tenant(mine.id).expect("tenant").app_secret.clone();
+    assert_ne!(fresh, mine.app_secret);
+    assert!(a.body.contains(&fresh));
+    let show = c.get(&format!("/console/tenants/{}", mine.id), &ta).await;
+    assert!(!show.body.contains(&fresh), "masked afterwards");
+    // Rotating the app key: the new one resolves, the old one no longer does.
+    let a = c
+        .post(
+            &format!("/console/tenants/{}/rotate", mine.id),
+            &ta,
+            &[("_csrf", &ta_csrf), ("what", "key")],
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let key = text_of_id(&a.body, "new-app-key");
+    assert_ne!(key, mine.app_key);
+    assert_eq!(c.b.im.tenant_by_key(&key).expect("new key").id, mine.id);
+    assert!(c.b.im.tenant_by_key(&mine.app_key).is_err(), "old key gone");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_in_text_fields_is_escaped_and_bad_input_is_shown_next_to_the_field() {
+    let c = Console::start().await;
+    let pw = developer(&c, "dev", None).await;
+    let (dev, csrf) = c.sign_in("dev", &pw).await;
+    let evil = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+    let a = c
+        .post(
+            "/console/tenants/new",
+            &dev,
+            &[("_csrf", &csrf), ("name", evil)],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let list = c.get("/console/tenants", &dev).await;
+    assert!(escaped(&list.body, "script>alert(1)"), "{}", list.body);
+    assert!(!list.body.contains("<script>alert") && !list.body.contains("<img src=x"));
+    let tid = text_of_id(&a.body, "new-tenant-id");
+    let show = c.get(&format!("/console/tenants/{tid}"), &dev).await;
+    assert_eq!(show.status, 200);
+    assert!(!show.body.contains("<script>alert") && !show.body.contains("<img src=x"));
+    // Script in a webhook URL and a search box: refused or escaped, never raw.
+    let a = c
+        .post(
+            &format!("/console/tenants/{tid}/webhooks"),
+            &dev,
+            &[
+                ("_csrf", &csrf),
+                ("url", "javascript:<script>alert(3)</script>"),
+                ("events", "after_send"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("hook-url-error") && !a.body.contains("<script>alert(3)"));
+    // A wrong form: the error sits next to the field, the page is the form again.
+    let a = c
+        .post(
+            "/console/tenants/new",
+            &dev,
+            &[("_csrf", &csrf), ("name", "")],
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("name-error"));
+    let a = c
+        .post(
+            &format!("/console/tenants/{tid}/push"),
+            &dev,
+            &[("_csrf", &csrf), ("vendor", "apns"), ("config", "not json")],
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("push-config-error"));
+    // Operators' search boxes and ids echo escaped.
+    let op_pw = operator(&c).await;
+    let (op, _) = c.sign_in("admin", &op_pw).await;
+    let a = c
+        .get(
+            "/console/ops/clients?q=%3Cscript%3Ealert(4)%3C%2Fscript%3E",
+            &op,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(escaped(&a.body, "script>alert(4)") && !a.body.contains("<script>alert(4)"));
+    let a = c.get("/console/ops/im?tenant=%3Cb%3E", &op).await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("tenant-error") && !a.body.contains("<b>"));
+    // Unknown pages and unknown ids: friendly pages, no internals.
+    for path in ["/console/nope", "/console/ops/client?id=nobody"] {
+        let a = c.get(path, &op).await;
+        assert_eq!(a.status, 404, "{path}");
+        assert!(a.body.contains("error-message"), "{path}: {}", a.body);
+    }
+    let a = c.get("/console/tenants/not-a-number", &dev).await;
+    assert!(a.status == 400 || a.status == 404, "{}", a.status);
+    assert!(!a.body.contains("panicked"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_back_off_per_account() {
+    let c = Console::start().await;
+    let pw = developer(&c, "dev", None).await;
+    // Unknown users get the same answer as wrong passwords.
+    let a = c.try_sign_in("nobody", "whatever-password").await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("Wrong user name or password"), "{}", a.body);
+    for _ in 0..3 {
+        let a = c.try_sign_in("dev", "wrong-password").await;
+        assert_eq!(a.status, 422);
+        assert!(a.body.contains("Wrong user name or password"), "{}", a.body);
+    }
+    // Past the free failures the account (and this address) waits, even with the right
+    // password.
+    let mut refused = false;
+    for _ in 0..3 {
+        let a = c.try_sign_in("dev", "wrong-password").await;
+        assert_eq!(a.status, 422);
+        refused |= a.body.contains("Too many failed attempts");
+    }
+    assert!(refused, "the back-off starts");
+    let a = c.try_sign_in("dev", &pw).await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("Too many failed attempts"), "{}", a.body);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_counters_clients_and_kick_them() {
+    let c = Console::start().await;
+    let op_pw = operator(&c).await;
+    let (op, csrf) = c.sign_in("admin", &op_pw).await;
+    let (mut mqtt, _) =
+        RawClient::connect(c.b.addr, connect_packet(Version::V5, "ops-client-7")).await;
+    mqtt.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "sensors/+/temp".into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..SubscriptionOptions::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(mqtt.recv().await, Some(Packet::SubAck(_))));
+    let a = c.get("/console/ops", &op).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("chart-rates") && a.body.contains("<svg"));
+    let a = c.get("/console/ops/client?id=ops-client-7", &op).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("sensors/+/temp"), "{}", a.body);
+    let a = c
+        .post(
+            "/console/ops/kick",
+            &op,
+            &[("_csrf", &csrf), ("id", "ops-client-7")],
+        )
+        .await;
+    assert_eq!(a.status, 303);
+    assert_eq!(
+        kicked_reason(&mut mqtt).await,
+        Some(ReasonCode::AdministrativeAction)
+    );
+    // Kicking it again: it is gone.
+    let a = c
+        .post(
+            "/console/ops/kick",
+            &op,
+            &[("_csrf", &csrf), ("id", "ops-client-7")],
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_chatrooms_groups_and_a_users_message_trace() {
+    let c = Console::start().await;
+    let tid = c.b.tenant("traced").await;
+    for u in ["alice", "bob"] {
+        c.b.user(tid, u).await;
+    }
+    let call = |op: &'static str, v: serde_json::Value| {
+        let im = c.b.im.clone();
+        async move {
+            im.admin_request(op, v.to_string().as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("{op}: {e}"))
+        }
+    };
+    call(
+        "send",
+        serde_json::json!({ "tenant": tid, "from": "alice", "to": "bob",
+            "content": { "type": "text", "text": "hello <b>bob</b>" } }),
+    )
+    .await;
+    call(
+        "group/create",
+        serde_json::json!({ "tenant": tid, "group_id": "g-team", "name": "Team",
+            "members": ["alice", "bob"] }),
+    )
+    .await;
+    call(
+        "room/create",
+        serde_json::json!({ "tenant": tid, "room": "lobby", "name": "Lobby" }),
+    )
+    .await;
+    let op_pw = operator(&c).await;
+    let (op, _) = c.sign_in("admin", &op_pw).await;
+    let a = c
+        .get(
+            &format!("/console/ops/im?tenant={tid}&group=g-team&user=bob"),
+            &op,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("lobby"), "the tenant's chatrooms");
+    assert!(a.body.contains("id=\"group-members\""), "{}", a.body);
+    assert!(a.body.contains(">alice<") && a.body.contains(">bob<"));
+    // Bob's trace: the message alice sent, escaped, not read yet.
+    assert!(a.body.contains("id=\"trace\""));
+    assert!(
+        escaped(&a.body, "b>bob") && !a.body.contains("<b>bob"),
+        "{}",
+        a.body
+    );
+    assert!(a.body.contains("stored, not read yet"));
+    // Unknown ids are shown next to their fields.
+    let a = c
+        .get(
+            &format!("/console/ops/im?tenant={tid}&group=nope&user=nobody"),
+            &op,
+        )
+        .await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("There is no such group") && a.body.contains("There is no such user"));
+    let a = c.get("/console/ops/im?tenant=999", &op).await;
+    assert_eq!(a.status, 422);
+    assert!(a.body.contains("There is no such tenant"));
+    c.stop().await;
+}
