@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 # Debian's Chromium for the console's browser tests (driven by playwright-core, no download).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

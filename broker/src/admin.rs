@@ -251,6 +251,9 @@ async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Result<Response,
             s.commits, s.ops, s.failed_commits, s.bytes
         );
     }
+    if let Some(c) = &b.cluster {
+        c.render_metrics(&mut out);
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 

@@ -33,6 +33,44 @@ pub struct BrokerConfig {
     pub response_topic_prefix: String,
     /// Send clients to another server (cluster mode, maintenance).
     pub redirect: Redirect,
+    /// Cluster mode (routing over NATS). Set by the binary from its top-level `cluster`
+    /// section (`SWITCHBOARD__CLUSTER__...`), not read from the `broker` section.
+    #[serde(skip)]
+    pub cluster: ClusterConfig,
+}
+
+/// Cluster mode: several nodes share routing over NATS core (`docs/cluster.md`). Off while
+/// `nats_url` is unset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (`node1`); required in cluster mode. No
+    /// whitespace or control characters.
+    pub node_id: String,
+    /// The NATS server (`nats://127.0.0.1:4222`); JetStream must be enabled on it (the
+    /// client-id → node registry is a NATS key-value bucket).
+    pub nats_url: Option<String>,
+    /// First token of every NATS subject the cluster uses, so that several clusters can
+    /// share one NATS server.
+    pub subject_prefix: String,
+    /// Messages waiting to be published to NATS; when full, further forwards are dropped
+    /// (counted in `switchboard_cluster_forward_dropped_total`, logged).
+    pub forward_queue: usize,
+    /// Messages received from NATS waiting to be routed locally; when full the NATS reader
+    /// waits (and the NATS client's own per-subscription buffer takes the backlog).
+    pub inbound_queue: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            nats_url: None,
+            subject_prefix: "sb".into(),
+            forward_queue: 65_536,
+            inbound_queue: 8192,
+        }
+    }
 }
 
 /// Server redirection (MQTT 5.0 section 4.11).
@@ -237,6 +275,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             response_topic_prefix: "reply/".into(),
             redirect: Redirect::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

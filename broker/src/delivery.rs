@@ -30,14 +30,68 @@ pub struct Routed {
     /// Store writes for the copies queued to persistent sessions; the publisher's
     /// acknowledgement waits for them.
     pub ops: Vec<Op>,
+    /// Handed to the cluster for the other nodes (which may have subscribers: no "no
+    /// matching subscribers" answer then).
+    pub forwarded: bool,
 }
 
 impl BrokerState {
-    /// Routes `msg` and queues it for every session that wants it.
+    /// Routes `msg` and queues it for every session that wants it; in cluster mode also
+    /// hands it to the other nodes (`$SYS` stays on this node).
     pub fn publish(&self, msg: Arc<Message>) -> Routed {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .filter(|_| !msg.topic.starts_with("$SYS/"));
+        // Shared groups are picked through NATS queue groups while the link is up.
+        let shared = cluster.is_none_or(|c| !c.connected());
+        let mut out = self.publish_here(&msg, shared);
+        if let Some(c) = cluster {
+            out.forwarded = c.forward(&msg);
+        }
+        out
+    }
+
+    /// Routes a message that came from another node to this node's sessions (direct
+    /// subscriptions only: shared groups get theirs through [`BrokerState::deliver_shared`]).
+    pub fn publish_remote(&self, msg: Arc<Message>) -> usize {
+        let routed = self.publish_here(&msg, false);
+        if let Some(st) = self.store() {
+            st.write(routed.ops, None);
+        }
+        routed.delivered
+    }
+
+    /// Queues `msg` for one member of this node's shared group `key` (the NATS queue group
+    /// picked this node); false if the group has no member here any more.
+    pub fn deliver_shared(&self, key: &ShareKey, msg: Arc<Message>) -> bool {
+        let Some(t) = self
+            .routes
+            .pick_shared(key, &msg, 0, |uid| self.sessions.is_online(uid))
+        else {
+            return false;
+        };
+        let Some(mailbox) = self.sessions.mailbox(t.uid) else {
+            return false;
+        };
+        let uid = t.uid;
+        let mut out = Routed::default();
+        self.push(uid, &mailbox, delivery(&msg, t, false), &mut out, &mut None);
+        Metrics::inc(&self.metrics.messages_received);
+        if let Some(st) = self.store() {
+            st.write(out.ops, None);
+        }
+        out.delivered > 0
+    }
+
+    fn publish_here(&self, msg: &Arc<Message>, shared: bool) -> Routed {
         let mut targets = Vec::new();
-        self.routes
-            .route(&msg, |uid| self.sessions.is_online(uid), &mut targets);
+        self.routes.route_with(
+            msg,
+            |uid| self.sessions.is_online(uid),
+            shared,
+            &mut targets,
+        );
         let mut out = Routed::default();
         let mut encoded = None;
         for t in targets {
@@ -45,7 +99,7 @@ impl BrokerState {
                 continue; // the session ended between routing and delivery
             };
             let uid = t.uid;
-            let d = delivery(&msg, t, false);
+            let d = delivery(msg, t, false);
             self.push(uid, &mailbox, d, &mut out, &mut encoded);
         }
         Metrics::inc(&self.metrics.messages_received);

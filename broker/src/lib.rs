@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod delivery;
@@ -42,7 +43,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{BrokerConfig, Limits, Listeners, TlsFiles};
+pub use config::{BrokerConfig, ClusterConfig, Limits, Listeners, TlsFiles};
 
 use auth::{Acl, Authenticator, DefaultAcl, PasswordAuth};
 use metrics::Metrics;
@@ -68,6 +69,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Transport(#[from] transport::TransportError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// State shared by every task of one broker.
@@ -85,6 +88,8 @@ pub struct BrokerState {
     pub im: Option<Arc<im::ImService>>,
     /// Where the broker listens (set once every listener is bound).
     pub addrs: std::sync::OnceLock<Addrs>,
+    /// The link to the other nodes, in cluster mode.
+    pub cluster: Option<Arc<cluster::Cluster>>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -263,6 +268,7 @@ impl Broker {
             })?;
             quic.push((ep, local));
         }
+        let cluster = cluster::Cluster::connect(&self.config.cluster).await?;
         let snapshot = match &self.store {
             Some(st) => Some(st.load()?),
             None => None,
@@ -286,6 +292,7 @@ impl Broker {
             interceptors: self.interceptors,
             im: self.im,
             addrs: std::sync::OnceLock::new(),
+            cluster,
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
             auth,
@@ -298,8 +305,15 @@ impl Broker {
             started: Instant::now(),
             next_id: AtomicU64::new(max_uid + 1),
         });
+        if let Some(c) = &state.cluster {
+            // Before restore, so that restored subscriptions are announced too.
+            state.routes.set_observer(c.interest());
+        }
         if let Some(snap) = snapshot {
             state.restore(snap);
+        }
+        if let Some(c) = &state.cluster {
+            c.run(&state);
         }
         if let Some(im) = &state.im {
             im.attach(&state);

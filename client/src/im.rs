@@ -6,6 +6,8 @@
 //! same id. Events arrive on `$im/inbox`. See `docs/protocol.md`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +68,9 @@ pub enum ImError {
 pub struct ImClient {
     client: Client,
     requests: Correlator,
+    /// Set on reconnect: the new connection has not said what it understands yet (the
+    /// next request says it first; until then events come in their plain form).
+    features_due: Arc<AtomicBool>,
 }
 
 impl ImClient {
@@ -80,33 +85,43 @@ impl ImClient {
         let requests = Correlator::new();
         let (tx, rx) = mpsc::channel(1024);
         let w = requests.clone();
+        let features_due = Arc::new(AtomicBool::new(false));
+        let due = features_due.clone();
         tokio::spawn(async move {
             // Answers are dispatched here and never wait for the app: when the app does not
             // keep up with its events, new events are dropped and counted, and the app gets
             // `Lagged` (sync recovers every message) once it reads again.
             let mut dropped = 0u64;
-            while let Some(ev) = raw.recv().await {
+            'events: while let Some(ev) = raw.recv().await {
                 let out = match ev {
                     Event::Message(p) => dispatch(&w, *p),
-                    Event::Connected { reconnects, .. } => Some(ImEvent::Connected { reconnects }),
-                    Event::Disconnected { reason } => Some(ImEvent::Disconnected { reason }),
-                    Event::Heartbeat { .. } | Event::Probe { .. } => None,
-                };
-                let Some(e) = out else { continue };
-                if dropped > 0 {
-                    match tx.try_send(ImEvent::Lagged { dropped }) {
-                        Ok(()) => dropped = 0,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            dropped += 1;
-                            continue;
+                    Event::Connected { reconnects, .. } => {
+                        if reconnects > 0 {
+                            due.store(true, Ordering::Relaxed);
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        [Some(ImEvent::Connected { reconnects }), None]
                     }
-                }
-                match tx.try_send(e) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Event::Disconnected { reason } => {
+                        [Some(ImEvent::Disconnected { reason }), None]
+                    }
+                    Event::Heartbeat { .. } | Event::Probe { .. } => [None, None],
+                };
+                for e in out.into_iter().flatten() {
+                    if dropped > 0 {
+                        match tx.try_send(ImEvent::Lagged { dropped }) {
+                            Ok(()) => dropped = 0,
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                dropped += 1;
+                                continue;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break 'events,
+                        }
+                    }
+                    match tx.try_send(e) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break 'events,
+                    }
                 }
             }
             // The client stopped: requests still waiting fail now instead of timing out.
@@ -121,7 +136,16 @@ impl ImClient {
                 ));
             }
         }
-        Ok((ImClient { client, requests }, rx))
+        // Unread counts may come inside message events (one publish per recipient instead
+        // of two); the event stream the app sees is the same (see `dispatch`). Said again
+        // after each reconnect.
+        features(&client).await?;
+        let im = ImClient {
+            client,
+            requests,
+            features_due,
+        };
+        Ok((im, rx))
     }
 
     /// The underlying MQTT client.
@@ -135,6 +159,14 @@ impl ImClient {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        if self.features_due.swap(false, Ordering::Relaxed) {
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = features(&client).await {
+                    tracing::debug!(error = %e, "features request after reconnect failed");
+                }
+            });
+        }
         let (id, correlation, rx) = self.requests.begin();
         let p = Publish {
             dup: false,
@@ -312,20 +344,41 @@ impl ImClient {
     }
 }
 
-/// Routes one incoming PUBLISH: answers to their waiters, events to the app.
-fn dispatch(requests: &Correlator, p: Publish) -> Option<ImEvent> {
+/// Tells the broker what this connection understands (`features`: unread counts inside
+/// message events); done once the broker acknowledged it.
+async fn features(client: &Client) -> Result<(), Error> {
+    let req = im::FeaturesRequest {
+        inline_unread: true,
+    };
+    client
+        .publish("$im/req/features", req.encode_to_vec(), QoS::AtLeastOnce)
+        .await
+}
+
+/// Routes one incoming PUBLISH: answers to their waiters, events to the app. A message
+/// event that carries the recipient's unread counts (`unread_after`) becomes the two
+/// events the broker sends otherwise: the message, then `unread`.
+fn dispatch(requests: &Correlator, p: Publish) -> [Option<ImEvent>; 2] {
     if p.topic.starts_with("$im/resp/") {
         requests.answer(p);
-        return None;
+        return [None, None];
     }
     if p.topic == INBOX {
         return match im::Event::decode(p.payload) {
-            Ok(e) => Some(ImEvent::Event(Box::new(e))),
+            Ok(mut e) => {
+                let unread = e.unread_after.take().map(|u| {
+                    ImEvent::Event(Box::new(im::Event {
+                        kind: Some(im::event::Kind::Unread(u)),
+                        unread_after: None,
+                    }))
+                });
+                [Some(ImEvent::Event(Box::new(e))), unread]
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable IM event skipped");
-                None
+                [None, None]
             }
         };
     }
-    None
+    [None, None]
 }

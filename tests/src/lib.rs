@@ -3,15 +3,20 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod console;
 pub mod gateway_api;
 pub mod http;
 pub mod im;
 pub mod im_groups;
 pub mod im_social;
 pub mod nat;
+pub mod nats;
 pub mod process;
 pub mod push_mocks;
 pub mod raw;
+
+/// The MQTT client the helpers wrap, for tests in other crates (tools/tests).
+pub use rumqttc;
 
 use std::net::SocketAddr;
 use std::time::Duration;

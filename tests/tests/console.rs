@@ -8,194 +8,15 @@
 //! - Security, over raw HTTP: no session, no CSRF token, another tenant's ids, script in
 //!   text fields, sign-in back-off, sign-out, error pages.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use switchboard_client::Endpoint;
-use switchboard_gateway::{DEFAULT_BODY_LIMIT, Gateway, GatewayConfig};
 use switchboard_proto::{
     Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
 };
-use switchboard_tests::http::{Answer, request};
-use switchboard_tests::im::{ImBroker, SERVICE_SECRET};
-use switchboard_tests::{RawClient, WAIT, connect_packet};
-
-struct Console {
-    b: ImBroker,
-    gw: Gateway,
-}
-
-impl Console {
-    async fn start() -> Console {
-        let b = ImBroker::start().await;
-        let gw = Gateway::start(GatewayConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            broker: vec![Endpoint::Tcp(b.addr)],
-            service_secret: SERVICE_SECRET.into(),
-            client_id: "gateway-console".into(),
-            body_limit: DEFAULT_BODY_LIMIT,
-            files_dir: None,
-        })
-        .await
-        .expect("gateway starts");
-        Console { b, gw }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.gw.addr())
-    }
-
-    async fn get(&self, path: &str, cookie: &str) -> Answer {
-        let h = if cookie.is_empty() {
-            vec![]
-        } else {
-            vec![("Cookie", cookie.to_owned())]
-        };
-        request(self.gw.addr(), "GET", path, &h, b"").await
-    }
-
-    async fn post(&self, path: &str, cookie: &str, form: &[(&str, &str)]) -> Answer {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let mut h = vec![(
-            "Content-Type",
-            "application/x-www-form-urlencoded".to_owned(),
-        )];
-        if !cookie.is_empty() {
-            h.push(("Cookie", cookie.to_owned()));
-        }
-        request(self.gw.addr(), "POST", path, &h, body.as_bytes()).await
-    }
-
-    /// Signs in (and changes the one-time password when asked); returns the session
-    /// cookie and the CSRF token of its forms.
-    async fn sign_in(&self, user: &str, password: &str) -> (String, String) {
-        let a = self.try_sign_in(user, password).await;
-        assert_eq!(a.status, 303, "sign-in of {user}: {}", a.body);
-        let cookie = format!("sb_session={}", set_cookie(&a, "sb_session"));
-        if location(&a) == "/console/password" {
-            let page = self.get("/console/password", &cookie).await;
-            let csrf = csrf_of(&page.body);
-            let new = format!("{password}-changed");
-            let r = self
-                .post(
-                    "/console/password",
-                    &cookie,
-                    &[
-                        ("_csrf", &csrf),
-                        ("old", password),
-                        ("new", &new),
-                        ("confirm", &new),
-                    ],
-                )
-                .await;
-            assert_eq!(r.status, 303, "password change: {}", r.body);
-        }
-        let page = self.get("/console/password", &cookie).await;
-        (cookie, csrf_of(&page.body))
-    }
-
-    async fn try_sign_in(&self, user: &str, password: &str) -> Answer {
-        let form = self.get("/console/signin", "").await;
-        let pre = set_cookie(&form, "sb_csrf");
-        self.post(
-            "/console/signin",
-            &format!("sb_csrf={pre}"),
-            &[("_csrf", &pre), ("username", user), ("password", password)],
-        )
-        .await
-    }
-
-    async fn stop(self) {
-        self.gw.stop().await;
-        self.b.handle.shutdown().await;
-    }
-}
-
-fn header<'a>(a: &'a Answer, name: &str) -> Vec<&'a str> {
-    a.headers
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
-}
-
-fn location(a: &Answer) -> String {
-    header(a, "location")
-        .first()
-        .copied()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn set_cookie(a: &Answer, name: &str) -> String {
-    header(a, "set-cookie")
-        .into_iter()
-        .find_map(|c| c.strip_prefix(&format!("{name}=")))
-        .and_then(|c| c.split(';').next())
-        .unwrap_or_else(|| panic!("no {name} cookie in {}", a.headers))
-        .to_owned()
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html
-        .find("name=\"_csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no CSRF field in {html}"));
-    let rest = &html[at + "name=\"_csrf\" value=\"".len()..];
-    rest[..rest.find('"').expect("end of value")].to_owned()
-}
-
-/// The text of the element with id `id` (`<code id="...">TEXT</code>`).
-fn text_of_id(html: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\">");
-    let at = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let rest = &html[at + marker.len()..];
-    rest[..rest.find('<').expect("end of element")]
-        .trim()
-        .to_owned()
-}
-
-/// Whether `html` shows `<` + `rest` escaped (named or numeric entities).
-fn escaped(html: &str, rest: &str) -> bool {
-    let gt = |e: &str| rest.replace('>', e);
-    html.contains(&format!("&lt;{}", gt("&gt;"))) || html.contains(&format!("&#60;{}", gt("&#62;")))
-}
-
-/// An operator console user with a known first password.
-async fn operator(c: &Console) -> String {
-    let password = "operator-first-password".to_owned();
-    c.b.im
-        .create_console_user("admin", "operator", None, None, Some(password.clone()))
-        .await
-        .expect("operator");
-    password
-}
-
-/// Waits until the broker closes `raw`'s connection; the reason code of its DISCONNECT.
-async fn kicked_reason(raw: &mut RawClient) -> Option<ReasonCode> {
-    let seen = tokio::time::timeout(WAIT, raw.expect_closed())
-        .await
-        .expect("closed in time");
-    seen.into_iter().find_map(|p| match p {
-        Packet::Disconnect(d) => Some(d.code),
-        _ => None,
-    })
-}
-
-/// A developer console user with a known first password.
-async fn developer(c: &Console, name: &str, account: Option<&str>) -> String {
-    let password = format!("{name}-first-password");
-    c.b.im
-        .create_console_user(name, "developer", None, account, Some(password.clone()))
-        .await
-        .expect("developer");
-    password
-}
+use switchboard_tests::console::*;
+use switchboard_tests::http::request;
+use switchboard_tests::{RawClient, connect_packet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_browser_sign_in_tenant_language_kick_phone() {
@@ -368,16 +189,6 @@ async fn pages_need_a_session_and_forms_need_the_csrf_token() {
     assert_eq!(a.status, 303);
     assert_eq!(c.get("/console/tenants", &cookie).await.status, 303);
     c.stop().await;
-}
-
-/// The session cookie's attributes of a fresh sign-in.
-async fn set_cookie_attrs(c: &Console, user: &str, password: &str) -> String {
-    let a = c.try_sign_in(user, password).await;
-    header(&a, "set-cookie")
-        .into_iter()
-        .find(|h| h.starts_with("sb_session="))
-        .unwrap_or_default()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub im: ImConfig,
     pub gateway: GatewayConfig,
+    /// Cluster mode (`docs/cluster.md`): off while `nats_url` is unset.
+    pub cluster: switchboard_broker::ClusterConfig,
 }
 
 /// The in-process REST gateway.
@@ -159,6 +161,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             im: ImConfig::default(),
             gateway: GatewayConfig::default(),
+            cluster: switchboard_broker::ClusterConfig::default(),
         }
     }
 }

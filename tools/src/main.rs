@@ -416,6 +416,7 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    cfg.broker.cluster = cfg.cluster.clone();
     let mut broker = Broker::new(cfg.broker.clone());
     let mut store: Option<Arc<dyn Store>> = None;
     if cfg.store.enabled {

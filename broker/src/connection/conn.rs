@@ -29,6 +29,8 @@ pub(super) struct Conn {
     pub(super) broker: Arc<BrokerState>,
     pub(super) conn_id: u64,
     pub(super) client_id: String,
+    /// The session's key in the registry and the store (see `sessions::key_of`).
+    pub(super) session_key: String,
     pub(super) identity: Identity,
     pub(super) version: Version,
     pub(super) state: SessionState,
@@ -186,8 +188,21 @@ impl Conn {
             .then_some(limits.max_keep_alive);
 
         let owner = crate::sessions::owner_of(&identity);
+        let Some(session_key) = crate::sessions::key_of(&identity, &client_id) else {
+            return reject(
+                sess,
+                ReasonCode::ClientIdentifierNotValid,
+                "client ids starting with $t/ are reserved",
+            );
+        };
         let opened = match broker
-            .open_session(&client_id, owner.as_deref(), c.clean_start, expiry, conn_id)
+            .open_session(
+                &session_key,
+                owner.as_deref(),
+                c.clean_start,
+                expiry,
+                conn_id,
+            )
             .await
         {
             Ok(o) => o,
@@ -221,6 +236,7 @@ impl Conn {
             broker: broker.clone(),
             conn_id,
             client_id,
+            session_key,
             identity,
             version: c.version,
             state,
@@ -409,7 +425,7 @@ impl Conn {
             Event::Released { pkid } => {
                 if self.state.mailbox.is_persistent() {
                     self.store_write(Op::Released {
-                        client_id: self.client_id.clone(),
+                        client_id: self.session_key.clone(),
                         pkid,
                     });
                 }
@@ -441,7 +457,7 @@ impl Conn {
             InflightState::default()
         };
         self.broker.close_session(
-            &self.client_id,
+            &self.session_key,
             self.conn_id,
             Closing {
                 state,

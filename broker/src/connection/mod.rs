@@ -157,7 +157,7 @@ pub async fn serve<S>(
             subscriptions: parking_lot::Mutex::new(conn.sorted_subscriptions()),
         }));
         if let Some(info) = &conn.info {
-            broker.attach_info(&conn.client_id, conn_id, info.clone());
+            broker.attach_info(&conn.session_key, conn_id, info.clone());
         }
         let im_login = conn.identity.im.clone();
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {

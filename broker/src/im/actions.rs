@@ -254,18 +254,48 @@ impl ImService {
         uid: u64,
         conv: &ConvId,
     ) -> Result<Option<UserConvRecord>, ImError> {
-        match self
-            .store
-            .get(Table::UserConvs, &keys::user_conv(tid, uid, conv))?
-        {
-            Some(v) => {
-                let mut row: UserConvRecord = serde_json::from_slice(&v)
-                    .map_err(|e| ImError::Internal(format!("corrupt conversation row: {e}")))?;
-                self.fill_cursors(tid, uid, conv, &mut row)?;
-                Ok(Some(row))
+        Ok(self.user_convs(tid, &[uid], conv)?.pop().flatten())
+    }
+
+    /// The conversation rows of several users (with their positions), in one read.
+    pub(super) fn user_convs(
+        &self,
+        tid: u64,
+        uids: &[u64],
+        conv: &ConvId,
+    ) -> Result<Vec<Option<UserConvRecord>>, ImError> {
+        const CURSORS: [keys::Cursor; 3] = [
+            keys::Cursor::Read,
+            keys::Cursor::Delivered,
+            keys::Cursor::Mention,
+        ];
+        let mut owned = Vec::with_capacity(uids.len() * 4);
+        for &uid in uids {
+            owned.push((Table::UserConvs, keys::user_conv(tid, uid, conv)));
+            for c in CURSORS {
+                owned.push((Table::Cursors, keys::cursor(tid, uid, conv, c)));
             }
-            None => Ok(None),
         }
+        let wanted: Vec<(Table, &[u8])> = owned.iter().map(|(t, k)| (*t, k.as_slice())).collect();
+        let values = self.store.get_many(&wanted)?;
+        let position = |v: &Option<Vec<u8>>| {
+            v.as_deref()
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        values
+            .chunks(4)
+            .map(|v| {
+                let Some(raw) = &v[0] else { return Ok(None) };
+                let mut row: UserConvRecord = serde_json::from_slice(raw)
+                    .map_err(|e| ImError::Internal(format!("corrupt conversation row: {e}")))?;
+                row.read_seq = position(&v[1]);
+                // What was read was delivered: sending moves only the read position.
+                row.delivered_seq = position(&v[2]).max(row.read_seq);
+                row.mention_seq = position(&v[3]);
+                Ok(Some(row))
+            })
+            .collect()
     }
 
     /// Reads a row's positions from the `Cursors` table.
@@ -284,7 +314,8 @@ impl ImService {
                 .map_or(0, u64::from_be_bytes))
         };
         row.read_seq = get(keys::Cursor::Read)?;
-        row.delivered_seq = get(keys::Cursor::Delivered)?;
+        // What was read was delivered: sending moves only the read position.
+        row.delivered_seq = get(keys::Cursor::Delivered)?.max(row.read_seq);
         row.mention_seq = get(keys::Cursor::Mention)?;
         Ok(())
     }

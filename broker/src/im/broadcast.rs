@@ -269,6 +269,10 @@ impl ImService {
         let depts = self.audience_depts(tid, audience)?;
         let scope = audience.scope();
         let conv = ConvId::Broadcast(scope.clone());
+        let Some(b) = self.broker() else {
+            return Ok(());
+        };
+        let payload = super::inbox::message_event(msg);
         for uid in self.online_users(tid) {
             let Some(u) = self.user_by_uid(tid, uid)? else {
                 continue;
@@ -276,13 +280,16 @@ impl ImService {
             if !Self::in_audience(&u, depts.as_ref()) {
                 continue;
             }
-            self.emit(tid, uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
             // The user's row: stored once they changed a flag, else virtual.
             let row = match self.user_conv(tid, uid, &conv)? {
                 Some(r) => r,
                 None => self.broadcast_row(tid, &u, &scope)?,
             };
-            self.counted_message(tid, uid, &conv, msg.seq, Some(&row), row.muted);
+            let Some(reach) = self.reach(tid, uid, Some(u64::from(!row.muted))) else {
+                continue;
+            };
+            let read_seq = row.read_seq.max(row.min_seq);
+            self.deliver_counted(&b, tid, uid, &conv, msg.seq, read_seq, &reach, &payload);
         }
         Ok(())
     }
@@ -539,7 +546,7 @@ fn push_topic(tid: u64) -> String {
 }
 
 /// Whether any session (a push worker) subscribes to `topic`.
-fn has_subscriber(b: &Arc<BrokerState>, topic: &str) -> bool {
+pub(super) fn has_subscriber(b: &Arc<BrokerState>, topic: &str) -> bool {
     let probe = Message {
         topic: topic.to_owned(),
         payload: Bytes::new(),

@@ -10,10 +10,10 @@
 //! Reads, recalls and flag changes hold the lock across their (rarer) commits.
 
 use prost::Message as _;
-use switchboard_proto::QoS;
-use switchboard_proto::im::{self, ConvType, event::Kind};
+use switchboard_proto::im::{self, ConvType};
 
 use super::error::{ImError, ok};
+use super::inbox;
 use super::keys::{self, ConvId};
 use super::records::UserConvRecord;
 use super::{ImLogin, ImService, now_ms};
@@ -150,10 +150,8 @@ impl ImService {
     ) -> Result<(u64, u64, bool), ImError> {
         let log = keys::log(tid, conv);
         let lock = self.conv_lock(tid, conv).lock().await;
-        let mut rows = Vec::with_capacity(members.len());
-        for m in members {
-            rows.push(self.user_conv(tid, m.uid, conv)?);
-        }
+        let uids: Vec<u64> = members.iter().map(|m| m.uid).collect();
+        let mut rows = self.user_convs(tid, &uids, conv)?;
         msg.server_time_ms = now_ms();
         let idem = match (sender, msg.client_msg_id.is_empty()) {
             (Some(s), false) => Some(keys::idem(s, &msg.client_msg_id)),
@@ -180,15 +178,14 @@ impl ImService {
             idem,
             value: msg.encode_to_vec(),
         });
-        // The sender has read up to its own message (harmless on a resend: the head).
+        // The sender has read up to its own message (harmless on a resend: the head); its
+        // delivered position follows from it (see `user_convs`).
         if let Some(s) = sender.filter(|s| members.iter().any(|m| m.uid == *s)) {
-            for c in [keys::Cursor::Read, keys::Cursor::Delivered] {
-                ops.push(Op::SetToLogHead {
-                    table: Table::Cursors,
-                    key: keys::cursor(tid, s, conv, c),
-                    log: log.clone(),
-                });
-            }
+            ops.push(Op::SetToLogHead {
+                table: Table::Cursors,
+                key: keys::cursor(tid, s, conv, keys::Cursor::Read),
+                log: log.clone(),
+            });
         }
         // Submitted under the lock (the store keeps the order), awaited without it.
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -251,24 +248,33 @@ impl ImService {
                 None,
             );
         }
-        for m in members {
-            self.emit(tid, m.uid, Kind::Message(msg.clone()), QoS::AtLeastOnce);
-        }
-        self.hook_after_send(tid, &msg);
+        // The event is encoded once for every member's devices.
+        let b = self.broker();
+        let payload = inbox::message_event(&msg);
         for (m, row) in members.iter().zip(&rows) {
             if sender == Some(m.uid) {
                 // Sending read the conversation for the sender.
                 if row.as_ref().is_some_and(|r| r.read_seq + 1 < seq) {
                     self.forget_total(tid, m.uid);
                 }
+                if let Some(b) = &b
+                    && self.is_online(tid, m.uid)
+                {
+                    self.publish_inbox(b, tid, m.uid, payload.clone());
+                }
                 continue;
             }
             let muted = row.as_ref().is_some_and(|r| r.muted);
-            self.counted_message(tid, m.uid, conv, seq, row.as_ref(), muted);
-            if !muted && !self.has_foreground_device(tid, m.uid) {
+            let reach = self.reach(tid, m.uid, Some(u64::from(!muted)));
+            if let (Some(b), Some(r)) = (&b, &reach) {
+                let read_seq = row.as_ref().map_or(0, |r| r.read_seq.max(r.min_seq));
+                self.deliver_counted(b, tid, m.uid, conv, seq, read_seq, r, &payload);
+            }
+            if !muted && !reach.is_some_and(|r| r.foreground) {
                 self.push_job(tid, m.uid, &msg);
             }
         }
+        self.hook_after_send(tid, &msg);
         Ok((seq, msg.server_time_ms, false))
     }
 }

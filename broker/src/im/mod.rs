@@ -25,6 +25,7 @@
 //! [`moderation`], [`org`] (directory), [`broadcast`].
 
 pub mod actions;
+pub mod admission;
 pub mod apps;
 pub mod auth;
 pub mod broadcast;
@@ -36,6 +37,7 @@ pub mod error;
 pub mod groups;
 pub mod hooks;
 pub(crate) mod http;
+mod inbox;
 pub mod json;
 pub mod keys;
 pub mod messaging;
@@ -102,9 +104,8 @@ pub struct ImService {
     broker: OnceLock<Weak<BrokerState>>,
     /// Password of the service credential (gateway, push worker), if one is configured.
     service_secret: Option<String>,
-    /// Requests being worked on, over all devices. QoS 1/2 requests are also bounded per
-    /// connection by Receive Maximum; QoS 0 ones only by this.
-    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Requests being worked on, over all devices and per connection.
+    admission: admission::Admission,
     // In-memory state of the areas of IM part 2 (each area's own struct).
     groups: groups::Groups,
     rooms: chatroom::Rooms,
@@ -122,10 +123,6 @@ pub struct ImService {
 struct ConsoleData {
     samples: Arc<console::samples::Samples>,
 }
-
-/// Requests the service works on at once; beyond, QoS 0 requests are dropped and QoS 1/2
-/// ones refused with 0x97 (the client retries).
-const MAX_IN_FLIGHT: usize = 4096;
 
 impl std::fmt::Debug for ImService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +144,7 @@ impl ImService {
             online: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             service_secret,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            admission: admission::Admission::default(),
             groups: groups::Groups::default(),
             rooms: chatroom::Rooms::default(),
             calls: calls::Calls::default(),
@@ -201,7 +198,11 @@ impl ImService {
             return;
         }
         let Some(b) = self.broker() else { return };
-        let payload = im::Event { kind: Some(event) }.encode_to_vec();
+        let payload = im::Event {
+            kind: Some(event),
+            unread_after: None,
+        }
+        .encode_to_vec();
         b.publish_detached(Arc::new(Message {
             topic: inbox_topic(tid, uid),
             payload: Bytes::from(payload),
@@ -275,6 +276,14 @@ impl ImService {
                 }
                 .encode_to_vec()
             }
+            "features" => {
+                let req: im::FeaturesRequest = decode(payload)?;
+                self.set_features(login.tenant, login.uid, client_id, req.inline_unread);
+                im::Ack {
+                    status: error::ok(),
+                }
+                .encode_to_vec()
+            }
             "update_conversation" => self
                 .update_conversation(login, decode(payload)?)
                 .await?
@@ -313,12 +322,19 @@ impl Interceptor for ImRequests {
                 topic,
                 correlation: props.and_then(|p| p.correlation_data.clone()),
             });
-        let Ok(permit) = self.0.in_flight.clone().try_acquire_owned() else {
-            tracing::warn!(
-                client_id = origin.client_id,
-                "IM request refused: too many in flight"
-            );
-            return Intercepted::now(ReasonCode::QuotaExceeded);
+        // Beyond a bound: a QoS 0 request is dropped (its acknowledgement code is not
+        // sent), a QoS 1/2 one refused with 0x97.
+        let permit = match self.0.admission.admit(msg.origin) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(
+                    client_id = origin.client_id,
+                    op,
+                    qos = msg.qos as u8,
+                    "IM request refused: {why}"
+                );
+                return Intercepted::now(ReasonCode::QuotaExceeded);
+            }
         };
         let (tx, rx) = oneshot::channel();
         let service = self.0.clone();

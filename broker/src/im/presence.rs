@@ -26,22 +26,24 @@ const KICK_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 /// One connected device.
 #[derive(Debug, Clone)]
 pub(super) struct Device {
-    client_id: String,
+    pub(super) client_id: String,
     /// The connection (a reconnect with the same client id is another one).
     conn_id: u64,
     platform: String,
     /// The token it logged in with.
     token_id: String,
     /// The app said it is in the background.
-    background: bool,
+    pub(super) background: bool,
+    /// This connection takes unread counts inside message events (`features`).
+    pub(super) inline_unread: bool,
 }
 
 /// An online user.
 #[derive(Debug, Default)]
 pub(super) struct Online {
-    devices: Vec<Device>,
+    pub(super) devices: Vec<Device>,
     /// The unread total, once computed (then kept up to date).
-    unread_total: Option<u64>,
+    pub(super) unread_total: Option<u64>,
 }
 
 impl ImService {
@@ -90,6 +92,7 @@ impl ImService {
                 platform: login.platform.clone(),
                 token_id: login.token_id.clone(),
                 background: false,
+                inline_unread: false,
             });
             displaced
         };
@@ -167,6 +170,7 @@ impl ImService {
             kind: Some(Kind::Kicked(im::Kicked {
                 reason: format!("{reason} ({client_id})"),
             })),
+            unread_after: None,
         }
         .encode_to_vec();
         b.publish_detached(Arc::new(Message {
@@ -179,7 +183,11 @@ impl ImService {
             origin: 0,
         }));
         // Give the notice a moment to reach the device before it is disconnected (0x98).
-        let (broker, client_id) = (b.clone(), client_id.to_owned());
+        // Its session is keyed in its tenant's space (`sessions::key_of`).
+        let (broker, client_id) = (
+            b.clone(),
+            format!("{}{tid}/{client_id}", crate::namespace::TENANT_PREFIX),
+        );
         b.tasks.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(KICK_GRACE) => {}
@@ -187,38 +195,6 @@ impl ImService {
             }
             broker.kick(&client_id, ReasonCode::AdministrativeAction);
         });
-    }
-
-    /// A message counted as unread for user `uid` arrived: the user's devices get the new
-    /// counts (and, for a workbench app, the app's badge).
-    pub(super) fn counted_message(
-        &self,
-        tid: u64,
-        uid: u64,
-        conv: &ConvId,
-        seq: u64,
-        row: Option<&UserConvRecord>,
-        muted: bool,
-    ) {
-        if !self.is_online(tid, uid) {
-            return;
-        }
-        let total = self.adjust_total(tid, uid, if muted { 0 } else { 1 });
-        let read_seq = row.map_or(0, |r| r.read_seq.max(r.min_seq));
-        let unread = im::Unread {
-            conversation: conv.to_string(),
-            unread: seq.saturating_sub(read_seq),
-            read_seq,
-            total,
-        };
-        self.emit(tid, uid, Kind::Unread(unread), QoS::AtLeastOnce);
-        if let ConvId::App(app, _) = conv {
-            let badge = im::AppUnread {
-                app_id: app.clone(),
-                unread: seq.saturating_sub(read_seq),
-            };
-            self.emit(tid, uid, Kind::AppUnread(badge), QoS::AtLeastOnce);
-        }
     }
 
     /// The user's read position changed: recount, and tell every device (read on one
@@ -263,25 +239,6 @@ impl ImService {
         if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
             o.unread_total = None;
         }
-    }
-
-    /// Adds `delta` to an online user's cached unread total (computing it first if needed)
-    /// and returns it.
-    fn adjust_total(&self, tid: u64, uid: u64, delta: u64) -> u64 {
-        let cached = self
-            .online
-            .lock()
-            .get(&(tid, uid))
-            .and_then(|o| o.unread_total);
-        let total = match cached {
-            Some(t) => t + delta,
-            // Computed after the message was stored: it already counts it.
-            None => self.unread_total(tid, uid).unwrap_or(0),
-        };
-        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
-            o.unread_total = Some(total);
-        }
-        total
     }
 
     /// Hands a push job for user `uid` to the push worker.

@@ -128,7 +128,7 @@ impl BrokerState {
         ops.extend(routed.ops);
         let code = if routed.refused > 0 {
             ReasonCode::QuotaExceeded
-        } else if routed.delivered == 0 && v5 {
+        } else if routed.delivered == 0 && !routed.forwarded && v5 {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success

@@ -41,11 +41,21 @@ pub enum SubscribeError {
     InvalidFilter,
 }
 
+/// Told when a (share group, filter) pair gains its first subscriber on this node and loses
+/// its last (cluster mode announces the node's interest with it).
+pub trait InterestObserver: std::fmt::Debug + Send + Sync {
+    /// Session subscription added (`group` for `$share/{group}/{filter}`).
+    fn added(&self, group: Option<&str>, filter: &str);
+    /// Session subscription removed.
+    fn removed(&self, group: Option<&str>, filter: &str);
+}
+
 /// Every subscription of the broker.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     trie: RwLock<Trie>,
     count: AtomicUsize,
+    observer: std::sync::OnceLock<Arc<dyn InterestObserver>>,
 }
 
 impl RoutingTable {
@@ -66,6 +76,9 @@ impl RoutingTable {
         );
         if !existed {
             self.count.fetch_add(1, Ordering::Relaxed);
+            if let Some(o) = self.observer.get() {
+                o.added(parsed.share_group, parsed.filter);
+            }
         }
         Ok(existed)
     }
@@ -81,6 +94,9 @@ impl RoutingTable {
             .remove(parsed.filter, parsed.share_group, uid);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            if let Some(o) = self.observer.get() {
+                o.removed(parsed.share_group, parsed.filter);
+            }
         }
         removed
     }
@@ -100,6 +116,24 @@ impl RoutingTable {
     /// one target, a member `online` says is connected if there is one. No Local
     /// subscriptions of the publishing session are skipped ([MQTT-3.8.3-3]).
     pub fn route(&self, msg: &Message, online: impl Fn(u64) -> bool, out: &mut Vec<Target>) {
+        self.route_with(msg, online, true, out);
+    }
+
+    /// Sets the observer of subscriptions added and removed from now on (once; later
+    /// calls are ignored). Set it before any subscription exists.
+    pub fn set_observer(&self, o: Arc<dyn InterestObserver>) {
+        let _ = self.observer.set(o);
+    }
+
+    /// [`RoutingTable::route`], skipping shared groups unless `shared` (in cluster mode a
+    /// shared group's member is picked through a NATS queue group instead).
+    pub fn route_with(
+        &self,
+        msg: &Message,
+        online: impl Fn(u64) -> bool,
+        shared: bool,
+        out: &mut Vec<Target>,
+    ) {
         out.clear();
         let trie = self.trie.read();
         trie.for_each_match(&msg.topic, |m| match m {
@@ -109,6 +143,9 @@ impl RoutingTable {
                 }
             }
             Match::Shared(g) => {
+                if !shared {
+                    return;
+                }
                 if let Some(s) = g.pick(None, &online) {
                     out.push(target(msg, s, Some(g.key.clone())));
                 }

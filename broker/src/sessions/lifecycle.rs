@@ -34,6 +34,10 @@ impl BrokerState {
         expiry: u32,
         conn_id: u64,
     ) -> Result<Opened, OpenError> {
+        if let Some(c) = &self.cluster {
+            // Another node holding this client id lets go first (DISCONNECT 0x8E there).
+            c.take_over(client_id).await;
+        }
         loop {
             // Someone holds the session: ask it to let go, then look again.
             let holder = {

@@ -347,6 +347,38 @@ impl BrokerState {
         self.kick_with(client_id, ReasonCode::UseAnotherServer, Some(to.to_owned()))
     }
 
+    /// Asks the connection holding `client_id` to close with `code` and waits, at most
+    /// `wait`, for it to park its session (cluster takeover); true if there was one.
+    pub async fn kick_and_wait(
+        &self,
+        client_id: &str,
+        code: ReasonCode,
+        wait: std::time::Duration,
+    ) -> bool {
+        let parked = {
+            let mut map = self.sessions.map.lock();
+            let Some(kick) = map
+                .get_mut(client_id)
+                .and_then(|e| e.link.as_mut())
+                .and_then(|l| l.kick.take())
+            else {
+                return false;
+            };
+            let (done, parked) = oneshot::channel();
+            let sent = kick.send(Kick {
+                code,
+                server_reference: None,
+                done,
+            });
+            if sent.is_err() {
+                return false;
+            }
+            parked
+        };
+        let _ = tokio::time::timeout(wait, parked).await;
+        true
+    }
+
     fn kick_with(&self, client_id: &str, code: ReasonCode, to: Option<String>) -> bool {
         let mut map = self.sessions.map.lock();
         let Some(kick) = map
@@ -382,6 +414,19 @@ pub fn owner_of(who: &crate::auth::Identity) -> Option<String> {
         crate::namespace::Namespace::Service => format!("svc:{user}"),
         crate::namespace::Namespace::Probe => format!("probe:{user}"),
     })
+}
+
+/// The key of `who`'s session with client id `client_id` in the registry and the store:
+/// a tenant's clients have their own space, `$t/{tenant}/{client_id}`, so that a client of
+/// another tenant (or an anonymous one) cannot take a device's id first and lock it out;
+/// other clients keep the client id itself. What a client sees stays its own client id.
+/// `None`: an id starting with `$t/` outside a tenant (it would reach into tenants' space).
+pub fn key_of(who: &crate::auth::Identity, client_id: &str) -> Option<String> {
+    match &who.namespace {
+        crate::namespace::Namespace::Tenant { prefix, .. } => Some(format!("{prefix}{client_id}")),
+        _ if client_id.starts_with(crate::namespace::TENANT_PREFIX) => None,
+        _ => Some(client_id.to_owned()),
+    }
 }
 
 /// Turns a will into the message it stands for, with its delay.

@@ -329,6 +329,11 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// One IM record.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Several IM records, as one consistent read where the store can (one read
+    /// transaction instead of one per record: the hot paths read a handful per message).
+    fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|(t, k)| self.get(*t, k)).collect()
+    }
     /// Up to `limit` records of `table` whose key starts with `prefix`, in key order,
     /// starting after `after` (a full key) if given.
     fn scan(

@@ -44,8 +44,12 @@ pub struct ImResult {
     pub sync_ms: f64,
     pub bytes_per_online_user: f64,
     pub rss_mb: f64,
+    /// Broker CPU (user + system) over the measured sends, per message.
+    pub cpu_us_per_msg: f64,
     /// mosquitto, persistence on, the same pairs with QoS 1 plain messages.
     pub peer_msgs_per_sec: Option<f64>,
+    /// mosquitto's CPU per message in the same run.
+    pub peer_cpu_us_per_msg: Option<f64>,
 }
 
 /// Runs the IM bench with `pairs` sender/recipient pairs for `seconds`.
@@ -64,7 +68,10 @@ pub async fn run(
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
     let mut result = result?;
-    result.peer_msgs_per_sec = peer_baseline(work, port + 2, pairs, seconds).await.ok();
+    if let Ok((rate, cpu)) = peer_baseline(work, port + 2, pairs, seconds).await {
+        result.peer_msgs_per_sec = Some(rate);
+        result.peer_cpu_us_per_msg = Some(cpu);
+    }
     Ok(result)
 }
 
@@ -204,12 +211,14 @@ async fn measure(
         pairs * 2
     );
     let t0 = Instant::now();
+    let cpu_before = cpu_ticks(pid);
     for s in senders {
         let _ = s.await;
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let messages = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_us = cpu_ticks(pid).saturating_sub(cpu_before) as f64 * 10_000.0;
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
     for (c, task) in &tasks {
         c.shutdown().await;
@@ -277,17 +286,20 @@ async fn measure(
         sync_ms,
         bytes_per_online_user: bytes_per_user,
         rss_mb,
+        cpu_us_per_msg: cpu_us / messages.max(1) as f64,
         peer_msgs_per_sec: None,
+        peer_cpu_us_per_msg: None,
     })
 }
 
-/// mosquitto with persistence carrying the same pairs as plain QoS 1 messages.
+/// mosquitto with persistence carrying the same pairs as plain QoS 1 messages: its
+/// throughput and CPU per message.
 async fn peer_baseline(
     work: &std::path::Path,
     port: u16,
     pairs: usize,
     seconds: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let peer = Peer::start(PeerKind::Mosquitto, port, work, true).await?;
     let load = super::load::Load {
         addr: peer.addr,
@@ -301,9 +313,13 @@ async fn peer_baseline(
         duration: Duration::from_secs(seconds),
         persistent: true,
     };
+    let before = peer.stats();
     let r = super::load::run(&load, "im-peer").await;
+    let after = peer.stats();
     peer.stop().await;
-    Ok(r?.throughput)
+    let r = r?;
+    let cpu_us = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 * 10_000.0;
+    Ok((r.throughput, cpu_us / r.received.max(1) as f64))
 }
 
 pub(super) async fn login(
@@ -334,6 +350,18 @@ pub(super) async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result
     })
     .await??;
     Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+/// utime + stime of process `pid` in clock ticks (100 per second on Linux).
+pub(super) fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after ")".
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
 
 pub(super) fn rss_kb(pid: u32) -> u64 {
@@ -390,7 +418,8 @@ pub fn markdown(r: &ImResult) -> String {
          | sync of {} offline messages | {:.1} ms |\n\
          | broker memory per online user | {:.0} B |\n\
          | broker RSS after the run | {:.1} MB |\n\
-         | mosquitto (persistence on), same pairs as plain QoS 1 | {} msg/s |\n\
+         | broker CPU per message (user + system) | {:.1} µs |\n\
+         | mosquitto (persistence on), same pairs as plain QoS 1 | {} msg/s, {} µs CPU/msg |\n\
          | Switchboard IM ÷ mosquitto plain QoS 1 | {} |\n",
         r.pairs,
         r.window,
@@ -403,9 +432,13 @@ pub fn markdown(r: &ImResult) -> String {
         r.sync_ms,
         r.bytes_per_online_user,
         r.rss_mb,
+        r.cpu_us_per_msg,
         r.peer_msgs_per_sec
             .map(|p| format!("{p:.0}"))
             .unwrap_or_else(|| "not run".into()),
+        r.peer_cpu_us_per_msg
+            .map(|p| format!("{p:.1}"))
+            .unwrap_or_else(|| "—".into()),
         ratio
     )
 }

@@ -54,8 +54,13 @@ pub struct GroupResult {
     pub dropped_events: u64,
     pub setup_secs: f64,
     pub rss_mb: f64,
+    /// Broker CPU (user + system) from the first send until the last delivery, per
+    /// delivery.
+    pub cpu_us_per_delivery: f64,
     /// mosquitto, QoS 1, same publishers, `online` subscribers of one topic.
     pub peer_deliveries_per_sec: Option<f64>,
+    /// mosquitto's CPU per delivery in the same run.
+    pub peer_cpu_us_per_delivery: Option<f64>,
 }
 
 /// Runs the group bench.
@@ -76,7 +81,10 @@ pub async fn run(
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
     let mut result = result?;
-    result.peer_deliveries_per_sec = peer_baseline(work, port + 2, shape).await.ok();
+    if let Ok((rate, cpu)) = peer_baseline(work, port + 2, shape).await {
+        result.peer_deliveries_per_sec = Some(rate);
+        result.peer_cpu_us_per_delivery = Some(cpu);
+    }
     Ok(result)
 }
 
@@ -202,6 +210,7 @@ async fn measure(
     let sent = Arc::new(AtomicU64::new(0));
     let sent_lat: Arc<Samples> = Arc::default();
     let stop_at = Instant::now() + Duration::from_secs(shape.seconds);
+    let cpu_before = super::im::cpu_ticks(pid);
     let mut senders = Vec::new();
     for (s, client) in clients.iter().take(shape.senders).enumerate() {
         for w in 0..WINDOW {
@@ -241,6 +250,7 @@ async fn measure(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let cpu_us = super::im::cpu_ticks(pid).saturating_sub(cpu_before) as f64 * 10_000.0;
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
     let delivered = deliveries.load(Ordering::Relaxed);
     let elapsed = (last_at.load(Ordering::Relaxed) as f64 / 1e6).max(shape.seconds as f64);
@@ -266,7 +276,9 @@ async fn measure(
         dropped_events: dropped.load(Ordering::Relaxed),
         setup_secs,
         rss_mb,
+        cpu_us_per_delivery: cpu_us / delivered.max(1) as f64,
         peer_deliveries_per_sec: None,
+        peer_cpu_us_per_delivery: None,
     })
 }
 
@@ -282,12 +294,13 @@ fn group_text(id: &str, text: &str) -> im::SendRequest {
     }
 }
 
-/// mosquitto: the same publishers, QoS 1, to `online` subscribers of one topic.
+/// mosquitto: the same publishers, QoS 1, to `online` subscribers of one topic: its
+/// deliveries/s and CPU per delivery.
 async fn peer_baseline(
     work: &std::path::Path,
     port: u16,
     shape: GroupBench,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let peer = Peer::start(PeerKind::Mosquitto, port, work, true).await?;
     let load = super::load::Load {
         addr: peer.addr,
@@ -301,9 +314,13 @@ async fn peer_baseline(
         duration: Duration::from_secs(shape.seconds),
         persistent: false,
     };
+    let before = peer.stats();
     let r = super::load::run(&load, "im-group-peer").await;
+    let after = peer.stats();
     peer.stop().await;
-    Ok(r?.throughput)
+    let r = r?;
+    let cpu_us = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 * 10_000.0;
+    Ok((r.throughput, cpu_us / r.received.max(1) as f64))
 }
 
 async fn login(
@@ -388,7 +405,8 @@ pub fn markdown(r: &GroupResult) -> String {
          | messages, deliveries, events dropped by slow readers | {}, {}, {} |\n\
          | setup (users, logins, group) | {:.1} s |\n\
          | broker RSS after the run | {:.1} MB |\n\
-         | mosquitto, QoS 1, {} publishers → {} subscribers of one topic | {} deliveries/s |\n\
+         | broker CPU per delivery (user + system) | {:.2} µs |\n\
+         | mosquitto, QoS 1, {} publishers → {} subscribers of one topic | {} deliveries/s, {} µs CPU/delivery |\n\
          | Switchboard group ÷ mosquitto plain QoS 1 fan-out | {} |\n",
         s.members,
         s.online,
@@ -404,11 +422,15 @@ pub fn markdown(r: &GroupResult) -> String {
         r.dropped_events,
         r.setup_secs,
         r.rss_mb,
+        r.cpu_us_per_delivery,
         s.senders,
         s.online,
         r.peer_deliveries_per_sec
             .map(|p| format!("{p:.0}"))
             .unwrap_or_else(|| "not run".into()),
+        r.peer_cpu_us_per_delivery
+            .map(|p| format!("{p:.2}"))
+            .unwrap_or_else(|| "—".into()),
         ratio
     )
 }

@@ -154,6 +154,12 @@ async fn subscribe(s: &mut TcpStream, filter: &str, qos: QoS) -> anyhow::Result<
 
 /// Runs `load` and returns what the subscribers saw.
 pub async fn run(load: &Load, tag: &str) -> anyhow::Result<Outcome> {
+    run_split(load, load.addr, tag).await
+}
+
+/// [`run`] with the subscribers on `sub_addr` (another cluster node) and the publishers on
+/// `load.addr`.
+pub async fn run_split(load: &Load, sub_addr: SocketAddr, tag: &str) -> anyhow::Result<Outcome> {
     let epoch = Instant::now();
     let counters = Arc::new(Counters {
         received_in_window: AtomicU64::new(0),
@@ -177,7 +183,7 @@ pub async fn run(load: &Load, tag: &str) -> anyhow::Result<Outcome> {
     let mut subs = Vec::new();
     for i in 0..load.subscribers {
         let id = format!("{tag}-s{i}");
-        let mut s = connect(load.addr, &id, !load.persistent, None).await?;
+        let mut s = connect(sub_addr, &id, !load.persistent, None).await?;
         subscribe(&mut s, &filter_of(i), qos).await?;
         let c = counters.clone();
         subs.push(tokio::spawn(subscriber(s, epoch, window_start, end, c)));

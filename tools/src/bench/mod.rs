@@ -5,6 +5,7 @@
 //! Every scenario is bounded in time (warm-up + measured window) and in count.
 
 mod chart;
+mod cluster;
 mod gateway;
 mod heartbeat;
 mod im;
@@ -113,6 +114,10 @@ pub struct BenchArgs {
     /// Members sending in the group fan-out benchmark.
     #[arg(long, default_value_t = 4)]
     pub im_group_senders: usize,
+    /// Run the cluster benchmark (a nats-server and three nodes: cross-node vs single
+    /// node, the cost of the NATS hop) instead.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// One line of the report.
@@ -160,6 +165,13 @@ fn write_mode_report(
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.cluster {
+        let work = work_dir("cluster")?;
+        let result = cluster::run(&work, args.port, args.seconds).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let result = result?;
+        return write_mode_report(&args.out, "cluster", &result, &cluster::markdown(&result));
+    }
     if args.heartbeat {
         let work = work_dir("hb")?;
         let result = heartbeat::run(&work).await;

@@ -318,6 +318,7 @@ impl ImService {
         ev.tenant = tid;
         let payload = im::Event {
             kind: Some(im::event::Kind::Room(ev)),
+            unread_after: None,
         }
         .encode_to_vec();
         b.publish_detached(Arc::new(Message {

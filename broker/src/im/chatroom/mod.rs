@@ -310,6 +310,7 @@ impl RoomState {
         let payload = Bytes::from(
             im::Event {
                 kind: Some(im::event::Kind::Room(event)),
+                unread_after: None,
             }
             .encode_to_vec(),
         );
@@ -697,6 +698,7 @@ impl ImService {
             let payload = Bytes::from(
                 im::Event {
                     kind: Some(im::event::Kind::Message(msg)),
+                    unread_after: None,
                 }
                 .encode_to_vec(),
             );

@@ -16,13 +16,13 @@ use switchboard_proto::QoS;
 use switchboard_proto::im::{self, ConvType, event::Kind};
 
 use super::{GroupState, Personal, check_id, key};
+use crate::im::broadcast::has_subscriber;
 use crate::im::error::{ImError, ok};
 use crate::im::keys::{self, ConvId};
 use crate::im::messaging::check_message;
 use crate::im::records::UserConvRecord;
-use crate::im::{ImLogin, ImService, now_ms, presence};
+use crate::im::{ImLogin, ImService, inbox, now_ms, presence};
 use crate::message::Message;
-use crate::namespace::inbox_topic;
 use crate::store::{Op, OpResult, Table};
 
 /// Accounts per batched push job (a job is one broker publish, whatever its size).
@@ -133,14 +133,13 @@ impl ImService {
                 idem: idem.clone(),
                 value: msg.encode_to_vec(),
             });
+            // The sender's delivered position follows from its read one (`user_convs`).
             if let Some(s) = sender.filter(|s| audience.members.contains_key(s)) {
-                for c in [keys::Cursor::Read, keys::Cursor::Delivered] {
-                    ops.push(Op::SetToLogHead {
-                        table: Table::Cursors,
-                        key: keys::cursor(tid, s, &conv, c),
-                        log: log.clone(),
-                    });
-                }
+                ops.push(Op::SetToLogHead {
+                    table: Table::Cursors,
+                    key: keys::cursor(tid, s, &conv, keys::Cursor::Read),
+                    log: log.clone(),
+                });
             }
         };
         let (audience, (previous, _turn), applied) = match change {
@@ -278,9 +277,11 @@ impl ImService {
     }
 
     /// Delivers a stored message of a group: one publish per online member (the same
-    /// encoded bytes), unread counts to them, batched push jobs for the others (and for
-    /// members whose devices are all in the background), members with do-not-disturb
-    /// and notices skipped.
+    /// encoded bytes; with the member's unread counts inline, or followed by an `unread`
+    /// event), batched push jobs for the others (and for members whose devices are all in
+    /// the background) when a push worker listens, members with do-not-disturb and
+    /// notices skipped. The member loop takes each shared lock once per message, not
+    /// once per member.
     fn fan_out(
         &self,
         tid: u64,
@@ -290,57 +291,69 @@ impl ImService {
         sender: Option<u64>,
     ) {
         let Some(b) = self.broker() else { return };
-        let payload = Bytes::from(
-            im::Event {
-                kind: Some(Kind::Message(msg.clone())),
-            }
-            .encode_to_vec(),
-        );
-        let mut push = Vec::new();
+        let payload = inbox::message_event(msg);
         // Notices (group changes) count as unread but are not pushed.
         let notice = matches!(
             msg.content.as_ref().and_then(|c| c.body.as_ref()),
             Some(im::content::Body::Notice(_))
         );
-        for (&uid, m) in &state.members {
-            let online = self.is_online(tid, uid);
-            if online {
-                b.publish_detached(Arc::new(Message {
-                    topic: inbox_topic(tid, uid),
-                    payload: payload.clone(),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: None,
-                    expires_at: None,
-                    origin: 0,
-                }));
+        // Read positions and do-not-disturb: cached ones in one lock, the others (first
+        // message after the group was cached) read from the store.
+        let mut personal = Vec::with_capacity(state.members.len());
+        let mut missing = Vec::new();
+        {
+            let cache = state.personal.lock();
+            for (i, uid) in state.members.keys().enumerate() {
+                match cache.get(uid) {
+                    Some(p) => personal.push(*p),
+                    None => {
+                        personal.push(Personal::default());
+                        missing.push((i, *uid));
+                    }
+                }
             }
-            let Ok(p) = self.personal(tid, conv, state, uid) else {
-                continue;
-            };
+        }
+        for (i, uid) in missing {
+            if let Ok(p) = self.personal(tid, conv, state, uid) {
+                personal[i] = p;
+            }
+        }
+        let reach = self.reach_many(
+            tid,
+            state.members.keys().zip(&personal).map(|(&uid, p)| {
+                let count = (sender != Some(uid)).then_some(u64::from(!p.dnd));
+                (uid, count)
+            }),
+        );
+        let mut push: Vec<&String> = Vec::new();
+        for ((&uid, m), (p, r)) in state.members.iter().zip(personal.iter().zip(&reach)) {
             if sender == Some(uid) {
                 // Sending read the conversation for the sender.
                 if p.read_seq + 1 < msg.seq {
                     self.forget_total(tid, uid);
                 }
-                if let Some(e) = state.personal.lock().get_mut(&uid) {
-                    e.read_seq = msg.seq;
+                if r.is_some() {
+                    self.publish_inbox(&b, tid, uid, payload.clone());
                 }
                 continue;
             }
-            if online {
-                let row = UserConvRecord {
-                    read_seq: p.read_seq,
-                    min_seq: m.min_seq,
-                    ..UserConvRecord::default()
-                };
-                self.counted_message(tid, uid, conv, msg.seq, Some(&row), p.dnd);
+            if let Some(r) = r {
+                let read_seq = p.read_seq.max(m.min_seq);
+                self.deliver_counted(&b, tid, uid, conv, msg.seq, read_seq, r, &payload);
             }
-            if !notice && !p.dnd && (!online || !self.has_foreground_device(tid, uid)) {
-                push.push(m.account.clone());
+            if !notice && !p.dnd && !r.is_some_and(|r| r.foreground) {
+                push.push(&m.account);
             }
         }
-        if push.is_empty() {
+        if let Some(s) = sender
+            && let Some(e) = state.personal.lock().get_mut(&s)
+        {
+            e.read_seq = msg.seq;
+        }
+        let topic = format!("{}{tid}", presence::PUSH_PREFIX);
+        if push.is_empty() || !has_subscriber(&b, &topic) {
+            // No push worker listens (not even a persistent session): a job would reach
+            // no one.
             return;
         }
         let hide = self.tenant(tid).is_ok_and(|t| t.policy.hide_preview);
@@ -364,11 +377,11 @@ impl ImService {
                 seq: msg.seq,
                 collapse_key: conv.to_string(),
                 from: msg.from.clone(),
-                users: users.to_vec(),
+                users: users.iter().map(|a| (*a).clone()).collect(),
                 ..im::PushJob::default()
             };
             b.publish_detached(Arc::new(Message {
-                topic: format!("{}{tid}", presence::PUSH_PREFIX),
+                topic: topic.clone(),
                 payload: Bytes::from(job.encode_to_vec()),
                 qos: QoS::AtLeastOnce,
                 retain: false,

@@ -165,10 +165,24 @@ impl ImService {
     ) -> Result<(), ImError> {
         let tid = login.tenant;
         let now = unix_now();
-        if let Some(v) = self
-            .store
-            .get(Table::Moderation, &user_key(tid, login.uid))?
-        {
+        // The sender's ban/mute, its mute in this conversation and the recipient's
+        // blacklist entry for it, in one read.
+        let (user, in_conv) = (user_key(tid, login.uid), conv_key(tid, login.uid, conv));
+        let block = peer.map(|p| crate::im::social::contacts::block_key(tid, p, login.uid));
+        let mut wanted = vec![
+            (Table::Moderation, user.as_slice()),
+            (Table::Moderation, in_conv.as_slice()),
+        ];
+        if let Some(k) = &block {
+            wanted.push((Table::Social, k.as_slice()));
+        }
+        let mut found = self.store.get_many(&wanted)?.into_iter();
+        let (user, in_conv, blocked) = (
+            found.next().flatten(),
+            found.next().flatten(),
+            found.next().flatten().is_some(),
+        );
+        if let Some(v) = user {
             let m: UserModeration = serde_json::from_slice(&v).unwrap_or_default();
             if m.send_banned_until > now {
                 return Err(ImError::Muted(format!(
@@ -183,9 +197,7 @@ impl ImService {
                 )));
             }
         }
-        if let Some(v) = self
-            .store
-            .get(Table::Moderation, &conv_key(tid, login.uid, conv))?
+        if let Some(v) = in_conv
             && let Ok(b) = <[u8; 8]>::try_from(v.as_slice())
             && u64::from_be_bytes(b) > now
         {
@@ -195,7 +207,7 @@ impl ImService {
             )));
         }
         if let Some(peer) = peer {
-            if self.has_blocked(tid, peer, login.uid)? {
+            if blocked {
                 return Err(ImError::Blocked(
                     "the recipient does not accept your messages".into(),
                 ));

@@ -31,20 +31,17 @@ pub(super) struct ContactRecord {
     pub message: String,
 }
 
+/// The `Social` key of user `uid`'s blacklist entry for `other` (present: blocked).
+pub(crate) fn block_key(tid: u64, uid: u64, other: u64) -> Vec<u8> {
+    key(tid, uid, tag::BLOCK, Some(other))
+}
+
 impl ImService {
     /// Whether `a` and `b` are friends.
     pub(crate) fn is_friend(&self, tid: u64, a: u64, b: u64) -> Result<bool, ImError> {
         Ok(self
             .store
             .get(Table::Social, &key(tid, a, tag::FRIEND, Some(b)))?
-            .is_some())
-    }
-
-    /// Whether user `uid` has blacklisted user `other`.
-    pub(crate) fn has_blocked(&self, tid: u64, uid: u64, other: u64) -> Result<bool, ImError> {
-        Ok(self
-            .store
-            .get(Table::Social, &key(tid, uid, tag::BLOCK, Some(other)))?
             .is_some())
     }
 

@@ -10,7 +10,7 @@
 //! Files: [`contacts`] (friends, requests, blacklist), [`presence`] (subscriptions, events,
 //! privacy, last seen, the service events topic), [`profile`].
 
-mod contacts;
+pub(crate) mod contacts;
 mod presence;
 mod profile;
 

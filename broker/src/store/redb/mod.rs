@@ -336,6 +336,10 @@ impl Store for RedbStore {
         self.read(|r| read::get(r, table, key))
     }
 
+    fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.read(|r| keys.iter().map(|(t, k)| read::get(r, *t, k)).collect())
+    }
+
     fn scan(
         &self,
         table: Table,

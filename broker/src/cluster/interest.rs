@@ -1,0 +1,200 @@
+//! This node's interest, kept in step with its sessions' subscriptions.
+//!
+//! The routing table reports every subscription added and removed ([`Interest`] is its
+//! observer); this counts subscribers per (share group, filter) and wakes the reconciler,
+//! which subscribes NATS to the subjects of a pair that gained its first subscriber and
+//! unsubscribes a pair that lost its last. The desired set is a map, so its size is the
+//! number of distinct filters (bounded by the sessions' subscription limits) and a burst
+//! of changes costs one pass; nothing queues per change.
+//!
+//! Each NATS subscription gets a small task that hands its messages to the inbound router
+//! through one bounded channel (when full, the task waits and the NATS client buffers).
+//! After each pass the reconciler flushes the connection: once NATS answered, every
+//! subscription of the pass is in force, and `switchboard_cluster_interest_subjects` says
+//! how many there are.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+use tracing::warn;
+
+use super::Cluster;
+use super::inbound::{Inbound, Kind};
+use crate::BrokerState;
+use crate::message::ShareKey;
+use crate::routing::InterestObserver;
+
+/// A filter as NATS is told about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InterestKey {
+    pub group: Option<String>,
+    pub filter: String,
+}
+
+/// Local subscribers per (share group, filter).
+#[derive(Debug, Default)]
+pub struct Interest {
+    desired: Mutex<HashMap<InterestKey, usize>>,
+    changed: Notify,
+}
+
+impl Interest {
+    /// Distinct (share group, filter) pairs with local subscribers.
+    pub fn len(&self) -> usize {
+        self.desired.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl InterestObserver for Interest {
+    fn added(&self, group: Option<&str>, filter: &str) {
+        let key = InterestKey {
+            group: group.map(str::to_owned),
+            filter: filter.to_owned(),
+        };
+        let mut d = self.desired.lock();
+        let n = d.entry(key).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.changed.notify_one();
+        }
+    }
+
+    fn removed(&self, group: Option<&str>, filter: &str) {
+        let key = InterestKey {
+            group: group.map(str::to_owned),
+            filter: filter.to_owned(),
+        };
+        let mut d = self.desired.lock();
+        if let Some(n) = d.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                d.remove(&key);
+                self.changed.notify_one();
+            }
+        }
+    }
+}
+
+/// The NATS queue group of `$share/{group}/{filter}`: per group *and* filter, since NATS
+/// groups queue subscribers by name alone while MQTT's `$share/g/a` and `$share/g/b` are
+/// two shared subscriptions.
+pub fn queue_name(group: &str, filter: &str) -> String {
+    let mut q = String::new();
+    super::subject::escape_level(group, &mut q);
+    q.push('~');
+    q.push_str(&format!("{:016x}", super::wire::node_hash(filter)));
+    q
+}
+
+/// Keeps NATS subscriptions equal to the desired set until shutdown.
+pub(super) async fn reconcile(
+    cluster: Arc<Cluster>,
+    state: Arc<BrokerState>,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let mut actual: HashMap<InterestKey, Vec<tokio::task::AbortHandle>> = HashMap::new();
+    loop {
+        let wanted: Vec<InterestKey> = cluster.interest.desired.lock().keys().cloned().collect();
+        let mut changed = false;
+        let wanted_set: std::collections::HashSet<&InterestKey> = wanted.iter().collect();
+        actual.retain(|k, handles| {
+            let keep = wanted_set.contains(k);
+            if !keep {
+                // Dropping the NATS subscriber in the aborted task unsubscribes.
+                for h in handles.iter() {
+                    h.abort();
+                }
+                changed = true;
+            }
+            keep
+        });
+        for key in wanted {
+            if actual.contains_key(&key) {
+                continue;
+            }
+            changed = true;
+            let handles = subscribe(&cluster, &state, &key, &tx).await;
+            actual.insert(key, handles);
+        }
+        if changed {
+            if let Err(e) = cluster.client.flush().await {
+                warn!(error = %e, "NATS flush after interest change failed");
+            }
+            let n: usize = actual.values().map(Vec::len).sum();
+            cluster.stats.subjects.store(n as u64, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = cluster.interest.changed.notified() => {}
+            _ = state.shutdown.cancelled() => break,
+        }
+    }
+    for h in actual.values().flatten() {
+        h.abort();
+    }
+}
+
+/// Subscribes to the subjects of `key`; a forwarding task per subscription.
+async fn subscribe(
+    cluster: &Arc<Cluster>,
+    state: &Arc<BrokerState>,
+    key: &InterestKey,
+    tx: &mpsc::Sender<Inbound>,
+) -> Vec<tokio::task::AbortHandle> {
+    let kind = match &key.group {
+        Some(g) => Kind::Shared(Arc::new(ShareKey {
+            group: g.clone(),
+            filter: key.filter.clone(),
+        })),
+        None => Kind::Direct,
+    };
+    let mut handles = Vec::new();
+    for subject in cluster.map.filter_subjects(&key.filter) {
+        let sub = match &key.group {
+            Some(g) => {
+                cluster
+                    .client
+                    .queue_subscribe(subject.clone(), queue_name(g, &key.filter))
+                    .await
+            }
+            None => cluster.client.subscribe(subject.clone()).await,
+        };
+        let mut sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%subject, error = %e, "NATS subscribe failed");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        let kind = kind.clone();
+        let shutdown = state.shutdown.clone();
+        let task = state.tasks.spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = sub.next() => match m { Some(m) => m, None => break },
+                    _ = shutdown.cancelled() => break,
+                };
+                if tx
+                    .send(Inbound {
+                        kind: kind.clone(),
+                        msg: m,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        handles.push(task.abort_handle());
+    }
+    handles
+}

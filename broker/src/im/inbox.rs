@@ -1,0 +1,179 @@
+//! Message events to users' inboxes, the hot path of 1:1 and group delivery.
+//!
+//! A message's `Event` is encoded once and its bytes are shared by every publish of it.
+//! A recipient also learns its new unread counts: as a separate `unread` event after the
+//! message, or, when every online device of the user asked for it with the `features`
+//! request, inside the message event itself (`Event.unread_after`), which halves the
+//! publishes (and TCP writes) per recipient. The inline form is the shared bytes followed
+//! by the encoded `unread_after` field: concatenated protobuf encodings of one message
+//! merge, so a decoder sees one `Event` with both fields.
+//!
+//! The per-user facts delivery needs (online, foreground, inline counts, cached unread
+//! total) are read under one lock per user ([`ImService::reach`]).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+use switchboard_proto::QoS;
+use switchboard_proto::im::{self, event::Kind};
+
+use super::ImService;
+use super::keys::ConvId;
+use super::presence::Online;
+use crate::BrokerState;
+use crate::message::Message;
+use crate::namespace::inbox_topic;
+
+/// How an online user is reached, read under one lock.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reach {
+    /// A device is in the foreground (else a push job goes out too).
+    pub foreground: bool,
+    /// Every online device takes unread counts inside message events.
+    pub inline_unread: bool,
+    /// The user's unread total after this message, when it was cached (`None`: compute
+    /// it from the store).
+    pub total: Option<u64>,
+}
+
+/// How online user `o` is reached; `count` as in [`ImService::reach`].
+fn reach_of(o: &mut Online, count: Option<u64>) -> Reach {
+    let total = match (count, o.unread_total.as_mut()) {
+        (Some(delta), Some(t)) => {
+            *t += delta;
+            Some(*t)
+        }
+        (None, t) => t.copied(),
+        (Some(_), None) => None,
+    };
+    Reach {
+        foreground: o.devices.iter().any(|d| !d.background),
+        inline_unread: !o.devices.is_empty() && o.devices.iter().all(|d| d.inline_unread),
+        total,
+    }
+}
+
+/// The encoded `Event` of a message, shared by every recipient.
+pub(super) fn message_event(msg: &im::Message) -> Bytes {
+    let ev = im::Event {
+        kind: Some(Kind::Message(msg.clone())),
+        unread_after: None,
+    };
+    Bytes::from(ev.encode_to_vec())
+}
+
+impl ImService {
+    /// Whether user `uid` is online, how to reach them, and (with `count`: a message
+    /// counted as unread, `delta` 0 for a muted conversation) their unread total after
+    /// it, updated in the same lock.
+    pub(super) fn reach(&self, tid: u64, uid: u64, count: Option<u64>) -> Option<Reach> {
+        let mut online = self.online.lock();
+        let o = online.get_mut(&(tid, uid))?;
+        Some(reach_of(o, count))
+    }
+
+    /// [`ImService::reach`] for many users at once, under one lock: `(uid, count)` each.
+    pub(super) fn reach_many(
+        &self,
+        tid: u64,
+        users: impl Iterator<Item = (u64, Option<u64>)>,
+    ) -> Vec<Option<Reach>> {
+        let mut online = self.online.lock();
+        users
+            .map(|(uid, count)| {
+                let o = online.get_mut(&(tid, uid))?;
+                Some(reach_of(o, count))
+            })
+            .collect()
+    }
+
+    /// The user's unread total once a counted message arrived, from `reach` or computed
+    /// (the message is stored: the count includes it) and cached.
+    fn total_after(&self, tid: u64, uid: u64, reach: &Reach) -> u64 {
+        if let Some(t) = reach.total {
+            return t;
+        }
+        let total = self.unread_total(tid, uid).unwrap_or(0);
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+            o.unread_total = Some(total);
+        }
+        total
+    }
+
+    /// Publishes `payload` (an encoded `Event`) to user `uid`'s inbox.
+    pub(super) fn publish_inbox(&self, b: &BrokerState, tid: u64, uid: u64, payload: Bytes) {
+        b.publish_detached(Arc::new(Message {
+            topic: inbox_topic(tid, uid),
+            payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            origin: 0,
+        }));
+    }
+
+    /// Delivers message event `payload` (from [`message_event`]) of `conv` at `seq` to
+    /// online recipient `uid` (reached as `reach`, obtained with a count) with their
+    /// unread counts (`read_seq`: their read position): inline or as an `unread` event
+    /// after it; a workbench app conversation's badge follows as `app_unread`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn deliver_counted(
+        &self,
+        b: &BrokerState,
+        tid: u64,
+        uid: u64,
+        conv: &ConvId,
+        seq: u64,
+        read_seq: u64,
+        reach: &Reach,
+        payload: &Bytes,
+    ) {
+        let unread = im::Unread {
+            conversation: conv.to_string(),
+            unread: seq.saturating_sub(read_seq),
+            read_seq,
+            total: self.total_after(tid, uid, reach),
+        };
+        if reach.inline_unread {
+            let tail = im::Event {
+                kind: None,
+                unread_after: Some(unread),
+            };
+            let mut buf = BytesMut::with_capacity(payload.len() + tail.encoded_len());
+            buf.extend_from_slice(payload);
+            // A BytesMut grows as needed: encoding into it cannot run out of room.
+            let _ = tail.encode(&mut buf);
+            self.publish_inbox(b, tid, uid, buf.freeze());
+        } else {
+            self.publish_inbox(b, tid, uid, payload.clone());
+            let ev = im::Event {
+                kind: Some(Kind::Unread(unread)),
+                unread_after: None,
+            };
+            self.publish_inbox(b, tid, uid, Bytes::from(ev.encode_to_vec()));
+        }
+        if let ConvId::App(app, _) = conv {
+            let badge = im::AppUnread {
+                app_id: app.clone(),
+                unread: seq.saturating_sub(read_seq),
+            };
+            let ev = im::Event {
+                kind: Some(Kind::AppUnread(badge)),
+                unread_after: None,
+            };
+            self.publish_inbox(b, tid, uid, Bytes::from(ev.encode_to_vec()));
+        }
+    }
+
+    /// Records what the current connection of device `client_id` understands (`features`
+    /// request; a reconnect starts with none).
+    pub(super) fn set_features(&self, tid: u64, uid: u64, client_id: &str, inline_unread: bool) {
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+            for d in o.devices.iter_mut().filter(|d| d.client_id == client_id) {
+                d.inline_unread = inline_unread;
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `switchboard bench --cluster`: the cost of the NATS hop. On this machine, in one run: a
+//! plain single node (no cluster), then a nats-server and three cluster nodes; point to
+//! point at QoS 0 and QoS 1 with publishers and subscribers on the same node ("local") and
+//! on two different nodes ("cross-node"). Reports throughput, latency and CPU per message
+//! (broker nodes and nats-server together), with the cross-node / single ratio.
+//!
+//! Everything runs on loopback and shares the machine's cores with the load generator, so
+//! the figures are a floor for real hardware, not a ceiling (see `docs/cluster.md`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use switchboard_proto::QoS;
+use tokio::process::{Child, Command};
+
+use super::load::{self, Load, Shape};
+
+/// Publisher/subscriber pairs per run.
+const PAIRS: usize = 50;
+const PAYLOAD: usize = 64;
+/// Saturated runs (throughput; their latency is queueing) and a rate-limited one (latency).
+const RUNS: [(QoS, Option<u32>); 3] = [
+    (QoS::AtMostOnce, None),
+    (QoS::AtLeastOnce, None),
+    (QoS::AtLeastOnce, Some(20_000)),
+];
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub setup: String,
+    pub qos: u8,
+    /// Offered messages/s (all publishers), `None`: as fast as it goes.
+    pub rate: Option<u32>,
+    pub throughput: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// CPU of every broker node and nats-server, per received message.
+    pub cpu_us_per_msg: f64,
+    pub received: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pairs: usize,
+    pub payload: usize,
+    pub seconds: u64,
+    pub rows: Vec<Row>,
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn cpu_ticks(&self) -> u64 {
+        let Some(pid) = self.child.id() else {
+            return 0;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} did not start listening on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn node(dir: &Path, port: u16, cluster: Option<(&str, &str)>) -> anyhow::Result<Proc> {
+    let dir = dir.join(format!("node-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let mut c = Command::new(std::env::current_exe()?);
+    c.args(["broker", "--allow-anonymous", "--log", "error", "--tcp"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
+        .env("SWITCHBOARD__STORE__ENABLED", "false")
+        .env("SWITCHBOARD__IM__ENABLED", "false");
+    if let Some((id, url)) = cluster {
+        c.env("SWITCHBOARD__CLUSTER__NODE_ID", id)
+            .env("SWITCHBOARD__CLUSTER__NATS_URL", url);
+    }
+    let child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a broker node")?;
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "broker node").await?;
+    Ok(Proc { child })
+}
+
+async fn nats(dir: &Path, port: u16) -> anyhow::Result<Proc> {
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!("listen: \"127.0.0.1:{port}\"\nmax_payload: 8MB\n"),
+    )?;
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start nats-server (apt-get install nats-server)")?;
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "nats-server").await?;
+    Ok(Proc { child })
+}
+
+async fn measure(
+    setup: &str,
+    procs: &[&Proc],
+    pub_port: u16,
+    sub_port: u16,
+    qos: QoS,
+    rate: Option<u32>,
+    seconds: u64,
+) -> anyhow::Result<Row> {
+    let l = Load {
+        addr: SocketAddr::from(([127, 0, 0, 1], pub_port)),
+        shape: Shape::P2p,
+        publishers: PAIRS,
+        subscribers: PAIRS,
+        qos,
+        payload: PAYLOAD,
+        rate: rate.map(|r| r / PAIRS as u32),
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs(seconds),
+        persistent: false,
+    };
+    let before: u64 = procs.iter().map(|p| p.cpu_ticks()).sum();
+    let tag = format!(
+        "{}-q{}-{}",
+        setup.replace([' ', ','], "-"),
+        qos as u8,
+        rate.unwrap_or(0)
+    );
+    let out = load::run_split(&l, SocketAddr::from(([127, 0, 0, 1], sub_port)), &tag).await?;
+    let ticks = procs.iter().map(|p| p.cpu_ticks()).sum::<u64>() - before;
+    let cpu = if out.received > 0 {
+        ticks as f64 * 10_000.0 / out.received as f64
+    } else {
+        0.0
+    };
+    println!(
+        "{setup} QoS {} rate {rate:?}: {:.0} msg/s, p50 {:.0} µs, p99 {:.0} µs",
+        qos as u8, out.throughput, out.p50_us, out.p99_us
+    );
+    Ok(Row {
+        setup: setup.into(),
+        qos: qos as u8,
+        rate,
+        throughput: out.throughput,
+        p50_us: out.p50_us,
+        p99_us: out.p99_us,
+        cpu_us_per_msg: cpu,
+        received: out.received,
+    })
+}
+
+/// Runs the single-node baseline, then the three-node cluster.
+pub async fn run(work: &Path, port: u16, seconds: u64) -> anyhow::Result<Report> {
+    let work: PathBuf = work.to_path_buf();
+    let mut rows = Vec::new();
+    let single = node(&work, port, None).await?;
+    for (qos, rate) in RUNS {
+        let row = measure("single node", &[&single], port, port, qos, rate, seconds).await?;
+        rows.push(row);
+    }
+    single.stop().await;
+
+    let nats_port = port + 10;
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let nats = nats(&work, nats_port).await?;
+    let mut nodes = Vec::new();
+    for i in 0..3u16 {
+        nodes.push(node(&work, port + 1 + i, Some((&format!("node{i}"), &url))).await?);
+    }
+    let mut all: Vec<&Proc> = nodes.iter().collect();
+    all.push(&nats);
+    for (qos, rate) in RUNS {
+        let (a, b) = (port + 1, port + 2);
+        rows.push(measure("cluster, local", &all, a, a, qos, rate, seconds).await?);
+        rows.push(measure("cluster, cross-node", &all, a, b, qos, rate, seconds).await?);
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+    nats.stop().await;
+    Ok(Report {
+        pairs: PAIRS,
+        payload: PAYLOAD,
+        seconds,
+        rows,
+    })
+}
+
+/// The report as markdown, with cross-node / single-node ratios.
+pub fn markdown(r: &Report) -> String {
+    let mut md = format!(
+        "# Cluster: the NATS hop\n\n{} publisher → subscriber pairs (one topic each), {} byte \
+         payloads, {} s measured per row, store off, everything on one 2-core machine \
+         (3 broker nodes + nats-server + the load generator). CPU is the broker nodes' and \
+         nats-server's together.\n\n\
+         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received |\n|---|---|---|---|---|---|---|---|\n",
+        r.pairs, r.payload, r.seconds
+    );
+    let offered = |r: Option<u32>| r.map_or("max".to_owned(), |r| r.to_string());
+    for x in &r.rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
+            x.setup,
+            x.qos,
+            offered(x.rate),
+            x.throughput,
+            x.p50_us,
+            x.p99_us,
+            x.cpu_us_per_msg,
+            x.received
+        ));
+    }
+    md.push_str(
+        "\n| QoS | offered | cross-node / single throughput | p99 ratio | NATS hop CPU µs/msg |\n|---|---|---|---|---|\n",
+    );
+    for (qos, rate) in RUNS {
+        let qos = qos as u8;
+        let find = |s: &str| {
+            r.rows
+                .iter()
+                .find(|x| x.setup == s && x.qos == qos && x.rate == rate)
+        };
+        if let (Some(a), Some(b)) = (find("single node"), find("cluster, cross-node")) {
+            md.push_str(&format!(
+                "| {qos} | {} | {:.2} | {:.2} | {:.1} |\n",
+                offered(rate),
+                b.throughput / a.throughput.max(1.0),
+                b.p99_us / a.p99_us.max(1.0),
+                b.cpu_us_per_msg - a.cpu_us_per_msg
+            ));
+        }
+    }
+    md
+}
