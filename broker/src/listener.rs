@@ -163,7 +163,30 @@ pub fn permits(broker: &BrokerState) -> Arc<Admission> {
     })
 }
 
-async fn handshake_and_serve(
+/// Starts serving an accepted connection. A plain TCP connection's task is its
+/// connection future alone; the other transports first run their handshake in a task of
+/// its own, which hands the upgraded stream to a new connection task and ends: an idle
+/// connection then holds only the state of its own transport's connection future, not
+/// that of a handshake or of another transport's future.
+fn spawn_connection(
+    broker: &Arc<BrokerState>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    kind: Kind,
+    slot: Slot,
+) {
+    let b = broker.clone();
+    match kind {
+        Kind::Tcp => {
+            broker
+                .tasks
+                .spawn(connection::serve(b, stream, peer, "tcp", None, Some(slot)))
+        }
+        kind => broker.tasks.spawn(handshake(b, stream, peer, kind, slot)),
+    };
+}
+
+async fn handshake(
     broker: Arc<BrokerState>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
@@ -178,18 +201,30 @@ async fn handshake_and_serve(
         Metrics::inc(&broker.metrics.handshake_failures);
         tracing::debug!(%peer, transport = name, why, "handshake failed");
     };
+    let tasks = &broker.tasks;
     match kind {
-        Kind::Tcp => connection::serve(broker.clone(), stream, peer, name, None, slot).await,
+        Kind::Tcp => {
+            tasks.spawn(connection::serve(
+                broker.clone(),
+                stream,
+                peer,
+                name,
+                None,
+                slot,
+            ));
+        }
         Kind::Tls(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(s)) => {
                 let user = tls::certificate_user(s.get_ref().1.peer_certificates());
-                connection::serve(broker.clone(), s, peer, name, user, slot).await
+                tasks.spawn(connection::serve(broker.clone(), s, peer, name, user, slot));
             }
             Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed("timeout".into()),
         },
         Kind::Ws => match tokio::time::timeout(timeout, ws::accept(stream, max)).await {
-            Ok(Ok(s)) => connection::serve(broker.clone(), s, peer, name, None, slot).await,
+            Ok(Ok(s)) => {
+                tasks.spawn(connection::serve(broker.clone(), s, peer, name, None, slot));
+            }
             Ok(Err(e)) => failed(e.to_string()),
             Err(_) => failed("timeout".into()),
         },
@@ -202,7 +237,7 @@ async fn handshake_and_serve(
             };
             match tokio::time::timeout(timeout, upgraded).await {
                 Ok(Ok((s, user))) => {
-                    connection::serve(broker.clone(), s, peer, name, user, slot).await
+                    tasks.spawn(connection::serve(broker.clone(), s, peer, name, user, slot));
                 }
                 Ok(Err(e)) => failed(e),
                 Err(_) => failed("timeout".into()),
@@ -242,11 +277,7 @@ pub async fn accept(
             }
         };
         let _ = stream.set_nodelay(true);
-        let b = broker.clone();
-        let kind = kind.clone();
-        broker
-            .tasks
-            .spawn(handshake_and_serve(b, stream, peer, kind, slot));
+        spawn_connection(&broker, stream, peer, kind.clone(), slot);
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use switchboard_proto::session::{Accept, Event, InflightState, ServerSession, Violation};
 use switchboard_proto::{Connect, Properties, ReasonCode, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -59,7 +59,9 @@ impl Conn {
     pub(super) async fn establish(
         broker: &Arc<BrokerState>,
         sess: &mut ServerSession,
-        c: Connect,
+        // Boxed as decoded, and freed when this returns: moving the value out of its box
+        // in the caller would keep the box's memory for the connection's whole life.
+        c: Box<Connect>,
         conn_id: u64,
         peer: SocketAddr,
         cert_user: Option<String>,
@@ -264,6 +266,8 @@ impl Conn {
         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
             return End::Violation(v);
         }
+        io.after_read(0);
+        self.shrink_if_quiet(io.read_hot, sess);
         self.drain(sess);
         // One timer for the connection's life, re-armed only when it fires: the deadline
         // moves with every packet, but checking it lazily costs nothing per packet.
@@ -316,19 +320,22 @@ impl Conn {
                         Metrics::add(&broker.metrics.bytes_sent, n as u64);
                         io.pending.advance(n);
                         if io.pending.is_empty() {
+                            // Written: let go of the buffer (an idle connection keeps none).
+                            io.pending = bytes::Bytes::new();
                             self.drain(sess);
                         }
                     }
                 },
-                r = io.rd.read_buf(&mut io.rbuf), if backlog < OUT_HIGH_WATER => match r {
+                r = super::read::read_into(&mut io.rd, &mut io.rbuf, io.read_hot), if backlog < OUT_HIGH_WATER => match r {
                     Ok(0) => return End::Lost("closed by peer"),
                     Err(_) => return End::Lost("read failed"),
                     Ok(n) => {
                         Metrics::add(&broker.metrics.bytes_received, n as u64);
-                        io.read_hot = n >= io.read_room / 2;
                         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
                             return End::Violation(v);
                         }
+                        io.after_read(n);
+                        self.shrink_if_quiet(io.read_hot, sess);
                         self.drain(sess);
                     }
                 },
@@ -352,6 +359,19 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+
+    /// After a small read (the client is quiet): frees what the session and this
+    /// connection hold for busy times and do not need now (see
+    /// [`ServerSession::shrink_idle`]). A busy connection keeps reusing them.
+    fn shrink_if_quiet(&mut self, hot: bool, sess: &mut ServerSession) {
+        if hot {
+            return;
+        }
+        sess.shrink_idle();
+        if self.batch.is_empty() {
+            self.batch = Vec::new();
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use switchboard_proto::packet::Auth;
 use switchboard_proto::session::{Event, ServerSession, Violation};
 use switchboard_proto::{Connect, ReasonCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::Io;
 use super::conn::Conn;
@@ -96,12 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
                     None => {}
                 },
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 128 {
-                self.rbuf.reserve(1024);
-            }
-            let n = self
-                .rd
-                .read_buf(&mut self.rbuf)
+            let n = super::read::read_into(&mut self.rd, &mut self.rbuf, false)
                 .await
                 .map_err(|_| ReasonCode::UnspecifiedError)?;
             if n == 0 {

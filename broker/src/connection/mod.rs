@@ -8,13 +8,24 @@
 //! reading, so a client that does not read costs its queue bounds and no more.
 //!
 //! Files: this one (the task, its I/O and CONNECT), `conn` (the connected loop and protocol
-//! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE)
-//! and `drain` (mailbox → session, and the connection's store writes).
+//! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE),
+//! `drain` (mailbox → session, and the connection's store writes) and `read` (reading
+//! without a buffer per idle connection).
+//!
+//! Memory of an idle connection: the task's future is what an idle connection costs, so it
+//! holds only what the connected loop needs. The steps a connection takes once (reading
+//! CONNECT, authenticating, the lingering close) run as boxed futures: their state is
+//! allocated while they run and freed after, instead of widening the task's future for its
+//! whole life. A quiet connection owns no read buffer (see `read`), and the output it wrote
+//! is released once written.
 
 mod conn;
 mod drain;
 mod enhanced_auth;
 mod handlers;
+mod read;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +34,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::session::{Event, ServerSession, SessionLimits, Violation};
 use switchboard_proto::{Connect, ReasonCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{Instrument, debug, warn};
 
 use crate::BrokerState;
@@ -37,7 +48,8 @@ pub(super) const OUT_HIGH_WATER: usize = 256 * 1024;
 pub(super) const DRAIN_BATCH: usize = 64;
 /// Batches per wake-up before the task yields to other work.
 pub(super) const DRAIN_ROUNDS: usize = 4;
-/// Read buffer for a quiet connection, and for a busy one.
+/// Room a quiet connection's read counts against (it reads through the scratch buffer,
+/// see `read`), and the read buffer of a busy one.
 const READ_IDLE: usize = 256;
 const READ_BUSY: usize = 4 * 1024;
 /// Time allowed to flush the last bytes (DISCONNECT) before closing.
@@ -79,7 +91,7 @@ pub async fn serve<S>(
         let mut io = Io {
             rd,
             wr,
-            rbuf: BytesMut::with_capacity(READ_IDLE),
+            rbuf: BytesMut::new(),
             pending: Bytes::new(),
             read_hot: false,
             read_room: READ_IDLE,
@@ -87,7 +99,7 @@ pub async fn serve<S>(
         Metrics::inc(&broker.metrics.connections_total);
         let limits = session_limits(&broker);
         let mut sess = ServerSession::new(limits, Instant::now());
-        let connect = match io.read_connect(&broker, &mut sess).await {
+        let connect = match Box::pin(io.read_connect(&broker, &mut sess)).await {
             Ok(c) if slot.as_mut().is_some_and(|s| s.promote().is_err()) => {
                 // CONNECT arrived, but every connection permit is taken: the pending slot
                 // this connection held so far does not entitle it to one.
@@ -97,7 +109,7 @@ pub async fn serve<S>(
                     ReasonCode::ServerBusy,
                     Some("connection limit reached".into()),
                 );
-                io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
                     .await;
                 drop(c);
                 return;
@@ -105,21 +117,18 @@ pub async fn serve<S>(
             Ok(c) => c,
             Err(why) => {
                 debug!(why, "connection ended before CONNECT was accepted");
-                io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
                     .await;
                 return;
             }
         };
         let enhanced = if connect.properties.authentication_method.is_some() {
-            match io
-                .enhanced_auth(&broker, &mut sess, &connect, peer.ip())
-                .await
-            {
+            match Box::pin(io.enhanced_auth(&broker, &mut sess, &connect, peer.ip())).await {
                 Ok(a) => Some(a),
                 Err(code) => {
                     debug!(%code, "enhanced authentication failed");
                     sess.reject(code, Some("enhanced authentication failed".into()));
-                    io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
+                    Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
                         .await;
                     return;
                 }
@@ -127,13 +136,12 @@ pub async fn serve<S>(
         } else {
             None
         };
-        let Some(mut conn) = Conn::establish(
-            &broker, &mut sess, *connect, conn_id, peer, cert_user, enhanced,
-        )
+        let Some(mut conn) = Box::pin(Conn::establish(
+            &broker, &mut sess, connect, conn_id, peer, cert_user, enhanced,
+        ))
         .await
         else {
-            io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())
-                .await;
+            Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
             return;
         };
         tracing::Span::current().record("client_id", conn.client_id.as_str());
@@ -170,7 +178,7 @@ pub async fn serve<S>(
         // The session is parked (or handed to a connection taking it over) before the
         // lingering close, which may take a while.
         conn.finish(end, sess);
-        io.final_flush(rest, !broker.shutdown.is_cancelled()).await;
+        Box::pin(io.final_flush(rest, !broker.shutdown.is_cancelled())).await;
     }
     .instrument(span)
     .await;
@@ -200,14 +208,24 @@ pub(super) struct Io<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
-    /// Makes room for the next read: a little for a quiet connection (an idle phone holds
-    /// almost no buffer), a lot for a busy one.
+    /// Makes room for the next read of a busy connection; a quiet one reads through the
+    /// thread's scratch buffer and needs none (see `read`).
     fn reserve_read(&mut self) {
-        let want = if self.read_hot { READ_BUSY } else { READ_IDLE };
-        if self.rbuf.capacity() - self.rbuf.len() < want / 2 {
-            self.rbuf.reserve(want);
+        if !self.read_hot {
+            self.read_room = READ_IDLE;
+            return;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_BUSY / 2 {
+            self.rbuf.reserve(READ_BUSY);
         }
         self.read_room = self.rbuf.capacity() - self.rbuf.len();
+    }
+
+    /// After a read was decoded: whether the peer is sending a lot, and a quiet
+    /// connection's buffer dropped if no partial packet is left in it.
+    fn after_read(&mut self, n: usize) {
+        self.read_hot = n >= self.read_room / 2;
+        read::release_if_idle(&mut self.rbuf, self.read_hot);
     }
 
     /// Reads until the session yields CONNECT, within the connect timeout.
@@ -219,12 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         let deadline = Duration::from_secs(broker.config.limits.connect_timeout);
         let read = async {
             loop {
-                if self.rbuf.capacity() - self.rbuf.len() < 128 {
-                    self.rbuf.reserve(4096);
-                }
-                let n = self
-                    .rd
-                    .read_buf(&mut self.rbuf)
+                let n = read::read_into(&mut self.rd, &mut self.rbuf, false)
                     .await
                     .map_err(|_| "read error")?;
                 if n == 0 {
@@ -265,11 +278,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             return;
         }
         self.pending = Bytes::new();
-        let mut scratch = [0u8; 512];
         let drain = async {
-            while let Ok(n) = self.rd.read(&mut scratch).await
+            while let Ok(n) = read::read_into(&mut self.rd, &mut self.rbuf, false).await
                 && n > 0
-            {}
+            {
+                self.rbuf.clear();
+            }
         };
         let _ = tokio::time::timeout(LINGER, drain).await;
     }

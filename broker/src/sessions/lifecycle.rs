@@ -100,10 +100,10 @@ impl BrokerState {
             if let Some(mut e) = map.remove(client_id) {
                 let will = e.will.take();
                 if clean_start {
-                    ended = Some((e.state.take(), will));
+                    ended = Some((e.state.take().map(|s| *s), will));
                 } else {
                     // Reconnected before the will delay ran out: no will ([MQTT-3.1.3-9]).
-                    resumed = e.state.take();
+                    resumed = e.state.take().map(|s| *s);
                 }
             }
             let session_present = resumed.is_some();
@@ -222,7 +222,7 @@ impl BrokerState {
         if let Some(e) = map.get_mut(client_id) {
             self.sessions.count_persistent(e.expiry, c.expiry);
             e.link = None;
-            e.state = Some(c.state);
+            e.state = Some(Box::new(c.state));
             e.expiry = c.expiry;
             e.generation = generation;
             match c.will {
@@ -373,7 +373,7 @@ impl BrokerState {
                 tracing::debug!(client_id = %id, "session expired");
                 if let Some(s) = e.state.take() {
                     me.forget(&id, &s);
-                    me.discard(s);
+                    me.discard(*s);
                 }
                 if let Some(w) = e.will.take() {
                     me.publish_will(w);

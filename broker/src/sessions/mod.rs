@@ -142,8 +142,10 @@ pub struct SessionSummary {
 
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Parked state while offline.
-    state: Option<SessionState>,
+    /// Parked state while offline. Boxed: while the session is connected its state lives
+    /// in the connection task, and the registry's entry (one per session, in a map that
+    /// keeps spare buckets) stays small.
+    state: Option<Box<SessionState>>,
     link: Option<Link>,
     expiry: u32,
     generation: u64,

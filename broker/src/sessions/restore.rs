@@ -134,7 +134,7 @@ impl BrokerState {
             self.sessions.map.lock().insert(
                 client_id.clone(),
                 Entry {
-                    state: Some(state),
+                    state: Some(Box::new(state)),
                     link: None,
                     expiry: rec.expiry,
                     generation,

@@ -479,6 +479,30 @@ impl ServerSession {
         self.events.pop_front()
     }
 
+    /// Frees the memory of the session's queues and tables that are empty: the event
+    /// queue (room for a few events of several hundred bytes each once one arrived), the
+    /// output buffer, and the inflight tables after a burst. Call it when the connection
+    /// goes quiet, so that an idle connection holds none of them; a busy connection that
+    /// does not call it keeps reusing them.
+    pub fn shrink_idle(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.out.is_empty() && self.held_from.is_none() {
+            self.out = BytesMut::new();
+        }
+        if self.outbound.is_empty() {
+            self.outbound.shrink_to_fit();
+            self.outbound_order = VecDeque::new();
+        }
+        if self.incoming_unacked.is_empty() {
+            self.incoming_unacked.shrink_to_fit();
+        }
+        if self.awaiting_rel.is_empty() {
+            self.awaiting_rel.shrink_to_fit();
+        }
+    }
+
     /// When the peer must have sent something by, if a keep-alive is in force.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state != State::Connected || self.keep_alive.is_zero() {

@@ -433,11 +433,51 @@ pub async fn idle_connections(
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        // ~28k ports per source address: change address every 20k connections.
-        let src = IpAddr::V4(Ipv4Addr::new(127, net, 0, 1 + (i / 20_000) as u8));
-        out.push(connect(addr, &format!("{tag}-idle-{i}"), true, Some(src)).await?);
+        out.push(
+            connect(
+                addr,
+                &format!("{tag}-idle-{i}"),
+                true,
+                Some(idle_source(net, i)),
+            )
+            .await?,
+        );
     }
     Ok(out)
+}
+
+/// Source address of idle connection `i`: a new one every 500 connections, so that the
+/// broker's default per-address cap (1,000) is never what limits the run.
+pub fn idle_source(net: u8, i: usize) -> IpAddr {
+    let block = i / 500;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        net,
+        (block / 250) as u8,
+        1 + (block % 250) as u8,
+    ))
+}
+
+/// Sends PINGREQ on every connection and waits for each PINGRESP: the idle connections
+/// are still served. Returns how many answered.
+pub async fn ping_all(conns: &mut [TcpStream]) -> usize {
+    let mut alive = 0;
+    for c in conns.iter_mut() {
+        let ok = async {
+            c.write_all(&[0xC0, 0x00]).await?;
+            let mut resp = [0u8; 2];
+            c.read_exact(&mut resp).await?;
+            anyhow::ensure!(resp == [0xD0, 0x00], "not a PINGRESP: {resp:?}");
+            anyhow::Ok(())
+        };
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(10), ok).await,
+            Ok(Ok(()))
+        ) {
+            alive += 1;
+        }
+    }
+    alive
 }
 
 /// Tiny lock-free-enough map of packet id → send time for ack latency.

@@ -298,7 +298,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.transports {
         let work = work_dir("tr")?;
-        let idle = args.idle.min(5000);
+        let idle = args.idle.min(20_000);
         let result = transports::run(&work, idle).await;
         let _ = std::fs::remove_dir_all(&work);
         let (rows, migration) = result?;
@@ -470,12 +470,17 @@ async fn measure(s: &Scenario, peer: &Peer, args: &BenchArgs, row: &mut Row) -> 
         Kind::Idle => {
             let before = peer.stats();
             let net = 1 + (peer.addr.port() % 250) as u8;
-            let conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
+            let mut conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let after = peer.stats();
             let per =
                 (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
-            row.extra = Some((format!("bytes/conn ({} conns)", conns.len()), per));
+            // Measured connections must still be served: every one answers a PINGREQ.
+            let alive = load::ping_all(&mut conns).await;
+            row.extra = Some((
+                format!("bytes/conn ({} conns, {alive} alive)", conns.len()),
+                per,
+            ));
             row.received = conns.len() as u64;
             drop(conns);
         }

@@ -27,6 +27,8 @@ pub struct TransportRow {
     pub connect_p50_ms: f64,
     pub connect_p99_ms: f64,
     pub idle_bytes_per_conn: f64,
+    /// Idle connections that answered a PINGREQ after the memory was measured.
+    pub idle_alive: usize,
     pub error: Option<String>,
 }
 
@@ -132,7 +134,13 @@ impl Clients {
         mqtt.alpn_protocols = vec![b"mqtt".to_vec()];
         let quic_tls = quinn::crypto::rustls::QuicClientConfig::try_from(mqtt.clone())?;
         let mut quic = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        quic.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic_tls)));
+        let mut client = quinn::ClientConfig::new(Arc::new(quic_tls));
+        // Opening thousands of idle connections takes longer than quinn's default 30 s
+        // idle timeout: keep the early ones alive until they are counted and pinged.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(10)));
+        client.transport_config(Arc::new(transport));
+        quic.set_default_client_config(client);
         Ok(Clients {
             tls: Arc::new(mqtt),
             tls_ws: Arc::new(base),
@@ -141,6 +149,24 @@ impl Clients {
     }
 
     async fn open(&self, scheme: &str, addr: SocketAddr) -> anyhow::Result<Conn> {
+        self.open_from(scheme, addr, None).await
+    }
+
+    /// Like `open`, from source address `src` for TCP-based transports (QUIC always
+    /// uses the one client endpoint).
+    async fn open_from(
+        &self,
+        scheme: &str,
+        addr: SocketAddr,
+        src: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Conn> {
+        let tcp = async || {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            if let Some(ip) = src {
+                sock.bind(SocketAddr::new(ip, 0))?;
+            }
+            anyhow::Ok(sock.connect(addr).await?)
+        };
         let name =
             || rustls::pki_types::ServerName::try_from("localhost").map_err(anyhow::Error::from);
         let ws_request = |scheme: &str| {
@@ -153,11 +179,11 @@ impl Clients {
         };
         Ok(match scheme {
             "tcp" => Conn {
-                io: Box::new(tokio::net::TcpStream::connect(addr).await?),
+                io: Box::new(tcp().await?),
                 _quic: None,
             },
             "tls" => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+                let s = tcp().await?;
                 let s = tokio_rustls::TlsConnector::from(self.tls.clone())
                     .connect(name()?, s)
                     .await?;
@@ -167,7 +193,7 @@ impl Clients {
                 }
             }
             "ws" => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+                let s = tcp().await?;
                 let (ws, _) = tokio_tungstenite::client_async(ws_request("ws")?, s).await?;
                 Conn {
                     io: Box::new(switchboard_broker::transport::ws::WsStream::new(ws)),
@@ -175,7 +201,7 @@ impl Clients {
                 }
             }
             "wss" => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+                let s = tcp().await?;
                 let s = tokio_rustls::TlsConnector::from(self.tls_ws.clone())
                     .connect(name()?, s)
                     .await?;
@@ -242,7 +268,7 @@ pub async fn run(work: &Path, idle: usize) -> anyhow::Result<(Vec<TransportRow>,
     let certs = ensure_dev_certs(&work.join("certs"))?;
     let clients = Clients::new(&certs)?;
     let mut rows = Vec::new();
-    for scheme in ["tcp", "tls", "ws", "wss", "quic"] {
+    for (index, scheme) in ["tcp", "tls", "ws", "wss", "quic"].into_iter().enumerate() {
         let mut row = TransportRow {
             transport: scheme.into(),
             ..TransportRow::default()
@@ -264,24 +290,35 @@ pub async fn run(work: &Path, idle: usize) -> anyhow::Result<(Vec<TransportRow>,
             let before = broker.rss_kb();
             let mut held = Vec::with_capacity(idle);
             for i in 0..idle {
-                let mut c = clients.open(scheme, addr).await?;
+                // Spread over source addresses (the broker caps connections per address).
+                let src = super::load::idle_source(250 + index as u8, i);
+                let mut c = clients.open_from(scheme, addr, Some(src)).await?;
                 mqtt_connect(&mut c.io, &format!("idle-{scheme}-{i}")).await?;
                 held.push(c);
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             row.idle_bytes_per_conn =
                 (broker.rss_kb().saturating_sub(before)) as f64 * 1024.0 / idle as f64;
+            // Every measured connection must still be served.
+            for c in &mut held {
+                c.io.write_all(&encode(&Packet::PingReq)).await?;
+                let mut rb = BytesMut::new();
+                if let Ok(Packet::PingResp) = read(&mut c.io, &mut rb).await {
+                    row.idle_alive += 1;
+                }
+            }
             drop(held);
             Ok(())
         }
         .await;
         row.error = result.err().map(|e| format!("{e:#}"));
         println!(
-            "transport {:5} connect p50 {:6.2} ms p99 {:6.2} ms  idle {:8.0} B/conn{}",
+            "transport {:5} connect p50 {:6.2} ms p99 {:6.2} ms  idle {:8.0} B/conn ({} alive){}",
             row.transport,
             row.connect_p50_ms,
             row.connect_p99_ms,
             row.idle_bytes_per_conn,
+            row.idle_alive,
             row.error
                 .as_ref()
                 .map(|e| format!("  ERROR {e}"))
@@ -397,15 +434,16 @@ fn encode(p: &Packet) -> BytesMut {
 /// The markdown table of the transport benchmark.
 pub fn markdown(rows: &[TransportRow], migration: &str, idle: usize) -> String {
     let mut md = format!(
-        "| transport | connect p50 ms | connect p99 ms | broker bytes per idle connection ({idle}) |\n|---|---|---|---|\n"
+        "| transport | connect p50 ms | connect p99 ms | broker bytes per idle connection ({idle}) | alive after |\n|---|---|---|---|---|\n"
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.0} |{}\n",
+            "| {} | {:.2} | {:.2} | {:.0} | {} |{}\n",
             r.transport,
             r.connect_p50_ms,
             r.connect_p99_ms,
             r.idle_bytes_per_conn,
+            r.idle_alive,
             r.error
                 .as_ref()
                 .map(|e| format!(" error: {e}"))

@@ -1,0 +1,75 @@
+//! Reading from the client without a read buffer per idle connection.
+//!
+//! Most connections are quiet most of the time (a phone sends a PINGREQ every few
+//! minutes). A quiet connection waits for bytes without owning any buffer: when the socket
+//! has data, it is read into one scratch buffer per worker thread and only the bytes read
+//! are copied to the connection's own buffer, which the session then decodes and which is
+//! dropped again once no partial packet is left in it. A busy connection (its last read
+//! filled at least half its room) reads straight into its own buffer, as before, so the
+//! hot path costs no copy.
+//!
+//! This relies on the `AsyncRead` contract: a read that returns `Pending` has not consumed
+//! anything, so the scratch buffer is only borrowed inside one `poll` and never across an
+//! `.await`.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// Size of the per-thread scratch buffer: one read of a quiet connection takes at most this.
+pub(super) const SCRATCH: usize = 4 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
+}
+
+/// Reads what is available into `rbuf`: straight into it when `hot`, else through the
+/// thread's scratch buffer (`rbuf` then grows by exactly the bytes read). `Ok(0)` is the
+/// end of the stream.
+pub(super) async fn read_into<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    hot: bool,
+) -> io::Result<usize> {
+    if hot {
+        return rd.read_buf(rbuf).await;
+    }
+    poll_fn(|cx| {
+        SCRATCH_BUF.with(|cell| {
+            // Nothing on this thread reads while another read holds the buffer (a poll
+            // does not re-enter); should one ever, it gets a buffer of its own.
+            let mut guard = cell.try_borrow_mut().ok();
+            let mut own = Vec::new();
+            let scratch: &mut [u8] = match guard.as_deref_mut() {
+                Some(b) => b,
+                None => {
+                    own.resize(SCRATCH, 0);
+                    &mut own
+                }
+            };
+            let mut rb = ReadBuf::new(scratch);
+            match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let filled = rb.filled();
+                    rbuf.extend_from_slice(filled);
+                    Poll::Ready(Ok(filled.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
+}
+
+/// Drops `rbuf`'s memory when it holds no partial packet and the connection is quiet.
+pub(super) fn release_if_idle(rbuf: &mut BytesMut, hot: bool) {
+    if !hot && rbuf.is_empty() && rbuf.capacity() > 0 {
+        *rbuf = BytesMut::new();
+    }
+}
