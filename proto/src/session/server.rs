@@ -485,6 +485,12 @@ impl ServerSession {
     /// goes quiet, so that an idle connection holds none of them; a busy connection that
     /// does not call it keeps reusing them.
     pub fn shrink_idle(&mut self) {
+        if !self.outbound.is_empty() || !self.incoming_unacked.is_empty() {
+            // Deliveries or acknowledgements in flight: a busy subscriber or publisher
+            // sending small packets (PUBACKs), not an idle one; freeing now would only
+            // make the next delivery allocate again.
+            return;
+        }
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
