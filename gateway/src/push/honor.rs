@@ -9,8 +9,6 @@
 //! token refused or expired) renew it and retry; `81000001` (internal error), HTTP 5xx / 429
 //! retry; anything else fails.
 
-use std::time::Duration;
-
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
@@ -110,26 +108,7 @@ impl Honor {
         let v = a.json();
         let code = code_of(&v["code"]);
         let why = format!("Honor {} {code}: {}", a.status, v["message"]);
-        match code.as_str() {
-            "200" if a.status == 200 => Outcome::Sent,
-            "80300007" | "80100000" => Outcome::Dead(why),
-            "80200001" | "80200003" => {
-                *self.bearer.lock() = None;
-                Outcome::Retry {
-                    reason: why,
-                    after: Some(Duration::ZERO),
-                }
-            }
-            "81000001" => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ => Outcome::Failed(why),
-        }
+        super::huawei::push_kit_outcome(&code, "200", why, &a, &self.bearer)
     }
 }
 

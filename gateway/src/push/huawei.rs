@@ -101,26 +101,7 @@ impl Huawei {
         let v = a.json();
         let code = v["code"].as_str().unwrap_or_default();
         let why = format!("Huawei {} {code}: {}", a.status, v["msg"]);
-        match code {
-            "80000000" if a.status == 200 => Outcome::Sent,
-            "80100000" | "80300007" => Outcome::Dead(why),
-            "80200001" | "80200003" => {
-                *self.bearer.lock() = None;
-                Outcome::Retry {
-                    reason: why,
-                    after: Some(Duration::ZERO),
-                }
-            }
-            "81000001" => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ => Outcome::Failed(why),
-        }
+        push_kit_outcome(code, "80000000", why, &a, &self.bearer)
     }
 }
 
@@ -131,5 +112,39 @@ impl PushProvider for Huawei {
 
     fn send<'a>(&'a self, device: &'a Device, n: &'a Notification) -> Attempt<'a> {
         Box::pin(self.attempt(device, n))
+    }
+}
+
+/// Maps a Push Kit answer (Huawei's, and Honor's, which kept its result codes) to an
+/// outcome: `success` with HTTP 200 is sent; 80100000 / 80300007 (bad or unknown token)
+/// remove the token; 80200001 / 80200003 (access token invalid or expired) drop the cached
+/// token and retry at once; 81000001 (flow control), 429 and 5xx retry honouring
+/// `Retry-After`.
+pub(super) fn push_kit_outcome(
+    code: &str,
+    success: &str,
+    why: String,
+    a: &super::https::Answer,
+    bearer: &Mutex<Option<Bearer>>,
+) -> Outcome {
+    match code {
+        c if c == success && a.status == 200 => Outcome::Sent,
+        "80100000" | "80300007" => Outcome::Dead(why),
+        "80200001" | "80200003" => {
+            *bearer.lock() = None;
+            Outcome::Retry {
+                reason: why,
+                after: Some(Duration::ZERO),
+            }
+        }
+        "81000001" => Outcome::Retry {
+            reason: why,
+            after: a.retry_after(),
+        },
+        _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
+            reason: why,
+            after: a.retry_after(),
+        },
+        _ => Outcome::Failed(why),
     }
 }
