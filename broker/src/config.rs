@@ -64,6 +64,13 @@ pub struct ClusterConfig {
     /// (`postgres://user:password@host:5432/switchboard`); set, it replaces the embedded
     /// redb file. Unset: the embedded store.
     pub postgres_url: Option<String>,
+    /// Seconds a node's lease lasts (with `postgres_url`): a node that has not renewed it
+    /// for that long is taken for dead, and a survivor adopts its sessions and fires the
+    /// wills of its connections. Renewed every third of it.
+    pub lease_secs: u64,
+    /// Server Reference given to clients while this node drains (`switchboard ctl
+    /// drain`); unset: another live node's address from the leases.
+    pub redirect_to: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -75,6 +82,8 @@ impl Default for ClusterConfig {
             forward_queue: 65_536,
             inbound_queue: 8192,
             postgres_url: None,
+            lease_secs: 10,
+            redirect_to: None,
         }
     }
 }
