@@ -79,6 +79,7 @@ impl BrokerState {
         c: &Arc<Cluster>,
         client_id: &str,
         owner: Option<&str>,
+        clean_start: bool,
     ) -> Result<(), OpenError> {
         let Some(reg) = c.registry() else {
             return Ok(());
@@ -122,16 +123,25 @@ impl BrokerState {
                 }
             }
         }
-        if !reg
+        let Some(orphan) = reg
             .hold(client_id, claim.epoch, dead.as_deref())
             .await
             .map_err(unavailable)?
-        {
+        else {
             reg.stats.claims_lost.fetch_add(1, Ordering::Relaxed);
             return Err(OpenError::Busy);
-        }
+        };
         if !self.sessions.contains(client_id) {
             self.load_from_store(client_id).await;
+        }
+        // The connection that held the session died with its node: its will is due now
+        // unless it has a delay and the session resumes here ([MQTT-3.1.3-9]).
+        if let Some((raw, delay)) = orphan
+            && (delay == 0 || clean_start || !self.sessions.contains(client_id))
+            && let Some(w) = codec::decode_message(&raw, Instant::now())
+        {
+            reg.stats.wills_fired.fetch_add(1, Ordering::Relaxed);
+            self.publish_will(Arc::new(w));
         }
         Ok(())
     }
@@ -271,6 +281,13 @@ pub(super) async fn lease(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
     };
     let period = reg.lease() / 3;
     let mut first = true;
+    // The lease carries the node's address (for redirection): wait for the listeners.
+    for _ in 0..200 {
+        if state.addrs.get().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     loop {
         let addr = state
             .addrs

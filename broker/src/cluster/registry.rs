@@ -252,26 +252,38 @@ impl Registry {
     }
 
     /// Holds `client_id` at `epoch` if nobody else holds it (or `dead`, a holder whose
-    /// lease expired, does); false if a later claim came first.
+    /// lease expired, does): `None` if a later claim came first, else the will that the
+    /// dead holder's connection left (its delay in seconds).
     pub async fn hold(
         &self,
         client_id: &str,
         epoch: i64,
         dead: Option<&str>,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Option<Option<(Vec<u8>, u32)>>, RegistryError> {
         let rows = self
             .query(
-                "UPDATE sb_registry SET holder = $2, will = NULL \
-                 WHERE client_id = $1 AND epoch = $3 \
-                 AND (holder IS NULL OR holder = $2 OR holder = $4) RETURNING 1",
+                "WITH old AS (SELECT client_id, will, will_delay, holder FROM sb_registry \
+                 WHERE client_id = $1 FOR UPDATE) \
+                 UPDATE sb_registry r SET holder = $2, will = NULL FROM old \
+                 WHERE r.client_id = old.client_id AND r.epoch = $3 \
+                 AND (r.holder IS NULL OR r.holder = $2 OR r.holder = $4) \
+                 RETURNING old.will, old.will_delay, old.holder",
                 &[&client_id.as_bytes(), &self.node, &epoch, &dead],
             )
             .await?;
-        let held = !rows.is_empty();
-        if held {
-            self.epochs.lock().insert(client_id.to_owned(), epoch);
-        }
-        Ok(held)
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        self.epochs.lock().insert(client_id.to_owned(), epoch);
+        let will: Option<Vec<u8>> = r.try_get(0).ok().flatten();
+        let delay: i64 = r.try_get(1).unwrap_or(0);
+        let old: Option<String> = r.try_get(2).ok().flatten();
+        // Only a dead holder's will is an orphan; this node's own is its connection's.
+        let orphan = match (old.as_deref(), dead) {
+            (Some(o), Some(d)) if o == d => will,
+            _ => None,
+        };
+        Ok(Some(orphan.map(|w| (w, delay.clamp(0, i64::from(u32::MAX)) as u32))))
     }
 
     /// Appends the registry's and the lease's figures (label `node`) to a Prometheus page.

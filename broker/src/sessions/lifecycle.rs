@@ -40,7 +40,8 @@ impl BrokerState {
                 // The shared registry decides; the node holding the session parks it and
                 // lets go, then it is loaded here (`cluster::handover`).
                 _claim_guard = Some(c.lock_client(client_id).await);
-                self.claim_in_cluster(c, client_id, owner).await?;
+                self.claim_in_cluster(c, client_id, owner, clean_start)
+                    .await?;
             } else {
                 // Another node holding this client id lets go first (DISCONNECT 0x8E there).
                 c.take_over(client_id).await;
