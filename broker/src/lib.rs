@@ -269,7 +269,10 @@ impl Broker {
             quic.push((ep, local));
         }
         let cluster = cluster::Cluster::connect(&self.config.cluster).await?;
-        let snapshot = match (&self.store, cluster.as_ref().filter(|c| c.registry().is_some())) {
+        let snapshot = match (
+            &self.store,
+            cluster.as_ref().filter(|c| c.registry().is_some()),
+        ) {
             // A store shared by the cluster: only this node's sessions.
             (Some(st), Some(c)) => Some(st.load_scoped(&store::Scope {
                 holder: Some(c.node().to_owned()),

@@ -88,7 +88,10 @@ pub fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
             let (method, body) = if stop {
                 ("DELETE", None)
             } else {
-                ("POST", to.map(|t| serde_json::json!({ "to": t }).to_string()))
+                (
+                    "POST",
+                    to.map(|t| serde_json::json!({ "to": t }).to_string()),
+                )
             };
             let answer = http(&admin, method, "/api/v1/drain", body.as_deref())?;
             if !(200..300).contains(&answer.status) {

@@ -54,7 +54,7 @@ impl Cluster {
                     ("SWITCHBOARD__CLUSTER__NODE_ID", &node_id),
                     ("SWITCHBOARD__CLUSTER__NATS_URL", &nats_url),
                     ("SWITCHBOARD__CLUSTER__POSTGRES_URL", &url),
-                    ("SWITCHBOARD__CLUSTER__LEASE_SECS", "2"),
+                    ("SWITCHBOARD__CLUSTER__LEASE_SECS", "3"),
                     ("SWITCHBOARD__BROKER__ADMIN__LISTEN", "127.0.0.1:0"),
                     ("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true"),
                 ],
@@ -162,8 +162,13 @@ async fn publish_acked(addr: SocketAddr, id: &str, topic: &str, from: u32, n: u3
     let (mut p, ack) = RawClient::connect(addr, connect_packet(Version::V5, id)).await;
     assert_eq!(connack(&ack).code, ReasonCode::Success);
     for i in 0..n {
-        p.send(&publish(topic, QoS::AtLeastOnce, i as u16 + 1, (from + i).to_string()))
-            .await;
+        p.send(&publish(
+            topic,
+            QoS::AtLeastOnce,
+            i as u16 + 1,
+            (from + i).to_string(),
+        ))
+        .await;
     }
     let mut acked = 0;
     while acked < n {
@@ -200,9 +205,9 @@ async fn a_session_moves_between_nodes_with_its_unacknowledged_and_queued_messag
     assert!(ack.session_present, "the session came along");
     let closed = a.expect_closed().await;
     assert!(
-        closed.iter().any(
-            |p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SessionTakenOver)
-        ),
+        closed
+            .iter()
+            .any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::SessionTakenOver)),
         "{closed:?}"
     );
     let mut again = BTreeSet::new();
@@ -227,12 +232,20 @@ async fn a_session_moves_between_nodes_with_its_unacknowledged_and_queued_messag
     }
     assert_eq!(queued, (100..110).collect());
     // The session's subscription lives on node 2 now: a publish anywhere reaches it.
-    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| n >= 2).await;
+    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| {
+        n >= 2
+    })
+    .await;
     publish_acked(c.addr(0), "pub2", "q/c", 200, 1).await;
     assert_eq!(number(&d.next_publish().await), 200);
-    assert!(metric(c.admin(2), "switchboard_cluster_registry_sessions_loaded_total")
+    assert!(
+        metric(
+            c.admin(2),
+            "switchboard_cluster_registry_sessions_loaded_total"
+        )
         .await
-        .is_some_and(|n| n >= 1));
+        .is_some_and(|n| n >= 1)
+    );
     assert!(c.total("switchboard_cluster_registry_releases_total").await >= 2);
     c.stop().await;
 }
@@ -282,9 +295,12 @@ async fn client_id_ownership_is_checked_across_nodes() {
     assert_eq!(ack.code, ReasonCode::Success);
     assert!(ack.session_present);
     assert!(
-        metric(c.admin(1), "switchboard_cluster_registry_claims_refused_total")
-            .await
-            .is_some_and(|n| n >= 1)
+        metric(
+            c.admin(1),
+            "switchboard_cluster_registry_claims_refused_total"
+        )
+        .await
+        .is_some_and(|n| n >= 1)
     );
     c.stop().await;
 }
@@ -332,7 +348,8 @@ async fn two_connects_racing_on_two_nodes_end_with_one_session() {
     let mut online = 0;
     for i in 0..3 {
         let out = c.node(i).ctl_output(&["client", "racer"]).await;
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"online\": true") {
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"online\": true")
+        {
             online += 1;
         }
     }
@@ -396,12 +413,13 @@ async fn publisher(addr: SocketAddr) -> Vec<u32> {
         while inflight.len() < 16 {
             let pkid = (next % 60_000) as u16 + 1;
             inflight.insert(pkid, next);
-            let qos = if next % 2 == 0 {
+            let qos = if next.is_multiple_of(2) {
                 QoS::AtLeastOnce
             } else {
                 QoS::ExactlyOnce
             };
-            c.send(&publish("load/x", qos, pkid, next.to_string())).await;
+            c.send(&publish("load/x", qos, pkid, next.to_string()))
+                .await;
             next += 1;
         }
         match c.recv_within(Duration::from_secs(10)).await {
@@ -444,7 +462,10 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
     };
     // A watcher for wills on node 2.
     let mut w = persistent_subscriber(c.addr(2), "watcher", "will/#", QoS::AtLeastOnce).await;
-    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| n >= 2).await;
+    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| {
+        n >= 2
+    })
+    .await;
     // On node 0: a persistent subscriber and a non-persistent client, both with wills, and
     // a publisher under load.
     let (mut s, ack) = RawClient::connect(
@@ -473,8 +494,12 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
     let (mut s, ack) = RawClient::connect(c.addr(1), persistent_connect("sub", 3600)).await;
     let ack = connack(&ack);
     assert_eq!(ack.code, ReasonCode::Success);
-    assert!(ack.session_present, "the persistent session resumed on another node");
-    let delivered = |g: &Received| -> BTreeSet<u32> { g.qos1.iter().chain(&g.qos2).copied().collect() };
+    assert!(
+        ack.session_present,
+        "the persistent session resumed on another node"
+    );
+    let delivered =
+        |g: &Received| -> BTreeSet<u32> { g.qos1.iter().chain(&g.qos2).copied().collect() };
     let acked2 = acked.clone();
     assert!(
         drain_deliveries(&mut s, &mut got, move |g| acked2.is_subset(&delivered(g))).await,
@@ -483,7 +508,11 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
     let mut twice: Vec<u32> = got.qos2.clone();
     twice.sort_unstable();
     twice.dedup();
-    assert_eq!(twice.len(), got.qos2.len(), "no QoS 2 message delivered twice");
+    assert_eq!(
+        twice.len(),
+        got.qos2.len(),
+        "no QoS 2 message delivered twice"
+    );
 
     // Both wills of node 0's connections fired, once each.
     let mut wills = Vec::new();
@@ -495,12 +524,19 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
     wills.sort();
     assert_eq!(wills, ["will/np", "will/sub"]);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while c.total("switchboard_cluster_orphan_wills_fired_total").await < 2
+    while c
+        .total("switchboard_cluster_orphan_wills_fired_total")
+        .await
+        < 2
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(c.total("switchboard_cluster_orphan_wills_fired_total").await, 2);
+    assert_eq!(
+        c.total("switchboard_cluster_orphan_wills_fired_total")
+            .await,
+        2
+    );
     assert!(
         matches!(w.recv_within(Duration::from_millis(500)).await, Err(())),
         "no will published twice"
@@ -520,7 +556,12 @@ async fn ctl_drain_moves_clients_to_another_node_with_a_server_reference() {
         return;
     };
     // Node 1's lease carries its address from its second renewal on.
-    until_metric(c.admin(1), "switchboard_cluster_lease_renewals_total", |n| n >= 2).await;
+    until_metric(
+        c.admin(1),
+        "switchboard_cluster_lease_renewals_total",
+        |n| n >= 2,
+    )
+    .await;
     let mut a = persistent_subscriber(c.addr(0), "mover", "m/#", QoS::AtLeastOnce).await;
     let out = c.node(0).ctl(&["drain"]).await;
     let answer: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON answer");
@@ -541,7 +582,10 @@ async fn ctl_drain_moves_clients_to_another_node_with_a_server_reference() {
     let (_, ack) = RawClient::connect(c.addr(0), persistent_connect("late", 60)).await;
     let ack = connack(&ack);
     assert_eq!(ack.code, ReasonCode::UseAnotherServer);
-    assert_eq!(ack.properties.server_reference.as_deref(), Some(to.as_str()));
+    assert_eq!(
+        ack.properties.server_reference.as_deref(),
+        Some(to.as_str())
+    );
     // The client follows the reference and finds its session there.
     let addr: SocketAddr = to.parse().expect("host:port");
     let (mut b, ack) = RawClient::connect(addr, persistent_connect("mover", 3600)).await;

@@ -98,8 +98,7 @@ impl BrokerState {
             reg.stats.claims_waited.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + CLAIM_WAIT;
             let mut asked = None::<Instant>;
-            loop {
-                let Some(h) = holder.clone() else { break };
+            while let Some(h) = holder.clone() {
                 if asked.is_none_or(|t| t.elapsed() >= ASK_AGAIN) {
                     c.ask_release(&h, client_id).await;
                     asked = Some(Instant::now());
@@ -189,7 +188,10 @@ impl BrokerState {
             match tokio::time::timeout(FLUSH_WAIT, rx).await {
                 Ok(Ok(Ok(_))) => {}
                 _ => {
-                    warn!(client_id, "store did not commit the parked session: not released");
+                    warn!(
+                        client_id,
+                        "store did not commit the parked session: not released"
+                    );
                     return;
                 }
             }
@@ -268,19 +270,24 @@ pub(super) async fn answer(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
             continue;
         }
         let (c, s, id) = (cluster.clone(), state.clone(), client_id.to_owned());
-        state.tasks.spawn(async move { s.release_to_cluster(&c, &id).await });
+        state
+            .tasks
+            .spawn(async move { s.release_to_cluster(&c, &id).await });
     }
 }
 
 /// Renews this node's lease, adopts this node's own sessions left from its previous run
 /// (firing the wills of connections that died with it), and adopts the sessions of every
-/// node whose lease expired and that this node wins, until shutdown.
+/// node whose lease expired and that this node wins, until shutdown. A node that could not
+/// renew its lease for a whole lease period fences itself: the others may have adopted its
+/// sessions, so it disconnects its clients (0x89) and forgets its parked sessions.
 pub(super) async fn lease(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
     let Some(reg) = cluster.registry() else {
         return;
     };
     let period = reg.lease() / 3;
     let mut first = true;
+    let mut renewed = Instant::now();
     // The lease carries the node's address (for redirection): wait for the listeners.
     for _ in 0..200 {
         if state.addrs.get().is_some() {
@@ -294,8 +301,20 @@ pub(super) async fn lease(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
             .get()
             .and_then(|a| a.tcp.first())
             .map(|a| a.to_string());
-        if let Err(e) = reg.renew(addr.as_deref()).await {
-            warn!(error = %e, "cannot renew this node's lease");
+        match reg.renew(addr.as_deref()).await {
+            Ok(()) => renewed = Instant::now(),
+            Err(e) => warn!(error = %e, "cannot renew this node's lease"),
+        }
+        if renewed.elapsed() > reg.lease() && !reg.forget_all().is_empty() {
+            // Other nodes take this one for dead and adopt its sessions: stop serving
+            // them here (clients reconnect, through the load balancer, to a live node).
+            warn!("lease lost: disconnecting every client of this node");
+            for id in state.online_clients() {
+                state.kick_with(&id, ReasonCode::ServerBusy, None);
+            }
+            for id in state.parked_clients() {
+                state.evict(&id);
+            }
         }
         if first {
             first = false;

@@ -113,7 +113,8 @@ pub struct Cluster {
     /// Where ids of this node start (`incarnation << 32` with a registry, else 0).
     id_base: u64,
     /// Claims and releases under way, per client id ([`Cluster::lock_client`]).
-    client_locks: parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    client_locks:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// `cluster.redirect_to`: the Server Reference given when draining.
     redirect_to: Option<String>,
 }
@@ -306,7 +307,9 @@ impl Cluster {
             state
                 .tasks
                 .spawn(handover::answer(self.clone(), state.clone()));
-            state.tasks.spawn(handover::lease(self.clone(), state.clone()));
+            state
+                .tasks
+                .spawn(handover::lease(self.clone(), state.clone()));
         }
     }
 

@@ -143,10 +143,11 @@ impl Registry {
         {
             return Ok(c.clone());
         }
-        let (client, conn) = tokio::time::timeout(TIMEOUT, self.config.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| RegistryError::Timeout)?
-            .map_err(db)?;
+        let (client, conn) =
+            tokio::time::timeout(TIMEOUT, self.config.connect(tokio_postgres::NoTls))
+                .await
+                .map_err(|_| RegistryError::Timeout)?
+                .map_err(db)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "registry connection ended");
@@ -178,10 +179,9 @@ impl Registry {
         if r.is_err() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             // A broken connection is replaced on the next call.
-            if let Some(c) = self.client.lock().as_ref()
-                && c.is_closed()
-            {
-                self.client.lock().take();
+            let mut client = self.client.lock();
+            if client.as_ref().is_some_and(|c| c.is_closed()) {
+                *client = None;
             }
         }
         r
@@ -283,7 +283,9 @@ impl Registry {
             (Some(o), Some(d)) if o == d => will,
             _ => None,
         };
-        Ok(Some(orphan.map(|w| (w, delay.clamp(0, i64::from(u32::MAX)) as u32))))
+        Ok(Some(
+            orphan.map(|w| (w, delay.clamp(0, i64::from(u32::MAX)) as u32)),
+        ))
     }
 
     /// Appends the registry's and the lease's figures (label `node`) to a Prometheus page.
@@ -293,20 +295,90 @@ impl Registry {
         let node = self.node.replace('\\', "\\\\").replace('"', "\\\"");
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let rows: [(&str, &str, &str, u64); 14] = [
-            ("registry_claims_total", "Client-id claims made by CONNECTs here.", "counter", g(&s.claims)),
-            ("registry_claims_waited_total", "Claims that waited for another node to let go.", "counter", g(&s.claims_waited)),
-            ("registry_claims_lost_total", "Claims overtaken by a later CONNECT elsewhere (0x89).", "counter", g(&s.claims_lost)),
-            ("registry_claims_refused_total", "Claims refused: client id owned by another identity (0x85).", "counter", g(&s.claims_refused)),
-            ("registry_sessions_loaded_total", "Sessions loaded from the shared store on CONNECT.", "counter", g(&s.sessions_loaded)),
-            ("registry_releases_total", "Sessions handed to another node.", "counter", g(&s.releases)),
-            ("registry_errors_total", "Registry statements that failed.", "counter", g(&s.errors)),
-            ("registry_rtt_microseconds", "Round trip of the last registry statement.", "gauge", g(&s.last_rtt_us)),
-            ("registry_held_sessions", "Sessions this node holds in the registry.", "gauge", self.epochs.lock().len() as u64),
-            ("lease_renewals_total", "Lease renewals.", "counter", g(&s.lease_renewals)),
-            ("lease_failures_total", "Lease renewals that failed.", "counter", g(&s.lease_failures)),
-            ("nodes_reaped_total", "Expired nodes whose sessions this node adopted.", "counter", g(&s.nodes_reaped)),
-            ("sessions_adopted_total", "Sessions adopted from expired nodes (or this node's previous run).", "counter", g(&s.sessions_adopted)),
-            ("orphan_wills_fired_total", "Wills of connections that died with their node, published here.", "counter", g(&s.wills_fired)),
+            (
+                "registry_claims_total",
+                "Client-id claims made by CONNECTs here.",
+                "counter",
+                g(&s.claims),
+            ),
+            (
+                "registry_claims_waited_total",
+                "Claims that waited for another node to let go.",
+                "counter",
+                g(&s.claims_waited),
+            ),
+            (
+                "registry_claims_lost_total",
+                "Claims overtaken by a later CONNECT elsewhere (0x89).",
+                "counter",
+                g(&s.claims_lost),
+            ),
+            (
+                "registry_claims_refused_total",
+                "Claims refused: client id owned by another identity (0x85).",
+                "counter",
+                g(&s.claims_refused),
+            ),
+            (
+                "registry_sessions_loaded_total",
+                "Sessions loaded from the shared store on CONNECT.",
+                "counter",
+                g(&s.sessions_loaded),
+            ),
+            (
+                "registry_releases_total",
+                "Sessions handed to another node.",
+                "counter",
+                g(&s.releases),
+            ),
+            (
+                "registry_errors_total",
+                "Registry statements that failed.",
+                "counter",
+                g(&s.errors),
+            ),
+            (
+                "registry_rtt_microseconds",
+                "Round trip of the last registry statement.",
+                "gauge",
+                g(&s.last_rtt_us),
+            ),
+            (
+                "registry_held_sessions",
+                "Sessions this node holds in the registry.",
+                "gauge",
+                self.epochs.lock().len() as u64,
+            ),
+            (
+                "lease_renewals_total",
+                "Lease renewals.",
+                "counter",
+                g(&s.lease_renewals),
+            ),
+            (
+                "lease_failures_total",
+                "Lease renewals that failed.",
+                "counter",
+                g(&s.lease_failures),
+            ),
+            (
+                "nodes_reaped_total",
+                "Expired nodes whose sessions this node adopted.",
+                "counter",
+                g(&s.nodes_reaped),
+            ),
+            (
+                "sessions_adopted_total",
+                "Sessions adopted from expired nodes (or this node's previous run).",
+                "counter",
+                g(&s.sessions_adopted),
+            ),
+            (
+                "orphan_wills_fired_total",
+                "Wills of connections that died with their node, published here.",
+                "counter",
+                g(&s.wills_fired),
+            ),
         ];
         for (name, help, kind, value) in rows {
             let _ = writeln!(
@@ -314,6 +386,11 @@ impl Registry {
                 "# HELP switchboard_cluster_{name} {help}\n# TYPE switchboard_cluster_{name} {kind}\nswitchboard_cluster_{name}{{node=\"{node}\"}} {value}"
             );
         }
+    }
+
+    /// Forgets every session this node held (it fenced itself off: see `handover::lease`).
+    pub fn forget_all(&self) -> Vec<String> {
+        self.epochs.lock().drain().map(|(id, _)| id).collect()
     }
 
     /// The epoch at which this node holds `client_id`, if it does.
@@ -457,5 +534,4 @@ impl Registry {
             .fetch_add(out.len() as u64, Ordering::Relaxed);
         Ok(out)
     }
-
 }

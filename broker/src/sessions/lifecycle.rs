@@ -399,7 +399,9 @@ impl BrokerState {
     /// connection's) or ended for good. Written in the background; a claim made since
     /// (a newer epoch) is left alone.
     fn registry_note(self: &Arc<Self>, client_id: &str, parked: bool) {
-        let Some(c) = self.cluster.clone() else { return };
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
         let Some(epoch) = c.registry().and_then(|r| r.epoch_of(client_id)) else {
             return;
         };

@@ -381,6 +381,15 @@ impl BrokerState {
             .collect()
     }
 
+    /// Client ids of parked (offline) sessions.
+    pub fn parked_clients(&self) -> Vec<String> {
+        let map = self.sessions.map.lock();
+        map.iter()
+            .filter(|(_, e)| e.link.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Forgets a parked session here without touching the store (another node took it).
     pub(crate) fn evict(&self, client_id: &str) {
         let removed = {

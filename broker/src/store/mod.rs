@@ -355,7 +355,8 @@ pub trait Store: Send + Sync + 'static {
         let uids: std::collections::HashSet<u64> =
             snap.sessions.iter().map(|(_, r)| r.uid).collect();
         snap.queues.retain(|uid, _| uids.contains(uid));
-        let ids: std::collections::HashSet<&String> = snap.sessions.iter().map(|(c, _)| c).collect();
+        let ids: std::collections::HashSet<&String> =
+            snap.sessions.iter().map(|(c, _)| c).collect();
         snap.awaiting_rel.retain(|c, _| ids.contains(c));
         if !scope.retained {
             snap.retained.clear();

@@ -20,7 +20,10 @@ use crate::store::{StoreError, Table};
 /// Migration numbers and names; the statements come from [`statements`].
 const MIGRATIONS: [(i32, &str); 2] = [
     (1, "initial: MQTT state, payloads, IM tables and logs"),
-    (2, "cluster sessions: client-id registry, node leases, id incarnations"),
+    (
+        2,
+        "cluster sessions: client-id registry, node leases, id incarnations",
+    ),
 ];
 
 /// The statements of migration `version`.
