@@ -74,6 +74,11 @@ pub(crate) struct Driver {
     /// The pause after an inconclusive probe: doubles each time (1 min to 6 h), reset by a
     /// conclusive one.
     probe_backoff: Duration,
+    /// A heartbeat hint was asked for the network in use: no probe before its answer (or
+    /// this deadline, for a broker that does not answer).
+    hint_wait: Option<Instant>,
+    /// The last settled interval reported to the broker's hint table, and where.
+    reported: Option<(String, Duration)>,
 }
 
 impl Drop for Driver {
@@ -131,6 +136,8 @@ impl Driver {
             probe: None,
             probe_paused_until: None,
             probe_backoff: PROBE_BACKOFF_MIN,
+            hint_wait: None,
+            reported: None,
         }
     }
 
@@ -224,7 +231,11 @@ impl Driver {
                     return Ended::Lost(e.to_string());
                 }
             }
-            let timer = self.session.poll_timeout();
+            // The session's timers, and the end of the wait for a hint (probes may start).
+            let timer = match (self.session.poll_timeout(), self.hint_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let probe = &mut self.probe;
             let probed = async move {
                 match probe {
@@ -290,6 +301,7 @@ impl Driver {
                     if !session_present {
                         self.resubscribe();
                     }
+                    self.ask_hint();
                     let _ = self
                         .events
                         .send(Event::Connected {
@@ -298,6 +310,9 @@ impl Driver {
                             reconnects: self.reconnects,
                         })
                         .await;
+                }
+                ClientEvent::Message(p) if p.topic == switchboard_proto::HINT_TOPIC => {
+                    self.on_hint(&p.payload);
                 }
                 ClientEvent::Message(p) => {
                     if self.events.send(Event::Message(p)).await.is_err() {
@@ -336,6 +351,7 @@ impl Driver {
                     if let Some(next) = next {
                         self.use_interval(next).await;
                     }
+                    self.report_settled();
                 }
             }
         }
@@ -375,11 +391,13 @@ impl Driver {
                     p.task.abort();
                 }
                 self.probe_paused_until = None;
+                self.hint_wait = None;
                 self.hb.set_network(now(), &n);
                 let interval = self.hb.interval();
                 self.session.set_keep_alive(interval);
                 if self.session.is_connected() {
                     self.announce(interval);
+                    self.ask_hint();
                 }
                 // Best effort: a full event channel already stops the driver reading.
                 let _ = self.events.try_send(Event::Heartbeat {
@@ -438,9 +456,14 @@ impl Driver {
 
     /// Starts a probe when the policy wants one and none is running.
     fn start_probe(&mut self) {
+        if self.hint_wait.is_some_and(|t| now() >= t) {
+            tracing::debug!("no heartbeat hint from the broker: learning from scratch");
+            self.hint_wait = None;
+        }
         if self.probe.is_some()
             || !self.session.is_connected()
             || self.probe_paused_until.is_some_and(|t| now() < t)
+            || self.hint_wait.is_some()
         {
             return;
         }
@@ -506,6 +529,81 @@ impl Driver {
         if let Some(next) = self.hb.on_probe(now(), p.idle, answered) {
             self.use_interval(next).await;
         }
+        self.report_settled();
+    }
+
+    /// Asks the broker for the heartbeat hint of the network in use, when one would help
+    /// (nothing learned there yet). Probes wait for the answer, a connect timeout at most.
+    fn ask_hint(&mut self) {
+        if !self.hb.wants_hint() || !self.session.is_connected() {
+            return;
+        }
+        let id = crate::heartbeat::network_id(self.hb.network());
+        if self.control(switchboard_proto::NETWORK_TOPIC, id) {
+            self.hint_wait = Some(now() + self.cfg.connect_timeout);
+        }
+    }
+
+    /// The broker's answer on `$control/hint`: `"{seconds} {network id}"`, 0 for none.
+    fn on_hint(&mut self, payload: &[u8]) {
+        let parsed = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|s| s.trim().split_once(' '))
+            .and_then(|(secs, id)| Some((secs.parse::<f64>().ok()?, id.to_owned())));
+        let Some((secs, id)) = parsed else {
+            tracing::debug!("malformed heartbeat hint ignored");
+            return;
+        };
+        let network = self.hb.network().to_owned();
+        if id != crate::heartbeat::network_id(&network) {
+            return; // the answer for a network the device has left
+        }
+        self.hint_wait = None;
+        if secs.is_finite() && secs > 0.0 {
+            tracing::debug!(network, secs, "heartbeat hint");
+            self.hb
+                .set_hint(&network, Duration::from_secs_f64(secs.min(65_535.0)));
+        }
+    }
+
+    /// Reports what the heartbeat proved on this network, once per new value, so the next
+    /// devices there start from it.
+    fn report_settled(&mut self) {
+        let Some(proven) = self.hb.proven() else {
+            return;
+        };
+        let network = self.hb.network().to_owned();
+        if self.reported.as_ref() == Some(&(network.clone(), proven)) {
+            return;
+        }
+        let payload = format!(
+            "{:.3} {}",
+            proven.as_secs_f64(),
+            crate::heartbeat::network_id(&network)
+        );
+        if self.control(switchboard_proto::SETTLED_TOPIC, payload) {
+            self.reported = Some((network, proven));
+        }
+    }
+
+    /// Publishes a QoS 0 control message to the broker; false when it could not be sent.
+    fn control(&mut self, topic: &str, payload: String) -> bool {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: 0,
+            properties: Properties::default(),
+            payload: Bytes::from(payload),
+        };
+        match self.session.publish(now(), p) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, topic, "control message not sent");
+                false
+            }
+        }
     }
 
     /// The link pings at `interval` from now on: the session, the broker and the app hear.
@@ -526,18 +624,7 @@ impl Driver {
     /// Tells the broker the heartbeat interval now in use.
     fn announce(&mut self, interval: Duration) {
         let secs = interval.as_secs_f64().ceil().max(1.0) as u16;
-        let p = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: switchboard_proto::KEEP_ALIVE_TOPIC.into(),
-            pkid: 0,
-            properties: Properties::default(),
-            payload: Bytes::from(secs.to_string()),
-        };
-        if let Err(e) = self.session.publish(now(), p) {
-            tracing::debug!(error = %e, "heartbeat announcement not sent");
-        }
+        self.control(switchboard_proto::KEEP_ALIVE_TOPIC, secs.to_string());
     }
 }
 
