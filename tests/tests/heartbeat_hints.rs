@@ -2,7 +2,9 @@
 //! the broker aggregates them per network key (declared network id + source /24), and the
 //! next device on that network confirms the hint in two probes instead of searching cold.
 //! A client on another network (another source prefix) cannot move the hint, and one
-//! inventing network ids only churns its own prefix's keys.
+//! inventing network ids only churns its own prefix's keys. And the interval a client
+//! announces on `$control/keepalive` moves the broker's dead-client timeout without a
+//! reconnect.
 //!
 //! Scaled timeline as in `heartbeat.rs`; the NAT timeout is chosen so that every probe of
 //! the cold and of the hinted search lands at least 0.39 s away from it (see `NAT`).
@@ -164,7 +166,11 @@ async fn devices_behind_one_nat_give_the_next_one_a_hint_it_confirms_in_two_prob
     assert!(hint < NAT, "the hint is an interval that worked: {hint:?}");
 
     // The next device there: two probes, settled under the NAT timeout, link kept.
-    let (client, _ev, seen) = learn(nat.addr, "newcomer", "office-wifi").await;
+    // At the same time, another network id behind the same address: no hint, a cold search.
+    let ((client, _ev, seen), (other, _ev2, cold)) = tokio::join!(
+        learn(nat.addr, "newcomer", "office-wifi"),
+        learn(nat.addr, "elsewhere", "cafe-wifi"),
+    );
     assert_eq!(
         seen.probes.len(),
         2,
@@ -183,8 +189,6 @@ async fn devices_behind_one_nat_give_the_next_one_a_hint_it_confirms_in_two_prob
     );
     assert!(seen.disconnects.is_empty(), "{seen:?}");
 
-    // Another network id behind the same address has no hint: a cold search.
-    let (other, _ev2, cold) = learn(nat.addr, "elsewhere", "cafe-wifi").await;
     assert!(
         cold.probes.len() >= 4,
         "no hint for another network: {cold:?}"
@@ -288,5 +292,49 @@ async fn a_lying_client_cannot_move_the_hint_of_another_network_and_the_table_st
         }
     }
     assert_eq!(ask(&mut asker, "46000").await, "6.500 46000");
+    h.shutdown().await;
+}
+
+/// The reason code of the DISCONNECT among `packets`, if any.
+fn disconnect_code(packets: &[Packet]) -> Option<ReasonCode> {
+    packets.iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.code),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_keep_alive_moves_the_brokers_timeout_without_a_reconnect() {
+    let h = broker().await;
+    let addr = h.tcp_addrs()[0];
+    let connect = Connect {
+        keep_alive: 1,
+        ..connect_packet(Version::V5, "announcer")
+    };
+    let (mut c, _) = RawClient::connect(addr, connect).await;
+    c.send(&control(KEEP_ALIVE_TOPIC, "3".into(), 3)).await;
+    match c.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.code, ReasonCode::Success),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Idle for 2.5 s, past the CONNECT's 1.5 × 1 s and well inside 1.5 × 3 s: still there.
+    assert_eq!(
+        c.recv_within(Duration::from_millis(2500)).await,
+        Err(()),
+        "the broker kept its CONNECT timeout"
+    );
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    // A malformed announcement is refused and changes nothing.
+    c.send(&control(KEEP_ALIVE_TOPIC, "soon".into(), 4)).await;
+    match c.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.code, ReasonCode::PayloadFormatInvalid),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Silent past 1.5 × 3 s: the broker gives up on the new interval (0x8D).
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::KeepAliveTimeout)
+    );
     h.shutdown().await;
 }
