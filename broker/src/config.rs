@@ -33,6 +33,8 @@ pub struct BrokerConfig {
     pub response_topic_prefix: String,
     /// Send clients to another server (cluster mode, maintenance).
     pub redirect: Redirect,
+    /// Heartbeat hints per network (`$control/network`, `$control/settled`).
+    pub heartbeat_hints: crate::hints::HintConfig,
     /// Cluster mode (routing over NATS, durable state in PostgreSQL). Set by the binary
     /// from its top-level `cluster` section (`SWITCHBOARD__CLUSTER__...`), not read from the
     /// `broker` section.
@@ -290,6 +292,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             response_topic_prefix: "reply/".into(),
             redirect: Redirect::default(),
+            heartbeat_hints: crate::hints::HintConfig::default(),
             cluster: ClusterConfig::default(),
         }
     }

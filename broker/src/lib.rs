@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod delivery;
+pub mod hints;
 pub mod im;
 pub mod listener;
 pub mod mailbox;
@@ -90,6 +91,8 @@ pub struct BrokerState {
     pub addrs: std::sync::OnceLock<Addrs>,
     /// The link to the other nodes, in cluster mode.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// Heartbeat hints per network (see `hints`).
+    pub hints: parking_lot::Mutex<hints::HintTable>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -294,6 +297,8 @@ impl Broker {
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
         // Ids unique across the nodes sharing a store (cluster mode), else from the store.
         let id_base = cluster.as_ref().map_or(0, |c| c.id_base());
+        let hints =
+            parking_lot::Mutex::new(hints::HintTable::new(self.config.heartbeat_hints.clone()));
         let state = Arc::new(BrokerState {
             config: self.config,
             routes: RoutingTable::default(),
@@ -303,6 +308,7 @@ impl Broker {
             interceptors: self.interceptors,
             im: self.im,
             addrs: std::sync::OnceLock::new(),
+            hints,
             cluster,
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
