@@ -233,6 +233,11 @@ pub struct Limits {
     pub max_keep_alive: u16,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout: u64,
+    /// Milliseconds a connection with nothing in flight stays quiet before it is parked:
+    /// its connected loop (timers, waiters, `select!`) is freed and a small waiter keeps
+    /// watching the socket, the mailbox, takeover, keep-alive and shutdown (see
+    /// `connection::park`). 0 never parks.
+    pub park_after_ms: u64,
 }
 
 /// Where the broker listens, per transport. An empty list turns the transport off.
@@ -331,6 +336,7 @@ impl Default for Limits {
             retained_purge_interval: 60,
             max_keep_alive: 0,
             connect_timeout: 10,
+            park_after_ms: 1000,
         }
     }
 }

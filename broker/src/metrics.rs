@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     pub connections_total: AtomicU64,
     pub clients_connected: AtomicU64,
+    /// Connected clients whose connection is parked (quiet, see `connection::park`).
+    pub connections_parked: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub bytes_received: AtomicU64,

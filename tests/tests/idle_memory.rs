@@ -21,12 +21,14 @@ use switchboard_tests::{TestBroker, WAIT, connect_packet};
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
 
 /// Heap bytes an idle TCP connection may keep in the broker, in a debug build (the tests'
-/// build, whose connection future is about 700 B larger than a release build's). Raising
-/// it costs memory for every idle connection (see bench/README.md, "idle memory"): shrink
-/// something first. Measured 3,307 B when set: the connection task (2.2 KB of future plus
-/// the task header), the session's mailbox and registry entries, the kick channel, the
-/// socket registration and the operator view (`LiveInfo`).
-const BUDGET_PER_CONNECTION: usize = 3584;
+/// build, whose connection future is larger than a release build's). Raising it costs
+/// memory for every idle connection (see bench/README.md, "idle memory"): shrink something
+/// first. Measured 3,148 B when set, the connection parked (its connected loop freed, see
+/// the broker's `connection::park`): the task with its parked waiter (1 KB), the
+/// connection's state box (1 KB: session state machine, connection, socket halves), the
+/// session's mailbox and registry entries, the kick channel, the socket registration and
+/// the operator view (`LiveInfo`).
+const BUDGET_PER_CONNECTION: usize = 3328;
 /// Connections opened before the baseline (thread-locals, slab pages, first allocations).
 const WARM: usize = 200;
 /// Connections measured.
@@ -65,9 +67,25 @@ fn ping(s: &mut TcpStream) {
     assert_eq!(resp, PINGRESP);
 }
 
+/// Waits until `n` connections are parked (quiet connections park after
+/// `park_after_ms`); panics after [`WAIT`].
+async fn until_parked(b: &TestBroker, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let parked = &b.handle.state().metrics.connections_parked;
+    while parked.load(std::sync::atomic::Ordering::Relaxed) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections parked, waiting for {n}",
+            parked.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connection_keeps_little_heap() {
-    let b = TestBroker::start().await;
+    // Parked after 20 ms of quiet rather than the default second: the same state, sooner.
+    let b = TestBroker::start_with(|c| c.limits.park_after_ms = 20).await;
     let addr = b.addr;
     let held = tokio::task::spawn_blocking(move || {
         let mut held = Vec::with_capacity(WARM + MEASURED);
@@ -76,6 +94,7 @@ async fn idle_tcp_connection_keeps_little_heap() {
     })
     .await
     .expect("warm-up");
+    until_parked(&b, WARM as u64).await;
     let before = ALLOCATOR.allocated();
     let mut held = tokio::task::spawn_blocking(move || {
         let mut held = held;
@@ -84,6 +103,7 @@ async fn idle_tcp_connection_keeps_little_heap() {
     })
     .await
     .expect("measured connections");
+    until_parked(&b, (WARM + MEASURED) as u64).await;
     let after = ALLOCATOR.allocated();
     let per = after.saturating_sub(before) / MEASURED;
     println!("broker heap per idle TCP connection: {per} B ({MEASURED} connections)");

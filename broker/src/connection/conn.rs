@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use super::enhanced_auth::{self, Authenticated};
+use super::park::Ran;
 use super::{End, Io, OUT_HIGH_WATER};
 use crate::BrokerState;
 use crate::auth::{Action, Attempt, Identity};
@@ -268,18 +269,18 @@ impl Conn {
         })
     }
 
-    /// The connected loop.
+    /// The connected loop, until the connection ends or parks (see `park`).
     pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut Io<S>,
         sess: &mut ServerSession,
-    ) -> End {
+    ) -> Ran {
         let broker = self.broker.clone();
         let mailbox = self.state.mailbox.clone();
         let mut kicked = self.kicked.take();
-        // Packets that arrived together with CONNECT.
+        // Packets that arrived together with CONNECT, or that woke a parked connection.
         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
-            return End::Violation(v);
+            return Ran::Ended(End::Violation(v));
         }
         io.after_read(0);
         self.shrink_if_quiet(io.read_hot, sess);
@@ -296,6 +297,13 @@ impl Conn {
         let notified = mailbox.notified();
         tokio::pin!(notified);
         let mut keep_alive_armed = false;
+        // Parking: checked every `park_after`; the connection parks when nothing happened
+        // since the last check and nothing is in flight. Counting wake-ups costs nothing
+        // per packet, unlike reading the clock.
+        let park_after = Duration::from_millis(broker.config.limits.park_after_ms);
+        let park_check = tokio::time::sleep(park_after);
+        tokio::pin!(park_check);
+        let (mut activity, mut activity_seen) = (0u64, 0u64);
         loop {
             if io.pending.is_empty() && sess.has_transmit() {
                 io.pending = sess.take_transmit();
@@ -309,29 +317,27 @@ impl Conn {
             }
             io.reserve_read();
             if sess.is_closed() {
-                return End::ClientDisconnect {
+                return Ran::Ended(End::ClientDisconnect {
                     with_will: self.will.is_some(),
-                };
+                });
             }
             let backlog = io.pending.len() + sess.pending_transmit();
             tokio::select! {
                 biased;
                 _ = &mut shutdown => {
                     sess.disconnect(ReasonCode::ServerShuttingDown, None);
-                    return End::Shutdown;
+                    return Ran::Ended(End::Shutdown);
                 }
                 k = async { kicked.as_mut().expect("guarded").await }, if kicked.is_some() => {
                     kicked = None;
                     if let Ok(k) = k {
-                        let mut d = switchboard_proto::Disconnect::new(k.code);
-                        d.properties.server_reference.clone_from(&k.server_reference);
-                        sess.disconnect_with(d);
-                        return End::Kicked(k);
+                        return Ran::Ended(super::park::kicked_off(sess, k));
                     }
                 }
                 r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
-                    Ok(0) | Err(_) => return End::Lost("write failed"),
+                    Ok(0) | Err(_) => return Ran::Ended(End::Lost("write failed")),
                     Ok(n) => {
+                        activity += 1;
                         Metrics::add(&broker.metrics.bytes_sent, n as u64);
                         io.pending.advance(n);
                         if io.pending.is_empty() {
@@ -342,12 +348,13 @@ impl Conn {
                     }
                 },
                 r = super::read::read_into(&mut io.rd, &mut io.rbuf, io.read_hot), if backlog < OUT_HIGH_WATER => match r {
-                    Ok(0) => return End::Lost("closed by peer"),
-                    Err(_) => return End::Lost("read failed"),
+                    Ok(0) => return Ran::Ended(End::Lost("closed by peer")),
+                    Err(_) => return Ran::Ended(End::Lost("read failed")),
                     Ok(n) => {
+                        activity += 1;
                         Metrics::add(&broker.metrics.bytes_received, n as u64);
                         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
-                            return End::Violation(v);
+                            return Ran::Ended(End::Violation(v));
                         }
                         io.after_read(n);
                         self.shrink_if_quiet(io.read_hot, sess);
@@ -355,6 +362,7 @@ impl Conn {
                     }
                 },
                 _ = &mut notified, if backlog < OUT_HIGH_WATER => {
+                    activity += 1;
                     notified.set(mailbox.notified());
                     self.drain(sess);
                 }
@@ -363,15 +371,24 @@ impl Conn {
                 }
                 commit = self.acks.front_commit(), if self.acks.front_waits() => {
                     if let Err(v) = self.acks.front_committed(sess, commit) {
-                        return End::Violation(v);
+                        return Ran::Ended(End::Violation(v));
                     }
                     self.drain(sess);
                 }
                 _ = &mut keep_alive, if keep_alive_armed => {
                     keep_alive_armed = false;
                     if let Err(v) = sess.handle_timeout(Instant::now()) {
-                        return End::Violation(v);
+                        return Ran::Ended(End::Violation(v));
                     }
+                }
+                _ = &mut park_check, if !park_after.is_zero() => {
+                    if activity == activity_seen && self.parkable(io, sess) {
+                        self.shrink_if_quiet(false, sess);
+                        self.kicked = kicked;
+                        return Ran::Parked;
+                    }
+                    activity_seen = activity;
+                    park_check.as_mut().reset(tokio::time::Instant::now() + park_after);
                 }
             }
         }

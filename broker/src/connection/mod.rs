@@ -10,8 +10,8 @@
 //! Files: this one (the task, its I/O and CONNECT), `conn` (the connected loop and protocol
 //! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE),
 //! `hints` (the heartbeat hint control topics),
-//! `drain` (mailbox → session, and the connection's store writes) and `read` (reading
-//! without a buffer per idle connection).
+//! `drain` (mailbox → session, and the connection's store writes), `read` (reading
+//! without a buffer per idle connection) and `park` (a quiet connection frees its loop).
 //!
 //! Memory of an idle connection: the task's future is what an idle connection costs, so it
 //! holds only what the connected loop needs. The steps a connection takes once (reading
@@ -25,6 +25,7 @@ mod drain;
 mod enhanced_auth;
 mod handlers;
 mod hints;
+mod park;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -75,6 +76,15 @@ pub(super) enum End {
     Shutdown,
 }
 
+/// A connection past CONNECT: everything it keeps for its whole life, in one allocation.
+/// The task's own future then holds little more than this box and, while the connection
+/// is parked, the small waiter of `park`.
+struct Live<S> {
+    conn: Conn,
+    io: Io<S>,
+    sess: ServerSession,
+}
+
 /// Serves one accepted connection until it ends.
 pub async fn serve<S>(
     broker: Arc<BrokerState>,
@@ -89,63 +99,20 @@ pub async fn serve<S>(
     let conn_id = broker.next_id();
     let span = tracing::info_span!("conn", id = conn_id, %peer, transport, client_id = tracing::field::Empty);
     async move {
-        let (rd, wr) = tokio::io::split(stream);
-        let mut io = Io {
-            rd,
-            wr,
-            rbuf: BytesMut::new(),
-            pending: Bytes::new(),
-            read_hot: false,
-            read_room: READ_IDLE,
-        };
-        Metrics::inc(&broker.metrics.connections_total);
-        let limits = session_limits(&broker);
-        let mut sess = ServerSession::new(limits, Instant::now());
-        let connect = match Box::pin(io.read_connect(&broker, &mut sess)).await {
-            Ok(c) if slot.as_mut().is_some_and(|s| s.promote().is_err()) => {
-                // CONNECT arrived, but every connection permit is taken: the pending slot
-                // this connection held so far does not entitle it to one.
-                debug!("connection limit reached at CONNECT");
-                Metrics::inc(&broker.metrics.refused_max_connections);
-                sess.reject(
-                    ReasonCode::ServerBusy,
-                    Some("connection limit reached".into()),
-                );
-                Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
-                    .await;
-                drop(c);
-                return;
-            }
-            Ok(c) => c,
-            Err(why) => {
-                debug!(why, "connection ended before CONNECT was accepted");
-                Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
-                    .await;
-                return;
-            }
-        };
-        let enhanced = if connect.properties.authentication_method.is_some() {
-            match Box::pin(io.enhanced_auth(&broker, &mut sess, &connect, peer.ip())).await {
-                Ok(a) => Some(a),
-                Err(code) => {
-                    debug!(%code, "enhanced authentication failed");
-                    sess.reject(code, Some("enhanced authentication failed".into()));
-                    Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
-                        .await;
-                    return;
-                }
-            }
-        } else {
-            None
-        };
-        let Some(mut conn) = Box::pin(Conn::establish(
-            &broker, &mut sess, connect, conn_id, peer, cert_user, enhanced,
+        // `slot` (the connection's permit) stays here, held until the connection ends.
+        let Some(mut live) = Box::pin(open(
+            &broker,
+            stream,
+            peer,
+            cert_user,
+            slot.as_mut(),
+            conn_id,
         ))
         .await
         else {
-            Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
             return;
         };
+        let conn = &mut live.conn;
         tracing::Span::current().record("client_id", conn.client_id.as_str());
         Metrics::inc(&broker.metrics.clients_connected);
         let by_transport =
@@ -165,25 +132,122 @@ pub async fn serve<S>(
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        let end = conn.run(&mut io, &mut sess).await;
-        if let End::Violation(v) = &end {
-            sess.disconnect(v.code, Some(v.reason));
-        }
+        // The connected loop runs boxed: parked, the connection keeps only `live` and the
+        // small waiter of `park` (see there).
+        let parked_gauge = &broker.metrics.connections_parked;
+        let end = loop {
+            let Live { conn, io, sess } = &mut *live;
+            match Box::pin(conn.run(io, sess)).await {
+                park::Ran::Ended(end) => break end,
+                park::Ran::Parked => {
+                    Metrics::inc(parked_gauge);
+                    let woke = conn.park(io, sess).await;
+                    Metrics::dec(parked_gauge);
+                    if let Some(end) = woke {
+                        break end;
+                    }
+                }
+            }
+        };
         Metrics::dec(&broker.metrics.clients_connected);
         Metrics::dec(by_transport);
-        let rest = sess.take_transmit();
         // Signed off before the session is parked: a connection taking it over signs on
         // after this.
         if let (Some(im), Some(login)) = (&broker.im, &im_login) {
             im.disconnected(login, conn_id);
         }
-        // The session is parked (or handed to a connection taking it over) before the
-        // lingering close, which may take a while.
-        conn.finish(end, sess);
-        Box::pin(io.final_flush(rest, !broker.shutdown.is_cancelled())).await;
+        let linger = !broker.shutdown.is_cancelled();
+        Box::pin(async move {
+            let Live {
+                conn,
+                mut io,
+                mut sess,
+            } = *live;
+            if let End::Violation(v) = &end {
+                sess.disconnect(v.code, Some(v.reason));
+            }
+            let rest = sess.take_transmit();
+            // The session is parked (or handed to a connection taking it over) before the
+            // lingering close, which may take a while.
+            conn.finish(end, sess);
+            io.final_flush(rest, linger).await;
+        })
+        .await;
     }
     .instrument(span)
     .await;
+}
+
+/// From accept to an established connection: reads CONNECT, authenticates, opens the
+/// session and queues CONNACK. `None` when the connection ended instead (its last words,
+/// a refusing CONNACK, already flushed).
+async fn open<S>(
+    broker: &Arc<BrokerState>,
+    stream: S,
+    peer: SocketAddr,
+    cert_user: Option<String>,
+    slot: Option<&mut crate::listener::Slot>,
+    conn_id: u64,
+) -> Option<Box<Live<S>>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut io = Io {
+        rd,
+        wr,
+        rbuf: BytesMut::new(),
+        pending: Bytes::new(),
+        read_hot: false,
+        read_room: READ_IDLE,
+    };
+    Metrics::inc(&broker.metrics.connections_total);
+    let limits = session_limits(broker);
+    let mut sess = ServerSession::new(limits, Instant::now());
+    let connect = match Box::pin(io.read_connect(broker, &mut sess)).await {
+        Ok(c) if slot.is_some_and(|s| s.promote().is_err()) => {
+            // CONNECT arrived, but every connection permit is taken: the pending slot
+            // this connection held so far does not entitle it to one.
+            debug!("connection limit reached at CONNECT");
+            Metrics::inc(&broker.metrics.refused_max_connections);
+            sess.reject(
+                ReasonCode::ServerBusy,
+                Some("connection limit reached".into()),
+            );
+            Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
+            drop(c);
+            return None;
+        }
+        Ok(c) => c,
+        Err(why) => {
+            debug!(why, "connection ended before CONNECT was accepted");
+            Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
+            return None;
+        }
+    };
+    let enhanced = if connect.properties.authentication_method.is_some() {
+        match Box::pin(io.enhanced_auth(broker, &mut sess, &connect, peer.ip())).await {
+            Ok(a) => Some(a),
+            Err(code) => {
+                debug!(%code, "enhanced authentication failed");
+                sess.reject(code, Some("enhanced authentication failed".into()));
+                Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled()))
+                    .await;
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let Some(conn) = Box::pin(Conn::establish(
+        broker, &mut sess, connect, conn_id, peer, cert_user, enhanced,
+    ))
+    .await
+    else {
+        Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
+        return None;
+    };
+    Some(Box::new(Live { conn, io, sess }))
 }
 
 fn session_limits(b: &BrokerState) -> SessionLimits {

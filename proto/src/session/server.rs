@@ -509,6 +509,19 @@ impl ServerSession {
         }
     }
 
+    /// Nothing is in flight either way, no output or event waits, no re-authentication is
+    /// under way: the session only waits for the peer (a QoS 2 PUBREL it owes included).
+    /// A connection whose session is quiet can stop polling anything but its socket.
+    pub fn is_quiet(&self) -> bool {
+        self.state == State::Connected
+            && self.outbound.is_empty()
+            && self.incoming_unacked.is_empty()
+            && self.events.is_empty()
+            && self.out.is_empty()
+            && self.held_from.is_none()
+            && !self.reauthenticating
+    }
+
     /// When the peer must have sent something by, if a keep-alive is in force.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state != State::Connected || self.keep_alive.is_zero() {

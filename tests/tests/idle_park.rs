@@ -1,0 +1,184 @@
+//! A parked connection (quiet, nothing in flight: its connected loop freed, see the broker's
+//! `connection::park`) behaves exactly like a running one: deliveries wake it and arrive in
+//! order (QoS 0 and 1), a PINGREQ is answered, a takeover kicks it, its keep-alive still
+//! expires, a lost socket still publishes its will, and shutdown still says goodbye.
+//!
+//! Each test parks connections after 20 ms of quiet and waits for the broker's gauge of
+//! parked connections before acting, so what it checks happens to a parked connection.
+
+use std::time::Duration;
+
+use switchboard_proto::*;
+use switchboard_tests::raw::*;
+use switchboard_tests::{RawClient, TestBroker, WAIT, connect_packet, persistent_connect};
+
+async fn broker() -> TestBroker {
+    TestBroker::start_with(|c| c.limits.park_after_ms = 20).await
+}
+
+fn parked(b: &TestBroker) -> u64 {
+    b.handle
+        .state()
+        .metrics
+        .connections_parked
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits until exactly `n` connections are parked; panics after [`WAIT`].
+async fn until_parked(b: &TestBroker, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while parked(b) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections parked, waiting for {n}",
+            parked(b)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn puback(pkid: u16) -> Packet {
+    Packet::PubAck(PubResponse {
+        pkid,
+        code: ReasonCode::Success,
+        properties: Properties::default(),
+    })
+}
+
+#[tokio::test]
+async fn deliveries_wake_a_parked_subscriber_in_order() {
+    let b = broker().await;
+    let mut s = subscribed(&b, Version::V5, "park-sub", "park/#", QoS::AtLeastOnce).await;
+    let mut p = connected(&b, Version::V5, "park-pub").await;
+    until_parked(&b, 2).await;
+
+    // QoS 0 to a parked subscriber.
+    p.send(&publish("park/0", QoS::AtMostOnce, 0, b"zero"))
+        .await;
+    let m = s.next_publish().await;
+    assert_eq!((m.topic.as_str(), &m.payload[..]), ("park/0", &b"zero"[..]));
+    until_parked(&b, 2).await;
+
+    // QoS 1, several at once, to a parked subscriber: all of them, in order.
+    for (pkid, payload) in [(1, &b"one"[..]), (2, b"two"), (3, b"three")] {
+        let payload: &'static [u8] = payload;
+        p.send(&publish("park/1", QoS::AtLeastOnce, pkid, payload))
+            .await;
+    }
+    for pkid in 1..=3 {
+        assert!(
+            matches!(p.recv().await, Some(Packet::PubAck(a)) if a.pkid == pkid && a.code == ReasonCode::Success)
+        );
+    }
+    for want in [&b"one"[..], b"two", b"three"] {
+        let m = s.next_publish().await;
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        assert_eq!(&m.payload[..], want);
+        s.send(&puback(m.pkid)).await;
+    }
+    // Acknowledged: nothing in flight, both park again, and a later delivery still wakes.
+    until_parked(&b, 2).await;
+    p.send(&publish("park/2", QoS::AtLeastOnce, 4, b"four"))
+        .await;
+    let m = s.next_publish().await;
+    assert_eq!(&m.payload[..], b"four");
+    s.send(&puback(m.pkid)).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_answers_pingreq() {
+    let b = broker().await;
+    let mut c = connected(&b, Version::V3_1_1, "park-ping").await;
+    for _ in 0..3 {
+        until_parked(&b, 1).await;
+        c.send(&Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp));
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn takeover_kicks_a_parked_connection_and_keeps_its_session() {
+    let b = broker().await;
+    let mut old = connected_with(&b, persistent_connect("park-tk", 600)).await;
+    old.send(&subscribe(1, "tk/#", qos_opts(QoS::AtLeastOnce), None))
+        .await;
+    assert!(matches!(old.recv().await, Some(Packet::SubAck(_))));
+    until_parked(&b, 1).await;
+
+    let (mut new, ack) = RawClient::connect(b.addr, persistent_connect("park-tk", 600)).await;
+    assert!(
+        matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::Success && a.session_present),
+        "{ack:?}"
+    );
+    assert_eq!(
+        disconnect_code(&old.expect_closed().await),
+        Some(ReasonCode::SessionTakenOver)
+    );
+    // The subscription came along with the session.
+    let mut p = connected(&b, Version::V5, "park-tk-pub").await;
+    p.send(&publish("tk/x", QoS::AtMostOnce, 0, b"after")).await;
+    assert_eq!(&new.next_publish().await.payload[..], b"after");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_still_expires_while_parked() {
+    let b = broker().await;
+    let mut c = connected_with(
+        &b,
+        Connect {
+            keep_alive: 1,
+            ..connect_packet(Version::V5, "park-ka")
+        },
+    )
+    .await;
+    until_parked(&b, 1).await;
+    // Silent for 1.5 × the keep-alive: the broker closes the connection.
+    assert_eq!(
+        disconnect_code(&c.expect_closed().await),
+        Some(ReasonCode::KeepAliveTimeout)
+    );
+    until_parked(&b, 0).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_lost_publishes_its_will() {
+    let b = broker().await;
+    let mut s = subscribed(&b, Version::V5, "park-will-sub", "will/#", QoS::AtMostOnce).await;
+    let mut with_will = connect_packet(Version::V3_1_1, "park-will");
+    with_will.will = Some(Will {
+        topic: "will/park".into(),
+        payload: bytes::Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::default(),
+    });
+    let c = connected_with(&b, with_will).await;
+    until_parked(&b, 2).await;
+    drop(c);
+    let m = s.next_publish().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("will/park", &b"gone"[..])
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_to_parked_connections() {
+    let b = broker().await;
+    let mut c5 = connected(&b, Version::V5, "park-bye-5").await;
+    let mut c3 = connected(&b, Version::V3_1_1, "park-bye-3").await;
+    until_parked(&b, 2).await;
+    let stop = tokio::spawn(b.stop());
+    assert_eq!(
+        disconnect_code(&c5.expect_closed().await),
+        Some(ReasonCode::ServerShuttingDown)
+    );
+    // MQTT 3.1.1 has no server DISCONNECT: the connection just closes.
+    assert!(c3.expect_closed().await.is_empty());
+    stop.await.expect("broker stopped");
+}
