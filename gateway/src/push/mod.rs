@@ -9,7 +9,8 @@
 //! - [`worker`]: one job's delivery (tokens, quiet hours, providers, retries, dead tokens,
 //!   trace and counters);
 //! - [`tenants`]: each tenant's providers, from its cached credentials;
-//! - [`quiet`]: quiet hours (sans-IO); [`config`]: [`PushConfig`] and the [`Clock`];
+//! - [`templates`]: titles and bodies per tenant, language and kind, the privacy switch
+//!   (sans-IO); [`quiet`]: quiet hours (sans-IO); [`config`]: [`PushConfig`] and the [`Clock`];
 //!   [`stats`]: [`PushStats`]; [`trace`]: the per-job trace and recent job ids;
 //! - [`provider`]: the [`provider::PushProvider`] trait; [`https`] (TLS and HTTP/2),
 //!   [`jwt`] (ES256/RS256); one file per vendor: [`apns`], [`fcm`], [`huawei`],
@@ -29,6 +30,7 @@ pub mod provider;
 pub mod quiet;
 pub mod rest;
 pub mod stats;
+pub mod templates;
 pub mod tenants;
 pub mod trace;
 pub mod vivo;

@@ -19,6 +19,7 @@ use super::jobs::recipients;
 use super::provider::{Device, Notification, Outcome, PushProvider};
 use super::quiet::{QuietHours, QuietMode};
 use super::stats::{PushStats, Reason};
+use super::templates::{Fields, Template};
 use super::tenants::Providers;
 use super::trace::{Recent, Trace, TraceEntry};
 use crate::service::ServiceClient;
@@ -34,10 +35,17 @@ pub struct Worker {
     trace: Trace,
 }
 
-/// A user's devices and quiet hours, as `push/tokens` answers.
+/// A user's devices, quiet hours and preview switch, as `push/tokens` answers.
 struct Reach {
     tokens: Vec<Device>,
     quiet: Option<QuietHours>,
+    hide_preview: bool,
+}
+
+/// One job's notification as the job says it, and what its templates are filled with.
+struct Job {
+    n: Notification,
+    fields: Fields,
 }
 
 impl Worker {
@@ -100,6 +108,7 @@ impl Worker {
         Ok(Reach {
             tokens: serde_json::from_value(v["tokens"].clone()).unwrap_or_default(),
             quiet: QuietHours::from_json(&v["quiet"]),
+            hide_preview: v["hide_preview"].as_bool().unwrap_or(false),
         })
     }
 
@@ -152,6 +161,19 @@ impl Worker {
             from: job.from.clone(),
             silent: false,
         };
+        let fields = Fields {
+            kind: job.kind.clone(),
+            group: job.group,
+            sender: if job.sender_name.is_empty() {
+                job.from.clone()
+            } else {
+                job.sender_name.clone()
+            },
+            group_name: job.group_name.clone(),
+            app: job.app_name.clone(),
+            text: job.body.clone(),
+            file: job.file_name.clone(),
+        };
         let providers = match self.providers(job.tenant).await {
             Ok(p) => p,
             Err(e) => {
@@ -171,13 +193,15 @@ impl Worker {
                 return;
             }
         };
+        let job_ = Job { n, fields };
         for user in recipients(&job) {
-            self.deliver_to_user(job.tenant, &user, &providers, &n)
+            self.deliver_to_user(job.tenant, &user, &providers, &job_)
                 .await;
         }
     }
 
-    async fn deliver_to_user(&self, tenant: u64, user: &str, p: &Providers, n: &Notification) {
+    async fn deliver_to_user(&self, tenant: u64, user: &str, p: &Providers, job: &Job) {
+        let n = &job.n;
         let reach = match self.reach(tenant, user).await {
             Ok(r) => r,
             Err(e) => {
@@ -212,18 +236,22 @@ impl Worker {
             );
             return;
         }
-        let silent;
-        let n = if quiet == Some(QuietMode::Silent) {
-            silent = Notification {
-                silent: true,
+        let silent = quiet == Some(QuietMode::Silent);
+        let own = Template {
+            title: n.title.clone(),
+            body: n.body.clone(),
+        };
+        // Hidden previews: the tenant's switch (the broker left the text out) or the user's.
+        let hide = reach.hide_preview || (n.body.is_empty() && job.fields.kind.is_empty());
+        for d in reach.tokens {
+            let shown = p.templates.render(&d.lang, &job.fields, &own, hide);
+            let n = Notification {
+                title: shown.title,
+                body: shown.body,
+                silent,
                 ..n.clone()
             };
-            &silent
-        } else {
-            n
-        };
-        for d in reach.tokens {
-            self.deliver_to_device(tenant, user, p, n, d).await;
+            self.deliver_to_device(tenant, user, p, &n, d).await;
         }
     }
 
