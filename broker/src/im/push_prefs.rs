@@ -39,7 +39,10 @@ impl ImService {
         if self.tenant(tid)?.policy.hide_preview {
             return Ok(true);
         }
-        Ok(self.store.get(Table::UserMeta, &privacy_key(tid, uid))?.is_some())
+        Ok(self
+            .store
+            .get(Table::UserMeta, &privacy_key(tid, uid))?
+            .is_some())
     }
 
     async fn set_user_privacy(&self, tid: u64, uid: u64, hide: bool) -> Result<(), ImError> {
@@ -137,7 +140,9 @@ impl ImService {
                     ));
                 }
                 if r.default_lang.len() > 35 {
-                    return Err(ImError::BadRequest("default_lang: at most 35 characters".into()));
+                    return Err(ImError::BadRequest(
+                        "default_lang: at most 35 characters".into(),
+                    ));
                 }
                 let doc = json!({ "templates": t, "default_lang": r.default_lang });
                 let bytes =

@@ -145,7 +145,13 @@ impl ImService {
         let q = if r.off {
             None
         } else {
-            Some(normalise(&r.start, &r.end, &r.time_zone, &r.utc_offset, &r.mode)?)
+            Some(normalise(
+                &r.start,
+                &r.end,
+                &r.time_zone,
+                &r.utc_offset,
+                &r.mode,
+            )?)
         };
         self.set_push_quiet(login.tenant, login.uid, q).await?;
         Ok(im::Ack {
@@ -193,7 +199,13 @@ impl ImService {
                 let q = if r.off {
                     None
                 } else {
-                    Some(normalise(&r.start, &r.end, &r.time_zone, &r.utc_offset, &r.mode)?)
+                    Some(normalise(
+                        &r.start,
+                        &r.end,
+                        &r.time_zone,
+                        &r.utc_offset,
+                        &r.mode,
+                    )?)
                 };
                 self.set_push_quiet(r.tenant, uid, q.clone()).await?;
                 Ok(json!({ "quiet": q }))
@@ -241,7 +253,12 @@ mod tests {
         assert_eq!(v["time_zone"], json!("Asia/Shanghai"));
         let v = normalise("22:00", "07:00", "America/New_York", "+01:00", "").expect("valid");
         assert_eq!(v["time_zone"], json!("America/New_York"));
-        for bad in ["Asia/Shangai", "Mars/Olympus", "../../etc/passwd", "x".repeat(80).as_str()] {
+        for bad in [
+            "Asia/Shangai",
+            "Mars/Olympus",
+            "../../etc/passwd",
+            "x".repeat(80).as_str(),
+        ] {
             let e = normalise("22:00", "07:00", bad, "", "").expect_err(bad);
             assert!(e.to_string().contains("IANA"), "{e}");
         }

@@ -15,8 +15,10 @@
 //! - [`provider`]: the [`provider::PushProvider`] trait; [`https`] (TLS and HTTP/2),
 //!   [`jwt`] (ES256/RS256); one file per vendor: [`apns`], [`fcm`], [`huawei`],
 //!   [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
-//! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace).
+//! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace); [`api`]:
+//!   its token, quiet-hours, privacy and template endpoints (all in the OpenAPI document).
 
+pub mod api;
 pub mod apns;
 pub mod config;
 pub mod fcm;

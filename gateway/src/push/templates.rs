@@ -228,7 +228,8 @@ impl Templates {
         for (i, l) in chain.iter().enumerate().filter(|(_, l)| !l.is_empty()) {
             // At the primary-language step a tenant's regional set counts too (`zh-cn`
             // for a `zh-tw` device), the first in order when it has several.
-            let mut sets: Vec<&HashMap<String, Template>> = self.by_lang.get(l).into_iter().collect();
+            let mut sets: Vec<&HashMap<String, Template>> =
+                self.by_lang.get(l).into_iter().collect();
             if i == 1 {
                 let mut regional: Vec<_> = self
                     .by_lang
@@ -379,7 +380,10 @@ mod tests {
         let r = t.render("zh-CN", &fields("image", false), &own(), false);
         assert_eq!((r.title.as_str(), r.body.as_str()), ("Alice", "[图片]"));
         let r = t.render("en-US", &fields("file", true), &own(), false);
-        assert_eq!((r.title.as_str(), r.body.as_str()), ("Ops", "Alice: [File] q3.pdf"));
+        assert_eq!(
+            (r.title.as_str(), r.body.as_str()),
+            ("Ops", "Alice: [File] q3.pdf")
+        );
         let r = t.render("zh", &fields("app", false), &own(), false);
         assert_eq!(r.body, "您收到一条来自“Approvals”的消息");
         let r = t.render("fr", &fields("text", false), &own(), false);
@@ -422,7 +426,10 @@ mod tests {
         let r = t.render("zh-TW", &fields("image", false), &own(), false);
         assert_eq!(r.body, "[图片]");
         let r = t.render("en-GB", &fields("image", true), &own(), false);
-        assert_eq!((r.title.as_str(), r.body.as_str()), ("[Ops]", "Alice wrote"));
+        assert_eq!(
+            (r.title.as_str(), r.body.as_str()),
+            ("[Ops]", "Alice wrote")
+        );
         // A device of no language: the tenant's default language.
         let r = t.render("", &fields("text", false), &own(), false);
         assert_eq!(r.title, "Alice（Ops）");
@@ -433,11 +440,26 @@ mod tests {
         let cases = [
             (json!([]), "must be an object"),
             (json!({"zh CN": {}}), "language tag"),
-            (json!({"en": {"sticker": {"title": "", "body": "x"}}}), "not a message kind"),
-            (json!({"en": {"text": {"title": "x"}}}), "expected {title, body}"),
-            (json!({"en": {"text": {"title": "x", "body": ""}}}), "body 1..="),
-            (json!({"en": {"text": {"title": "{name}", "body": "x"}}}), "unknown placeholder {name}"),
-            (json!({"en": {"hidden": {"title": "x", "body": "{text}"}}}), "would show"),
+            (
+                json!({"en": {"sticker": {"title": "", "body": "x"}}}),
+                "not a message kind",
+            ),
+            (
+                json!({"en": {"text": {"title": "x"}}}),
+                "expected {title, body}",
+            ),
+            (
+                json!({"en": {"text": {"title": "x", "body": ""}}}),
+                "body 1..=",
+            ),
+            (
+                json!({"en": {"text": {"title": "{name}", "body": "x"}}}),
+                "unknown placeholder {name}",
+            ),
+            (
+                json!({"en": {"hidden": {"title": "x", "body": "{text}"}}}),
+                "would show",
+            ),
         ];
         for (v, want) in cases {
             let e = Templates::parse(&v, "").expect_err("refused").to_string();
@@ -445,8 +467,11 @@ mod tests {
         }
         assert!(Templates::parse(&json!({}), "not a tag!").is_err());
         // Stray braces are text.
-        let t = Templates::parse(&json!({"en": {"text": {"title": "{", "body": "a{b {text}"}}}), "")
-            .expect("valid");
+        let t = Templates::parse(
+            &json!({"en": {"text": {"title": "{", "body": "a{b {text}"}}}),
+            "",
+        )
+        .expect("valid");
         let r = t.render("en", &fields("text", false), &own(), false);
         assert_eq!((r.title.as_str(), r.body.as_str()), ("{", "a{b hello"));
     }
