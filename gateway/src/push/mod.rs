@@ -13,8 +13,8 @@
 //!   (sans-IO); [`quiet`]: quiet hours (sans-IO); [`config`]: [`PushConfig`] and the [`Clock`];
 //!   [`stats`]: [`PushStats`]; [`trace`]: the per-job trace and recent job ids;
 //! - [`provider`]: the [`provider::PushProvider`] trait; [`https`] (TLS and HTTP/2),
-//!   [`jwt`] (ES256/RS256); one file per vendor: [`apns`], [`fcm`], [`huawei`],
-//!   [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
+//!   [`jwt`] (ES256/RS256), [`signed_auth`] (what OPPO and vivo share); one file per
+//!   vendor: [`apns`], [`fcm`], [`huawei`], [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
 //! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace); [`api`]:
 //!   its token, quiet-hours, privacy and template endpoints (all in the OpenAPI document).
 
@@ -31,6 +31,7 @@ pub mod oppo;
 pub mod provider;
 pub mod quiet;
 pub mod rest;
+pub mod signed_auth;
 pub mod stats;
 pub mod templates;
 pub mod tenants;

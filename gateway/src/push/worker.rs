@@ -33,7 +33,17 @@ pub struct Worker {
     pub(super) tenants: Mutex<HashMap<u64, Arc<Providers>>>,
     pub(super) stats: Arc<PushStats>,
     trace: Trace,
+    /// Recently read `push/tokens` answers by (tenant, user), for
+    /// [`PushConfig::tokens_ttl`]: a burst of messages to one user costs one round trip to
+    /// the broker. Bounded by [`MAX_CACHED_USERS`] (emptied when full).
+    reach_cache: Mutex<HashMap<(u64, String), Fresh>>,
 }
+
+/// A cached `push/tokens` answer and when it was read.
+type Fresh = (Instant, Arc<Reach>);
+
+/// Most users whose devices are cached at once.
+pub const MAX_CACHED_USERS: usize = 65_536;
 
 /// A user's devices, quiet hours and preview switch, as `push/tokens` answers.
 struct Reach {
@@ -60,6 +70,7 @@ impl Worker {
             tenants: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             trace: Trace::default(),
+            reach_cache: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -97,6 +108,27 @@ impl Worker {
     /// The latest trace entries of `tenant` (of `user` if not empty), newest first.
     pub fn trace(&self, tenant: u64, user: &str, limit: usize) -> Vec<TraceEntry> {
         self.trace.latest(tenant, user, limit)
+    }
+
+    /// The user's devices, from the cache while fresh.
+    async fn cached_reach(&self, tenant: u64, user: &str) -> Result<Arc<Reach>, String> {
+        let ttl = self.cfg.tokens_ttl;
+        let key = (tenant, user.to_owned());
+        if !ttl.is_zero()
+            && let Some((at, r)) = self.reach_cache.lock().get(&key)
+            && at.elapsed() < ttl
+        {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.reach(tenant, user).await?);
+        if !ttl.is_zero() {
+            let mut c = self.reach_cache.lock();
+            if c.len() >= MAX_CACHED_USERS {
+                c.clear();
+            }
+            c.insert(key, (Instant::now(), r.clone()));
+        }
+        Ok(r)
     }
 
     async fn reach(&self, tenant: u64, user: &str) -> Result<Reach, String> {
@@ -202,7 +234,7 @@ impl Worker {
 
     async fn deliver_to_user(&self, tenant: u64, user: &str, p: &Providers, job: &Job) {
         let n = &job.n;
-        let reach = match self.reach(tenant, user).await {
+        let reach = match self.cached_reach(tenant, user).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(target: "push", job = n.job_id, user, error = %e, "no push: cannot read tokens");
@@ -221,6 +253,7 @@ impl Worker {
         }
         let quiet = reach
             .quiet
+            .as_ref()
             .filter(|q| q.active(self.cfg.clock.now()))
             .map(|q| q.mode);
         if quiet == Some(QuietMode::Suppress) {
@@ -243,7 +276,7 @@ impl Worker {
         };
         // Hidden previews: the tenant's switch (the broker left the text out) or the user's.
         let hide = reach.hide_preview || (n.body.is_empty() && job.fields.kind.is_empty());
-        for d in reach.tokens {
+        for d in &reach.tokens {
             let shown = p.templates.render(&d.lang, &job.fields, &own, hide);
             let n = Notification {
                 title: shown.title,
@@ -251,7 +284,7 @@ impl Worker {
                 silent,
                 ..n.clone()
             };
-            self.deliver_to_device(tenant, user, p, &n, d).await;
+            self.deliver_to_device(tenant, user, p, &n, d.clone()).await;
         }
     }
 
@@ -293,6 +326,7 @@ impl Worker {
                     "dead token removed");
                 self.stats.fail(&d.vendor, Reason::DeadToken);
                 self.record(tenant, n, user, &d.vendor, "token_removed", why.clone());
+                self.reach_cache.lock().remove(&(tenant, user.to_owned()));
                 let body = json!({"tenant": tenant, "user": user, "token": d.token});
                 match self.service.call("push/unregister", &body).await {
                     Ok(_) => {
