@@ -284,6 +284,7 @@ impl ImService {
             app_name,
             file_name: if hide { String::new() } else { file_name(msg) },
             group: false,
+            platforms: Vec::new(),
         };
         publish_push_job(&b, &job);
     }

@@ -188,9 +188,10 @@ impl ImService {
     }
 
     /// `$im/admin/push/{op}`: `register {tenant, user, vendor, token, bundle_id?, sandbox?,
-    /// lang?}`, `unregister {tenant, user, token}`, `tokens {tenant, user}` (→ `{tokens,
-    /// quiet, hide_preview}`); quiet hours (`push_quiet.rs`), templates and the preview
-    /// switch (`push_prefs.rs`).
+    /// lang?}`, `unregister {tenant, user, token}`, `tokens {tenant, user, platforms?}` (→
+    /// `{tokens, quiet, hide_preview}`; `platforms`: only the tokens of those platforms,
+    /// `ios` or `android`, as a job's `platforms` asks); quiet hours (`push_quiet.rs`),
+    /// templates and the preview switch (`push_prefs.rs`).
     pub(super) async fn push_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
         if let Some(cop) = op.strip_prefix("credentials/") {
             return self.push_credentials(cop, payload).await;
@@ -218,6 +219,9 @@ impl ImService {
             sandbox: bool,
             #[serde(default)]
             lang: String,
+            /// `tokens`: only those of these platforms (`PushJob.platforms`); empty: all.
+            #[serde(default)]
+            platforms: Vec<String>,
         }
         let r: Req = serde_json::from_slice(payload)
             .map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))?;
@@ -244,7 +248,10 @@ impl ImService {
                 Ok(json!({}))
             }
             "tokens" => Ok(json!({
-                "tokens": self.push_tokens(r.tenant, user.uid)?,
+                "tokens": self.push_tokens(r.tenant, user.uid)?.into_iter().filter(|t| {
+                    r.platforms.is_empty()
+                        || r.platforms.iter().any(|p| p == super::service_gateway::token_platform(&t.vendor))
+                }).collect::<Vec<_>>(),
                 "quiet": self.push_quiet(r.tenant, user.uid)?,
                 "hide_preview": self.push_hides_preview(r.tenant, user.uid)?,
             })),
