@@ -56,6 +56,8 @@ struct Reach {
 struct Job {
     n: Notification,
     fields: Fields,
+    /// Only devices of these platforms (`ios`: APNs, `android`: the others); empty: all.
+    platforms: Vec<String>,
 }
 
 impl Worker {
@@ -225,7 +227,11 @@ impl Worker {
                 return;
             }
         };
-        let job_ = Job { n, fields };
+        let job_ = Job {
+            n,
+            fields,
+            platforms: job.platforms.clone(),
+        };
         for user in recipients(&job) {
             self.deliver_to_user(job.tenant, &user, &providers, &job_)
                 .await;
@@ -276,7 +282,11 @@ impl Worker {
         };
         // Hidden previews: the tenant's switch (the broker left the text out) or the user's.
         let hide = reach.hide_preview || (n.body.is_empty() && job.fields.kind.is_empty());
-        for d in &reach.tokens {
+        let wanted = |d: &&Device| {
+            let platform = if d.vendor == "apns" { "ios" } else { "android" };
+            job.platforms.is_empty() || job.platforms.iter().any(|p| p == platform)
+        };
+        for d in reach.tokens.iter().filter(wanted) {
             let shown = p.templates.render(&d.lang, &job.fields, &own, hide);
             let n = Notification {
                 title: shown.title,
