@@ -16,11 +16,13 @@ use crate::http::{Answer, request};
 use crate::im::{Device, ImBroker, SERVICE_SECRET, text};
 use crate::push_mocks::PushMock;
 
-/// The worker settings for `mock`: every endpoint on it, its CA trusted, quick retries.
+/// The worker settings for `mock`: every endpoint on it, its CA trusted, quick retries,
+/// a user's tokens and settings read for every job (tests change them between messages).
 pub fn push_config(mock: &PushMock) -> PushConfig {
     PushConfig {
         extra_ca_pem: Some(mock.ca_pem.clone().into_bytes()),
         backoff: Duration::from_millis(50),
+        tokens_ttl: Duration::ZERO,
         ..PushConfig::all_at(&mock.base())
     }
 }

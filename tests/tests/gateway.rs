@@ -582,6 +582,7 @@ async fn devices_and_app_servers_register_push_tokens_the_push_worker_reads() {
                 token: "apns-token-1".into(),
                 bundle_id: "com.example.chat".into(),
                 sandbox: true,
+                lang: "zh-CN".into(),
             },
         )
         .await

@@ -214,7 +214,17 @@ async fn offline_members_get_batched_push_jobs_except_with_do_not_disturb() {
             job.body.as_str(),
             job.conversation.as_str()
         ),
-        ("Quiet", "alice: standup in 5", "g:quiet")
+        ("Quiet", "standup in 5", "g:quiet")
+    );
+    // What the worker's `group_text` template is filled with ("{group}", "{sender}: {text}").
+    assert_eq!(
+        (
+            job.kind.as_str(),
+            job.group,
+            job.group_name.as_str(),
+            job.sender_name.as_str()
+        ),
+        ("text", true, "Quiet", "alice")
     );
     // Dave's list shows the group muted, and it does not count in his badge.
     let dave = b.device(t, "dave", "dave-2").await;

@@ -44,6 +44,7 @@ pub mod messaging;
 pub mod moderation;
 pub mod org;
 pub mod presence;
+pub mod push_prefs;
 pub mod push_quiet;
 pub mod push_tokens;
 pub mod records;

@@ -241,13 +241,23 @@ impl ImService {
         }
     }
 
-    /// Hands a push job for user `uid` to the push worker.
+    /// Hands a push job for user `uid` to the push worker: the message's kind and the
+    /// names its templates need (sender, app, file), the preview unless the tenant hides
+    /// previews.
     pub(super) fn push_job(&self, tid: u64, uid: u64, msg: &im::Message) {
         let Some(b) = self.broker() else { return };
         let Ok(Some(user)) = self.account_of(tid, uid) else {
             return;
         };
         let hide = self.tenant(tid).is_ok_and(|t| t.policy.hide_preview);
+        let (kind, app_name) = match ConvId::parse(&msg.conversation) {
+            Some(ConvId::App(app, _)) => {
+                let name = self.app(&app).map(|a| a.name).unwrap_or_default();
+                ("app", if name.is_empty() { app } else { name })
+            }
+            Some(ConvId::System(_)) => ("system", String::new()),
+            _ => (kind(msg), String::new()),
+        };
         let job = im::PushJob {
             job_id: format!("{tid}:{}:{}:{uid}", msg.conversation, msg.seq),
             tenant: tid,
@@ -264,9 +274,27 @@ impl ImService {
             collapse_key: msg.conversation.clone(),
             from: msg.from.clone(),
             users: Vec::new(),
+            kind: kind.to_owned(),
+            sender_name: if kind == "app" {
+                String::new()
+            } else {
+                self.display_name(tid, &msg.from)
+            },
+            group_name: String::new(),
+            app_name,
+            file_name: if hide { String::new() } else { file_name(msg) },
+            group: false,
             platforms: Vec::new(),
         };
         publish_push_job(&b, &job);
+    }
+
+    /// A user's display name for notifications: their name, else their account.
+    pub(super) fn display_name(&self, tid: u64, account: &str) -> String {
+        match self.user(tid, account) {
+            Ok(Some(u)) if !u.name.is_empty() => u.name,
+            _ => account.to_owned(),
+        }
     }
 }
 
@@ -281,6 +309,29 @@ pub(super) fn publish_push_job(b: &crate::BrokerState, job: &im::PushJob) {
         expires_at: None,
         origin: 0,
     }));
+}
+
+/// The kind of a message, as the push templates name it.
+pub fn kind(msg: &im::Message) -> &'static str {
+    use im::content::Body;
+    match msg.content.as_ref().and_then(|c| c.body.as_ref()) {
+        Some(Body::Text(_)) => "text",
+        Some(Body::Image(_)) => "image",
+        Some(Body::File(_)) => "file",
+        Some(Body::Voice(_)) => "voice",
+        Some(Body::Video(_)) => "video",
+        Some(Body::Location(_)) => "location",
+        Some(Body::CallLog(_)) => "call",
+        _ => "other",
+    }
+}
+
+/// The file name of a file message (empty for others).
+pub fn file_name(msg: &im::Message) -> String {
+    match msg.content.as_ref().and_then(|c| c.body.as_ref()) {
+        Some(im::content::Body::File(f)) => f.name.chars().take(100).collect(),
+        _ => String::new(),
+    }
 }
 
 /// A one-line preview of a message for a notification.

@@ -1,8 +1,9 @@
-//! Quiet hours of push notifications: a daily window in the user's local time (a UTC
+//! Quiet hours of push notifications: a daily window in the user's local time (an IANA
+//! time-zone name such as `Asia/Shanghai`, daylight saving included, or a fixed UTC
 //! offset) during which the push worker delivers pushes silently (mode `silent`) or not at
 //! all (`suppress`). Set by the user's app (`$im/req/push/quiet`, protobuf
 //! `PushQuietRequest`) or by the app server (`$im/admin/push/quiet_set {tenant, user?,
-//! start, end, utc_offset?, mode?, off?}`; without `user` the tenant's default), read back
+//! start, end, time_zone?, utc_offset?, mode?, off?}`; without `user` the tenant's default), read back
 //! with `push/quiet_get {tenant, user?}`. Kept normalised as JSON in `UserMeta`
 //! (`{tenant}{uid}pushquiet`, uid 0 for the tenant default) and handed to the push worker
 //! with the user's tokens (`push/tokens` → `quiet`: the user's own, else the tenant's).
@@ -48,8 +49,32 @@ fn offset(s: &str) -> Option<i64> {
     ((0..60).contains(&m) && total <= 14 * 60).then_some(sign * total)
 }
 
-/// The stored form of a window, or why it is not one.
-pub fn normalise(start: &str, end: &str, utc_offset: &str, mode: &str) -> Result<Value, ImError> {
+/// An IANA time-zone name the time-zone database knows (`Asia/Shanghai`), checked here so
+/// a typo is refused when set rather than ignored when judged.
+fn zone(name: &str) -> Result<String, ImError> {
+    let name = name.trim();
+    let plausible = name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+    match plausible.then(|| jiff::tz::TimeZone::get(name)) {
+        Some(Ok(_)) => Ok(name.to_owned()),
+        _ => Err(ImError::BadRequest(format!(
+            "time_zone must be an IANA time-zone name such as Asia/Shanghai, not {:?}",
+            name.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+/// The stored form of a window, or why it is not one. A `time_zone` wins over
+/// `utc_offset`.
+pub fn normalise(
+    start: &str,
+    end: &str,
+    time_zone: &str,
+    utc_offset: &str,
+    mode: &str,
+) -> Result<Value, ImError> {
     let bad = |what: &str| Err(ImError::BadRequest(what.to_owned()));
     let (Some(s), Some(e)) = (minutes(start), minutes(end)) else {
         return bad("start and end must be HH:MM (00:00 to 23:59)");
@@ -65,12 +90,16 @@ pub fn normalise(start: &str, end: &str, utc_offset: &str, mode: &str) -> Result
         "suppress" => "suppress",
         _ => return bad("mode must be silent or suppress"),
     };
-    Ok(json!({
+    let mut v = json!({
         "start": format!("{:02}:{:02}", s / 60, s % 60),
         "end": format!("{:02}:{:02}", e / 60, e % 60),
         "utc_offset_minutes": off,
         "mode": mode,
-    }))
+    });
+    if !time_zone.trim().is_empty() {
+        v["time_zone"] = zone(time_zone)?.into();
+    }
+    Ok(v)
 }
 
 impl ImService {
@@ -116,7 +145,13 @@ impl ImService {
         let q = if r.off {
             None
         } else {
-            Some(normalise(&r.start, &r.end, &r.utc_offset, &r.mode)?)
+            Some(normalise(
+                &r.start,
+                &r.end,
+                &r.time_zone,
+                &r.utc_offset,
+                &r.mode,
+            )?)
         };
         self.set_push_quiet(login.tenant, login.uid, q).await?;
         Ok(im::Ack {
@@ -143,6 +178,8 @@ impl ImService {
             #[serde(default)]
             utc_offset: String,
             #[serde(default)]
+            time_zone: String,
+            #[serde(default)]
             mode: String,
             #[serde(default)]
             off: bool,
@@ -162,7 +199,13 @@ impl ImService {
                 let q = if r.off {
                     None
                 } else {
-                    Some(normalise(&r.start, &r.end, &r.utc_offset, &r.mode)?)
+                    Some(normalise(
+                        &r.start,
+                        &r.end,
+                        &r.time_zone,
+                        &r.utc_offset,
+                        &r.mode,
+                    )?)
                 };
                 self.set_push_quiet(r.tenant, uid, q.clone()).await?;
                 Ok(json!({ "quiet": q }))
@@ -184,12 +227,12 @@ mod tests {
 
     #[test]
     fn windows_and_offsets_are_checked_and_normalised() {
-        let v = normalise("22:00", "7:00", "+08:00", "").expect("valid");
+        let v = normalise("22:00", "7:00", "", "+08:00", "").expect("valid");
         assert_eq!(
             v,
             json!({"start": "22:00", "end": "07:00", "utc_offset_minutes": 480, "mode": "silent"})
         );
-        let v = normalise("12:00", "13:30", "UTC-5", "suppress").expect("valid");
+        let v = normalise("12:00", "13:30", "", "UTC-5", "suppress").expect("valid");
         assert_eq!(v["utc_offset_minutes"], json!(-300));
         assert_eq!(offset("Z"), Some(0));
         assert_eq!(offset("-05:30"), Some(-330));
@@ -200,7 +243,24 @@ mod tests {
             ("22:00", "07:00", "8", ""),
             ("22:00", "07:00", "", "loud"),
         ] {
-            assert!(normalise(s, e, o, m).is_err(), "{s} {e} {o} {m}");
+            assert!(normalise(s, e, "", o, m).is_err(), "{s} {e} {o} {m}");
+        }
+    }
+
+    #[test]
+    fn time_zone_names_are_checked_against_the_database() {
+        let v = normalise("22:00", "07:00", "Asia/Shanghai", "", "").expect("valid");
+        assert_eq!(v["time_zone"], json!("Asia/Shanghai"));
+        let v = normalise("22:00", "07:00", "America/New_York", "+01:00", "").expect("valid");
+        assert_eq!(v["time_zone"], json!("America/New_York"));
+        for bad in [
+            "Asia/Shangai",
+            "Mars/Olympus",
+            "../../etc/passwd",
+            "x".repeat(80).as_str(),
+        ] {
+            let e = normalise("22:00", "07:00", bad, "", "").expect_err(bad);
+            assert!(e.to_string().contains("IANA"), "{e}");
         }
     }
 }

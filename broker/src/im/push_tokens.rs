@@ -36,6 +36,9 @@ pub struct PushToken {
     /// APNs sandbox (development) rather than production.
     #[serde(default)]
     pub sandbox: bool,
+    /// The device's language (BCP 47, `zh-CN`): which templates the worker uses.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lang: String,
     /// The MQTT client id of the device, if it registered itself.
     #[serde(default)]
     pub device: String,
@@ -70,6 +73,16 @@ fn check(t: &PushToken) -> Result<(), ImError> {
     if t.token.is_empty() || t.token.len() > 512 || t.bundle_id.len() > 256 {
         return Err(ImError::BadRequest(
             "token must be 1..=512 bytes, bundle_id ≤ 256".into(),
+        ));
+    }
+    if t.lang.len() > 35
+        || !t
+            .lang
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ImError::BadRequest(
+            "lang must be a language tag such as zh-CN or en (at most 35 characters)".into(),
         ));
     }
     Ok(())
@@ -144,6 +157,9 @@ impl ImService {
         if op == "quiet" {
             return self.push_quiet_request(login, payload).await;
         }
+        if op == "privacy" {
+            return self.push_privacy_request(login, payload).await;
+        }
         let req = im::PushTokenRequest::decode(payload)
             .map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))?;
         match op {
@@ -153,6 +169,7 @@ impl ImService {
                     token: req.token,
                     bundle_id: req.bundle_id,
                     sandbox: req.sandbox,
+                    lang: req.lang,
                     device: client_id.to_owned(),
                     updated_ms: 0,
                 };
@@ -170,15 +187,23 @@ impl ImService {
         .encode_to_vec())
     }
 
-    /// `$im/admin/push/{op}`: `register {tenant, user, vendor, token, bundle_id?, sandbox?}`,
-    /// `unregister {tenant, user, token}`, `tokens {tenant, user, platforms?}` (`platforms`:
-    /// only the tokens of those platforms, `ios` or `android`, as a job's `platforms` asks).
+    /// `$im/admin/push/{op}`: `register {tenant, user, vendor, token, bundle_id?, sandbox?,
+    /// lang?}`, `unregister {tenant, user, token}`, `tokens {tenant, user, platforms?}` (→
+    /// `{tokens, quiet, hide_preview}`; `platforms`: only the tokens of those platforms,
+    /// `ios` or `android`, as a job's `platforms` asks); quiet hours (`push_quiet.rs`),
+    /// templates and the preview switch (`push_prefs.rs`).
     pub(super) async fn push_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
         if let Some(cop) = op.strip_prefix("credentials/") {
             return self.push_credentials(cop, payload).await;
         }
         if matches!(op, "quiet_set" | "quiet_get") {
             return self.push_quiet_admin(op, payload).await;
+        }
+        if matches!(
+            op,
+            "privacy_set" | "privacy_get" | "templates/set" | "templates/get"
+        ) {
+            return self.push_prefs_admin(op, payload).await;
         }
         #[derive(Deserialize)]
         struct Req {
@@ -192,6 +217,8 @@ impl ImService {
             bundle_id: String,
             #[serde(default)]
             sandbox: bool,
+            #[serde(default)]
+            lang: String,
             /// `tokens`: only those of these platforms (`PushJob.platforms`); empty: all.
             #[serde(default)]
             platforms: Vec<String>,
@@ -208,6 +235,7 @@ impl ImService {
                     token: r.token,
                     bundle_id: r.bundle_id,
                     sandbox: r.sandbox,
+                    lang: r.lang,
                     device: String::new(),
                     updated_ms: 0,
                 };
@@ -225,6 +253,7 @@ impl ImService {
                         || r.platforms.iter().any(|p| p == super::service_gateway::token_platform(&t.vendor))
                 }).collect::<Vec<_>>(),
                 "quiet": self.push_quiet(r.tenant, user.uid)?,
+                "hide_preview": self.push_hides_preview(r.tenant, user.uid)?,
             })),
             other => Err(ImError::NotFound(format!("no such request: push/{other}"))),
         }

@@ -85,6 +85,21 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v1/push/test", post(crate::push::rest::test))
         .route("/v1/push/trace", post(crate::push::rest::trace))
+        .route("/v1/push/register", post(crate::push::api::register))
+        .route("/v1/push/unregister", post(crate::push::api::unregister))
+        .route("/v1/push/tokens", post(crate::push::api::tokens))
+        .route("/v1/push/quiet_set", post(crate::push::api::quiet_set))
+        .route("/v1/push/quiet_get", post(crate::push::api::quiet_get))
+        .route("/v1/push/privacy_set", post(crate::push::api::privacy_set))
+        .route("/v1/push/privacy_get", post(crate::push::api::privacy_get))
+        .route(
+            "/v1/push/templates/set",
+            post(crate::push::api::templates_set),
+        )
+        .route(
+            "/v1/push/templates/get",
+            post(crate::push::api::templates_get),
+        )
         .route("/v1/{area}/{op}", post(area_call))
 }
 

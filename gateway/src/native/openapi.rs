@@ -32,6 +32,11 @@ use super::handlers;
         crate::workbench::upload_icon, super::messages::recall,
         super::messages::import, super::tenants::get_settings, super::tenants::put_settings,
         super::tenants::rotate_secret,
+        crate::push::api::register, crate::push::api::unregister, crate::push::api::tokens,
+        crate::push::api::quiet_set, crate::push::api::quiet_get, crate::push::api::privacy_set,
+        crate::push::api::privacy_get, crate::push::api::templates_set,
+        crate::push::api::templates_get, crate::push::rest::credentials, crate::push::rest::test,
+        crate::push::rest::trace,
     ),
     modifiers(&Signature),
     tags(
@@ -42,6 +47,7 @@ use super::handlers;
         (name = "iot", description = "Plain MQTT topics of the tenant"),
         (name = "files", description = "Uploads and download links"),
         (name = "areas", description = "IM part 2 requests by area"),
+        (name = "push", description = "Push: device tokens, credentials, templates, privacy, quiet hours, test pushes, the trace"),
     )
 )]
 pub struct ApiDoc;

@@ -67,6 +67,10 @@ pub struct PushConfig {
     pub backoff: Duration,
     /// How long a tenant's credentials are cached.
     pub credentials_ttl: Duration,
+    /// How long a user's devices, quiet hours and preview switch (`push/tokens`) are
+    /// cached (zero: read for every job). A new token, or a changed setting, applies to
+    /// pushes at most this much later; a dead token is forgotten at once.
+    pub tokens_ttl: Duration,
     /// The wall clock (quiet hours).
     pub clock: Clock,
 }
@@ -93,6 +97,7 @@ impl Default for PushConfig {
             max_attempts: 5,
             backoff: Duration::from_millis(500),
             credentials_ttl: Duration::from_secs(60),
+            tokens_ttl: Duration::from_secs(2),
             clock: Clock::system(),
         }
     }

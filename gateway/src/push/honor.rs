@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::https::{Bearer, Https, form, post};
-use super::oppo::code_of;
 use super::provider::{
     Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport, unix_ms,
 };
+use super::signed_auth::code_of;
 
 /// A tenant's Honor credentials (`push/credentials/set {honor: {...}}`).
 #[derive(Debug, Deserialize)]

@@ -9,13 +9,16 @@
 //! - [`worker`]: one job's delivery (tokens, quiet hours, providers, retries, dead tokens,
 //!   trace and counters);
 //! - [`tenants`]: each tenant's providers, from its cached credentials;
-//! - [`quiet`]: quiet hours (sans-IO); [`config`]: [`PushConfig`] and the [`Clock`];
+//! - [`templates`]: titles and bodies per tenant, language and kind, the privacy switch
+//!   (sans-IO); [`quiet`]: quiet hours (sans-IO); [`config`]: [`PushConfig`] and the [`Clock`];
 //!   [`stats`]: [`PushStats`]; [`trace`]: the per-job trace and recent job ids;
 //! - [`provider`]: the [`provider::PushProvider`] trait; [`https`] (TLS and HTTP/2),
-//!   [`jwt`] (ES256/RS256); one file per vendor: [`apns`], [`fcm`], [`huawei`],
-//!   [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
-//! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace).
+//!   [`jwt`] (ES256/RS256), [`signed_auth`] (what OPPO and vivo share); one file per
+//!   vendor: [`apns`], [`fcm`], [`huawei`], [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
+//! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace); [`api`]:
+//!   its token, quiet-hours, privacy and template endpoints (all in the OpenAPI document).
 
+pub mod api;
 pub mod apns;
 pub mod config;
 pub mod fcm;
@@ -28,7 +31,9 @@ pub mod oppo;
 pub mod provider;
 pub mod quiet;
 pub mod rest;
+pub mod signed_auth;
 pub mod stats;
+pub mod templates;
 pub mod tenants;
 pub mod trace;
 pub mod vivo;

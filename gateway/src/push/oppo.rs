@@ -11,19 +11,12 @@
 //! `10000` (invalid registration id) or a message naming the registration id removes the
 //! token; anything else fails.
 
-use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::https::{Https, form, post};
-use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, excerpt, transport, unix_ms,
-};
-
-/// An auth_token lives 24 hours; renewed after this.
-const TOKEN_LIFE: Duration = Duration::from_secs(23 * 3600);
+use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, unix_ms};
+use super::signed_auth::{DayToken, code_of, exchange, otherwise, retry};
 
 /// A tenant's OPPO credentials (`push/credentials/set {oppo: {...}}`).
 #[derive(Debug, Deserialize)]
@@ -40,16 +33,7 @@ pub struct Oppo {
     c: OppoCredentials,
     base: String,
     http: Https,
-    token: Mutex<Option<(String, Instant)>>,
-}
-
-/// A vendor's result code as text, whether it came as a number or a string.
-pub fn code_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+    token: DayToken,
 }
 
 impl Oppo {
@@ -58,49 +42,31 @@ impl Oppo {
             c,
             base: base.trim_end_matches('/').to_owned(),
             http,
-            token: Mutex::new(None),
+            token: DayToken::default(),
         }
     }
 
     async fn auth_token(&self) -> Result<String, Outcome> {
-        if let Some((t, at)) = self.token.lock().as_ref()
-            && at.elapsed() < TOKEN_LIFE
-        {
-            return Ok(t.clone());
-        }
-        let ts = unix_ms().to_string();
-        let sign = ring::digest::digest(
-            &ring::digest::SHA256,
-            format!("{}{ts}{}", self.c.app_key, self.c.master_secret).as_bytes(),
-        );
-        let sign = crate::native::auth::hex(sign.as_ref());
-        let body = form(&[
-            ("app_key", &self.c.app_key),
-            ("sign", &sign),
-            ("timestamp", &ts),
-        ]);
-        let url = format!("{}/server/v1/auth", self.base);
-        let req =
-            post(&url, "application/x-www-form-urlencoded", &[], body).map_err(Outcome::Failed)?;
-        let a = self.http.send(req).await.map_err(transport)?;
-        if a.status >= 500 || a.status == 429 {
-            return Err(Outcome::Retry {
-                reason: format!("OPPO auth HTTP {}", a.status),
-                after: a.retry_after(),
-            });
-        }
-        let v = a.json();
-        match v["data"]["auth_token"].as_str() {
-            Some(t) if code_of(&v["code"]) == "0" => {
-                *self.token.lock() = Some((t.to_owned(), Instant::now()));
-                Ok(t.to_owned())
-            }
-            _ => Err(Outcome::Failed(format!(
-                "OPPO auth {}: {}",
-                a.status,
-                excerpt(&a.body)
-            ))),
-        }
+        let make = || {
+            let ts = unix_ms().to_string();
+            let sign = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("{}{ts}{}", self.c.app_key, self.c.master_secret).as_bytes(),
+            );
+            let sign = crate::native::auth::hex(sign.as_ref());
+            let body = form(&[
+                ("app_key", &self.c.app_key),
+                ("sign", &sign),
+                ("timestamp", &ts),
+            ]);
+            let url = format!("{}/server/v1/auth", self.base);
+            post(&url, "application/x-www-form-urlencoded", &[], body)
+        };
+        let pick = |v: &serde_json::Value| {
+            let t = v["data"]["auth_token"].as_str()?;
+            (code_of(&v["code"]) == "0").then(|| t.to_owned())
+        };
+        self.token.get(&self.http, "OPPO", make, pick).await
     }
 
     async fn attempt(&self, d: &Device, n: &Notification) -> Outcome {
@@ -123,42 +89,22 @@ impl Oppo {
         let body = form(&[("message", &message.to_string())]);
         let url = format!("{}/server/v1/message/notification/unicast", self.base);
         let headers = [("auth_token", token.clone())];
-        let req = match post(&url, "application/x-www-form-urlencoded", &headers, body) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
+        let req = post(&url, "application/x-www-form-urlencoded", &headers, body);
+        let (a, v) = match exchange(&self.http, req).await {
+            Ok(x) => x,
+            Err(o) => return o,
         };
-        let a = match self.http.send(req).await {
-            Ok(a) => a,
-            Err(e) => return transport(e),
-        };
-        let v = a.json();
         let code = code_of(&v["code"]);
         let msg = v["message"].as_str().unwrap_or_default();
         let why = format!("OPPO {} code {code}: {msg}", a.status);
         let lower = msg.to_ascii_lowercase();
         match code.as_str() {
             "0" if a.status == 200 => Outcome::Sent,
-            "11" | "28" => {
-                let mut t = self.token.lock();
-                if t.as_ref().is_some_and(|(cached, _)| *cached == token) {
-                    *t = None;
-                }
-                Outcome::Retry {
-                    reason: why,
-                    after: Some(Duration::ZERO),
-                }
-            }
-            "-1" | "-2" | "13" => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
+            "11" | "28" => self.token.rejected(&token, why),
+            "-1" | "-2" | "13" => retry(&a, why),
             "10000" => Outcome::Dead(why),
             _ if lower.contains("registration") || lower.contains("regid") => Outcome::Dead(why),
-            _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ => Outcome::Failed(why),
+            _ => otherwise(&a, why),
         }
     }
 }

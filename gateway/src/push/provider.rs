@@ -17,6 +17,9 @@ pub struct Device {
     pub bundle_id: String,
     #[serde(default)]
     pub sandbox: bool,
+    /// The device's language (which templates apply).
+    #[serde(default)]
+    pub lang: String,
 }
 
 /// What to show on the device.
@@ -24,7 +27,7 @@ pub struct Device {
 pub struct Notification {
     pub job_id: String,
     pub title: String,
-    /// Empty when the tenant hides previews (providers then show a generic line).
+    /// Rendered from the tenant's templates for the device; empty shows a generic line.
     pub body: String,
     /// The user's unread total (none for a job of many users: the badge is left as is).
     pub badge: Option<u64>,

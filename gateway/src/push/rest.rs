@@ -16,7 +16,17 @@ use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::native::handlers::{AnyObject, ErrorBody};
 use crate::native::{Answer, Signed, body, with};
+
+/// Which decisions to show.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub struct TraceBody {
+    /// Only this user's (default: every user of the tenant).
+    pub user: Option<String>,
+    /// At most this many (≤ 500, default 100).
+    pub limit: Option<u64>,
+}
 
 /// Fields of a vendor's credentials that are not secret and may be shown back.
 const PUBLIC_FIELDS: [&str; 8] = [
@@ -31,6 +41,13 @@ const PUBLIC_FIELDS: [&str; 8] = [
 ];
 
 /// `POST /v1/push/credentials/{set,get}`.
+#[utoipa::path(post, path = "/v1/push/credentials/{op}", tag = "push", request_body = AnyObject,
+    params(("op" = String, Path, description = "set: the body is {apns?, fcm?, huawei?, xiaomi?, oppo?, vivo?, honor?}, \
+        each vendor's credentials object (replaces the whole set); get: which vendors are set and their \
+        non-secret ids")),
+    security(("signature" = [])),
+    responses((status = 200, description = "set: {}; get: {vendors: {vendor: {non-secret ids}}}", body = AnyObject),
+               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn credentials(
     State(s): State<Arc<AppState>>,
     Path(op): Path<String>,
@@ -72,13 +89,27 @@ fn worker(s: &AppState) -> Result<&Arc<super::Worker>, ApiError> {
 }
 
 /// `POST /v1/push/test {user}`.
+#[utoipa::path(post, path = "/v1/push/test", tag = "push", request_body = super::api::UserBody,
+    security(("signature" = [])),
+    responses((status = 200, description = "{devices: [{vendor, token (8 characters), outcome, detail?}]}", body = AnyObject),
+               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 502, description = "the worker could not read the user's devices", body = ErrorBody),
+               (status = 503, description = "the push worker is off on this gateway", body = ErrorBody)))]
 pub async fn test(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let v: Value = body(&req.body)?;
     let user = v["user"].as_str().unwrap_or_default();
     if user.is_empty() {
         return Err(ApiError::bad_request("user is required"));
     }
-    let devices = worker(&s)?
+    let w = worker(&s)?;
+    // An unknown user is the caller's mistake (404), not the worker's.
+    s.service
+        .call(
+            "push/tokens",
+            &json!({"tenant": req.tenant.id, "user": user}),
+        )
+        .await?;
+    let devices = w
         .test_user(req.tenant.id, user)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, 502, e))?;
@@ -86,11 +117,15 @@ pub async fn test(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
 }
 
 /// `POST /v1/push/trace {user?, limit? (≤ 500, default 100)}`.
+#[utoipa::path(post, path = "/v1/push/trace", tag = "push", request_body = TraceBody,
+    security(("signature" = [])),
+    responses((status = 200, description = "{entries: [{time_ms, job, user, vendor, outcome, detail}]}, newest first", body = AnyObject),
+               (status = 400, body = ErrorBody),
+               (status = 503, description = "the push worker is off on this gateway", body = ErrorBody)))]
 pub async fn trace(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
-    let v: Value = body(&req.body)?;
-    let user = v["user"].as_str().unwrap_or_default();
-    let limit = v["limit"].as_u64().unwrap_or(100).min(500) as usize;
-    let entries = worker(&s)?.trace(req.tenant.id, user, limit);
+    let b: TraceBody = body(&req.body)?;
+    let limit = b.limit.unwrap_or(100).min(500) as usize;
+    let entries = worker(&s)?.trace(req.tenant.id, b.user.as_deref().unwrap_or_default(), limit);
     Ok(Json(json!({ "entries": entries })))
 }
 

@@ -1,5 +1,6 @@
-//! Each tenant's providers, made from its credentials (`push/credentials/get`) and cached
-//! for [`super::PushConfig::credentials_ttl`]: when the credentials are unchanged after
+//! Each tenant's providers, made from its credentials (`push/credentials/get`), and its
+//! notification templates (`push/templates/get`), both cached for
+//! [`super::PushConfig::credentials_ttl`]: when the credentials are unchanged after
 //! that, the provider objects (with their connections and access tokens) are kept.
 //! Unusable credentials are logged by vendor and kind of problem, never their content.
 
@@ -10,11 +11,13 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::provider::PushProvider;
+use super::templates::Templates;
 use super::{Worker, apns, fcm, honor, https, huawei, oppo, vivo, xiaomi};
 
-/// A tenant's providers, by vendor.
+/// A tenant's providers, by vendor, and its notification templates.
 pub struct Providers {
     pub by_vendor: HashMap<String, Arc<dyn PushProvider>>,
+    pub templates: Arc<Templates>,
     /// Digest of the credentials they were made from.
     digest: Vec<u8>,
     fetched: Instant,
@@ -51,8 +54,14 @@ impl Worker {
             Some(p) if p.digest == digest => p.by_vendor.clone(),
             _ => self.build(tenant, &creds),
         };
+        let stored = self
+            .service
+            .call("push/templates/get", &json!({"tenant": tenant}))
+            .await
+            .map_err(|e| e.to_string())?;
         let p = Arc::new(Providers {
             by_vendor,
+            templates: Arc::new(Templates::from_stored(&stored)),
             digest,
             fetched: Instant::now(),
         });

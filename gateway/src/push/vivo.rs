@@ -9,21 +9,13 @@
 //! an error naming the regId (`desc`) removes the token; `10070` / `10071` (the day's
 //! quota, sending too fast) and HTTP 5xx / 429 retry; anything else fails.
 
-use std::time::{Duration, Instant};
-
 use md5::Digest as _;
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::https::{Https, post};
-use super::oppo::code_of;
-use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, excerpt, transport, unix_ms,
-};
-
-/// An authToken lives a day; renewed after this.
-const TOKEN_LIFE: Duration = Duration::from_secs(23 * 3600);
+use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, unix_ms};
+use super::signed_auth::{DayToken, code_of, exchange, otherwise, retry};
 
 /// A tenant's vivo credentials (`push/credentials/set {vivo: {...}}`).
 #[derive(Debug, Deserialize)]
@@ -38,7 +30,7 @@ pub struct Vivo {
     c: VivoCredentials,
     base: String,
     http: Https,
-    token: Mutex<Option<(String, Instant)>>,
+    token: DayToken,
 }
 
 impl Vivo {
@@ -47,7 +39,7 @@ impl Vivo {
             c,
             base: base.trim_end_matches('/').to_owned(),
             http,
-            token: Mutex::new(None),
+            token: DayToken::default(),
         }
     }
 
@@ -60,46 +52,28 @@ impl Vivo {
     }
 
     async fn auth_token(&self) -> Result<String, Outcome> {
-        if let Some((t, at)) = self.token.lock().as_ref()
-            && at.elapsed() < TOKEN_LIFE
-        {
-            return Ok(t.clone());
-        }
-        let ts = unix_ms();
-        let c = &self.c;
-        let sign = md5::Md5::digest(
-            format!(
-                "{}{}{ts}{}",
-                c.app_id.trim(),
-                c.app_key.trim(),
-                c.app_secret.trim()
-            )
-            .as_bytes(),
-        );
-        let body = json!({"appId": self.app_id(), "appKey": c.app_key, "timestamp": ts,
-            "sign": crate::native::auth::hex(&sign)});
-        let url = format!("{}/message/auth", self.base);
-        let req = post(&url, "application/json", &[], body.to_string().into())
-            .map_err(Outcome::Failed)?;
-        let a = self.http.send(req).await.map_err(transport)?;
-        if a.status >= 500 || a.status == 429 {
-            return Err(Outcome::Retry {
-                reason: format!("vivo auth HTTP {}", a.status),
-                after: a.retry_after(),
-            });
-        }
-        let v = a.json();
-        match v["authToken"].as_str() {
-            Some(t) if code_of(&v["result"]) == "0" => {
-                *self.token.lock() = Some((t.to_owned(), Instant::now()));
-                Ok(t.to_owned())
-            }
-            _ => Err(Outcome::Failed(format!(
-                "vivo auth {}: {}",
-                a.status,
-                excerpt(&a.body)
-            ))),
-        }
+        let make = || {
+            let ts = unix_ms();
+            let c = &self.c;
+            let sign = md5::Md5::digest(
+                format!(
+                    "{}{}{ts}{}",
+                    c.app_id.trim(),
+                    c.app_key.trim(),
+                    c.app_secret.trim()
+                )
+                .as_bytes(),
+            );
+            let body = json!({"appId": self.app_id(), "appKey": c.app_key, "timestamp": ts,
+                "sign": crate::native::auth::hex(&sign)});
+            let url = format!("{}/message/auth", self.base);
+            post(&url, "application/json", &[], body.to_string().into())
+        };
+        let pick = |v: &Value| {
+            let t = v["authToken"].as_str()?;
+            (code_of(&v["result"]) == "0").then(|| t.to_owned())
+        };
+        self.token.get(&self.http, "vivo", make, pick).await
     }
 
     async fn attempt(&self, d: &Device, n: &Notification) -> Outcome {
@@ -123,41 +97,21 @@ impl Vivo {
         });
         let url = format!("{}/message/send", self.base);
         let headers = [("authToken", token.clone())];
-        let req = match post(&url, "application/json", &headers, body.to_string().into()) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
+        let req = post(&url, "application/json", &headers, body.to_string().into());
+        let (a, v) = match exchange(&self.http, req).await {
+            Ok(x) => x,
+            Err(o) => return o,
         };
-        let a = match self.http.send(req).await {
-            Ok(a) => a,
-            Err(e) => return transport(e),
-        };
-        let v = a.json();
         let code = code_of(&v["result"]);
         let desc = v["desc"].as_str().unwrap_or_default();
         let why = format!("vivo {} result {code}: {desc}", a.status);
         let lower = desc.to_ascii_lowercase();
         match code.as_str() {
             "0" if a.status == 200 => Outcome::Sent,
-            _ if code == "10000" || lower.contains("authtoken") => {
-                let mut t = self.token.lock();
-                if t.as_ref().is_some_and(|(cached, _)| *cached == token) {
-                    *t = None;
-                }
-                Outcome::Retry {
-                    reason: why,
-                    after: Some(Duration::ZERO),
-                }
-            }
+            _ if code == "10000" || lower.contains("authtoken") => self.token.rejected(&token, why),
             _ if lower.contains("regid") => Outcome::Dead(why),
-            "10070" | "10071" => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
-                reason: why,
-                after: a.retry_after(),
-            },
-            _ => Outcome::Failed(why),
+            "10070" | "10071" => retry(&a, why),
+            _ => otherwise(&a, why),
         }
     }
 }

@@ -19,6 +19,7 @@ use super::jobs::recipients;
 use super::provider::{Device, Notification, Outcome, PushProvider};
 use super::quiet::{QuietHours, QuietMode};
 use super::stats::{PushStats, Reason};
+use super::templates::{Fields, Template};
 use super::tenants::Providers;
 use super::trace::{Recent, Trace, TraceEntry};
 use crate::service::ServiceClient;
@@ -32,12 +33,31 @@ pub struct Worker {
     pub(super) tenants: Mutex<HashMap<u64, Arc<Providers>>>,
     pub(super) stats: Arc<PushStats>,
     trace: Trace,
+    /// Recently read `push/tokens` answers by (tenant, user), for
+    /// [`PushConfig::tokens_ttl`]: a burst of messages to one user costs one round trip to
+    /// the broker. Bounded by [`MAX_CACHED_USERS`] (emptied when full).
+    reach_cache: Mutex<HashMap<(u64, String), Fresh>>,
 }
 
-/// A user's devices and quiet hours, as `push/tokens` answers.
+/// A cached `push/tokens` answer and when it was read.
+type Fresh = (Instant, Arc<Reach>);
+
+/// Most users whose devices are cached at once.
+pub const MAX_CACHED_USERS: usize = 65_536;
+
+/// A user's devices, quiet hours and preview switch, as `push/tokens` answers.
 struct Reach {
     tokens: Vec<Device>,
     quiet: Option<QuietHours>,
+    hide_preview: bool,
+}
+
+/// One job's notification as the job says it, and what its templates are filled with.
+struct Job {
+    n: Notification,
+    fields: Fields,
+    /// Only devices of these platforms (`ios`: APNs, `android`: the others); empty: all.
+    platforms: Vec<String>,
 }
 
 impl Worker {
@@ -52,6 +72,7 @@ impl Worker {
             tenants: Mutex::new(HashMap::new()),
             stats: Arc::default(),
             trace: Trace::default(),
+            reach_cache: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -91,6 +112,27 @@ impl Worker {
         self.trace.latest(tenant, user, limit)
     }
 
+    /// The user's devices, from the cache while fresh.
+    async fn cached_reach(&self, tenant: u64, user: &str) -> Result<Arc<Reach>, String> {
+        let ttl = self.cfg.tokens_ttl;
+        let key = (tenant, user.to_owned());
+        if !ttl.is_zero()
+            && let Some((at, r)) = self.reach_cache.lock().get(&key)
+            && at.elapsed() < ttl
+        {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(self.reach(tenant, user).await?);
+        if !ttl.is_zero() {
+            let mut c = self.reach_cache.lock();
+            if c.len() >= MAX_CACHED_USERS {
+                c.clear();
+            }
+            c.insert(key, (Instant::now(), r.clone()));
+        }
+        Ok(r)
+    }
+
     async fn reach(&self, tenant: u64, user: &str) -> Result<Reach, String> {
         let v = self
             .service
@@ -100,6 +142,7 @@ impl Worker {
         Ok(Reach {
             tokens: serde_json::from_value(v["tokens"].clone()).unwrap_or_default(),
             quiet: QuietHours::from_json(&v["quiet"]),
+            hide_preview: v["hide_preview"].as_bool().unwrap_or(false),
         })
     }
 
@@ -152,6 +195,19 @@ impl Worker {
             from: job.from.clone(),
             silent: false,
         };
+        let fields = Fields {
+            kind: job.kind.clone(),
+            group: job.group,
+            sender: if job.sender_name.is_empty() {
+                job.from.clone()
+            } else {
+                job.sender_name.clone()
+            },
+            group_name: job.group_name.clone(),
+            app: job.app_name.clone(),
+            text: job.body.clone(),
+            file: job.file_name.clone(),
+        };
         let providers = match self.providers(job.tenant).await {
             Ok(p) => p,
             Err(e) => {
@@ -171,14 +227,20 @@ impl Worker {
                 return;
             }
         };
+        let job_ = Job {
+            n,
+            fields,
+            platforms: job.platforms.clone(),
+        };
         for user in recipients(&job) {
-            self.deliver_to_user(job.tenant, &user, &providers, &n)
+            self.deliver_to_user(job.tenant, &user, &providers, &job_)
                 .await;
         }
     }
 
-    async fn deliver_to_user(&self, tenant: u64, user: &str, p: &Providers, n: &Notification) {
-        let reach = match self.reach(tenant, user).await {
+    async fn deliver_to_user(&self, tenant: u64, user: &str, p: &Providers, job: &Job) {
+        let n = &job.n;
+        let reach = match self.cached_reach(tenant, user).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(target: "push", job = n.job_id, user, error = %e, "no push: cannot read tokens");
@@ -197,6 +259,7 @@ impl Worker {
         }
         let quiet = reach
             .quiet
+            .as_ref()
             .filter(|q| q.active(self.cfg.clock.now()))
             .map(|q| q.mode);
         if quiet == Some(QuietMode::Suppress) {
@@ -212,18 +275,26 @@ impl Worker {
             );
             return;
         }
-        let silent;
-        let n = if quiet == Some(QuietMode::Silent) {
-            silent = Notification {
-                silent: true,
+        let silent = quiet == Some(QuietMode::Silent);
+        let own = Template {
+            title: n.title.clone(),
+            body: n.body.clone(),
+        };
+        // Hidden previews: the tenant's switch (the broker left the text out) or the user's.
+        let hide = reach.hide_preview || (n.body.is_empty() && job.fields.kind.is_empty());
+        let wanted = |d: &&Device| {
+            let platform = if d.vendor == "apns" { "ios" } else { "android" };
+            job.platforms.is_empty() || job.platforms.iter().any(|p| p == platform)
+        };
+        for d in reach.tokens.iter().filter(wanted) {
+            let shown = p.templates.render(&d.lang, &job.fields, &own, hide);
+            let n = Notification {
+                title: shown.title,
+                body: shown.body,
+                silent,
                 ..n.clone()
             };
-            &silent
-        } else {
-            n
-        };
-        for d in reach.tokens {
-            self.deliver_to_device(tenant, user, p, n, d).await;
+            self.deliver_to_device(tenant, user, p, &n, d.clone()).await;
         }
     }
 
@@ -265,6 +336,7 @@ impl Worker {
                     "dead token removed");
                 self.stats.fail(&d.vendor, Reason::DeadToken);
                 self.record(tenant, n, user, &d.vendor, "token_removed", why.clone());
+                self.reach_cache.lock().remove(&(tenant, user.to_owned()));
                 let body = json!({"tenant": tenant, "user": user, "token": d.token});
                 match self.service.call("push/unregister", &body).await {
                     Ok(_) => {

@@ -68,6 +68,15 @@ pub struct PushResult {
     /// The provider code alone, straight to the mock, same count and concurrency.
     pub direct_pushes_per_sec: f64,
     pub ratio_to_direct: f64,
+    /// CPU time (user + system) per push delivered while draining: the Switchboard process
+    /// (broker, IM service, gateway, push worker) and this process (the mock services and
+    /// the job publisher). Meaningful on a loaded machine, where pushes/s is not.
+    pub worker_cpu_us_per_push: f64,
+    pub mock_cpu_us_per_push: f64,
+    /// The same for the direct run (provider code and mock in this process).
+    pub direct_cpu_us_per_push: f64,
+    /// The load average (1 minute) when the drain ended.
+    pub load_average: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +126,7 @@ pub async fn run(
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
     let mut r = r?;
-    r.direct_pushes_per_sec = direct(&mut mock, shape).await?;
+    (r.direct_pushes_per_sec, r.direct_cpu_us_per_push) = direct(&mut mock, shape).await?;
     r.ratio_to_direct = r.pushes_per_sec / r.direct_pushes_per_sec.max(1e-9);
     Ok(r)
 }
@@ -180,6 +189,7 @@ async fn measure(
     let drain_events = tokio::spawn(async move { while events.recv().await.is_some() {} });
 
     let rss0 = rss_kb(pid);
+    let (worker_cpu0, self_cpu0) = (cpu_ms(&pid.to_string()), cpu_ms("self"));
     let mut published: Vec<Option<Instant>> = vec![None; shape.jobs];
     let start = Instant::now();
     let topic = format!("$im/push/{tid}");
@@ -201,8 +211,9 @@ async fn measure(
             seq: i as u64 + 1,
             collapse_key: format!("u:alice:u{u}"),
             from: "alice".into(),
-            users: Vec::new(),
-            platforms: Vec::new(),
+            kind: "text".into(),
+            sender_name: "Alice".into(),
+            ..PushJob::default()
         };
         let p = Publish {
             dup: false,
@@ -258,6 +269,8 @@ async fn measure(
         queued: shape.jobs - delivered,
         rss_mb: rss_kb(pid) as f64 / 1024.0,
     });
+    let worker_cpu = cpu_ms(&pid.to_string()) - worker_cpu0;
+    let self_cpu = cpu_ms("self") - self_cpu0;
     publisher.shutdown().await;
     drain_events.abort();
     latencies.sort_by(f64::total_cmp);
@@ -289,12 +302,33 @@ async fn measure(
         rss_samples: samples,
         direct_pushes_per_sec: 0.0,
         ratio_to_direct: 0.0,
+        worker_cpu_us_per_push: worker_cpu * 1000.0 / delivered.max(1) as f64,
+        mock_cpu_us_per_push: self_cpu * 1000.0 / delivered.max(1) as f64,
+        direct_cpu_us_per_push: 0.0,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0),
     })
 }
 
+/// CPU time (user + system, ms) of process `pid` (`self` for this one), from
+/// `/proc/{pid}/stat` (clock ticks of 10 ms, Linux's `USER_HZ`); 0 when unreadable.
+fn cpu_ms(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces): state is the first, utime
+    // the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10.0
+}
+
 /// The APNs provider alone, straight to the mock: `jobs` notifications with
-/// `concurrency` in flight; pushes/s.
-async fn direct(mock: &mut PushMock, shape: PushBench) -> anyhow::Result<f64> {
+/// `concurrency` in flight; pushes/s and CPU µs per push (provider and mock together).
+async fn direct(mock: &mut PushMock, shape: PushBench) -> anyhow::Result<(f64, f64)> {
     use switchboard_gateway::push::{apns, https};
     let tls = https::tls_config(Some(mock.ca_pem.as_bytes())).map_err(anyhow::Error::msg)?;
     let creds: apns::ApnsCredentials = serde_json::from_value(mock.credentials()["apns"].clone())?;
@@ -305,6 +339,7 @@ async fn direct(mock: &mut PushMock, shape: PushBench) -> anyhow::Result<f64> {
     mock.drain();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
+    let cpu0 = cpu_ms("self");
     let deadline = start + DRAIN_DEADLINE;
     let mut tasks = Vec::new();
     for _ in 0..shape.concurrency.max(1) {
@@ -321,6 +356,7 @@ async fn direct(mock: &mut PushMock, shape: PushBench) -> anyhow::Result<f64> {
                     token: format!("tok-{i}"),
                     bundle_id: "com.example.chat".into(),
                     sandbox: false,
+                    lang: String::new(),
                 };
                 let n = Notification {
                     job_id: job_id(i),
@@ -341,8 +377,12 @@ async fn direct(mock: &mut PushMock, shape: PushBench) -> anyhow::Result<f64> {
         let _ = t.await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_ms("self") - cpu0;
     let got = mock.drain().len();
-    Ok(got as f64 / secs.max(1e-9))
+    Ok((
+        got as f64 / secs.max(1e-9),
+        cpu * 1000.0 / got.max(1) as f64,
+    ))
 }
 
 /// The markdown report.
@@ -357,7 +397,10 @@ pub fn markdown(r: &PushResult) -> String {
          | latency job published → push received p50 / p90 / p99 / max | {:.0} / {:.0} / {:.0} / {:.0} ms |\n\
          | process RSS before / peak while draining / after | {:.1} / {:.1} / {:.1} MB |\n\
          | same provider code straight to the mock (no broker, no queue) | {:.0} pushes/s |\n\
-         | worker ÷ direct | {:.2}× |\n",
+         | worker ÷ direct | {:.2}× |\n\
+         | CPU per push: Switchboard process (broker + worker) / bench process (mock + publisher) | {:.0} / {:.0} µs |\n\
+         | CPU per push, direct (provider + mock in one process) | {:.0} µs |\n\
+         | load average (1 min) after the drain | {:.1} |\n",
         r.jobs,
         r.users,
         r.concurrency,
@@ -375,6 +418,10 @@ pub fn markdown(r: &PushResult) -> String {
         r.rss_end_mb,
         r.direct_pushes_per_sec,
         r.ratio_to_direct,
+        r.worker_cpu_us_per_push,
+        r.mock_cpu_us_per_push,
+        r.direct_cpu_us_per_push,
+        r.load_average,
     );
     s.push_str("\nRSS while the queue drains (every ~1 s):\n\n| t (s) | jobs not yet pushed | RSS (MB) |\n|---|---|---|\n");
     for x in r.rss_samples.iter().step_by(5) {

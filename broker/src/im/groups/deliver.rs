@@ -364,11 +364,21 @@ impl ImService {
         } else {
             state.rec.name.clone()
         };
-        let body = match (hide, msg.from.is_empty()) {
-            (true, _) => String::new(),
-            (false, true) => presence::preview(msg),
-            (false, false) => format!("{}: {}", msg.from, presence::preview(msg)),
+        // The worker renders title and body from the tenant's `group_*` templates; the
+        // preview alone goes in `body`.
+        let body = if hide {
+            String::new()
+        } else {
+            presence::preview(msg)
         };
+        let (kind, file_name) = if msg.from.is_empty() {
+            ("system", String::new())
+        } else if hide {
+            (presence::kind(msg), String::new())
+        } else {
+            (presence::kind(msg), presence::file_name(msg))
+        };
+        let sender_name = self.display_name(tid, &msg.from);
         for (i, users) in push.chunks(PUSH_BATCH).enumerate() {
             let job = im::PushJob {
                 job_id: format!("{tid}:{conv}:{}:batch{i}", msg.seq),
@@ -380,6 +390,11 @@ impl ImService {
                 collapse_key: conv.to_string(),
                 from: msg.from.clone(),
                 users: users.iter().map(|a| (*a).clone()).collect(),
+                kind: kind.to_owned(),
+                sender_name: sender_name.clone(),
+                group_name: title.clone(),
+                file_name: file_name.clone(),
+                group: true,
                 ..im::PushJob::default()
             };
             b.publish_detached(Arc::new(Message {
