@@ -318,6 +318,25 @@ impl BrokerState {
         out
     }
 
+    /// The first `limit` messages queued for `client_id` (connected or parked), oldest
+    /// first; `None` if there is no such session.
+    pub fn session_queue(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Option<Vec<crate::mailbox::QueuedView>> {
+        let mailbox = {
+            let map = self.sessions.map.lock();
+            let e = map.get(client_id)?;
+            match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
+                (Some(i), _) => Some(i.mailbox.clone()),
+                (None, Some(s)) => Some(s.mailbox.clone()),
+                (None, None) => None,
+            }
+        };
+        Some(mailbox.map(|m| m.peek(limit)).unwrap_or_default())
+    }
+
     /// Whether a connection holds the session of `client_id` right now.
     pub fn client_online(&self, client_id: &str) -> bool {
         self.sessions

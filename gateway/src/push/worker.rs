@@ -32,6 +32,8 @@ pub struct Worker {
     pub(super) tenants: Mutex<HashMap<u64, Arc<Providers>>>,
     pub(super) stats: Arc<PushStats>,
     trace: Trace,
+    /// The same decisions, sent to the broker for every gateway's console.
+    report: crate::console::push_trace::TraceReporter,
 }
 
 /// A user's devices and quiet hours, as `push/tokens` answers.
@@ -45,6 +47,7 @@ impl Worker {
     pub fn new(service: ServiceClient, cfg: PushConfig) -> Result<Arc<Worker>, String> {
         let tls = https::tls_config(cfg.extra_ca_pem.as_deref())?;
         Ok(Arc::new(Worker {
+            report: crate::console::push_trace::TraceReporter::start(service.clone()),
             service,
             cfg,
             tls,
@@ -75,6 +78,11 @@ impl Worker {
             .now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        self.report.report(json!({
+            "time_ms": time_ms, "tenant": tenant, "job": n.job_id, "user": user,
+            "vendor": vendor, "outcome": outcome, "detail": detail,
+            "conversation": n.conversation, "seq": n.seq,
+        }));
         self.trace.push(TraceEntry {
             time_ms,
             tenant,
