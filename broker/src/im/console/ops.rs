@@ -86,11 +86,7 @@ impl ImService {
             "client" => {
                 let r: Client = de(body)?;
                 let not_found = || ImError::NotFound(format!("no session for client {:?}", r.id));
-                let summary = b
-                    .session_summaries()
-                    .into_iter()
-                    .find(|s| s.client_id == r.id)
-                    .ok_or_else(not_found)?;
+                let summary = b.session_summary(&r.id).ok_or_else(not_found)?;
                 let limit = r.queue_limit.unwrap_or(QUEUE_PAGE).clamp(1, QUEUE_MAX);
                 let queue = b.session_queue(&r.id, limit).ok_or_else(not_found)?;
                 let mut v = json!(summary);
