@@ -13,6 +13,8 @@ command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 # Debian's Chromium for the console's browser tests (driven by playwright-core, no download).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# Debian's Firefox ESR for the same browser tests (driven by puppeteer-core over WebDriver BiDi).
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -30,7 +32,7 @@ command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q 'schemathes
 # moto's S3 server (and boto3) for the gateway's S3 file store.
 { command -v moto_server >/dev/null 2>&1 && python3 -c 'import boto3, flask'; } 2>/dev/null || python3 -m pip install -q 'moto[server]>=5,<6'
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-# MQTT.js for the WebSocket test; playwright-core for the console's browser tests.
-[ -d tests/js/node_modules/mqtt ] && [ -d tests/js/node_modules/playwright-core ] || npm ci --prefix tests/js --no-audit --no-fund --silent
+# MQTT.js for the WebSocket test; playwright-core and puppeteer-core for the console's browser tests.
+[ -d tests/js/node_modules/mqtt ] && [ -d tests/js/node_modules/playwright-core ] && [ -d tests/js/node_modules/puppeteer-core ] || npm ci --prefix tests/js --no-audit --no-fund --silent
 
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -240,5 +240,6 @@ fn delivery(msg: &Arc<Message>, t: Target, from_retained_store: bool) -> Deliver
         sub_ids: t.sub_ids,
         shared: t.shared,
         seq: None,
+        queued_s: 0,
     }
 }

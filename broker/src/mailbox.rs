@@ -8,7 +8,9 @@
 //! never blocks a publisher or other subscribers.
 
 use std::collections::VecDeque;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use switchboard_proto::QoS;
@@ -25,6 +27,25 @@ pub enum Pushed {
     DroppedQos0,
     /// A QoS 1/2 delivery did not fit.
     Refused,
+}
+
+/// Seconds since this process first queued a delivery: the coarse clock of
+/// [`Delivery::queued_s`] (four bytes, so the stamp costs no memory per queued message).
+pub fn clock_s() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u32::try_from(START.get_or_init(Instant::now).elapsed().as_secs()).unwrap_or(u32::MAX)
+}
+
+/// One queued delivery as operators see it ([`Mailbox::peek`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueuedView {
+    pub topic: String,
+    pub qos: u8,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Seconds since it was queued (in this process: a message restored from the store
+    /// counts from the restore).
+    pub age_s: u32,
 }
 
 #[derive(Debug)]
@@ -61,7 +82,8 @@ impl Mailbox {
     }
 
     /// Adds a delivery, applying the policy above, and wakes the connection task.
-    pub fn push(&self, d: Delivery) -> Pushed {
+    pub fn push(&self, mut d: Delivery) -> Pushed {
+        d.queued_s = clock_s();
         let cost = d.msg.cost();
         let mut q = self.queue.lock();
         let mut result = Pushed::Queued;
@@ -87,7 +109,8 @@ impl Mailbox {
     /// Adds a delivery that outranks every queued QoS 0 one (chatroom high priority): when
     /// the queue is full, the oldest queued QoS 0 deliveries make room; refused only when
     /// none is left to drop.
-    pub fn push_before_qos0(&self, d: Delivery) -> Pushed {
+    pub fn push_before_qos0(&self, mut d: Delivery) -> Pushed {
+        d.queued_s = clock_s();
         let cost = d.msg.cost();
         let mut q = self.queue.lock();
         let mut result = Pushed::Queued;
@@ -180,6 +203,23 @@ impl Mailbox {
         self.queue.lock().items.len()
     }
 
+    /// The first `limit` queued deliveries, oldest first, without taking them (the lock
+    /// is held for `limit` steps at most).
+    pub fn peek(&self, limit: usize) -> Vec<QueuedView> {
+        let now = clock_s();
+        let q = self.queue.lock();
+        q.items
+            .iter()
+            .take(limit)
+            .map(|d| QueuedView {
+                topic: d.msg.topic.clone(),
+                qos: d.qos as u8,
+                bytes: d.msg.payload.len(),
+                age_s: now.saturating_sub(d.queued_s),
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -218,7 +258,25 @@ mod tests {
             sub_ids: Vec::new(),
             shared: None,
             seq: None,
+            queued_s: 0,
         }
+    }
+
+    #[test]
+    fn peek_shows_the_oldest_queued_without_taking_them() {
+        let m = Mailbox::new(10, usize::MAX);
+        m.push(delivery(QoS::AtLeastOnce, "a/1"));
+        m.push(delivery(QoS::AtMostOnce, "a/2"));
+        m.push(delivery(QoS::ExactlyOnce, "a/3"));
+        let seen = m.peek(2);
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].topic.as_str(), seen[0].qos), ("a/1", 1));
+        assert_eq!((seen[1].topic.as_str(), seen[1].qos), ("a/2", 0));
+        assert_eq!(m.len(), 3, "nothing taken");
+        assert!(
+            std::mem::size_of::<Delivery>() <= 64,
+            "the queue stamp fits in the padding"
+        );
     }
 
     #[test]

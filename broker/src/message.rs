@@ -114,6 +114,9 @@ pub struct Delivery {
     pub shared: Option<Arc<ShareKey>>,
     /// Its key in the session's stored queue, when stored.
     pub seq: Option<u64>,
+    /// When a mailbox queued it, in seconds of [`crate::mailbox::clock_s`] (0 until then;
+    /// fits in the struct's padding). Operators see the age of queued messages from it.
+    pub queued_s: u32,
 }
 
 impl Delivery {

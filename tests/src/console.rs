@@ -198,3 +198,55 @@ pub async fn set_cookie_attrs(c: &Console, user: &str, password: &str) -> String
         .unwrap_or_default()
         .to_owned()
 }
+
+/// The browsers the console's browser scenarios run in: Debian's Chromium (Playwright's
+/// `playwright-core`) and Debian's Firefox ESR (`puppeteer-core` over WebDriver BiDi).
+#[derive(Clone, Copy, Debug)]
+pub enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    /// The `BROWSER` value `tests/js/console/lib.mjs` reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Browser::Chromium => "chromium",
+            Browser::Firefox => "firefox",
+        }
+    }
+}
+
+/// Runs `node SCRIPT ARGS` in `tests/js` with `BROWSER` set (and `SHOTS`, where failures
+/// keep their screenshots), after checking that the browser and the Node drivers are
+/// installed (tests/run.sh installs them). Blocking: call from `spawn_blocking`.
+pub fn run_browser_script(
+    browser: Browser,
+    script: &str,
+    args: &[String],
+    shots: &std::path::Path,
+) -> std::process::Output {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    for module in ["playwright-core", "puppeteer-core"] {
+        assert!(
+            js.join("node_modules").join(module).exists(),
+            "run `npm ci --prefix tests/js` first (tests/run.sh does)"
+        );
+    }
+    let exe = match browser {
+        Browser::Chromium => "/usr/bin/chromium",
+        Browser::Firefox => "/usr/bin/firefox-esr",
+    };
+    assert!(
+        std::path::Path::new(exe).exists(),
+        "install Debian's {exe} first (tests/run.sh does)"
+    );
+    std::process::Command::new("node")
+        .current_dir(&js)
+        .arg(script)
+        .args(args)
+        .env("BROWSER", browser.name())
+        .env("SHOTS", shots)
+        .output()
+        .expect("node runs")
+}

@@ -1,15 +1,12 @@
 //! The web console (`/console` of the gateway) end to end: a broker with the IM service on
 //! a redb store on disk, a gateway in front, real HTTP.
 //!
-//! - `console_browser_*`: a Node Playwright script (`tests/js/console/core.mjs`) drives
-//!   Debian's Chromium: sign-in with the one-time password, the forced change, a tenant
+//! - `console_browser_*`: a Node script (`tests/js/console/core.mjs`) drives Debian's
+//!   Chromium (Playwright) and Debian's Firefox ESR (puppeteer-core over WebDriver BiDi): sign-in with the one-time password, the forced change, a tenant
 //!   and its credentials, the language switch, kicking a real MQTT client (which must get
 //!   DISCONNECT 0x98), phone width. Failures keep screenshots (the path is printed).
 //! - Security, over raw HTTP: no session, no CSRF token, another tenant's ids, script in
 //!   text fields, sign-in back-off, sign-out, error pages.
-
-use std::path::Path;
-use std::process::Command;
 
 use switchboard_proto::{
     Packet, Properties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
@@ -20,15 +17,16 @@ use switchboard_tests::{RawClient, connect_packet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_browser_sign_in_tenant_language_kick_phone() {
-    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/js");
-    assert!(
-        Path::new(js).join("node_modules/playwright-core").exists(),
-        "run `npm ci --prefix tests/js` first (tests/run.sh does)"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "install Debian's chromium first (tests/run.sh does)"
-    );
+    browser_core(Browser::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_browser_firefox_sign_in_tenant_language_kick_phone() {
+    browser_core(Browser::Firefox).await;
+}
+
+/// The core scenario (`tests/js/console/core.mjs`) in `browser`.
+async fn browser_core(browser: Browser) {
     let c = Console::start().await;
     let op_password =
         c.b.im
@@ -45,14 +43,19 @@ async fn console_browser_sign_in_tenant_language_kick_phone() {
         "the one-time password is made once"
     );
     let dev_password = developer(&c, "dev", None).await;
-    // A real MQTT client for the operator to kick.
-    let (mut mqtt, ack) =
-        RawClient::connect(c.b.addr, connect_packet(Version::V5, "kick-me-1")).await;
+    // A real MQTT client for the operator to kick. It sends no PINGREQ, so it asks for no
+    // keep-alive: on a loaded machine the browser may take minutes to reach the kick.
+    let mut connect = connect_packet(Version::V5, "kick-me-1");
+    connect.keep_alive = 0;
+    let (mut mqtt, ack) = RawClient::connect(c.b.addr, connect).await;
     assert!(matches!(ack, Packet::ConnAck(_)));
-    let shots = std::env::temp_dir().join(format!("sb-console-shots-{}", std::process::id()));
+    let shots = std::env::temp_dir().join(format!(
+        "sb-console-shots-{}-{}",
+        browser.name(),
+        std::process::id()
+    ));
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let args = vec![
-        "console/core.mjs".to_owned(),
         c.base(),
         "admin".into(),
         op_password,
@@ -61,19 +64,17 @@ async fn console_browser_sign_in_tenant_language_kick_phone() {
         "kick-me-1".into(),
         shots.display().to_string(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .current_dir(js)
-            .args(&args)
-            .output()
-            .expect("node runs")
+    let out = tokio::task::spawn_blocking({
+        let shots = shots.clone();
+        move || run_browser_script(browser, "console/core.mjs", &args, &shots)
     })
     .await
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "browser flow failed (screenshots in {}):\n{stdout}\n{}",
+        "browser flow failed in {} (screenshots in {}):\n{stdout}\n{}",
+        browser.name(),
         shots.display(),
         String::from_utf8_lossy(&out.stderr)
     );

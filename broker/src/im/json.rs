@@ -165,6 +165,7 @@ pub fn conversation_to_json(c: &im::Conversation) -> Value {
         "id": c.id, "type": kind, "peer": c.peer, "max_seq": c.max_seq, "read_seq": c.read_seq,
         "min_seq": c.min_seq, "unread": c.unread, "mentioned": c.mentioned, "pinned": c.pinned,
         "muted": c.muted, "hidden": c.hidden, "updated_ms": c.updated_ms,
+        "peer_read_seq": c.peer_read_seq, "peer_delivered_seq": c.peer_delivered_seq,
         "last": c.last.as_ref().map(message_to_json),
     })
 }

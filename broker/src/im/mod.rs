@@ -125,6 +125,8 @@ pub struct ImService {
 #[derive(Debug, Default)]
 struct ConsoleData {
     samples: Arc<console::samples::Samples>,
+    /// Every push worker's decisions (bounded ring).
+    push_trace: console::push_trace::PushTrace,
 }
 
 impl std::fmt::Debug for ImService {

@@ -140,6 +140,30 @@ pub struct SessionSummary {
     pub subscriptions: Vec<String>,
 }
 
+/// What operators see of session `id`.
+fn summary_of(id: &str, e: &Entry) -> SessionSummary {
+    let live = e.link.as_ref().and_then(|l| l.info.clone());
+    let (queued, subscriptions) = match (&live, &e.state) {
+        (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().clone()),
+        (None, Some(s)) => {
+            let mut subs: Vec<String> = s.subs.keys().cloned().collect();
+            subs.sort();
+            (s.mailbox.len(), subs)
+        }
+        (None, None) => (0, Vec::new()),
+    };
+    SessionSummary {
+        client_id: id.to_owned(),
+        online: e.link.is_some(),
+        transport: live.as_ref().map(|i| i.transport),
+        peer: live.as_ref().map(|i| i.peer.clone()),
+        connected_since: live.as_ref().map(|i| i.since),
+        expiry: e.expiry,
+        queued,
+        subscriptions,
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Entry {
     /// Parked state while offline. Boxed: while the session is connected its state lives
@@ -314,33 +338,34 @@ impl BrokerState {
     /// Every session, connected or parked, sorted by client identifier.
     pub fn session_summaries(&self) -> Vec<SessionSummary> {
         let map = self.sessions.map.lock();
-        let mut out: Vec<SessionSummary> = map
-            .iter()
-            .map(|(id, e)| {
-                let live = e.link.as_ref().and_then(|l| l.info.clone());
-                let (queued, subscriptions) = match (&live, &e.state) {
-                    (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().clone()),
-                    (None, Some(s)) => {
-                        let mut subs: Vec<String> = s.subs.keys().cloned().collect();
-                        subs.sort();
-                        (s.mailbox.len(), subs)
-                    }
-                    (None, None) => (0, Vec::new()),
-                };
-                SessionSummary {
-                    client_id: id.clone(),
-                    online: e.link.is_some(),
-                    transport: live.as_ref().map(|i| i.transport),
-                    peer: live.as_ref().map(|i| i.peer.clone()),
-                    connected_since: live.as_ref().map(|i| i.since),
-                    expiry: e.expiry,
-                    queued,
-                    subscriptions,
-                }
-            })
-            .collect();
+        let mut out: Vec<SessionSummary> = map.iter().map(|(id, e)| summary_of(id, e)).collect();
         out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         out
+    }
+
+    /// The session of `client_id`, connected or parked (one map lookup).
+    pub fn session_summary(&self, client_id: &str) -> Option<SessionSummary> {
+        let map = self.sessions.map.lock();
+        map.get(client_id).map(|e| summary_of(client_id, e))
+    }
+
+    /// The first `limit` messages queued for `client_id` (connected or parked), oldest
+    /// first; `None` if there is no such session.
+    pub fn session_queue(
+        &self,
+        client_id: &str,
+        limit: usize,
+    ) -> Option<Vec<crate::mailbox::QueuedView>> {
+        let mailbox = {
+            let map = self.sessions.map.lock();
+            let e = map.get(client_id)?;
+            match (e.link.as_ref().and_then(|l| l.info.as_ref()), &e.state) {
+                (Some(i), _) => Some(i.mailbox.clone()),
+                (None, Some(s)) => Some(s.mailbox.clone()),
+                (None, None) => None,
+            }
+        };
+        Some(mailbox.map(|m| m.peek(limit)).unwrap_or_default())
     }
 
     /// Whether a connection holds the session of `client_id` right now.

@@ -105,6 +105,7 @@ impl BrokerState {
                     sub_ids: d.sub_ids,
                     shared: None,
                     seq: Some(seq),
+                    queued_s: 0,
                 };
                 // Flows that had started resume where they were ([MQTT-4.4.0-1]).
                 match d.sent {

@@ -14,7 +14,7 @@
 //! [`assets`] (the vendored CSS and JS), [`signin`] (sign-in, forced password change,
 //! sign-out, language), [`tenants`] (tenants, credentials, compat APIs, webhooks, push
 //! credentials), [`ops`] (broker operations: counters, charts, clients, retained, groups,
-//! trace).
+//! trace), [`push_trace`] (the push worker's decisions sent to the broker for the trace).
 
 pub mod apps;
 pub mod assets;
@@ -22,6 +22,7 @@ pub mod error;
 pub mod i18n;
 pub mod ops;
 pub mod org;
+pub mod push_trace;
 pub mod session;
 pub mod signin;
 pub mod tenants;

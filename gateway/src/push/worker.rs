@@ -37,6 +37,8 @@ pub struct Worker {
     /// [`PushConfig::tokens_ttl`]: a burst of messages to one user costs one round trip to
     /// the broker. Bounded by [`MAX_CACHED_USERS`] (emptied when full).
     reach_cache: Mutex<HashMap<(u64, String), Fresh>>,
+    /// The same decisions, sent to the broker for every gateway's console.
+    report: crate::console::push_trace::TraceReporter,
 }
 
 /// A cached `push/tokens` answer and when it was read.
@@ -65,6 +67,7 @@ impl Worker {
     pub fn new(service: ServiceClient, cfg: PushConfig) -> Result<Arc<Worker>, String> {
         let tls = https::tls_config(cfg.extra_ca_pem.as_deref())?;
         Ok(Arc::new(Worker {
+            report: crate::console::push_trace::TraceReporter::start(service.clone()),
             service,
             cfg,
             tls,
@@ -96,6 +99,11 @@ impl Worker {
             .now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        self.report.report(json!({
+            "time_ms": time_ms, "tenant": tenant, "job": n.job_id, "user": user,
+            "vendor": vendor, "outcome": outcome, "detail": detail,
+            "conversation": n.conversation, "seq": n.seq,
+        }));
         self.trace.push(TraceEntry {
             time_ms,
             tenant,

@@ -3,7 +3,7 @@
 // language switch (remembered), an operator kicks a connected MQTT client and sees it
 // disconnected, and the pages fit a phone-sized screen.
 // Usage: node core.mjs BASE OPERATOR OPERATOR_PASSWORD DEVELOPER DEVELOPER_PASSWORD CLIENT_ID SHOT_DIR
-import { launch, signIn, changePassword, check, until, step, shot, postForm } from "./lib.mjs";
+import { launch, clickAndWait, signIn, changePassword, check, until, step, shot, postForm } from "./lib.mjs";
 
 const [base, opUser, opPass, devUser, devPass, clientId, dir] = process.argv.slice(2);
 const browser = await launch();
@@ -32,18 +32,18 @@ try {
     check(page.url().endsWith("/console/tenants"), `developer lands on tenants, got ${page.url()}`);
   });
   await step(page, dir, "create-tenant", async () => {
-    await page.click("#new-tenant");
+    await clickAndWait(page, "#new-tenant");
     await page.fill("#tenant-name", "");
     await page.$eval("#tenant-name", (e) => e.removeAttribute("required"));
-    await page.click("#tenant-submit");
+    await clickAndWait(page, "#tenant-submit");
     check(await page.isVisible("#name-error"), "empty name refused next to the field");
     await page.fill("#tenant-name", "Acme Browser Co");
-    await page.click("#tenant-submit");
+    await clickAndWait(page, "#tenant-submit");
     const secret = (await page.textContent("#new-app-secret")).trim();
     const key = (await page.textContent("#new-app-key")).trim();
     check(/^[0-9a-f]{32}$/.test(secret), `app secret shown once: ${secret}`);
     check(key.length > 0, "app key shown");
-    await page.click("#to-tenant");
+    await clickAndWait(page, "#to-tenant");
     check((await page.textContent("#tenant-title")).includes("Acme Browser Co"), "tenant page");
     check((await page.textContent("#app-key")).trim() === key, "same app key on the tenant page");
     const masked = (await page.textContent("#app-secret")).trim();
@@ -55,12 +55,12 @@ try {
     check(r.status === 403, `POST without CSRF token: ${r.status}`);
   });
   await step(page, dir, "language-switch", async () => {
-    await page.click("#lang-switch");
+    await clickAndWait(page, "#lang-switch");
     check((await page.textContent("nav")).includes("租户"), "Chinese navigation");
     await page.reload();
     check((await page.textContent("nav")).includes("租户"), "language remembered after reload");
     check((await page.getAttribute("html", "lang")) === "zh", "html lang");
-    await page.click("#lang-switch");
+    await clickAndWait(page, "#lang-switch");
     check((await page.textContent("nav")).includes("Tenants"), "back to English");
   });
   await shot(page, dir, "tenant");
@@ -83,7 +83,7 @@ try {
     await op.goto(`${base}/console/ops/clients?q=${encodeURIComponent(clientId)}`);
     const row = `tr[data-client="${clientId}"]`;
     check((await op.textContent(`${row} .state`)).includes("online"), "client listed online");
-    await Promise.all([op.waitForLoadState("load"), op.click(`${row} .kick`)]);
+    await clickAndWait(op, `${row} .kick`);
     check((await op.textContent("#kicked")).includes(clientId), "kick confirmed");
     await until(async () => {
       await op.goto(`${base}/console/ops/clients?q=${encodeURIComponent(clientId)}`);

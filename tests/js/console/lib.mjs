@@ -1,16 +1,22 @@
 // Helpers for the console's browser tests (Playwright's playwright-core driving Debian's
-// chromium; no browser download). Reused by every console flow script:
+// chromium, or with BROWSER=firefox puppeteer-core driving Debian's firefox-esr through
+// firefox.mjs; no browser download). Reused by every console flow script:
 //   const b = await launch(); const page = await b.newPage();
 //   await signIn(page, base, user, password); await changePassword(page, old, next);
 //   const r = await postForm(page, "/console/tenants/new", { name: "x" });
 //   await step(page, dir, "name", async () => { ... })  // screenshot on failure
 import { chromium } from "playwright-core";
 import path from "node:path";
+import { launchFirefox } from "./firefox.mjs";
 
 export const TIMEOUT = 20000;
 
-/** Starts headless Chromium (CHROMIUM env overrides the path). */
+/**
+ * Starts the browser named by BROWSER: `chromium` (the default; CHROMIUM env overrides the
+ * path) or `firefox` (FIREFOX overrides the path).
+ */
 export async function launch() {
+  if (process.env.BROWSER === "firefox") return launchFirefox();
   return chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
@@ -23,12 +29,17 @@ export function check(cond, message) {
   if (!cond) throw new Error(message);
 }
 
+/** Clicks `selector` and waits for the page it leads to to load. */
+export async function clickAndWait(page, selector) {
+  await Promise.all([page.waitForNavigation(), page.click(selector)]);
+}
+
 /** Signs in on the sign-in page (from any console URL). */
 export async function signIn(page, base, username, password) {
   await page.goto(`${base}/console/signin`);
   await page.fill("#username", username);
   await page.fill("#password", password);
-  await Promise.all([page.waitForLoadState("load"), page.click("#signin-submit")]);
+  await clickAndWait(page, "#signin-submit");
 }
 
 /** Changes the password on /console/password (the forced change of a first sign-in). */
@@ -39,7 +50,7 @@ export async function changePassword(page, oldPassword, newPassword) {
   await page.fill("#old", oldPassword);
   await page.fill("#new", newPassword);
   await page.fill("#confirm", newPassword);
-  await Promise.all([page.waitForLoadState("load"), page.click("#password-submit")]);
+  await clickAndWait(page, "#password-submit");
 }
 
 /** The CSRF token of the current page (every signed-in page has one in its forms). */

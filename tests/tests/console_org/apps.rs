@@ -153,8 +153,22 @@ async fn apps_pages_validate_every_field_show_credentials_and_stay_in_the_tenant
         let v = app[k].as_str().expect("credential");
         assert!(show.body.contains(v), "{k} shown");
     }
-    // The icon is served as the image it is.
-    let icon_url = app["icon_url"].as_str().expect("icon url").to_owned();
+    // The icon went through the gateway's one icon path (a file id on the app), and the
+    // app's page shows it by a signed link served as the image it is.
+    let file = app["icon_file"].as_str().expect("icon file");
+    assert_eq!(file.len(), 64, "{app}");
+    let at = show
+        .body
+        .find("id=\"app-icon\" src=\"")
+        .expect("icon shown")
+        + 19;
+    let icon_url = show.body[at..at + show.body[at..].find('"').expect("end")]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(
+        icon_url.starts_with(&format!("/files/{file}?")),
+        "{icon_url}"
+    );
     let got = request(gw.addr(), "GET", &icon_url, &[], b"").await;
     assert_eq!(got.status, 200);
     assert!(

@@ -1,36 +1,27 @@
-//! The browser flow: Chromium builds, imports and creates; the member sees the app over MQTT.
+//! The browser flow, in Chromium and in Firefox: the browser builds, imports and creates;
+//! the member sees the app over MQTT.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 use switchboard_client::im::ImClient;
 use switchboard_proto::im;
+use switchboard_tests::console::{Browser, run_browser_script};
 use switchboard_tests::http::request;
 use switchboard_tests::im::{ImBroker, config};
 use switchboard_tests::{TempDir, WAIT};
 
 use crate::common::*;
 
-/// Runs the Playwright script with `args` (screenshots of failures go to `shots`); its
+/// Runs `script` in `browser` with `args` (screenshots of failures go to `shots`); its
 /// last stdout line is JSON.
-fn run_browser(script: &str, args: &[String], shots: &Path) -> Value {
-    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/js");
-    assert!(
-        Path::new(js).join("node_modules/playwright-core").exists(),
-        "run `npm ci --prefix tests/js` first (tests/run.sh does)"
-    );
-    let out = Command::new("node")
-        .current_dir(js)
-        .arg(script)
-        .args(args)
-        .env("SHOTS", shots)
-        .output()
-        .expect("node runs");
+fn run_browser(browser: Browser, script: &str, args: &[String], shots: &Path) -> Value {
+    let out = run_browser_script(browser, script, args, shots);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "browser test failed (screenshots in {}):\n{stdout}\n{}",
+        "browser test failed in {} (screenshots in {}):\n{stdout}\n{}",
+        browser.name(),
         shots.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -40,6 +31,16 @@ fn run_browser(script: &str, args: &[String], shots: &Path) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_browser_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt() {
+    org_flow(Browser::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_browser_firefox_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt() {
+    org_flow(Browser::Firefox).await;
+}
+
+/// The organisation and workbench scenario (`tests/js/console/org.mjs`) in `browser`.
+async fn org_flow(browser: Browser) {
     let b = ImBroker::start().await;
     let files = TempDir::new("console-browser-files");
     let gw = gateway(&b, files.path()).await;
@@ -54,7 +55,8 @@ async fn console_browser_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt(
     .await
     .expect("console user");
     // Kept after the test (failures leave their screenshots here).
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-org-shots");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("console-org-shots-{}", browser.name()));
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let base = format!("http://{}", gw.addr());
     let args: Vec<String> = vec![
@@ -66,7 +68,7 @@ async fn console_browser_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt(
     ];
     let result = tokio::task::spawn_blocking({
         let shots = shots.clone();
-        move || run_browser("console/org.mjs", &args, &shots)
+        move || run_browser(browser, "console/org.mjs", &args, &shots)
     })
     .await
     .expect("join");
@@ -105,11 +107,7 @@ async fn console_browser_org_tree_csv_import_and_a_workbench_app_seen_over_mqtt(
         .find(|a| a.app_id == app_id)
         .unwrap_or_else(|| panic!("{app_id} in {:?}", wb.apps));
     assert_eq!(app.name, "审批");
-    assert!(
-        app.icon_url.contains("/console/apps/icons/"),
-        "{}",
-        app.icon_url
-    );
+    assert!(app.icon_url.starts_with("/files/"), "{}", app.icon_url);
     let icon = request(gw.addr(), "GET", &app.icon_url, &[], b"").await;
     assert_eq!(icon.status, 200, "the member's client can fetch the icon");
 

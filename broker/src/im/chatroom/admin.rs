@@ -51,6 +51,9 @@ struct Page {
     after: String,
     #[serde(default)]
     limit: usize,
+    /// `list`: text the room id or name contains (case-insensitive).
+    #[serde(default)]
+    q: String,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +116,7 @@ impl ImService {
             "list" => {
                 let r: Page = parse(payload)?;
                 let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
-                let rooms = self.rooms.list(r.tenant, &r.after, limit + 1);
+                let rooms = self.rooms.list(r.tenant, &r.after, &r.q, limit + 1);
                 let more = rooms.len() > limit;
                 let rooms: Vec<Value> = rooms
                     .iter()

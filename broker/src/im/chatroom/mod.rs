@@ -148,8 +148,15 @@ impl Rooms {
             .cloned()
     }
 
-    /// Rooms of tenant `tid` (ids after `after`, at most `limit`, sorted).
-    fn list(&self, tid: u64, after: &str, limit: usize) -> Vec<Arc<Room>> {
+    /// Rooms of tenant `tid` (ids after `after`, id or name containing `q`, at most
+    /// `limit`, sorted).
+    fn list(&self, tid: u64, after: &str, q: &str, limit: usize) -> Vec<Arc<Room>> {
+        let q = q.to_lowercase();
+        let matches = |r: &Room| {
+            q.is_empty()
+                || r.id.to_lowercase().contains(&q)
+                || r.state.lock().settings.name.to_lowercase().contains(&q)
+        };
         let mut out: Vec<Arc<Room>> = self
             .shards
             .iter()
@@ -161,6 +168,8 @@ impl Rooms {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // Names are read under each room's own lock, after the shard locks are released.
+        out.retain(|r| matches(r));
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out.truncate(limit);
         out
@@ -293,6 +302,7 @@ impl RoomState {
                 sub_ids: Vec::new(),
                 shared: None,
                 seq: None,
+                queued_s: 0,
             };
             let pushed = match priority {
                 Priority::Low => c.mailbox.push(d),

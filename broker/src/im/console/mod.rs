@@ -18,10 +18,12 @@
 //! (creates the first operator if there is no console user at all), `users/list`,
 //! `signin {username, password, peer}` → `{session, must_change}` (401 wrong, 429 backing
 //! off), `session {session}` → the user (404 when unknown or expired; sliding expiry),
-//! `signout {session}`, `password {session, old, new}`. Tenants ([`tenants`]) and
-//! operations ([`ops`]) have their own files.
+//! `signout {session}`, `password {session, old, new}`. Tenants ([`tenants`]),
+//! operations ([`ops`]) and the push workers' shared trace ([`push_trace`]) have their own
+//! files.
 
 pub mod ops;
+pub mod push_trace;
 pub mod samples;
 pub mod tenants;
 
@@ -172,6 +174,9 @@ impl ImService {
         }
         if let Some(rest) = op.strip_prefix("ops/") {
             return self.console_ops(rest, payload).await;
+        }
+        if let Some(rest) = op.strip_prefix("push_trace/") {
+            return self.console_push_trace(rest, payload);
         }
         match op {
             "users/create" => {

@@ -1,7 +1,8 @@
 //! The console's operations ops (`$im/admin/console/ops/{op}`), over the same broker
 //! functions as the operator HTTP API (`admin.rs`): `overview` (counters now and the
 //! last hour's samples), `clients {q?, offset?, limit?}` (search by client id or address),
-//! `client {id}` (its subscriptions and queue length), `kick {id}` (DISCONNECT 0x98
+//! `client {id, queue_limit?}` (its subscriptions, queue length and the oldest queued
+//! messages: topic, QoS, size, age), `kick {id}` (DISCONNECT 0x98
 //! Administrative action), `retained {prefix?, limit?}`.
 
 use serde::Deserialize;
@@ -13,6 +14,9 @@ use crate::metrics::Metrics;
 
 /// Most clients or retained messages in one answer.
 const MAX_PAGE: usize = 500;
+/// Queued messages shown of one client: default and most.
+const QUEUE_PAGE: usize = 50;
+const QUEUE_MAX: usize = 200;
 
 #[derive(Deserialize)]
 struct Clients {
@@ -26,6 +30,7 @@ struct Clients {
 #[derive(Deserialize)]
 struct Client {
     id: String,
+    queue_limit: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -80,11 +85,13 @@ impl ImService {
             }
             "client" => {
                 let r: Client = de(body)?;
-                b.session_summaries()
-                    .into_iter()
-                    .find(|s| s.client_id == r.id)
-                    .map(|s| json!(s))
-                    .ok_or_else(|| ImError::NotFound(format!("no session for client {:?}", r.id)))
+                let not_found = || ImError::NotFound(format!("no session for client {:?}", r.id));
+                let summary = b.session_summary(&r.id).ok_or_else(not_found)?;
+                let limit = r.queue_limit.unwrap_or(QUEUE_PAGE).clamp(1, QUEUE_MAX);
+                let queue = b.session_queue(&r.id, limit).ok_or_else(not_found)?;
+                let mut v = json!(summary);
+                v["queue"] = json!(queue);
+                Ok(v)
             }
             "kick" => {
                 let r: Client = de(body)?;

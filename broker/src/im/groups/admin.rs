@@ -83,6 +83,9 @@ struct Page {
     page_token: String,
     #[serde(default)]
     limit: u32,
+    /// `list`: text the group id or name contains.
+    #[serde(default)]
+    q: String,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +272,10 @@ pub(super) async fn request(im: &ImService, op: &str, payload: &[u8]) -> Result<
                 })
                 .collect();
             json!({ "members": members, "next_page_token": page.next_page_token })
+        }
+        "list" => {
+            let r: Page = parse(payload)?;
+            json!(im.tenant_groups(r.tenant, &r.q, &r.page_token, r.limit)?)
         }
         "user_groups" => {
             let r: Page = parse(payload)?;

@@ -18,11 +18,13 @@
 //! clients and the app server: [`manage`] (create, info, update, dismiss, lists),
 //! [`membership`] (join, leave, invite, kick, requests), [`roles`] (owner, admins, mutes,
 //! nicknames); [`deliver`] (sending and fan-out); [`admin`] (the app server's JSON
-//! requests); [`import`] (past messages from another platform).
+//! requests); [`import`] (past messages from another platform); [`list`] (a tenant's
+//! groups, paged and searchable).
 
 mod admin;
 mod deliver;
 mod import;
+mod list;
 mod manage;
 mod membership;
 mod roles;

@@ -79,6 +79,8 @@ pub struct Values {
     pub depts: Vec<u64>,
     pub users: String,
     pub icon_url: String,
+    /// The icon shown on the form (the app's current one; not posted back).
+    pub icon_preview: String,
 }
 
 impl Values {
@@ -121,10 +123,11 @@ impl Values {
             depts: a.visibility.departments.clone(),
             users: a.visibility.users.join(", "),
             icon_url: a.icon_url.clone(),
+            icon_preview: a.icon_src.clone(),
         }
     }
 
-    fn of_form(f: &FormData, icon_url: String) -> Values {
+    fn of_form(f: &FormData, icon_url: String, icon_preview: String) -> Values {
         let platforms = PLATFORMS
             .iter()
             .map(|(key, label, u, l, d)| PlatformValues {
@@ -159,6 +162,7 @@ impl Values {
                 .collect(),
             users: f.get("users").to_owned(),
             icon_url,
+            icon_preview,
         }
     }
 
@@ -377,22 +381,30 @@ fn service_refusal(
     }
 }
 
-/// Validates the posted form and its icon; stores the icon. `Err(errors)`: show again.
+/// A checked icon to store once the app exists: its bytes and sniffed type.
+type Icon = Option<(Vec<u8>, &'static str)>;
+
+/// Validates the posted form and its icon (`old`: the app's icon URL and what the form
+/// shows of it). `Err(errors)`: show again.
 async fn validate(
     st: &ConsoleState,
     user: &ConsoleUser,
     form: &FormData,
     icon_bytes: Vec<u8>,
-    old_icon: String,
-) -> Result<Result<Values, (Values, FieldErrors)>, ConsoleError> {
+    old: (String, String),
+) -> Result<Result<(Values, Icon), (Values, FieldErrors)>, ConsoleError> {
     let mut errors = FieldErrors::default();
-    let mut v = Values::of_form(form, old_icon);
+    let v = Values::of_form(form, old.0, old.1);
     v.check(user, &mut errors);
-    let icon_mime = if icon_bytes.is_empty() {
+    let icon = if icon_bytes.is_empty() {
+        None
+    } else if st.app.files.is_none() {
+        tracing::warn!("console: an icon was uploaded but file storage is not configured");
+        errors.add("icon", user.t("apps.icon_no_storage"));
         None
     } else {
         match icon::check(&icon_bytes) {
-            Ok(m) => Some(m),
+            Ok(mime) => Some((icon_bytes, mime)),
             Err(key) => {
                 errors.add("icon", user.t(key));
                 None
@@ -402,17 +414,27 @@ async fn validate(
     if !errors.is_empty() {
         return Ok(Err((v, errors)));
     }
-    if let Some(mime) = icon_mime {
-        match icon::store(st, icon_bytes, mime).await {
-            Ok(url) => v.icon_url = url,
-            Err(ConsoleError::Refused(_)) => {
-                errors.add("icon", user.t("apps.icon_no_storage"));
-                return Ok(Err((v, errors)));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Ok(v))
+    Ok(Ok((v, icon)))
+}
+
+/// Stores `icon` as app `app_id`'s through the gateway's one icon path (the REST API's
+/// [`crate::workbench::set_app_icon`]: blob store, then `icon_file` on the app).
+async fn store_icon(
+    st: &ConsoleState,
+    tid: u64,
+    app_id: &str,
+    icon: Icon,
+) -> Result<(), ConsoleError> {
+    let Some((bytes, mime)) = icon else {
+        return Ok(());
+    };
+    crate::workbench::set_app_icon(&st.app, tid, app_id, "icon".into(), mime, bytes.into())
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(tenant = tid, app = app_id, error = ?e, "console: icon not stored");
+            ConsoleError::Internal
+        })
 }
 
 async fn create(
@@ -424,14 +446,16 @@ async fn create(
     let (form, icon_bytes) = read(mp).await?;
     user.check_csrf(form.raw("_csrf"))?;
     let tenant = user.tenant(&st, tid).await?;
-    let (v, mut errors) = match validate(&st, &user, &form, icon_bytes, String::new()).await? {
+    let none = (String::new(), String::new());
+    let (v, mut errors) = match validate(&st, &user, &form, icon_bytes, none).await? {
         Err(x) => x,
-        Ok(v) => {
+        Ok((v, icon)) => {
             let mut body = v.body();
             body["tenant"] = json!(tid);
             match st.call("app/create", &body).await {
                 Ok(a) => {
                     let id = a["app_id"].as_str().unwrap_or_default();
+                    store_icon(&st, tid, id, icon).await?;
                     tracing::info!(user = %user.username, tenant = tid, app = id, "console: workbench app created");
                     return Err(ConsoleError::Redirect(format!(
                         "/console/apps/{tid}/app/{id}"
@@ -461,14 +485,16 @@ async fn update(
     user.check_csrf(form.raw("_csrf"))?;
     let tenant = user.tenant(&st, tid).await?;
     let app = app_of(&st, tid, &app_id).await?;
-    let (v, mut errors) = match validate(&st, &user, &form, icon_bytes, app.icon_url).await? {
+    let old = (app.icon_url.clone(), app.icon_src.clone());
+    let (v, mut errors) = match validate(&st, &user, &form, icon_bytes, old).await? {
         Err(x) => x,
-        Ok(v) => {
+        Ok((v, icon)) => {
             let mut body = v.body();
             body["tenant"] = json!(tid);
             body["app_id"] = json!(app.app_id);
             match st.call("app/update", &body).await {
                 Ok(_) => {
+                    store_icon(&st, tid, &app.app_id, icon).await?;
                     tracing::info!(user = %user.username, tenant = tid, app = %app.app_id, "console: workbench app updated");
                     return Err(ConsoleError::Redirect(format!(
                         "/console/apps/{tid}/app/{}",

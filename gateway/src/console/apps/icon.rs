@@ -1,30 +1,12 @@
-//! Workbench app icons uploaded with the app form (imo: GIF, JPG or PNG, at most 1 MB,
-//! best 48×48): the type is taken from the bytes (and the image must decode), never from
-//! the file name or the browser's word; stored through the gateway's
-//! [`crate::files::BlobStore`] under the hash of its bytes, marked as an icon, and served
-//! at `/console/apps/icons/{id}` without a session (workbench icons are public: only files
-//! stored as icons are served there). The app's `icon_url` points at it.
-//!
-//! (The gateway's REST icon upload, when it lands, and this share the blob store; this
-//! small path exists so the console does not wait for it.)
-
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-
-use crate::console::{ConsoleError, ConsoleState};
-use crate::files::FileMeta;
+//! The app form's check of an uploaded icon (imo: GIF, JPG or PNG, at most 1 MB, best
+//! 48×48), so that a bad file is refused next to the field before anything is saved: the
+//! type is taken from the bytes (and the image must decode), never from the file name or
+//! the browser's word. Storing goes through the gateway's one icon path,
+//! [`crate::workbench::set_app_icon`] (as `POST /v1/apps/{id}/icon` does): the file in
+//! the blob store, its id as the app's `icon_file`, signed links for pages and clients.
 
 /// Largest icon (bytes).
-pub const MAX_ICON: usize = 1024 * 1024;
-/// The `name` stored icons carry (only those are served here).
-const ICON_NAME: &str = "workbench-icon";
-
-pub fn routes() -> Router<ConsoleState> {
-    Router::new().route("/apps/icons/{id}", get(serve))
-}
+pub const MAX_ICON: usize = crate::workbench::MAX_ICON_BYTES;
 
 /// Why an icon is refused: the translation key shown next to the field.
 pub fn check(bytes: &[u8]) -> Result<&'static str, &'static str> {
@@ -41,70 +23,6 @@ pub fn check(bytes: &[u8]) -> Result<&'static str, &'static str> {
         return Err("apps.icon_type");
     }
     Ok(mime)
-}
-
-/// Stores a checked icon; answers its URL.
-pub async fn store(st: &ConsoleState, bytes: Vec<u8>, mime: &str) -> Result<String, ConsoleError> {
-    let Some(files) = st.app.files.clone() else {
-        tracing::warn!("console: an icon was uploaded but file storage is not configured");
-        return Err(ConsoleError::Refused(
-            "file storage is not configured".into(),
-        ));
-    };
-    let id =
-        crate::console::session::hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
-    let meta = FileMeta {
-        id: id.clone(),
-        size: bytes.len() as u64,
-        mime: mime.to_owned(),
-        name: ICON_NAME.into(),
-        width: 0,
-        height: 0,
-        thumbnail: None,
-    };
-    let key = id.clone();
-    tokio::task::spawn_blocking(move || files.put(&key, &bytes, &meta))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "console: icon store task failed");
-            ConsoleError::Internal
-        })?
-        .map_err(|e| {
-            tracing::error!(error = %e, "console: icon not stored");
-            ConsoleError::Internal
-        })?;
-    Ok(format!("/console/apps/icons/{id}"))
-}
-
-async fn serve(st: State<ConsoleState>, Path(id): Path<String>) -> Response {
-    let Some(files) = st.app.files.clone() else {
-        return ConsoleError::NotFound.into_response();
-    };
-    let got = tokio::task::spawn_blocking(move || files.get(&id)).await;
-    match got {
-        Ok(Ok(Some((meta, bytes))))
-            if meta.name == ICON_NAME && meta.mime.starts_with("image/") =>
-        {
-            (
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, meta.mime),
-                    (header::CACHE_CONTROL, "public, max-age=86400".to_owned()),
-                ],
-                bytes,
-            )
-                .into_response()
-        }
-        Ok(Ok(_)) => ConsoleError::NotFound.into_response(),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "console: icon unreadable");
-            ConsoleError::Internal.into_response()
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "console: icon read task failed");
-            ConsoleError::Internal.into_response()
-        }
-    }
 }
 
 #[cfg(test)]

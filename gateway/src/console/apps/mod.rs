@@ -2,7 +2,8 @@
 //! list of a tenant with its groups and categories (filters, with counts), the add/edit
 //! form ([`form`]: every field of imo's form, validated on the server with errors next to
 //! each field), an app's page with its credentials (`app_id`, `appkey`, EncodingAESKey), a
-//! test notice to a user, and delete. Icons are uploaded with the form ([`icon`]).
+//! test notice to a user, and delete. Icons are uploaded with the form ([`icon`] checks
+//! them; the gateway's `workbench::set_app_icon` stores them) and shown by signed link.
 //!
 //! Every page calls the workbench-app service (`$im/admin/app/{op}`): the rules (name
 //! width, identifier, kinds, platforms) are the service's; the console maps its refusals
@@ -11,7 +12,7 @@
 //! Routes (below `/console`): `/apps` (pick a tenant), `/apps/{tid}` (the list,
 //! `?group=&category=`), `/apps/{tid}/new` (GET form, POST multipart), `/apps/{tid}/app/
 //! {app}` (the app), `/apps/{tid}/app/{app}/edit` (GET form, POST multipart),
-//! `/apps/{tid}/app/{app}/{notice,delete}` (POST), `/apps/icons/{file}` (an icon).
+//! `/apps/{tid}/app/{app}/{notice,delete}` (POST).
 
 pub mod form;
 pub mod icon;
@@ -37,7 +38,6 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/apps/{tid}/app/{app}/notice", post(notice))
         .route("/apps/{tid}/app/{app}/delete", post(delete))
         .merge(form::routes())
-        .merge(icon::routes())
 }
 
 /// How an app opens on one platform.
@@ -81,6 +81,11 @@ pub struct App {
     pub group: String,
     pub category: String,
     pub icon_url: String,
+    /// The uploaded icon's file id (set by [`crate::workbench::set_app_icon`]).
+    pub icon_file: String,
+    /// What pages show: a signed link to the uploaded icon, else `icon_url`.
+    #[serde(skip)]
+    pub icon_src: String,
     pub platforms: BTreeMap<String, Platform>,
     pub user_deletable: bool,
     pub sso_template: String,
@@ -88,6 +93,14 @@ pub struct App {
 }
 
 impl App {
+    fn set_icon_src(&mut self, st: &ConsoleState) {
+        self.icon_src = if self.icon_file.is_empty() {
+            self.icon_url.clone()
+        } else {
+            st.app.signer.url(&self.icon_file)
+        };
+    }
+
     /// The platforms it is added to, as shown ("PC, Android").
     pub fn platform_list(&self) -> String {
         ["pc", "android", "ios"]
@@ -140,7 +153,9 @@ fn internal(e: serde_json::Error) -> ConsoleError {
 /// The apps of tenant `tid`.
 pub async fn apps_of(st: &ConsoleState, tid: u64) -> Result<Vec<App>, ConsoleError> {
     let v = st.call("app/list", &json!({ "tenant": tid })).await?;
-    serde_json::from_value(v["apps"].clone()).map_err(internal)
+    let mut apps: Vec<App> = serde_json::from_value(v["apps"].clone()).map_err(internal)?;
+    apps.iter_mut().for_each(|a| a.set_icon_src(st));
+    Ok(apps)
 }
 
 /// App `app` of tenant `tid` (404 for another tenant's).
@@ -148,7 +163,8 @@ pub async fn app_of(st: &ConsoleState, tid: u64, app: &str) -> Result<App, Conso
     let v = st
         .call("app/get", &json!({ "tenant": tid, "app_id": app }))
         .await?;
-    let a: App = serde_json::from_value(v).map_err(internal)?;
+    let mut a: App = serde_json::from_value(v).map_err(internal)?;
+    a.set_icon_src(st);
     // A platform app (tenant 0) visible to the tenant is readable, not the tenant's to edit.
     if a.tenant != tid {
         return Err(ConsoleError::NotFound);

@@ -1,9 +1,10 @@
-//! The IM side of operations (`/console/ops/im?tenant=`): a tenant's chatrooms, one
-//! chatroom's or one group's members, and a message trace for one user: their
+//! The IM side of operations (`/console/ops/im?tenant=`): a tenant's groups and chatrooms
+//! (searchable, paged: `gq`/`gafter`, `rq`/`rafter`), one chatroom's or one group's members
+//! (paged: `rmafter`, `gmafter`), and a message trace for one user: their
 //! conversations with the last messages (sent, and how far the user has read), whether
-//! they are online, and the push worker's record of pushes to them. All through the IM
-//! service's existing ops (`room/*`, `group/*`, `conversations`, `history`, `online`) and
-//! the push worker's trace.
+//! they are online, and what every gateway's push worker did with pushes to them (per
+//! message and in full). All through the IM service's ops (`room/*`, `group/*`,
+//! `conversations`, `history`, `online`, `console/push_trace/list`).
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -17,6 +18,11 @@ use super::super::{ConsoleError, ConsoleState, ConsoleUser, FieldErrors, Page, R
 /// Conversations traced per user, and messages per conversation.
 const TRACE_CONVS: usize = 10;
 const TRACE_MESSAGES: u32 = 20;
+/// Groups and chatrooms per page, and members per page.
+const LIST_PAGE: usize = 50;
+const MEMBERS_PAGE: usize = 100;
+/// Push decisions shown per user.
+const TRACE_PUSHES: usize = 100;
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new().route("/ops/im", get(page))
@@ -32,6 +38,21 @@ struct Q {
     group: String,
     #[serde(default)]
     user: String,
+    /// Search text and page token of the group list.
+    #[serde(default)]
+    gq: String,
+    #[serde(default)]
+    gafter: String,
+    /// Search text and page token of the chatroom list.
+    #[serde(default)]
+    rq: String,
+    #[serde(default)]
+    rafter: String,
+    /// Page tokens of the chosen group's and chatroom's members.
+    #[serde(default)]
+    gmafter: String,
+    #[serde(default)]
+    rmafter: String,
 }
 
 /// One line of a table: cells as text.
@@ -44,7 +65,7 @@ pub struct TraceConv {
     pub read_seq: u64,
     pub max_seq: u64,
     pub unread: u64,
-    /// seq, from, time, text, state (read / unread / recalled)
+    /// seq, from, time, text, state (read / unread / recalled), push outcomes
     pub messages: Vec<Row>,
 }
 
@@ -58,9 +79,20 @@ struct ImPage {
     user: String,
     errors: FieldErrors,
     rooms: Vec<Row>,
+    /// Search text of the chatroom list, and the link to its next page ("" at the end).
+    rq: String,
+    rooms_next: String,
     room_members: Vec<Row>,
+    room_members_next: String,
+    /// A tenant's groups (id, name, members, owner), searchable, paged.
+    groups: Vec<Row>,
+    gq: String,
+    groups_next: String,
+    /// The search stopped at the broker's scan budget: more may match further on.
+    groups_partial: bool,
     group_info: Vec<(String, String)>,
     group_members: Vec<Row>,
+    group_members_next: String,
     online: Option<bool>,
     trace: Vec<TraceConv>,
     pushes: Vec<Row>,
@@ -96,9 +128,17 @@ async fn page(
         user: q.user.trim().chars().take(64).collect(),
         errors: FieldErrors::default(),
         rooms: Vec::new(),
+        rq: q.rq.trim().chars().take(64).collect(),
+        rooms_next: String::new(),
         room_members: Vec::new(),
+        room_members_next: String::new(),
+        groups: Vec::new(),
+        gq: q.gq.trim().chars().take(64).collect(),
+        groups_next: String::new(),
+        groups_partial: false,
         group_info: Vec::new(),
         group_members: Vec::new(),
+        group_members_next: String::new(),
         online: None,
         trace: Vec::new(),
         pushes: Vec::new(),
@@ -127,7 +167,10 @@ async fn page(
         Err(e) => return Err(e),
     }
     let rooms = st
-        .call("room/list", &json!({ "tenant": tid, "limit": 100 }))
+        .call(
+            "room/list",
+            &json!({ "tenant": tid, "q": p.rq, "after": q.rafter, "limit": LIST_PAGE }),
+        )
         .await?;
     p.rooms = rooms["rooms"]
         .as_array()
@@ -135,11 +178,64 @@ async fn page(
         .flatten()
         .map(|r| vec![s(&r["room"]), s(&r["name"]), s(&r["member_count"])])
         .collect();
+    let link = |p: &ImPage, extra: &[(&str, &str)]| {
+        let mut u = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("tenant", p.tenant.as_str()),
+            ("room", &p.room),
+            ("group", &p.group),
+            ("user", &p.user),
+            ("rq", &p.rq),
+            ("gq", &p.gq),
+        ] {
+            if !v.is_empty() {
+                u.append_pair(k, v);
+            }
+        }
+        for (k, v) in extra {
+            u.append_pair(k, v);
+        }
+        format!("/console/ops/im?{}", u.finish())
+    };
+    if let Some(next) = rooms["next"].as_str().filter(|n| !n.is_empty()) {
+        p.rooms_next = link(&p, &[("rafter", next)]);
+    }
+    let groups = match st
+        .call(
+            "group/list",
+            &json!({ "tenant": tid, "q": p.gq, "page_token": q.gafter, "limit": LIST_PAGE }),
+        )
+        .await
+    {
+        Ok(v) => v,
+        Err(ConsoleError::Refused(_)) => {
+            p.errors.add("gq", user.t("ops2.search_invalid"));
+            json!({})
+        }
+        Err(e) => return Err(e),
+    };
+    p.groups = groups["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            vec![
+                s(&g["group_id"]),
+                s(&g["name"]),
+                s(&g["member_count"]),
+                s(&g["owner"]),
+            ]
+        })
+        .collect();
+    p.groups_partial = groups["partial"].as_bool().unwrap_or(false);
+    if let Some(next) = groups["next_page_token"].as_str().filter(|n| !n.is_empty()) {
+        p.groups_next = link(&p, &[("gafter", next)]);
+    }
     if !p.room.is_empty() {
         match st
             .call(
                 "room/members",
-                &json!({ "tenant": tid, "room": p.room, "limit": 200 }),
+                &json!({ "tenant": tid, "room": p.room, "after": q.rmafter, "limit": MEMBERS_PAGE }),
             )
             .await
         {
@@ -150,6 +246,9 @@ async fn page(
                     .flatten()
                     .map(|m| vec![s(&m["account"]), s(&m["devices"]), s(&m["gagged"])])
                     .collect();
+                if let Some(next) = v["next"].as_str().filter(|n| !n.is_empty()) {
+                    p.room_members_next = link(&p, &[("rmafter", next)]);
+                }
             }
             Err(ConsoleError::NotFound | ConsoleError::Refused(_)) => {
                 p.errors.add("room", user.t("ops.room_unknown"));
@@ -172,7 +271,7 @@ async fn page(
                 let m = st
                     .call(
                         "group/members",
-                        &json!({ "tenant": tid, "group_id": p.group, "limit": 200 }),
+                        &json!({ "tenant": tid, "group_id": p.group, "page_token": q.gmafter, "limit": MEMBERS_PAGE }),
                     )
                     .await?;
                 p.group_members = m["members"]
@@ -181,6 +280,9 @@ async fn page(
                     .flatten()
                     .map(|m| vec![s(&m["account"]), s(&m["role"]), s(&m["nickname"])])
                     .collect();
+                if let Some(next) = m["next_page_token"].as_str().filter(|n| !n.is_empty()) {
+                    p.group_members_next = link(&p, &[("gmafter", next)]);
+                }
             }
             Err(ConsoleError::NotFound | ConsoleError::Refused(_)) => {
                 p.errors.add("group", user.t("ops.group_unknown"));
@@ -231,6 +333,8 @@ async fn trace(
     {
         let id = s(&c["id"]);
         let read_seq = c["read_seq"].as_u64().unwrap_or_default();
+        let peer_read = c["peer_read_seq"].as_u64().unwrap_or_default();
+        let peer_delivered = c["peer_delivered_seq"].as_u64().unwrap_or_default();
         let h = st
             .call(
                 "history",
@@ -245,6 +349,15 @@ async fn trace(
                 let seq = m["seq"].as_u64().unwrap_or_default();
                 let state = if m["recalled"].as_bool().unwrap_or(false) {
                     user.t("ops.state_recalled")
+                } else if s(&m["from"]) == p.user {
+                    // Sent by the traced user: how far the other side got (1:1).
+                    if seq <= peer_read {
+                        user.t("ops2.state_peer_read")
+                    } else if seq <= peer_delivered {
+                        user.t("ops2.state_delivered")
+                    } else {
+                        user.t("ops2.state_sent")
+                    }
                 } else if seq <= read_seq {
                     user.t("ops.state_read")
                 } else {
@@ -268,20 +381,47 @@ async fn trace(
             messages,
         });
     }
-    if let Some(w) = &st.app.push {
-        p.pushes = w
-            .trace(tid, &p.user, 50)
-            .into_iter()
-            .map(|e| {
-                vec![
-                    e.time_ms.to_string(),
-                    e.job,
-                    e.vendor,
-                    e.outcome.to_owned(),
-                    e.detail,
-                ]
-            })
-            .collect();
+    // Every gateway's push worker reports to the broker: the pushes of this user wherever
+    // they were made.
+    let pushes = st
+        .call(
+            "console/push_trace/list",
+            &json!({ "tenant": tid, "user": p.user, "limit": TRACE_PUSHES }),
+        )
+        .await?;
+    let pushes = pushes["entries"].as_array().cloned().unwrap_or_default();
+    // Each traced message shows the outcome of its pushes (the latest first).
+    for c in &mut p.trace {
+        for m in &mut c.messages {
+            let outcomes: Vec<String> = pushes
+                .iter()
+                .filter(|e| s(&e["conversation"]) == c.id && s(&e["seq"]) == m[0])
+                .map(|e| {
+                    format!("{} {}", s(&e["vendor"]), s(&e["outcome"]))
+                        .trim()
+                        .to_owned()
+                })
+                .collect();
+            m.push(outcomes.join(", "));
+        }
     }
+    p.pushes = pushes
+        .iter()
+        .map(|e| {
+            let seq = e["seq"].as_u64().unwrap_or_default();
+            vec![
+                s(&e["time_ms"]),
+                s(&e["job"]),
+                if seq == 0 {
+                    String::new()
+                } else {
+                    format!("{} #{seq}", s(&e["conversation"]))
+                },
+                s(&e["vendor"]),
+                s(&e["outcome"]),
+                s(&e["detail"]),
+            ]
+        })
+        .collect();
     Ok(())
 }

@@ -20,6 +20,8 @@ use charts::Chart;
 
 /// Clients per page.
 const PAGE: usize = 50;
+/// Queued messages shown on a client's page (the oldest ones).
+const QUEUE_SHOWN: usize = 100;
 
 pub fn routes() -> Router<ConsoleState> {
     Router::new()
@@ -155,6 +157,18 @@ pub struct ClientRow {
     pub queued: usize,
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// The oldest queued messages (only on the client page).
+    #[serde(default)]
+    pub queue: Vec<QueuedRow>,
+}
+
+/// One queued message of a client, as the broker shows it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct QueuedRow {
+    pub topic: String,
+    pub qos: u8,
+    pub bytes: usize,
+    pub age_s: u32,
 }
 
 #[derive(Deserialize)]
@@ -225,7 +239,10 @@ async fn client(
 ) -> Result<Response, ConsoleError> {
     user.require(Role::Operator)?;
     let v = st
-        .call("console/ops/client", &json!({ "id": q.id }))
+        .call(
+            "console/ops/client",
+            &json!({ "id": q.id, "queue_limit": QUEUE_SHOWN }),
+        )
         .await?;
     let c: ClientRow = serde_json::from_value(v).map_err(|e| {
         tracing::error!(error = %e, "console: undecodable client");
