@@ -54,13 +54,14 @@ fn reach_of(o: &mut Online, count: Option<u64>) -> Reach {
     }
 }
 
-/// The encoded `Event` of a message, shared by every recipient.
+/// The encoded `Event` of a message, shared by every recipient: `Event.message` (field 1)
+/// written straight from `msg`, the same bytes as encoding an `Event` holding a copy of
+/// it, without the copy.
 pub(super) fn message_event(msg: &im::Message) -> Bytes {
-    let ev = im::Event {
-        kind: Some(Kind::Message(msg.clone())),
-        unread_after: None,
-    };
-    Bytes::from(ev.encode_to_vec())
+    let len = prost::encoding::message::encoded_len(1, msg);
+    let mut buf = BytesMut::with_capacity(len);
+    prost::encoding::message::encode(1, msg, &mut buf);
+    buf.freeze()
 }
 
 impl ImService {
@@ -175,5 +176,45 @@ impl ImService {
                 d.inline_unread = inline_unread;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_event_is_the_encoding_of_an_event_holding_the_message() {
+        let msg = im::Message {
+            conversation: "p:1:2".into(),
+            from: "alice".into(),
+            to: "bob".into(),
+            client_msg_id: "c-1".into(),
+            seq: 42,
+            server_time_ms: 1_700_000_000_000,
+            content: Some(im::Content {
+                body: Some(im::content::Body::Text(im::Text {
+                    text: "hello".into(),
+                })),
+            }),
+            ..im::Message::default()
+        };
+        let event = im::Event {
+            kind: Some(Kind::Message(msg.clone())),
+            unread_after: None,
+        };
+        assert_eq!(
+            message_event(&msg).as_ref(),
+            event.encode_to_vec().as_slice()
+        );
+        let empty = im::Message::default();
+        let event = im::Event {
+            kind: Some(Kind::Message(empty.clone())),
+            unread_after: None,
+        };
+        assert_eq!(
+            message_event(&empty).as_ref(),
+            event.encode_to_vec().as_slice()
+        );
     }
 }

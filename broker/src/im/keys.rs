@@ -129,11 +129,19 @@ pub fn user_id(tid: u64, uid: u64) -> Vec<u8> {
 
 /// `UserConvs`: tenant, uid, conversation id; [`user_id`] is the prefix of a user's list.
 pub fn user_conv(tid: u64, uid: u64, conv: &ConvId) -> Vec<u8> {
-    key(&[
-        &tid.to_be_bytes(),
-        &uid.to_be_bytes(),
-        conv.to_string().as_bytes(),
-    ])
+    user_conv_with_room(tid, uid, conv, 0)
+}
+
+/// A `UserConvs` key with room for `extra` more bytes, the conversation id written in
+/// place (these keys are built several times for every message sent).
+fn user_conv_with_room(tid: u64, uid: u64, conv: &ConvId, extra: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut k = Vec::with_capacity(16 + 32 + extra);
+    k.extend_from_slice(&tid.to_be_bytes());
+    k.extend_from_slice(&uid.to_be_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(k, "{conv}");
+    k
 }
 
 /// Which position of a user in a conversation a `Cursors` record holds.
@@ -146,7 +154,7 @@ pub enum Cursor {
 
 /// `Cursors`: a position of user `uid` in `conv`.
 pub fn cursor(tid: u64, uid: u64, conv: &ConvId, which: Cursor) -> Vec<u8> {
-    let mut k = user_conv(tid, uid, conv);
+    let mut k = user_conv_with_room(tid, uid, conv, 2);
     k.push(0);
     k.push(which as u8);
     k
@@ -159,7 +167,12 @@ pub fn conv_of_user_conv_key(k: &[u8]) -> Option<ConvId> {
 
 /// The log of a conversation: tenant, conversation id.
 pub fn log(tid: u64, conv: &ConvId) -> Vec<u8> {
-    key(&[&tid.to_be_bytes(), conv.to_string().as_bytes()])
+    use std::io::Write as _;
+    let mut k = Vec::with_capacity(8 + 32);
+    k.extend_from_slice(&tid.to_be_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(k, "{conv}");
+    k
 }
 
 /// Idempotency key of a message: sender uid, client message id.
@@ -216,5 +229,20 @@ mod tests {
         let k = user_conv(5, 1, &c);
         assert!(k.starts_with(&user_id(5, 1)));
         assert_eq!(conv_of_user_conv_key(&k), Some(c));
+    }
+
+    #[test]
+    fn keys_written_in_place_keep_the_stored_layout() {
+        let mut conv = 5u64.to_be_bytes().to_vec();
+        conv.extend_from_slice(&1u64.to_be_bytes());
+        conv.extend_from_slice(b"g:team-1");
+        let c = ConvId::Group("team-1".into());
+        assert_eq!(user_conv(5, 1, &c), conv);
+        let mut read = conv.clone();
+        read.extend_from_slice(&[0, b'r']);
+        assert_eq!(cursor(5, 1, &c, Cursor::Read), read);
+        let mut log = 5u64.to_be_bytes().to_vec();
+        log.extend_from_slice(b"a:approval:v2:7");
+        assert_eq!(self::log(5, &ConvId::App("approval:v2".into(), 7)), log);
     }
 }

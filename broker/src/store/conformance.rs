@@ -179,6 +179,37 @@ pub fn im(s: &dyn Store) {
         Some(vec![2])
     );
     assert_eq!(s.get(Table::Users, &[7, 2]).expect("get"), None);
+    // Several keys of several tables in one read, interleaved, missing ones included:
+    // each answer in the place of its key.
+    commit(
+        s,
+        vec![Op::Put {
+            table: Table::Cursors,
+            key: vec![7, 2],
+            value: vec![9],
+        }],
+    );
+    let many = s
+        .get_many(&[
+            (Table::UserConvs, &[7, 2]),
+            (Table::Cursors, &[7, 2]),
+            (Table::UserConvs, &[7, 1]),
+            (Table::Users, &[7, 2]),
+            (Table::UserConvs, &[7, 3]),
+            (Table::Cursors, &[7, 3]),
+        ])
+        .expect("get_many");
+    assert_eq!(
+        many,
+        [
+            Some(vec![2]),
+            Some(vec![9]),
+            None,
+            None,
+            Some(vec![3]),
+            None
+        ]
+    );
 }
 
 fn delivery(body: &'static [u8], sent: Sent) -> StoredDelivery {

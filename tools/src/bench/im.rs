@@ -50,6 +50,50 @@ pub struct ImResult {
     pub peer_msgs_per_sec: Option<f64>,
     /// mosquitto's CPU per message in the same run.
     pub peer_cpu_us_per_msg: Option<f64>,
+    /// Store group commits (each one fsync) per 1,000 messages over the measured sends.
+    pub commits_per_1000_msgs: f64,
+    /// Store ops (writes handed to the store writer) per message.
+    pub store_ops_per_msg: f64,
+}
+
+/// The broker's store counters: group commits and ops so far (from `/metrics`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct StoreCounters {
+    pub commits: u64,
+    pub ops: u64,
+}
+
+impl StoreCounters {
+    /// Reads them from the admin API's `/metrics` (zeros if it does not answer).
+    pub(super) async fn read(admin: &str) -> StoreCounters {
+        let args = crate::AdminArgs {
+            admin: admin.to_owned(),
+            token: Some("bench".into()),
+            data_dir: std::path::PathBuf::new(),
+        };
+        let text = tokio::task::spawn_blocking(move || {
+            crate::ctl::call(&args, "GET", "/metrics", None).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        StoreCounters {
+            commits: value("switchboard_store_commits_total"),
+            ops: value("switchboard_store_ops_total"),
+        }
+    }
+
+    /// What happened between `before` and `self`.
+    pub(super) fn since(self, before: StoreCounters) -> StoreCounters {
+        StoreCounters {
+            commits: self.commits.saturating_sub(before.commits),
+            ops: self.ops.saturating_sub(before.ops),
+        }
+    }
 }
 
 /// Runs the IM bench with `pairs` sender/recipient pairs for `seconds`.
@@ -212,6 +256,7 @@ async fn measure(
     );
     let t0 = Instant::now();
     let cpu_before = cpu_ticks(pid);
+    let store_before = StoreCounters::read(admin).await;
     for s in senders {
         let _ = s.await;
     }
@@ -219,6 +264,7 @@ async fn measure(
     let messages = sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu_us = cpu_ticks(pid).saturating_sub(cpu_before) as f64 * 10_000.0;
+    let store = StoreCounters::read(admin).await.since(store_before);
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
     for (c, task) in &tasks {
         c.shutdown().await;
@@ -289,6 +335,8 @@ async fn measure(
         cpu_us_per_msg: cpu_us / messages.max(1) as f64,
         peer_msgs_per_sec: None,
         peer_cpu_us_per_msg: None,
+        commits_per_1000_msgs: store.commits as f64 * 1000.0 / messages.max(1) as f64,
+        store_ops_per_msg: store.ops as f64 / messages.max(1) as f64,
     })
 }
 
@@ -419,6 +467,7 @@ pub fn markdown(r: &ImResult) -> String {
          | broker memory per online user | {:.0} B |\n\
          | broker RSS after the run | {:.1} MB |\n\
          | broker CPU per message (user + system) | {:.1} µs |\n\
+         | store ops per message; group commits (fsyncs) per 1,000 messages | {:.2}; {:.1} |\n\
          | mosquitto (persistence on), same pairs as plain QoS 1 | {} msg/s, {} µs CPU/msg |\n\
          | Switchboard IM ÷ mosquitto plain QoS 1 | {} |\n",
         r.pairs,
@@ -433,6 +482,8 @@ pub fn markdown(r: &ImResult) -> String {
         r.bytes_per_online_user,
         r.rss_mb,
         r.cpu_us_per_msg,
+        r.store_ops_per_msg,
+        r.commits_per_1000_msgs,
         r.peer_msgs_per_sec
             .map(|p| format!("{p:.0}"))
             .unwrap_or_else(|| "not run".into()),

@@ -61,6 +61,10 @@ pub struct GroupResult {
     pub peer_deliveries_per_sec: Option<f64>,
     /// mosquitto's CPU per delivery in the same run.
     pub peer_cpu_us_per_delivery: Option<f64>,
+    /// Store ops (writes handed to the store writer) per group message.
+    pub store_ops_per_msg: f64,
+    /// Store group commits (each one fsync) per 1,000 group messages.
+    pub commits_per_1000_msgs: f64,
 }
 
 /// Runs the group bench.
@@ -211,6 +215,7 @@ async fn measure(
     let sent_lat: Arc<Samples> = Arc::default();
     let stop_at = Instant::now() + Duration::from_secs(shape.seconds);
     let cpu_before = super::im::cpu_ticks(pid);
+    let store_before = super::im::StoreCounters::read(admin).await;
     let mut senders = Vec::new();
     for (s, client) in clients.iter().take(shape.senders).enumerate() {
         for w in 0..WINDOW {
@@ -251,6 +256,9 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cpu_us = super::im::cpu_ticks(pid).saturating_sub(cpu_before) as f64 * 10_000.0;
+    let store = super::im::StoreCounters::read(admin)
+        .await
+        .since(store_before);
     let rss_mb = rss_kb(pid) as f64 / 1024.0;
     let delivered = deliveries.load(Ordering::Relaxed);
     let elapsed = (last_at.load(Ordering::Relaxed) as f64 / 1e6).max(shape.seconds as f64);
@@ -279,6 +287,8 @@ async fn measure(
         cpu_us_per_delivery: cpu_us / delivered.max(1) as f64,
         peer_deliveries_per_sec: None,
         peer_cpu_us_per_delivery: None,
+        store_ops_per_msg: store.ops as f64 / messages.max(1) as f64,
+        commits_per_1000_msgs: store.commits as f64 * 1000.0 / messages.max(1) as f64,
     })
 }
 
@@ -406,6 +416,7 @@ pub fn markdown(r: &GroupResult) -> String {
          | setup (users, logins, group) | {:.1} s |\n\
          | broker RSS after the run | {:.1} MB |\n\
          | broker CPU per delivery (user + system) | {:.2} µs |\n\
+         | store ops per group message; group commits (fsyncs) per 1,000 messages | {:.2}; {:.1} |\n\
          | mosquitto, QoS 1, {} publishers → {} subscribers of one topic | {} deliveries/s, {} µs CPU/delivery |\n\
          | Switchboard group ÷ mosquitto plain QoS 1 fan-out | {} |\n",
         s.members,
@@ -423,6 +434,8 @@ pub fn markdown(r: &GroupResult) -> String {
         r.setup_secs,
         r.rss_mb,
         r.cpu_us_per_delivery,
+        r.store_ops_per_msg,
+        r.commits_per_1000_msgs,
         s.senders,
         s.online,
         r.peer_deliveries_per_sec

@@ -337,7 +337,7 @@ impl Store for RedbStore {
     }
 
     fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.read(|r| keys.iter().map(|(t, k)| read::get(r, *t, k)).collect())
+        self.read(|r| read::get_many(r, keys))
     }
 
     fn scan(

@@ -53,6 +53,31 @@ pub(super) fn get(
     Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
 }
 
+type BytesTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Several keys in one read transaction, each table opened once: opening a table looks
+/// it up in redb's table tree and decodes its definition, which cost more (CPU and
+/// allocations) than the point read itself.
+pub(super) fn get_many(
+    r: &ReadTransaction,
+    keys: &[(Table, &[u8])],
+) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    let mut open: Vec<(Table, BytesTable)> = Vec::new();
+    let mut out = Vec::with_capacity(keys.len());
+    for (table, key) in keys {
+        let i = match open.iter().position(|(t, _)| t == table) {
+            Some(i) => i,
+            None => {
+                open.push((*table, r.open_table(im_table(*table)).map_err(io)?));
+                open.len() - 1
+            }
+        };
+        let value = open[i].1.get(*key).map_err(io)?;
+        out.push(value.map(|v| v.value().to_vec()));
+    }
+    Ok(out)
+}
+
 pub(super) fn scan(
     r: &ReadTransaction,
     table: Table,
