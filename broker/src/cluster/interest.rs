@@ -8,7 +8,8 @@
 //! of changes costs one pass; nothing queues per change.
 //!
 //! Each NATS subscription gets a small task that hands its messages to the inbound router
-//! through one bounded channel (when full, the task waits and the NATS client buffers).
+//! through one bounded channel (when full, QoS 0 messages are dropped and counted, QoS 1/2
+//! ones wait and the NATS client buffers).
 //! After each pass the reconciler flushes the connection: once NATS answered, every
 //! subscription of the pass is in force, and `switchboard_cluster_interest_subjects` says
 //! how many there are.
@@ -22,8 +23,8 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
-use super::Cluster;
 use super::inbound::{Inbound, Kind};
+use super::{Cluster, LinkStats};
 use crate::BrokerState;
 use crate::message::ShareKey;
 use crate::routing::InterestObserver;
@@ -141,6 +142,31 @@ pub(super) async fn reconcile(
     }
 }
 
+/// Hands one NATS message to the inbound router; false once the router is gone. A QoS 0
+/// message finding the channel full is dropped here and counted
+/// (`switchboard_cluster_inbound_dropped_total`): were the task to wait, the NATS client's
+/// own buffer would fill and drop messages of every QoS without a trace but a debug line.
+/// QoS 1/2 messages wait for room.
+pub(super) async fn hand_in(tx: &mpsc::Sender<Inbound>, inb: Inbound, stats: &LinkStats) -> bool {
+    if super::wire::qos_of(&inb.msg.payload) > 0 {
+        return tx.send(inb).await.is_ok();
+    }
+    match tx.try_send(inb) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n + 1,
+                    "cluster inbound queue full: QoS 0 message from another node dropped"
+                );
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
 /// Subscribes to the subjects of `key`; a forwarding task per subscription.
 async fn subscribe(
     cluster: &Arc<Cluster>,
@@ -176,20 +202,18 @@ async fn subscribe(
         let tx = tx.clone();
         let kind = kind.clone();
         let shutdown = state.shutdown.clone();
+        let stats = cluster.stats.clone();
         let task = state.tasks.spawn(async move {
             loop {
                 let m = tokio::select! {
                     m = sub.next() => match m { Some(m) => m, None => break },
                     _ = shutdown.cancelled() => break,
                 };
-                if tx
-                    .send(Inbound {
-                        kind: kind.clone(),
-                        msg: m,
-                    })
-                    .await
-                    .is_err()
-                {
+                let inb = Inbound {
+                    kind: kind.clone(),
+                    msg: m,
+                };
+                if !hand_in(&tx, inb, &stats).await {
                     break;
                 }
             }

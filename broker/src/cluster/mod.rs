@@ -80,6 +80,12 @@ pub struct LinkStats {
     pub retained_received: AtomicU64,
     pub takeovers_asked: AtomicU64,
     pub takeovers_done: AtomicU64,
+    /// QoS 0 messages from other nodes dropped: the inbound queue was full.
+    pub inbound_dropped: AtomicU64,
+    /// Messages the NATS client dropped because a subscription's buffer was full (as
+    /// reported by its slow-consumer events, which may themselves be dropped when many
+    /// come at once: a lower bound).
+    pub slow_consumer: AtomicU64,
 }
 
 /// A message waiting to be published to NATS.
@@ -148,6 +154,12 @@ impl Cluster {
                             stats.connected.store(false, Ordering::Relaxed);
                             warn!("NATS link down; reconnecting");
                         }
+                        async_nats::Event::SlowConsumer(sid) => {
+                            let n = stats.slow_consumer.fetch_add(1, Ordering::Relaxed);
+                            if n.is_power_of_two() {
+                                warn!(sid, dropped = n + 1, "NATS client dropped messages: subscription buffer full (slow consumer)");
+                            }
+                        }
                         other => tracing::debug!(event = %other, "NATS event"),
                     }
                 }
@@ -207,35 +219,51 @@ impl Cluster {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = wire::headers(&self.node, id);
         let body = Bytes::from(codec::encode_message(msg, Instant::now()));
-        let mut ok = self.enqueue(Outgoing {
-            subject: self.map.topic_subject(&msg.topic),
-            headers: headers.clone(),
-            body: body.clone(),
-        });
+        // QoS 0 may use only half of the queue: under overload it is dropped (counted)
+        // first, and QoS 1/2 messages still find room.
+        let room = if msg.qos == switchboard_proto::QoS::AtMostOnce {
+            self.outbound.max_capacity() / 2
+        } else {
+            0
+        };
+        let mut ok = self.enqueue(
+            Outgoing {
+                subject: self.map.topic_subject(&msg.topic),
+                headers: headers.clone(),
+                body: body.clone(),
+            },
+            room,
+        );
         if msg.retain {
-            ok &= self.enqueue(Outgoing {
-                subject: self.map.internal(wire::RETAINED),
-                headers,
-                body,
-            });
+            ok &= self.enqueue(
+                Outgoing {
+                    subject: self.map.internal(wire::RETAINED),
+                    headers,
+                    body,
+                },
+                0,
+            );
         }
         ok
     }
 
-    fn enqueue(&self, o: Outgoing) -> bool {
-        match self.outbound.try_send(o) {
-            Ok(()) => true,
-            Err(_) => {
-                let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    warn!(
-                        dropped = n + 1,
-                        "cluster forward queue full: message not sent to other nodes"
-                    );
-                }
-                false
+    /// Queues `o` if more than `keep_free` places stay free after it; else drops and counts.
+    fn enqueue(&self, o: Outgoing, keep_free: usize) -> bool {
+        let sent = if self.outbound.capacity() > keep_free {
+            self.outbound.try_send(o).is_ok()
+        } else {
+            false
+        };
+        if !sent {
+            let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n + 1,
+                    "cluster forward queue full: message not sent to other nodes"
+                );
             }
         }
+        sent
     }
 
     /// Starts the link's tasks (outgoing publisher, inbound router, interest, retained
@@ -323,7 +351,7 @@ impl Cluster {
         let s = &self.stats;
         let node = self.node.replace('\\', "\\\\").replace('"', "\\\"");
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 17] = [
+        let rows: [(&str, &str, &str, u64); 19] = [
             (
                 "cluster_nats_connected",
                 "1 while the NATS link is up.",
@@ -419,6 +447,18 @@ impl Cluster {
                 "Session claims broadcast for CONNECTs here.",
                 "counter",
                 g(&s.takeovers_asked),
+            ),
+            (
+                "cluster_inbound_dropped_total",
+                "QoS 0 messages from other nodes dropped: inbound queue full.",
+                "counter",
+                g(&s.inbound_dropped),
+            ),
+            (
+                "cluster_slow_consumer_total",
+                "Messages the NATS client dropped: a subscription's buffer was full (lower bound).",
+                "counter",
+                g(&s.slow_consumer),
             ),
             (
                 "cluster_takeovers_done_total",
