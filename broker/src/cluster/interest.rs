@@ -101,12 +101,13 @@ pub(super) async fn reconcile(
     state: Arc<BrokerState>,
     tx: mpsc::Sender<Inbound>,
 ) {
-    let mut actual: HashMap<InterestKey, Vec<tokio::task::AbortHandle>> = HashMap::new();
+    // Per key: the tasks of its subjects, then (shared groups) of its hand-over subject.
+    let mut actual: HashMap<InterestKey, (Vec<tokio::task::AbortHandle>, usize)> = HashMap::new();
     loop {
         let wanted: Vec<InterestKey> = cluster.interest.desired.lock().keys().cloned().collect();
         let mut changed = false;
         let wanted_set: std::collections::HashSet<&InterestKey> = wanted.iter().collect();
-        actual.retain(|k, handles| {
+        actual.retain(|k, (handles, _)| {
             let keep = wanted_set.contains(k);
             if !keep {
                 // Dropping the NATS subscriber in the aborted task unsubscribes.
@@ -129,7 +130,8 @@ pub(super) async fn reconcile(
             if let Err(e) = cluster.client.flush().await {
                 warn!(error = %e, "NATS flush after interest change failed");
             }
-            let n: usize = actual.values().map(Vec::len).sum();
+            // Subjects of filters only (hand-over subjects are not interest in topics).
+            let n: usize = actual.values().map(|(_, n)| *n).sum();
             cluster.stats.subjects.store(n as u64, Ordering::Relaxed);
         }
         tokio::select! {
@@ -137,7 +139,7 @@ pub(super) async fn reconcile(
             _ = state.shutdown.cancelled() => break,
         }
     }
-    for h in actual.values().flatten() {
+    for h in actual.values().flat_map(|(h, _)| h) {
         h.abort();
     }
 }
@@ -167,13 +169,14 @@ pub(super) async fn hand_in(tx: &mpsc::Sender<Inbound>, inb: Inbound, stats: &Li
     }
 }
 
-/// Subscribes to the subjects of `key`; a forwarding task per subscription.
+/// Subscribes to the subjects of `key`; a forwarding task per subscription. Returns the
+/// tasks and how many of them serve the filter's subjects.
 async fn subscribe(
     cluster: &Arc<Cluster>,
     state: &Arc<BrokerState>,
     key: &InterestKey,
     tx: &mpsc::Sender<Inbound>,
-) -> Vec<tokio::task::AbortHandle> {
+) -> (Vec<tokio::task::AbortHandle>, usize) {
     let kind = match &key.group {
         Some(g) => Kind::Shared(Arc::new(ShareKey {
             group: g.clone(),
@@ -220,5 +223,26 @@ async fn subscribe(
         });
         handles.push(task.abort_handle());
     }
-    handles
+    let subjects = handles.len();
+    if let (Some(g), Kind::Shared(share)) = (&key.group, &kind) {
+        // The group's hand-over subject, in the same queue group (see `shared`).
+        let subject = super::shared::subject(cluster, share);
+        match cluster
+            .client
+            .queue_subscribe(subject.clone(), queue_name(g, &key.filter))
+            .await
+        {
+            Ok(sub) => {
+                let task = state.tasks.spawn(super::shared::serve(
+                    cluster.clone(),
+                    state.clone(),
+                    share.clone(),
+                    sub,
+                ));
+                handles.push(task.abort_handle());
+            }
+            Err(e) => warn!(%subject, error = %e, "NATS subscribe failed"),
+        }
+    }
+    (handles, subjects)
 }

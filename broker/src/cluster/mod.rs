@@ -17,11 +17,13 @@
 //! connection with 0x8E ([`takeover`]).
 //!
 //! Files: this one (the link: connect, forward, run, metrics), [`subject`] (mapping),
-//! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`].
+//! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`],
+//! [`shared`] (a leaving member's messages handed to a member on another node).
 
 pub mod dedupe;
 pub mod inbound;
 pub mod interest;
+pub mod shared;
 pub mod subject;
 pub mod takeover;
 pub mod wire;
@@ -86,6 +88,12 @@ pub struct LinkStats {
     /// reported by its slow-consumer events, which may themselves be dropped when many
     /// come at once: a lower bound).
     pub slow_consumer: AtomicU64,
+    /// Shared-subscription messages of leaving members taken by another node's member.
+    pub shared_handed_over: AtomicU64,
+    /// ... that no node took (kept in a persistent session's queue, else lost).
+    pub shared_handover_failed: AtomicU64,
+    /// Hand-overs from other nodes queued for a member here.
+    pub shared_taken_over: AtomicU64,
 }
 
 /// A message waiting to be published to NATS.
@@ -106,6 +114,7 @@ pub struct Cluster {
     next_id: AtomicU64,
     interest: Arc<Interest>,
     claims: takeover::Claims,
+    hand_overs: shared::HandOvers,
     stats: Arc<LinkStats>,
     connects: tokio::sync::watch::Receiver<u64>,
     inbound_queue: usize,
@@ -186,6 +195,7 @@ impl Cluster {
             next_id: AtomicU64::new(1),
             interest: Arc::new(Interest::default()),
             claims: takeover::Claims::default(),
+            hand_overs: shared::HandOvers::default(),
             stats,
             connects,
             inbound_queue: cfg.inbound_queue.max(1),
@@ -351,7 +361,7 @@ impl Cluster {
         let s = &self.stats;
         let node = self.node.replace('\\', "\\\\").replace('"', "\\\"");
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 19] = [
+        let rows: [(&str, &str, &str, u64); 22] = [
             (
                 "cluster_nats_connected",
                 "1 while the NATS link is up.",
@@ -459,6 +469,24 @@ impl Cluster {
                 "Messages the NATS client dropped: a subscription's buffer was full (lower bound).",
                 "counter",
                 g(&s.slow_consumer),
+            ),
+            (
+                "cluster_shared_handed_over_total",
+                "Shared messages of leaving members taken by a member on another node.",
+                "counter",
+                g(&s.shared_handed_over),
+            ),
+            (
+                "cluster_shared_handover_failed_total",
+                "Shared messages of leaving members no node took.",
+                "counter",
+                g(&s.shared_handover_failed),
+            ),
+            (
+                "cluster_shared_taken_over_total",
+                "Shared messages from leaving members on other nodes queued here.",
+                "counter",
+                g(&s.shared_taken_over),
             ),
             (
                 "cluster_takeovers_done_total",
