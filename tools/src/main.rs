@@ -13,6 +13,7 @@ mod ctl;
 mod ctl_apps;
 mod ctl_console;
 mod ctl_im;
+mod ctl_org;
 mod ctl_push;
 mod gateway_cmd;
 mod secrets;
@@ -162,10 +163,10 @@ enum CtlCommand {
     /// The organisation directory of a tenant: departments, import, export.
     Dept {
         #[command(subcommand)]
-        command: ctl_im::DeptCommand,
+        command: ctl_org::DeptCommand,
     },
     /// A broadcast to every user of a tenant, or to a department and its sub-departments.
-    Broadcast(ctl_im::BroadcastArgs),
+    Broadcast(ctl_org::BroadcastArgs),
     /// A test push to each device of a user, through a running gateway's push worker;
     /// prints each provider's answer.
     #[command(name = "push-test")]

@@ -186,7 +186,7 @@ impl ImService {
         // Its session is keyed in its tenant's space (`sessions::key_of`).
         let (broker, client_id) = (
             b.clone(),
-            format!("{}{tid}/{client_id}", crate::namespace::TENANT_PREFIX),
+            crate::sessions::tenant_session_key(tid, client_id),
         );
         b.tasks.spawn(async move {
             tokio::select! {

@@ -429,6 +429,12 @@ pub fn key_of(who: &crate::auth::Identity, client_id: &str) -> Option<String> {
     }
 }
 
+/// The session key of client `client_id` of tenant `tid` ([`key_of`] for a tenant's
+/// identity), for the IM service, which knows a device by tenant and client id.
+pub fn tenant_session_key(tid: u64, client_id: &str) -> String {
+    format!("{}{tid}/{client_id}", crate::namespace::TENANT_PREFIX)
+}
+
 /// Turns a will into the message it stands for, with its delay.
 pub fn will_message(w: switchboard_proto::Will, origin: u64, now: Instant) -> (Arc<Message>, u32) {
     let delay = w.properties.will_delay_interval.unwrap_or(0);

@@ -16,7 +16,10 @@ impl ImService {
             .broker()
             .ok_or_else(|| ImError::Unavailable("broker stopping".into()))?;
         let (conn_id, mailbox) = b
-            .live_mailbox(&device_key(login.tenant, client_id))
+            .live_mailbox(&crate::sessions::tenant_session_key(
+                login.tenant,
+                client_id,
+            ))
             .ok_or_else(|| ImError::Unavailable("the device's connection is gone".into()))?;
         let now = now_ms();
         // Listed first, so that a disconnection from now on finds the room.
@@ -103,7 +106,12 @@ impl ImService {
         let room = self.room(login.tenant, id)?;
         let conn_id = self
             .broker()
-            .and_then(|b| b.live_mailbox(&device_key(login.tenant, client_id)))
+            .and_then(|b| {
+                b.live_mailbox(&crate::sessions::tenant_session_key(
+                    login.tenant,
+                    client_id,
+                ))
+            })
             .map(|(c, _)| c)
             .ok_or_else(|| ImError::Unavailable("the device's connection is gone".into()))?;
         if !self.leave_conn(&room, conn_id) {
@@ -202,10 +210,4 @@ impl ImService {
             next,
         })
     }
-}
-
-/// The session key of IM device `client_id` of tenant `tid`: tenant sessions live in their
-/// tenant's client-id space (`sessions::key_of`).
-fn device_key(tid: u64, client_id: &str) -> String {
-    format!("{}{tid}/{client_id}", crate::namespace::TENANT_PREFIX)
 }
