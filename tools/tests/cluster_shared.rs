@@ -143,11 +143,18 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
     // Every job reached the good member, and the hand-over shows on both nodes' metrics.
     let all: BTreeSet<String> = at_good.union(&redelivered).cloned().collect();
     assert_eq!(all.len(), N);
+    // The hand-over shows on both nodes' counters: what node 1 handed over, node 2 took
+    // (at least the jobs the lazy member had read; more may have been queued unread).
     let n = at_lazy.len() as u64;
     until_metric(
         admin(&nodes[1]),
         "switchboard_cluster_shared_handed_over_total",
-        |x| x == n,
+        |x| x >= n,
+    )
+    .await;
+    let handed = metric(
+        admin(&nodes[1]),
+        "switchboard_cluster_shared_handed_over_total",
     )
     .await;
     let taken = metric(
@@ -155,7 +162,7 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
         "switchboard_cluster_shared_taken_over_total",
     )
     .await;
-    assert_eq!(taken, Some(n), "node 2 took each job once");
+    assert_eq!(taken, handed, "node 2 took what node 1 handed over");
     let failed = metric(
         admin(&nodes[1]),
         "switchboard_cluster_shared_handover_failed_total",
