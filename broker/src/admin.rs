@@ -106,6 +106,7 @@ pub fn app(broker: Arc<BrokerState>, token: Option<String>) -> Router {
         .route("/api/v1/clients/{id}", get(client).delete(kick))
         .route("/api/v1/retained", get(retained))
         .route("/api/v1/acl/reload", post(acl_reload))
+        .route("/api/v1/drain", post(drain).delete(undrain))
         .merge(crate::im::http::routes())
         .route("/api/v1/im/call/{*op}", post(im_call))
         .with_state(Admin {
@@ -326,6 +327,40 @@ async fn kick(
     } else {
         Err(not_found(format!("client {id:?} is not connected")))
     }
+}
+
+#[derive(Deserialize, Default)]
+struct DrainTo {
+    to: Option<String>,
+}
+
+/// `POST /api/v1/drain` (body optional: `{"to": "host:port"}`): refuse new CONNECTs and move
+/// the clients elsewhere (0x9C with a Server Reference; `cluster::drain`).
+async fn drain(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::cluster::drain::Drained>, ApiError> {
+    a.check(&headers)?;
+    let req: DrainTo = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainTo::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError {
+            code: "bad_request",
+            message: format!("expected {{\"to\": \"host:port\"}}: {e}"),
+            status: StatusCode::BAD_REQUEST,
+        })?
+    };
+    Ok(Json(a.broker.drain(req.to).await))
+}
+
+/// `DELETE /api/v1/drain`: accept CONNECTs again.
+async fn undrain(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+) -> Result<Json<crate::cluster::drain::Drained>, ApiError> {
+    a.check(&headers)?;
+    Ok(Json(a.broker.undrain()))
 }
 
 #[derive(Deserialize)]

@@ -33,6 +33,8 @@ pub struct BrokerConfig {
     pub response_topic_prefix: String,
     /// Send clients to another server (cluster mode, maintenance).
     pub redirect: Redirect,
+    /// Heartbeat hints per network (`$control/network`, `$control/settled`).
+    pub heartbeat_hints: crate::hints::HintConfig,
     /// Cluster mode (routing over NATS, durable state in PostgreSQL). Set by the binary
     /// from its top-level `cluster` section (`SWITCHBOARD__CLUSTER__...`), not read from the
     /// `broker` section.
@@ -64,6 +66,13 @@ pub struct ClusterConfig {
     /// (`postgres://user:password@host:5432/switchboard`); set, it replaces the embedded
     /// redb file. Unset: the embedded store.
     pub postgres_url: Option<String>,
+    /// Seconds a node's lease lasts (with `postgres_url`): a node that has not renewed it
+    /// for that long is taken for dead, and a survivor adopts its sessions and fires the
+    /// wills of its connections. Renewed every third of it.
+    pub lease_secs: u64,
+    /// Server Reference given to clients while this node drains (`switchboard ctl
+    /// drain`); unset: another live node's address from the leases.
+    pub redirect_to: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -75,6 +84,8 @@ impl Default for ClusterConfig {
             forward_queue: 65_536,
             inbound_queue: 8192,
             postgres_url: None,
+            lease_secs: 10,
+            redirect_to: None,
         }
     }
 }
@@ -281,6 +292,7 @@ impl Default for BrokerConfig {
             limits: Limits::default(),
             response_topic_prefix: "reply/".into(),
             redirect: Redirect::default(),
+            heartbeat_hints: crate::hints::HintConfig::default(),
             cluster: ClusterConfig::default(),
         }
     }

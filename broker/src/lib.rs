@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod delivery;
+pub mod hints;
 pub mod im;
 pub mod listener;
 pub mod mailbox;
@@ -90,6 +91,8 @@ pub struct BrokerState {
     pub addrs: std::sync::OnceLock<Addrs>,
     /// The link to the other nodes, in cluster mode.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// Heartbeat hints per network (see `hints`).
+    pub hints: parking_lot::Mutex<hints::HintTable>,
     store: Option<Arc<dyn Store>>,
     /// Key of the next delivery queued in the store.
     queue_seq: AtomicU64,
@@ -269,9 +272,18 @@ impl Broker {
             quic.push((ep, local));
         }
         let cluster = cluster::Cluster::connect(&self.config.cluster).await?;
-        let snapshot = match &self.store {
-            Some(st) => Some(st.load()?),
-            None => None,
+        let snapshot = match (
+            &self.store,
+            cluster.as_ref().filter(|c| c.registry().is_some()),
+        ) {
+            // A store shared by the cluster: only this node's sessions.
+            (Some(st), Some(c)) => Some(st.load_scoped(&store::Scope {
+                holder: Some(c.node().to_owned()),
+                client_id: None,
+                retained: true,
+            })?),
+            (Some(st), None) => Some(st.load()?),
+            (None, _) => None,
         };
         let acl_file = match &self.config.acl_file {
             Some(path) => Some(Arc::new(auth::FileAcl::load(path)?)),
@@ -283,6 +295,10 @@ impl Broker {
         };
         let verifier = auth::Verifier::new(auth.clone(), self.config.auth.clone());
         let (max_seq, max_uid) = snapshot.as_ref().map_or((0, 0), |s| (s.max_seq, s.max_uid));
+        // Ids unique across the nodes sharing a store (cluster mode), else from the store.
+        let id_base = cluster.as_ref().map_or(0, |c| c.id_base());
+        let hints =
+            parking_lot::Mutex::new(hints::HintTable::new(self.config.heartbeat_hints.clone()));
         let state = Arc::new(BrokerState {
             config: self.config,
             routes: RoutingTable::default(),
@@ -292,6 +308,7 @@ impl Broker {
             interceptors: self.interceptors,
             im: self.im,
             addrs: std::sync::OnceLock::new(),
+            hints,
             cluster,
             store: self.store,
             queue_seq: AtomicU64::new(max_seq + 1),
@@ -303,7 +320,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
-            next_id: AtomicU64::new(max_uid + 1),
+            next_id: AtomicU64::new((max_uid + 1).max(id_base)),
         });
         if let Some(c) = &state.cluster {
             // Before restore, so that restored subscriptions are announced too.

@@ -32,3 +32,17 @@ pub use reason::ReasonCode;
 /// The broker consumes these messages (never routes them); plain MQTT clients never send
 /// them and keep the keep-alive of their CONNECT. See the README's protocol section.
 pub const KEEP_ALIVE_TOPIC: &str = "$control/keepalive";
+
+/// Reserved topic on which a client declares the network it is on (an id, 1..=64 printable
+/// ASCII characters) and asks for that network's heartbeat hint; the broker answers on
+/// [`HINT_TOPIC`]. Consumed by the broker, never routed (docs/protocol.md, "Heartbeat
+/// hints").
+pub const NETWORK_TOPIC: &str = "$control/network";
+
+/// The broker's answer to [`NETWORK_TOPIC`], sent to the asking connection only (no
+/// subscription needed): `"{seconds} {network id}"`, seconds 0 when there is no hint.
+pub const HINT_TOPIC: &str = "$control/hint";
+
+/// Reserved topic on which a client reports the idle interval its heartbeat proved on a
+/// network: `"{seconds} {network id}"`. Consumed by the broker, never routed.
+pub const SETTLED_TOPIC: &str = "$control/settled";

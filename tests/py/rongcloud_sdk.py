@@ -257,6 +257,24 @@ def later_endpoints(rc, a):
     r = rc.Chatroom.queryUser(chatroomId="live-2", count="10", order="1")
     check("bob's device is in the room after the server's join",
           [u.get("id") for u in r.result.get("users", [])] == ["bob"], r.result)
+    # Whitelist and blocks of the room, through the SDK's own methods.
+    r = rc.Chatroom.addWhiteListUser(chatroomId="live-2", userId={"alice"})
+    check("chatroom whitelist add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.addBlockUser(userId={"bob"}, chatroomId="live-2", minute="10")
+    check("chatroom block add answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.queryUser(chatroomId="live-2", count="10", order="1")
+    check("the blocked user is out of the room", r.result.get("users") == [], r.result)
+    r = rc.Chatroom.getListBlockUser(chatroomId="live-2")
+    users = r.result.get("users", [])
+    check("chatroom block list names bob with a Beijing end time",
+          r.result.get("code") == 200 and [u.get("userId") for u in users] == ["bob"]
+          and len(users[0].get("time", "")) == 19, r.result)
+    r = rc.Chatroom.rollbackBlockUser(userId={"bob"}, chatroomId="live-2")
+    check("chatroom block rollback answers code 200", r.result.get("code") == 200, r.result)
+    r = rc.Chatroom.getListBlockUser(chatroomId="live-2")
+    check("the block list is empty after the rollback", r.result.get("users") == [], r.result)
+    r = rc.Chatroom.getListBlockUser(chatroomId="no-such-room")
+    check("the block list of an unknown room -> 1002", r.result.get("code") == 1002, r.result)
     r = rc.Chatroom.join(userId={"bob"}, chatroomId="no-such-room")
     check("joining an unknown room -> 1002", r.result.get("code") == 1002, r.result)
     r = rc.Chatroom.addPriority(objectName={"RC:TxtMsg", "RC:ImgMsg"})

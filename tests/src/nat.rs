@@ -81,6 +81,17 @@ impl Drop for NatProxy {
 impl NatProxy {
     /// Proxies 127.0.0.1:(free port) → `upstream`, forgetting mappings idle for `idle`.
     pub async fn tcp(upstream: SocketAddr, idle: Duration) -> NatProxy {
+        NatProxy::tcp_from(upstream, idle, None).await
+    }
+
+    /// Like [`NatProxy::tcp`], with the upstream connections leaving from `source` (another
+    /// loopback address such as 127.0.1.1): the broker sees the clients behind this NAT
+    /// coming from another network, as behind a carrier NAT's public address.
+    pub async fn tcp_from(
+        upstream: SocketAddr,
+        idle: Duration,
+        source: Option<std::net::IpAddr>,
+    ) -> NatProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(NatStats::default());
@@ -95,7 +106,7 @@ impl NatProxy {
                 let st = st.clone();
                 let timeout = timeout.clone();
                 conns.spawn(async move {
-                    if let Ok(server) = TcpStream::connect(upstream).await {
+                    if let Ok(server) = connect_from(upstream, source).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
                         forward(client, server, timeout, st).await;
@@ -121,6 +132,22 @@ impl NatProxy {
     pub fn set_idle(&self, idle: Duration) {
         self.idle.set(idle);
     }
+}
+
+async fn connect_from(
+    upstream: SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(upstream).await;
+    };
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(upstream).await
 }
 
 async fn forward(client: TcpStream, server: TcpStream, idle: Timeout, stats: Arc<NatStats>) {

@@ -244,3 +244,69 @@ async fn without_a_gateway_before_send_follows_the_fail_open_rule() {
         .expect("fail-open lets it through");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_group_changes_reach_the_app_servers_webhook_signed() {
+    let b = ImBroker::start().await;
+    let gw = Gateway::start(GatewayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        broker: vec![Endpoint::Tcp(b.addr)],
+        service_secret: SERVICE_SECRET.into(),
+        client_id: "gateway-hooks-events".into(),
+        body_limit: DEFAULT_BODY_LIMIT,
+        files_dir: None,
+    })
+    .await
+    .expect("gateway");
+    let (addr, mut hits) = receiver(|_, _| (200, String::new())).await;
+    let t = b.tenant("acme").await;
+    b.user(t, "alice").await;
+    b.user(t, "bob").await;
+    b.im.admin_request(
+        "hooks/set",
+        json!({"tenant": t, "url": format!("http://{addr}/hook"), "secret": "s3cret",
+               "events": ["presence", "group"]})
+        .to_string()
+        .as_bytes(),
+    )
+    .await
+    .expect("hooks set");
+
+    // A device comes online: a presence event for alice.
+    let _alice = b.device(t, "alice", "alice-phone").await;
+    let h = next_hit(&mut hits, "presence").await;
+    let ev: serde_json::Value = serde_json::from_slice(&h.body).expect("JSON");
+    assert_eq!(ev["data"]["user"], json!("alice"), "{ev}");
+    assert_eq!(ev["data"]["user_online"], json!(true), "{ev}");
+
+    // The group is made, then bob is kicked: two group events with their notices, signed.
+    for (op, body) in [
+        (
+            "group/create",
+            json!({"tenant": t, "group_id": "team", "name": "Team",
+                                "members": ["alice", "bob"]}),
+        ),
+        (
+            "group/kick",
+            json!({"tenant": t, "group_id": "team", "members": ["bob"]}),
+        ),
+    ] {
+        b.im.admin_request(op, body.to_string().as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
+        let h = next_hit(&mut hits, "group").await;
+        let ev: serde_json::Value = serde_json::from_slice(&h.body).expect("JSON");
+        assert_eq!(ev["data"]["group_id"], json!("team"), "{op}: {ev}");
+        assert_eq!(
+            ev["data"]["notice"]["conversation"],
+            json!("g:team"),
+            "{op}: {ev}"
+        );
+        let mut signed = h.timestamp.clone().into_bytes();
+        signed.push(b'.');
+        signed.extend_from_slice(&h.body);
+        assert_eq!(h.signature, hmac_hex("s3cret", &signed));
+    }
+    gw.stop().await;
+    b.stop().await;
+}

@@ -84,6 +84,22 @@ pub fn ctl_api(command: CtlCommand) -> anyhow::Result<()> {
             format!("/api/v1/clients/{}", url_escape(&id)),
             admin,
         ),
+        CtlCommand::Drain { to, stop, admin } => {
+            let (method, body) = if stop {
+                ("DELETE", None)
+            } else {
+                (
+                    "POST",
+                    to.map(|t| serde_json::json!({ "to": t }).to_string()),
+                )
+            };
+            let answer = http(&admin, method, "/api/v1/drain", body.as_deref())?;
+            if !(200..300).contains(&answer.status) {
+                anyhow::bail!("HTTP {}: {}", answer.status, answer.body);
+            }
+            println!("{}", answer.body);
+            return Ok(());
+        }
         CtlCommand::Retained(a) => ("GET", "/api/v1/retained".to_owned(), a),
         CtlCommand::Metrics(a) => ("GET", "/metrics".to_owned(), a),
         CtlCommand::Acl {

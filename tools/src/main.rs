@@ -122,6 +122,19 @@ enum CtlCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Drain this node (cluster mode): refuse new CONNECTs and move every client to another
+    /// node (MQTT 5: 0x9C Use another server with a Server Reference).
+    Drain {
+        /// Server Reference to send clients to (default: `cluster.redirect_to`, else
+        /// another live node).
+        #[arg(long)]
+        to: Option<String>,
+        /// Stop draining: accept CONNECTs again.
+        #[arg(long)]
+        stop: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Retained messages (topic, QoS, size).
     Retained(AdminArgs),
     /// The Prometheus metrics text.

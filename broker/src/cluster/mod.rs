@@ -21,8 +21,11 @@
 //! [`shared`] (a leaving member's messages handed to a member on another node).
 
 pub mod dedupe;
+pub mod drain;
+pub mod handover;
 pub mod inbound;
 pub mod interest;
+pub mod registry;
 pub mod shared;
 pub mod subject;
 pub mod takeover;
@@ -58,6 +61,8 @@ pub enum ClusterError {
     Prefix(#[from] subject::PrefixError),
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect { url: String, reason: String },
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
 }
 
 /// Figures about the NATS link, for `/metrics`.
@@ -118,6 +123,15 @@ pub struct Cluster {
     stats: Arc<LinkStats>,
     connects: tokio::sync::watch::Receiver<u64>,
     inbound_queue: usize,
+    /// The session registry and node leases, with a shared (PostgreSQL) store.
+    registry: Option<Arc<registry::Registry>>,
+    /// Where ids of this node start (`incarnation << 32` with a registry, else 0).
+    id_base: u64,
+    /// Claims and releases under way, per client id ([`Cluster::lock_client`]).
+    client_locks:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `cluster.redirect_to`: the Server Reference given when draining.
+    redirect_to: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -184,6 +198,19 @@ impl Cluster {
                 reason: e.to_string(),
             })?;
         stats.connected.store(true, Ordering::Relaxed);
+        let registry = match &cfg.postgres_url {
+            Some(pg) => {
+                let lease = Duration::from_secs(cfg.lease_secs.max(1));
+                let r = registry::Registry::new(pg, &node, lease)?;
+                r.renew(None).await?;
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
+        let id_base = match &registry {
+            Some(r) => r.incarnation().await? << 32,
+            None => 0,
+        };
         let (outbound, rx) = mpsc::channel(cfg.forward_queue.max(1));
         info!(node = %node, %url, "cluster mode: connected to NATS");
         Ok(Some(Arc::new(Cluster {
@@ -199,12 +226,26 @@ impl Cluster {
             stats,
             connects,
             inbound_queue: cfg.inbound_queue.max(1),
+            registry,
+            id_base,
+            client_locks: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            redirect_to: cfg.redirect_to.clone(),
         })))
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Where this node's ids (connections, sessions) start: unique in a shared store.
+    pub fn id_base(&self) -> u64 {
+        self.id_base
+    }
+
+    /// The configured Server Reference for draining (`cluster.redirect_to`).
+    pub fn redirect_to(&self) -> Option<&str> {
+        self.redirect_to.as_deref()
     }
 
     /// The observer the routing table must report subscriptions to.
@@ -300,6 +341,14 @@ impl Cluster {
             .tasks
             .spawn(takeover::answer(self.clone(), state.clone()));
         state.tasks.spawn(self.clone().reannounce(state.clone()));
+        if self.registry.is_some() {
+            state
+                .tasks
+                .spawn(handover::answer(self.clone(), state.clone()));
+            state
+                .tasks
+                .spawn(handover::lease(self.clone(), state.clone()));
+        }
     }
 
     async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, state: Arc<BrokerState>) {
@@ -500,6 +549,9 @@ impl Cluster {
                 out,
                 "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}\nswitchboard_{name}{{node=\"{node}\"}} {value}"
             );
+        }
+        if let Some(r) = &self.registry {
+            r.render_metrics(out);
         }
     }
 }

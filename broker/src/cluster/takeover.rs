@@ -6,12 +6,10 @@
 //! nodes end with the later one connected (ties broken by node name); clocks of the nodes
 //! are assumed close (NTP), and only near-simultaneous CONNECTs depend on them.
 //!
-//! The claim is not waited for: today each node has its own store, so a session taken
-//! over starts afresh on the new node and nothing has to be handed over. Once sessions live
-//! in the shared PostgreSQL store, the claim becomes a compare-and-swap on the session row
-//! (`UPDATE sessions SET node = $1 WHERE client_id = $2 RETURNING` the old node) in the
-//! transaction that loads the session, and the new node waits for the old one to park
-//! (the answer below already waits for that) before loading it (`docs/cluster.md`).
+//! This is the takeover of cluster mode without a shared store (NATS only): the claim is
+//! not waited for, and a session taken over starts afresh on the new node. With the shared
+//! PostgreSQL store, the session registry replaces it: a compare-and-swap on the client
+//! id's row, and the session handed over through the store ([`super::handover`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;

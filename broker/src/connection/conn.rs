@@ -91,6 +91,18 @@ impl Conn {
             );
             return None;
         }
+        if let Some(to) = broker.sessions.draining() {
+            // `switchboard ctl drain`: this node takes no new connections.
+            info!(to = ?to, "connection redirected: node draining");
+            sess.reject_with(
+                ReasonCode::UseAnotherServer,
+                Properties {
+                    server_reference: to,
+                    ..Properties::default()
+                },
+            );
+            return None;
+        }
         if c.client_id.is_empty() && !c.clean_start && !v5 {
             return reject(
                 sess,
@@ -211,6 +223,8 @@ impl Conn {
                     // v5 0x85; 3.1.1 return code 2, identifier rejected.
                     crate::sessions::OpenError::NotOwner => ReasonCode::ClientIdentifierNotValid,
                     crate::sessions::OpenError::TooManySessions => ReasonCode::QuotaExceeded,
+                    crate::sessions::OpenError::Busy => ReasonCode::ServerBusy,
+                    crate::sessions::OpenError::Unavailable => ReasonCode::ServerUnavailable,
                 };
                 return reject(sess, code, &e.to_string());
             }
@@ -232,6 +246,7 @@ impl Conn {
             },
         );
         let will = will.map(|w| will_message(w, state.uid, Instant::now()));
+        broker.registry_will(&session_key, will.as_ref()).await;
         Some(Conn {
             broker: broker.clone(),
             conn_id,

@@ -1,5 +1,5 @@
 //! What the connection does with PUBLISH, SUBSCRIBE and UNSUBSCRIBE, and the keep-alive
-//! control topic.
+//! control topic (the heartbeat hint topics are in `hints`).
 
 use std::collections::HashSet;
 
@@ -22,6 +22,14 @@ impl Conn {
     ) -> Result<(), Violation> {
         if p.topic == switchboard_proto::KEEP_ALIVE_TOPIC {
             self.on_keep_alive(sess, &p);
+            return Ok(());
+        }
+        if p.topic == switchboard_proto::NETWORK_TOPIC {
+            self.on_network(sess, &p);
+            return Ok(());
+        }
+        if p.topic == switchboard_proto::SETTLED_TOPIC {
+            self.on_settled(sess, &p);
             return Ok(());
         }
         let pkid = p.pkid;
@@ -66,14 +74,7 @@ impl Conn {
                 ReasonCode::PayloadFormatInvalid
             }
         };
-        if p.qos != QoS::AtMostOnce {
-            let code = if self.version.is_v5() {
-                code
-            } else {
-                ReasonCode::Success
-            };
-            self.acks.push(sess, p.pkid, code, None);
-        }
+        self.ack_control(sess, p, code);
     }
 
     /// Applies a SUBSCRIBE in the step that decoded it, so a PUBLISH decoded after it on

@@ -9,6 +9,7 @@
 //!
 //! Files: this one (the task, its I/O and CONNECT), `conn` (the connected loop and protocol
 //! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE),
+//! `hints` (the heartbeat hint control topics),
 //! `drain` (mailbox → session, and the connection's store writes) and `read` (reading
 //! without a buffer per idle connection).
 //!
@@ -23,6 +24,7 @@ mod conn;
 mod drain;
 mod enhanced_auth;
 mod handlers;
+mod hints;
 mod read;
 #[cfg(test)]
 mod tests;

@@ -134,6 +134,16 @@ impl ImService {
         self.hook_event(tid, "after_send", || message_to_json(msg));
     }
 
+    /// Group `gid` changed (created, joined, left, dismissed, ...): `{group_id, notice}`,
+    /// the notice being the message its members got.
+    pub(super) fn hook_group_change(&self, tid: u64, gid: &str, notice: &im::Message) {
+        self.hook_event(
+            tid,
+            "group",
+            || json!({ "group_id": gid, "notice": message_to_json(notice) }),
+        );
+    }
+
     /// Asks the tenant's app server about a message before it is stored: refused (403), or
     /// allowed, possibly with new content.
     pub(super) async fn hook_before_send(

@@ -51,6 +51,7 @@ pub mod service_api;
 mod service_gateway;
 mod service_import;
 mod service_iot;
+mod service_settings;
 mod service_user;
 pub mod social;
 pub mod sync;

@@ -264,6 +264,7 @@ impl ImService {
             collapse_key: msg.conversation.clone(),
             from: msg.from.clone(),
             users: Vec::new(),
+            platforms: Vec::new(),
         };
         publish_push_job(&b, &job);
     }

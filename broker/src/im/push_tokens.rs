@@ -171,7 +171,8 @@ impl ImService {
     }
 
     /// `$im/admin/push/{op}`: `register {tenant, user, vendor, token, bundle_id?, sandbox?}`,
-    /// `unregister {tenant, user, token}`, `tokens {tenant, user}`.
+    /// `unregister {tenant, user, token}`, `tokens {tenant, user, platforms?}` (`platforms`:
+    /// only the tokens of those platforms, `ios` or `android`, as a job's `platforms` asks).
     pub(super) async fn push_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
         if let Some(cop) = op.strip_prefix("credentials/") {
             return self.push_credentials(cop, payload).await;
@@ -191,6 +192,9 @@ impl ImService {
             bundle_id: String,
             #[serde(default)]
             sandbox: bool,
+            /// `tokens`: only those of these platforms (`PushJob.platforms`); empty: all.
+            #[serde(default)]
+            platforms: Vec<String>,
         }
         let r: Req = serde_json::from_slice(payload)
             .map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))?;
@@ -216,7 +220,10 @@ impl ImService {
                 Ok(json!({}))
             }
             "tokens" => Ok(json!({
-                "tokens": self.push_tokens(r.tenant, user.uid)?,
+                "tokens": self.push_tokens(r.tenant, user.uid)?.into_iter().filter(|t| {
+                    r.platforms.is_empty()
+                        || r.platforms.iter().any(|p| p == super::service_gateway::token_platform(&t.vendor))
+                }).collect::<Vec<_>>(),
                 "quiet": self.push_quiet(r.tenant, user.uid)?,
             })),
             other => Err(ImError::NotFound(format!("no such request: push/{other}"))),

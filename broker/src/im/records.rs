@@ -41,6 +41,13 @@ pub struct TenantPolicy {
     pub api_rate_per_sec: u32,
     /// Members a group may have at most (groups.rs).
     pub max_group_members: u32,
+    /// Bytes the tenant's devices may upload an hour (`POST /v1/device/files`, counted per
+    /// gateway instance); beyond it 429.
+    pub upload_bytes_per_hour: u64,
+    /// Files the tenant's devices may upload an hour (per gateway instance).
+    pub upload_files_per_hour: u32,
+    /// Largest file a device may upload, bytes (the gateway caps it at its own 20 MiB).
+    pub upload_max_file_bytes: u64,
 }
 
 impl Default for TenantPolicy {
@@ -57,6 +64,9 @@ impl Default for TenantPolicy {
             compat_apis: true,
             api_rate_per_sec: 1000,
             max_group_members: 3000,
+            upload_bytes_per_hour: 2 * 1024 * 1024 * 1024,
+            upload_files_per_hour: 10_000,
+            upload_max_file_bytes: 20 * 1024 * 1024,
         }
     }
 }

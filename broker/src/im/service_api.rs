@@ -66,6 +66,9 @@ struct NewToken {
 #[derive(Deserialize)]
 struct Revoke {
     token: String,
+    /// The calling tenant (the gateway's): a token of another tenant is refused.
+    #[serde(default)]
+    tenant: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +140,13 @@ impl ImService {
             }
             "revoke_token" => {
                 let r: Revoke = parse(payload)?;
+                if let Some(t) = r.tenant
+                    && super::token::peek(&r.token).is_ok_and(|c| c.t != t)
+                {
+                    return Err(ImError::Forbidden(
+                        "the token belongs to another tenant".into(),
+                    ));
+                }
                 self.revoke_token(&r.token).await?;
                 json!({})
             }

@@ -12,16 +12,21 @@
 //!   user's list (`{tenant}{uid}tags`) and an index per tag (`{tenant}{0}tag:{tag}\0{uid}`).
 //! - `tagged_users {tenant, tags, any?, after?, limit?}`: accounts having every tag (or any
 //!   with `any`), a page at a time (`{users, next}`; `next` is empty on the last page).
-//! - `push_notify {tenant, users, title?, body, from?}`: a notification for each user's
-//!   offline devices, handed to the push worker as jobs of at most 1,000 users.
+//! - `push_notify {tenant, users, title?, body, from?, platforms?}`: a notification for
+//!   each user's offline devices, handed to the push worker as jobs of at most 1,000
+//!   users. `platforms` (`ios`, `android`; empty: all) leaves out users with no push token
+//!   on those platforms and rides on the job (`PushJob.platforms`) for the worker to skip
+//!   other devices; answers `{id, jobs, users}` (`users`: how many are left).
 //! - `room_join_users {tenant, room, users}`: every online device of each user joins the
 //!   chatroom (as if it had joined over MQTT); `{joined: [user], offline: [user]}`.
 //! - `recall {tenant, user, conversation, seq}`: recalls a message as its sender `user`
 //!   (the same rules as a device's recall: only the sender, within the tenant's window);
 //!   the conversation's devices get the `recalled` event.
-//! - `import_messages`: past 1:1 messages from another platform (`service_import`).
-//! - `check_token {token}`: the tenant and account of a valid IM login token (devices
-//!   uploading files over HTTPS).
+//! - `import_messages`: past messages from another platform (`service_import`).
+//! - `tenant_settings`, `rotate_secret`: a tenant's settings and app secret for its
+//!   developer account (`service_settings`).
+//! - `check_token {token}`: the tenant and account of a valid IM login token, and the
+//!   tenant's settings (devices uploading files over HTTPS).
 //! - `messages_between {tenant, from_ms, to_ms}`: the oldest [`MAX_MESSAGES`] stored
 //!   messages of the tenant's conversations (private, group, system, app, broadcast to
 //!   all) with `from_ms <= server_time_ms < to_ms`, oldest first, `{messages, more,
@@ -57,6 +62,13 @@ pub const MAX_MESSAGES: usize = 1000;
 pub const MAX_READ: usize = 100_000;
 /// Users of one `push_notify` or `room_join_users` call.
 pub const MAX_USERS: usize = 10_000;
+/// Device platforms a notification may be aimed at (`push_notify`'s `platforms`).
+pub const PLATFORMS: [&str; 2] = ["ios", "android"];
+
+/// The platform of a push token's vendor: APNs is iOS, every other vendor Android.
+pub fn token_platform(vendor: &str) -> &'static str {
+    if vendor == "apns" { "ios" } else { "android" }
+}
 
 fn parse<T: serde::de::DeserializeOwned>(p: &[u8]) -> Result<T, ImError> {
     serde_json::from_slice(p).map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))
@@ -110,6 +122,9 @@ struct Notify {
     body: String,
     #[serde(default)]
     from: String,
+    /// Only devices of these platforms (`ios`, `android`); empty: all.
+    #[serde(default)]
+    platforms: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,9 +202,16 @@ impl ImService {
             "messages_between" => self.messages_between(payload),
             "recall" => self.recall_as(payload).await,
             "import_messages" => self.import_messages(payload).await,
+            "tenant_settings" => self.tenant_settings(payload).await,
+            "rotate_secret" => self.rotate_own_secret(payload).await,
             "check_token" => parse::<CheckToken>(payload).and_then(|r| {
                 let (claims, user) = self.check_token(&r.token)?;
-                Ok(json!({ "tenant": claims.t, "user": user.account, "uid": user.uid }))
+                let settings =
+                    super::service_settings::settings_json(&self.tenant(claims.t)?.policy);
+                Ok(
+                    json!({ "tenant": claims.t, "user": user.account, "uid": user.uid,
+                           "settings": settings }),
+                )
             }),
             _ => return None,
         })
@@ -382,12 +404,41 @@ impl ImService {
             return Err(ImError::BadRequest("body must be 1..=4096 bytes".into()));
         }
         self.tenant(r.tenant)?;
+        if let Some(p) = r
+            .platforms
+            .iter()
+            .find(|p| !PLATFORMS.contains(&p.as_str()))
+        {
+            return Err(ImError::BadRequest(format!(
+                "platform {p:?} is not one of {}",
+                PLATFORMS.join(", ")
+            )));
+        }
         let b = self
             .broker()
             .ok_or_else(|| ImError::Unavailable("broker stopping".into()))?;
+        // Users with no token on the platforms asked for get no job.
+        let users = if PLATFORMS.iter().all(|p| r.platforms.iter().any(|q| q == p)) {
+            r.users
+        } else {
+            let mut kept = Vec::with_capacity(r.users.len());
+            for account in r.users {
+                let Some(u) = self.user(r.tenant, &account)? else {
+                    continue;
+                };
+                let tokens = self.push_tokens(r.tenant, u.uid)?;
+                if tokens
+                    .iter()
+                    .any(|t| r.platforms.iter().any(|p| p == token_platform(&t.vendor)))
+                {
+                    kept.push(account);
+                }
+            }
+            kept
+        };
         let id = random_hex(8)?;
         let mut jobs = Vec::new();
-        for (i, chunk) in r.users.chunks(MAX_PAGE).enumerate() {
+        for (i, chunk) in users.chunks(MAX_PAGE).enumerate() {
             let job = im::PushJob {
                 job_id: format!("{}:notify:{id}:{i}", r.tenant),
                 tenant: r.tenant,
@@ -396,12 +447,13 @@ impl ImService {
                 collapse_key: format!("notify:{id}"),
                 from: r.from.clone(),
                 users: chunk.to_vec(),
+                platforms: r.platforms.clone(),
                 ..im::PushJob::default()
             };
             jobs.push(job.job_id.clone());
             super::presence::publish_push_job(&b, &job);
         }
-        Ok(json!({ "id": id, "jobs": jobs }))
+        Ok(json!({ "id": id, "jobs": jobs, "users": users.len() }))
     }
 
     fn room_join_users(&self, payload: &[u8]) -> Result<Value, ImError> {

@@ -34,9 +34,18 @@ impl BrokerState {
         expiry: u32,
         conn_id: u64,
     ) -> Result<Opened, OpenError> {
+        let mut _claim_guard = None;
         if let Some(c) = &self.cluster {
-            // Another node holding this client id lets go first (DISCONNECT 0x8E there).
-            c.take_over(client_id).await;
+            if c.registry().is_some() {
+                // The shared registry decides; the node holding the session parks it and
+                // lets go, then it is loaded here (`cluster::handover`).
+                _claim_guard = Some(c.lock_client(client_id).await);
+                self.claim_in_cluster(c, client_id, owner, clean_start)
+                    .await?;
+            } else {
+                // Another node holding this client id lets go first (DISCONNECT 0x8E there).
+                c.take_over(client_id).await;
+            }
         }
         loop {
             // Someone holds the session: ask it to let go, then look again.
@@ -200,6 +209,7 @@ impl BrokerState {
             if let Some((w, _)) = c.will {
                 self.publish_will(w);
             }
+            self.registry_note(client_id, false);
             return;
         }
         let generation = self.next_id();
@@ -235,6 +245,7 @@ impl BrokerState {
             }
         }
         drop(map);
+        self.registry_note(client_id, true);
         if c.expiry != NEVER_EXPIRES {
             self.spawn_expiry_timer(client_id, generation, c.expiry);
         }
@@ -290,7 +301,7 @@ impl BrokerState {
     }
 
     /// Ends a session for good: its subscriptions go, its queue is dropped.
-    fn discard(&self, state: SessionState) {
+    pub(super) fn discard(&self, state: SessionState) {
         for filter in state.subs.keys() {
             self.routes.remove(state.uid, filter);
         }
@@ -302,7 +313,7 @@ impl BrokerState {
         }
     }
 
-    pub(super) fn publish_will(&self, w: Arc<Message>) {
+    pub(crate) fn publish_will(&self, w: Arc<Message>) {
         tracing::debug!(topic = %w.topic, "publishing will");
         if w.retain {
             // Over a retained cap the will is still published, just not retained.
@@ -316,7 +327,7 @@ impl BrokerState {
         self.publish_detached(w);
     }
 
-    pub(super) fn spawn_will_timer(self: &Arc<Self>, client_id: &str, generation: u64, delay: u32) {
+    pub(crate) fn spawn_will_timer(self: &Arc<Self>, client_id: &str, generation: u64, delay: u32) {
         let me = self.clone();
         let id = client_id.to_owned();
         self.tasks.spawn(async move {
@@ -378,7 +389,81 @@ impl BrokerState {
                 if let Some(w) = e.will.take() {
                     me.publish_will(w);
                 }
+                me.registry_note(&id, false);
             }
         });
+    }
+
+    /// Cluster mode with a shared store: tells the registry that the connection holding
+    /// `client_id` here ended, the session `parked` (its will is no longer the
+    /// connection's) or ended for good. Written in the background; a claim made since
+    /// (a newer epoch) is left alone.
+    fn registry_note(self: &Arc<Self>, client_id: &str, parked: bool) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        let Some(epoch) = c.registry().and_then(|r| r.epoch_of(client_id)) else {
+            return;
+        };
+        let id = client_id.to_owned();
+        self.tasks.spawn(async move {
+            let Some(reg) = c.registry() else { return };
+            let r = if parked {
+                reg.set_will(&id, epoch, None).await
+            } else {
+                reg.end(&id, epoch).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(client_id = %id, error = %e, "session registry not updated");
+            }
+        });
+    }
+
+    /// The will of a connection that died with its node, for session `client_id` adopted
+    /// here: kept for its delay (unless the client comes back first) when the session
+    /// is parked and persistent, else published now. Returns (a session exists here, the
+    /// will was published now).
+    pub(crate) fn adopt_will(
+        self: &Arc<Self>,
+        client_id: &str,
+        will: Option<(Arc<Message>, u32)>,
+    ) -> (bool, bool) {
+        let timer = {
+            let mut map = self.sessions.map.lock();
+            match (map.get_mut(client_id), &will) {
+                (Some(e), Some((w, delay))) if e.link.is_none() && *delay > 0 && e.expiry > 0 => {
+                    e.will = Some(w.clone());
+                    Some((true, Some((e.generation, (*delay).min(e.expiry)))))
+                }
+                (Some(_), _) => Some((true, None)),
+                (None, _) => None,
+            }
+        };
+        match (timer, will) {
+            (Some((_, Some((generation, delay)))), _) => {
+                self.spawn_will_timer(client_id, generation, delay);
+                (true, false)
+            }
+            (t, Some((w, _))) => {
+                self.publish_will(w);
+                (t.is_some(), true)
+            }
+            (t, None) => (t.is_some(), false),
+        }
+    }
+
+    /// Cluster mode with a shared store: records the will of the connection that now holds
+    /// `client_id` here, so that a survivor can publish it if this node dies.
+    pub async fn registry_will(&self, client_id: &str, will: Option<&(Arc<Message>, u32)>) {
+        let Some(reg) = self.cluster.as_ref().and_then(|c| c.registry()) else {
+            return;
+        };
+        let (Some(epoch), Some((w, delay))) = (reg.epoch_of(client_id), will) else {
+            return;
+        };
+        let body = codec::encode_message(w, Instant::now());
+        if let Err(e) = reg.set_will(client_id, epoch, Some((body, *delay))).await {
+            tracing::warn!(client_id, error = %e, "will not recorded in the session registry");
+        }
     }
 }

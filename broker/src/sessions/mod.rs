@@ -168,6 +168,9 @@ pub struct Sessions {
     /// Entries of `map` with an expiry above 0 (changed only under the `map` lock).
     persistent: std::sync::atomic::AtomicUsize,
     mailboxes: [RwLock<IdMap<Arc<Mailbox>>>; SHARDS],
+    /// While draining: the Server Reference new CONNECTs are sent to (`Some(None)`:
+    /// draining without one).
+    draining: RwLock<Option<Option<String>>>,
 }
 
 /// Why [`BrokerState::open_session`] refused.
@@ -179,6 +182,13 @@ pub enum OpenError {
     /// `max_persistent_sessions` persistent sessions exist already.
     #[error("too many persistent sessions")]
     TooManySessions,
+    /// Cluster mode: a later CONNECT on another node claimed the client id meanwhile.
+    #[error("a later connection took the client identifier")]
+    Busy,
+    /// Cluster mode: the session registry cannot be reached, or the node holding the
+    /// session did not let go in time.
+    #[error("session registry unavailable")]
+    Unavailable,
 }
 
 /// What [`BrokerState::open_session`] hands the connection.
@@ -249,6 +259,21 @@ impl Sessions {
             }
             _ => {}
         }
+    }
+
+    /// Whether a session (connected or parked) exists under `client_id`.
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.map.lock().contains_key(client_id)
+    }
+
+    /// Whether this node is draining, and where it sends clients.
+    pub fn draining(&self) -> Option<Option<String>> {
+        self.draining.read().clone()
+    }
+
+    /// Starts (`Some`) or stops (`None`) draining.
+    pub fn set_draining(&self, to: Option<Option<String>>) {
+        *self.draining.write() = to;
     }
 
     /// Number of sessions, connected or not.
@@ -347,6 +372,41 @@ impl BrokerState {
         self.kick_with(client_id, ReasonCode::UseAnotherServer, Some(to.to_owned()))
     }
 
+    /// Client ids with a connection attached right now.
+    pub fn online_clients(&self) -> Vec<String> {
+        let map = self.sessions.map.lock();
+        map.iter()
+            .filter(|(_, e)| e.link.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Client ids of parked (offline) sessions.
+    pub fn parked_clients(&self) -> Vec<String> {
+        let map = self.sessions.map.lock();
+        map.iter()
+            .filter(|(_, e)| e.link.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgets a parked session here without touching the store (another node took it).
+    pub(crate) fn evict(&self, client_id: &str) {
+        let removed = {
+            let mut map = self.sessions.map.lock();
+            match map.get(client_id) {
+                Some(e) if e.link.is_none() => map.remove(client_id),
+                _ => None,
+            }
+        };
+        if let Some(mut e) = removed {
+            self.sessions.count_persistent(e.expiry, 0);
+            if let Some(s) = e.state.take() {
+                self.discard(*s);
+            }
+        }
+    }
+
     /// Asks the connection holding `client_id` to close with `code` and waits, at most
     /// `wait`, for it to park its session (cluster takeover); true if there was one.
     pub async fn kick_and_wait(
@@ -379,7 +439,7 @@ impl BrokerState {
         true
     }
 
-    fn kick_with(&self, client_id: &str, code: ReasonCode, to: Option<String>) -> bool {
+    pub(crate) fn kick_with(&self, client_id: &str, code: ReasonCode, to: Option<String>) -> bool {
         let mut map = self.sessions.map.lock();
         let Some(kick) = map
             .get_mut(client_id)

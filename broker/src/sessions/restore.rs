@@ -18,7 +18,6 @@ impl BrokerState {
     /// published); undecodable records are logged and skipped, never fatal.
     pub fn restore(self: &Arc<Self>, snap: Snapshot) {
         let now = Instant::now();
-        let now_unix = unix_now();
         let mut retained = 0;
         for raw in &snap.retained {
             match codec::decode_message(raw, now) {
@@ -30,10 +29,32 @@ impl BrokerState {
                 None => tracing::warn!("skipping an undecodable retained message"),
             }
         }
+        let (restored, purged, queued) = self.restore_sessions(snap);
+        tracing::info!(
+            sessions = restored,
+            expired = purged,
+            queued,
+            retained,
+            "restored state from the store"
+        );
+    }
+
+    /// Rebuilds the parked sessions of `snap` (at start, or one session another node
+    /// parked in the shared store): returns (restored, purged as expired, queued). A
+    /// client id that already has a session here is left alone.
+    pub(crate) fn restore_sessions(self: &Arc<Self>, snap: Snapshot) -> (usize, usize, usize) {
+        let now = Instant::now();
+        let now_unix = unix_now();
+        // Queue keys must keep growing for sessions another node filled.
+        self.queue_seq
+            .fetch_max(snap.max_seq + 1, std::sync::atomic::Ordering::Relaxed);
         let mut queues = snap.queues;
         let mut awaiting = snap.awaiting_rel;
         let (mut restored, mut purged, mut queued) = (0, 0, 0);
         for (client_id, rec) in snap.sessions {
+            if self.sessions.map.lock().contains_key(&client_id) {
+                continue;
+            }
             let stored = queues.remove(&rec.uid).unwrap_or_default();
             // A session that was connected when the broker stopped went offline then.
             let away = rec
@@ -150,12 +171,6 @@ impl BrokerState {
             }
             restored += 1;
         }
-        tracing::info!(
-            sessions = restored,
-            expired = purged,
-            queued,
-            retained,
-            "restored state from the store"
-        );
+        (restored, purged, queued)
     }
 }

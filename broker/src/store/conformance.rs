@@ -301,6 +301,18 @@ pub fn mqtt(s: &dyn Store) {
     assert_eq!(snap.retained.len(), 1);
     assert_eq!(snap.retained[0], b"new");
     assert_eq!(snap.awaiting_rel.get("a"), Some(&vec![5]));
+    // One session by its key (cluster mode loads a session another node parked).
+    let one = s
+        .load_scoped(&super::Scope {
+            client_id: Some("a".into()),
+            ..Default::default()
+        })
+        .expect("scoped load");
+    assert_eq!(one.sessions, vec![("a".to_owned(), session(1))]);
+    assert_eq!(one.queues.len(), 1);
+    assert_eq!(one.queues.get(&1).map(Vec::len), Some(2));
+    assert_eq!(one.awaiting_rel.get("a"), Some(&vec![5]));
+    assert!(one.retained.is_empty());
 
     // A delete for an older session of the same client id spares the newer one's record
     // and QoS 2 state, but removes the old session's queue.

@@ -312,6 +312,17 @@ pub struct Snapshot {
     pub max_uid: u64,
 }
 
+/// Which part of the MQTT side [`Store::load_scoped`] reads.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// The sessions the session registry says node `holder` holds.
+    pub holder: Option<String>,
+    /// The one session stored under this key (wins over `holder`).
+    pub client_id: Option<String>,
+    /// Retained messages too.
+    pub retained: bool,
+}
+
 /// Counters for `$SYS`, metrics and benchmarks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StoreStats {
@@ -331,6 +342,27 @@ pub trait Store: Send + Sync + 'static {
     fn congested(&self) -> bool;
     /// Reads the MQTT side (at start).
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Reads part of the MQTT side (cluster mode, where one database holds every node's
+    /// sessions): see [`Scope`]. The default filters [`Store::load`]; a store shared by
+    /// several nodes answers from its session registry instead.
+    fn load_scoped(&self, scope: &Scope) -> Result<Snapshot, StoreError> {
+        let mut snap = self.load()?;
+        if let Some(id) = &scope.client_id {
+            snap.sessions.retain(|(c, _)| c == id);
+        } else if scope.holder.is_some() {
+            // No registry here: every session counts as this node's.
+        }
+        let uids: std::collections::HashSet<u64> =
+            snap.sessions.iter().map(|(_, r)| r.uid).collect();
+        snap.queues.retain(|uid, _| uids.contains(uid));
+        let ids: std::collections::HashSet<&String> =
+            snap.sessions.iter().map(|(c, _)| c).collect();
+        snap.awaiting_rel.retain(|c, _| ids.contains(c));
+        if !scope.retained {
+            snap.retained.clear();
+        }
+        Ok(snap)
+    }
     /// One IM record.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Several IM records, as one consistent read where the store can (one read

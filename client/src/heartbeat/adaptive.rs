@@ -73,6 +73,8 @@ struct Net {
     /// Links lost to in-band probes since this network was (re)learned.
     in_band_losses: u32,
     probes: u32,
+    /// What earlier devices proved on this network (the broker's hint), not confirmed yet.
+    hint: Option<Duration>,
 }
 
 /// The adaptive heartbeat policy (see the module documentation).
@@ -118,9 +120,29 @@ impl AdaptivePolicy {
     }
 
     /// The next interval to try on `n`, while it is not settled.
+    ///
+    /// With a hint `h` (earlier devices proved `h`, and their search stopped within
+    /// `precision` of their first failure, so the timeout is likely in (h, h·precision]),
+    /// two probes confirm it: h·√precision, then h·precision if that passed (a failure
+    /// settles within √precision) or h if it failed (a success settles within
+    /// √precision). Anything else means the hint was stale: the cold search goes on from
+    /// what the probes proved.
     fn candidate(&self, n: &Net) -> Option<Duration> {
         if n.settled {
             return None;
+        }
+        if let Some(h) = n.hint {
+            let mid = h.mul_f64(self.cfg.precision.sqrt());
+            let top = h.mul_f64(self.cfg.precision);
+            let next = match n.fail {
+                None if n.safe < mid => Some(mid),
+                None if n.safe < top => Some(top),
+                Some(f) if f <= mid && f > h && n.safe < h => Some(h),
+                _ => None,
+            };
+            if let Some(next) = next {
+                return Some(next.min(self.cfg.max));
+            }
         }
         let next = match n.fail {
             None => n.safe.mul_f64(self.cfg.growth),
@@ -132,6 +154,32 @@ impl AdaptivePolicy {
     /// The network in use.
     pub fn network(&self) -> &str {
         &self.network
+    }
+
+    /// Whether a hint would help on the network in use: nothing learned there yet (no
+    /// probe made, not settled, not probing in band).
+    pub fn wants_hint(&self) -> bool {
+        let n = self.net();
+        !self.in_band && !n.settled && n.probes == 0 && n.fail.is_none()
+    }
+
+    /// Starts the search on `network` from `hint`, the interval earlier devices proved
+    /// there (the broker's aggregate): it is confirmed with two probes before the link
+    /// uses it, and a wrong hint only costs probes. Ignored once learning has begun there.
+    pub fn set_hint(&mut self, network: &str, hint: Duration) {
+        let (min, max) = (self.cfg.min, self.cfg.max);
+        let fresh = self.fresh();
+        let n = self.nets.entry(network.to_owned()).or_insert(fresh);
+        if !n.settled && n.probes == 0 && n.fail.is_none() && !self.in_band {
+            n.hint = Some(hint.clamp(min, max));
+        }
+    }
+
+    /// The interval proved on the network in use, once settled there by probes made in
+    /// this run (not restored): what a device reports to the broker's hint table.
+    pub fn proven(&self) -> Option<Duration> {
+        let n = self.net();
+        (n.settled && n.probes > 0).then_some(n.safe)
     }
 
     /// The longest idle interval proved on each network where learning settled, to save
@@ -163,6 +211,7 @@ impl AdaptivePolicy {
                 reprobes_failed: 0,
                 in_band_losses: 0,
                 probes: 0,
+                hint: None,
             },
         );
     }
@@ -176,6 +225,7 @@ impl AdaptivePolicy {
             reprobes_failed: 0,
             in_band_losses: 0,
             probes: 0,
+            hint: None,
         }
     }
 
@@ -318,6 +368,7 @@ impl Policy for AdaptivePolicy {
         n.reprobe_at = None;
         n.reprobes_failed = 0;
         n.in_band_losses = 0;
+        n.hint = None;
         self.interval()
     }
 
@@ -414,5 +465,41 @@ mod tests {
         now += p.config().reprobe_after;
         learn(&mut p, &mut now, secs(1200));
         assert!(p.interval().as_secs_f64() >= 1080.0, "{:?}", p.interval());
+    }
+
+    #[test]
+    fn a_hint_from_earlier_devices_settles_in_two_probes_and_a_wrong_one_costs_only_probes() {
+        for min in [2u64, 3, 5, 7, 10, 15, 20, 28, 45] {
+            let nat = secs(min * 60);
+            let mut now = Instant::now();
+            let mut earlier = AdaptivePolicy::new(HeartbeatConfig::default());
+            learn(&mut earlier, &mut now, nat);
+            let Some(proven) = earlier.proven() else {
+                panic!("{min} min: not settled")
+            };
+            let mut p = AdaptivePolicy::new(HeartbeatConfig::default());
+            assert!(p.wants_hint());
+            p.set_hint("default", proven);
+            let settled = learn(&mut p, &mut now, nat);
+            assert_eq!((p.phase(), p.probes()), (Phase::Settled, 2), "{min} min");
+            assert!(settled < nat, "{min} min: {settled:?}");
+            assert!(
+                settled.as_secs_f64() >= 0.93 * nat.as_secs_f64(),
+                "{min} min"
+            );
+        }
+        // Hints that lie (far too long, far too short) still settle under the timeout.
+        for hint in [secs(3 * 3600), secs(31), secs(200)] {
+            let nat = secs(300);
+            let mut now = Instant::now();
+            let mut p = AdaptivePolicy::new(HeartbeatConfig::default());
+            p.set_hint("default", hint);
+            let settled = learn(&mut p, &mut now, nat);
+            assert_eq!(p.phase(), Phase::Settled, "{hint:?}");
+            assert!(
+                settled < nat && settled.as_secs_f64() >= 0.9 * 300.0,
+                "{hint:?}: {settled:?}"
+            );
+        }
     }
 }

@@ -26,6 +26,17 @@ pub use mars::{MarsConfig, MarsPolicy};
 /// The SDK's heartbeat.
 pub type Heartbeat = AdaptivePolicy;
 
+/// The id a network is declared under (`$control/network`, `$control/settled`): a hash of
+/// the app's name for it, so that a Wi-Fi SSID never leaves the device.
+pub fn network_id(name: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut id = String::from("n-");
+    for b in &digest.as_ref()[..8] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
 /// Where the search stands on the current network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -347,4 +347,53 @@ mod tests {
             );
         }
     }
+
+    /// A policy starting from hints: what one earlier device (SDK defaults) proved on each
+    /// network of the scenario.
+    fn warm(s: &Scenario) -> AdaptivePolicy {
+        let mut p = ours();
+        for seg in &s.segments {
+            let mut earlier = ours();
+            let alone = Scenario {
+                name: seg.network.clone(),
+                segments: vec![Segment {
+                    start: Duration::ZERO,
+                    network: seg.network.clone(),
+                    nat: seg.nat,
+                }],
+                duration: Duration::from_secs(86_400),
+                measure_last: Duration::from_secs(3600),
+            };
+            run(&mut earlier, &alone, Costs::default());
+            if let Some(proven) = earlier.proven() {
+                p.set_hint(&seg.network, proven);
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn warm_networks_settle_in_two_probes_and_meet_the_targets() {
+        let mut probes = Vec::new();
+        for s in scenarios().iter().filter(|s| s.segments.len() == 1) {
+            let o = run(&mut warm(s), s, Costs::default());
+            let cold = run(&mut ours(), s, Costs::default());
+            let r = o.settled_ratio.unwrap_or(0.0);
+            assert!((0.9..1.0).contains(&r), "{}: settled at {r} T", s.name);
+            assert!(o.wakeups_vs_optimum <= 1.15, "{}: {o:?}", s.name);
+            assert_eq!(o.lost, 0, "{}: {o:?}", s.name);
+            assert!(o.probe_connections <= cold.probe_connections, "{}", s.name);
+            probes.push(o.probes_to_settle.unwrap_or(u32::MAX));
+        }
+        probes.sort_unstable();
+        assert_eq!(probes[probes.len() / 2], 2, "median probes {probes:?}");
+        for s in scenarios().iter().filter(|s| s.segments.len() > 1) {
+            let o = run(&mut warm(s), s, Costs::default());
+            assert!(
+                o.final_ratio >= 0.9 && o.final_ratio < 1.0,
+                "{}: {o:?}",
+                s.name
+            );
+        }
+    }
 }

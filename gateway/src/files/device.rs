@@ -4,9 +4,13 @@
 //! revocation, ban). The answer is the same as the app server's upload (`file_id`, signed
 //! `url`, `thumbnail_url`, ...), ready to put in an image or file message.
 //!
-//! Limits per tenant, per gateway instance (in memory, like the API rate limits): at most
-//! [`DEVICE_MAX_FILE`] bytes a file, [`TENANT_BYTES_PER_HOUR`] bytes and
-//! [`TENANT_FILES_PER_HOUR`] files an hour; beyond them 429 with `Retry-After`.
+//! Limits per tenant, counted per gateway instance (in memory, like the API rate limits):
+//! the tenant's settings (`upload_max_file_bytes`, `upload_bytes_per_hour`,
+//! `upload_files_per_hour`, stored in the broker with its policy, changed by its developer
+//! account with `PUT /v1/tenants/{id}/settings`; `check_token` hands them over with the
+//! device's identity). Defaults: [`DEVICE_MAX_FILE`] bytes a file (also the ceiling),
+//! [`TENANT_BYTES_PER_HOUR`] bytes and [`TENANT_FILES_PER_HOUR`] files an hour; a bigger
+//! file gets 413, an hour's budget spent 429 with `Retry-After`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +26,11 @@ use super::{describe, file_part, store_file};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Largest file a device may upload.
+/// Largest file a device may upload (the default and the ceiling of a tenant's setting).
 pub const DEVICE_MAX_FILE: usize = 20 * 1024 * 1024;
-/// Bytes a tenant's devices may upload per hour (per gateway instance).
+/// Bytes a tenant's devices may upload per hour by default (per gateway instance).
 pub const TENANT_BYTES_PER_HOUR: u64 = 2 * 1024 * 1024 * 1024;
-/// Files a tenant's devices may upload per hour (per gateway instance).
+/// Files a tenant's devices may upload per hour by default (per gateway instance).
 pub const TENANT_FILES_PER_HOUR: u32 = 10_000;
 /// Tenants tracked at most (the oldest windows are forgotten first).
 const MAX_TENANTS: usize = 100_000;
@@ -39,30 +43,57 @@ struct Window {
     files: u32,
 }
 
-/// Per-tenant upload budgets.
+/// A tenant's upload settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_file_bytes: usize,
+    pub bytes_per_hour: u64,
+    pub files_per_hour: u32,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            max_file_bytes: DEVICE_MAX_FILE,
+            bytes_per_hour: TENANT_BYTES_PER_HOUR,
+            files_per_hour: TENANT_FILES_PER_HOUR,
+        }
+    }
+}
+
+impl Budget {
+    /// From the `settings` of a `check_token` answer: absent fields keep the default, a
+    /// file size above the ceiling is capped.
+    pub fn from_settings(v: &Value) -> Budget {
+        let d = Budget::default();
+        Budget {
+            max_file_bytes: v["upload_max_file_bytes"]
+                .as_u64()
+                .map_or(d.max_file_bytes, |n| {
+                    usize::try_from(n)
+                        .unwrap_or(DEVICE_MAX_FILE)
+                        .min(DEVICE_MAX_FILE)
+                }),
+            bytes_per_hour: v["upload_bytes_per_hour"]
+                .as_u64()
+                .unwrap_or(d.bytes_per_hour),
+            files_per_hour: v["upload_files_per_hour"]
+                .as_u64()
+                .map_or(d.files_per_hour, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
+}
+
+/// What each tenant has used of its hourly budget.
+#[derive(Default)]
 pub struct Quotas {
-    bytes_per_hour: u64,
-    files_per_hour: u32,
     used: Mutex<HashMap<u64, Window>>,
 }
 
-impl Default for Quotas {
-    fn default() -> Self {
-        Quotas::new(TENANT_BYTES_PER_HOUR, TENANT_FILES_PER_HOUR)
-    }
-}
-
 impl Quotas {
-    pub fn new(bytes_per_hour: u64, files_per_hour: u32) -> Quotas {
-        Quotas {
-            bytes_per_hour,
-            files_per_hour,
-            used: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Counts an upload of `size` bytes for `tenant`, or says when to retry (seconds).
-    pub fn take(&self, tenant: u64, size: u64, now: Instant) -> Result<(), u64> {
+    /// Counts an upload of `size` bytes for `tenant` against `budget`, or says when to
+    /// retry (seconds).
+    pub fn take(&self, tenant: u64, budget: Budget, size: u64, now: Instant) -> Result<(), u64> {
         let mut used = self.used.lock();
         if used.len() >= MAX_TENANTS && !used.contains_key(&tenant) {
             used.retain(|_, w| now.duration_since(w.started) < WINDOW);
@@ -79,7 +110,8 @@ impl Quotas {
                 files: 0,
             };
         }
-        if w.files >= self.files_per_hour || w.bytes.saturating_add(size) > self.bytes_per_hour {
+        if w.files >= budget.files_per_hour || w.bytes.saturating_add(size) > budget.bytes_per_hour
+        {
             let left = WINDOW.saturating_sub(now.duration_since(w.started));
             return Err(left.as_secs().max(1));
         }
@@ -100,7 +132,7 @@ fn unauthorized(message: impl Into<String>) -> ApiError {
     responses((status = 200, description = "{file_id, sha256, size, mime, name, width, height, url, thumbnail_url}"),
                (status = 400, description = "not a form, empty, or not the image it claims"),
                (status = 401, description = "no or invalid token"),
-               (status = 413, description = "over 20 MiB"), (status = 415, description = "type not accepted"),
+               (status = 413, description = "over the tenant's largest file (default and ceiling 20 MiB)"), (status = 415, description = "type not accepted"),
                (status = 429, description = "the tenant's hourly upload budget is spent")))]
 pub async fn upload(State(s): State<Arc<AppState>>, req: Request) -> Result<Json<Value>, ApiError> {
     let (parts, body) = req.into_parts();
@@ -134,19 +166,20 @@ pub async fn upload(State(s): State<Arc<AppState>>, req: Request) -> Result<Json
     };
     let tenant = who["tenant"].as_u64().unwrap_or_default();
     let user = who["user"].as_str().unwrap_or_default().to_owned();
+    let budget = Budget::from_settings(&who["settings"]);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let limit = DEVICE_MAX_FILE + 64 * 1024;
-    let body = axum::body::to_bytes(body, limit)
+    let max = budget.max_file_bytes;
+    let body = axum::body::to_bytes(body, max + 64 * 1024)
         .await
-        .map_err(|_| ApiError::too_large(DEVICE_MAX_FILE))?;
-    let (name, claimed, bytes) = file_part(&content_type, body, DEVICE_MAX_FILE).await?;
+        .map_err(|_| ApiError::too_large(max))?;
+    let (name, claimed, bytes) = file_part(&content_type, body, max).await?;
     s.uploads
-        .take(tenant, bytes.len() as u64, Instant::now())
+        .take(tenant, budget, bytes.len() as u64, Instant::now())
         .map_err(|retry| ApiError {
             retry_after: Some(retry),
             ..ApiError::new(
@@ -166,13 +199,36 @@ mod tests {
 
     #[test]
     fn a_tenants_budget_is_per_hour_and_per_tenant() {
-        let q = Quotas::new(100, 2);
+        let q = Quotas::default();
+        let b = Budget {
+            max_file_bytes: 100,
+            bytes_per_hour: 100,
+            files_per_hour: 2,
+        };
         let t0 = Instant::now();
-        assert_eq!(q.take(1, 60, t0), Ok(()));
-        assert!(q.take(1, 60, t0).is_err(), "over the bytes");
-        assert_eq!(q.take(1, 10, t0), Ok(()));
-        assert!(q.take(1, 1, t0).is_err(), "over the count");
-        assert_eq!(q.take(2, 10, t0), Ok(()), "another tenant");
-        assert_eq!(q.take(1, 60, t0 + WINDOW), Ok(()), "a new hour");
+        assert_eq!(q.take(1, b, 60, t0), Ok(()));
+        assert!(q.take(1, b, 60, t0).is_err(), "over the bytes");
+        assert_eq!(q.take(1, b, 10, t0), Ok(()));
+        assert!(q.take(1, b, 1, t0).is_err(), "over the count");
+        assert_eq!(q.take(2, b, 10, t0), Ok(()), "another tenant");
+        assert_eq!(q.take(1, b, 60, t0 + WINDOW), Ok(()), "a new hour");
+        let bigger = Budget {
+            files_per_hour: 3,
+            ..b
+        };
+        assert_eq!(
+            q.take(1, bigger, 1, t0 + WINDOW),
+            Ok(()),
+            "a raised budget counts at once"
+        );
+    }
+
+    #[test]
+    fn settings_fill_the_budget_with_defaults_and_cap_the_file_size() {
+        assert_eq!(Budget::from_settings(&Value::Null), Budget::default());
+        let b = Budget::from_settings(&json!({"upload_max_file_bytes": u64::MAX,
+                                              "upload_files_per_hour": 5}));
+        assert_eq!((b.max_file_bytes, b.files_per_hour), (DEVICE_MAX_FILE, 5));
+        assert_eq!(b.bytes_per_hour, TENANT_BYTES_PER_HOUR);
     }
 }

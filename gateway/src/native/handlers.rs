@@ -348,7 +348,10 @@ pub async fn revoke(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     let r: Revoke = body(&req.body)?;
     Ok(Json(
         s.service
-            .call("revoke_token", &json!({ "token": r.token }))
+            .call(
+                "revoke_token",
+                &json!({ "token": r.token, "tenant": req.tenant.id }),
+            )
             .await?,
     ))
 }

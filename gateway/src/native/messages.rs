@@ -1,5 +1,5 @@
 //! Message endpoints beyond sending: recall as the sender (`POST /v1/messages/recall`),
-//! import of past 1:1 messages (`POST /v1/messages/import`) and
+//! import of past private, group and system messages (`POST /v1/messages/import`) and
 //! a conversation's history by time (`from_ms`/`to_ms` on the history endpoint), the
 //! latter paged here over the IM service's seq-ordered `history` (newest first), at most
 //! [`MAX_PAGES`] pages of 500 per call.
@@ -41,8 +41,25 @@ pub async fn recall(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     Ok(Json(s.service.call("recall", &v).await?))
 }
 
+/// What kind of conversation a past message belongs to.
+#[derive(Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PastKind {
+    /// `to` is a user.
+    #[default]
+    Private,
+    /// `to` is an existing group; the sender need not be a member any more.
+    Group,
+    /// `to` is a user; the tenant sends (`from` is ignored).
+    System,
+}
+
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct PastMessage {
+    #[serde(default, rename = "type")]
+    pub kind: PastKind,
+    /// The sender's account (not needed for `system`).
+    #[serde(default)]
     pub from: String,
     pub to: String,
     pub content: super::handlers::Content,
@@ -54,8 +71,11 @@ pub struct PastMessage {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct ImportBody {
-    /// 1 to 500 past 1:1 messages.
+    /// 1 to 500 past messages; appended oldest first, so seqs follow their times.
     pub messages: Vec<PastMessage>,
+    /// Leave them unread for their recipients (default: read, as past traffic is).
+    #[serde(default)]
+    pub unread: bool,
 }
 
 #[utoipa::path(post, path = "/v1/messages/import", tag = "messages", request_body = ImportBody,
@@ -67,7 +87,7 @@ pub async fn import(State(s): State<Arc<AppState>>, req: Signed) -> Answer {
     if r.messages.is_empty() || r.messages.len() > 500 {
         return Err(ApiError::bad_request("messages must hold 1..=500 entries"));
     }
-    let v = json!({ "tenant": req.tenant.id, "messages": r.messages });
+    let v = json!({ "tenant": req.tenant.id, "messages": r.messages, "unread": r.unread });
     Ok(Json(s.service.call("import_messages", &v).await?))
 }
 

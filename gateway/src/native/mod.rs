@@ -9,6 +9,7 @@ pub mod auth;
 pub mod handlers;
 pub mod messages;
 pub mod openapi;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -47,6 +48,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::page))
         .route("/v1/tenants", post(create_tenant))
+        .route(
+            "/v1/tenants/{id}/settings",
+            get(tenants::get_settings).put(tenants::put_settings),
+        )
+        .route("/v1/tenants/{id}/secret", post(tenants::rotate_secret))
         .route("/v1/users", post(register_users))
         .route("/v1/users/online", post(online))
         .route("/v1/users/{user}/token", post(token))

@@ -30,7 +30,8 @@ use super::handlers;
         handlers::iot_retained, handlers::area_call, crate::files::upload,
         crate::files::refresh_url, crate::files::download, crate::files::device::upload,
         crate::workbench::upload_icon, super::messages::recall,
-        super::messages::import,
+        super::messages::import, super::tenants::get_settings, super::tenants::put_settings,
+        super::tenants::rotate_secret,
     ),
     modifiers(&Signature),
     tags(

@@ -29,6 +29,7 @@ pub fn routes() -> axum::Router<Arc<AppState>> {
         .route("/chatroom/user/gag/list.json", post(gag_list))
         .route("/chatroom/user/block/add.json", post(block_add))
         .route("/chatroom/user/block/rollback.json", post(block_rollback))
+        .route("/chatroom/user/block/list.json", post(block_list))
         .route("/chatroom/user/whitelist/add.json", post(whitelist_add))
         .route("/chatroom/join.json", post(join))
         .route("/chatroom/message/priority/add.json", post(priority_add))
@@ -206,6 +207,22 @@ async fn block_rollback(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer 
     let who = targets(&r, "userId")?;
     room(&s, &r, "unblock", json!({ "room": id, "accounts": who })).await?;
     Ok(ok(json!({})))
+}
+
+async fn block_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    let id = r.need("chatroomId")?;
+    let v = room(&s, &r, "blocked", json!({ "room": id })).await?;
+    let users: Vec<Value> = v["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            // RongCloud gives the block's end as Beijing time.
+            let end = super::clock::beijing(u["until_ms"].as_u64().unwrap_or_default() / 1000);
+            json!({ "userId": u["account"], "time": end })
+        })
+        .collect();
+    Ok(ok(json!({ "users": users })))
 }
 
 async fn whitelist_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {

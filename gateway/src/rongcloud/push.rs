@@ -10,8 +10,12 @@
 //!   (RongCloud's stored push) and offline devices get the usual notification; without, a
 //!   notification only (`push_notify`, our push worker's jobs). `is_to_all` with a message
 //!   is a broadcast to everyone; a notification-only push to everyone is refused (no
-//!   per-user job list for the whole tenant). `platform` is accepted but not filtered on:
-//!   each user's registered devices get it.
+//!   per-user job list for the whole tenant). `platform` (required, `ios` and/or
+//!   `android`) aims the notification: users with no push token on those platforms get
+//!   none, and the job names the platforms (`PushJob.platforms`) so that a user's devices
+//!   on the other platform are skipped; with one platform its own `ios`/`android` alert
+//!   and title win over the common `alert`. A stored `message` reaches every device of the
+//!   audience (only its notification is a push).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -99,7 +103,6 @@ struct PushMessage {
 #[derive(Deserialize)]
 struct Push {
     #[serde(default)]
-    #[allow(dead_code)]
     platform: Vec<String>,
     #[serde(default)]
     fromuserid: String,
@@ -107,6 +110,55 @@ struct Push {
     message: Option<PushMessage>,
     #[serde(default)]
     notification: Notification,
+}
+
+/// RongCloud's `platform`: at least one of `ios` and `android` (any case), lower-cased
+/// without repeats.
+fn platforms(given: &[String]) -> Result<Vec<String>, RcError> {
+    let mut out: Vec<String> = Vec::new();
+    for p in given {
+        let p = p.trim().to_ascii_lowercase();
+        if p != "ios" && p != "android" {
+            return Err(RcError::param(format!(
+                "platform 只能是 ios 或 android (got {p:?})"
+            )));
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        return Err(RcError::param("platform 参数为必传项 (ios and/or android)"));
+    }
+    Ok(out)
+}
+
+/// The title and alert of a notification aimed at `platforms`: with one platform, its own
+/// fields win; otherwise (or when they are empty) the common `alert`, then either
+/// platform's.
+fn notice_for(n: &Notification, platforms: &[String]) -> (String, String) {
+    let own = match platforms {
+        [p] if p == "ios" => Some(&n.ios),
+        [p] if p == "android" => Some(&n.android),
+        _ => None,
+    };
+    let first = |xs: [&String; 3]| {
+        xs.into_iter()
+            .find(|a| !a.is_empty())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let empty = String::new();
+    match own {
+        Some(o) => (
+            first([&o.title, &empty, &empty]),
+            first([&o.alert, &n.alert, &empty]),
+        ),
+        None => (
+            first([&n.ios.title, &n.android.title, &empty]),
+            first([&n.alert, &n.ios.alert, &n.android.alert]),
+        ),
+    }
 }
 
 /// Accounts having the tags (`any`: one of them), every page, at most [`MAX_AUDIENCE`].
@@ -179,17 +231,8 @@ async fn audience(s: &AppState, tenant: u64, a: &Audience) -> Result<Vec<String>
 
 async fn push(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
     let p: Push = r.json()?;
-    let n = &p.notification;
-    let alert = [&n.alert, &n.ios.alert, &n.android.alert]
-        .into_iter()
-        .find(|a| !a.is_empty())
-        .cloned()
-        .unwrap_or_default();
-    let title = [&n.ios.title, &n.android.title]
-        .into_iter()
-        .find(|a| !a.is_empty())
-        .cloned()
-        .unwrap_or_default();
+    let platforms = platforms(&p.platform)?;
+    let (title, alert) = notice_for(&p.notification, &platforms);
     let content = match &p.message {
         Some(m) => {
             let raw = match &m.content {
@@ -241,10 +284,65 @@ async fn push(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
                 .call(
                     "push_notify",
                     &json!({ "tenant": r.tenant.id, "users": users, "title": title,
-                             "body": alert, "from": p.fromuserid }),
+                             "body": alert, "from": p.fromuserid, "platforms": platforms }),
                 )
                 .await?;
         }
     }
     Ok(ok(json!({ "id": id })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note() -> Notification {
+        Notification {
+            alert: "all".into(),
+            ios: PlatformNote {
+                title: "iT".into(),
+                alert: "iA".into(),
+            },
+            android: PlatformNote {
+                title: String::new(),
+                alert: "aA".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn one_platform_takes_its_own_alert_and_both_take_the_common_one() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            notice_for(&note(), &v(&["ios"])),
+            ("iT".into(), "iA".into())
+        );
+        assert_eq!(
+            notice_for(&note(), &v(&["android"])),
+            (String::new(), "aA".into())
+        );
+        assert_eq!(
+            notice_for(&note(), &v(&["ios", "android"])),
+            ("iT".into(), "all".into())
+        );
+        let bare = Notification {
+            alert: "x".into(),
+            ..Notification::default()
+        };
+        assert_eq!(
+            notice_for(&bare, &v(&["android"])),
+            (String::new(), "x".into())
+        );
+    }
+
+    #[test]
+    fn platform_is_required_and_only_ios_or_android() {
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            platforms(&v(&["iOS", "android", "ios"])).ok(),
+            Some(v(&["ios", "android"]))
+        );
+        assert!(platforms(&[]).is_err());
+        assert!(platforms(&v(&["web"])).is_err());
+    }
 }

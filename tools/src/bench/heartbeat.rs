@@ -4,6 +4,9 @@
 //! 1. Simulation, in virtual time (no sockets, deterministic): each carrier NAT timeout for a
 //!    day, a phone switching networks, a NAT whose timeout changes; probes until settled,
 //!    settled interval ÷ T, radio wake-ups per hour ÷ the optimum (3600 / T), links lost.
+//!    Ours runs twice: cold (nothing known) and warm (a new device on a network where five
+//!    earlier devices settled and reported to the broker's hint table, `switchboard_broker::
+//!    hints`, whose hint it gets).
 //! 2. Bytes on the wire while idle: the SDK idles over TCP, TLS and QUIC (and a bare QUIC
 //!    connection kept by QUIC PING frames instead of MQTT PINGREQ) through a counting relay
 //!    on loopback; bytes per ping exchange are measured, per-hour figures computed.
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
+use switchboard_broker::hints::{HintConfig, HintTable};
 use switchboard_broker::transport::certs::ensure_dev_certs;
 use switchboard_broker::{Broker, BrokerConfig, Listeners};
 use switchboard_client::heartbeat::sim::{self, CARRIER_TIMEOUTS_MIN, Costs, Outcome};
@@ -85,17 +89,65 @@ fn row(scenario: &sim::Scenario, policy: &'static str, o: &Outcome) -> SimRow {
     }
 }
 
+/// Earlier devices per network in the warm runs, and their first intervals (apps tune
+/// theirs differently, so their searches, and what they prove, differ).
+const EARLIER_INITIAL_S: [u64; 5] = [60, 75, 90, 105, 120];
+
+/// The hint a new device gets on each network of `s`: earlier devices learn each network
+/// cold (alone, a day at its first timeout), report what they proved to the broker's hint
+/// table from one address prefix, and the table answers.
+fn warm_hints(s: &sim::Scenario) -> Vec<(String, Duration)> {
+    let mut table = HintTable::new(HintConfig::default());
+    let now = std::time::Instant::now();
+    let peer = std::net::IpAddr::from([198, 51, 100, 7]);
+    let mut hints: Vec<(String, Duration)> = Vec::new();
+    for seg in &s.segments {
+        if hints.iter().any(|(n, _)| *n == seg.network) {
+            continue;
+        }
+        for (i, initial) in EARLIER_INITIAL_S.iter().enumerate() {
+            let mut earlier = AdaptivePolicy::new(HeartbeatConfig {
+                initial: Duration::from_secs(*initial),
+                ..HeartbeatConfig::default()
+            });
+            let alone = sim::Scenario {
+                name: seg.network.clone(),
+                segments: vec![sim::Segment {
+                    start: Duration::ZERO,
+                    network: seg.network.clone(),
+                    nat: seg.nat,
+                }],
+                duration: Duration::from_secs(86_400),
+                measure_last: Duration::from_secs(3600),
+            };
+            sim::run(&mut earlier, &alone, Costs::default());
+            if let Some(proven) = earlier.proven() {
+                let _ = table.report(now, &seg.network, peer, &format!("device-{i}"), proven);
+            }
+        }
+        if let Ok(Some(h)) = table.hint(now, &seg.network, peer) {
+            hints.push((seg.network.clone(), h));
+        }
+    }
+    hints
+}
+
 /// Both policies through every scenario.
 pub fn simulate() -> Vec<SimRow> {
     let mut rows = Vec::new();
     for s in sim::scenarios() {
         let mut mars = MarsPolicy::new(MarsConfig::default());
         let mut ours = AdaptivePolicy::new(HeartbeatConfig::default());
+        let mut warm = AdaptivePolicy::new(HeartbeatConfig::default());
+        for (network, hint) in warm_hints(&s) {
+            warm.set_hint(&network, hint);
+        }
         let mut in_band = AdaptivePolicy::new(HeartbeatConfig::default());
         in_band.set_in_band(true);
-        let policies: [(&'static str, &mut dyn Policy); 3] = [
+        let policies: [(&'static str, &mut dyn Policy); 4] = [
             ("mars", &mut mars),
             ("ours", &mut ours),
+            ("ours-warm", &mut warm),
             ("ours-in-band", &mut in_band),
         ];
         for (name, p) in policies {
@@ -425,71 +477,83 @@ fn ratio(v: Option<f64>) -> String {
 /// The markdown report.
 pub fn markdown(r: &Report) -> String {
     let mut md = String::from(
-        "### Simulation (virtual time): Mars (today's baseline) / ours / ours in band\n\n\
-         \"Ours in band\" is the fallback when the broker refuses probe connections: the same \
-         search on the link itself.\n\n\
-         | scenario | probes to settle | settled ÷ T | wake-ups/h ÷ optimum | links lost / day | probe connections (ours) | hours to settle (ours) |\n\
+        "### Simulation (virtual time): Mars (today's baseline) / ours cold / ours warm / ours in band\n\n\
+         \"Cold\": nothing known about the network. \"Warm\": the broker's hint from five earlier \
+         devices that settled there (confirmed by two probes before use). \"In band\": the fallback \
+         when the broker refuses probe connections (the cold search on the link itself).\n\n\
+         | scenario | probes to settle | settled ÷ T | wake-ups/h ÷ optimum | links lost / day | probe connections (cold / warm) | hours to settle (cold / warm) |\n\
          |---|---|---|---|---|---|---|\n",
     );
-    let triples: Vec<(&SimRow, &SimRow, &SimRow)> = r
+    let rows: Vec<[&SimRow; 4]> = r
         .simulation
-        .chunks(3)
+        .chunks(4)
         .filter_map(|c| match c {
-            [m, o, b] => Some((m, o, b)),
+            [m, o, w, b] => Some([m, o, w, b]),
             _ => None,
         })
         .collect();
-    for (m, o, b) in &triples {
+    let hours = |v: Option<f64>| v.map_or_else(|| "—".into(), |h| format!("{h:.1}"));
+    for [m, o, w, b] in &rows {
         md.push_str(&format!(
-            "| {} | {} / {} / {} | {} / {} / {} | {:.2} / {:.2} / {:.2} | {:.1} / {:.1} / {:.1} | {} | {} |\n",
+            "| {} | {} / {} / {} / {} | {} / {} / {} / {} | {:.2} / {:.2} / {:.2} / {:.2} | {:.1} / {:.1} / {:.1} / {:.1} | {} / {} | {} / {} |\n",
             o.scenario,
             opt(m.probes_to_settle),
             opt(o.probes_to_settle),
+            opt(w.probes_to_settle),
             opt(b.probes_to_settle),
             ratio(m.settled_ratio),
             ratio(o.settled_ratio),
+            ratio(w.settled_ratio),
             ratio(b.settled_ratio),
             m.wakeups_vs_optimum,
             o.wakeups_vs_optimum,
+            w.wakeups_vs_optimum,
             b.wakeups_vs_optimum,
             m.lost_per_day,
             o.lost_per_day,
+            w.lost_per_day,
             b.lost_per_day,
             o.probe_connections,
-            o.hours_to_settle
-                .map_or_else(|| "—".into(), |h| format!("{h:.1}")),
+            w.probe_connections,
+            hours(o.hours_to_settle),
+            hours(w.hours_to_settle),
         ));
     }
-    let pairs: Vec<(&SimRow, &SimRow)> = triples.iter().map(|(m, o, _)| (*m, *o)).collect();
-    let carrier: Vec<&(&SimRow, &SimRow)> = pairs
+    let carrier: Vec<&[&SimRow; 4]> = rows
         .iter()
-        .filter(|(_, o)| {
+        .filter(|[_, o, _, _]| {
             CARRIER_TIMEOUTS_MIN
                 .iter()
                 .any(|m| o.scenario == format!("nat-{m}min"))
         })
         .collect();
-    let mut probes: Vec<u32> = carrier
-        .iter()
-        .map(|(_, o)| o.probes_to_settle.unwrap_or(u32::MAX))
-        .collect();
-    probes.sort_unstable();
-    let worst_wake = carrier
-        .iter()
-        .map(|(_, o)| o.wakeups_vs_optimum)
-        .fold(0.0, f64::max);
-    let worst_ratio = carrier
-        .iter()
-        .map(|(_, o)| o.settled_ratio.unwrap_or(0.0))
-        .fold(f64::MAX, f64::min);
-    md.push_str(&format!(
-        "\nOurs over the carrier timeouts: median probes to settle {}, lowest settled ÷ T {:.2}, \
-         highest wake-ups ÷ optimum {:.2}, links lost {}.\n",
-        probes.get(probes.len() / 2).copied().unwrap_or(0),
-        worst_ratio,
-        worst_wake,
-        carrier.iter().map(|(_, o)| o.lost_per_day).sum::<f64>(),
-    ));
+    for (label, i) in [("cold", 1), ("warm", 2)] {
+        let mut probes: Vec<u32> = carrier
+            .iter()
+            .map(|row| row[i].probes_to_settle.unwrap_or(u32::MAX))
+            .collect();
+        probes.sort_unstable();
+        let worst_wake = carrier
+            .iter()
+            .map(|row| row[i].wakeups_vs_optimum)
+            .fold(0.0, f64::max);
+        let worst_ratio = carrier
+            .iter()
+            .map(|row| row[i].settled_ratio.unwrap_or(0.0))
+            .fold(f64::MAX, f64::min);
+        md.push_str(&format!(
+            "\nOurs {label} over the carrier timeouts: median probes to settle {} (range {}–{}), \
+             lowest settled ÷ T {:.2}, highest wake-ups ÷ optimum {:.2}, links lost {}.",
+            probes.get(probes.len() / 2).copied().unwrap_or(0),
+            probes.first().copied().unwrap_or(0),
+            probes.last().copied().unwrap_or(0),
+            worst_ratio,
+            worst_wake,
+            carrier.iter().map(|row| row[i].lost_per_day).sum::<f64>(),
+        ));
+    }
+    md.push('\n');
+    let pairs: Vec<(&SimRow, &SimRow)> = rows.iter().map(|[m, o, _, _]| (*m, *o)).collect();
     // Ours' settled intervals at a 5- and a 28-minute NAT: where the per-hour figures apply.
     let settled = |m: u64| {
         pairs

@@ -202,6 +202,7 @@ async fn measure(
             collapse_key: format!("u:alice:u{u}"),
             from: "alice".into(),
             users: Vec::new(),
+            platforms: Vec::new(),
         };
         let p = Publish {
             dup: false,

@@ -3,7 +3,8 @@
 //!
 //! Ops (every one names `tenant` and, but for `list`, `room`): `create {..settings}`,
 //! `destroy`, `info`, `list {after?, limit?}`, `members {after?, limit?}`,
-//! `gag|block {accounts, duration_secs}`, `ungag|unblock {accounts}`,
+//! `gag|block {accounts, duration_secs}`, `ungag|unblock {accounts}`, `blocked` (the
+//! blocks still running: `{users: [{account, until_ms}]}`),
 //! `whitelist_add|whitelist_remove {accounts}`, `pause`, `resume`,
 //! `send {from?, text | custom_type + data, priority?: "high"|"low", client_msg_id?}`.
 
@@ -146,6 +147,20 @@ impl ImService {
                     })
                     .collect();
                 Ok(json!({ "members": members, "total": page.total, "next": page.next }))
+            }
+            "blocked" => {
+                // Blocked users are no longer members: their list is its own.
+                let r: Target = parse(payload)?;
+                let room = self.room(r.tenant, &r.room)?;
+                let now = now_ms();
+                let st = room.state.lock();
+                let users: Vec<Value> = st
+                    .blocks
+                    .iter()
+                    .filter(|(_, until)| **until > now)
+                    .map(|(a, until)| json!({ "account": a, "until_ms": until }))
+                    .collect();
+                Ok(json!({ "users": users }))
             }
             "gag" | "ungag" | "block" | "unblock" | "whitelist_add" | "whitelist_remove" => {
                 let r: Accounts = parse(payload)?;

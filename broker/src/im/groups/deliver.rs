@@ -270,8 +270,10 @@ impl ImService {
         }
         self.fan_out(tid, &conv, &msg, &audience, sender);
         if chat {
-            // The app server's webhook (notices are the server's own changes).
             self.hook_after_send(tid, &msg);
+        } else {
+            // A change of the group: the app server's `group` webhook.
+            self.hook_group_change(tid, gid, &msg);
         }
         Ok((seq, msg.server_time_ms, false))
     }

@@ -18,10 +18,11 @@
 //! clients and the app server: [`manage`] (create, info, update, dismiss, lists),
 //! [`membership`] (join, leave, invite, kick, requests), [`roles`] (owner, admins, mutes,
 //! nicknames); [`deliver`] (sending and fan-out); [`admin`] (the app server's JSON
-//! requests).
+//! requests); [`import`] (past messages from another platform).
 
 mod admin;
 mod deliver;
+mod import;
 mod manage;
 mod membership;
 mod roles;

@@ -40,7 +40,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{
-    BACKLOG_BYTES, BACKLOG_OPS, Done, LogEntry, Op, Record, Snapshot, Store, StoreError,
+    BACKLOG_BYTES, BACKLOG_OPS, Done, LogEntry, Op, Record, Scope, Snapshot, Store, StoreError,
     StoreStats, Table,
 };
 
@@ -311,6 +311,11 @@ impl Store for PgStore {
         let (snap, bytes) = self.run(async move { pool.load().await })?;
         self.shared.bytes.store(bytes, Ordering::Relaxed);
         Ok(snap)
+    }
+
+    fn load_scoped(&self, scope: &Scope) -> Result<Snapshot, StoreError> {
+        let (pool, scope) = (self.pool.clone(), scope.clone());
+        self.run(async move { pool.load_scoped(scope).await })
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use super::sql::{Stmts, big, successor, value_of};
 use super::{READ_POOL, READ_TIMEOUT, Shared, connect, pg_err};
 use crate::store::codec::{Sent, SessionRecord, StoredDelivery};
-use crate::store::{LogEntry, Record, Snapshot, StoreError, Table};
+use crate::store::{LogEntry, Record, Scope, Snapshot, StoreError, Table};
 
 /// How long reads fail fast after a failed connection attempt.
 const FAIL_FAST: Duration = Duration::from_secs(1);
@@ -280,6 +280,74 @@ impl Pool {
             }
             snap.awaiting_rel = rel;
             Ok((snap, bytes))
+        })
+        .await
+    }
+}
+
+impl Pool {
+    /// The sessions of one node (as the registry says) or one client id, with their queues
+    /// and QoS 2 state, and the retained messages if asked (cluster mode).
+    pub async fn load_scoped(&self, scope: Scope) -> Result<Snapshot, StoreError> {
+        self.with(LOAD_TIMEOUT, |c| async move {
+            let mut snap = Snapshot::default();
+            // $1: the session key or the holder; the keys and uids in scope as subqueries.
+            let (param, keys) = match (&scope.client_id, &scope.holder) {
+                (Some(id), _) => (id.as_bytes().to_vec(), "SELECT CAST($1 AS BYTEA)"),
+                (None, Some(node)) => (
+                    node.as_bytes().to_vec(),
+                    "SELECT client_id FROM sb_registry \
+                     WHERE holder = convert_from(CAST($1 AS BYTEA), 'UTF8')",
+                ),
+                (None, None) => return Ok(snap),
+            };
+            let sessions =
+                format!("SELECT client_id, record FROM mqtt_sessions WHERE client_id IN ({keys})");
+            let uids = format!("SELECT uid FROM mqtt_sessions WHERE client_id IN ({keys})");
+            let p: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&param];
+            let cl = &c.client;
+            for r in cl.query(sessions.as_str(), &p).await.map_err(pg_err)? {
+                let id: Vec<u8> = r.try_get(0).map_err(pg_err)?;
+                let Ok(id) = String::from_utf8(id) else { continue };
+                let raw: Vec<u8> = r.try_get(1).map_err(pg_err)?;
+                match serde_json::from_slice::<SessionRecord>(&raw) {
+                    Ok(record) => {
+                        snap.max_uid = snap.max_uid.max(record.uid);
+                        snap.sessions.push((id, record));
+                    }
+                    Err(e) => tracing::warn!(client_id = %id, error = %e, "skipping a corrupt session record"),
+                }
+            }
+            let queue = format!(
+                "SELECT q.uid, q.seq, q.qos, q.retain, q.sent, q.pkid, q.sub_ids, p.body \
+                 FROM mqtt_queue q JOIN mqtt_payloads p ON p.id = q.payload \
+                 WHERE q.uid IN ({uids}) ORDER BY q.uid, q.seq"
+            );
+            for r in cl.query(queue.as_str(), &p).await.map_err(pg_err)? {
+                let uid = r.try_get::<_, i64>(0).map_err(pg_err)?.max(0) as u64;
+                let seq = r.try_get::<_, i64>(1).map_err(pg_err)?.max(0) as u64;
+                let d = delivery(&r)
+                    .ok_or_else(|| StoreError::Io(format!("corrupt queue row ({uid}, {seq})")))?;
+                snap.max_seq = snap.max_seq.max(seq);
+                snap.queues.entry(uid).or_default().push((seq, d));
+            }
+            let rel = format!(
+                "SELECT client_id, pkid FROM mqtt_awaiting_rel WHERE client_id IN ({keys}) \
+                 ORDER BY client_id, pkid"
+            );
+            for r in cl.query(rel.as_str(), &p).await.map_err(pg_err)? {
+                let id: Vec<u8> = r.try_get(0).map_err(pg_err)?;
+                let pkid: i32 = r.try_get(1).map_err(pg_err)?;
+                if let (Ok(id), Ok(pkid)) = (String::from_utf8(id), u16::try_from(pkid)) {
+                    snap.awaiting_rel.entry(id).or_default().push(pkid);
+                }
+            }
+            if scope.retained {
+                for r in cl.query(&c.stmts.load_retained, &[]).await.map_err(pg_err)? {
+                    snap.retained.push(r.try_get(0).map_err(pg_err)?);
+                }
+            }
+            Ok(snap)
         })
         .await
     }

@@ -18,7 +18,13 @@ use super::pg_err;
 use crate::store::{StoreError, Table};
 
 /// Migration numbers and names; the statements come from [`statements`].
-const MIGRATIONS: [(i32, &str); 1] = [(1, "initial: MQTT state, payloads, IM tables and logs")];
+const MIGRATIONS: [(i32, &str); 2] = [
+    (1, "initial: MQTT state, payloads, IM tables and logs"),
+    (
+        2,
+        "cluster sessions: client-id registry, node leases, id incarnations",
+    ),
+];
 
 /// The statements of migration `version`.
 fn statements(version: i32) -> Vec<String> {
@@ -62,6 +68,24 @@ fn statements(version: i32) -> Vec<String> {
             }
             s
         }
+        // Cluster mode (`cluster::registry`): which node holds each session, node leases,
+        // and a counter that gives every node start its own range of session ids.
+        2 => [
+            "CREATE TABLE IF NOT EXISTS sb_registry (client_id BYTEA PRIMARY KEY, \
+             node TEXT NOT NULL, epoch BIGINT NOT NULL, holder TEXT, owner TEXT NOT NULL, \
+             live BOOLEAN NOT NULL, will BYTEA, will_delay BIGINT NOT NULL DEFAULT 0)",
+            "CREATE INDEX IF NOT EXISTS sb_registry_holder ON sb_registry (holder)",
+            "CREATE TABLE IF NOT EXISTS sb_nodes (node TEXT PRIMARY KEY, \
+             expires_at BIGINT NOT NULL, addr TEXT, reaped_by TEXT)",
+            "CREATE TABLE IF NOT EXISTS sb_counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            // Session ids already in use stay below the first incarnation's range.
+            "INSERT INTO sb_counters (name, value) \
+             SELECT 'incarnation', COALESCE(MAX(uid), 0) / 4294967296 + 1 FROM mqtt_sessions \
+             ON CONFLICT (name) DO NOTHING",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
         _ => Vec::new(),
     }
 }

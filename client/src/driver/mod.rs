@@ -4,22 +4,25 @@
 //! the session's timers, turns app commands into session calls and session events into app
 //! events, and runs the adaptive heartbeat policy: the link pings at the policy's interval,
 //! and the longer intervals it wants to try run as [`crate::probe`] connections beside the
-//! link. Every protocol rule lives in the session.
+//! link. Every protocol rule lives in the session. The heartbeat's part (probes, the
+//! announced interval, network hints) is in `heartbeat`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rand::Rng;
 use switchboard_proto::session::{
     ClientConfig, ClientError, ClientEvent, ClientSession, RequestError,
 };
-use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions, Version};
+use switchboard_proto::{Properties, QoS, ReasonCode, SubscriptionOptions, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::heartbeat::Policy;
 use crate::transport::Endpoint;
+
+mod heartbeat;
 use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, probe, transport};
 
 /// Why a connection ended.
@@ -74,6 +77,11 @@ pub(crate) struct Driver {
     /// The pause after an inconclusive probe: doubles each time (1 min to 6 h), reset by a
     /// conclusive one.
     probe_backoff: Duration,
+    /// A heartbeat hint was asked for the network in use: no probe before its answer (or
+    /// this deadline, for a broker that does not answer).
+    hint_wait: Option<Instant>,
+    /// The last settled interval reported to the broker's hint table, and where.
+    reported: Option<(String, Duration)>,
 }
 
 impl Drop for Driver {
@@ -131,6 +139,8 @@ impl Driver {
             probe: None,
             probe_paused_until: None,
             probe_backoff: PROBE_BACKOFF_MIN,
+            hint_wait: None,
+            reported: None,
         }
     }
 
@@ -224,7 +234,11 @@ impl Driver {
                     return Ended::Lost(e.to_string());
                 }
             }
-            let timer = self.session.poll_timeout();
+            // The session's timers, and the end of the wait for a hint (probes may start).
+            let timer = match (self.session.poll_timeout(), self.hint_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let probe = &mut self.probe;
             let probed = async move {
                 match probe {
@@ -290,6 +304,7 @@ impl Driver {
                     if !session_present {
                         self.resubscribe();
                     }
+                    self.ask_hint();
                     let _ = self
                         .events
                         .send(Event::Connected {
@@ -298,6 +313,9 @@ impl Driver {
                             reconnects: self.reconnects,
                         })
                         .await;
+                }
+                ClientEvent::Message(p) if p.topic == switchboard_proto::HINT_TOPIC => {
+                    self.on_hint(&p.payload);
                 }
                 ClientEvent::Message(p) => {
                     if self.events.send(Event::Message(p)).await.is_err() {
@@ -336,6 +354,7 @@ impl Driver {
                     if let Some(next) = next {
                         self.use_interval(next).await;
                     }
+                    self.report_settled();
                 }
             }
         }
@@ -375,11 +394,13 @@ impl Driver {
                     p.task.abort();
                 }
                 self.probe_paused_until = None;
+                self.hint_wait = None;
                 self.hb.set_network(now(), &n);
                 let interval = self.hb.interval();
                 self.session.set_keep_alive(interval);
                 if self.session.is_connected() {
                     self.announce(interval);
+                    self.ask_hint();
                 }
                 // Best effort: a full event channel already stops the driver reading.
                 let _ = self.events.try_send(Event::Heartbeat {
@@ -433,110 +454,6 @@ impl Driver {
             .collect();
         for (filter, qos) in again {
             self.send_subscribe(filter, qos, None);
-        }
-    }
-
-    /// Starts a probe when the policy wants one and none is running.
-    fn start_probe(&mut self) {
-        if self.probe.is_some()
-            || !self.session.is_connected()
-            || self.probe_paused_until.is_some_and(|t| now() < t)
-        {
-            return;
-        }
-        let Some(endpoint) = self.endpoint.clone() else {
-            return;
-        };
-        let Some(idle) = self.hb.next_probe(now()) else {
-            return;
-        };
-        let spec = probe::Spec {
-            endpoint,
-            ca_cert: self.cfg.ca_cert.clone(),
-            server_name: self.cfg.server_name.clone(),
-            connect_timeout: self.cfg.connect_timeout,
-            username: self.cfg.username.clone(),
-            password: self.cfg.password.clone(),
-            idle,
-            reply_timeout: self.hb.config().probe_timeout,
-        };
-        tracing::debug!(?idle, "heartbeat probe started");
-        self.probe = Some(Probe {
-            idle,
-            task: tokio::spawn(probe::run(spec)),
-        });
-    }
-
-    /// A probe ended: the policy learns from it.
-    async fn probe_done(&mut self, r: Result<probe::Outcome, tokio::task::JoinError>) {
-        let Some(p) = self.probe.take() else {
-            return;
-        };
-        let answered = match r {
-            Ok(probe::Outcome::Answered) => true,
-            Ok(probe::Outcome::Unanswered(why)) => {
-                tracing::debug!(idle = ?p.idle, %why, "heartbeat probe failed");
-                false
-            }
-            Ok(probe::Outcome::Refused(why)) => {
-                // The broker will not take probe connections: learn on the link itself.
-                tracing::info!(%why, "heartbeat probe connections refused: probing in band");
-                self.hb.set_in_band(true);
-                let interval = self.hb.interval();
-                self.use_interval(interval).await;
-                return;
-            }
-            Ok(probe::Outcome::Inconclusive(why)) => {
-                // Nothing learned (no connection, closed...): try again later, less often.
-                tracing::debug!(idle = ?p.idle, %why, "heartbeat probe inconclusive");
-                self.probe_paused_until = Some(now() + self.probe_backoff);
-                self.probe_backoff = (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX);
-                return;
-            }
-            Err(_) => return,
-        };
-        self.probe_backoff = PROBE_BACKOFF_MIN;
-        let _ = self
-            .events
-            .send(Event::Probe {
-                idle: p.idle,
-                answered,
-            })
-            .await;
-        if let Some(next) = self.hb.on_probe(now(), p.idle, answered) {
-            self.use_interval(next).await;
-        }
-    }
-
-    /// The link pings at `interval` from now on: the session, the broker and the app hear.
-    async fn use_interval(&mut self, interval: Duration) {
-        self.session.set_keep_alive(interval);
-        if self.session.is_connected() {
-            self.announce(interval);
-        }
-        let _ = self
-            .events
-            .send(Event::Heartbeat {
-                interval,
-                phase: self.hb.phase(),
-            })
-            .await;
-    }
-
-    /// Tells the broker the heartbeat interval now in use.
-    fn announce(&mut self, interval: Duration) {
-        let secs = interval.as_secs_f64().ceil().max(1.0) as u16;
-        let p = Publish {
-            dup: false,
-            qos: QoS::AtMostOnce,
-            retain: false,
-            topic: switchboard_proto::KEEP_ALIVE_TOPIC.into(),
-            pkid: 0,
-            properties: Properties::default(),
-            payload: Bytes::from(secs.to_string()),
-        };
-        if let Err(e) = self.session.publish(now(), p) {
-            tracing::debug!(error = %e, "heartbeat announcement not sent");
         }
     }
 }
