@@ -155,13 +155,21 @@ impl BrokerState {
     }
 
     /// Sends a delivery that came through shared group `key` to another member than
-    /// `exclude` (its member went away). Returns false if no other member exists.
+    /// `exclude` (its member went away), on this node or, in cluster mode, on another.
+    /// Returns false if no other member exists (or none could be tried).
     pub fn redeliver_shared(&self, key: &ShareKey, d: Delivery, exclude: u64) -> bool {
         let Some(t) = self
             .routes
             .pick_shared(key, &d.msg, exclude, |uid| self.sessions.is_online(uid))
         else {
-            return false;
+            // No other member here: a QoS 1/2 message goes to a member on another node
+            // (the stored copy goes once one took it, see `cluster::shared`).
+            return match &self.cluster {
+                Some(c) if d.qos != QoS::AtMostOnce => {
+                    c.hand_over_shared(self.store().cloned(), key, &d.msg, exclude, d.seq)
+                }
+                _ => false,
+            };
         };
         let Some(mailbox) = self.sessions.mailbox(t.uid) else {
             return false;

@@ -8,7 +8,8 @@
 //! of changes costs one pass; nothing queues per change.
 //!
 //! Each NATS subscription gets a small task that hands its messages to the inbound router
-//! through one bounded channel (when full, the task waits and the NATS client buffers).
+//! through one bounded channel (when full, QoS 0 messages are dropped and counted, QoS 1/2
+//! ones wait and the NATS client buffers).
 //! After each pass the reconciler flushes the connection: once NATS answered, every
 //! subscription of the pass is in force, and `switchboard_cluster_interest_subjects` says
 //! how many there are.
@@ -22,8 +23,8 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
-use super::Cluster;
 use super::inbound::{Inbound, Kind};
+use super::{Cluster, LinkStats};
 use crate::BrokerState;
 use crate::message::ShareKey;
 use crate::routing::InterestObserver;
@@ -100,12 +101,13 @@ pub(super) async fn reconcile(
     state: Arc<BrokerState>,
     tx: mpsc::Sender<Inbound>,
 ) {
-    let mut actual: HashMap<InterestKey, Vec<tokio::task::AbortHandle>> = HashMap::new();
+    // Per key: the tasks of its subjects, then (shared groups) of its hand-over subject.
+    let mut actual: HashMap<InterestKey, (Vec<tokio::task::AbortHandle>, usize)> = HashMap::new();
     loop {
         let wanted: Vec<InterestKey> = cluster.interest.desired.lock().keys().cloned().collect();
         let mut changed = false;
         let wanted_set: std::collections::HashSet<&InterestKey> = wanted.iter().collect();
-        actual.retain(|k, handles| {
+        actual.retain(|k, (handles, _)| {
             let keep = wanted_set.contains(k);
             if !keep {
                 // Dropping the NATS subscriber in the aborted task unsubscribes.
@@ -128,7 +130,8 @@ pub(super) async fn reconcile(
             if let Err(e) = cluster.client.flush().await {
                 warn!(error = %e, "NATS flush after interest change failed");
             }
-            let n: usize = actual.values().map(Vec::len).sum();
+            // Subjects of filters only (hand-over subjects are not interest in topics).
+            let n: usize = actual.values().map(|(_, n)| *n).sum();
             cluster.stats.subjects.store(n as u64, Ordering::Relaxed);
         }
         tokio::select! {
@@ -136,18 +139,44 @@ pub(super) async fn reconcile(
             _ = state.shutdown.cancelled() => break,
         }
     }
-    for h in actual.values().flatten() {
+    for h in actual.values().flat_map(|(h, _)| h) {
         h.abort();
     }
 }
 
-/// Subscribes to the subjects of `key`; a forwarding task per subscription.
+/// Hands one NATS message to the inbound router; false once the router is gone. A QoS 0
+/// message finding the channel full is dropped here and counted
+/// (`switchboard_cluster_inbound_dropped_total`): were the task to wait, the NATS client's
+/// own buffer would fill and drop messages of every QoS without a trace but a debug line.
+/// QoS 1/2 messages wait for room.
+pub(super) async fn hand_in(tx: &mpsc::Sender<Inbound>, inb: Inbound, stats: &LinkStats) -> bool {
+    if super::wire::qos_of(&inb.msg.payload) > 0 {
+        return tx.send(inb).await.is_ok();
+    }
+    match tx.try_send(inb) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let n = stats.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n + 1,
+                    "cluster inbound queue full: QoS 0 message from another node dropped"
+                );
+            }
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Subscribes to the subjects of `key`; a forwarding task per subscription. Returns the
+/// tasks and how many of them serve the filter's subjects.
 async fn subscribe(
     cluster: &Arc<Cluster>,
     state: &Arc<BrokerState>,
     key: &InterestKey,
     tx: &mpsc::Sender<Inbound>,
-) -> Vec<tokio::task::AbortHandle> {
+) -> (Vec<tokio::task::AbortHandle>, usize) {
     let kind = match &key.group {
         Some(g) => Kind::Shared(Arc::new(ShareKey {
             group: g.clone(),
@@ -176,25 +205,44 @@ async fn subscribe(
         let tx = tx.clone();
         let kind = kind.clone();
         let shutdown = state.shutdown.clone();
+        let stats = cluster.stats.clone();
         let task = state.tasks.spawn(async move {
             loop {
                 let m = tokio::select! {
                     m = sub.next() => match m { Some(m) => m, None => break },
                     _ = shutdown.cancelled() => break,
                 };
-                if tx
-                    .send(Inbound {
-                        kind: kind.clone(),
-                        msg: m,
-                    })
-                    .await
-                    .is_err()
-                {
+                let inb = Inbound {
+                    kind: kind.clone(),
+                    msg: m,
+                };
+                if !hand_in(&tx, inb, &stats).await {
                     break;
                 }
             }
         });
         handles.push(task.abort_handle());
     }
-    handles
+    let subjects = handles.len();
+    if let (Some(g), Kind::Shared(share)) = (&key.group, &kind) {
+        // The group's hand-over subject, in the same queue group (see `shared`).
+        let subject = super::shared::subject(cluster, share);
+        match cluster
+            .client
+            .queue_subscribe(subject.clone(), queue_name(g, &key.filter))
+            .await
+        {
+            Ok(sub) => {
+                let task = state.tasks.spawn(super::shared::serve(
+                    cluster.clone(),
+                    state.clone(),
+                    share.clone(),
+                    sub,
+                ));
+                handles.push(task.abort_handle());
+            }
+            Err(e) => warn!(%subject, error = %e, "NATS subscribe failed"),
+        }
+    }
+    (handles, subjects)
 }

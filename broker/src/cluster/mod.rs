@@ -17,7 +17,8 @@
 //! connection with 0x8E ([`takeover`]).
 //!
 //! Files: this one (the link: connect, forward, run, metrics), [`subject`] (mapping),
-//! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`].
+//! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`],
+//! [`shared`] (a leaving member's messages handed to a member on another node).
 
 pub mod dedupe;
 pub mod drain;
@@ -25,6 +26,7 @@ pub mod handover;
 pub mod inbound;
 pub mod interest;
 pub mod registry;
+pub mod shared;
 pub mod subject;
 pub mod takeover;
 pub mod wire;
@@ -85,6 +87,18 @@ pub struct LinkStats {
     pub retained_received: AtomicU64,
     pub takeovers_asked: AtomicU64,
     pub takeovers_done: AtomicU64,
+    /// QoS 0 messages from other nodes dropped: the inbound queue was full.
+    pub inbound_dropped: AtomicU64,
+    /// Messages the NATS client dropped because a subscription's buffer was full (as
+    /// reported by its slow-consumer events, which may themselves be dropped when many
+    /// come at once: a lower bound).
+    pub slow_consumer: AtomicU64,
+    /// Shared-subscription messages of leaving members taken by another node's member.
+    pub shared_handed_over: AtomicU64,
+    /// ... that no node took (kept in a persistent session's queue, else lost).
+    pub shared_handover_failed: AtomicU64,
+    /// Hand-overs from other nodes queued for a member here.
+    pub shared_taken_over: AtomicU64,
 }
 
 /// A message waiting to be published to NATS.
@@ -105,6 +119,7 @@ pub struct Cluster {
     next_id: AtomicU64,
     interest: Arc<Interest>,
     claims: takeover::Claims,
+    hand_overs: shared::HandOvers,
     stats: Arc<LinkStats>,
     connects: tokio::sync::watch::Receiver<u64>,
     inbound_queue: usize,
@@ -162,6 +177,12 @@ impl Cluster {
                             stats.connected.store(false, Ordering::Relaxed);
                             warn!("NATS link down; reconnecting");
                         }
+                        async_nats::Event::SlowConsumer(sid) => {
+                            let n = stats.slow_consumer.fetch_add(1, Ordering::Relaxed);
+                            if n.is_power_of_two() {
+                                warn!(sid, dropped = n + 1, "NATS client dropped messages: subscription buffer full (slow consumer)");
+                            }
+                        }
                         other => tracing::debug!(event = %other, "NATS event"),
                     }
                 }
@@ -201,6 +222,7 @@ impl Cluster {
             next_id: AtomicU64::new(1),
             interest: Arc::new(Interest::default()),
             claims: takeover::Claims::default(),
+            hand_overs: shared::HandOvers::default(),
             stats,
             connects,
             inbound_queue: cfg.inbound_queue.max(1),
@@ -248,35 +270,51 @@ impl Cluster {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = wire::headers(&self.node, id);
         let body = Bytes::from(codec::encode_message(msg, Instant::now()));
-        let mut ok = self.enqueue(Outgoing {
-            subject: self.map.topic_subject(&msg.topic),
-            headers: headers.clone(),
-            body: body.clone(),
-        });
+        // QoS 0 may use only half of the queue: under overload it is dropped (counted)
+        // first, and QoS 1/2 messages still find room.
+        let room = if msg.qos == switchboard_proto::QoS::AtMostOnce {
+            self.outbound.max_capacity() / 2
+        } else {
+            0
+        };
+        let mut ok = self.enqueue(
+            Outgoing {
+                subject: self.map.topic_subject(&msg.topic),
+                headers: headers.clone(),
+                body: body.clone(),
+            },
+            room,
+        );
         if msg.retain {
-            ok &= self.enqueue(Outgoing {
-                subject: self.map.internal(wire::RETAINED),
-                headers,
-                body,
-            });
+            ok &= self.enqueue(
+                Outgoing {
+                    subject: self.map.internal(wire::RETAINED),
+                    headers,
+                    body,
+                },
+                0,
+            );
         }
         ok
     }
 
-    fn enqueue(&self, o: Outgoing) -> bool {
-        match self.outbound.try_send(o) {
-            Ok(()) => true,
-            Err(_) => {
-                let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    warn!(
-                        dropped = n + 1,
-                        "cluster forward queue full: message not sent to other nodes"
-                    );
-                }
-                false
+    /// Queues `o` if more than `keep_free` places stay free after it; else drops and counts.
+    fn enqueue(&self, o: Outgoing, keep_free: usize) -> bool {
+        let sent = if self.outbound.capacity() > keep_free {
+            self.outbound.try_send(o).is_ok()
+        } else {
+            false
+        };
+        if !sent {
+            let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    dropped = n + 1,
+                    "cluster forward queue full: message not sent to other nodes"
+                );
             }
         }
+        sent
     }
 
     /// Starts the link's tasks (outgoing publisher, inbound router, interest, retained
@@ -372,7 +410,7 @@ impl Cluster {
         let s = &self.stats;
         let node = self.node.replace('\\', "\\\\").replace('"', "\\\"");
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let rows: [(&str, &str, &str, u64); 17] = [
+        let rows: [(&str, &str, &str, u64); 22] = [
             (
                 "cluster_nats_connected",
                 "1 while the NATS link is up.",
@@ -468,6 +506,36 @@ impl Cluster {
                 "Session claims broadcast for CONNECTs here.",
                 "counter",
                 g(&s.takeovers_asked),
+            ),
+            (
+                "cluster_inbound_dropped_total",
+                "QoS 0 messages from other nodes dropped: inbound queue full.",
+                "counter",
+                g(&s.inbound_dropped),
+            ),
+            (
+                "cluster_slow_consumer_total",
+                "Messages the NATS client dropped: a subscription's buffer was full (lower bound).",
+                "counter",
+                g(&s.slow_consumer),
+            ),
+            (
+                "cluster_shared_handed_over_total",
+                "Shared messages of leaving members taken by a member on another node.",
+                "counter",
+                g(&s.shared_handed_over),
+            ),
+            (
+                "cluster_shared_handover_failed_total",
+                "Shared messages of leaving members no node took.",
+                "counter",
+                g(&s.shared_handover_failed),
+            ),
+            (
+                "cluster_shared_taken_over_total",
+                "Shared messages from leaving members on other nodes queued here.",
+                "counter",
+                g(&s.shared_taken_over),
             ),
             (
                 "cluster_takeovers_done_total",

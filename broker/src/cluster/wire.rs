@@ -44,6 +44,12 @@ pub fn decode(body: &[u8], now: Instant) -> Option<Message> {
     Some(m)
 }
 
+/// The QoS byte of a forwarded body (see `codec::encode_message`), 0 if too short; lets a
+/// busy node drop QoS 0 messages without decoding them.
+pub fn qos_of(body: &[u8]) -> u8 {
+    body.get(1).copied().unwrap_or(0)
+}
+
 /// A stable 64-bit hash of a node name (FNV-1a), for the duplicate window.
 pub fn node_hash(node: &str) -> u64 {
     node.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -72,6 +78,8 @@ mod tests {
         assert_eq!(back.qos, QoS::ExactlyOnce);
         assert!(back.retain);
         assert_eq!(back.origin, 0, "a remote session is never local");
+        assert_eq!(qos_of(&codec::encode_message(&m, now)), 2);
+        assert_eq!(qos_of(b""), 0);
         assert!(decode(b"garbage", now).is_none());
         assert_ne!(node_hash("a"), node_hash("b"));
     }

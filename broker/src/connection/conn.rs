@@ -483,7 +483,9 @@ impl Conn {
             _ => debug!(?end, "connection ended"),
         }
         let mut state = self.state;
-        state.inflight = if self.expiry > 0 {
+        // A clean session's in-flight state is kept only for its shared-subscription
+        // messages, which go to another member (`close_session` hands them over).
+        state.inflight = if self.expiry > 0 || !self.shared_inflight.is_empty() {
             sess.into_inflight()
         } else {
             InflightState::default()

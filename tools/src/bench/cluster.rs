@@ -42,6 +42,24 @@ pub struct Row {
     /// CPU of every broker node and nats-server, per received message.
     pub cpu_us_per_msg: f64,
     pub received: u64,
+    /// Cluster counters over the row, all nodes together (`/metrics`): where messages
+    /// that did not arrive went.
+    pub drops: Drops,
+}
+
+/// Counted losses and link events during one row, summed over the nodes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Drops {
+    /// Forward queue full on the publishing node (`cluster_forward_dropped_total`).
+    pub forward: u64,
+    /// Inbound queue full on the receiving node, QoS 0 (`cluster_inbound_dropped_total`).
+    pub inbound: u64,
+    /// The NATS client's subscription buffer full (`cluster_slow_consumer_total`).
+    pub slow_consumer: u64,
+    /// NATS connections made beyond the first ones (nats-server cut a slow node).
+    pub reconnects: u64,
+    /// Messages routed from other nodes (`cluster_received_total`).
+    pub received_from_nats: u64,
 }
 
 /// The whole report.
@@ -55,6 +73,8 @@ pub struct Report {
 
 struct Proc {
     child: Child,
+    /// The admin listener (`/metrics`), for cluster nodes.
+    admin: Option<SocketAddr>,
 }
 
 impl Proc {
@@ -99,9 +119,14 @@ async fn node(dir: &Path, port: u16, cluster: Option<(&str, &str)>) -> anyhow::R
         .env("SWITCHBOARD__BROKER__SYS_INTERVAL", "0")
         .env("SWITCHBOARD__STORE__ENABLED", "false")
         .env("SWITCHBOARD__IM__ENABLED", "false");
+    let mut admin = None;
     if let Some((id, url)) = cluster {
+        let a = SocketAddr::from(([127, 0, 0, 1], port + 50));
         c.env("SWITCHBOARD__CLUSTER__NODE_ID", id)
-            .env("SWITCHBOARD__CLUSTER__NATS_URL", url);
+            .env("SWITCHBOARD__CLUSTER__NATS_URL", url)
+            .env("SWITCHBOARD__BROKER__ADMIN__LISTEN", a.to_string())
+            .env("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true");
+        admin = Some(a);
     }
     let child = c
         .stdout(Stdio::null())
@@ -110,7 +135,7 @@ async fn node(dir: &Path, port: u16, cluster: Option<(&str, &str)>) -> anyhow::R
         .spawn()
         .context("cannot start a broker node")?;
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "broker node").await?;
-    Ok(Proc { child })
+    Ok(Proc { child, admin })
 }
 
 async fn nats(dir: &Path, port: u16) -> anyhow::Result<Proc> {
@@ -128,7 +153,7 @@ async fn nats(dir: &Path, port: u16) -> anyhow::Result<Proc> {
         .spawn()
         .context("cannot start nats-server (apt-get install nats-server)")?;
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), "nats-server").await?;
-    Ok(Proc { child })
+    Ok(Proc { child, admin: None })
 }
 
 async fn measure(
@@ -153,6 +178,7 @@ async fn measure(
         persistent: false,
     };
     let before: u64 = procs.iter().map(|p| p.cpu_ticks()).sum();
+    let counters_before = counters(procs).await;
     let tag = format!(
         "{}-q{}-{}",
         setup.replace([' ', ','], "-"),
@@ -161,6 +187,21 @@ async fn measure(
     );
     let out = load::run_split(&l, SocketAddr::from(([127, 0, 0, 1], sub_port)), &tag).await?;
     let ticks = procs.iter().map(|p| p.cpu_ticks()).sum::<u64>() - before;
+    let after = counters(procs).await;
+    let d = |k: &str| {
+        after
+            .get(k)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(counters_before.get(k).copied().unwrap_or(0))
+    };
+    let drops = Drops {
+        forward: d("switchboard_cluster_forward_dropped_total"),
+        inbound: d("switchboard_cluster_inbound_dropped_total"),
+        slow_consumer: d("switchboard_cluster_slow_consumer_total"),
+        reconnects: d("switchboard_cluster_nats_connections_total"),
+        received_from_nats: d("switchboard_cluster_received_total"),
+    };
     let cpu = if out.received > 0 {
         ticks as f64 * 10_000.0 / out.received as f64
     } else {
@@ -179,7 +220,47 @@ async fn measure(
         p99_us: out.p99_us,
         cpu_us_per_msg: cpu,
         received: out.received,
+        drops,
     })
+}
+
+/// The cluster counters of every node, summed by name.
+async fn counters(procs: &[&Proc]) -> std::collections::HashMap<String, u64> {
+    let mut sum = std::collections::HashMap::new();
+    for a in procs.iter().filter_map(|p| p.admin) {
+        let Ok(text) = metrics_page(a).await else {
+            continue;
+        };
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("switchboard_cluster_"))
+        {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let name = name.split('{').next().unwrap_or(name);
+            if let Ok(v) = value.parse::<u64>() {
+                *sum.entry(name.to_owned()).or_insert(0) += v;
+            }
+        }
+    }
+    sum
+}
+
+/// `GET /metrics` on an admin listener (HTTP/1.0, read to the end).
+async fn metrics_page(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), get)
+        .await
+        .context("metrics timed out")?
 }
 
 /// Runs the single-node baseline, then the three-node cluster.
@@ -226,13 +307,14 @@ pub fn markdown(r: &Report) -> String {
          payloads, {} s measured per row, store off, everything on one 2-core machine \
          (3 broker nodes + nats-server + the load generator). CPU is the broker nodes' and \
          nats-server's together.\n\n\
-         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received |\n|---|---|---|---|---|---|---|---|\n",
+         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received | from NATS | dropped: forward / inbound / NATS client | NATS reconnects |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         r.pairs, r.payload, r.seconds
     );
     let offered = |r: Option<u32>| r.map_or("max".to_owned(), |r| r.to_string());
     for x in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} / {} / {} | {} |\n",
             x.setup,
             x.qos,
             offered(x.rate),
@@ -240,7 +322,12 @@ pub fn markdown(r: &Report) -> String {
             x.p50_us,
             x.p99_us,
             x.cpu_us_per_msg,
-            x.received
+            x.received,
+            x.drops.received_from_nats,
+            x.drops.forward,
+            x.drops.inbound,
+            x.drops.slow_consumer,
+            x.drops.reconnects
         ));
     }
     md.push_str(

@@ -6,6 +6,9 @@
 //!
 //! The PostgreSQL server is Debian's, started here in a scratch directory on a loopback
 //! port with production settings (fsync on, synchronous commit) and stopped at the end.
+//! PostgreSQL runs twice: with the multi-row group commits, and with one statement per op
+//! (`SWITCHBOARD_PG_STATEMENT_PER_OP`, the writer before them), so the gain is measured in
+//! the same run; the server's own CPU per message is reported too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +26,8 @@ pub struct Report {
     pub seconds: u64,
     pub postgres_version: String,
     pub rows: Vec<Row>,
+    /// PostgreSQL server CPU (every backend) per acknowledged message, per row.
+    pub pg_cpu_us_per_msg: Vec<f64>,
 }
 
 /// A PostgreSQL server for the run.
@@ -127,8 +132,16 @@ pub async fn run(work: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     let pg = Server::start(work, args.port + 100)?;
     let url = pg.url();
     let mut rows = Vec::new();
+    let mut pg_cpu = Vec::new();
     for (i, (store, env)) in [
         ("redb", Vec::new()),
+        (
+            "postgresql, one statement per op",
+            vec![
+                ("SWITCHBOARD__CLUSTER__POSTGRES_URL", url.as_str()),
+                ("SWITCHBOARD_PG_STATEMENT_PER_OP", "1"),
+            ],
+        ),
         (
             "postgresql",
             vec![("SWITCHBOARD__CLUSTER__POSTGRES_URL", url.as_str())],
@@ -150,7 +163,15 @@ pub async fn run(work: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
             broker: format!("switchboard ({store})"),
             ..Row::default()
         };
+        let ticks = postgres_ticks();
         let result = measure(&scenario, &peer, args, &mut row).await;
+        let ticks = postgres_ticks().saturating_sub(ticks);
+        let msgs = row.throughput * args.seconds as f64;
+        pg_cpu.push(if msgs > 0.0 {
+            ticks as f64 * 10_000.0 / msgs
+        } else {
+            0.0
+        });
         let st = peer.stats();
         row.rss_mb = st.rss_kb as f64 / 1024.0;
         row.peak_rss_mb = st.hwm_kb as f64 / 1024.0;
@@ -175,7 +196,33 @@ pub async fn run(work: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
         seconds: args.seconds,
         postgres_version: pg.version(),
         rows,
+        pg_cpu_us_per_msg: pg_cpu,
     })
+}
+
+/// CPU ticks (1/100 s) of every `postgres` process so far (server and backends).
+fn postgres_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in dir.filter_map(Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        total += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    total
 }
 
 pub fn markdown(r: &Report) -> String {
@@ -185,18 +232,19 @@ pub fn markdown(r: &Report) -> String {
          after the other, on the same machine as the load generator and the database \
          ({}, fsync on, loopback TCP).\n\n\
          | store | acknowledged msg/s | p50 µs | p99 µs | ack p99 µs | commits / 1,000 msg | \
-         broker CPU µs/msg | RSS MB | ÷ redb (msg/s) |\n|---|---|---|---|---|---|---|---|---|\n",
+         broker CPU µs/msg | PostgreSQL CPU µs/msg | RSS MB | ÷ redb (msg/s) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         r.scenario, r.seconds, r.postgres_version
     );
     let base = r.rows.first().map_or(0.0, |x| x.throughput);
-    for row in &r.rows {
+    for (i, row) in r.rows.iter().enumerate() {
         let ratio = if base > 0.0 {
             format!("{:.2}×", row.throughput / base)
         } else {
             String::new()
         };
         md.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.1} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {} | {:.1} | {} |\n",
             row.broker,
             row.throughput,
             row.p50_us,
@@ -207,6 +255,10 @@ pub fn markdown(r: &Report) -> String {
                 .map(|(_, v)| format!("{v:.2}"))
                 .unwrap_or_default(),
             row.cpu_us_per_msg,
+            match r.pg_cpu_us_per_msg.get(i) {
+                Some(c) if i > 0 => format!("{c:.1}"),
+                _ => "–".to_owned(),
+            },
             row.rss_mb,
             ratio
         ));

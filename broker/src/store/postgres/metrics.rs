@@ -27,6 +27,10 @@ pub(super) struct LinkMetrics {
     pub reconnects: AtomicU64,
     /// 1 while the writer has a connection.
     pub up: AtomicU64,
+    /// SQL statements sent in group commits (BEGIN/COMMIT not counted).
+    pub statements: AtomicU64,
+    /// Ops that went into multi-row statements.
+    pub batched_ops: AtomicU64,
 }
 
 impl LinkMetrics {
@@ -91,6 +95,18 @@ impl LinkMetrics {
                 "Times the writer got its link back after losing it.",
                 "counter",
                 get(&self.reconnects),
+            ),
+            (
+                "switchboard_pg_statements_total",
+                "SQL statements sent in group commits (multi-row ones count once).",
+                "counter",
+                get(&self.statements),
+            ),
+            (
+                "switchboard_pg_batched_ops_total",
+                "Store ops written through multi-row statements.",
+                "counter",
+                get(&self.batched_ops),
             ),
             (
                 "switchboard_pg_link_up",

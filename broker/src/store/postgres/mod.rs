@@ -21,10 +21,11 @@
 //! on a channel (never on another runtime) while a pool connection answers.
 //!
 //! Files: this one (opening, the [`Store`] impl), `schema` (migrations), `sql` (prepared
-//! statements), `writer` (group commit and reconnection), `read` (pool and reads),
+//! statements), `plan` (a commit's ops as multi-row statements), `writer` (group commit and reconnection), `read` (pool and reads),
 //! `metrics` (the link's Prometheus figures).
 
 mod metrics;
+mod plan;
 mod read;
 mod schema;
 mod sql;
@@ -88,6 +89,8 @@ struct Shared {
     backlog_ops: AtomicUsize,
     backlog_bytes: AtomicUsize,
     link: metrics::LinkMetrics,
+    /// Multi-row statements per op kind in group commits (see `plan`).
+    multi_row: bool,
 }
 
 impl Shared {
@@ -155,6 +158,15 @@ impl PgStore {
     /// `key=value` form), runs the migrations, and starts the writer. `budget` caps the
     /// bytes of stored messages (0: none). Works from any thread, inside a runtime or not.
     pub fn open(url: &str, budget: u64) -> Result<PgStore, StoreError> {
+        // One statement per op instead of the multi-row batches: only to measure the
+        // difference (`bench --cluster-store`).
+        let multi_row = std::env::var_os("SWITCHBOARD_PG_STATEMENT_PER_OP").is_none();
+        Self::open_with(url, budget, multi_row)
+    }
+
+    /// [`PgStore::open`], choosing whether group commits use multi-row statements per op
+    /// kind (`true`, the default) or one statement per op (for comparison and tests).
+    pub fn open_with(url: &str, budget: u64, multi_row: bool) -> Result<PgStore, StoreError> {
         let display = schema::redact(url);
         let mut config: tokio_postgres::Config = url
             .parse()
@@ -185,6 +197,7 @@ impl PgStore {
             backlog_ops: AtomicUsize::new(0),
             backlog_bytes: AtomicUsize::new(0),
             link: metrics::LinkMetrics::default(),
+            multi_row,
         });
         // Connect and migrate before accepting anything: a broker must not start on a
         // database it cannot use.
@@ -195,7 +208,7 @@ impl PgStore {
             if !applied.is_empty() {
                 tracing::info!(?applied, url = %sh.display, "PostgreSQL schema migrated");
             }
-            writer::Link::new(client).await
+            writer::Link::new(client, sh.multi_row).await
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = std_mpsc::channel();

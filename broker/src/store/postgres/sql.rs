@@ -1,7 +1,7 @@
 //! Every statement the store runs, prepared once per connection.
 //!
 //! Each [`Op`](crate::store::Op) is one statement (two for a retained replace, three for
-//! a session delete) whose data dependencies stay on the server: counters and positions
+//! a session delete; the hot MQTT queue ops are multi-row statements, see `plan`) whose data dependencies stay on the server: counters and positions
 //! are computed by `ON CONFLICT DO UPDATE`, and an IM append takes its sequence number
 //! with `UPDATE ... SET last = last + 1 RETURNING` inside the same statement that inserts
 //! the entry. That is what lets the writer send a whole group commit without waiting for
@@ -36,14 +36,8 @@ pub(super) struct Stmts {
     pub delete_rel_if_ours: Statement,
     pub delete_session: Statement,
     pub delete_queue: Statement,
-    pub put_payload: Statement,
-    pub enqueue: Statement,
-    pub dequeue: Statement,
-    pub mark_sent: Statement,
     pub delete_retained: Statement,
     pub put_retained: Statement,
-    pub await_rel: Statement,
-    pub released: Statement,
     pub probe: Statement,
     pub gc_payloads: Statement,
     pub append: Statement,
@@ -119,22 +113,8 @@ impl Stmts {
              (SELECT 1 FROM mqtt_sessions s WHERE s.client_id = $1 AND s.uid <> $2)",
             "DELETE FROM mqtt_sessions WHERE client_id = $1 AND uid = $2",
             "DELETE FROM mqtt_queue WHERE uid = $1 RETURNING size",
-            // Touching an existing body keeps a concurrent clean-up (another node's) from
-            // deleting it under this transaction.
-            "INSERT INTO mqtt_payloads (id, body, stored_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET stored_at = EXCLUDED.stored_at",
-            "INSERT INTO mqtt_queue (uid, seq, qos, retain, sent, pkid, sub_ids, payload, size) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (uid, seq) DO UPDATE SET \
-             qos = EXCLUDED.qos, retain = EXCLUDED.retain, sent = EXCLUDED.sent, \
-             pkid = EXCLUDED.pkid, sub_ids = EXCLUDED.sub_ids, payload = EXCLUDED.payload, \
-             size = EXCLUDED.size",
-            "DELETE FROM mqtt_queue WHERE uid = $1 AND seq = $2 RETURNING size",
-            "UPDATE mqtt_queue SET sent = $3, pkid = $4 WHERE uid = $1 AND seq = $2",
             "DELETE FROM mqtt_retained WHERE topic = $1 RETURNING octet_length(message)",
             "INSERT INTO mqtt_retained (topic, message) VALUES ($1, $2)",
-            "INSERT INTO mqtt_awaiting_rel (client_id, pkid) VALUES ($1, $2) \
-             ON CONFLICT (client_id, pkid) DO NOTHING",
-            "DELETE FROM mqtt_awaiting_rel WHERE client_id = $1 AND pkid = $2",
             "INSERT INTO sb_meta (key, value) VALUES ('probe', $1) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             "DELETE FROM mqtt_payloads WHERE id IN (SELECT p.id FROM mqtt_payloads p \
@@ -184,14 +164,8 @@ impl Stmts {
             delete_rel_if_ours: next()?,
             delete_session: next()?,
             delete_queue: next()?,
-            put_payload: next()?,
-            enqueue: next()?,
-            dequeue: next()?,
-            mark_sent: next()?,
             delete_retained: next()?,
             put_retained: next()?,
-            await_rel: next()?,
-            released: next()?,
             probe: next()?,
             gc_payloads: next()?,
             append: next()?,

@@ -7,7 +7,6 @@
 //! only if every statement and the `COMMIT` succeeded (after a failed statement the server
 //! answers `COMMIT` with a rollback, which is why the statements' answers are checked).
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Row};
 
-use super::sql::{Stmts, big, number_of};
+use super::metrics::LinkMetrics;
+use super::plan::{BatchStmts, Want, calls};
+use super::sql::{Stmts, big};
 use super::{COMMIT_TIMEOUT, Job, Shared, connect, pg_err};
-use crate::store::codec::Sent;
-use crate::store::{Applied, BATCH_BYTES, BATCH_OPS, Op, OpResult, StoreError};
+use crate::store::{Applied, BATCH_BYTES, BATCH_OPS, OpResult, StoreError};
 
 /// First wait before reconnecting; doubled per failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -38,38 +37,26 @@ const GC_GRACE_SECS: u64 = 60;
 pub(super) struct Link {
     client: Client,
     stmts: Stmts,
+    batch: BatchStmts,
+    /// Multi-row statements per op kind (false: one statement per op, for comparison).
+    multi_row: bool,
 }
 
 impl Link {
-    pub async fn new(client: Client) -> Result<Link, StoreError> {
+    pub async fn new(client: Client, multi_row: bool) -> Result<Link, StoreError> {
         let stmts = Stmts::prepare(&client).await?;
-        Ok(Link { client, stmts })
+        let batch = BatchStmts::prepare(&client).await?;
+        Ok(Link {
+            client,
+            stmts,
+            batch,
+            multi_row,
+        })
     }
 }
 
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 type RowsFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
-
-/// What to do with a statement's rows.
-#[derive(Clone, Copy)]
-enum Want {
-    Nothing,
-    /// Counter value (column 0) → the job's results.
-    Counter,
-    /// (seq, duplicate) → the job's results.
-    Appended,
-    /// Sum of column 0 (bytes) leaves the store.
-    Freed,
-}
-
-/// One statement of the pipeline.
-struct Call<'a> {
-    stmt: &'a Statement,
-    params: Params,
-    job: usize,
-    want: Want,
-}
 
 /// The writer task: runs until the store is dropped and the channel drained.
 pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job>, link: Link) {
@@ -111,15 +98,19 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job
         let started = Instant::now();
         let mut timed_out = false;
         let result = match &link {
-            Some(l) => match tokio::time::timeout(COMMIT_TIMEOUT, apply(l, &jobs)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    timed_out = true;
-                    Err(StoreError::Io(format!(
-                        "PostgreSQL commit did not finish within {COMMIT_TIMEOUT:?}"
-                    )))
+            Some(l) => {
+                match tokio::time::timeout(COMMIT_TIMEOUT, apply(l, &jobs, Some(&shared.link)))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        timed_out = true;
+                        Err(StoreError::Io(format!(
+                            "PostgreSQL commit did not finish within {COMMIT_TIMEOUT:?}"
+                        )))
+                    }
                 }
-            },
+            }
             None => Err(StoreError::Io(format!(
                 "PostgreSQL at {} unreachable; reconnecting",
                 shared.display
@@ -194,8 +185,8 @@ async fn reconnect(
     retry_at: &mut Instant,
 ) {
     let attempt = async {
-        let l = Link::new(connect(shared).await?).await?;
-        apply(&l, &[]).await?;
+        let l = Link::new(connect(shared).await?, shared.multi_row).await?;
+        apply(&l, &[], None).await?;
         Ok::<_, StoreError>(l)
     };
     match attempt.await {
@@ -231,210 +222,19 @@ async fn collect_garbage(l: &Link) {
     }
 }
 
-/// The statements for `jobs`, in op order.
-fn calls<'a>(s: &'a Stmts, jobs: &[Job]) -> Result<(Vec<Call<'a>>, i64), StoreError> {
-    let mut out = Vec::new();
-    let mut added: i64 = 0;
-    let mut bodies: HashSet<Vec<u8>> = HashSet::new();
-    let now = big(crate::store::unix_now());
-    for (job, j) in jobs.iter().enumerate() {
-        let mut push = |stmt: &'a Statement, params: Params, want: Want| {
-            out.push(Call {
-                stmt,
-                params,
-                job,
-                want,
-            });
-        };
-        for op in &j.ops {
-            match op {
-                Op::PutSession { client_id, record } => {
-                    let json = serde_json::to_vec(record)
-                        .map_err(|e| StoreError::Io(format!("session record: {e}")))?;
-                    push(
-                        &s.put_session,
-                        vec![
-                            Box::new(client_id.as_bytes().to_vec()),
-                            Box::new(big(record.uid)),
-                            Box::new(json),
-                        ],
-                        Want::Nothing,
-                    );
-                }
-                Op::DeleteSession { client_id, uid } => {
-                    let id = client_id.as_bytes().to_vec();
-                    push(
-                        &s.delete_rel_if_ours,
-                        vec![Box::new(id.clone()), Box::new(big(*uid))],
-                        Want::Nothing,
-                    );
-                    push(
-                        &s.delete_session,
-                        vec![Box::new(id), Box::new(big(*uid))],
-                        Want::Nothing,
-                    );
-                    push(&s.delete_queue, vec![Box::new(big(*uid))], Want::Freed);
-                }
-                Op::Enqueue { uid, seq, delivery } => {
-                    let body = delivery.message.to_vec();
-                    let id = ring::digest::digest(&ring::digest::SHA256, &body)
-                        .as_ref()
-                        .to_vec();
-                    let size = delivery.encode().len() as i32;
-                    added += i64::from(size);
-                    if bodies.insert(id.clone()) {
-                        push(
-                            &s.put_payload,
-                            vec![Box::new(id.clone()), Box::new(body), Box::new(now)],
-                            Want::Nothing,
-                        );
-                    }
-                    let (sent, pkid) = sent_columns(delivery.sent);
-                    let sub_ids: Vec<u8> = delivery
-                        .sub_ids
-                        .iter()
-                        .flat_map(|i| i.to_be_bytes())
-                        .collect();
-                    push(
-                        &s.enqueue,
-                        vec![
-                            Box::new(big(*uid)),
-                            Box::new(big(*seq)),
-                            Box::new(delivery.qos as i16),
-                            Box::new(delivery.retain),
-                            Box::new(sent),
-                            Box::new(pkid),
-                            Box::new(sub_ids),
-                            Box::new(id),
-                            Box::new(size),
-                        ],
-                        Want::Nothing,
-                    );
-                }
-                Op::Dequeue { uid, seq } => push(
-                    &s.dequeue,
-                    vec![Box::new(big(*uid)), Box::new(big(*seq))],
-                    Want::Freed,
-                ),
-                Op::MarkSent { uid, seq, sent } => {
-                    let (st, pkid) = sent_columns(*sent);
-                    push(
-                        &s.mark_sent,
-                        vec![
-                            Box::new(big(*uid)),
-                            Box::new(big(*seq)),
-                            Box::new(st),
-                            Box::new(pkid),
-                        ],
-                        Want::Nothing,
-                    );
-                }
-                Op::PutRetained { topic, message } => {
-                    let t = topic.as_bytes().to_vec();
-                    push(&s.delete_retained, vec![Box::new(t.clone())], Want::Freed);
-                    added += message.len() as i64;
-                    push(
-                        &s.put_retained,
-                        vec![Box::new(t), Box::new(message.clone())],
-                        Want::Nothing,
-                    );
-                }
-                Op::DeleteRetained { topic } => push(
-                    &s.delete_retained,
-                    vec![Box::new(topic.as_bytes().to_vec())],
-                    Want::Freed,
-                ),
-                Op::AwaitRel { client_id, pkid } => push(
-                    &s.await_rel,
-                    vec![
-                        Box::new(client_id.as_bytes().to_vec()),
-                        Box::new(i32::from(*pkid)),
-                    ],
-                    Want::Nothing,
-                ),
-                Op::Released { client_id, pkid } => push(
-                    &s.released,
-                    vec![
-                        Box::new(client_id.as_bytes().to_vec()),
-                        Box::new(i32::from(*pkid)),
-                    ],
-                    Want::Nothing,
-                ),
-                Op::Probe => push(&s.probe, vec![Box::new(now.to_string())], Want::Nothing),
-                Op::Put { table, key, value } => push(
-                    &s.table(*table)?.put,
-                    vec![
-                        Box::new(key.clone()),
-                        Box::new(value.clone()),
-                        Box::new(number_of(value)),
-                    ],
-                    Want::Nothing,
-                ),
-                Op::Delete { table, key } => push(
-                    &s.table(*table)?.delete,
-                    vec![Box::new(key.clone())],
-                    Want::Nothing,
-                ),
-                Op::Increment { table, key, by } => push(
-                    &s.table(*table)?.increment,
-                    vec![Box::new(key.clone()), Box::new(big(*by))],
-                    Want::Counter,
-                ),
-                Op::Append { log, idem, value } => push(
-                    &s.append,
-                    vec![
-                        Box::new(log.clone()),
-                        Box::new(idem.clone()),
-                        Box::new(value.clone()),
-                    ],
-                    Want::Appended,
-                ),
-                Op::ReplaceEntry { log, seq, value } => push(
-                    &s.replace_entry,
-                    vec![
-                        Box::new(log.clone()),
-                        Box::new(big(*seq)),
-                        Box::new(value.clone()),
-                    ],
-                    Want::Nothing,
-                ),
-                Op::TrimLog { log, below } => {
-                    if *below > 1 {
-                        push(
-                            &s.trim_log,
-                            vec![Box::new(log.clone()), Box::new(big(*below))],
-                            Want::Nothing,
-                        );
-                    }
-                }
-                Op::SetToLogHead { table, key, log } => push(
-                    &s.table(*table)?.set_to_head,
-                    vec![Box::new(key.clone()), Box::new(log.clone())],
-                    Want::Nothing,
-                ),
-                Op::Max { table, key, value } => push(
-                    &s.table(*table)?.max,
-                    vec![Box::new(key.clone()), Box::new(big(*value))],
-                    Want::Nothing,
-                ),
-            }
-        }
-    }
-    Ok((out, added))
-}
-
-fn sent_columns(sent: Sent) -> (i16, i32) {
-    match sent {
-        Sent::Queued => (0, 0),
-        Sent::Published(p) => (1, i32::from(p)),
-        Sent::Released(p) => (2, i32::from(p)),
-    }
-}
-
 /// Applies every job in one transaction, pipelined. Returns each job's results and the
 /// change in stored message bytes.
-pub(super) async fn apply(l: &Link, jobs: &[Job]) -> Result<(Vec<Applied>, i64), StoreError> {
-    let (calls, mut delta) = calls(&l.stmts, jobs)?;
+pub(super) async fn apply(
+    l: &Link,
+    jobs: &[Job],
+    m: Option<&LinkMetrics>,
+) -> Result<(Vec<Applied>, i64), StoreError> {
+    let (calls, mut delta, batched) = calls(&l.stmts, &l.batch, jobs, l.multi_row)?;
+    if let Some(m) = m {
+        m.statements
+            .fetch_add(calls.len() as u64, Ordering::Relaxed);
+        m.batched_ops.fetch_add(batched as u64, Ordering::Relaxed);
+    }
     let c = &l.client;
     let mut futures: Vec<RowsFuture<'_>> = Vec::with_capacity(calls.len() + 2);
     futures.push(Box::pin(async move {

@@ -1,0 +1,176 @@
+//! Shared subscriptions across nodes with redelivery: a real nats-server and three
+//! `switchboard broker` processes. A member that took QoS 1 messages and goes away
+//! without acknowledging them (its connection drops) has them handed to the group's member
+//! on another node: every message reaches the remaining member.
+
+use std::collections::BTreeSet;
+
+use switchboard_proto::{
+    Packet, Properties, QoS as RawQoS, Subscribe, SubscriptionOptions, Version,
+};
+use switchboard_tests::nats::{NatsServer, metric, until_metric};
+use switchboard_tests::process::BrokerProcess;
+use switchboard_tests::rumqttc::v5::mqttbytes::QoS;
+use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet, v5};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+async fn start(tag: &str, n: usize) -> (NatsServer, Vec<BrokerProcess>, Vec<TempDir>) {
+    let nats_dir = TempDir::new(&format!("{tag}-nats"));
+    let nats = NatsServer::start(nats_dir.path()).await;
+    let mut dirs = vec![nats_dir];
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let dir = TempDir::new(&format!("{tag}-node{i}"));
+        let (id, url) = (format!("node{i}"), nats.url());
+        nodes.push(
+            BrokerProcess::start(
+                BIN,
+                dir.path(),
+                &["--allow-anonymous"],
+                &[
+                    ("SWITCHBOARD__CLUSTER__NODE_ID", &id),
+                    ("SWITCHBOARD__CLUSTER__NATS_URL", &url),
+                    ("SWITCHBOARD__BROKER__ADMIN__LISTEN", "127.0.0.1:0"),
+                    ("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true"),
+                ],
+            )
+            .await,
+        );
+        dirs.push(dir);
+    }
+    (nats, nodes, dirs)
+}
+
+fn admin(n: &BrokerProcess) -> &str {
+    n.admin.as_deref().expect("admin API")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_node() {
+    let (mut nats, nodes, _dirs) = start("cl-share-redeliver", 3).await;
+    // The lazy member (node 1) never acknowledges: a raw client.
+    let (mut lazy, ack) =
+        RawClient::connect(nodes[1].addr, connect_packet(Version::V5, "lazy")).await;
+    assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
+    lazy.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "$share/g/jobs".into(),
+            SubscriptionOptions {
+                qos: RawQoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(lazy.recv().await, Some(Packet::SubAck(_))));
+    until_metric(
+        admin(&nodes[1]),
+        "switchboard_cluster_interest_subjects",
+        |n| n >= 1,
+    )
+    .await;
+    // The good member (node 2) acknowledges everything (rumqttc).
+    let mut good = v5::Client::connect(nodes[2].addr.port(), "good", |_| {}).await;
+    good.client
+        .subscribe("$share/g/jobs", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    good.suback().await;
+    until_metric(
+        admin(&nodes[2]),
+        "switchboard_cluster_interest_subjects",
+        |n| n >= 1,
+    )
+    .await;
+
+    let p = v5::Client::connect(nodes[0].addr.port(), "p", |_| {}).await;
+    const N: usize = 60;
+    for i in 0..N {
+        p.client
+            .publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    // NATS spreads the jobs over both nodes; collect until both members together saw all.
+    let mut at_good = BTreeSet::new();
+    let mut at_lazy = BTreeSet::new();
+    while at_good.len() + at_lazy.len() < N {
+        tokio::select! {
+            m = good.next_publish() => {
+                at_good.insert(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+            m = lazy.next_publish() => {
+                at_lazy.insert(String::from_utf8_lossy(&m.payload).into_owned());
+            }
+        }
+    }
+    assert!(
+        !at_lazy.is_empty() && !at_good.is_empty(),
+        "NATS should spread {N} jobs over two nodes: lazy {}, good {}",
+        at_lazy.len(),
+        at_good.len()
+    );
+    // The lazy member's connection drops with every job it took unacknowledged.
+    drop(lazy);
+    let mut redelivered = BTreeSet::new();
+    let done = tokio::time::timeout(WAIT / 2, async {
+        while !at_lazy.is_subset(&redelivered) {
+            let m = good.next_publish().await;
+            redelivered.insert(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+    })
+    .await;
+    if done.is_err() {
+        let mut figures = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for name in [
+                "switchboard_cluster_shared_handed_over_total",
+                "switchboard_cluster_shared_handover_failed_total",
+                "switchboard_cluster_shared_taken_over_total",
+                "switchboard_cluster_interest_subjects",
+            ] {
+                figures.push(format!("node{i} {name} {:?}", metric(admin(n), name).await));
+            }
+        }
+        panic!(
+            "jobs the lazy member took never reached the good one: missing {:?}; {figures:#?}",
+            at_lazy.difference(&redelivered).collect::<Vec<_>>()
+        );
+    }
+    // Every job reached the good member, and the hand-over shows on both nodes' metrics.
+    let all: BTreeSet<String> = at_good.union(&redelivered).cloned().collect();
+    assert_eq!(all.len(), N);
+    // The hand-over shows on both nodes' counters: what node 1 handed over, node 2 took
+    // (at least the jobs the lazy member had read; more may have been queued unread).
+    let n = at_lazy.len() as u64;
+    until_metric(
+        admin(&nodes[1]),
+        "switchboard_cluster_shared_handed_over_total",
+        |x| x >= n,
+    )
+    .await;
+    let handed = metric(
+        admin(&nodes[1]),
+        "switchboard_cluster_shared_handed_over_total",
+    )
+    .await;
+    let taken = metric(
+        admin(&nodes[2]),
+        "switchboard_cluster_shared_taken_over_total",
+    )
+    .await;
+    assert_eq!(taken, handed, "node 2 took what node 1 handed over");
+    let failed = metric(
+        admin(&nodes[1]),
+        "switchboard_cluster_shared_handover_failed_total",
+    )
+    .await;
+    assert_eq!(failed, Some(0));
+    for n in nodes {
+        n.kill9().await;
+    }
+    nats.kill().await;
+}
