@@ -46,20 +46,8 @@ impl ImService {
     }
 
     async fn set_user_privacy(&self, tid: u64, uid: u64, hide: bool) -> Result<(), ImError> {
-        let key = privacy_key(tid, uid);
-        let op = if hide {
-            Op::Put {
-                table: Table::UserMeta,
-                key,
-                value: b"{\"hide_preview\":true}".to_vec(),
-            }
-        } else {
-            Op::Delete {
-                table: Table::UserMeta,
-                key,
-            }
-        };
-        self.commit(vec![op]).await.map(|_| ())
+        let v = hide.then(|| serde_json::json!({ "hide_preview": true }));
+        self.put_user_meta(privacy_key(tid, uid), v.as_ref()).await
     }
 
     /// `$im/req/push/privacy` from a device.

@@ -119,12 +119,20 @@ impl ImService {
 
     /// Sets (or with `None` clears) the quiet hours of `uid` (0: the tenant default).
     async fn set_push_quiet(&self, tid: u64, uid: u64, q: Option<Value>) -> Result<(), ImError> {
-        let key = quiet_key(tid, uid);
-        let op = match q {
+        self.put_user_meta(quiet_key(tid, uid), q.as_ref()).await
+    }
+
+    /// Stores `v` as JSON under `key` of the user meta table, or with `None` deletes it.
+    pub(super) async fn put_user_meta(
+        &self,
+        key: Vec<u8>,
+        v: Option<&Value>,
+    ) -> Result<(), ImError> {
+        let op = match v {
             Some(v) => Op::Put {
                 table: Table::UserMeta,
                 key,
-                value: serde_json::to_vec(&v).map_err(|e| ImError::Internal(e.to_string()))?,
+                value: serde_json::to_vec(v).map_err(|e| ImError::Internal(e.to_string()))?,
             },
             None => Op::Delete {
                 table: Table::UserMeta,
