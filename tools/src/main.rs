@@ -15,6 +15,7 @@ mod ctl_console;
 mod ctl_im;
 mod ctl_org;
 mod ctl_push;
+mod ctl_store;
 mod gateway_cmd;
 mod secrets;
 
@@ -23,7 +24,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -187,7 +187,7 @@ enum CtlCommand {
     /// Inspect or compact the store offline (stop the broker first).
     Store {
         #[command(subcommand)]
-        command: StoreCommand,
+        command: ctl_store::StoreCommand,
         /// Directory holding switchboard.redb.
         #[arg(long, default_value = "data", global = true)]
         data_dir: PathBuf,
@@ -211,14 +211,6 @@ struct AdminArgs {
 enum AclCommand {
     /// Re-read the ACL file (a file with errors is refused; the old rules stay).
     Reload(AdminArgs),
-}
-
-#[derive(Subcommand)]
-enum StoreCommand {
-    /// Sessions, queue sizes and retained count.
-    Inspect,
-    /// Reclaim free space in the file.
-    Compact,
 }
 
 #[derive(Subcommand)]
@@ -285,7 +277,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Ctl {
             command: CtlCommand::Store { command, data_dir },
-        } => ctl_store(command, &data_dir),
+        } => ctl_store::run(command, &data_dir),
         Command::Ctl { command } => ctl::ctl_api(command),
         Command::Certs { dir, client } => {
             let c = switchboard_broker::transport::certs::ensure_dev_certs(&dir)?;
@@ -565,51 +557,4 @@ async fn wait_for_signal(
             },
         }
     }
-}
-
-fn ctl_store(command: StoreCommand, data_dir: &Path) -> anyhow::Result<()> {
-    let path = data_dir.join(STORE_FILE);
-    anyhow::ensure!(path.exists(), "no store at {}", path.display());
-    match command {
-        StoreCommand::Inspect => {
-            let store = RedbStore::open(&path, 0)?;
-            let snap = store.load()?;
-            println!("store: {}", path.display());
-            println!("sessions: {}", snap.sessions.len());
-            for (client_id, rec) in &snap.sessions {
-                let queued = snap.queues.get(&rec.uid).map_or(0, Vec::len);
-                let state = match rec.disconnected_at {
-                    Some(t) => format!("offline since unix {t}"),
-                    None => "was connected".into(),
-                };
-                let expiry = if rec.expiry == u32::MAX {
-                    "never".to_owned()
-                } else {
-                    format!("{} s", rec.expiry)
-                };
-                println!(
-                    "  {client_id}: {} subscriptions, {queued} queued, expiry {expiry}, {state}{}",
-                    rec.subs.len(),
-                    if rec.will.is_some() {
-                        ", will pending"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            println!(
-                "queued deliveries: {}",
-                snap.queues.values().map(Vec::len).sum::<usize>()
-            );
-            println!("retained messages: {}", snap.retained.len());
-            println!("stored bytes: {}", store.stats().bytes);
-        }
-        StoreCommand::Compact => {
-            let before = std::fs::metadata(&path)?.len();
-            RedbStore::compact(&path)?;
-            let after = std::fs::metadata(&path)?.len();
-            println!("compacted {}: {before} -> {after} bytes", path.display());
-        }
-    }
-    Ok(())
 }
