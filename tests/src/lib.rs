@@ -3,6 +3,7 @@
 //!
 //! Every wait has a generous timeout so a broken broker fails a test instead of hanging it.
 
+pub mod cluster;
 pub mod console;
 pub mod gateway_api;
 pub mod http;

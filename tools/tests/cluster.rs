@@ -11,89 +11,35 @@
 use std::collections::HashMap;
 
 use switchboard_proto::{Packet as RawPacket, ReasonCode, Version};
-use switchboard_tests::nats::{NatsServer, metric, until_metric};
-use switchboard_tests::process::BrokerProcess;
+use switchboard_tests::cluster::Cluster;
+use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::rumqttc::v5::mqttbytes::QoS;
 use switchboard_tests::rumqttc::v5::mqttbytes::v5::{LastWill, Publish};
-use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet, v5};
+use switchboard_tests::{RawClient, WAIT, connect_packet, v5};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-struct Cluster {
-    nats: NatsServer,
-    nodes: Vec<BrokerProcess>,
-    _dirs: Vec<TempDir>,
-}
-
-impl Cluster {
-    async fn start(tag: &str, n: usize) -> Cluster {
-        let nats_dir = TempDir::new(&format!("{tag}-nats"));
-        let nats = NatsServer::start(nats_dir.path()).await;
-        let mut dirs = vec![nats_dir];
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let dir = TempDir::new(&format!("{tag}-node{i}"));
-            let node_id = format!("node{i}");
-            let url = nats.url();
-            let p = BrokerProcess::start(
-                BIN,
-                dir.path(),
-                &["--allow-anonymous"],
-                &[
-                    ("SWITCHBOARD__CLUSTER__NODE_ID", &node_id),
-                    ("SWITCHBOARD__CLUSTER__NATS_URL", &url),
-                    ("SWITCHBOARD__BROKER__ADMIN__LISTEN", "127.0.0.1:0"),
-                    ("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true"),
-                ],
-            )
-            .await;
-            nodes.push(p);
-            dirs.push(dir);
-        }
-        Cluster {
-            nats,
-            nodes,
-            _dirs: dirs,
-        }
+/// A client on node `i` subscribed to `filters`, once NATS confirmed the node's
+/// interest reached `subjects` subjects.
+async fn subscriber(
+    cluster: &Cluster,
+    i: usize,
+    id: &str,
+    filters: &[(&str, QoS)],
+    subjects: u64,
+) -> v5::Client {
+    let mut c = v5::Client::connect(cluster.port(i), id, |_| {}).await;
+    for (f, q) in filters {
+        c.client.subscribe(*f, *q).await.expect("subscribe");
+        c.suback().await;
     }
-
-    fn port(&self, i: usize) -> u16 {
-        self.nodes[i].addr.port()
-    }
-
-    fn admin(&self, i: usize) -> &str {
-        self.nodes[i].admin.as_deref().expect("admin API")
-    }
-
-    /// A client on node `i` subscribed to `filters`, once NATS confirmed the node's
-    /// interest reached `subjects` subjects.
-    async fn subscriber(
-        &self,
-        i: usize,
-        id: &str,
-        filters: &[(&str, QoS)],
-        subjects: u64,
-    ) -> v5::Client {
-        let mut c = v5::Client::connect(self.port(i), id, |_| {}).await;
-        for (f, q) in filters {
-            c.client.subscribe(*f, *q).await.expect("subscribe");
-            c.suback().await;
-        }
-        until_metric(
-            self.admin(i),
-            "switchboard_cluster_interest_subjects",
-            |n| n >= subjects,
-        )
-        .await;
-        c
-    }
-
-    async fn stop(mut self) {
-        for n in self.nodes.drain(..) {
-            n.kill9().await;
-        }
-        self.nats.kill().await;
-    }
+    until_metric(
+        cluster.admin(i),
+        "switchboard_cluster_interest_subjects",
+        |n| n >= subjects,
+    )
+    .await;
+    c
 }
 
 fn body(p: &Publish) -> String {
@@ -106,21 +52,21 @@ fn topic(p: &Publish) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_across_nodes_at_every_qos_with_wildcards_and_no_duplicates() {
-    let c = Cluster::start("cl-pubsub", 3).await;
+    let c = Cluster::start(BIN, "cl-pubsub", 3).await;
     // Node 0: overlapping filters (a/+ and a/# both match a/b) plus a parent-level match.
-    let mut s = c
-        .subscriber(
-            0,
-            "s",
-            &[
-                ("a/+", QoS::ExactlyOnce),
-                ("a/#", QoS::AtLeastOnce),
-                ("x/y", QoS::AtMostOnce),
-            ],
-            4,
-        )
-        .await;
-    let mut t = c.subscriber(1, "t", &[("a/b", QoS::ExactlyOnce)], 1).await;
+    let mut s = subscriber(
+        &c,
+        0,
+        "s",
+        &[
+            ("a/+", QoS::ExactlyOnce),
+            ("a/#", QoS::AtLeastOnce),
+            ("x/y", QoS::AtMostOnce),
+        ],
+        4,
+    )
+    .await;
+    let mut t = subscriber(&c, 1, "t", &[("a/b", QoS::ExactlyOnce)], 1).await;
     let p = v5::Client::connect(c.port(2), "p", |_| {}).await;
     for (i, q) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
@@ -194,7 +140,7 @@ async fn pubsub_across_nodes_at_every_qos_with_wildcards_and_no_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retained_messages_reach_every_node() {
-    let c = Cluster::start("cl-retained", 3).await;
+    let c = Cluster::start(BIN, "cl-retained", 3).await;
     let p = v5::Client::connect(c.port(0), "p", |_| {}).await;
     p.client
         .publish("r/1", QoS::AtLeastOnce, true, "kept")
@@ -227,17 +173,11 @@ async fn retained_messages_reach_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_subscriptions_are_balanced_across_nodes_one_copy_each() {
-    let c = Cluster::start("cl-shared", 3).await;
-    let mut w0 = c
-        .subscriber(0, "w0", &[("$share/g/jobs", QoS::AtLeastOnce)], 1)
-        .await;
-    let mut w1 = c
-        .subscriber(1, "w1", &[("$share/g/jobs", QoS::AtLeastOnce)], 1)
-        .await;
+    let c = Cluster::start(BIN, "cl-shared", 3).await;
+    let mut w0 = subscriber(&c, 0, "w0", &[("$share/g/jobs", QoS::AtLeastOnce)], 1).await;
+    let mut w1 = subscriber(&c, 1, "w1", &[("$share/g/jobs", QoS::AtLeastOnce)], 1).await;
     // A plain subscriber sees every job once, next to the group.
-    let mut all = c
-        .subscriber(1, "all", &[("jobs", QoS::AtLeastOnce)], 2)
-        .await;
+    let mut all = subscriber(&c, 1, "all", &[("jobs", QoS::AtLeastOnce)], 2).await;
     let p = v5::Client::connect(c.port(2), "p", |_| {}).await;
     const N: usize = 40;
     for i in 0..N {
@@ -277,12 +217,10 @@ async fn shared_subscriptions_are_balanced_across_nodes_one_copy_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_takeover_across_nodes_and_wills_from_dying_clients() {
-    let c = Cluster::start("cl-takeover", 3).await;
-    let mut watcher = c
-        .subscriber(2, "watcher", &[("wills/#", QoS::AtLeastOnce)], 2)
-        .await;
+    let c = Cluster::start(BIN, "cl-takeover", 3).await;
+    let mut watcher = subscriber(&c, 2, "watcher", &[("wills/#", QoS::AtLeastOnce)], 2).await;
     let (mut first, ack) =
-        RawClient::connect(c.nodes[0].addr, connect_packet(Version::V5, "dev-1")).await;
+        RawClient::connect(c.addr(0), connect_packet(Version::V5, "dev-1")).await;
     assert!(matches!(ack, RawPacket::ConnAck(_)), "{ack:?}");
     // The same client id on node 1: node 0 closes the first connection with 0x8E.
     let second = v5::Client::connect(c.port(1), "dev-1", |_| {}).await;
@@ -323,8 +261,8 @@ async fn session_takeover_across_nodes_and_wills_from_dying_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_reconnect_and_announce_interest_again_after_a_nats_restart() {
-    let mut c = Cluster::start("cl-restart", 2).await;
-    let mut s = c.subscriber(0, "s", &[("t/#", QoS::AtLeastOnce)], 2).await;
+    let mut c = Cluster::start(BIN, "cl-restart", 2).await;
+    let mut s = subscriber(&c, 0, "s", &[("t/#", QoS::AtLeastOnce)], 2).await;
     let p = v5::Client::connect(c.port(1), "p", |_| {}).await;
     p.client
         .publish("t/1", QoS::AtLeastOnce, false, "before")

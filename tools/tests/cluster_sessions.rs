@@ -13,100 +13,17 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::nats::{NatsServer, metric, until_metric};
-use switchboard_tests::postgres::Postgres;
-use switchboard_tests::process::BrokerProcess;
+use switchboard_tests::cluster::Cluster;
+use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet, persistent_connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-struct Cluster {
-    nats: NatsServer,
-    _pg: Postgres,
-    nodes: Vec<Option<BrokerProcess>>,
-    _dirs: Vec<TempDir>,
-}
-
-impl Cluster {
-    /// `None` when PostgreSQL is not installed (outside CI; see `Postgres::start`).
-    async fn start(tag: &str, n: usize, args: &[&str]) -> Option<Cluster> {
-        let pg = Postgres::start()?;
-        let url = pg.create_db("sb_cluster");
-        let nats_dir = TempDir::new(&format!("{tag}-nats"));
-        let nats = NatsServer::start(nats_dir.path()).await;
-        let mut dirs = vec![nats_dir];
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let dir = TempDir::new(&format!("{tag}-node{i}"));
-            let node_id = format!("node{i}");
-            let nats_url = nats.url();
-            let mut all = vec!["--allow-anonymous"];
-            all.extend_from_slice(args);
-            let p = BrokerProcess::start(
-                BIN,
-                dir.path(),
-                &all,
-                &[
-                    ("SWITCHBOARD__CLUSTER__NODE_ID", &node_id),
-                    ("SWITCHBOARD__CLUSTER__NATS_URL", &nats_url),
-                    ("SWITCHBOARD__CLUSTER__POSTGRES_URL", &url),
-                    ("SWITCHBOARD__CLUSTER__LEASE_SECS", "3"),
-                    ("SWITCHBOARD__BROKER__ADMIN__LISTEN", "127.0.0.1:0"),
-                    ("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true"),
-                ],
-            )
-            .await;
-            nodes.push(Some(p));
-            dirs.push(dir);
-        }
-        Some(Cluster {
-            nats,
-            _pg: pg,
-            nodes,
-            _dirs: dirs,
-        })
-    }
-
-    fn node(&self, i: usize) -> &BrokerProcess {
-        self.nodes[i].as_ref().expect("node running")
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.node(i).addr
-    }
-
-    fn admin(&self, i: usize) -> &str {
-        self.node(i).admin.as_deref().expect("admin API")
-    }
-
-    /// Sum of a figure over the running nodes.
-    async fn total(&self, name: &str) -> u64 {
-        let mut sum = 0;
-        for n in self.nodes.iter().flatten() {
-            if let Some(a) = n.admin.as_deref() {
-                sum += metric(a, name).await.unwrap_or(0);
-            }
-        }
-        sum
-    }
-
-    async fn kill9(&mut self, i: usize) {
-        if let Some(n) = self.nodes[i].take() {
-            n.kill9().await;
-        }
-    }
-
-    async fn stop(mut self) {
-        for n in self.nodes.drain(..).flatten() {
-            n.kill9().await;
-        }
-        self.nats.kill().await;
-    }
-}
 
 fn subscribe(filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {
@@ -187,7 +104,7 @@ async fn publish_acked(addr: SocketAddr, id: &str, topic: &str, from: u32, n: u3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_moves_between_nodes_with_its_unacknowledged_and_queued_messages() {
-    let Some(c) = Cluster::start("cls-move", 3, &[]).await else {
+    let Some(c) = Cluster::start_durable(BIN, "cls-move", 3, &[], &[]).await else {
         return;
     };
     // On node 0: 20 messages reach the client, which acknowledges none.
@@ -274,7 +191,9 @@ async fn client_id_ownership_is_checked_across_nodes() {
     }
     std::fs::write(&file, lines).expect("password file");
     let file = file.display().to_string();
-    let Some(c) = Cluster::start("cls-owner", 2, &["--password-file", &file]).await else {
+    let Some(c) =
+        Cluster::start_durable(BIN, "cls-owner", 2, &["--password-file", &file], &[]).await
+    else {
         return;
     };
     let login = |user: &str| Connect {
@@ -307,7 +226,7 @@ async fn client_id_ownership_is_checked_across_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connects_racing_on_two_nodes_end_with_one_session() {
-    let Some(c) = Cluster::start("cls-race", 3, &[]).await else {
+    let Some(c) = Cluster::start_durable(BIN, "cls-race", 3, &[], &[]).await else {
         return;
     };
     let (mut first, ack) = RawClient::connect(c.addr(0), persistent_connect("racer", 3600)).await;
@@ -403,8 +322,9 @@ async fn drain_deliveries(
 }
 
 /// Publishes numbered messages (even: QoS 1, odd: QoS 2; a window of 16) until the
-/// connection dies; returns the numbers acknowledged (PUBACK, or PUBREC for QoS 2).
-async fn publisher(addr: SocketAddr) -> Vec<u32> {
+/// connection dies; returns the numbers acknowledged (PUBACK, or PUBREC for QoS 2) and
+/// keeps `count` at how many have been so far.
+async fn publisher(addr: SocketAddr, count: Arc<AtomicUsize>) -> Vec<u32> {
     let (mut c, _) = RawClient::connect(addr, connect_packet(Version::V5, "loader")).await;
     let mut acked = Vec::new();
     let mut inflight: HashMap<u16, u32> = HashMap::new();
@@ -428,6 +348,7 @@ async fn publisher(addr: SocketAddr) -> Vec<u32> {
                     && a.code == ReasonCode::Success
                 {
                     acked.push(n);
+                    count.store(acked.len(), Ordering::Relaxed);
                 }
             }
             Ok(Some(Packet::PubRec(a))) => {
@@ -435,6 +356,7 @@ async fn publisher(addr: SocketAddr) -> Vec<u32> {
                     && a.code == ReasonCode::Success
                 {
                     acked.push(n);
+                    count.store(acked.len(), Ordering::Relaxed);
                 }
                 c.send(&Packet::PubRel(PubResponse::new(a.pkid))).await;
             }
@@ -457,7 +379,7 @@ fn with_will(mut c: Connect, topic: &str) -> Connect {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wills_once() {
-    let Some(mut c) = Cluster::start("cls-kill", 3, &[]).await else {
+    let Some(mut c) = Cluster::start_durable(BIN, "cls-kill", 3, &[], &[]).await else {
         return;
     };
     // A watcher for wills on node 2.
@@ -482,9 +404,17 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
     )
     .await;
     assert_eq!(connack(&ack).code, ReasonCode::Success);
-    let load = tokio::spawn(publisher(c.addr(0)));
+    let count = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(publisher(c.addr(0), count.clone()));
     let mut got = Received::default();
-    assert!(drain_deliveries(&mut s, &mut got, |g| g.qos1.len() + g.qos2.len() >= 200).await);
+    // Deliveries may run ahead of the publisher's acks (a message goes out before its
+    // commit is acknowledged), so wait for both.
+    assert!(
+        drain_deliveries(&mut s, &mut got, |g| {
+            g.qos1.len() + g.qos2.len() >= 200 && count.load(Ordering::Relaxed) >= 200
+        })
+        .await
+    );
     c.kill9(0).await;
     drain_deliveries(&mut s, &mut got, |_| false).await;
     let acked: BTreeSet<u32> = load.await.expect("publisher").into_iter().collect();
@@ -552,7 +482,7 @@ async fn kill_9_of_a_node_under_load_loses_nothing_acknowledged_and_fires_its_wi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_drain_moves_clients_to_another_node_with_a_server_reference() {
-    let Some(c) = Cluster::start("cls-drain", 2, &[]).await else {
+    let Some(c) = Cluster::start_durable(BIN, "cls-drain", 2, &[], &[]).await else {
         return;
     };
     // Node 1's lease carries its address from its second renewal on.

@@ -8,50 +8,18 @@ use std::collections::BTreeSet;
 use switchboard_proto::{
     Packet, Properties, QoS as RawQoS, Subscribe, SubscriptionOptions, Version,
 };
-use switchboard_tests::nats::{NatsServer, metric, until_metric};
-use switchboard_tests::process::BrokerProcess;
+use switchboard_tests::cluster::Cluster;
+use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::rumqttc::v5::mqttbytes::QoS;
-use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet, v5};
+use switchboard_tests::{RawClient, WAIT, connect_packet, v5};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-async fn start(tag: &str, n: usize) -> (NatsServer, Vec<BrokerProcess>, Vec<TempDir>) {
-    let nats_dir = TempDir::new(&format!("{tag}-nats"));
-    let nats = NatsServer::start(nats_dir.path()).await;
-    let mut dirs = vec![nats_dir];
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        let dir = TempDir::new(&format!("{tag}-node{i}"));
-        let (id, url) = (format!("node{i}"), nats.url());
-        nodes.push(
-            BrokerProcess::start(
-                BIN,
-                dir.path(),
-                &["--allow-anonymous"],
-                &[
-                    ("SWITCHBOARD__CLUSTER__NODE_ID", &id),
-                    ("SWITCHBOARD__CLUSTER__NATS_URL", &url),
-                    ("SWITCHBOARD__BROKER__ADMIN__LISTEN", "127.0.0.1:0"),
-                    ("SWITCHBOARD__BROKER__ADMIN__METRICS_PUBLIC", "true"),
-                ],
-            )
-            .await,
-        );
-        dirs.push(dir);
-    }
-    (nats, nodes, dirs)
-}
-
-fn admin(n: &BrokerProcess) -> &str {
-    n.admin.as_deref().expect("admin API")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_node() {
-    let (mut nats, nodes, _dirs) = start("cl-share-redeliver", 3).await;
+    let c = Cluster::start(BIN, "cl-share-redeliver", 3).await;
     // The lazy member (node 1) never acknowledges: a raw client.
-    let (mut lazy, ack) =
-        RawClient::connect(nodes[1].addr, connect_packet(Version::V5, "lazy")).await;
+    let (mut lazy, ack) = RawClient::connect(c.addr(1), connect_packet(Version::V5, "lazy")).await;
     assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
     lazy.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
@@ -66,27 +34,23 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
     }))
     .await;
     assert!(matches!(lazy.recv().await, Some(Packet::SubAck(_))));
-    until_metric(
-        admin(&nodes[1]),
-        "switchboard_cluster_interest_subjects",
-        |n| n >= 1,
-    )
+    until_metric(c.admin(1), "switchboard_cluster_interest_subjects", |n| {
+        n >= 1
+    })
     .await;
     // The good member (node 2) acknowledges everything (rumqttc).
-    let mut good = v5::Client::connect(nodes[2].addr.port(), "good", |_| {}).await;
+    let mut good = v5::Client::connect(c.port(2), "good", |_| {}).await;
     good.client
         .subscribe("$share/g/jobs", QoS::AtLeastOnce)
         .await
         .expect("subscribe");
     good.suback().await;
-    until_metric(
-        admin(&nodes[2]),
-        "switchboard_cluster_interest_subjects",
-        |n| n >= 1,
-    )
+    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| {
+        n >= 1
+    })
     .await;
 
-    let p = v5::Client::connect(nodes[0].addr.port(), "p", |_| {}).await;
+    let p = v5::Client::connect(c.port(0), "p", |_| {}).await;
     const N: usize = 60;
     for i in 0..N {
         p.client
@@ -125,14 +89,17 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
     .await;
     if done.is_err() {
         let mut figures = Vec::new();
-        for (i, n) in nodes.iter().enumerate() {
+        for i in 0..3 {
             for name in [
                 "switchboard_cluster_shared_handed_over_total",
                 "switchboard_cluster_shared_handover_failed_total",
                 "switchboard_cluster_shared_taken_over_total",
                 "switchboard_cluster_interest_subjects",
             ] {
-                figures.push(format!("node{i} {name} {:?}", metric(admin(n), name).await));
+                figures.push(format!(
+                    "node{i} {name} {:?}",
+                    metric(c.admin(i), name).await
+                ));
             }
         }
         panic!(
@@ -147,30 +114,19 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
     // (at least the jobs the lazy member had read; more may have been queued unread).
     let n = at_lazy.len() as u64;
     until_metric(
-        admin(&nodes[1]),
+        c.admin(1),
         "switchboard_cluster_shared_handed_over_total",
         |x| x >= n,
     )
     .await;
-    let handed = metric(
-        admin(&nodes[1]),
-        "switchboard_cluster_shared_handed_over_total",
-    )
-    .await;
-    let taken = metric(
-        admin(&nodes[2]),
-        "switchboard_cluster_shared_taken_over_total",
-    )
-    .await;
+    let handed = metric(c.admin(1), "switchboard_cluster_shared_handed_over_total").await;
+    let taken = metric(c.admin(2), "switchboard_cluster_shared_taken_over_total").await;
     assert_eq!(taken, handed, "node 2 took what node 1 handed over");
     let failed = metric(
-        admin(&nodes[1]),
+        c.admin(1),
         "switchboard_cluster_shared_handover_failed_total",
     )
     .await;
     assert_eq!(failed, Some(0));
-    for n in nodes {
-        n.kill9().await;
-    }
-    nats.kill().await;
+    c.stop().await;
 }
