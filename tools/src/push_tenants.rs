@@ -80,20 +80,14 @@ const SCHEMAS: [Schema; 7] = [
 ];
 
 /// `[gateway.push.tenants]`: tenant id → vendor → that vendor's table. Its `Debug` names
-/// tenants and vendors only.
+/// the tenants only.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PushTenants(pub BTreeMap<String, BTreeMap<String, toml::Table>>);
 
 impl std::fmt::Debug for PushTenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(t, m)| (t, m.keys().collect::<Vec<_>>())),
-            )
-            .finish()
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -210,6 +204,17 @@ mod tests {
         assert_eq!(stored["vivo"]["app_secret"], "v-S3CRET");
         assert!(!format!("{c:?}").contains("S3CRET"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn environment_variables_reach_a_tenants_credentials() {
+        let env = vec![(
+            "SWITCHBOARD__GATEWAY__PUSH__TENANTS__9__XIAOMI__APP_SECRET".to_owned(),
+            "mi".to_owned(),
+        )];
+        let c = crate::config::Config::load(None, env).expect("valid");
+        let creds = c.gateway.push.tenants.resolve().expect("resolves");
+        assert_eq!(creds.vendors(9), vec!["xiaomi".to_owned()]);
     }
 
     #[test]

@@ -134,19 +134,7 @@ impl Running {
     }
 
     async fn call(&self, dir: &Path, op: &str, body: Value) {
-        let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
-        let a = switchboard_tests::http::request(
-            self.admin.parse().expect("admin address"),
-            "POST",
-            &format!("/api/v1/im/call/{op}"),
-            &[
-                ("Authorization", format!("Bearer {}", token.trim())),
-                ("Content-Type", "application/json".to_owned()),
-            ],
-            body.to_string().as_bytes(),
-        )
-        .await;
-        assert_eq!(a.status, 200, "{op}: {}", a.body);
+        switchboard_tests::process::admin_call(&self.admin, dir, op, body).await;
     }
 
     /// SIGKILL, reap, and everything it printed.
