@@ -326,9 +326,7 @@ impl Worker {
         };
         let started = Instant::now();
         let outcome = self.attempts(provider.as_ref(), &d, n).await;
-        let us = started.elapsed().as_micros() as u64;
-        self.stats.latency_us.fetch_add(us, Ordering::Relaxed);
-        self.stats.latency_n.fetch_add(1, Ordering::Relaxed);
+        self.stats.observe_latency(started.elapsed());
         match outcome {
             Outcome::Sent => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
