@@ -58,7 +58,10 @@ async fn device(c: &Cluster, i: usize, tenant: &str, user: &str, client_id: &str
 
 /// Waits until node `i` sees at least `n` users with devices on other nodes.
 async fn sees_remote_users(c: &Cluster, i: usize, n: u64) {
-    until_metric(c.admin(i), "switchboard_im_cluster_remote_users", |v| v >= n).await;
+    until_metric(c.admin(i), "switchboard_im_cluster_remote_users", |v| {
+        v >= n
+    })
+    .await;
 }
 
 /// Text messages of `conv` (any, when empty) that reach `dev`, in arrival order, up to
@@ -94,7 +97,11 @@ async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
     // 1:1: 30 messages from node 0 to bob's devices on nodes 1 and 2, then a marker.
     let mut acked = Vec::new();
     for i in 1..=31 {
-        let text = if i == 31 { "end".to_owned() } else { format!("m{i}") };
+        let text = if i == 31 {
+            "end".to_owned()
+        } else {
+            format!("m{i}")
+        };
         let r = alice
             .client
             .send_text("bob", &format!("p{i}"), &text)
@@ -121,7 +128,11 @@ async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
     assert_eq!(g.group.map(|g| g.member_count), Some(3));
     let mut acked = Vec::new();
     for i in 1..=21 {
-        let text = if i == 21 { "gend".to_owned() } else { format!("g{i}") };
+        let text = if i == 21 {
+            "gend".to_owned()
+        } else {
+            format!("g{i}")
+        };
         let r = alice
             .client
             .send_group_text("team", &format!("g{i}"), &text)
@@ -129,7 +140,10 @@ async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
             .expect("sent to the group");
         acked.push((r.seq, text));
     }
-    assert!(acked.windows(2).all(|w| w[1].0 == w[0].0 + 1), "group seqs without gaps");
+    assert!(
+        acked.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "group seqs without gaps"
+    );
     for dev in [&mut bob1, &mut bob2, &mut carol] {
         assert_eq!(
             texts_until(dev, "alice", "gend").await,
@@ -162,7 +176,10 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
                 match client.send_text("bob", &id, &format!("message {n}")).await {
                     Ok(r) => {
                         let prev = acked.lock().expect("lock").insert(id, r.seq);
-                        assert!(prev.is_none() || prev == Some(r.seq), "a resend got a new seq");
+                        assert!(
+                            prev.is_none() || prev == Some(r.seq),
+                            "a resend got a new seq"
+                        );
                         n += 1;
                     }
                     Err(_) => return n,
@@ -200,7 +217,11 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
     let bob0 = device(&c, 0, &t, "bob", "bob-0").await;
     let alice2 = device(&c, 2, &t, "alice", "alice-2").await;
     for who in [&bob0, &alice2] {
-        let (messages, _) = who.client.sync_all(&mut HashMap::new()).await.expect("sync");
+        let (messages, _) = who
+            .client
+            .sync_all(&mut HashMap::new())
+            .await
+            .expect("sync");
         let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
         assert_eq!(
             seqs,
@@ -216,11 +237,18 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
             );
         }
         for (id, seq) in &acked {
-            assert_eq!(seen.get(id), Some(seq), "acknowledged {id} (seq {seq}) lost or moved");
+            assert_eq!(
+                seen.get(id),
+                Some(seq),
+                "acknowledged {id} (seq {seq}) lost or moved"
+            );
         }
     }
     // What bob saw live came in seq order, each once.
-    assert!(live.windows(2).all(|w| w[0] < w[1]), "live delivery in seq order: {live:?}");
+    assert!(
+        live.windows(2).all(|w| w[0] < w[1]),
+        "live delivery in seq order: {live:?}"
+    );
     client.shutdown().await;
     c.stop().await;
 }
@@ -254,10 +282,15 @@ async fn the_badge_is_right_on_two_devices_on_two_nodes_after_a_read_on_one() {
         .await
         .expect("sent");
     for dev in [&mut bob1, &mut bob2] {
-        let totals: Vec<u64> = [dev.unread().await, dev.unread().await, dev.unread().await, dev.unread().await]
-            .iter()
-            .map(|u| u.total)
-            .collect();
+        let totals: Vec<u64> = [
+            dev.unread().await,
+            dev.unread().await,
+            dev.unread().await,
+            dev.unread().await,
+        ]
+        .iter()
+        .map(|u| u.total)
+        .collect();
         assert_eq!(totals, vec![1, 2, 3, 4], "badge on each device");
     }
     // Bob reads alice's conversation on node 1: both devices hear the new badge.
@@ -278,9 +311,11 @@ async fn the_badge_is_right_on_two_devices_on_two_nodes_after_a_read_on_one() {
         assert_eq!((u.unread, u.total), (0, 1), "after the read on node 1");
     }
     // Node 2 has dropped the total it had cached for bob (4) ...
-    until_metric(c.admin(2), "switchboard_im_cluster_unread_evictions_total", |n| {
-        n > before
-    })
+    until_metric(
+        c.admin(2),
+        "switchboard_im_cluster_unread_evictions_total",
+        |n| n > before,
+    )
     .await;
     // ... so carol's next message through node 2 shows 2, not 5, on both devices.
     carol
@@ -317,11 +352,17 @@ async fn a_member_added_on_node_1_gets_the_next_group_message_sent_through_node_
     let before = metric(c.admin(2), "switchboard_im_cluster_group_evictions_total")
         .await
         .unwrap_or(0);
-    let joined = bob.client.join_group("open", "hi").await.expect("joined on node 1");
+    let joined = bob
+        .client
+        .join_group("open", "hi")
+        .await
+        .expect("joined on node 1");
     assert!(joined.joined, "an open group takes bob at once");
-    until_metric(c.admin(2), "switchboard_im_cluster_group_evictions_total", |n| {
-        n > before
-    })
+    until_metric(
+        c.admin(2),
+        "switchboard_im_cluster_group_evictions_total",
+        |n| n > before,
+    )
     .await;
     let r = alice
         .client
@@ -329,7 +370,11 @@ async fn a_member_added_on_node_1_gets_the_next_group_message_sent_through_node_
         .await
         .expect("sent");
     let got = texts_until(&mut bob, "alice", "after join").await;
-    assert_eq!(got, vec![(r.seq, "after join".to_owned())], "the new member gets it, once");
+    assert_eq!(
+        got,
+        vec![(r.seq, "after join".to_owned())],
+        "the new member gets it, once"
+    );
     c.stop().await;
 }
 
@@ -342,7 +387,11 @@ async fn no_push_job_for_a_user_online_on_another_node() {
     let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
     sees_remote_users(&c, 0, 1).await;
     // The send is answered after the push decision: the figure is final then.
-    alice.client.send_text("bob", "p1", "one").await.expect("sent");
+    alice
+        .client
+        .send_text("bob", "p1", "one")
+        .await
+        .expect("sent");
     assert_eq!(texts_until(&mut bob, "alice", "one").await.len(), 1);
     assert_eq!(
         metric(c.admin(0), "switchboard_im_cluster_push_jobs_total").await,
@@ -351,8 +400,15 @@ async fn no_push_job_for_a_user_online_on_another_node() {
     );
     // Bob goes away: node 0 learns it, and the next message makes a push job.
     bob.client.shutdown().await;
-    until_metric(c.admin(0), "switchboard_im_cluster_remote_users", |n| n == 0).await;
-    alice.client.send_text("bob", "p2", "two").await.expect("sent");
+    until_metric(c.admin(0), "switchboard_im_cluster_remote_users", |n| {
+        n == 0
+    })
+    .await;
+    alice
+        .client
+        .send_text("bob", "p2", "two")
+        .await
+        .expect("sent");
     assert_eq!(
         metric(c.admin(0), "switchboard_im_cluster_push_jobs_total").await,
         Some(1),

@@ -52,6 +52,9 @@ pub(super) struct RemoteDevice {
     pub inline_unread: bool,
 }
 
+/// A user's devices on other nodes: node → devices.
+type NodeDevices = HashMap<String, Vec<RemoteDevice>>;
+
 /// What nodes tell each other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
@@ -155,7 +158,7 @@ pub struct ImCluster {
     out: mpsc::Sender<(String, Bytes)>,
     out_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     /// Devices of users on other nodes: (tenant, uid) → node → devices.
-    remote: Mutex<HashMap<(u64, u64), HashMap<String, Vec<RemoteDevice>>>>,
+    remote: Mutex<HashMap<(u64, u64), NodeDevices>>,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
     /// Generations of the caches, bumped by evictions from other nodes.
@@ -338,18 +341,78 @@ impl ImCluster {
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let remote_users = self.remote.lock().len() as u64;
         let rows: [(&str, &str, &str, u64); 12] = [
-            ("notes_sent_total", "IM cluster notes published.", "counter", g(&s.sent)),
-            ("notes_received_total", "IM cluster notes from other nodes applied.", "counter", g(&s.received)),
-            ("notes_dropped_total", "IM cluster notes dropped: the queue was full.", "counter", g(&s.dropped)),
-            ("notes_malformed_total", "IM cluster notes that did not decode.", "counter", g(&s.malformed)),
-            ("unread_evictions_total", "Unread totals evicted on another node's note.", "counter", g(&s.unread_evictions)),
-            ("group_evictions_total", "Groups evicted on another node's note.", "counter", g(&s.group_evictions)),
-            ("personal_evictions_total", "Group members' read positions evicted on another node's note.", "counter", g(&s.personal_evictions)),
-            ("other_evictions_total", "Tenant and moderation settings evicted on another node's note.", "counter", g(&s.other_evictions)),
-            ("dead_nodes_total", "Nodes whose devices were dropped after a silent lease.", "counter", g(&s.dead_nodes)),
-            ("push_jobs_total", "Push jobs (1:1 jobs and group batches) handed to the push worker by this node.", "counter", g(&s.push_jobs)),
-            ("remote_users", "Users with a device on another node.", "gauge", remote_users),
-            ("lease_seconds", "How long a silent node's devices are kept.", "gauge", self.lease.as_secs()),
+            (
+                "notes_sent_total",
+                "IM cluster notes published.",
+                "counter",
+                g(&s.sent),
+            ),
+            (
+                "notes_received_total",
+                "IM cluster notes from other nodes applied.",
+                "counter",
+                g(&s.received),
+            ),
+            (
+                "notes_dropped_total",
+                "IM cluster notes dropped: the queue was full.",
+                "counter",
+                g(&s.dropped),
+            ),
+            (
+                "notes_malformed_total",
+                "IM cluster notes that did not decode.",
+                "counter",
+                g(&s.malformed),
+            ),
+            (
+                "unread_evictions_total",
+                "Unread totals evicted on another node's note.",
+                "counter",
+                g(&s.unread_evictions),
+            ),
+            (
+                "group_evictions_total",
+                "Groups evicted on another node's note.",
+                "counter",
+                g(&s.group_evictions),
+            ),
+            (
+                "personal_evictions_total",
+                "Group members' read positions evicted on another node's note.",
+                "counter",
+                g(&s.personal_evictions),
+            ),
+            (
+                "other_evictions_total",
+                "Tenant and moderation settings evicted on another node's note.",
+                "counter",
+                g(&s.other_evictions),
+            ),
+            (
+                "dead_nodes_total",
+                "Nodes whose devices were dropped after a silent lease.",
+                "counter",
+                g(&s.dead_nodes),
+            ),
+            (
+                "push_jobs_total",
+                "Push jobs (1:1 jobs and group batches) handed to the push worker by this node.",
+                "counter",
+                g(&s.push_jobs),
+            ),
+            (
+                "remote_users",
+                "Users with a device on another node.",
+                "gauge",
+                remote_users,
+            ),
+            (
+                "lease_seconds",
+                "How long a silent node's devices are kept.",
+                "gauge",
+                self.lease.as_secs(),
+            ),
         ];
         let node = self.node.replace('\\', "\\\\").replace('"', "\\\"");
         for (name, help, kind, v) in rows {
@@ -383,7 +446,9 @@ impl ImService {
         let Some(rx) = ic.out_rx.lock().take() else {
             return;
         };
-        broker.tasks.spawn(publisher(ic.clone(), rx, broker.clone()));
+        broker
+            .tasks
+            .spawn(publisher(ic.clone(), rx, broker.clone()));
         broker
             .tasks
             .spawn(reader(Arc::downgrade(self), ic.clone(), broker.clone()));
@@ -511,11 +576,7 @@ async fn publisher(
 }
 
 /// Reads the other nodes' notes and applies them.
-async fn reader(
-    service: std::sync::Weak<ImService>,
-    c: Arc<ImCluster>,
-    broker: Arc<BrokerState>,
-) {
+async fn reader(service: std::sync::Weak<ImService>, c: Arc<ImCluster>, broker: Arc<BrokerState>) {
     use futures_util::StreamExt as _;
     let subject = format!("{}.im.>", c.prefix);
     let mut sub = match c.client.subscribe(subject.clone()).await {
@@ -587,7 +648,10 @@ async fn heartbeat(c: Arc<ImCluster>, broker: Arc<BrokerState>) {
             dead
         };
         for node in dead {
-            tracing::info!(node, "no IM cluster note from a node for a lease: its devices are taken offline");
+            tracing::info!(
+                node,
+                "no IM cluster note from a node for a lease: its devices are taken offline"
+            );
             c.stats.dead_nodes.fetch_add(1, Ordering::Relaxed);
             c.drop_node(&node);
         }

@@ -285,8 +285,9 @@ impl ImService {
     /// without cluster mode): a total computed from the store is cached only if it did not
     /// move meanwhile.
     pub(super) fn unread_generation(&self) -> u64 {
-        self.cluster()
-            .map_or(0, |c| c.unread_gen.load(std::sync::atomic::Ordering::Acquire))
+        self.cluster().map_or(0, |c| {
+            c.unread_gen.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     /// Hands a push job for user `uid` to the push worker: the message's kind and the
