@@ -9,7 +9,8 @@
 //! - the badge of a user with devices on two nodes is right on both after a read on one,
 //!   also for the next message sent through the other node (its cached total was evicted);
 //! - a member added on node 1 gets the next group message sent through node 2;
-//! - no push job for a user online on another node, one once they are gone.
+//! - no push job for a user online on another node, one once they are gone;
+//! - presence comes back after a NATS outage longer than a lease.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -415,5 +416,46 @@ async fn no_push_job_for_a_user_online_on_another_node() {
         "bob is offline everywhere: one push job"
     );
     drop(bob.events);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_comes_back_after_a_nats_outage_longer_than_a_lease() {
+    let Some((mut c, t)) = start("clim-nats", &["alice", "bob"]).await else {
+        return;
+    };
+    let alice = device(&c, 0, &t, "alice", "alice-0").await;
+    let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
+    sees_remote_users(&c, 0, 1).await;
+    // NATS goes away: after a lease without a word from node 1, node 0 takes bob offline.
+    c.nats.kill().await;
+    until_metric(c.admin(0), "switchboard_im_cluster_dead_nodes_total", |n| {
+        n >= 1
+    })
+    .await;
+    until_metric(c.admin(0), "switchboard_im_cluster_remote_users", |n| {
+        n == 0
+    })
+    .await;
+    // NATS is back: the nodes announce their online users again, and bob's inbox interest.
+    c.nats.restart().await;
+    sees_remote_users(&c, 0, 1).await;
+    until_metric(
+        c.admin(1),
+        "switchboard_cluster_interest_announced_connection",
+        |n| n >= 2,
+    )
+    .await;
+    alice
+        .client
+        .send_text("bob", "n1", "back")
+        .await
+        .expect("sent");
+    assert_eq!(texts_until(&mut bob, "alice", "back").await.len(), 1);
+    assert_eq!(
+        metric(c.admin(0), "switchboard_im_cluster_push_jobs_total").await,
+        Some(0),
+        "bob is online again: no push"
+    );
     c.stop().await;
 }

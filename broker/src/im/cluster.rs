@@ -14,7 +14,8 @@
 //!   goes out while a device is in the foreground anywhere).
 //! - `hello` (a node started: its old entries are dropped and every node announces its
 //!   online users again) and `alive` (every third of the lease): a node not heard from for a
-//!   lease is taken for dead and its devices are dropped.
+//!   lease is taken for dead and its devices are dropped; `resync` (a node's NATS link came
+//!   back: every node announces its online users again), `kick` (disconnect a device).
 //! - invalidations, published after the commit that changed the state, evicting on every
 //!   other node: `unread` (users whose unread total changed), `group` (a group's record or
 //!   members), `personal` (members' read positions / do-not-disturb in a cached group),
@@ -68,6 +69,11 @@ enum Note {
     Hello {
         node: String,
     },
+    /// The sender's NATS link came back: announce your online users again (notes may have
+    /// been lost, and the sender may have dropped yours after a silent lease).
+    Resync {
+        node: String,
+    },
     Alive {
         node: String,
     },
@@ -109,6 +115,7 @@ impl Note {
         match self {
             Note::Presence { .. } => "presence",
             Note::Hello { .. } => "hello",
+            Note::Resync { .. } => "resync",
             Note::Alive { .. } => "alive",
             Note::Unread { .. } => "unread",
             Note::Group { .. } => "group",
@@ -123,6 +130,7 @@ impl Note {
         match self {
             Note::Presence { node, .. }
             | Note::Hello { node }
+            | Note::Resync { node }
             | Note::Alive { node }
             | Note::Unread { node, .. }
             | Note::Group { node, .. }
@@ -452,7 +460,9 @@ impl ImService {
         broker
             .tasks
             .spawn(reader(Arc::downgrade(self), ic.clone(), broker.clone()));
-        broker.tasks.spawn(heartbeat(ic, broker.clone()));
+        broker
+            .tasks
+            .spawn(heartbeat(Arc::downgrade(self), ic, broker.clone()));
     }
 
     /// Tells the other nodes this user's devices here (under the online lock, so notes of
@@ -481,6 +491,14 @@ impl ImService {
         c.announce(tid, uid, devices);
     }
 
+    /// Announces every online user of this node.
+    fn announce_all(&self) {
+        let online = self.online.lock();
+        for &(tid, uid) in online.keys() {
+            self.announce_locked(&online, tid, uid);
+        }
+    }
+
     /// Applies another node's note.
     fn apply_note(&self, c: &ImCluster, note: Note) {
         match note {
@@ -505,11 +523,9 @@ impl ImService {
             Note::Hello { node } => {
                 c.drop_node(&node);
                 // Tell the newcomer who is online here.
-                let online = self.online.lock();
-                for &(tid, uid) in online.keys() {
-                    self.announce_locked(&online, tid, uid);
-                }
+                self.announce_all();
             }
+            Note::Resync { .. } => self.announce_all(),
             Note::Alive { .. } => {}
             Note::Unread { tid, uids, .. } => {
                 c.unread_gen.fetch_add(1, Ordering::AcqRel);
@@ -625,13 +641,32 @@ async fn reader(service: std::sync::Weak<ImService>, c: Arc<ImCluster>, broker: 
 
 /// Every third of the lease: says this node is alive, and drops the devices of nodes not
 /// heard from for a lease.
-async fn heartbeat(c: Arc<ImCluster>, broker: Arc<BrokerState>) {
+async fn heartbeat(
+    service: std::sync::Weak<ImService>,
+    c: Arc<ImCluster>,
+    broker: Arc<BrokerState>,
+) {
+    use async_nats::connection::State;
     let every = (c.lease / 3).max(Duration::from_millis(100));
+    let mut was_connected = true;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = broker.shutdown.cancelled() => break,
         }
+        let connected = c.client.connection_state() == State::Connected;
+        if connected && !was_connected {
+            // Back after an outage: our notes of meanwhile may be lost, and the others
+            // may have taken our devices offline.
+            tracing::info!("NATS link back: IM presence announced again");
+            if let Some(s) = service.upgrade() {
+                s.announce_all();
+            }
+            c.send(&Note::Resync {
+                node: c.node.clone(),
+            });
+        }
+        was_connected = connected;
         c.send(&Note::Alive {
             node: c.node.clone(),
         });
