@@ -65,6 +65,16 @@ async fn sees_remote_users(c: &Cluster, i: usize, n: u64) {
     .await;
 }
 
+/// Waits until NATS confirmed node `i`'s interest in at least `n` subjects (an IM device
+/// of its own user holds three: its inbox and its responses' `#`, which is two), so that
+/// messages from other nodes reach its devices.
+async fn interest(c: &Cluster, i: usize, n: u64) {
+    until_metric(c.admin(i), "switchboard_cluster_interest_subjects", |v| {
+        v >= n
+    })
+    .await;
+}
+
 /// Text messages of `conv` (any, when empty) that reach `dev`, in arrival order, up to
 /// and including the one whose text is `last`: (seq, text) each. Messages of one
 /// conversation arrive in order, so a duplicate of an earlier one would be in the list.
@@ -94,6 +104,8 @@ async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
     let mut carol = device(&c, 2, &t, "carol", "carol-2").await;
     // Node 0 knows that bob and carol are online elsewhere.
     sees_remote_users(&c, 0, 2).await;
+    interest(&c, 1, 3).await;
+    interest(&c, 2, 6).await;
 
     // 1:1: 30 messages from node 0 to bob's devices on nodes 1 and 2, then a marker.
     let mut acked = Vec::new();
@@ -163,6 +175,7 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
     let alice_token = token(&c, 1, &t, "alice").await;
     let mut bob = device(&c, 2, &t, "bob", "bob-2").await;
     sees_remote_users(&c, 1, 1).await;
+    interest(&c, 2, 3).await;
     let (client, _events) = ImClient::connect(config(c.addr(1), "alice", "alice-1", &alice_token))
         .await
         .expect("login on node 1");
@@ -266,6 +279,8 @@ async fn the_badge_is_right_on_two_devices_on_two_nodes_after_a_read_on_one() {
     sees_remote_users(&c, 0, 2).await;
     sees_remote_users(&c, 1, 1).await;
     sees_remote_users(&c, 2, 1).await;
+    interest(&c, 1, 3).await;
+    interest(&c, 2, 6).await;
 
     // Three from alice (node 0), one from carol (node 2, where bob-2's total gets cached).
     let mut last_seq = 0;
@@ -338,6 +353,8 @@ async fn a_member_added_on_node_1_gets_the_next_group_message_sent_through_node_
     let alice = device(&c, 2, &t, "alice", "alice-2").await;
     let mut carol = device(&c, 2, &t, "carol", "carol-2").await;
     let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
+    interest(&c, 1, 3).await;
+    interest(&c, 2, 6).await;
     alice
         .client
         .create_group("open", "Open", im::JoinMode::Open, &["carol"])
@@ -387,6 +404,7 @@ async fn no_push_job_for_a_user_online_on_another_node() {
     let alice = device(&c, 0, &t, "alice", "alice-0").await;
     let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
     sees_remote_users(&c, 0, 1).await;
+    interest(&c, 1, 3).await;
     // The send is answered after the push decision: the figure is final then.
     alice
         .client
@@ -427,6 +445,7 @@ async fn presence_comes_back_after_a_nats_outage_longer_than_a_lease() {
     let alice = device(&c, 0, &t, "alice", "alice-0").await;
     let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
     sees_remote_users(&c, 0, 1).await;
+    interest(&c, 1, 3).await;
     // NATS goes away: after a lease without a word from node 1, node 0 takes bob offline.
     c.nats.kill().await;
     until_metric(c.admin(0), "switchboard_im_cluster_dead_nodes_total", |n| {
