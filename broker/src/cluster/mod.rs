@@ -253,6 +253,11 @@ impl Cluster {
         self.interest.clone()
     }
 
+    /// The NATS client (the IM service's cluster notes, `im::cluster`).
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The link's figures.
     pub fn stats(&self) -> &LinkStats {
         &self.stats
