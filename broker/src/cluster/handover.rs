@@ -244,6 +244,28 @@ impl BrokerState {
     }
 }
 
+impl Cluster {
+    /// Graceful shutdown (after every connection ended and its session was parked):
+    /// waits for the store to commit everything queued, then releases this node's rows in
+    /// the registry and its lease, so that clients resuming elsewhere do not wait for the
+    /// lease to expire. Without a shared store, nothing to do. If the store cannot commit,
+    /// the rows stay held and the lease expires as after a crash.
+    pub async fn leave(&self, state: &BrokerState) {
+        let Some(reg) = self.registry() else { return };
+        if let Some(store) = state.store() {
+            let (tx, rx) = oneshot::channel();
+            store.write(vec![Op::Probe], Some(tx));
+            if !matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(Ok(_)))) {
+                warn!("store did not commit at shutdown: sessions left to the lease reaper");
+                return;
+            }
+        }
+        if let Err(e) = reg.leave().await {
+            warn!(error = %e, "cannot release this node's sessions at shutdown");
+        }
+    }
+}
+
 /// Answers release requests addressed to this node until shutdown.
 pub(super) async fn answer(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
     let subject = cluster.map.internal(RELEASE);
