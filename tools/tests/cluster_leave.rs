@@ -141,6 +141,21 @@ async fn sigterm_releases_the_nodes_sessions_so_clients_resume_elsewhere_without
     )
     .await;
     assert_eq!(loaded, Some(2), "both sessions loaded from the store");
+    // The PostgreSQL link's figures carry the node label, like the cluster's own.
+    let page = switchboard_tests::http::request(
+        admin1.parse().expect("admin address"),
+        "GET",
+        "/metrics",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("switchboard_pg_link_up{node=\"node1\"} 1"),
+        "{}",
+        page.body
+    );
     drop((p, o));
     c.stop().await;
 }

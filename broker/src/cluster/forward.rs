@@ -106,6 +106,12 @@ impl Cluster {
         let headers = wire::headers(&self.node, id);
         let body = Bytes::from(codec::encode_message(msg, Instant::now()));
         let mut ok = false;
+        if wanted && msg.qos != switchboard_proto::QoS::AtMostOnce {
+            // Kept until every node with a matching direct subscription acknowledged it
+            // (resent if not; also if the queue below is full).
+            let peers = self.interest.peers.direct_peers(&msg.topic);
+            self.hop.track(id, headers.clone(), body.clone(), peers);
+        }
         if wanted {
             // QoS 0 may use only half of a queue: under overload it is dropped (counted)
             // first, and QoS 1/2 messages still find room.

@@ -221,6 +221,9 @@ impl BrokerState {
                 let _guard = c.lock_client(&a.client_id).await;
                 if !own && a.live {
                     self.load_from_store(&a.client_id).await;
+                    // Its connection died with its node: the shared messages it had not
+                    // acknowledged go to other members now.
+                    self.hand_over_orphaned_shared(&a.client_id);
                 }
                 let will = a.will.and_then(|(raw, delay)| {
                     codec::decode_message(&raw, Instant::now()).map(|m| (Arc::new(m), delay))

@@ -140,7 +140,13 @@ pub(super) async fn reconcile(
             }
             // Tell the other nodes (they forward to this node only what it wants), and
             // wait for them before reporting the subjects as confirmed.
-            let filters = actual.keys().map(|k| k.filter.clone()).collect();
+            let filters = actual
+                .keys()
+                .map(|k| match &k.group {
+                    Some(g) => format!("$share/{g}/{}", k.filter),
+                    None => k.filter.clone(),
+                })
+                .collect();
             cluster.interest.peers.announce(&cluster, filters).await;
             // Subjects of filters only (hand-over subjects are not interest in topics).
             let n: usize = actual.values().map(|(_, n)| *n).sum();

@@ -24,6 +24,7 @@ pub mod dedupe;
 pub mod drain;
 mod forward;
 pub mod handover;
+pub mod hop;
 pub mod inbound;
 pub mod interest;
 pub mod peers;
@@ -110,6 +111,8 @@ pub struct Cluster {
     next_id: AtomicU64,
     interest: Arc<Interest>,
     claims: takeover::Claims,
+    /// QoS 1/2 messages awaiting other nodes' acknowledgements, and those owed to them.
+    hop: hop::Hop,
     hand_overs: shared::HandOvers,
     stats: Arc<LinkStats>,
     connects: tokio::sync::watch::Receiver<u64>,
@@ -212,6 +215,7 @@ impl Cluster {
             next_id: AtomicU64::new(1),
             interest: Arc::new(Interest::default()),
             claims: takeover::Claims::default(),
+            hop: hop::Hop::default(),
             hand_overs: shared::HandOvers::default(),
             stats,
             connects,
@@ -270,6 +274,16 @@ impl Cluster {
             state.clone(),
             in_tx.clone(),
         ));
+        state
+            .tasks
+            .spawn(inbound::resends(self.clone(), state.clone(), in_tx.clone()));
+        state
+            .tasks
+            .spawn(hop::receive_acks(self.clone(), state.clone()));
+        state
+            .tasks
+            .spawn(hop::send_acks(self.clone(), state.clone()));
+        state.tasks.spawn(hop::resend(self.clone(), state.clone()));
         state
             .tasks
             .spawn(inbound::retained(self.clone(), state.clone(), in_tx));
@@ -463,6 +477,7 @@ impl Cluster {
             );
         }
         self.interest.peers.render_metrics(out, &node);
+        hop::render_metrics(&self.hop, out, &node);
         if let Some(r) = &self.registry {
             r.render_metrics(out);
         }

@@ -123,6 +123,16 @@ impl Peers {
         }
     }
 
+    /// The known peers with a direct subscription matching `topic` ([`table`]).
+    pub fn direct_peers(&self, topic: &str) -> Vec<String> {
+        self.table.read().direct_peers(topic)
+    }
+
+    /// Whether `node` is in the table (known or not).
+    pub fn is_peer(&self, node: &str) -> bool {
+        self.table.read().has(node)
+    }
+
     /// (peers, peers not known, filters held).
     pub fn figures(&self) -> (u64, u64, u64) {
         let t = self.table.read();

@@ -142,6 +142,32 @@ fn matches_in(node: &Node, levels: &[&str], depth: usize, dollar: bool) -> bool 
         .is_some_and(|p| matches_in(p, rest, depth + 1, dollar))
 }
 
+/// The topic filter of an announced filter (`$share/{group}/{filter}` for a shared
+/// group's), and whether it is a direct subscription's.
+fn split(raw: &str) -> (&str, bool) {
+    match switchboard_proto::topic::parse_filter(raw) {
+        Ok(f) => (f.filter, f.share_group.is_none()),
+        Err(_) => (raw, true),
+    }
+}
+
+/// Counts announced filter `raw` of a peer in `all` (and in `direct` if it is direct).
+fn link(all: &mut FilterTrie, direct: &mut FilterTrie, raw: &str) {
+    let (f, is_direct) = split(raw);
+    all.insert(f);
+    if is_direct {
+        direct.insert(f);
+    }
+}
+
+fn unlink(all: &mut FilterTrie, direct: &mut FilterTrie, raw: &str) {
+    let (f, is_direct) = split(raw);
+    all.remove(f);
+    if is_direct {
+        direct.remove(f);
+    }
+}
+
 #[derive(Debug)]
 enum State {
     /// Its filters are in the trie, up to announcement `seq`.
@@ -161,7 +187,11 @@ enum State {
 struct Peer {
     state: State,
     seq: u64,
+    /// As announced (shared groups' as `$share/{group}/{filter}`).
     filters: HashSet<String>,
+    /// Its direct subscriptions' filters (each message reaches them all: the hop's
+    /// acknowledgements are expected from these peers).
+    direct: FilterTrie,
     heard: Instant,
     /// When this node last asked it for a snapshot.
     asked: Option<Instant>,
@@ -194,6 +224,30 @@ impl RemoteInterest {
     /// has a matching filter, or some peer's view is not known.
     pub fn wants(&self, topic: &str) -> bool {
         self.unknown > 0 || self.trie.matches(topic)
+    }
+
+    /// The peers with a direct subscription matching `topic`: each gets a message on it
+    /// through NATS, and acknowledges a QoS 1/2 one (see `cluster::hop`). A peer whose view
+    /// is being reloaded counts with the filters it had (a peer that no longer has one
+    /// still acknowledges what it is sent).
+    pub fn direct_peers(&self, topic: &str) -> Vec<String> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.direct.matches(topic))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Whether `node` is in the table.
+    pub fn has(&self, node: &str) -> bool {
+        self.peers.contains_key(node)
+    }
+
+    /// Whether `node` is a peer with a known view.
+    pub fn is_known(&self, node: &str) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|p| matches!(p.state, State::Known))
     }
 
     /// Peers heard of.
@@ -272,6 +326,7 @@ impl RemoteInterest {
                     state: State::Known,
                     seq: 0,
                     filters: HashSet::new(),
+                    direct: FilterTrie::default(),
                     heard: now,
                     asked: None,
                 },
@@ -304,12 +359,12 @@ impl RemoteInterest {
                         p.seq = seq;
                         for f in remove {
                             if p.filters.remove(&f) {
-                                self.trie.remove(&f);
+                                unlink(&mut self.trie, &mut p.direct, &f);
                             }
                         }
                         for f in add {
                             if p.filters.insert(f.clone()) {
-                                self.trie.insert(&f);
+                                link(&mut self.trie, &mut p.direct, &f);
                             }
                         }
                     }
@@ -370,11 +425,11 @@ impl RemoteInterest {
                     return;
                 };
                 for f in p.filters.drain() {
-                    self.trie.remove(&f);
+                    unlink(&mut self.trie, &mut p.direct, &f);
                 }
                 for f in filters {
                     if p.filters.insert(f.clone()) {
-                        self.trie.insert(&f);
+                        link(&mut self.trie, &mut p.direct, &f);
                     }
                 }
                 p.seq = seq;
@@ -407,7 +462,7 @@ impl RemoteInterest {
     pub fn forget(&mut self, node: &str) {
         if let Some(mut p) = self.peers.remove(node) {
             for f in p.filters.drain() {
-                self.trie.remove(&f);
+                unlink(&mut self.trie, &mut p.direct, &f);
             }
             if !matches!(p.state, State::Known) {
                 self.unknown -= 1;

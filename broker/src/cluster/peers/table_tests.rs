@@ -196,3 +196,21 @@ fn local_shared_groups_count_and_silent_peers_are_dropped() {
     );
     assert_eq!((r.peers(), r.unknown()), (0, 0));
 }
+
+#[test]
+fn acknowledgements_are_expected_from_known_peers_with_a_direct_match() {
+    let now = Instant::now();
+    let mut r = RemoteInterest::default();
+    r.apply("me", "n2", snap(1, &["a/#", "$share/g/b"]), now);
+    r.apply("me", "n3", snap(1, &["$share/g/a/x"]), now);
+    r.apply("me", "n4", Announce::Hello { target: None }, now);
+    assert_eq!(r.direct_peers("a/x"), vec!["n2".to_owned()]);
+    assert!(
+        r.direct_peers("b").is_empty(),
+        "a queue group: one node, not known which"
+    );
+    assert!(r.wants("b"));
+    r.apply("me", "n2", delta(2, &[], &["a/#"]), now);
+    assert!(r.direct_peers("a/x").is_empty());
+    assert!(r.is_known("n2") && !r.is_known("n4"));
+}
