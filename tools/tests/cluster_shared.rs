@@ -17,30 +17,41 @@ use switchboard_tests::{RawClient, WAIT, connect_packet, v5};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_node() {
-    let c = Cluster::start(BIN, "cl-share-redeliver", 3).await;
-    // The lazy member (node 1) never acknowledges: a raw client.
-    let (mut lazy, ack) = RawClient::connect(c.addr(1), connect_packet(Version::V5, "lazy")).await;
+/// Jobs published per test.
+const N: usize = 60;
+
+/// The lazy member: a raw client on node 1 that never acknowledges, subscribed to
+/// `filters` (the shared group's first), once node 1 confirmed `subjects` subjects.
+async fn lazy_member(c: &Cluster, connect: Packet, filters: &[&str], subjects: u64) -> RawClient {
+    let (mut lazy, ack) = RawClient::connect(c.addr(1), connect).await;
     assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
     lazy.send(&Packet::Subscribe(Subscribe {
         pkid: 1,
         properties: Properties::default(),
-        filters: vec![(
-            "$share/g/jobs".into(),
-            SubscriptionOptions {
-                qos: RawQoS::AtLeastOnce,
-                ..Default::default()
-            },
-        )],
+        filters: filters
+            .iter()
+            .map(|f| {
+                (
+                    (*f).into(),
+                    SubscriptionOptions {
+                        qos: RawQoS::AtLeastOnce,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
     }))
     .await;
     assert!(matches!(lazy.recv().await, Some(Packet::SubAck(_))));
     until_metric(c.admin(1), "switchboard_cluster_interest_subjects", |n| {
-        n >= 1
+        n >= subjects
     })
     .await;
-    // The good member (node 2) acknowledges everything (rumqttc).
+    lazy
+}
+
+/// The good member (node 2) acknowledges everything (rumqttc).
+async fn good_member(c: &Cluster) -> v5::Client {
     let mut good = v5::Client::connect(c.port(2), "good", |_| {}).await;
     good.client
         .subscribe("$share/g/jobs", QoS::AtLeastOnce)
@@ -51,16 +62,23 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
         n >= 1
     })
     .await;
+    good
+}
 
+/// Publishes the `N` jobs on node 0; NATS spreads them over both members' nodes: collects
+/// until both together saw all, and returns (good's, lazy's).
+async fn spread_jobs(
+    c: &Cluster,
+    good: &mut v5::Client,
+    lazy: &mut RawClient,
+) -> (BTreeSet<String>, BTreeSet<String>) {
     let p = v5::Client::connect(c.port(0), "p", |_| {}).await;
-    const N: usize = 60;
     for i in 0..N {
         p.client
             .publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
             .await
             .expect("publish");
     }
-    // NATS spreads the jobs over both nodes; collect until both members together saw all.
     let mut at_good = BTreeSet::new();
     let mut at_lazy = BTreeSet::new();
     while at_good.len() + at_lazy.len() < N {
@@ -73,6 +91,21 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
             }
         }
     }
+    (at_good, at_lazy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_node() {
+    let c = Cluster::start(BIN, "cl-share-redeliver", 3).await;
+    let mut lazy = lazy_member(
+        &c,
+        connect_packet(Version::V5, "lazy"),
+        &["$share/g/jobs"],
+        1,
+    )
+    .await;
+    let mut good = good_member(&c).await;
+    let (at_good, at_lazy) = spread_jobs(&c, &mut good, &mut lazy).await;
     assert!(
         !at_lazy.is_empty() && !at_good.is_empty(),
         "NATS should spread {N} jobs over two nodes: lazy {}, good {}",
@@ -165,65 +198,15 @@ async fn the_unacknowledged_messages_of_a_member_whose_node_dies_go_to_another_m
     };
     // The lazy member (node 1, persistent session) never acknowledges; it also has a direct
     // subscription, used below to know its node's store has committed everything.
-    let (mut lazy, ack) = RawClient::connect(
-        c.addr(1),
+    let mut lazy = lazy_member(
+        &c,
         switchboard_tests::persistent_connect("lazy", 3600),
+        &["$share/g/jobs", "mark/lazy"],
+        2,
     )
     .await;
-    assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
-    lazy.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: ["$share/g/jobs", "mark/lazy"]
-            .into_iter()
-            .map(|f| {
-                (
-                    f.into(),
-                    SubscriptionOptions {
-                        qos: RawQoS::AtLeastOnce,
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect(),
-    }))
-    .await;
-    assert!(matches!(lazy.recv().await, Some(Packet::SubAck(_))));
-    until_metric(c.admin(1), "switchboard_cluster_interest_subjects", |n| {
-        n >= 2
-    })
-    .await;
-    let mut good = v5::Client::connect(c.port(2), "good", |_| {}).await;
-    good.client
-        .subscribe("$share/g/jobs", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    good.suback().await;
-    until_metric(c.admin(2), "switchboard_cluster_interest_subjects", |n| {
-        n >= 1
-    })
-    .await;
-
-    let p = v5::Client::connect(c.port(0), "p", |_| {}).await;
-    const N: usize = 60;
-    for i in 0..N {
-        p.client
-            .publish("jobs", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-    }
-    let mut at_good = BTreeSet::new();
-    let mut at_lazy = BTreeSet::new();
-    while at_good.len() + at_lazy.len() < N {
-        tokio::select! {
-            m = good.next_publish() => {
-                at_good.insert(String::from_utf8_lossy(&m.payload).into_owned());
-            }
-            m = lazy.next_publish() => {
-                at_lazy.insert(String::from_utf8_lossy(&m.payload).into_owned());
-            }
-        }
-    }
+    let mut good = good_member(&c).await;
+    let (at_good, at_lazy) = spread_jobs(&c, &mut good, &mut lazy).await;
     assert!(
         !at_lazy.is_empty(),
         "NATS should give node 1 some of {N} jobs"

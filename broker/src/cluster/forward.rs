@@ -7,8 +7,9 @@
 //! batches by its own task over its own NATS connection, so that publishing uses more
 //! than one core and one connection's writer; a subject always takes the same shard, so
 //! a topic's messages keep their order. Queue bound: `cluster.forward_queue` in all,
-//! split between the shards; QoS 0 may use only half of a shard (dropped and counted
-//! beyond), so that QoS 1/2 still find room under a QoS 0 flood.
+//! split between the shards; QoS 0 may use only the first [`QOS0_ROOM`] places of a shard
+//! (at most half; dropped and counted beyond), so that QoS 1/2 still find room under a
+//! QoS 0 flood and a QoS 0 message never waits behind a long queue.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,6 +28,10 @@ use crate::store::codec;
 pub const PUBLISHERS: usize = 4;
 /// Messages a publisher takes from its queue at once.
 const BATCH: usize = 256;
+/// QoS 0 messages queued per shard at most: under a flood they would otherwise wait
+/// behind tens of thousands of others (seconds) and arrive too late to be of use; beyond
+/// this they are dropped at once (counted), which is what QoS 0 allows.
+const QOS0_ROOM: usize = 1024;
 
 /// A message waiting to be published to NATS.
 #[derive(Debug)]
@@ -138,11 +143,17 @@ impl Cluster {
         ok
     }
 
-    /// Queues `o` on its subject's shard (a QoS 0 one only while the shard is less than
-    /// half full); else drops and counts.
+    /// Queues `o` on its subject's shard (a QoS 0 one only while fewer than
+    /// [`QOS0_ROOM`] messages, and less than half the shard, are queued); else drops and
+    /// counts.
     fn enqueue(&self, o: Outgoing, qos0: bool) -> bool {
         let shard = &self.outbound[(wire::node_hash(&o.subject) as usize) % self.outbound.len()];
-        let keep_free = if qos0 { shard.tx.max_capacity() / 2 } else { 0 };
+        let max = shard.tx.max_capacity();
+        let keep_free = if qos0 {
+            max - QOS0_ROOM.min(max / 2)
+        } else {
+            0
+        };
         let sent = shard.tx.capacity() > keep_free && shard.tx.try_send(o).is_ok();
         if !sent {
             let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);

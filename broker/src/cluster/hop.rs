@@ -7,7 +7,8 @@
 //! node acknowledges a QoS 1/2 message once it has routed it and its store has committed
 //! the copies queued for persistent sessions, in batches per origin, on the origin's
 //! acknowledgement subject `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends
-//! again, straight to each peer that has not answered within [`RETRY_AFTER`], on that
+//! again, straight to each peer that has not answered within [`RETRY_AFTER`] (doubling
+//! per resend, up to 8 s), on that
 //! peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without sending
 //! it again to the peers that have it), while the NATS link is up, at most
 //! [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the duplicate
@@ -41,12 +42,14 @@ pub const ACK: &str = "ack";
 pub const NODE: &str = "node";
 /// Messages waiting for acknowledgements at most.
 pub const MAX_PENDING: usize = 65_536;
-/// How long a peer may take to acknowledge before the message is sent to it again.
+/// How long a peer may take to acknowledge before the message is sent to it again; it
+/// doubles with each resend (up to 8 times this), so that an overloaded receiver, which
+/// acknowledges late, is not flooded with resends.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often the pending messages are looked at.
 const SCAN: Duration = Duration::from_millis(250);
-/// Resends per peer and message (while the link is up) before giving up.
-const MAX_ATTEMPTS: u32 = 30;
+/// Resends per peer and message (while the link is up) before giving up (about 3 min).
+const MAX_ATTEMPTS: u32 = 24;
 /// Acknowledgements waiting to be sent at most.
 pub const ACK_QUEUE: usize = 65_536;
 /// Acknowledgements per batch.
@@ -267,7 +270,8 @@ pub(super) async fn resend(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
             let peers = &cluster.interest.peers;
             let mut pending = cluster.hop.pending.lock();
             pending.retain(|_, p| {
-                if now.duration_since(p.sent) < RETRY_AFTER {
+                let tries = p.waiting.iter().map(|(_, a)| *a).min().unwrap_or(0);
+                if now.duration_since(p.sent) < RETRY_AFTER * (1u32 << tries.min(3)) {
                     return true;
                 }
                 p.sent = now;

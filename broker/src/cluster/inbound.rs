@@ -133,26 +133,7 @@ pub(super) async fn resends(
     tx: mpsc::Sender<Inbound>,
 ) {
     let subject = super::hop::node_subject(&cluster, &cluster.node);
-    let mut sub = match cluster.client.subscribe(subject.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(%subject, error = %e, "cannot subscribe to this node's resend subject");
-            return;
-        }
-    };
-    loop {
-        let m = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => break },
-            _ = state.shutdown.cancelled() => break,
-        };
-        let inb = Inbound {
-            kind: Kind::Direct,
-            msg: m,
-        };
-        if tx.send(inb).await.is_err() {
-            break;
-        }
-    }
+    feed(&cluster, &state, subject, Kind::Direct, &tx).await;
 }
 
 /// Subscribes to the retained broadcast and feeds it to the router.
@@ -162,10 +143,22 @@ pub(super) async fn retained(
     tx: mpsc::Sender<Inbound>,
 ) {
     let subject = cluster.map.internal(wire::RETAINED);
+    feed(&cluster, &state, subject, Kind::Retained, &tx).await;
+}
+
+/// Subscribes to `subject` and hands what comes to the router as `kind` (waiting for
+/// room), until shutdown.
+async fn feed(
+    cluster: &Cluster,
+    state: &BrokerState,
+    subject: String,
+    kind: Kind,
+    tx: &mpsc::Sender<Inbound>,
+) {
     let mut sub = match cluster.client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            warn!(%subject, error = %e, "cannot subscribe to the retained broadcast");
+            warn!(%subject, error = %e, "cannot subscribe to a cluster subject");
             return;
         }
     };
@@ -175,7 +168,7 @@ pub(super) async fn retained(
             _ = state.shutdown.cancelled() => break,
         };
         let inb = Inbound {
-            kind: Kind::Retained,
+            kind: kind.clone(),
             msg: m,
         };
         if tx.send(inb).await.is_err() {
