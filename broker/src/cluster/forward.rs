@@ -4,8 +4,9 @@
 //! group does, or the remote view is not complete: see [`super::peers`]); a retained
 //! message also goes on the retained broadcast, which every node stores. What goes out
 //! is spread over [`PUBLISHERS`] shards by subject, each a bounded queue drained in
-//! batches by its own task over its own NATS connection, so that publishing uses more
-//! than one core and one connection's writer; a subject always takes the same shard, so
+//! batches by its own task over its own NATS connection (not the node's main one, which
+//! carries the control traffic), so that publishing uses more than one core and one
+//! connection's writer; a subject always takes the same shard, so
 //! a topic's messages keep their order. Queue bound: `cluster.forward_queue` in all,
 //! split between the shards; QoS 0 may use only the first [`QOS0_ROOM`] places of a shard
 //! (at most half; dropped and counted beyond), so that QoS 1/2 still find room under a
@@ -48,10 +49,11 @@ pub(super) struct Shard {
     client: async_nats::Client,
 }
 
-/// The shards: the first publishes on the node's main connection, the others open their
-/// own (publish-only, reconnecting by themselves).
+/// The shards, each with its own publish-only connection (reconnecting by itself): the
+/// node's main connection carries the control traffic (interest announcements and their
+/// acknowledgements, hop acknowledgements, hand-overs, releases), which must not wait
+/// behind a flood of forwards in one connection's write queue.
 pub(super) async fn shards(
-    main: &async_nats::Client,
     node: &str,
     url: &str,
     queue: usize,
@@ -59,9 +61,7 @@ pub(super) async fn shards(
     let per = (queue / PUBLISHERS).max(1);
     let mut out = Vec::with_capacity(PUBLISHERS);
     for i in 0..PUBLISHERS {
-        let client = if i == 0 {
-            main.clone()
-        } else {
+        let client = {
             let options = async_nats::ConnectOptions::new()
                 .name(format!("switchboard-{node}-pub{i}"))
                 .max_reconnects(None)

@@ -205,7 +205,7 @@ impl Cluster {
             Some(r) => r.incarnation().await? << 32,
             None => 0,
         };
-        let outbound = forward::shards(&client, &node, url, cfg.forward_queue).await?;
+        let outbound = forward::shards(&node, url, cfg.forward_queue).await?;
         info!(node = %node, %url, "cluster mode: connected to NATS");
         Ok(Some(Arc::new(Cluster {
             node,
