@@ -22,7 +22,12 @@ const N: usize = 60;
 
 /// The lazy member: a raw client on node 1 that never acknowledges, subscribed to
 /// `filters` (the shared group's first), once node 1 confirmed `subjects` subjects.
-async fn lazy_member(c: &Cluster, connect: Packet, filters: &[&str], subjects: u64) -> RawClient {
+async fn lazy_member(
+    c: &Cluster,
+    connect: switchboard_proto::Connect,
+    filters: &[&str],
+    subjects: u64,
+) -> RawClient {
     let (mut lazy, ack) = RawClient::connect(c.addr(1), connect).await;
     assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
     lazy.send(&Packet::Subscribe(Subscribe {

@@ -16,7 +16,12 @@
 //! per node. A CONNECT on one node takes a session over from another, which closes the old
 //! connection with 0x8E ([`takeover`]).
 //!
-//! Files: this one (the link: connect, forward, run, metrics), [`subject`] (mapping),
+//! Only what another node wants goes to NATS: the nodes announce their filters to each
+//! other ([`peers`]), and QoS 1/2 messages to direct subscriptions are kept until the
+//! receiving nodes acknowledged them ([`hop`]).
+//!
+//! Files: this one (the link: connect, run, metrics), `forward` (publisher shards),
+//! [`peers`] (remote interest), [`hop`] (the acknowledged hop), [`subject`] (mapping),
 //! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`],
 //! [`shared`] (a leaving member's messages handed to a member on another node).
 
