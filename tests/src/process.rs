@@ -128,3 +128,21 @@ impl BrokerProcess {
         let _ = self.child.wait().await;
     }
 }
+
+/// An IM admin call (`POST /api/v1/im/call/{op}`) to the admin API at `admin`, with the
+/// token the broker wrote in `dir`; panics unless it answers 200.
+pub async fn admin_call(admin: &str, dir: &Path, op: &str, body: serde_json::Value) {
+    let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
+    let a = crate::http::request(
+        admin.parse().expect("admin address"),
+        "POST",
+        &format!("/api/v1/im/call/{op}"),
+        &[
+            ("Authorization", format!("Bearer {}", token.trim())),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{op}: {}", a.body);
+}

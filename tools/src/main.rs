@@ -17,6 +17,7 @@ mod ctl_org;
 mod ctl_push;
 mod ctl_store;
 mod gateway_cmd;
+mod push_tenants;
 mod secrets;
 
 use std::io::Read;
