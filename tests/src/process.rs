@@ -1,5 +1,5 @@
 //! A `switchboard broker` child process for crash tests: started on a data directory,
-//! its addresses read from what it prints, killed with SIGKILL.
+//! its addresses read from what it prints, killed with SIGKILL or stopped with SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,22 @@ impl BrokerProcess {
     /// `ctl ... --json` output as one JSON value.
     pub fn json(stdout: &str) -> serde_json::Value {
         serde_json::from_str(stdout.trim()).expect("one JSON value")
+    }
+
+    /// SIGTERM (a graceful shutdown), then waits for the process to exit; panics if it
+    /// does not exit within a generous timeout (it is then killed on drop).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        tokio::time::timeout(3 * crate::WAIT, self.child.wait())
+            .await
+            .expect("broker exits after SIGTERM")
+            .expect("wait")
     }
 
     /// SIGKILL, then reap.
