@@ -26,7 +26,7 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// first. Measured 2,884 B when set (3,148 before the session's QoS 1/2 tables and topic
 /// aliases moved behind one box allocated on first use), the connection parked (its
 /// connected loop freed, see the broker's `connection::park`): the task with its parked
-/// waiter (1 KB), the connection's state box (~750 B: session state machine, connection,
+/// waiter (1 KB), the connection's state box (784 B: session state machine, connection,
 /// socket halves), the session's mailbox and registry entries, the kick channel, the
 /// socket registration and the operator view (`LiveInfo`).
 const BUDGET_PER_CONNECTION: usize = 3040;
