@@ -71,8 +71,9 @@ pub struct BenchArgs {
     /// Run the IM benchmark (1:1 durable messages, sync, memory per online user) instead.
     #[arg(long)]
     pub im: bool,
-    /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
-    #[arg(long, default_value_t = 200)]
+    /// Sender/recipient pairs of the IM benchmark (each keeps 1 send in flight: the
+    /// messages in flight).
+    #[arg(long, default_value_t = 100)]
     pub im_pairs: usize,
     /// Run the gateway benchmark (REST → MQTT delivery, against the same over MQTT).
     #[arg(long)]
