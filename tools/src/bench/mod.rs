@@ -114,8 +114,8 @@ pub struct BenchArgs {
     /// Members online (one device each) in the group fan-out benchmark.
     #[arg(long, default_value_t = 300)]
     pub im_group_online: usize,
-    /// Members sending in the group fan-out benchmark.
-    #[arg(long, default_value_t = 4)]
+    /// Members sending in the group fan-out benchmark (each keeps 1 message in flight).
+    #[arg(long, default_value_t = 8)]
     pub im_group_senders: usize,
     /// Run the cluster benchmark (a nats-server and three nodes: cross-node vs single
     /// node, the cost of the NATS hop) instead.
