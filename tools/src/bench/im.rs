@@ -2,15 +2,19 @@
 //!
 //! A Switchboard process with the IM service and its store on disk; tenants, users and
 //! tokens through its admin API; devices logged in with the SDK over TCP, as an app would.
-//! - **1:1 throughput and latency**: `pairs` senders each keep `window` sends in flight to
-//!   their own recipient for the measured seconds; a send counts when its "sent" answer
-//!   (after the commit) arrives; latency is send → the recipient's device receiving it.
+//! - **1:1 throughput and latency**: `pairs` senders each keep [`WINDOW`] (one) send in
+//!   flight to their own recipient for the measured seconds, as a user does (the next
+//!   message after the last one's "sent" answer), so `pairs` bounds the messages in
+//!   flight and latency means something (by Little's law the mean is `pairs` ÷ rate); a
+//!   send counts when its "sent" answer (after the commit) arrives; latency is send → the
+//!   recipient's device receiving it.
 //! - **Sync**: one user receives `sync_messages` while offline, then logs in and pulls
 //!   them all (pages of 1,000); the time from the first sync request to the last page.
 //! - **Memory per online user**: broker RSS before and after `pairs × 2` devices log in.
 //!
 //! The peer in the same run is mosquitto with persistence carrying the same 1:1 traffic as
-//! plain QoS 1 messages (the transport without IM semantics), for the ratio; OpenIM's
+//! plain QoS 1 messages (the transport without IM semantics, the same publishers with the
+//! same [`WINDOW`] of unacknowledged publishes each), for the ratio; OpenIM's
 //! published single-box figure (~3,000 msg/s) is quoted in bench/README.md, not measured.
 
 use std::collections::HashMap;
@@ -27,6 +31,10 @@ use switchboard_proto::im::event::Kind;
 use tokio::process::Command;
 
 use super::peers::{Peer, PeerKind};
+
+/// Sends each IM bench sender (and each peer publisher) keeps in flight: one, as a user
+/// sending a conversation's messages in order does.
+const WINDOW: usize = 1;
 
 /// What the IM bench measured.
 #[derive(Debug, Serialize)]
@@ -227,7 +235,7 @@ async fn measure(
     let sent = Arc::new(AtomicU64::new(0));
     let sent_lat: Arc<latency::Samples> = Arc::default();
     let stop_at = Instant::now() + Duration::from_secs(seconds);
-    let window = 2;
+    let window = WINDOW;
     let mut senders = Vec::new();
     for p in 0..pairs {
         let client = tasks[p * 2].0.clone();
@@ -362,7 +370,7 @@ async fn peer_baseline(
         persistent: true,
     };
     let before = peer.stats();
-    let r = super::load::run(&load, "im-peer").await;
+    let r = super::load::run_windowed(&load, "im-peer", WINDOW).await;
     let after = peer.stats();
     peer.stop().await;
     let r = r?;

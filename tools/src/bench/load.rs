@@ -151,6 +151,21 @@ pub async fn run(load: &Load, tag: &str) -> anyhow::Result<Outcome> {
 /// [`run`] with the subscribers on `sub_addr` (another cluster node) and the publishers on
 /// `load.addr`.
 pub async fn run_split(load: &Load, sub_addr: SocketAddr, tag: &str) -> anyhow::Result<Outcome> {
+    run_inner(load, sub_addr, tag, WINDOW).await
+}
+
+/// [`run`] with at most `window` unacknowledged publishes per QoS 1/2 publisher (the IM
+/// bench's peer: the same messages in flight as its senders).
+pub async fn run_windowed(load: &Load, tag: &str, window: usize) -> anyhow::Result<Outcome> {
+    run_inner(load, load.addr, tag, window.max(1)).await
+}
+
+async fn run_inner(
+    load: &Load,
+    sub_addr: SocketAddr,
+    tag: &str,
+    window: usize,
+) -> anyhow::Result<Outcome> {
     let epoch = Instant::now();
     let counters = Arc::new(Counters {
         received_in_window: AtomicU64::new(0),
@@ -186,7 +201,7 @@ pub async fn run_split(load: &Load, sub_addr: SocketAddr, tag: &str) -> anyhow::
         let c = counters.clone();
         let (payload, rate) = (load.payload.max(8), load.rate);
         pubs.push(tokio::spawn(publisher(
-            s, topic, qos, payload, rate, epoch, start, end, c,
+            s, topic, qos, payload, rate, window, epoch, start, end, c,
         )));
     }
     let mut ack_lat = Vec::new();
@@ -249,6 +264,7 @@ async fn publisher(
     qos: QoS,
     payload: usize,
     rate: Option<u32>,
+    window_size: usize,
     epoch: Instant,
     start: Instant,
     end: Instant,
@@ -260,7 +276,7 @@ async fn publisher(
     let window = Arc::new(Semaphore::new(if qos == QoS::AtMostOnce {
         0
     } else {
-        WINDOW
+        window_size
     }));
     let sent_at: Arc<slots::Slots> = Arc::new(slots::Slots::new());
     // Acknowledgements (QoS 1/2) come back on the read half.
@@ -317,7 +333,12 @@ async fn publisher(
     let mut next_send = Instant::now();
     while Instant::now() < end {
         buf.clear();
-        let batch = if interval.is_some() { 1 } else { BATCH };
+        // A batch never waits for the acknowledgement of a publish it has not written.
+        let batch = if interval.is_some() {
+            1
+        } else {
+            BATCH.min(window_size)
+        };
         for _ in 0..batch {
             if qos != QoS::AtMostOnce {
                 let Ok(Ok(p)) = tokio::time::timeout_at(end.into(), window.acquire()).await else {

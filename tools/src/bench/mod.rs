@@ -72,8 +72,9 @@ pub struct BenchArgs {
     /// Run the IM benchmark (1:1 durable messages, sync, memory per online user) instead.
     #[arg(long)]
     pub im: bool,
-    /// Sender/recipient pairs of the IM benchmark (each keeps 2 sends in flight).
-    #[arg(long, default_value_t = 200)]
+    /// Sender/recipient pairs of the IM benchmark (each keeps 1 send in flight: the
+    /// messages in flight).
+    #[arg(long, default_value_t = 100)]
     pub im_pairs: usize,
     /// Run the gateway benchmark (REST → MQTT delivery, against the same over MQTT).
     #[arg(long)]
@@ -114,8 +115,8 @@ pub struct BenchArgs {
     /// Members online (one device each) in the group fan-out benchmark.
     #[arg(long, default_value_t = 300)]
     pub im_group_online: usize,
-    /// Members sending in the group fan-out benchmark.
-    #[arg(long, default_value_t = 4)]
+    /// Members sending in the group fan-out benchmark (each keeps 1 message in flight).
+    #[arg(long, default_value_t = 8)]
     pub im_group_senders: usize,
     /// Run the cluster benchmark (a nats-server and three nodes: cross-node vs single
     /// node, the cost of the NATS hop) instead.
