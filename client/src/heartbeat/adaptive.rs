@@ -90,6 +90,9 @@ pub struct AdaptivePolicy {
     nets: HashMap<String, Net>,
     /// Probe on the link itself (see [`AdaptivePolicy::set_in_band`]).
     in_band: bool,
+    /// The longest interval used: [`HeartbeatConfig::max`], or the broker's maximum
+    /// keep-alive when smaller ([`AdaptivePolicy::set_ceiling`]).
+    ceiling: Duration,
 }
 
 /// In-band probing settles after this many lost links on a network.
@@ -98,10 +101,11 @@ const IN_BAND_LOSSES: u32 = 2;
 impl AdaptivePolicy {
     pub fn new(cfg: HeartbeatConfig) -> Self {
         let mut p = AdaptivePolicy {
-            cfg,
             network: String::from("default"),
             nets: HashMap::new(),
             in_band: false,
+            ceiling: cfg.max.max(cfg.min),
+            cfg,
         };
         p.nets.insert(p.network.clone(), p.fresh());
         p
@@ -109,6 +113,24 @@ impl AdaptivePolicy {
 
     pub fn config(&self) -> &HeartbeatConfig {
         &self.cfg
+    }
+
+    /// The broker's maximum keep-alive (announced in CONNACK): the search never goes
+    /// above it (nor above [`HeartbeatConfig::max`]), and what was learned above it is
+    /// brought down to it. Each broker announces its own, so a call replaces the last.
+    pub fn set_ceiling(&mut self, broker_max: Duration) {
+        self.ceiling = self.cfg.max.min(broker_max).max(self.cfg.min);
+        let ceiling = self.ceiling;
+        for n in self.nets.values_mut() {
+            if n.safe > ceiling {
+                n.safe = ceiling;
+            }
+        }
+    }
+
+    /// The longest interval the search goes to now.
+    pub fn ceiling(&self) -> Duration {
+        self.ceiling
     }
 
     /// Probes on the link itself instead of on probe connections: for servers that refuse
@@ -146,10 +168,10 @@ impl AdaptivePolicy {
                 _ => None,
             };
             if let Some(next) = next {
-                return Some(next.min(self.cfg.max));
+                return Some(next.min(self.ceiling));
             }
         }
-        Some(self.split(n).min(self.cfg.max))
+        Some(self.split(n).min(self.ceiling))
     }
 
     /// The cold search's next probe: bisection in log space between the longest success
@@ -166,7 +188,7 @@ impl AdaptivePolicy {
         let lo = n.safe.as_secs_f64();
         let hi = n
             .fail
-            .map_or(self.cfg.max.as_secs_f64() * p, |f| f.as_secs_f64());
+            .map_or(self.ceiling.as_secs_f64() * p, |f| f.as_secs_f64());
         let cells = (hi / lo).ln() / p.ln();
         if !cells.is_finite() || cells <= 2.0 {
             return Duration::from_secs_f64((lo * hi).max(0.0).sqrt());
@@ -192,7 +214,7 @@ impl AdaptivePolicy {
     /// there (the broker's aggregate): it is confirmed with two probes before the link
     /// uses it, and a wrong hint only costs probes. Ignored once learning has begun there.
     pub fn set_hint(&mut self, network: &str, hint: Duration) {
-        let (min, max) = (self.cfg.min, self.cfg.max);
+        let (min, max) = (self.cfg.min, self.ceiling);
         let fresh = self.fresh();
         let n = self.nets.entry(network.to_owned()).or_insert(fresh);
         if !n.settled && n.probes == 0 && n.fail.is_none() && !self.in_band {
@@ -224,13 +246,13 @@ impl AdaptivePolicy {
     /// [`AdaptivePolicy::learned`]): it starts settled there, a loss relearns, and the
     /// upward re-probe checks just above it after [`HeartbeatConfig::reprobe_after`].
     pub fn restore(&mut self, network: &str, proven: Duration) {
-        let safe = proven.clamp(self.cfg.min, self.cfg.max);
+        let safe = proven.clamp(self.cfg.min, self.ceiling);
         let above = safe.mul_f64(self.cfg.precision);
         self.nets.insert(
             network.to_owned(),
             Net {
                 safe,
-                fail: (safe < self.cfg.max).then_some(above),
+                fail: (safe < self.ceiling).then_some(above),
                 settled: true,
                 reprobe_at: None,
                 reprobes_failed: 0,
@@ -243,7 +265,7 @@ impl AdaptivePolicy {
 
     fn fresh(&self) -> Net {
         Net {
-            safe: self.cfg.initial.clamp(self.cfg.min, self.cfg.max),
+            safe: self.cfg.initial.clamp(self.cfg.min, self.ceiling),
             fail: None,
             settled: false,
             reprobe_at: None,
@@ -274,7 +296,7 @@ impl AdaptivePolicy {
     /// Settles when the search is done: the ceiling was reached, or success and failure
     /// are within the precision.
     fn check_settled(&mut self, now: Instant) {
-        let (max, precision, reprobe) = (self.cfg.max, self.cfg.precision, self.cfg.reprobe_after);
+        let (max, precision, reprobe) = (self.ceiling, self.cfg.precision, self.cfg.reprobe_after);
         let n = self.net_mut();
         if n.settled {
             return;
@@ -453,6 +475,25 @@ mod tests {
             None,
             "nothing to re-probe at the ceiling"
         );
+    }
+
+    #[test]
+    fn the_brokers_max_keep_alive_caps_the_search() {
+        let mut now = Instant::now();
+        let mut p = AdaptivePolicy::new(HeartbeatConfig::default());
+        p.set_ceiling(secs(20 * 60));
+        let mut tried = Vec::new();
+        while let Some(idle) = p.next_probe(now) {
+            tried.push(idle);
+            now += idle;
+            p.on_probe(now, idle, idle < secs(45 * 60));
+        }
+        assert!(tried.iter().all(|t| *t <= secs(1200)), "{tried:?}");
+        assert_eq!(p.phase(), Phase::Settled);
+        assert_eq!(p.interval(), secs(1200).mul_f64(0.99));
+        // A broker with a larger cap (or none) does not raise it above the SDK's own.
+        p.set_ceiling(secs(65_535));
+        assert_eq!(p.ceiling(), p.config().max);
     }
 
     #[test]
