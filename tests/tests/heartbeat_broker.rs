@@ -62,7 +62,7 @@ async fn connack_announces_hints_the_max_keep_alive_and_quic_liveness() {
     );
     assert_eq!(user_property(&a.properties, QUIC_PING_PROPERTY), Some("1"));
     // 3.1.1 has no properties: nothing is announced.
-    let a = connack(b.addr, Version::V311, "announce-v311").await;
+    let a = connack(b.addr, Version::V3_1_1, "announce-v311").await;
     assert!(a.properties.user_properties.is_empty(), "{a:?}");
     b.stop().await;
 
