@@ -108,7 +108,10 @@ async fn the_sdk_never_probes_above_the_brokers_max_keep_alive() {
     let (probes, settled) = until_settled(&mut ev).await;
     assert!(!probes.is_empty(), "learned without a probe");
     for (idle, ok) in &probes {
-        assert!(*idle <= Duration::from_secs(4), "probed {idle:?}: {probes:?}");
+        assert!(
+            *idle <= Duration::from_secs(4),
+            "probed {idle:?}: {probes:?}"
+        );
         assert!(ok, "a probe under the cap failed: {probes:?}");
     }
     assert!(
@@ -199,7 +202,10 @@ async fn against_mosquitto_the_sdk_asks_no_hint_and_starts_learning_at_once() {
         .await
         .expect("a probe without waiting for a hint");
     assert!(connected, "the link connected first");
-    assert!(answered, "mosquitto answers the probe's ping after {idle:?}");
+    assert!(
+        answered,
+        "mosquitto answers the probe's ping after {idle:?}"
+    );
     client.shutdown().await;
 }
 
@@ -296,9 +302,14 @@ async fn over_quic_pings_alone_keep_the_mqtt_connection_and_silence_closes_it() 
 
     // MQTT keep-alive 1 s (closed after 1.5 s without a packet); QUIC PINGs every 300 ms
     // and not one MQTT packet until 12 PINGs (3.6 s, more than two deadlines) went out.
-    let (_ep, conn, mut send, mut recv) =
-        quic_mqtt(addr, &certs.ca_cert, "quic-pinger", 1, Some(Duration::from_millis(300)))
-            .await;
+    let (_ep, conn, mut send, mut recv) = quic_mqtt(
+        addr,
+        &certs.ca_cert,
+        "quic-pinger",
+        1,
+        Some(Duration::from_millis(300)),
+    )
+    .await;
     let mut buf = BytesMut::new();
     let pinged = async {
         while conn.stats().frame_tx.ping < 12 {

@@ -84,8 +84,18 @@ impl Driver {
                 answered,
             })
             .await;
+        let phase = self.hb.phase();
         if let Some(next) = self.hb.on_probe(now(), p.idle, answered) {
             self.use_interval(next).await;
+        } else if self.hb.phase() != phase {
+            // Settled by a failure above the interval in use: same interval, new phase.
+            let _ = self
+                .events
+                .send(Event::Heartbeat {
+                    interval: self.hb.interval(),
+                    phase: self.hb.phase(),
+                })
+                .await;
         }
         self.report_settled();
     }
