@@ -184,6 +184,12 @@ impl AdaptivePolicy {
     /// average (5.5 vs 5.6 with them at the short end; bench/README.md), and the probes
     /// saved are the longest ones.
     fn split(&self, n: &Net) -> Duration {
+        if self.in_band && n.fail.is_none() {
+            // On the link, a failed probe costs the link: grow from what works instead of
+            // jumping to the middle of the range (the in-band search settles after two
+            // losses, so it must not spend them far above T).
+            return n.safe.mul_f64(self.cfg.growth);
+        }
         let p = self.cfg.precision.max(1.001);
         let lo = n.safe.as_secs_f64();
         let hi = n
