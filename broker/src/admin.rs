@@ -255,6 +255,9 @@ async fn metrics(State(a): State<Admin>, headers: HeaderMap) -> Result<Response,
     if let Some(c) = &b.cluster {
         c.render_metrics(&mut out);
     }
+    if let Some(c) = b.im.as_ref().and_then(|im| im.cluster_link()) {
+        c.render_metrics(&mut out);
+    }
     if let Some(st) = b.store() {
         st.write_metrics(&mut out);
     }

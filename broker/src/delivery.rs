@@ -54,20 +54,34 @@ impl BrokerState {
 
     /// Routes a message that came from another node to this node's sessions (direct
     /// subscriptions only: shared groups get theirs through [`BrokerState::deliver_shared`]).
-    pub fn publish_remote(&self, msg: Arc<Message>) -> usize {
+    /// With `want_commit`, returns what fires once the copies queued for persistent
+    /// sessions are committed (`None`: nothing to commit).
+    pub fn publish_remote(
+        &self,
+        msg: Arc<Message>,
+        want_commit: bool,
+    ) -> Option<
+        tokio::sync::oneshot::Receiver<Result<crate::store::Applied, crate::store::StoreError>>,
+    > {
         let routed = self.publish_here(&msg, false);
-        if let Some(st) = self.store() {
-            st.write(routed.ops, None);
+        let st = self.store()?;
+        if want_commit && !routed.ops.is_empty() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            st.write(routed.ops, Some(tx));
+            return Some(rx);
         }
-        routed.delivered
+        st.write(routed.ops, None);
+        None
     }
 
     /// Queues `msg` for one member of this node's shared group `key` (the NATS queue group
-    /// picked this node); false if the group has no member here any more.
-    pub fn deliver_shared(&self, key: &ShareKey, msg: Arc<Message>) -> bool {
+    /// picked this node); false if the group has no member here any more (or, with
+    /// `online_only`, no connected one: a hand-over must reach a member that can take it).
+    pub fn deliver_shared(&self, key: &ShareKey, msg: Arc<Message>, online_only: bool) -> bool {
         let Some(t) = self
             .routes
             .pick_shared(key, &msg, 0, |uid| self.sessions.is_online(uid))
+            .filter(|t| !online_only || self.sessions.is_online(t.uid))
         else {
             return false;
         };

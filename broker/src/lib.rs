@@ -426,5 +426,8 @@ impl BrokerHandle {
         self.state.shutdown.cancel();
         self.state.tasks.close();
         self.state.tasks.wait().await;
+        if let Some(c) = &self.state.cluster {
+            c.leave(&self.state).await;
+        }
     }
 }

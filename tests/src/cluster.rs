@@ -117,6 +117,12 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM of node `i` (graceful shutdown), waiting for it to exit.
+    pub async fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let n = self.nodes[i].take().expect("node running");
+        n.terminate().await
+    }
+
     /// Kills every node and the NATS server (PostgreSQL stops when dropped).
     pub async fn stop(mut self) {
         for n in self.nodes.drain(..).flatten() {

@@ -1,5 +1,5 @@
 //! A `switchboard broker` child process for crash tests: started on a data directory,
-//! its addresses read from what it prints, killed with SIGKILL.
+//! its addresses read from what it prints, killed with SIGKILL or stopped with SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,9 +106,43 @@ impl BrokerProcess {
         serde_json::from_str(stdout.trim()).expect("one JSON value")
     }
 
+    /// SIGTERM (a graceful shutdown), then waits for the process to exit; panics if it
+    /// does not exit within a generous timeout (it is then killed on drop).
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        tokio::time::timeout(3 * crate::WAIT, self.child.wait())
+            .await
+            .expect("broker exits after SIGTERM")
+            .expect("wait")
+    }
+
     /// SIGKILL, then reap.
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("SIGKILL");
         let _ = self.child.wait().await;
     }
+}
+
+/// An IM admin call (`POST /api/v1/im/call/{op}`) to the admin API at `admin`, with the
+/// token the broker wrote in `dir`; panics unless it answers 200.
+pub async fn admin_call(admin: &str, dir: &Path, op: &str, body: serde_json::Value) {
+    let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
+    let a = crate::http::request(
+        admin.parse().expect("admin address"),
+        "POST",
+        &format!("/api/v1/im/call/{op}"),
+        &[
+            ("Authorization", format!("Bearer {}", token.trim())),
+            ("Content-Type", "application/json".to_owned()),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{op}: {}", a.body);
 }

@@ -89,8 +89,19 @@ pub async fn tokens(b: &ImBroker, t: u64, user: &str) -> Vec<Value> {
 
 /// A signed REST call of tenant `t`'s app server (HMAC-SHA256 of nonce + timestamp + body).
 pub async fn rest(b: &ImBroker, gw: &Gateway, t: u64, path: &str, body: &Value) -> Answer {
-    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let rec = b.im.tenant(t).expect("tenant");
+    signed_post(gw.addr(), &rec.app_key, &rec.app_secret, path, body).await
+}
+
+/// A `POST` to the gateway at `addr`, signed with a tenant's app key and secret.
+pub async fn signed_post(
+    addr: SocketAddr,
+    app_key: &str,
+    app_secret: &str,
+    path: &str,
+    body: &Value,
+) -> Answer {
+    static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let body = body.to_string();
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,7 +112,7 @@ pub async fn rest(b: &ImBroker, gw: &Gateway, t: u64, path: &str, body: &Value) 
         "n{}",
         NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, rec.app_secret.as_bytes());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, app_secret.as_bytes());
     let msg = [nonce.as_bytes(), ts.as_bytes(), body.as_bytes()].concat();
     let sig: String = ring::hmac::sign(&key, &msg)
         .as_ref()
@@ -109,13 +120,13 @@ pub async fn rest(b: &ImBroker, gw: &Gateway, t: u64, path: &str, body: &Value) 
         .map(|b| format!("{b:02x}"))
         .collect();
     let headers = [
-        ("App-Key", rec.app_key.clone()),
+        ("App-Key", app_key.to_owned()),
         ("Nonce", nonce),
         ("Timestamp", ts),
         ("Signature", sig),
         ("Content-Type", "application/json".to_owned()),
     ];
-    request(gw.addr(), "POST", path, &headers, body.as_bytes()).await
+    request(addr, "POST", path, &headers, body.as_bytes()).await
 }
 
 /// `from` sends `body` to `to` (client message id `id`).

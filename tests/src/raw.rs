@@ -17,6 +17,33 @@ pub fn publish(topic: &str, qos: QoS, pkid: u16, payload: &'static [u8]) -> Pack
     })
 }
 
+/// A PUBLISH with its retain flag and a payload copied from `payload`.
+pub fn message(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.into(),
+        pkid,
+        properties: Properties::default(),
+        payload: Bytes::copy_from_slice(payload),
+    })
+}
+
+/// Connects with `c` and returns the client and its CONNACK, whatever its code.
+pub async fn connack(b: &TestBroker, c: Connect) -> (RawClient, ConnAck) {
+    match RawClient::connect(b.addr, c).await {
+        (client, Packet::ConnAck(a)) => (client, a),
+        (_, other) => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// Subscribes `c` to `filter` at `qos` (packet id 1) and waits for the SUBACK.
+pub async fn subscribe_acked(c: &mut RawClient, filter: &str, qos: QoS) {
+    c.send(&subscribe(1, filter, qos_opts(qos), None)).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+}
+
 pub fn subscribe(pkid: u16, filter: &str, opts: SubscriptionOptions, id: Option<u32>) -> Packet {
     Packet::Subscribe(Subscribe {
         pkid,

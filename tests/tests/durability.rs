@@ -5,42 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet, persistent_connect};
-
-fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &'static [u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.into(),
-        pkid,
-        properties: Properties::default(),
-        payload: Bytes::from_static(payload),
-    })
-}
-
-async fn connack(b: &TestBroker, c: Connect) -> (RawClient, ConnAck) {
-    match RawClient::connect(b.addr, c).await {
-        (client, Packet::ConnAck(a)) => (client, a),
-        (_, other) => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-async fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) {
-    c.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            filter.into(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    }))
-    .await;
-    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
-}
+use switchboard_tests::raw::{connack, message as publish, subscribe_acked as subscribe};
+use switchboard_tests::{TempDir, TestBroker, connect_packet, persistent_connect};
 
 #[tokio::test]
 async fn retained_and_queued_messages_survive_restart() {

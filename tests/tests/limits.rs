@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
+use switchboard_tests::raw::connack;
 use switchboard_tests::{RawClient, TestBroker, connect_packet, persistent_connect};
 
 fn retained(topic: &str, pkid: u16, payload: &'static [u8]) -> Packet {
@@ -19,13 +20,6 @@ fn retained(topic: &str, pkid: u16, payload: &'static [u8]) -> Packet {
         properties: Properties::default(),
         payload: Bytes::from_static(payload),
     })
-}
-
-async fn connack(b: &TestBroker, c: Connect) -> (RawClient, ConnAck) {
-    match RawClient::connect(b.addr, c).await {
-        (client, Packet::ConnAck(a)) => (client, a),
-        (_, other) => panic!("expected CONNACK, got {other:?}"),
-    }
 }
 
 async fn puback(c: &mut RawClient) -> ReasonCode {

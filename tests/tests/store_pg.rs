@@ -16,6 +16,7 @@ use switchboard_broker::{Broker, BrokerConfig};
 use switchboard_proto::*;
 use switchboard_tests::im::{Device, ImBroker, SERVICE_SECRET, text_of};
 use switchboard_tests::postgres::Postgres;
+use switchboard_tests::raw::{connack, message as publish, subscribe_acked as subscribe};
 use switchboard_tests::{RawClient, TempDir, TestBroker, connect_packet, persistent_connect};
 
 /// A server, or `None` (the test then returns: see `Postgres::start`).
@@ -45,41 +46,6 @@ async fn broker_on(store: Arc<PgStore>, port: u16) -> TestBroker {
         .expect("broker starts");
     let addr = handle.tcp_addrs()[0];
     TestBroker { handle, addr }
-}
-
-fn publish(topic: &str, qos: QoS, pkid: u16, retain: bool, payload: &[u8]) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain,
-        topic: topic.into(),
-        pkid,
-        properties: Properties::default(),
-        payload: Bytes::copy_from_slice(payload),
-    })
-}
-
-async fn connack(b: &TestBroker, c: Connect) -> (RawClient, ConnAck) {
-    match RawClient::connect(b.addr, c).await {
-        (client, Packet::ConnAck(a)) => (client, a),
-        (_, other) => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-async fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) {
-    c.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            filter.into(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    }))
-    .await;
-    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
 }
 
 async fn leave(mut c: RawClient) {

@@ -72,6 +72,9 @@ pub struct PushSettings {
     pub honor_token_uri: Option<String>,
     /// Jobs handled at once per gateway.
     pub max_concurrent: usize,
+    /// Tenants' credentials, `[gateway.push.tenants.ID.VENDOR]` (crate::push_tenants).
+    #[serde(skip_serializing_if = "crate::push_tenants::PushTenants::is_empty")]
+    pub tenants: crate::push_tenants::PushTenants,
 }
 
 impl Default for PushSettings {
@@ -91,16 +94,18 @@ impl Default for PushSettings {
             honor_base: None,
             honor_token_uri: None,
             max_concurrent: 64,
+            tenants: Default::default(),
         }
     }
 }
 
 impl PushSettings {
-    /// The worker's configuration (reads the extra CA file).
+    /// The worker's configuration (reads the extra CA file and the credential files).
     pub fn to_push_config(&self) -> anyhow::Result<switchboard_gateway::push::PushConfig> {
         let mut c = switchboard_gateway::push::PushConfig {
             enabled: self.enabled,
             max_concurrent: self.max_concurrent.max(1),
+            configured: self.tenants.resolve()?,
             ..Default::default()
         };
         if let Some(p) = &self.extra_ca {

@@ -40,6 +40,11 @@ pub struct GatewayArgs {
     /// A CA certificate file (PEM) the push worker trusts besides the system's roots.
     #[arg(long)]
     push_ca: Option<PathBuf>,
+    /// A configuration file (the one `up` takes): its `[gateway.push]` section (endpoints,
+    /// tenants' credentials) sets the push worker; `SWITCHBOARD__GATEWAY__PUSH__...`
+    /// variables apply with or without it; `--no-push` and `--push-ca` win.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Reads the service password from a credential file.
@@ -115,12 +120,16 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let push = crate::config::PushSettings {
-            enabled: !args.no_push,
-            extra_ca: args.push_ca,
-            ..Default::default()
+        let mut push = crate::config::Config::load(args.config.as_deref(), std::env::vars())?
+            .gateway
+            .push;
+        if args.no_push {
+            push.enabled = false;
         }
-        .to_push_config()?;
+        if let Some(ca) = args.push_ca {
+            push.extra_ca = Some(ca);
+        }
+        let push = push.to_push_config()?;
         let s3 = match &args.s3 {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -17,6 +17,7 @@ mod ctl_org;
 mod ctl_push;
 mod ctl_store;
 mod gateway_cmd;
+mod push_tenants;
 mod secrets;
 
 use std::io::Read;
@@ -434,6 +435,10 @@ fn run(args: RunArgs, up: bool) -> anyhow::Result<()> {
         // Cluster mode: the durable state lives in PostgreSQL instead of the data file.
         let pg = switchboard_broker::store::postgres::PgStore::open(url, cfg.store.max_disk_bytes)
             .context("cannot open the PostgreSQL store (cluster.postgres_url)")?;
+        let pg = match cfg.cluster.node_id.as_str() {
+            "" => pg,
+            node => pg.with_node_label(node),
+        };
         let pg: Arc<dyn Store> = Arc::new(pg);
         broker = broker.with_store(pg.clone());
         store = Some(pg);

@@ -39,19 +39,7 @@ async fn ok(admin: &str, dir: &std::path::Path, args: &[&str]) -> String {
 
 /// An admin API call with the token the broker wrote.
 async fn call(admin: &str, dir: &std::path::Path, op: &str, body: Value) {
-    let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
-    let a = switchboard_tests::http::request(
-        admin.parse().expect("admin address"),
-        "POST",
-        &format!("/api/v1/im/call/{op}"),
-        &[
-            ("Authorization", format!("Bearer {}", token.trim())),
-            ("Content-Type", "application/json".to_owned()),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .await;
-    assert_eq!(a.status, 200, "{op}: {}", a.body);
+    switchboard_tests::process::admin_call(admin, dir, op, body).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,6 +221,9 @@ impl BrokerState {
                 let _guard = c.lock_client(&a.client_id).await;
                 if !own && a.live {
                     self.load_from_store(&a.client_id).await;
+                    // Its connection died with its node: the shared messages it had not
+                    // acknowledged go to other members now.
+                    self.hand_over_orphaned_shared(&a.client_id);
                 }
                 let will = a.will.and_then(|(raw, delay)| {
                     codec::decode_message(&raw, Instant::now()).map(|m| (Arc::new(m), delay))
@@ -240,6 +243,28 @@ impl BrokerState {
             if (n as i64) < ADOPT_BATCH {
                 return;
             }
+        }
+    }
+}
+
+impl Cluster {
+    /// Graceful shutdown (after every connection ended and its session was parked):
+    /// waits for the store to commit everything queued, then releases this node's rows in
+    /// the registry and its lease, so that clients resuming elsewhere do not wait for the
+    /// lease to expire. Without a shared store, nothing to do. If the store cannot commit,
+    /// the rows stay held and the lease expires as after a crash.
+    pub async fn leave(&self, state: &BrokerState) {
+        let Some(reg) = self.registry() else { return };
+        if let Some(store) = state.store() {
+            let (tx, rx) = oneshot::channel();
+            store.write(vec![Op::Probe], Some(tx));
+            if !matches!(tokio::time::timeout(FLUSH_WAIT, rx).await, Ok(Ok(Ok(_)))) {
+                warn!("store did not commit at shutdown: sessions left to the lease reaper");
+                return;
+            }
+        }
+        if let Err(e) = reg.leave().await {
+            warn!(error = %e, "cannot release this node's sessions at shutdown");
         }
     }
 }

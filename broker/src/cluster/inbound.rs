@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use super::Cluster;
 use super::dedupe::Window;
+use super::hop::Owed;
 use super::wire;
 use crate::BrokerState;
 use crate::message::ShareKey;
@@ -66,8 +67,17 @@ pub(super) async fn route(
         if matches!(inb.kind, Kind::Direct | Kind::Retained) && mine {
             continue;
         }
+        let acked = matches!(inb.kind, Kind::Direct) && wire::qos_of(&inb.msg.payload) > 0;
         if matches!(inb.kind, Kind::Direct) && !window.first(dedupe_key, id) {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            if acked {
+                // Maybe a resend after a lost acknowledgement: acknowledge again.
+                cluster.hop.owe(Owed {
+                    origin: node.to_owned(),
+                    id,
+                    committed: None,
+                });
+            }
             continue;
         }
         let Some(msg) = wire::decode(&inb.msg.payload, Instant::now()) else {
@@ -82,11 +92,18 @@ pub(super) async fn route(
         match inb.kind {
             Kind::Direct => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
-                state.publish_remote(msg);
+                let committed = state.publish_remote(msg, acked);
+                if acked {
+                    cluster.hop.owe(Owed {
+                        origin: node.to_owned(),
+                        id,
+                        committed,
+                    });
+                }
             }
             Kind::Shared(key) => {
                 stats.shared_received.fetch_add(1, Ordering::Relaxed);
-                if !state.deliver_shared(&key, msg) {
+                if !state.deliver_shared(&key, msg, false) {
                     debug!(group = %key.group, filter = %key.filter, "shared message: no member left here");
                 }
             }
@@ -108,6 +125,17 @@ pub(super) async fn route(
     }
 }
 
+/// Subscribes to this node's own subject (messages other nodes send again because no
+/// acknowledgement came, see [`super::hop`]) and feeds them to the router as direct ones.
+pub(super) async fn resends(
+    cluster: Arc<Cluster>,
+    state: Arc<BrokerState>,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let subject = super::hop::node_subject(&cluster, &cluster.node);
+    feed(&cluster, &state, subject, Kind::Direct, &tx).await;
+}
+
 /// Subscribes to the retained broadcast and feeds it to the router.
 pub(super) async fn retained(
     cluster: Arc<Cluster>,
@@ -115,10 +143,22 @@ pub(super) async fn retained(
     tx: mpsc::Sender<Inbound>,
 ) {
     let subject = cluster.map.internal(wire::RETAINED);
+    feed(&cluster, &state, subject, Kind::Retained, &tx).await;
+}
+
+/// Subscribes to `subject` and hands what comes to the router as `kind` (waiting for
+/// room), until shutdown.
+async fn feed(
+    cluster: &Cluster,
+    state: &BrokerState,
+    subject: String,
+    kind: Kind,
+    tx: &mpsc::Sender<Inbound>,
+) {
     let mut sub = match cluster.client.subscribe(subject.clone()).await {
         Ok(s) => s,
         Err(e) => {
-            warn!(%subject, error = %e, "cannot subscribe to the retained broadcast");
+            warn!(%subject, error = %e, "cannot subscribe to a cluster subject");
             return;
         }
     };
@@ -128,7 +168,7 @@ pub(super) async fn retained(
             _ = state.shutdown.cancelled() => break,
         };
         let inb = Inbound {
-            kind: Kind::Retained,
+            kind: kind.clone(),
             msg: m,
         };
         if tx.send(inb).await.is_err() {

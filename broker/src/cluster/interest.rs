@@ -11,8 +11,8 @@
 //! through one bounded channel (when full, QoS 0 messages are dropped and counted, QoS 1/2
 //! ones wait and the NATS client buffers).
 //! After each pass the reconciler flushes the connection: once NATS answered, every
-//! subscription of the pass is in force, and `switchboard_cluster_interest_subjects` says
-//! how many there are.
+//! subscription of the pass is in force; it then announces the change to the other nodes
+//! ([`super::peers`]), and `switchboard_cluster_interest_subjects` says how many there are.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +41,8 @@ pub struct InterestKey {
 pub struct Interest {
     desired: Mutex<HashMap<InterestKey, usize>>,
     changed: Notify,
+    /// The other nodes' interest (and this node's shared groups, kept in step here).
+    pub peers: Arc<super::peers::Peers>,
 }
 
 impl Interest {
@@ -64,6 +66,9 @@ impl InterestObserver for Interest {
         let n = d.entry(key).or_insert(0);
         *n += 1;
         if *n == 1 {
+            if group.is_some() {
+                self.peers.local_shared(filter, true);
+            }
             self.changed.notify_one();
         }
     }
@@ -78,6 +83,9 @@ impl InterestObserver for Interest {
             *n -= 1;
             if *n == 0 {
                 d.remove(&key);
+                if group.is_some() {
+                    self.peers.local_shared(filter, false);
+                }
                 self.changed.notify_one();
             }
         }
@@ -130,6 +138,16 @@ pub(super) async fn reconcile(
             if let Err(e) = cluster.client.flush().await {
                 warn!(error = %e, "NATS flush after interest change failed");
             }
+            // Tell the other nodes (they forward to this node only what it wants), and
+            // wait for them before reporting the subjects as confirmed.
+            let filters = actual
+                .keys()
+                .map(|k| match &k.group {
+                    Some(g) => format!("$share/{g}/{}", k.filter),
+                    None => k.filter.clone(),
+                })
+                .collect();
+            cluster.interest.peers.announce(&cluster, filters).await;
             // Subjects of filters only (hand-over subjects are not interest in topics).
             let n: usize = actual.values().map(|(_, n)| *n).sum();
             cluster.stats.subjects.store(n as u64, Ordering::Relaxed);

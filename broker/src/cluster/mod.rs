@@ -16,15 +16,23 @@
 //! per node. A CONNECT on one node takes a session over from another, which closes the old
 //! connection with 0x8E ([`takeover`]).
 //!
-//! Files: this one (the link: connect, forward, run, metrics), [`subject`] (mapping),
+//! Only what another node wants goes to NATS: the nodes announce their filters to each
+//! other ([`peers`]), and QoS 1/2 messages to direct subscriptions are kept until the
+//! receiving nodes acknowledged them ([`hop`]).
+//!
+//! Files: this one (the link: connect, run, metrics), `forward` (publisher shards),
+//! [`peers`] (remote interest), [`hop`] (the acknowledged hop), [`subject`] (mapping),
 //! [`wire`] (headers and body), [`dedupe`], [`interest`], [`inbound`], [`takeover`],
 //! [`shared`] (a leaving member's messages handed to a member on another node).
 
 pub mod dedupe;
 pub mod drain;
+mod forward;
 pub mod handover;
+pub mod hop;
 pub mod inbound;
 pub mod interest;
+pub mod peers;
 pub mod registry;
 pub mod shared;
 pub mod subject;
@@ -34,16 +42,13 @@ pub mod wire;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::BrokerState;
 use crate::config::ClusterConfig;
-use crate::message::Message;
-use crate::store::codec;
 use interest::Interest;
 use subject::SubjectMap;
 
@@ -101,24 +106,18 @@ pub struct LinkStats {
     pub shared_taken_over: AtomicU64,
 }
 
-/// A message waiting to be published to NATS.
-#[derive(Debug)]
-struct Outgoing {
-    subject: String,
-    headers: async_nats::HeaderMap,
-    body: Bytes,
-}
-
 /// This node's link to the cluster.
 pub struct Cluster {
     node: String,
     map: SubjectMap,
     client: async_nats::Client,
-    outbound: mpsc::Sender<Outgoing>,
-    outbound_rx: parking_lot::Mutex<Option<mpsc::Receiver<Outgoing>>>,
+    /// The publisher shards (a topic always goes through the same one: its order holds).
+    outbound: Vec<forward::Shard>,
     next_id: AtomicU64,
     interest: Arc<Interest>,
     claims: takeover::Claims,
+    /// QoS 1/2 messages awaiting other nodes' acknowledgements, and those owed to them.
+    hop: hop::Hop,
     hand_overs: shared::HandOvers,
     stats: Arc<LinkStats>,
     connects: tokio::sync::watch::Receiver<u64>,
@@ -211,17 +210,17 @@ impl Cluster {
             Some(r) => r.incarnation().await? << 32,
             None => 0,
         };
-        let (outbound, rx) = mpsc::channel(cfg.forward_queue.max(1));
+        let outbound = forward::shards(&node, url, cfg.forward_queue).await?;
         info!(node = %node, %url, "cluster mode: connected to NATS");
         Ok(Some(Arc::new(Cluster {
             node,
             map,
             client,
             outbound,
-            outbound_rx: parking_lot::Mutex::new(Some(rx)),
             next_id: AtomicU64::new(1),
             interest: Arc::new(Interest::default()),
             claims: takeover::Claims::default(),
+            hop: hop::Hop::default(),
             hand_overs: shared::HandOvers::default(),
             stats,
             connects,
@@ -253,6 +252,11 @@ impl Cluster {
         self.interest.clone()
     }
 
+    /// The NATS client (the IM service's cluster notes, `im::cluster`).
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// The link's figures.
     pub fn stats(&self) -> &LinkStats {
         &self.stats
@@ -263,69 +267,15 @@ impl Cluster {
         self.stats.connected.load(Ordering::Relaxed)
     }
 
-    /// Queues `msg` (published on this node) for the other nodes: once on its topic's
-    /// subject, and for a retained message once more on the retained broadcast subject.
-    /// False if the outgoing queue was full (the message stays on this node; logged).
-    pub fn forward(&self, msg: &Message) -> bool {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let headers = wire::headers(&self.node, id);
-        let body = Bytes::from(codec::encode_message(msg, Instant::now()));
-        // QoS 0 may use only half of the queue: under overload it is dropped (counted)
-        // first, and QoS 1/2 messages still find room.
-        let room = if msg.qos == switchboard_proto::QoS::AtMostOnce {
-            self.outbound.max_capacity() / 2
-        } else {
-            0
-        };
-        let mut ok = self.enqueue(
-            Outgoing {
-                subject: self.map.topic_subject(&msg.topic),
-                headers: headers.clone(),
-                body: body.clone(),
-            },
-            room,
-        );
-        if msg.retain {
-            ok &= self.enqueue(
-                Outgoing {
-                    subject: self.map.internal(wire::RETAINED),
-                    headers,
-                    body,
-                },
-                0,
-            );
-        }
-        ok
-    }
-
-    /// Queues `o` if more than `keep_free` places stay free after it; else drops and counts.
-    fn enqueue(&self, o: Outgoing, keep_free: usize) -> bool {
-        let sent = if self.outbound.capacity() > keep_free {
-            self.outbound.try_send(o).is_ok()
-        } else {
-            false
-        };
-        if !sent {
-            let n = self.stats.forward_dropped.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
-                warn!(
-                    dropped = n + 1,
-                    "cluster forward queue full: message not sent to other nodes"
-                );
-            }
-        }
-        sent
-    }
-
     /// Starts the link's tasks (outgoing publisher, inbound router, interest, retained
     /// broadcast, takeover answers, re-announcement after reconnects) on `state`'s tracker;
     /// they stop at shutdown.
     pub fn run(self: &Arc<Self>, state: &Arc<BrokerState>) {
-        let Some(rx) = self.outbound_rx.lock().take() else {
+        if !self.start_publishers(state) {
             return;
-        };
+        }
         let (in_tx, in_rx) = mpsc::channel(self.inbound_queue);
-        state.tasks.spawn(self.clone().publisher(rx, state.clone()));
+        state.tasks.spawn(peers::serve(self.clone(), state.clone()));
         state
             .tasks
             .spawn(inbound::route(self.clone(), state.clone(), in_rx));
@@ -334,6 +284,16 @@ impl Cluster {
             state.clone(),
             in_tx.clone(),
         ));
+        state
+            .tasks
+            .spawn(inbound::resends(self.clone(), state.clone(), in_tx.clone()));
+        state
+            .tasks
+            .spawn(hop::receive_acks(self.clone(), state.clone()));
+        state
+            .tasks
+            .spawn(hop::send_acks(self.clone(), state.clone()));
+        state.tasks.spawn(hop::resend(self.clone(), state.clone()));
         state
             .tasks
             .spawn(inbound::retained(self.clone(), state.clone(), in_tx));
@@ -351,34 +311,6 @@ impl Cluster {
         }
     }
 
-    async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>, state: Arc<BrokerState>) {
-        loop {
-            let o = tokio::select! {
-                o = rx.recv() => match o { Some(o) => o, None => break },
-                _ = state.shutdown.cancelled() => break,
-            };
-            let len = o.body.len() as u64;
-            match self
-                .client
-                .publish_with_headers(o.subject, o.headers, o.body)
-                .await
-            {
-                Ok(()) => {
-                    self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                    self.stats.forward_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let n = self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    if n.is_power_of_two() {
-                        warn!(error = %e, "publish to NATS failed");
-                    }
-                }
-            }
-        }
-        // Whatever was handed to the client goes out before the node stops.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
-    }
-
     /// After each (re)connection (the NATS client subscribes again by itself), waits for
     /// NATS to confirm those subscriptions, then records that connection as announced.
     async fn reannounce(self: Arc<Self>, state: Arc<BrokerState>) {
@@ -392,6 +324,10 @@ impl Cluster {
                     _ = state.shutdown.cancelled() => break,
                 };
                 if flushed {
+                    if n > 1 {
+                        // Announcements may have been lost meanwhile, both ways.
+                        self.interest.peers.join(&self, &state).await;
+                    }
                     self.stats
                         .interest_announced
                         .fetch_max(n, Ordering::Relaxed);
@@ -550,6 +486,8 @@ impl Cluster {
                 "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}\nswitchboard_{name}{{node=\"{node}\"}} {value}"
             );
         }
+        self.interest.peers.render_metrics(out, &node);
+        hop::render_metrics(&self.hop, out, &node);
         if let Some(r) = &self.registry {
             r.render_metrics(out);
         }

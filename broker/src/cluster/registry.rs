@@ -432,6 +432,37 @@ impl Registry {
         Ok(())
     }
 
+    /// Graceful shutdown, after every session here was parked and committed: lets go of
+    /// every row this node holds (their state is all in the store, so a CONNECT elsewhere
+    /// holds them at once instead of waiting for the lease) and gives up the lease (the
+    /// node is no longer offered as a redirection target, and nobody reaps it). Returns
+    /// the rows released.
+    pub async fn leave(&self) -> Result<u64, RegistryError> {
+        let held = self.epochs.lock().drain().count() as u64;
+        let rows = self
+            .query(
+                "UPDATE sb_registry SET holder = NULL, will = NULL WHERE holder = $1 \
+                 RETURNING client_id",
+                &[&self.node],
+            )
+            .await?;
+        self.stats
+            .releases
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.query(
+            "UPDATE sb_nodes SET expires_at = 0, reaped_by = $1 WHERE node = $1",
+            &[&self.node],
+        )
+        .await?;
+        tracing::info!(
+            node = %self.node,
+            held,
+            released = rows.len(),
+            "left the cluster: sessions released, lease given up"
+        );
+        Ok(rows.len() as u64)
+    }
+
     /// The session of `client_id` held here at `epoch` has ended (no session any more).
     pub async fn end(&self, client_id: &str, epoch: i64) -> Result<(), RegistryError> {
         {

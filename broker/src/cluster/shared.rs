@@ -36,8 +36,10 @@ use crate::store::{Op, Store, codec};
 
 /// Hand-overs in flight at most per node.
 pub const MAX_IN_FLIGHT: usize = 4096;
-/// Attempts per message (each may land on another node).
-const ATTEMPTS: u32 = 6;
+/// Attempts per message (each may land on another node: NATS picks one at random, and a
+/// node whose members are all offline, e.g. one that adopted a dead member's session,
+/// answers `0`).
+const ATTEMPTS: u32 = 16;
 /// How long one attempt waits for an answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between attempts answered `0`.
@@ -139,7 +141,7 @@ impl Cluster {
 }
 
 /// Serves group `key`'s hand-over subject on this node until the subscription ends:
-/// each request is queued for one local member (answer `1`) or refused (`0`).
+/// each request is queued for one connected local member (answer `1`) or refused (`0`).
 pub(super) async fn serve(
     cluster: Arc<Cluster>,
     state: Arc<BrokerState>,
@@ -152,7 +154,7 @@ pub(super) async fn serve(
             _ = state.shutdown.cancelled() => break,
         };
         let taken = match wire::decode(&m.payload, Instant::now()) {
-            Some(msg) => state.deliver_shared(&key, Arc::new(msg)),
+            Some(msg) => state.deliver_shared(&key, Arc::new(msg), true),
             None => {
                 cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 false

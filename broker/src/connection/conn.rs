@@ -38,8 +38,13 @@ pub(super) struct Conn {
     pub(super) expiry: u32,
     pub(super) will: Option<(Arc<Message>, u32)>,
     pub(super) kicked: Option<oneshot::Receiver<Kick>>,
-    /// Outgoing shared-subscription deliveries awaiting acknowledgement.
-    pub(super) shared_inflight: HashMap<u16, Delivery>,
+    /// Outgoing shared-subscription deliveries awaiting acknowledgement; allocated on
+    /// first use (most connections never have any), freed when quiet and empty.
+    #[expect(
+        clippy::box_collection,
+        reason = "an empty map's 48 B stay in every idle connection; the box costs 8"
+    )]
+    pub(super) shared_inflight: Option<Box<HashMap<u16, Delivery>>>,
     /// Acknowledgements of incoming QoS 1/2 publishes, in arrival order
     /// ([MQTT-4.6.0-2]); each may wait for its store commit.
     pub(super) acks: AckQueue,
@@ -262,7 +267,7 @@ impl Conn {
             expiry,
             will,
             kicked: Some(opened.kicked),
-            shared_inflight: HashMap::new(),
+            shared_inflight: None,
             acks: AckQueue::new(c.version.is_v5()),
             batch: Vec::new(),
             keep_alive_changed: false,
@@ -412,6 +417,9 @@ impl Conn {
         if self.batch.is_empty() {
             self.batch = Vec::new();
         }
+        if self.shared_inflight.as_ref().is_some_and(|m| m.is_empty()) {
+            self.shared_inflight = None;
+        }
     }
 
     fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
@@ -442,7 +450,9 @@ impl Conn {
                 Ok(())
             }
             Event::Delivered { pkid } => {
-                self.shared_inflight.remove(&pkid);
+                if let Some(m) = &mut self.shared_inflight {
+                    m.remove(&pkid);
+                }
                 if let Some(seq) = self.state.stored_inflight.remove(&pkid) {
                     self.store_write(Op::Dequeue {
                         uid: self.state.uid,
@@ -492,11 +502,12 @@ impl Conn {
         let mut state = self.state;
         // A clean session's in-flight state is kept only for its shared-subscription
         // messages, which go to another member (`close_session` hands them over).
-        state.inflight = if self.expiry > 0 || !self.shared_inflight.is_empty() {
-            sess.into_inflight()
-        } else {
-            InflightState::default()
-        };
+        state.inflight =
+            if self.expiry > 0 || self.shared_inflight.as_ref().is_some_and(|m| !m.is_empty()) {
+                sess.into_inflight()
+            } else {
+                InflightState::default()
+            };
         self.broker.close_session(
             &self.session_key,
             self.conn_id,
@@ -504,7 +515,7 @@ impl Conn {
                 state,
                 will,
                 expiry: self.expiry,
-                shared_inflight: self.shared_inflight,
+                shared_inflight: self.shared_inflight.map(|m| *m).unwrap_or_default(),
             },
         );
         if let End::Kicked(k) = end {

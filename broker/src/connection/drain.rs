@@ -107,7 +107,7 @@ impl Conn {
                                 }
                             }
                             if d.shared.is_some() {
-                                self.shared_inflight.insert(pkid, d);
+                                self.shared_inflight.get_or_insert_default().insert(pkid, d);
                             }
                         }
                     }

@@ -11,7 +11,7 @@ use crate::{Broker, BrokerConfig, BrokerState, Listeners};
 /// What the connection future of a TCP connection may take, in a debug build (the tests'
 /// build; a release build's future is smaller). Raising it costs memory for every idle
 /// connection: shrink something else first. The connection's state (session state
-/// machine 400 B, connection 552 B, socket halves and buffers 96 B) is one box beside it
+/// machine 176 B, connection 512 B, socket halves and buffers 96 B) is one box beside it
 /// (`Live`), and the connected loop runs boxed while it runs (see `park`): what is left
 /// is the task's arguments and the parked waiter (keep-alive timer, shutdown and mailbox
 /// waiters, the read). 992 B when set.

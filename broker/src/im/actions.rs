@@ -191,6 +191,8 @@ impl ImService {
         self.commit(vec![self.put_row(login.tenant, login.uid, &conv, &row)?])
             .await?;
         self.group_personal_changed(login.tenant, &conv, login.uid);
+        // The forgets above went out before the commit: tell the other nodes again.
+        self.unread_changed(login.tenant, login.uid);
         let view = self.conversation_view(login.tenant, login.uid, &conv, &row)?;
         self.emit(
             login.tenant,

@@ -547,6 +547,10 @@ fn push_topic(tid: u64) -> String {
 
 /// Whether any session (a push worker) subscribes to `topic`.
 pub(super) fn has_subscriber(b: &Arc<BrokerState>, topic: &str) -> bool {
+    if b.cluster.is_some() {
+        // The worker may sit on another node: NATS drops the job if no node wants it.
+        return true;
+    }
     let probe = Message {
         topic: topic.to_owned(),
         payload: Bytes::new(),

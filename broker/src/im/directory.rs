@@ -125,11 +125,15 @@ impl ImService {
         if let Some(t) = self.tenants.read().get(&id) {
             return Ok(t.clone());
         }
+        let generation = self.tenant_generation();
         let rec: TenantRecord = self
             .read_json(Table::Tenants, &keys::tenant(id))?
             .ok_or_else(|| ImError::NotFound(format!("tenant {id}")))?;
         let rec = Arc::new(rec);
-        self.tenants.write().insert(id, rec.clone());
+        let mut tenants = self.tenants.write();
+        if generation == self.tenant_generation() {
+            tenants.insert(id, rec.clone());
+        }
         Ok(rec)
     }
 
@@ -165,7 +169,18 @@ impl ImService {
         }])
         .await?;
         self.tenants.write().insert(id, Arc::new(rec));
+        if let Some(c) = self.cluster() {
+            c.tenant_changed(id);
+        }
         Ok(())
+    }
+
+    /// The generation of cached tenants (bumped when another node evicts one; 0 without
+    /// cluster mode).
+    fn tenant_generation(&self) -> u64 {
+        self.cluster().map_or(0, |c| {
+            c.tenant_gen.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     /// Registers user `account` in tenant `tid`. An existing account is an error

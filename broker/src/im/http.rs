@@ -21,7 +21,10 @@ pub(crate) fn routes() -> Router<Admin> {
         .route("/api/v1/im/tenants", post(create_tenant))
         .route("/api/v1/im/tenants/{tid}/users", post(create_user))
         .route("/api/v1/im/tenants/{tid}/tokens", post(token))
-        .route("/api/v1/im/tenants/{tid}/policy", put(policy))
+        .route(
+            "/api/v1/im/tenants/{tid}/policy",
+            put(replace_policy).patch(patch_policy).get(get_policy),
+        )
         .route("/api/v1/im/tenants/{tid}/system", post(system_message))
         .route(
             "/api/v1/im/tenants/{tid}/departments",
@@ -232,15 +235,64 @@ async fn token(
     Ok(Json(TokenIssued { token }))
 }
 
-async fn policy(
+/// `GET .../policy`: the tenant's whole policy.
+async fn get_policy(
     State(a): State<Admin>,
     headers: HeaderMap,
     Path(tid): Path<u64>,
-    Json(p): Json<TenantPolicy>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<TenantPolicy>, ApiError> {
     let im = service(&a, &headers)?;
-    im.set_policy(tid, p).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(im.tenant(tid)?.policy.clone()))
+}
+
+/// `PUT .../policy`: the whole policy; fields left out get their defaults.
+async fn replace_policy(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<TenantPolicy>, ApiError> {
+    let im = service(&a, &headers)?;
+    im.tenant(tid)?;
+    let policy = merge_policy(&TenantPolicy::default(), body)?;
+    im.set_policy(tid, policy.clone()).await?;
+    Ok(Json(policy))
+}
+
+/// `PATCH .../policy`: the fields given change, the others keep their current values.
+async fn patch_policy(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    Path(tid): Path<u64>,
+    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<TenantPolicy>, ApiError> {
+    let im = service(&a, &headers)?;
+    let policy = merge_policy(&im.tenant(tid)?.policy, body)?;
+    im.set_policy(tid, policy.clone()).await?;
+    Ok(Json(policy))
+}
+
+/// `base` with the fields of `body` over it; an unknown field or a value of the wrong
+/// type is a 400 naming it (a typo must not silently leave a setting unchanged).
+fn merge_policy(
+    base: &TenantPolicy,
+    body: serde_json::Map<String, serde_json::Value>,
+) -> Result<TenantPolicy, ImError> {
+    let bad = |e: serde_json::Error| ImError::BadRequest(format!("tenant policy: {e}"));
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(base).map_err(bad)? else {
+        return Err(ImError::Internal(
+            "tenant policy is not a JSON object".into(),
+        ));
+    };
+    for (k, v) in body {
+        if !fields.contains_key(&k) {
+            return Err(ImError::BadRequest(format!(
+                "tenant policy: unknown field `{k}`"
+            )));
+        }
+        fields.insert(k, v);
+    }
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(bad)
 }
 
 #[derive(Deserialize)]

@@ -54,6 +54,38 @@ fn reach_of(o: &mut Online, count: Option<u64>) -> Reach {
     }
 }
 
+/// In cluster mode: `local` (how the user is reached here) merged with their devices on
+/// other nodes; a user counted with a message who has devices elsewhere goes in `changed`
+/// (those nodes forget their cached total). A user online only elsewhere has no cached
+/// total here (computed from the store).
+fn with_remote(
+    c: &super::cluster::ImCluster,
+    tid: u64,
+    uid: u64,
+    count: Option<u64>,
+    local: Option<Reach>,
+    changed: &mut Vec<u64>,
+) -> Option<Reach> {
+    let Some(r) = c.remote(tid, uid) else {
+        return local;
+    };
+    if count.is_some() {
+        changed.push(uid);
+    }
+    Some(match local {
+        Some(l) => Reach {
+            foreground: l.foreground || r.foreground,
+            inline_unread: l.inline_unread && r.inline_unread,
+            total: l.total,
+        },
+        None => Reach {
+            foreground: r.foreground,
+            inline_unread: r.inline_unread,
+            total: None,
+        },
+    })
+}
+
 /// The encoded `Event` of a message, shared by every recipient: `Event.message` (field 1)
 /// written straight from `msg`, the same bytes as encoding an `Event` holding a copy of
 /// it, without the copy.
@@ -69,9 +101,19 @@ impl ImService {
     /// counted as unread, `delta` 0 for a muted conversation) their unread total after
     /// it, updated in the same lock.
     pub(super) fn reach(&self, tid: u64, uid: u64, count: Option<u64>) -> Option<Reach> {
-        let mut online = self.online.lock();
-        let o = online.get_mut(&(tid, uid))?;
-        Some(reach_of(o, count))
+        let local = {
+            let mut online = self.online.lock();
+            online.get_mut(&(tid, uid)).map(|o| reach_of(o, count))
+        };
+        match self.cluster() {
+            None => local,
+            Some(c) => {
+                let mut changed = Vec::new();
+                let r = with_remote(c, tid, uid, count, local, &mut changed);
+                c.unread_changed(tid, changed);
+                r
+            }
+        }
     }
 
     /// [`ImService::reach`] for many users at once, under one lock: `(uid, count)` each.
@@ -81,12 +123,24 @@ impl ImService {
         users: impl Iterator<Item = (u64, Option<u64>)>,
     ) -> Vec<Option<Reach>> {
         let mut online = self.online.lock();
-        users
+        let Some(c) = self.cluster() else {
+            return users
+                .map(|(uid, count)| {
+                    let o = online.get_mut(&(tid, uid))?;
+                    Some(reach_of(o, count))
+                })
+                .collect();
+        };
+        let mut changed = Vec::new();
+        let out = users
             .map(|(uid, count)| {
-                let o = online.get_mut(&(tid, uid))?;
-                Some(reach_of(o, count))
+                let local = online.get_mut(&(tid, uid)).map(|o| reach_of(o, count));
+                with_remote(c, tid, uid, count, local, &mut changed)
             })
-            .collect()
+            .collect();
+        drop(online);
+        c.unread_changed(tid, changed);
+        out
     }
 
     /// The user's unread total once a counted message arrived, from `reach` or computed
@@ -95,8 +149,11 @@ impl ImService {
         if let Some(t) = reach.total {
             return t;
         }
+        let generation = self.unread_generation();
         let total = self.unread_total(tid, uid).unwrap_or(0);
-        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid))
+            && generation == self.unread_generation()
+        {
             o.unread_total = Some(total);
         }
         total
@@ -171,10 +228,12 @@ impl ImService {
     /// Records what the current connection of device `client_id` understands (`features`
     /// request; a reconnect starts with none).
     pub(super) fn set_features(&self, tid: u64, uid: u64, client_id: &str, inline_unread: bool) {
-        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+        let mut online = self.online.lock();
+        if let Some(o) = online.get_mut(&(tid, uid)) {
             for d in o.devices.iter_mut().filter(|d| d.client_id == client_id) {
                 d.inline_unread = inline_unread;
             }
+            self.announce_locked(&online, tid, uid);
         }
     }
 }

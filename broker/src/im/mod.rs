@@ -31,6 +31,7 @@ pub mod auth;
 pub mod broadcast;
 pub mod calls;
 pub mod chatroom;
+pub mod cluster;
 pub mod console;
 pub mod directory;
 pub mod error;
@@ -105,6 +106,8 @@ pub struct ImService {
     emit_turns: Vec<Mutex<Option<oneshot::Receiver<()>>>>,
     online: Mutex<HashMap<(u64, u64), presence::Online>>,
     broker: OnceLock<Weak<BrokerState>>,
+    /// The link to the other nodes' IM services, in cluster mode ([`cluster`]).
+    cluster: OnceLock<Arc<cluster::ImCluster>>,
     /// Password of the service credential (gateway, push worker), if one is configured.
     service_secret: Option<String>,
     /// Requests being worked on, over all devices and per connection.
@@ -148,6 +151,7 @@ impl ImService {
             emit_turns: (0..CONV_LOCKS).map(|_| Mutex::new(None)).collect(),
             online: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
+            cluster: OnceLock::new(),
             service_secret,
             admission: admission::Admission::default(),
             groups: groups::Groups::default(),
@@ -162,8 +166,9 @@ impl ImService {
     }
 
     /// Connects the service to the running broker (events, kicks).
-    pub fn attach(&self, broker: &Arc<BrokerState>) {
+    pub fn attach(self: &Arc<Self>, broker: &Arc<BrokerState>) {
         let _ = self.broker.set(Arc::downgrade(broker));
+        self.start_cluster(broker);
         console::samples::start(Arc::downgrade(&self.console.samples), broker);
     }
 

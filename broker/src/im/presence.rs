@@ -29,7 +29,7 @@ pub(super) struct Device {
     pub(super) client_id: String,
     /// The connection (a reconnect with the same client id is another one).
     conn_id: u64,
-    platform: String,
+    pub(super) platform: String,
     /// The token it logged in with.
     token_id: String,
     /// The app said it is in the background.
@@ -50,11 +50,13 @@ impl ImService {
     /// Whether user `uid` has a device online.
     pub fn is_online(&self, tid: u64, uid: u64) -> bool {
         self.online.lock().contains_key(&(tid, uid))
+            || self.cluster().is_some_and(|c| c.remote(tid, uid).is_some())
     }
 
     /// Client ids and platforms of the user's online devices.
     pub fn devices(&self, tid: u64, uid: u64) -> Vec<(String, String)> {
-        self.online
+        let mut devices: Vec<(String, String)> = self
+            .online
             .lock()
             .get(&(tid, uid))
             .map(|o| {
@@ -63,7 +65,11 @@ impl ImService {
                     .map(|d| (d.client_id.clone(), d.platform.clone()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(c) = self.cluster() {
+            devices.extend(c.remote_devices(tid, uid));
+        }
+        devices
     }
 
     /// An IM device connected. With the tenant's one-phone policy, an older phone of the
@@ -94,6 +100,7 @@ impl ImService {
                 background: false,
                 inline_unread: false,
             });
+            self.announce_locked(&online, login.tenant, login.uid);
             displaced
         };
         self.presence_changed(login);
@@ -113,6 +120,7 @@ impl ImService {
                 if entry.devices.is_empty() {
                     online.remove(&(login.tenant, login.uid));
                 }
+                self.announce_locked(&online, login.tenant, login.uid);
             }
         }
         self.presence_changed(login);
@@ -125,14 +133,20 @@ impl ImService {
             .lock()
             .get(&(tid, uid))
             .is_some_and(|o| o.devices.iter().any(|d| !d.background))
+            || self
+                .cluster()
+                .and_then(|c| c.remote(tid, uid))
+                .is_some_and(|r| r.foreground)
     }
 
     /// Records that device `client_id` of the user went to the background or came back.
     pub fn set_background(&self, login: &ImLogin, client_id: &str, background: bool) {
-        if let Some(o) = self.online.lock().get_mut(&(login.tenant, login.uid)) {
+        let mut online = self.online.lock();
+        if let Some(o) = online.get_mut(&(login.tenant, login.uid)) {
             for d in o.devices.iter_mut().filter(|d| d.client_id == client_id) {
                 d.background = background;
             }
+            self.announce_locked(&online, login.tenant, login.uid);
         }
     }
 
@@ -182,6 +196,17 @@ impl ImService {
             expires_at: None,
             origin: 0,
         }));
+        if let Some(c) = self.cluster() {
+            // The device may be connected to another node: that node disconnects it.
+            c.kick(tid, client_id);
+        }
+        self.kick_local(tid, client_id);
+    }
+
+    /// Disconnects device `client_id` of tenant `tid` if it is connected here, after a
+    /// moment to read its `kicked` notice.
+    pub(super) fn kick_local(&self, tid: u64, client_id: &str) {
+        let Some(b) = self.broker() else { return };
         // Give the notice a moment to reach the device before it is disconnected (0x98).
         // Its session is keyed in its tenant's space (`sessions::key_of`).
         let (broker, client_id) = (
@@ -207,10 +232,14 @@ impl ImService {
         row: &UserConvRecord,
         max: u64,
     ) {
+        let generation = self.unread_generation();
         let total = self.unread_total(tid, uid).unwrap_or(0);
-        if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
+        if let Some(o) = self.online.lock().get_mut(&(tid, uid))
+            && generation == self.unread_generation()
+        {
             o.unread_total = Some(total);
         }
+        self.unread_changed(tid, uid);
         let read_seq = row.read_seq.max(row.min_seq);
         let unread = max.saturating_sub(read_seq);
         self.emit(
@@ -239,6 +268,26 @@ impl ImService {
         if let Some(o) = self.online.lock().get_mut(&(tid, uid)) {
             o.unread_total = None;
         }
+        self.unread_changed(tid, uid);
+    }
+
+    /// In cluster mode: tells the nodes where the user has devices that their unread
+    /// total changed (after the commit that changed it).
+    pub(super) fn unread_changed(&self, tid: u64, uid: u64) {
+        if let Some(c) = self.cluster()
+            && c.remote(tid, uid).is_some()
+        {
+            c.unread_changed(tid, vec![uid]);
+        }
+    }
+
+    /// The generation of cached unread totals (bumped when another node evicts some; 0
+    /// without cluster mode): a total computed from the store is cached only if it did not
+    /// move meanwhile.
+    pub(super) fn unread_generation(&self) -> u64 {
+        self.cluster().map_or(0, |c| {
+            c.unread_gen.load(std::sync::atomic::Ordering::Acquire)
+        })
     }
 
     /// Hands a push job for user `uid` to the push worker: the message's kind and the
@@ -286,6 +335,9 @@ impl ImService {
             group: false,
             platforms: Vec::new(),
         };
+        if let Some(c) = self.cluster() {
+            c.push_job(1);
+        }
         publish_push_job(&b, &job);
     }
 

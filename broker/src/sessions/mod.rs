@@ -15,6 +15,7 @@
 //! takeover, wills, expiry) and [`restore`] (rebuilding from the store at start).
 
 mod lifecycle;
+mod orphaned;
 mod restore;
 
 use std::collections::HashMap;

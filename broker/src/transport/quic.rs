@@ -17,6 +17,12 @@
 //! - Flow-control windows are small (64 KiB per stream, 128 KiB per connection), so an
 //!   idle connection is granted little buffer; larger packets still pass as the broker
 //!   reads.
+//! - Memory of an idle connection: datagrams are off (MQTT uses none), and the endpoint's
+//!   socket reports one datagram per transmit ([`OneSegment`]): quinn keeps, per
+//!   connection, a send buffer as large as its largest transmit and never shrinks it; with
+//!   GSO batching that is up to ten datagrams (~14 KB) for every idle connection, one
+//!   datagram (~1.5 KB) without. What this costs is bulk sending over QUIC (one
+//!   `sendmsg` per datagram), which MQTT's small packets rarely need.
 //! - 0-RTT: a returning client's 0-RTT flight is accepted by TLS, but the broker acts on
 //!   none of its data before the handshake completes. A replayed 0-RTT flight cannot
 //!   complete a handshake, so replay never reaches MQTT (no second CONNECT, no PUBLISH
@@ -70,8 +76,60 @@ pub fn endpoint(
     // A phone needs one MQTT connection; a few streams leave room for a reconnect overlap.
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    quinn::Endpoint::server(config, addr)
-        .map_err(|e| TransportError::Tls(format!("bind {addr}: {e}")))
+    // MQTT sends no datagrams: no buffer for them.
+    transport.datagram_receive_buffer_size(None);
+    transport.datagram_send_buffer_size(0);
+    let bind = |e: std::io::Error| TransportError::Tls(format!("bind {addr}: {e}"));
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+    let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+    let socket = Arc::new(OneSegment(runtime.wrap_udp_socket(socket).map_err(bind)?));
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .map_err(bind)
+}
+
+/// The endpoint's UDP socket, reporting one datagram per transmit (no GSO batches), so
+/// that quinn's per-connection send buffer stays one datagram large (see the module docs).
+#[derive(Debug)]
+struct OneSegment(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for OneSegment {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        1
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.0.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
+    }
 }
 
 /// Accepts QUIC connections until shutdown. Every MQTT connection (stream) takes a permit

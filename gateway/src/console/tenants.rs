@@ -398,6 +398,9 @@ async fn push(
     if !VENDORS.contains(&vendor.as_str()) {
         errors.add("vendor", user.t("tenants.push_vendor_invalid"));
     }
+    if crate::push::rest::refuse_configured(&st.app, tid, [vendor.as_str()]).is_err() {
+        errors.add("vendor", user.t("tenants.push_vendor_configured"));
+    }
     let remove = form.checked("remove");
     let config: Option<Value> = if remove {
         None

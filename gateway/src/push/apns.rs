@@ -16,7 +16,9 @@ use serde_json::json;
 
 use super::https::{Https, post};
 use super::jwt::Es256;
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, excerpt, transport};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, excerpt, redacted_debug, transport,
+};
 use crate::native::auth::unix_now;
 
 /// Re-sign the provider token after this long.
@@ -25,7 +27,7 @@ const JWT_LIFE: Duration = Duration::from_secs(50 * 60);
 const EXPIRATION: u64 = 24 * 3600;
 
 /// A tenant's APNs credentials (`push/credentials/set {apns: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct ApnsCredentials {
     /// The `.p8` key's PEM text.
     pub key_p8: String,
@@ -35,6 +37,8 @@ pub struct ApnsCredentials {
     #[serde(default)]
     pub topic: String,
 }
+
+redacted_debug!(ApnsCredentials { key_id, team_id, topic } secret { key_p8 });
 
 /// APNs for one tenant.
 pub struct Apns {

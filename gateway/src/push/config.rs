@@ -1,9 +1,13 @@
 //! The push worker's settings ([`PushConfig`]): where each provider is, how hard to try,
-//! how many jobs at once, and the clock quiet hours are judged by ([`Clock`], replaceable
-//! in tests).
+//! how many jobs at once, the tenants' credentials given in the configuration file
+//! ([`ConfiguredCredentials`]) and the clock quiet hours are judged by ([`Clock`],
+//! replaceable in tests).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
 
 /// The wall clock the worker reads (quiet hours); tests inject a fixed one.
 #[derive(Clone)]
@@ -35,6 +39,67 @@ impl Default for Clock {
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Clock")
+    }
+}
+
+/// Push credentials from the configuration file (`[gateway.push.tenants.ID.VENDOR]`, the
+/// files already read): by tenant, vendor → that vendor's credentials object, the JSON
+/// `push/credentials/set` takes. They win over the stored ones vendor by vendor (the REST
+/// API and the console refuse to change them), and they are never written to the store.
+/// Its `Debug` names tenants and vendors only.
+#[derive(Clone, Default)]
+pub struct ConfiguredCredentials(BTreeMap<u64, Map<String, Value>>);
+
+impl ConfiguredCredentials {
+    /// Adds (or replaces) `vendor`'s credentials of `tenant`.
+    pub fn insert(&mut self, tenant: u64, vendor: &str, credentials: Value) {
+        self.0
+            .entry(tenant)
+            .or_default()
+            .insert(vendor.to_owned(), credentials);
+    }
+
+    /// The vendors `tenant` has credentials for in the configuration.
+    pub fn vendors(&self, tenant: u64) -> Vec<String> {
+        self.0
+            .get(&tenant)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every (tenant, vendor, credentials).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &str, &Value)> {
+        self.0
+            .iter()
+            .flat_map(|(t, m)| m.iter().map(move |(v, c)| (*t, v.as_str(), c)))
+    }
+
+    /// `stored` (a tenant's credentials object from the store) with the configured vendors
+    /// of `tenant` put over it.
+    pub fn overlay(&self, tenant: u64, stored: &mut Value) {
+        let Some(mine) = self.0.get(&tenant) else {
+            return;
+        };
+        if !stored.is_object() {
+            *stored = Value::Object(Map::new());
+        }
+        if let Some(o) = stored.as_object_mut() {
+            for (vendor, c) in mine {
+                o.insert(vendor.clone(), c.clone());
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ConfiguredCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(t, m)| (t, m.keys().collect::<Vec<_>>())),
+            )
+            .finish()
     }
 }
 
@@ -73,6 +138,8 @@ pub struct PushConfig {
     pub tokens_ttl: Duration,
     /// The wall clock (quiet hours).
     pub clock: Clock,
+    /// Tenants' credentials from the configuration file.
+    pub configured: ConfiguredCredentials,
 }
 
 impl Default for PushConfig {
@@ -99,6 +166,7 @@ impl Default for PushConfig {
             credentials_ttl: Duration::from_secs(60),
             tokens_ttl: Duration::from_secs(2),
             clock: Clock::system(),
+            configured: ConfiguredCredentials::default(),
         }
     }
 }
@@ -123,5 +191,34 @@ impl PushConfig {
             honor_token_uri: format!("{base}/honor/token"),
             ..PushConfig::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_vendors_win_and_debug_shows_no_secret() {
+        let mut c = ConfiguredCredentials::default();
+        c.insert(7, "xiaomi", serde_json::json!({"app_secret": "S3CRET"}));
+        let mut stored = serde_json::json!({"xiaomi": {"app_secret": "old"}, "fcm": {}});
+        c.overlay(7, &mut stored);
+        assert_eq!(stored["xiaomi"]["app_secret"], "S3CRET");
+        assert!(stored["fcm"].is_object());
+        let mut other = serde_json::json!({"xiaomi": {"app_secret": "old"}});
+        c.overlay(8, &mut other);
+        assert_eq!(other["xiaomi"]["app_secret"], "old");
+        let shown = format!(
+            "{:?}",
+            PushConfig {
+                configured: c,
+                ..PushConfig::default()
+            }
+        );
+        assert!(
+            !shown.contains("S3CRET") && shown.contains("xiaomi"),
+            "{shown}"
+        );
     }
 }

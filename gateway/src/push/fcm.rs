@@ -8,16 +8,13 @@
 //! `QUOTA_EXCEEDED` (429), `UNAVAILABLE` (503) and `INTERNAL` (500) are retried honouring
 //! `Retry-After`; a 401 drops the cached access token and retries.
 
-use std::time::Duration;
-
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::https::{Bearer, Https, form, post};
+use super::https::{Https, form, post};
 use super::jwt::Rs256;
 use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport,
+    Attempt, BearerCache, Device, Notification, Outcome, PushProvider, redacted_debug, transport,
 };
 use crate::native::auth::unix_now;
 
@@ -25,7 +22,7 @@ use crate::native::auth::unix_now;
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 
 /// The fields of a Google service-account JSON that matter here.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct ServiceAccount {
     pub project_id: String,
     pub private_key: String,
@@ -33,6 +30,8 @@ pub struct ServiceAccount {
     #[serde(default)]
     pub token_uri: String,
 }
+
+redacted_debug!(ServiceAccount { project_id, client_email, token_uri } secret { private_key });
 
 /// A tenant's FCM credentials: `{service_account_json: "<the JSON, as a string or object>"}`.
 pub fn service_account(c: &Value) -> Result<ServiceAccount, String> {
@@ -61,7 +60,7 @@ pub struct Fcm {
     token_uri: String,
     base: String,
     http: Https,
-    bearer: Mutex<Option<Bearer>>,
+    bearer: BearerCache,
 }
 
 impl Fcm {
@@ -83,30 +82,25 @@ impl Fcm {
             token_uri,
             base: base.trim_end_matches('/').to_owned(),
             http,
-            bearer: Mutex::new(None),
+            bearer: BearerCache::default(),
         })
     }
 
     async fn access_token(&self) -> Result<String, Outcome> {
-        if let Some(b) = self.bearer.lock().as_ref().filter(|b| b.fresh()) {
-            return Ok(b.token.clone());
-        }
-        let now = unix_now();
-        let assertion = self
-            .key
-            .sign(
+        let body = || {
+            let now = unix_now();
+            let assertion = self.key.sign(
                 &json!({"alg": "RS256", "typ": "JWT"}),
                 &json!({"iss": self.account.client_email, "scope": SCOPE,
                         "aud": self.token_uri, "iat": now, "exp": now + 3600}),
-            )
-            .map_err(Outcome::Failed)?;
-        let body = form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", &assertion),
-        ]);
-        let b = fetch_bearer(&self.http, &self.token_uri, body, "FCM").await?;
-        *self.bearer.lock() = Some(b.clone());
-        Ok(b.token)
+            )?;
+            Ok(form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &assertion),
+            ]))
+        };
+        let (http, uri) = (&self.http, &self.token_uri);
+        self.bearer.get(http, uri, "FCM", body).await
     }
 
     async fn attempt(&self, d: &Device, n: &Notification) -> Outcome {
@@ -172,13 +166,7 @@ impl Fcm {
                 reason: why,
                 after: a.retry_after(),
             },
-            _ if a.status == 401 => {
-                *self.bearer.lock() = None;
-                Outcome::Retry {
-                    reason: why,
-                    after: Some(Duration::ZERO),
-                }
-            }
+            _ if a.status == 401 => self.bearer.rejected(why),
             _ if a.status >= 500 || a.status == 429 => Outcome::Retry {
                 reason: why,
                 after: a.retry_after(),

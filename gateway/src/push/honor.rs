@@ -9,18 +9,18 @@
 //! token refused or expired) renew it and retry; `81000001` (internal error), HTTP 5xx / 429
 //! retry; anything else fails.
 
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::https::{Bearer, Https, form, post};
+use super::https::{Https, form, post};
 use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport, unix_ms,
+    Attempt, BearerCache, Device, Notification, Outcome, PushProvider, redacted_debug, transport,
+    unix_ms,
 };
 use super::signed_auth::code_of;
 
 /// A tenant's Honor credentials (`push/credentials/set {honor: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct HonorCredentials {
     pub app_id: String,
     pub client_secret: String,
@@ -32,13 +32,15 @@ pub struct HonorCredentials {
     pub badge_class: String,
 }
 
+redacted_debug!(HonorCredentials { app_id, client_id, badge_class } secret { client_secret });
+
 /// Honor Push for one tenant.
 pub struct Honor {
     c: HonorCredentials,
     base: String,
     token_uri: String,
     http: Https,
-    bearer: Mutex<Option<Bearer>>,
+    bearer: BearerCache,
 }
 
 impl Honor {
@@ -48,27 +50,25 @@ impl Honor {
             base: base.trim_end_matches('/').to_owned(),
             token_uri: token_uri.to_owned(),
             http,
-            bearer: Mutex::new(None),
+            bearer: BearerCache::default(),
         }
     }
 
     async fn access_token(&self) -> Result<String, Outcome> {
-        if let Some(b) = self.bearer.lock().as_ref().filter(|b| b.fresh()) {
-            return Ok(b.token.clone());
-        }
         let client_id = if self.c.client_id.is_empty() {
             &self.c.app_id
         } else {
             &self.c.client_id
         };
-        let body = form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_secret", &self.c.client_secret),
-        ]);
-        let b = fetch_bearer(&self.http, &self.token_uri, body, "Honor").await?;
-        *self.bearer.lock() = Some(b.clone());
-        Ok(b.token)
+        let body = || {
+            Ok(form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", &self.c.client_secret),
+            ]))
+        };
+        let (http, uri) = (&self.http, &self.token_uri);
+        self.bearer.get(http, uri, "Honor", body).await
     }
 
     async fn attempt(&self, d: &Device, n: &Notification) -> Outcome {

@@ -7,19 +7,16 @@
 //! `80200003` (OAuth token refused or expired) drop the cached token and retry; `81000001`
 //! (internal error) and HTTP 5xx / 429 retry.
 
-use std::time::Duration;
-
-use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::https::{Bearer, Https, form, post};
+use super::https::{Https, form, post};
 use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, fetch_bearer, transport,
+    Attempt, BearerCache, Device, Notification, Outcome, PushProvider, redacted_debug, transport,
 };
 
 /// A tenant's Huawei credentials (`push/credentials/set {huawei: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct HuaweiCredentials {
     pub app_id: String,
     pub client_secret: String,
@@ -28,13 +25,15 @@ pub struct HuaweiCredentials {
     pub badge_class: String,
 }
 
+redacted_debug!(HuaweiCredentials { app_id, badge_class } secret { client_secret });
+
 /// Huawei Push Kit for one tenant.
 pub struct Huawei {
     c: HuaweiCredentials,
     base: String,
     token_uri: String,
     http: Https,
-    bearer: Mutex<Option<Bearer>>,
+    bearer: BearerCache,
 }
 
 impl Huawei {
@@ -44,22 +43,20 @@ impl Huawei {
             base: base.trim_end_matches('/').to_owned(),
             token_uri: token_uri.to_owned(),
             http,
-            bearer: Mutex::new(None),
+            bearer: BearerCache::default(),
         }
     }
 
     async fn access_token(&self) -> Result<String, Outcome> {
-        if let Some(b) = self.bearer.lock().as_ref().filter(|b| b.fresh()) {
-            return Ok(b.token.clone());
-        }
-        let body = form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &self.c.app_id),
-            ("client_secret", &self.c.client_secret),
-        ]);
-        let b = fetch_bearer(&self.http, &self.token_uri, body, "Huawei").await?;
-        *self.bearer.lock() = Some(b.clone());
-        Ok(b.token)
+        let body = || {
+            Ok(form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &self.c.app_id),
+                ("client_secret", &self.c.client_secret),
+            ]))
+        };
+        let (http, uri) = (&self.http, &self.token_uri);
+        self.bearer.get(http, uri, "Huawei", body).await
     }
 
     async fn attempt(&self, d: &Device, n: &Notification) -> Outcome {
@@ -125,18 +122,12 @@ pub(super) fn push_kit_outcome(
     success: &str,
     why: String,
     a: &super::https::Answer,
-    bearer: &Mutex<Option<Bearer>>,
+    bearer: &BearerCache,
 ) -> Outcome {
     match code {
         c if c == success && a.status == 200 => Outcome::Sent,
         "80100000" | "80300007" => Outcome::Dead(why),
-        "80200001" | "80200003" => {
-            *bearer.lock() = None;
-            Outcome::Retry {
-                reason: why,
-                after: Some(Duration::ZERO),
-            }
-        }
+        "80200001" | "80200003" => bearer.rejected(why),
         "81000001" => Outcome::Retry {
             reason: why,
             after: a.retry_after(),

@@ -40,7 +40,7 @@ pub mod vivo;
 pub mod worker;
 pub mod xiaomi;
 
-pub use config::{Clock, PushConfig};
+pub use config::{Clock, ConfiguredCredentials, PushConfig};
 pub use jobs::{CTL_FILTER, CTL_TEST_TOPIC, PUSH_FILTER};
 pub use stats::PushStats;
 pub use trace::TraceEntry;

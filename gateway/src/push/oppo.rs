@@ -15,11 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::https::{Https, form, post};
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, unix_ms};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, redacted_debug, unix_ms,
+};
 use super::signed_auth::{DayToken, code_of, exchange, otherwise, retry};
 
 /// A tenant's OPPO credentials (`push/credentials/set {oppo: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct OppoCredentials {
     pub app_key: String,
     pub master_secret: String,
@@ -27,6 +29,8 @@ pub struct OppoCredentials {
     #[serde(default)]
     pub channel_id: String,
 }
+
+redacted_debug!(OppoCredentials { app_key, channel_id } secret { master_secret });
 
 /// OPPO PUSH for one tenant.
 pub struct Oppo {

@@ -70,6 +70,22 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// `Debug` for a credentials type: its public fields as they are, its secret ones as
+/// `<redacted>`, so a stray `{:?}` cannot leak a key into a log.
+macro_rules! redacted_debug {
+    ($t:ident { $($public:ident),* } secret { $($secret:ident),* }) => {
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($public), &self.$public))*
+                    $(.field(stringify!($secret), &"<redacted>"))*
+                    .finish()
+            }
+        }
+    };
+}
+pub(crate) use redacted_debug;
+
 /// A future answering one attempt.
 pub type Attempt<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
 
@@ -119,6 +135,49 @@ pub async fn fetch_bearer(
             excerpt(&a.body)
         ))
     })
+}
+
+/// One tenant's cached OAuth2 bearer token at one vendor (FCM, Huawei, Honor): fetched
+/// from the token endpoint when missing or near expiry, forgotten when the vendor rejects
+/// it. Its `Debug` never shows the token.
+#[derive(Default)]
+pub struct BearerCache(parking_lot::Mutex<Option<super::https::Bearer>>);
+
+impl BearerCache {
+    /// The cached token while fresh, else a new one: `body()` makes the token request
+    /// (form-encoded, signed now if need be) posted to `token_uri`; `who` names the vendor.
+    pub async fn get(
+        &self,
+        http: &super::https::Https,
+        token_uri: &str,
+        who: &str,
+        body: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<String, Outcome> {
+        if let Some(b) = self.0.lock().as_ref().filter(|b| b.fresh()) {
+            return Ok(b.token.clone());
+        }
+        let b = fetch_bearer(http, token_uri, body().map_err(Outcome::Failed)?, who).await?;
+        let token = b.token.clone();
+        *self.0.lock() = Some(b);
+        Ok(token)
+    }
+
+    /// The vendor refused the token: the next [`BearerCache::get`] fetches a new one, and
+    /// the send is retried at once.
+    pub fn rejected(&self, why: String) -> Outcome {
+        *self.0.lock() = None;
+        Outcome::Retry {
+            reason: why,
+            after: Some(Duration::ZERO),
+        }
+    }
+}
+
+impl std::fmt::Debug for BearerCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cached = self.0.lock().as_ref().is_some_and(|b| b.fresh());
+        write!(f, "BearerCache {{ fresh: {cached} }}")
+    }
 }
 
 /// Milliseconds since the Unix epoch (vendors' signed timestamps).

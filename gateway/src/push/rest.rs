@@ -2,7 +2,8 @@
 //! tenant's provider credentials, the same JSON as `$im/admin/push/credentials/set`
 //! without `tenant`, which the signature gives) and `POST /v1/push/credentials/get`, which
 //! answers only which vendors are configured and their non-secret identifiers: secrets go
-//! in, never out. `POST /v1/push/test {user}` sends a test notification to each of the
+//! in, never out. Vendors whose credentials the gateway's configuration file gives are
+//! shown with `source: "config"` and cannot be set here (409). `POST /v1/push/test {user}` sends a test notification to each of the
 //! user's devices now and answers each provider's verdict; `POST /v1/push/trace {user?,
 //! limit?}` answers this instance's latest decisions about the tenant's jobs (sent, no
 //! token, no credentials, token removed, provider error and why).
@@ -43,11 +44,12 @@ const PUBLIC_FIELDS: [&str; 8] = [
 /// `POST /v1/push/credentials/{set,get}`.
 #[utoipa::path(post, path = "/v1/push/credentials/{op}", tag = "push", request_body = AnyObject,
     params(("op" = String, Path, description = "set: the body is {apns?, fcm?, huawei?, xiaomi?, oppo?, vivo?, honor?}, \
-        each vendor's credentials object (replaces the whole set); get: which vendors are set and their \
-        non-secret ids")),
+        each vendor's credentials object (replaces the whole set; 409 for a vendor the gateway's configuration \
+        file sets); get: which vendors are set and their non-secret ids (source: config for those of the file)")),
     security(("signature" = [])),
     responses((status = 200, description = "set: {}; get: {vendors: {vendor: {non-secret ids}}}", body = AnyObject),
-               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+               (status = 409, description = "a vendor's credentials come from the configuration file", body = ErrorBody)))]
 pub async fn credentials(
     State(s): State<Arc<AppState>>,
     Path(op): Path<String>,
@@ -60,6 +62,11 @@ pub async fn credentials(
             if !v.is_object() {
                 return Err(ApiError::bad_request("the body must be a JSON object"));
             }
+            refuse_configured(
+                &s,
+                req.tenant.id,
+                v.as_object().into_iter().flatten().map(|(k, _)| k.as_str()),
+            )?;
             Ok(Json(
                 s.service
                     .call("push/credentials/set", &with(v, tenant))
@@ -67,8 +74,16 @@ pub async fn credentials(
             ))
         }
         "get" => {
-            let all = s.service.call("push/credentials/get", &tenant).await?;
-            Ok(Json(json!({ "vendors": redacted(&all) })))
+            let mut all = s.service.call("push/credentials/get", &tenant).await?;
+            let configured = configured(&s, req.tenant.id);
+            if let Some(w) = &s.push {
+                w.overlay_configured(req.tenant.id, &mut all);
+            }
+            let mut vendors = redacted(&all);
+            for v in configured {
+                vendors[v.as_str()]["source"] = "config".into();
+            }
+            Ok(Json(json!({ "vendors": vendors })))
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -76,6 +91,40 @@ pub async fn credentials(
             format!("no such endpoint: /v1/push/credentials/{op}"),
         )),
     }
+}
+
+/// The vendors of `tenant` whose credentials this gateway's configuration file gives.
+fn configured(s: &AppState, tenant: u64) -> Vec<String> {
+    s.push
+        .as_ref()
+        .map(|w| w.configured_vendors(tenant))
+        .unwrap_or_default()
+}
+
+/// 409 when any of `vendors` has its credentials in the configuration file: the file is
+/// what the operator deployed, and an API change would be silently outranked.
+pub(crate) fn refuse_configured<'a>(
+    s: &AppState,
+    tenant: u64,
+    vendors: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let configured = configured(s, tenant);
+    let clash: Vec<&str> = vendors
+        .into_iter()
+        .filter(|v| configured.iter().any(|c| c == v))
+        .collect();
+    if clash.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        409,
+        format!(
+            "the {} push credentials of tenant {tenant} come from the gateway's configuration file \
+             ([gateway.push.tenants.{tenant}]); change them there and restart",
+            clash.join(", ")
+        ),
+    ))
 }
 
 fn worker(s: &AppState) -> Result<&Arc<super::Worker>, ApiError> {

@@ -57,9 +57,16 @@ pub struct PushStats {
     /// included): sum in microseconds and count.
     pub latency_us: AtomicU64,
     pub latency_n: AtomicU64,
+    /// The same times per bucket of [`LATENCY_BUCKETS`] (not cumulative; the last one is
+    /// +Inf).
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// No push, by (vendor, reason); vendor empty when none was involved.
     failures: Mutex<BTreeMap<(String, Reason), u64>>,
 }
+
+/// Upper bounds of the push latency histogram's buckets, in seconds: a provider answers
+/// in tens of milliseconds, retries with back-off take seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
 
 /// Largest vendor name counted (longer ones are truncated: labels stay bounded).
 const MAX_VENDOR: usize = 16;
@@ -69,6 +76,19 @@ impl PushStats {
     pub fn fail(&self, vendor: &str, why: Reason) {
         let vendor: String = vendor.chars().take(MAX_VENDOR).collect();
         *self.failures.lock().entry((vendor, why)).or_default() += 1;
+    }
+
+    /// Records one delivery's time, from taking it to the provider's final answer.
+    pub fn observe_latency(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency_n.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The count for (vendor, reason).
@@ -153,9 +173,21 @@ impl PushStats {
                 reason.as_str()
             );
         }
-        let _ = write!(
+        out.push_str("# HELP switchboard_push_latency_seconds Delivery time per device, retries included.\n# TYPE switchboard_push_latency_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += g(&self.latency_buckets[i]);
+            let _ = writeln!(
+                out,
+                "switchboard_push_latency_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += g(&self.latency_buckets[LATENCY_BUCKETS.len()]);
+        let _ = writeln!(
             out,
-            "# HELP switchboard_push_latency_seconds Delivery time per device, retries included.\n# TYPE switchboard_push_latency_seconds summary\nswitchboard_push_latency_seconds_sum {}\nswitchboard_push_latency_seconds_count {}\n",
+            "switchboard_push_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
+             switchboard_push_latency_seconds_sum {}\n\
+             switchboard_push_latency_seconds_count {}",
             g(&self.latency_us) as f64 / 1e6,
             g(&self.latency_n)
         );
@@ -182,5 +214,25 @@ mod tests {
         );
         assert!(text.contains("reason=\"no_token\"} 1\n"), "{text}");
         assert_eq!(s.failures("apns", Reason::DeadToken), 2);
+    }
+
+    #[test]
+    fn latency_histogram_is_cumulative_and_ends_at_inf() {
+        let s = PushStats::default();
+        s.observe_latency(std::time::Duration::from_millis(20));
+        s.observe_latency(std::time::Duration::from_millis(20));
+        s.observe_latency(std::time::Duration::from_secs(3));
+        s.observe_latency(std::time::Duration::from_secs(100));
+        let text = s.prometheus();
+        for line in [
+            "switchboard_push_latency_seconds_bucket{le=\"0.01\"} 0\n",
+            "switchboard_push_latency_seconds_bucket{le=\"0.025\"} 2\n",
+            "switchboard_push_latency_seconds_bucket{le=\"2.5\"} 2\n",
+            "switchboard_push_latency_seconds_bucket{le=\"10\"} 3\n",
+            "switchboard_push_latency_seconds_bucket{le=\"+Inf\"} 4\n",
+            "switchboard_push_latency_seconds_count 4\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! Each tenant's providers, made from its credentials (`push/credentials/get`), and its
+//! Each tenant's providers, made from its credentials (`push/credentials/get`, with the
+//! configuration file's vendors put over them, [`super::ConfiguredCredentials`]), and its
 //! notification templates (`push/templates/get`), both cached for
 //! [`super::PushConfig::credentials_ttl`]: when the credentials are unchanged after
 //! that, the provider objects (with their connections and access tokens) are kept.
-//! Unusable credentials are logged by vendor and kind of problem, never their content.
+//! Unusable credentials are logged by vendor and kind of problem, never their content;
+//! unusable configured ones stop the worker from starting ([`Worker::check_configured`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,11 +43,12 @@ impl Worker {
         {
             return Ok(p.clone());
         }
-        let creds = self
+        let mut creds = self
             .service
             .call("push/credentials/get", &json!({"tenant": tenant}))
             .await
             .map_err(|e| e.to_string())?;
+        self.cfg.configured.overlay(tenant, &mut creds);
         let digest = ring::digest::digest(&ring::digest::SHA256, creds.to_string().as_bytes())
             .as_ref()
             .to_vec();
@@ -72,81 +75,91 @@ impl Worker {
     /// Providers from a tenant's credentials; bad ones are logged (not their content).
     fn build(&self, tenant: u64, creds: &Value) -> HashMap<String, Arc<dyn PushProvider>> {
         let mut out: HashMap<String, Arc<dyn PushProvider>> = HashMap::new();
-        let c = &self.cfg;
-        let http = || https::Https::new(self.tls.clone());
-        let mut add = |vendor: &str, r: Result<Arc<dyn PushProvider>, String>| match r {
-            Ok(p) => {
-                out.insert(vendor.to_owned(), p);
+        for (vendor, c) in creds.as_object().into_iter().flatten() {
+            if !c.is_object() {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(target: "push", tenant, vendor, error = %e, "unusable push credentials")
+            match self.provider(vendor, c) {
+                Ok(Some(p)) => {
+                    out.insert(vendor.clone(), p);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(target: "push", tenant, vendor, error = %e, "unusable push credentials")
+                }
             }
-        };
-        let given = |v: &str| creds[v].is_object();
-        if given("apns") {
-            add(
-                "apns",
-                parse(&creds["apns"]).and_then(|a| {
-                    let p = apns::Apns::new(a, &c.apns_production, &c.apns_sandbox, http())?;
-                    Ok(Arc::new(p) as Arc<dyn PushProvider>)
-                }),
-            );
-        }
-        if given("fcm") {
-            add(
-                "fcm",
-                fcm::service_account(&creds["fcm"]).and_then(|sa| {
-                    let p = fcm::Fcm::new(sa, &c.fcm_base, &c.fcm_token_uri, http())?;
-                    Ok(Arc::new(p) as Arc<dyn PushProvider>)
-                }),
-            );
-        }
-        if given("huawei") {
-            add(
-                "huawei",
-                parse(&creds["huawei"]).map(|h| {
-                    let p = huawei::Huawei::new(h, &c.huawei_base, &c.huawei_token_uri, http());
-                    Arc::new(p) as Arc<dyn PushProvider>
-                }),
-            );
-        }
-        if given("xiaomi") {
-            add(
-                "xiaomi",
-                parse(&creds["xiaomi"]).map(|x| {
-                    Arc::new(xiaomi::Xiaomi::new(x, &c.xiaomi_base, http()))
-                        as Arc<dyn PushProvider>
-                }),
-            );
-        }
-        if given("oppo") {
-            add(
-                "oppo",
-                parse(&creds["oppo"]).map(|o| {
-                    Arc::new(oppo::Oppo::new(o, &c.oppo_base, http())) as Arc<dyn PushProvider>
-                }),
-            );
-        }
-        if given("vivo") {
-            add(
-                "vivo",
-                parse(&creds["vivo"]).map(|v| {
-                    Arc::new(vivo::Vivo::new(v, &c.vivo_base, http())) as Arc<dyn PushProvider>
-                }),
-            );
-        }
-        if given("honor") {
-            add(
-                "honor",
-                parse(&creds["honor"]).map(|h| {
-                    let p = honor::Honor::new(h, &c.honor_base, &c.honor_token_uri, http());
-                    Arc::new(p) as Arc<dyn PushProvider>
-                }),
-            );
         }
         out
     }
+
+    /// The provider for `vendor` made from its credentials object `c` (none for a vendor
+    /// this worker does not speak). The error names the kind of problem, never a value.
+    fn provider(&self, vendor: &str, c: &Value) -> Result<Option<Arc<dyn PushProvider>>, String> {
+        let cfg = &self.cfg;
+        let http = || https::Https::new(self.tls.clone());
+        let p: Arc<dyn PushProvider> = match vendor {
+            "apns" => Arc::new(apns::Apns::new(
+                parse(c)?,
+                &cfg.apns_production,
+                &cfg.apns_sandbox,
+                http(),
+            )?),
+            "fcm" => Arc::new(fcm::Fcm::new(
+                fcm::service_account(c)?,
+                &cfg.fcm_base,
+                &cfg.fcm_token_uri,
+                http(),
+            )?),
+            "huawei" => Arc::new(huawei::Huawei::new(
+                parse(c)?,
+                &cfg.huawei_base,
+                &cfg.huawei_token_uri,
+                http(),
+            )),
+            "xiaomi" => Arc::new(xiaomi::Xiaomi::new(parse(c)?, &cfg.xiaomi_base, http())),
+            "oppo" => Arc::new(oppo::Oppo::new(parse(c)?, &cfg.oppo_base, http())),
+            "vivo" => Arc::new(vivo::Vivo::new(parse(c)?, &cfg.vivo_base, http())),
+            "honor" => Arc::new(honor::Honor::new(
+                parse(c)?,
+                &cfg.honor_base,
+                &cfg.honor_token_uri,
+                http(),
+            )),
+            _ => return Ok(None),
+        };
+        Ok(Some(p))
+    }
+
+    /// Every credential of the configuration file makes a provider: else an error naming
+    /// the tenant, the vendor and the kind of problem (never a value).
+    pub(super) fn check_configured(&self) -> Result<(), String> {
+        for (tenant, vendor, c) in self.cfg.configured.iter() {
+            let why = match self.provider(vendor, c) {
+                Ok(Some(_)) => continue,
+                Ok(None) => format!("unknown vendor (one of {})", VENDORS.join(", ")),
+                Err(e) => e,
+            };
+            return Err(format!(
+                "push credentials of tenant {tenant}, {vendor}, in the configuration: {why}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `stored` with this worker's configured credentials of `tenant` put over it.
+    pub fn overlay_configured(&self, tenant: u64, stored: &mut Value) {
+        self.cfg.configured.overlay(tenant, stored);
+    }
+
+    /// The vendors whose credentials `tenant` has in this worker's configuration file
+    /// (they cannot be changed through the API).
+    pub fn configured_vendors(&self, tenant: u64) -> Vec<String> {
+        self.cfg.configured.vendors(tenant)
+    }
 }
+
+/// The vendors this worker speaks.
+pub const VENDORS: [&str; 7] = ["apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "honor"];
 
 #[cfg(test)]
 mod tests {

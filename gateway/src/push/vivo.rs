@@ -14,16 +14,20 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::https::{Https, post};
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, unix_ms};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, redacted_debug, unix_ms,
+};
 use super::signed_auth::{DayToken, code_of, exchange, otherwise, retry};
 
 /// A tenant's vivo credentials (`push/credentials/set {vivo: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct VivoCredentials {
     pub app_id: String,
     pub app_key: String,
     pub app_secret: String,
 }
+
+redacted_debug!(VivoCredentials { app_id, app_key } secret { app_secret });
 
 /// vivo push for one tenant.
 pub struct Vivo {

@@ -66,7 +66,7 @@ impl Worker {
     /// A worker making calls through `service`.
     pub fn new(service: ServiceClient, cfg: PushConfig) -> Result<Arc<Worker>, String> {
         let tls = https::tls_config(cfg.extra_ca_pem.as_deref())?;
-        Ok(Arc::new(Worker {
+        let w = Arc::new(Worker {
             report: crate::console::push_trace::TraceReporter::start(service.clone()),
             service,
             cfg,
@@ -76,7 +76,9 @@ impl Worker {
             stats: Arc::default(),
             trace: Trace::default(),
             reach_cache: Mutex::new(HashMap::new()),
-        }))
+        });
+        w.check_configured()?;
+        Ok(w)
     }
 
     /// Its counters.
@@ -324,9 +326,7 @@ impl Worker {
         };
         let started = Instant::now();
         let outcome = self.attempts(provider.as_ref(), &d, n).await;
-        let us = started.elapsed().as_micros() as u64;
-        self.stats.latency_us.fetch_add(us, Ordering::Relaxed);
-        self.stats.latency_n.fetch_add(1, Ordering::Relaxed);
+        self.stats.observe_latency(started.elapsed());
         match outcome {
             Outcome::Sent => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);

@@ -11,19 +11,23 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::https::{Https, form, post};
-use super::provider::{Attempt, Device, Notification, Outcome, PushProvider, transport};
+use super::provider::{
+    Attempt, Device, Notification, Outcome, PushProvider, redacted_debug, transport,
+};
 
 /// Time to live of a notification on Xiaomi's servers (ms).
 const TTL_MS: &str = "86400000";
 
 /// A tenant's Xiaomi credentials (`push/credentials/set {xiaomi: {...}}`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct XiaomiCredentials {
     pub app_secret: String,
     /// The Android package (when the token has no bundle id).
     #[serde(default)]
     pub package_name: String,
 }
+
+redacted_debug!(XiaomiCredentials { package_name } secret { app_secret });
 
 /// Xiaomi MiPush for one tenant.
 pub struct Xiaomi {

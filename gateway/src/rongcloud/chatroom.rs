@@ -155,13 +155,18 @@ async fn resume(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
 }
 
 async fn gag_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
+    for_minutes(&s, &r, "gag").await
+}
+
+/// `op` (`gag` or `block`) of the `userId`s in room `chatroomId` for `minute` minutes.
+async fn for_minutes(s: &AppState, r: &RcRequest, op: &str) -> Answer {
     let id = r.need("chatroomId")?;
-    let who = targets(&r, "userId")?;
-    let secs = minutes(&r)? * 60;
+    let who = targets(r, "userId")?;
+    let secs = minutes(r)? * 60;
     room(
-        &s,
-        &r,
-        "gag",
+        s,
+        r,
+        op,
         json!({ "room": id, "accounts": who, "duration_secs": secs }),
     )
     .await?;
@@ -189,17 +194,7 @@ async fn gag_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
 }
 
 async fn block_add(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
-    let id = r.need("chatroomId")?;
-    let who = targets(&r, "userId")?;
-    let secs = minutes(&r)? * 60;
-    room(
-        &s,
-        &r,
-        "block",
-        json!({ "room": id, "accounts": who, "duration_secs": secs }),
-    )
-    .await?;
-    Ok(ok(json!({})))
+    for_minutes(&s, &r, "block").await
 }
 
 async fn block_rollback(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {

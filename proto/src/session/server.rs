@@ -50,16 +50,10 @@ pub struct ServerSession {
     client_max_packet: u32,
     client_alias_max: u16,
     connect_session_expiry: u32,
-    /// Outgoing inflight by packet identifier, plus order of first send.
-    outbound: HashMap<u16, Outbound>,
-    outbound_order: VecDeque<u16>,
     next_pkid: u16,
-    /// Incoming QoS 1/2 not yet acknowledged by the broker (pkid → qos).
-    incoming_unacked: HashMap<u16, QoS>,
-    /// Incoming QoS 2 acknowledged with PUBREC, awaiting PUBREL.
-    awaiting_rel: HashSet<u16>,
-    aliases_in: HashMap<u16, String>,
-    aliases_out: HashMap<String, u16>,
+    /// The QoS 1/2 tables and topic aliases, allocated on first use and freed when all
+    /// are empty again: most connections are idle and most of those never need them.
+    tables: Option<Box<Tables>>,
     /// Authentication Method of CONNECT (enhanced authentication, see `auth`).
     auth_method: Option<String>,
     /// A re-authentication is under way.
@@ -68,7 +62,47 @@ pub struct ServerSession {
     held_from: Option<usize>,
 }
 
+/// What a session keeps only while something is in flight or aliased (see
+/// [`ServerSession`]'s `tables`).
+#[derive(Debug, Default)]
+struct Tables {
+    /// Outgoing inflight by packet identifier, plus order of first send.
+    outbound: HashMap<u16, Outbound>,
+    outbound_order: VecDeque<u16>,
+    /// Incoming QoS 1/2 not yet acknowledged by the broker (pkid → qos).
+    incoming_unacked: HashMap<u16, QoS>,
+    /// Incoming QoS 2 acknowledged with PUBREC, awaiting PUBREL.
+    awaiting_rel: HashSet<u16>,
+    aliases_in: HashMap<u16, String>,
+    aliases_out: HashMap<String, u16>,
+}
+
+impl Tables {
+    fn is_empty(&self) -> bool {
+        self.outbound.is_empty()
+            && self.outbound_order.is_empty()
+            && self.incoming_unacked.is_empty()
+            && self.awaiting_rel.is_empty()
+            && self.aliases_in.is_empty()
+            && self.aliases_out.is_empty()
+    }
+}
+
 impl ServerSession {
+    /// The tables, allocated on first use.
+    fn t(&mut self) -> &mut Tables {
+        self.tables.get_or_insert_with(Box::default)
+    }
+
+    /// The tables if allocated (none: every table is empty).
+    fn tr(&self) -> Option<&Tables> {
+        self.tables.as_deref()
+    }
+
+    fn outbound_len(&self) -> usize {
+        self.tr().map_or(0, |t| t.outbound.len())
+    }
+
     pub fn new(limits: SessionLimits, now: Instant) -> Self {
         ServerSession {
             limits,
@@ -82,13 +116,8 @@ impl ServerSession {
             client_max_packet: u32::MAX,
             client_alias_max: 0,
             connect_session_expiry: 0,
-            outbound: HashMap::default(),
-            outbound_order: VecDeque::new(),
             next_pkid: 1,
-            incoming_unacked: HashMap::default(),
-            awaiting_rel: HashSet::default(),
-            aliases_in: HashMap::default(),
-            aliases_out: HashMap::default(),
+            tables: None,
             auth_method: None,
             reauthenticating: false,
             held_from: None,
@@ -183,7 +212,11 @@ impl ServerSession {
             Packet::PubAck(r) => self.handle_puback(r.pkid, QoS::AtLeastOnce),
             Packet::PubRec(r) => self.handle_pubrec(r),
             Packet::PubRel(r) => {
-                let code = if self.awaiting_rel.remove(&r.pkid) {
+                let code = if self
+                    .tables
+                    .as_mut()
+                    .is_some_and(|t| t.awaiting_rel.remove(&r.pkid))
+                {
                     self.events.push_back(Event::Released { pkid: r.pkid });
                     ReasonCode::Success
                 } else {
@@ -237,7 +270,7 @@ impl ServerSession {
                 ));
             }
             if p.topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.tr().and_then(|t| t.aliases_in.get(&alias)) {
                     Some(t) => p.topic.clone_from(t),
                     None => {
                         return Err(Violation::new(
@@ -247,7 +280,7 @@ impl ServerSession {
                     }
                 }
             } else {
-                self.aliases_in.insert(alias, p.topic.clone());
+                self.t().aliases_in.insert(alias, p.topic.clone());
             }
         } else if p.topic.is_empty() {
             return Err(Violation::new(
@@ -258,24 +291,24 @@ impl ServerSession {
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce | QoS::ExactlyOnce => {
-                if p.qos == QoS::ExactlyOnce && self.awaiting_rel.contains(&p.pkid) {
+                let receive_maximum = usize::from(self.limits.receive_maximum);
+                let t = self.t();
+                if p.qos == QoS::ExactlyOnce && t.awaiting_rel.contains(&p.pkid) {
                     // A resend of a message already received: acknowledge, don't deliver twice.
                     self.send_pub_response(PubKind::Rec, p.pkid, ReasonCode::Success);
                     return Ok(());
                 }
-                if self.incoming_unacked.contains_key(&p.pkid) {
+                if t.incoming_unacked.contains_key(&p.pkid) {
                     // Still being routed; the acknowledgement will follow.
                     return Ok(());
                 }
-                if self.incoming_unacked.len() + self.awaiting_rel.len()
-                    >= usize::from(self.limits.receive_maximum)
-                {
+                if t.incoming_unacked.len() + t.awaiting_rel.len() >= receive_maximum {
                     return Err(Violation::new(
                         ReasonCode::ReceiveMaximumExceeded,
                         "[MQTT-3.3.4-9] more unacknowledged QoS 1/2 publishes than Receive Maximum",
                     ));
                 }
-                self.incoming_unacked.insert(p.pkid, p.qos);
+                t.incoming_unacked.insert(p.pkid, p.qos);
             }
         }
         self.events.push_back(Event::Publish(Box::new(p)));
@@ -283,7 +316,7 @@ impl ServerSession {
     }
 
     fn handle_puback(&mut self, pkid: u16, expect: QoS) -> Result<(), Violation> {
-        let ok = match self.outbound.get(&pkid) {
+        let ok = match self.tr().and_then(|t| t.outbound.get(&pkid)) {
             Some(Outbound::AwaitAck(p)) => expect == QoS::AtLeastOnce && p.qos == expect,
             Some(Outbound::AwaitComp) => expect == QoS::ExactlyOnce,
             None => false,
@@ -297,24 +330,25 @@ impl ServerSession {
     }
 
     fn complete_outbound(&mut self, pkid: u16) {
-        self.outbound.remove(&pkid);
+        let t = self.t();
+        t.outbound.remove(&pkid);
         // Acknowledgements mostly arrive in order: the common case is the front.
-        if self.outbound_order.front() == Some(&pkid) {
-            self.outbound_order.pop_front();
+        if t.outbound_order.front() == Some(&pkid) {
+            t.outbound_order.pop_front();
         } else {
-            self.outbound_order.retain(|&id| id != pkid);
+            t.outbound_order.retain(|&id| id != pkid);
         }
         self.events.push_back(Event::Delivered { pkid });
     }
 
     fn handle_pubrec(&mut self, r: PubResponse) -> Result<(), Violation> {
-        match self.outbound.get(&r.pkid) {
+        match self.tr().and_then(|t| t.outbound.get(&r.pkid)) {
             Some(Outbound::AwaitAck(p)) if p.qos == QoS::ExactlyOnce => {
                 if r.code.is_error() {
                     // [MQTT-4.3.3] the client refused it: the flow ends here.
                     self.complete_outbound(r.pkid);
                 } else {
-                    self.outbound.insert(r.pkid, Outbound::AwaitComp);
+                    self.t().outbound.insert(r.pkid, Outbound::AwaitComp);
                     self.events.push_back(Event::Received { pkid: r.pkid });
                     self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);
                 }
@@ -338,7 +372,11 @@ impl ServerSession {
     /// Acknowledges an incoming QoS 1 (PUBACK) or QoS 2 (PUBREC) publish once the broker has
     /// routed it. An error code for QoS 2 ends that message's flow.
     pub fn ack_publish(&mut self, pkid: u16, code: ReasonCode) {
-        let Some(qos) = self.incoming_unacked.remove(&pkid) else {
+        let Some(qos) = self
+            .tables
+            .as_mut()
+            .and_then(|t| t.incoming_unacked.remove(&pkid))
+        else {
             return;
         };
         if self.state != State::Connected {
@@ -346,7 +384,7 @@ impl ServerSession {
         }
         if qos == QoS::ExactlyOnce {
             if !code.is_error() {
-                self.awaiting_rel.insert(pkid);
+                self.t().awaiting_rel.insert(pkid);
             }
             self.send_pub_response(PubKind::Rec, pkid, code);
         } else {
@@ -395,13 +433,13 @@ impl ServerSession {
 
     /// Room in the outgoing window for one more QoS 1/2 message.
     pub fn can_send(&self) -> bool {
-        self.state == State::Connected && self.outbound.len() < self.window()
+        self.state == State::Connected && self.outbound_len() < self.window()
     }
 
     /// How many more QoS 1/2 messages the outgoing window takes now.
     pub fn send_room(&self) -> usize {
         if self.state == State::Connected {
-            self.window().saturating_sub(self.outbound.len())
+            self.window().saturating_sub(self.outbound_len())
         } else {
             0
         }
@@ -417,7 +455,7 @@ impl ServerSession {
         if self.state != State::Connected {
             return Err(SendError::NotConnected);
         }
-        if p.qos != QoS::AtMostOnce && self.outbound.len() >= self.window() {
+        if p.qos != QoS::AtMostOnce && self.outbound_len() >= self.window() {
             return Err(SendError::WindowFull);
         }
         if !self.version.is_v5() {
@@ -434,8 +472,9 @@ impl ServerSession {
         let pkid = self.alloc_pkid();
         p.pkid = pkid;
         self.encode_publish(&p);
-        self.outbound.insert(pkid, Outbound::AwaitAck(Box::new(p)));
-        self.outbound_order.push_back(pkid);
+        let t = self.t();
+        t.outbound.insert(pkid, Outbound::AwaitAck(Box::new(p)));
+        t.outbound_order.push_back(pkid);
         Ok(pkid)
     }
 
@@ -443,7 +482,7 @@ impl ServerSession {
         loop {
             let id = self.next_pkid;
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if !self.outbound.contains_key(&id) {
+            if !self.tr().is_some_and(|t| t.outbound.contains_key(&id)) {
                 return id;
             }
         }
@@ -452,11 +491,13 @@ impl ServerSession {
     /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
     fn encode_publish(&mut self, p: &Publish) {
         if self.version.is_v5() && self.client_alias_max > 0 {
-            let alias = match self.aliases_out.get(&p.topic) {
+            let alias_max = usize::from(self.client_alias_max);
+            let aliases_out = &mut self.t().aliases_out;
+            let alias = match aliases_out.get(&p.topic) {
                 Some(&alias) => Some((alias, true)),
-                None if self.aliases_out.len() < usize::from(self.client_alias_max) => {
-                    let alias = self.aliases_out.len() as u16 + 1;
-                    self.aliases_out.insert(p.topic.clone(), alias);
+                None if aliases_out.len() < alias_max => {
+                    let alias = aliases_out.len() as u16 + 1;
+                    aliases_out.insert(p.topic.clone(), alias);
                     Some((alias, false))
                 }
                 None => None,
@@ -485,7 +526,10 @@ impl ServerSession {
     /// goes quiet, so that an idle connection holds none of them; a busy connection that
     /// does not call it keeps reusing them.
     pub fn shrink_idle(&mut self) {
-        if !self.outbound.is_empty() || !self.incoming_unacked.is_empty() {
+        if self
+            .tr()
+            .is_some_and(|t| !t.outbound.is_empty() || !t.incoming_unacked.is_empty())
+        {
             // Deliveries or acknowledgements in flight: a busy subscriber or publisher
             // sending small packets (PUBACKs), not an idle one; freeing now would only
             // make the next delivery allocate again.
@@ -497,15 +541,15 @@ impl ServerSession {
         if self.out.is_empty() && self.held_from.is_none() {
             self.out = BytesMut::new();
         }
-        if self.outbound.is_empty() {
-            self.outbound.shrink_to_fit();
-            self.outbound_order = VecDeque::new();
-        }
-        if self.incoming_unacked.is_empty() {
-            self.incoming_unacked.shrink_to_fit();
-        }
-        if self.awaiting_rel.is_empty() {
-            self.awaiting_rel.shrink_to_fit();
+        if let Some(t) = &mut self.tables {
+            if t.is_empty() {
+                self.tables = None;
+            } else {
+                t.outbound.shrink_to_fit();
+                t.outbound_order.shrink_to_fit();
+                t.incoming_unacked.shrink_to_fit();
+                t.awaiting_rel.shrink_to_fit();
+            }
         }
     }
 
@@ -514,8 +558,9 @@ impl ServerSession {
     /// A connection whose session is quiet can stop polling anything but its socket.
     pub fn is_quiet(&self) -> bool {
         self.state == State::Connected
-            && self.outbound.is_empty()
-            && self.incoming_unacked.is_empty()
+            && self
+                .tr()
+                .is_none_or(|t| t.outbound.is_empty() && t.incoming_unacked.is_empty())
             && self.events.is_empty()
             && self.out.is_empty()
             && self.held_from.is_none()
@@ -562,21 +607,22 @@ impl ServerSession {
 
     /// Number of outgoing messages awaiting acknowledgement.
     pub fn inflight_len(&self) -> usize {
-        self.outbound.len()
+        self.outbound_len()
     }
 
     /// The state a persistent session keeps when the connection goes.
     pub fn into_inflight(self) -> InflightState {
-        let mut outbound = Vec::with_capacity(self.outbound.len());
-        let mut map = self.outbound;
-        for id in self.outbound_order {
+        let t = self.tables.map(|t| *t).unwrap_or_default();
+        let mut outbound = Vec::with_capacity(t.outbound.len());
+        let mut map = t.outbound;
+        for id in t.outbound_order {
             if let Some(ob) = map.remove(&id) {
                 outbound.push((id, ob));
             }
         }
         InflightState {
             outbound,
-            awaiting_rel: self.awaiting_rel.into_iter().collect(),
+            awaiting_rel: t.awaiting_rel.into_iter().collect(),
         }
     }
 }

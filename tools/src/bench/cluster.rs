@@ -60,6 +60,10 @@ pub struct Drops {
     pub reconnects: u64,
     /// Messages routed from other nodes (`cluster_received_total`).
     pub received_from_nats: u64,
+    /// Local publishes no other node wanted, kept off NATS (`cluster_not_forwarded_total`).
+    pub not_forwarded: u64,
+    /// QoS 1/2 copies sent again by the acknowledged hop (`cluster_hop_resent_total`).
+    pub resent: u64,
 }
 
 /// The whole report.
@@ -201,6 +205,8 @@ async fn measure(
         slow_consumer: d("switchboard_cluster_slow_consumer_total"),
         reconnects: d("switchboard_cluster_nats_connections_total"),
         received_from_nats: d("switchboard_cluster_received_total"),
+        not_forwarded: d("switchboard_cluster_not_forwarded_total"),
+        resent: d("switchboard_cluster_hop_resent_total"),
     };
     let cpu = if out.received > 0 {
         ticks as f64 * 10_000.0 / out.received as f64
@@ -307,14 +313,14 @@ pub fn markdown(r: &Report) -> String {
          payloads, {} s measured per row, store off, everything on one 2-core machine \
          (3 broker nodes + nats-server + the load generator). CPU is the broker nodes' and \
          nats-server's together.\n\n\
-         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received | from NATS | dropped: forward / inbound / NATS client | NATS reconnects |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received | from NATS | kept off NATS | dropped: forward / inbound / NATS client | hop resent | NATS reconnects |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         r.pairs, r.payload, r.seconds
     );
     let offered = |r: Option<u32>| r.map_or("max".to_owned(), |r| r.to_string());
     for x in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} / {} / {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} / {} / {} | {} | {} |\n",
             x.setup,
             x.qos,
             offered(x.rate),
@@ -324,9 +330,11 @@ pub fn markdown(r: &Report) -> String {
             x.cpu_us_per_msg,
             x.received,
             x.drops.received_from_nats,
+            x.drops.not_forwarded,
             x.drops.forward,
             x.drops.inbound,
             x.drops.slow_consumer,
+            x.drops.resent,
             x.drops.reconnects
         ));
     }

@@ -100,7 +100,7 @@ async fn measure(
     };
     let path = format!("/api/v1/im/tenants/{tid}/policy");
     tokio::task::spawn_blocking(move || {
-        crate::ctl::call(&args, "PUT", &path, Some(r#"{"api_rate_per_sec": 0}"#))
+        crate::ctl::call(&args, "PATCH", &path, Some(r#"{"api_rate_per_sec": 0}"#))
     })
     .await??;
     let mut accounts = vec!["sender".to_owned()];

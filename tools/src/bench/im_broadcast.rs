@@ -29,6 +29,7 @@ use switchboard_client::{Client, Config, Endpoint, Event};
 use switchboard_proto::QoS;
 use switchboard_proto::im::event::Kind;
 
+use super::im::rss_kb;
 use super::peers::{Peer, PeerKind};
 
 /// Rows per import request.
@@ -304,16 +305,6 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() - 1) as f64 * p).round() as usize;
     v[i.min(v.len() - 1)]
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The report.

@@ -21,6 +21,7 @@ use switchboard_client::im::{ImClient, ImEvent};
 use switchboard_client::{Config, Endpoint};
 use switchboard_proto::im::{self, event::Kind};
 
+use super::im::rss_kb;
 use super::peers::{Peer, PeerKind};
 
 /// Group id of the bench.
@@ -361,16 +362,6 @@ async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
     })
     .await??;
     Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Latency samples shared by tasks.

@@ -32,7 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
+use super::im::rss_kb;
 use super::peers::{Peer, PeerKind};
+use super::service_conn::{Service, read_packet};
 
 /// Warm-up before the measured window.
 const WARMUP: Duration = Duration::from_secs(1);
@@ -333,7 +335,7 @@ async fn member(
     s.write_all(&out).await?;
     // The join goes once the subscription is in place (its answer comes on $im/resp/).
     loop {
-        match read_packet(&mut s, &mut rb).await? {
+        match read_packet(&mut s, &mut rb, Version::V5).await? {
             Packet::ConnAck(a) if a.code.is_error() => bail!("login of {account}: {:?}", a.code),
             Packet::SubAck(_) => break,
             _ => {}
@@ -356,7 +358,7 @@ async fn member(
     .encode(Version::V5, &mut out);
     s.write_all(&out).await?;
     loop {
-        if let Packet::Publish(p) = read_packet(&mut s, &mut rb).await?
+        if let Packet::Publish(p) = read_packet(&mut s, &mut rb, Version::V5).await?
             && p.topic.starts_with("$im/resp/")
         {
             let r = im::RoomJoinResponse::decode(p.payload)?;
@@ -364,17 +366,6 @@ async fn member(
                 Some(st) if st.code != 0 => bail!("join of {account}: {}", st.message),
                 _ => return Ok((s, rb)),
             }
-        }
-    }
-}
-
-async fn read_packet(s: &mut TcpStream, rb: &mut BytesMut) -> anyhow::Result<Packet> {
-    loop {
-        if let Some(p) = Packet::read(rb, Version::V5, usize::MAX)? {
-            return Ok(p);
-        }
-        if s.read_buf(rb).await? == 0 {
-            bail!("connection closed");
         }
     }
 }
@@ -456,113 +447,6 @@ fn latency_of(body: &[u8], header: u8, epoch: Instant) -> Option<u32> {
     let stamp: u64 = t.text.parse().ok()?;
     let now = epoch.elapsed().as_nanos() as u64;
     Some((now.saturating_sub(stamp) / 1000) as u32)
-}
-
-/// The service credential's admin requests, pipelined over one MQTT 5 connection.
-struct Service {
-    s: TcpStream,
-    rb: BytesMut,
-    next: u64,
-}
-
-impl Service {
-    async fn connect(addr: std::net::SocketAddr, secret: &str) -> anyhow::Result<Service> {
-        let mut s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        let mut out = BytesMut::new();
-        Packet::Connect(Box::new(Connect {
-            version: Version::V5,
-            client_id: "bench-app-server".into(),
-            clean_start: true,
-            keep_alive: 300,
-            properties: Properties::default(),
-            will: None,
-            username: Some("$service".into()),
-            password: Some(Bytes::from(secret.to_owned())),
-        }))
-        .encode(Version::V5, &mut out);
-        Packet::Subscribe(Subscribe {
-            pkid: 1,
-            properties: Properties::default(),
-            filters: vec![("bench/replies".into(), SubscriptionOptions::default())],
-        })
-        .encode(Version::V5, &mut out);
-        s.write_all(&out).await?;
-        let mut rb = BytesMut::new();
-        loop {
-            match read_packet(&mut s, &mut rb).await? {
-                Packet::ConnAck(a) if a.code.is_error() => bail!("service login: {:?}", a.code),
-                Packet::SubAck(_) => break,
-                _ => {}
-            }
-        }
-        Ok(Service { s, rb, next: 0 })
-    }
-
-    /// Sends every `(op, body)` and returns the answers in the same order.
-    async fn call(&mut self, ops: Vec<(String, Value)>) -> anyhow::Result<Vec<Value>> {
-        let first = self.next;
-        let mut out = BytesMut::new();
-        for (op, body) in &ops {
-            Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: format!("$im/admin/{op}"),
-                pkid: 0,
-                properties: Properties {
-                    response_topic: Some("bench/replies".into()),
-                    correlation_data: Some(Bytes::copy_from_slice(&self.next.to_be_bytes())),
-                    ..Properties::default()
-                },
-                payload: Bytes::from(body.to_string()),
-            })
-            .encode(Version::V5, &mut out);
-            self.next += 1;
-        }
-        self.s.write_all(&out).await?;
-        let mut answers = vec![Value::Null; ops.len()];
-        let mut left = ops.len();
-        while left > 0 {
-            let p = tokio::time::timeout(
-                Duration::from_secs(30),
-                read_packet(&mut self.s, &mut self.rb),
-            )
-            .await
-            .context("admin answers timed out")??;
-            if let Packet::Publish(p) = p {
-                let id = p
-                    .properties
-                    .correlation_data
-                    .as_deref()
-                    .and_then(|c| <[u8; 8]>::try_from(c).ok())
-                    .map(u64::from_be_bytes)
-                    .context("answer without correlation")?;
-                let v: Value = serde_json::from_slice(&p.payload)?;
-                if let Some(e) = v.get("error") {
-                    bail!("admin request failed: {e}");
-                }
-                if let Some(slot) = id
-                    .checked_sub(first)
-                    .and_then(|i| answers.get_mut(i as usize))
-                {
-                    *slot = v;
-                    left -= 1;
-                }
-            }
-        }
-        Ok(answers)
-    }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The markdown table of the chatroom bench.

@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
+use super::service_conn::read_packet;
+
 /// Publishes a QoS 1 publisher may have unacknowledged.
 const WINDOW: usize = 100;
 /// Packets per write.
@@ -109,20 +111,9 @@ pub async fn connect(
     .encode(Version::V3_1_1, &mut buf);
     s.write_all(&buf).await?;
     let mut rb = BytesMut::new();
-    match read_packet(&mut s, &mut rb).await? {
+    match read_packet(&mut s, &mut rb, Version::V3_1_1).await? {
         Packet::ConnAck(a) if !a.code.is_error() => Ok(s),
         other => bail!("connect refused: {other:?}"),
-    }
-}
-
-async fn read_packet(s: &mut TcpStream, rb: &mut BytesMut) -> anyhow::Result<Packet> {
-    loop {
-        if let Some(p) = Packet::read(rb, Version::V3_1_1, usize::MAX)? {
-            return Ok(p);
-        }
-        if s.read_buf(rb).await? == 0 {
-            bail!("connection closed");
-        }
     }
 }
 
@@ -143,7 +134,7 @@ async fn subscribe(s: &mut TcpStream, filter: &str, qos: QoS) -> anyhow::Result<
     s.write_all(&buf).await?;
     let mut rb = BytesMut::new();
     loop {
-        if let Packet::SubAck(a) = read_packet(s, &mut rb).await? {
+        if let Packet::SubAck(a) = read_packet(s, &mut rb, Version::V3_1_1).await? {
             if a.codes.iter().any(|c| c.is_error()) {
                 bail!("subscription to {filter} refused");
             }

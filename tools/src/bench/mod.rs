@@ -18,6 +18,7 @@ mod moderation;
 pub mod peers;
 mod push;
 mod scenarios;
+mod service_conn;
 mod transports;
 
 use std::collections::BTreeMap;

@@ -157,6 +157,9 @@ impl ImService {
         .await?;
         let key = rec.app_key.clone();
         self.tenants.write().insert(tid, std::sync::Arc::new(rec));
+        if let Some(c) = self.cluster() {
+            c.tenant_changed(tid);
+        }
         Ok(key)
     }
 }

@@ -9,6 +9,7 @@
 //! every message after the notice goes to the new member list, none before it does.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -352,7 +353,16 @@ impl ImService {
         {
             e.read_seq = msg.seq;
         }
+        if let (Some(c), Some(s)) = (self.cluster(), sender) {
+            // Sending moved the sender's read position: other nodes' copies are stale.
+            c.personal_changed(tid, &state.rec.id, vec![s]);
+        }
         let topic = format!("{}{tid}", presence::PUSH_PREFIX);
+        if let Some(c) = self.cluster()
+            && !push.is_empty()
+        {
+            c.push_job(push.len().div_ceil(PUSH_BATCH) as u64);
+        }
         if push.is_empty() || !has_subscriber(&b, &topic) {
             // No push worker listens (not even a persistent session): a job would reach
             // no one.
@@ -421,6 +431,9 @@ impl ImService {
         if let Some(p) = state.personal.lock().get(&uid) {
             return Ok(*p);
         }
+        let generation = self
+            .cluster()
+            .map_or(0, |c| c.personal_gen.load(Ordering::Acquire));
         let p = self
             .user_conv(tid, uid, conv)?
             .map(|r| Personal {
@@ -428,7 +441,12 @@ impl ImService {
                 dnd: r.muted,
             })
             .unwrap_or_default();
-        state.personal.lock().insert(uid, p);
+        if self
+            .cluster()
+            .is_none_or(|c| c.personal_gen.load(Ordering::Acquire) == generation)
+        {
+            state.personal.lock().insert(uid, p);
+        }
         Ok(p)
     }
 

@@ -97,6 +97,9 @@ impl ImService {
         }
         self.commit(ops).await?;
         state.personal.lock().clear();
+        if let Some(c) = self.cluster() {
+            c.group_changed(tid, gid);
+        }
         Ok(())
     }
 }

@@ -405,9 +405,27 @@ impl ImService {
     /// `update_conversation`): the cached copy of a group member's is dropped.
     pub(super) fn group_personal_changed(&self, tid: u64, conv: &ConvId, uid: u64) {
         let ConvId::Group(gid) = conv else { return };
-        if let Some(s) = self.groups.cache.lock().get(&(tid, gid.clone())) {
-            s.personal.lock().remove(&uid);
+        self.evict_personal(tid, gid, &[uid]);
+        if let Some(c) = self.cluster() {
+            c.personal_changed(tid, gid, vec![uid]);
         }
+    }
+
+    /// Drops the cached read positions and do-not-disturb flags of `uids` in group `gid`.
+    pub(super) fn evict_personal(&self, tid: u64, gid: &str, uids: &[u64]) {
+        if let Some(s) = self.groups.cache.lock().get(&(tid, gid.to_owned())) {
+            let mut personal = s.personal.lock();
+            for uid in uids {
+                personal.remove(uid);
+            }
+        }
+    }
+
+    /// Forgets the cached state of group `gid` (another node changed it).
+    pub(super) fn evict_group(&self, tid: u64, gid: &str) {
+        let mut cache = self.groups.cache.lock();
+        self.groups.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.remove(&(tid, gid.to_owned()));
     }
 
     /// Group `gid` with its members (from the cache, else the store); `None` if there is
@@ -472,6 +490,9 @@ impl ImService {
 
     /// Replaces (or with `None` forgets) the cached state of a group after a change.
     fn set_group_state(&self, tid: u64, gid: &str, state: Option<Arc<GroupState>>) {
+        if let Some(c) = self.cluster() {
+            c.group_changed(tid, gid);
+        }
         let mut cache = self.groups.cache.lock();
         self.groups.epoch.fetch_add(1, Ordering::AcqRel);
         match state {

@@ -241,6 +241,9 @@ impl ImService {
         if let Some(s) = self.moderation.settings.read().get(&tid) {
             return Ok(s.clone());
         }
+        let generation = self.cluster().map_or(0, |c| {
+            c.moderation_gen.load(std::sync::atomic::Ordering::Acquire)
+        });
         let list: words::WordList =
             match self.store.get(Table::Moderation, &tenant_key(tid, b'W'))? {
                 Some(v) => serde_json::from_slice(&v)
@@ -271,7 +274,12 @@ impl ImService {
             words: WordsState { filter, list },
             rate,
         });
-        self.moderation.settings.write().insert(tid, s.clone());
+        let mut settings = self.moderation.settings.write();
+        if self.cluster().is_none_or(|c| {
+            c.moderation_gen.load(std::sync::atomic::Ordering::Acquire) == generation
+        }) {
+            settings.insert(tid, s.clone());
+        }
         Ok(s)
     }
 
@@ -437,7 +445,15 @@ impl ImService {
         };
         change(&mut next);
         self.moderation.settings.write().insert(tid, Arc::new(next));
+        if let Some(c) = self.cluster() {
+            c.moderation_changed(tid);
+        }
         Ok(())
+    }
+
+    /// Forgets tenant `tid`'s cached settings (another node changed them).
+    pub(super) fn evict_moderation(&self, tid: u64) {
+        self.moderation.settings.write().remove(&tid);
     }
 
     /// Reads, changes and writes user `account`'s moderation record.

@@ -1,6 +1,7 @@
 //! The PostgreSQL link's figures on `/metrics`: commit latency (a histogram), failed
 //! commits, connection attempts and failures, whether the writer's link is up, and the read
-//! pool (open, busy, reads, failed reads).
+//! pool (open, busy, reads, failed reads). In cluster mode every figure carries the
+//! `node` label, like the cluster's own metrics.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,8 @@ pub(super) struct LinkMetrics {
     pub statements: AtomicU64,
     /// Ops that went into multi-row statements.
     pub batched_ops: AtomicU64,
+    /// `node="..."` (escaped) once the store is told its cluster node name.
+    pub node_label: std::sync::OnceLock<String>,
 }
 
 impl LinkMetrics {
@@ -49,6 +52,11 @@ impl LinkMetrics {
     /// Appends the Prometheus text.
     pub fn write(&self, out: &mut String, pool: &Pool) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // `{node="n"}` alone, or `node="n",` before another label.
+        let (alone, first) = match self.node_label.get() {
+            Some(l) => (format!("{{{l}}}"), format!("{l},")),
+            None => (String::new(), String::new()),
+        };
         let _ = writeln!(
             out,
             "# HELP switchboard_pg_commit_seconds PostgreSQL group commit latency.\n\
@@ -59,15 +67,15 @@ impl LinkMetrics {
             cumulative += get(&self.buckets[i]);
             let _ = writeln!(
                 out,
-                "switchboard_pg_commit_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+                "switchboard_pg_commit_seconds_bucket{{{first}le=\"{b}\"}} {cumulative}"
             );
         }
         cumulative += get(&self.buckets[BUCKETS.len()]);
         let _ = writeln!(
             out,
-            "switchboard_pg_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}\n\
-             switchboard_pg_commit_seconds_sum {}\n\
-             switchboard_pg_commit_seconds_count {}",
+            "switchboard_pg_commit_seconds_bucket{{{first}le=\"+Inf\"}} {cumulative}\n\
+             switchboard_pg_commit_seconds_sum{alone} {}\n\
+             switchboard_pg_commit_seconds_count{alone} {}",
             get(&self.sum_us) as f64 / 1e6,
             get(&self.count)
         );
@@ -147,7 +155,7 @@ impl LinkMetrics {
         ] {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{alone} {v}"
             );
         }
     }

@@ -228,6 +228,14 @@ impl PgStore {
         })
     }
 
+    /// Labels the PostgreSQL link's metrics with this cluster node's name (`node`, as on
+    /// the cluster's own metrics). Only the first call counts.
+    pub fn with_node_label(self, node: &str) -> PgStore {
+        let node = node.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = self.shared.link.node_label.set(format!("node=\"{node}\""));
+        self
+    }
+
     /// Runs `fut` on the store's runtime and waits for it (see [`run_on`]).
     fn run<T: Send + 'static>(
         &self,

@@ -45,7 +45,7 @@ impl ServerSession {
         connack.encode(self.version, &mut self.out);
         self.state = State::Connected;
         if let Some(resume) = accept.resume {
-            self.awaiting_rel.extend(resume.awaiting_rel);
+            self.t().awaiting_rel.extend(resume.awaiting_rel);
             for (pkid, ob) in resume.outbound {
                 match &ob {
                     Outbound::AwaitAck(p) => {
@@ -58,8 +58,9 @@ impl ServerSession {
                         self.send_pub_response(PubKind::Rel, pkid, ReasonCode::Success)
                     }
                 }
-                self.outbound.insert(pkid, ob);
-                self.outbound_order.push_back(pkid);
+                let t = self.t();
+                t.outbound.insert(pkid, ob);
+                t.outbound_order.push_back(pkid);
                 self.next_pkid = pkid.wrapping_add(1).max(1);
             }
         }

@@ -1,0 +1,363 @@
+//! The acknowledged hop: QoS 1/2 messages to direct subscriptions on other nodes arrive at
+//! least once while the publishing node lives (`docs/cluster.md`, "Delivery guarantees").
+//!
+//! The publishing node knows which peers have a direct subscription matching the topic
+//! (their announced interest, [`super::peers`]); for a QoS 1/2 message it keeps the
+//! encoded message and the set of those peers until each acknowledged it. A receiving
+//! node acknowledges a QoS 1/2 message once it has routed it and its store has committed
+//! the copies queued for persistent sessions, in batches per origin, on the origin's
+//! acknowledgement subject `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends
+//! again, straight to each peer that has not answered within [`RETRY_AFTER`] (doubling
+//! per resend, up to 8 s), on that
+//! peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without sending
+//! it again to the peers that have it), while the NATS link is up, at most
+//! [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the duplicate
+//! window, `dedupe`), so a resend after a lost acknowledgement is not delivered twice
+//! unless more than the window's 65,536 messages of that origin came in between.
+//!
+//! Bounds: at most [`MAX_PENDING`] messages wait for acknowledgements per node; beyond,
+//! a message is sent at most once (counted, `_hop_untracked_total`). Acknowledgements
+//! waiting to be sent are bounded too ([`ACK_QUEUE`]; beyond, the ack is skipped and the
+//! publisher sends again, which the window absorbs). A peer that left (goodbye, or
+//! silence) is not waited for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::Cluster;
+use crate::BrokerState;
+use crate::store::{Applied, StoreError};
+
+/// Subject (under the prefix, then the escaped node name) of a node's acknowledgements.
+pub const ACK: &str = "ack";
+/// Subject (under the prefix, then the escaped node name) of resends to one node.
+pub const NODE: &str = "node";
+/// Messages waiting for acknowledgements at most.
+pub const MAX_PENDING: usize = 65_536;
+/// How long a peer may take to acknowledge before the message is sent to it again; it
+/// doubles with each resend (up to 8 times this), so that an overloaded receiver, which
+/// acknowledges late, is not flooded with resends.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the pending messages are looked at.
+const SCAN: Duration = Duration::from_millis(250);
+/// Resends per peer and message (while the link is up) before giving up (about 3 min).
+const MAX_ATTEMPTS: u32 = 24;
+/// Acknowledgements waiting to be sent at most.
+pub const ACK_QUEUE: usize = 65_536;
+/// Acknowledgements per batch.
+const ACK_BATCH: usize = 1024;
+
+/// Figures of the acknowledged hop.
+#[derive(Debug, Default)]
+pub struct HopStats {
+    pub tracked: AtomicU64,
+    pub untracked: AtomicU64,
+    pub acked: AtomicU64,
+    pub resent: AtomicU64,
+    pub gave_up: AtomicU64,
+    pub acks_sent: AtomicU64,
+    pub acks_skipped: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    headers: async_nats::HeaderMap,
+    body: Bytes,
+    /// Peers that have not acknowledged, with the resends made to each.
+    waiting: Vec<(String, u32)>,
+    sent: Instant,
+}
+
+/// An acknowledgement owed to `origin` for message `id`, once `committed` (if any) fires.
+#[derive(Debug)]
+pub struct Owed {
+    pub origin: String,
+    pub id: u64,
+    pub committed: Option<oneshot::Receiver<Result<Applied, StoreError>>>,
+}
+
+/// This node's side of the acknowledged hop, both ways.
+#[derive(Debug)]
+pub struct Hop {
+    pending: Mutex<HashMap<u64, Pending>>,
+    owed_tx: mpsc::Sender<Owed>,
+    owed_rx: Mutex<Option<mpsc::Receiver<Owed>>>,
+    pub stats: HopStats,
+}
+
+impl Default for Hop {
+    fn default() -> Self {
+        let (owed_tx, rx) = mpsc::channel(ACK_QUEUE);
+        Hop {
+            pending: Mutex::new(HashMap::new()),
+            owed_tx,
+            owed_rx: Mutex::new(Some(rx)),
+            stats: HopStats::default(),
+        }
+    }
+}
+
+impl Hop {
+    /// Keeps message `id` until each of `peers` acknowledged it.
+    pub fn track(&self, id: u64, headers: async_nats::HeaderMap, body: Bytes, peers: Vec<String>) {
+        if peers.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        if pending.len() >= MAX_PENDING {
+            drop(pending);
+            let n = self.stats.untracked.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                warn!(
+                    untracked = n + 1,
+                    "cluster hop: too many messages awaiting acknowledgement; sent at most once"
+                );
+            }
+            return;
+        }
+        pending.insert(
+            id,
+            Pending {
+                headers,
+                body,
+                waiting: peers.into_iter().map(|p| (p, 0)).collect(),
+                sent: Instant::now(),
+            },
+        );
+        self.stats.tracked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages waiting for acknowledgements.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// An acknowledgement owed for a QoS 1/2 message routed here (sent once `committed`
+    /// fires). Skipped (counted) when too many are waiting: the origin sends again.
+    pub fn owe(&self, owed: Owed) {
+        if self.owed_tx.try_send(owed).is_err() {
+            self.stats.acks_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Peer `from` acknowledged `ids`.
+    fn acked(&self, from: &str, ids: impl Iterator<Item = u64>) {
+        let mut pending = self.pending.lock();
+        for id in ids {
+            let Some(p) = pending.get_mut(&id) else {
+                continue;
+            };
+            p.waiting.retain(|(n, _)| n != from);
+            if p.waiting.is_empty() {
+                pending.remove(&id);
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The acknowledgement subject of `node`.
+fn ack_subject(c: &Cluster, node: &str) -> String {
+    let mut s = String::new();
+    super::subject::escape_level(node, &mut s);
+    c.map.internal(&format!("{ACK}.{s}"))
+}
+
+/// The resend subject of `node`.
+pub fn node_subject(c: &Cluster, node: &str) -> String {
+    let mut s = String::new();
+    super::subject::escape_level(node, &mut s);
+    c.map.internal(&format!("{NODE}.{s}"))
+}
+
+/// Takes the acknowledgements addressed to this node until shutdown.
+pub(super) async fn receive_acks(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
+    let subject = ack_subject(&cluster, &cluster.node);
+    let mut sub = match cluster.client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%subject, error = %e, "cannot subscribe to hop acknowledgements");
+            return;
+        }
+    };
+    loop {
+        let m = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => break },
+            _ = state.shutdown.cancelled() => break,
+        };
+        let Some((from, _)) = super::wire::origin(m.headers.as_ref()) else {
+            cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let mut body = m.payload.clone();
+        let ids = std::iter::from_fn(move || (body.remaining() >= 8).then(|| body.get_u64()));
+        cluster.hop.acked(from, ids);
+    }
+}
+
+/// Sends the acknowledgements this node owes, in batches per origin, each once its
+/// store commit is done, until shutdown.
+pub(super) async fn send_acks(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
+    let Some(mut rx) = cluster.hop.owed_rx.lock().take() else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, ACK_BATCH) => n,
+            _ = state.shutdown.cancelled() => break,
+        };
+        if n == 0 {
+            break;
+        }
+        let mut by_origin: HashMap<String, Vec<u8>> = HashMap::new();
+        for owed in batch.drain(..) {
+            if let Some(rx) = owed.committed {
+                // Not committed (store failure): no acknowledgement, the origin resends.
+                if !matches!(rx.await, Ok(Ok(_))) {
+                    continue;
+                }
+            }
+            by_origin
+                .entry(owed.origin)
+                .or_default()
+                .extend_from_slice(&owed.id.to_be_bytes());
+        }
+        for (origin, ids) in by_origin {
+            let count = (ids.len() / 8) as u64;
+            let headers = super::wire::headers(&cluster.node, 0);
+            let subject = ack_subject(&cluster, &origin);
+            match cluster
+                .client
+                .publish_with_headers(subject, headers, Bytes::from(ids))
+                .await
+            {
+                Ok(()) => {
+                    cluster
+                        .hop
+                        .stats
+                        .acks_sent
+                        .fetch_add(count, Ordering::Relaxed);
+                }
+                Err(e) => debug!(error = %e, "cannot send hop acknowledgements"),
+            }
+        }
+    }
+}
+
+/// Sends again what peers have not acknowledged in time, until shutdown.
+pub(super) async fn resend(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
+    let mut tick = tokio::time::interval(SCAN);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => break,
+        }
+        if !cluster.connected() {
+            continue; // the link is down: nothing to do, and no attempt counted
+        }
+        let now = Instant::now();
+        let mut out = Vec::new();
+        {
+            let peers = &cluster.interest.peers;
+            let mut pending = cluster.hop.pending.lock();
+            pending.retain(|_, p| {
+                let tries = p.waiting.iter().map(|(_, a)| *a).min().unwrap_or(0);
+                if now.duration_since(p.sent) < RETRY_AFTER * (1u32 << tries.min(3)) {
+                    return true;
+                }
+                p.sent = now;
+                p.waiting.retain_mut(|(node, attempts)| {
+                    if *attempts >= MAX_ATTEMPTS || !peers.is_peer(node) {
+                        cluster.hop.stats.gave_up.fetch_add(1, Ordering::Relaxed);
+                        return false;
+                    }
+                    *attempts += 1;
+                    out.push((node.clone(), p.headers.clone(), p.body.clone()));
+                    true
+                });
+                !p.waiting.is_empty()
+            });
+        }
+        for (node, headers, body) in out {
+            cluster.hop.stats.resent.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = cluster
+                .client
+                .publish_with_headers(node_subject(&cluster, &node), headers, body)
+                .await
+            {
+                debug!(error = %e, "hop resend failed");
+            }
+        }
+    }
+}
+
+/// Appends the hop's figures (label `node`, escaped) to a Prometheus page.
+pub fn render_metrics(hop: &Hop, out: &mut String, node: &str) {
+    use std::fmt::Write as _;
+    let s = &hop.stats;
+    let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    for (name, help, kind, value) in [
+        (
+            "hop_pending",
+            "QoS 1/2 messages waiting for other nodes' acknowledgements.",
+            "gauge",
+            hop.pending() as u64,
+        ),
+        (
+            "hop_tracked_total",
+            "QoS 1/2 messages sent to other nodes with acknowledgement.",
+            "counter",
+            g(&s.tracked),
+        ),
+        (
+            "hop_untracked_total",
+            "QoS 1/2 messages sent at most once: too many awaiting acknowledgement.",
+            "counter",
+            g(&s.untracked),
+        ),
+        (
+            "hop_acked_total",
+            "QoS 1/2 messages every interested node acknowledged.",
+            "counter",
+            g(&s.acked),
+        ),
+        (
+            "hop_resent_total",
+            "Copies sent again to a node that had not acknowledged.",
+            "counter",
+            g(&s.resent),
+        ),
+        (
+            "hop_gave_up_total",
+            "Nodes no longer waited for (left, or too many resends).",
+            "counter",
+            g(&s.gave_up),
+        ),
+        (
+            "hop_acks_sent_total",
+            "Acknowledgements sent to publishing nodes.",
+            "counter",
+            g(&s.acks_sent),
+        ),
+        (
+            "hop_acks_skipped_total",
+            "Acknowledgements not sent: too many waiting.",
+            "counter",
+            g(&s.acks_skipped),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_cluster_{name} {help}\n# TYPE switchboard_cluster_{name} {kind}\nswitchboard_cluster_{name}{{node=\"{node}\"}} {value}"
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Cluster mode: the acknowledged hop. QoS 1 messages to a persistent subscriber on
+//! another node arrive although the NATS server restarts in the middle of the load: the
+//! publishing node keeps each until the subscriber's node acknowledged it, and sends
+//! again what was lost. A real nats-server and two `switchboard broker` processes (each
+//! with its own redb store), raw MQTT 5 clients.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use switchboard_proto::*;
+use switchboard_tests::cluster::Cluster;
+use switchboard_tests::nats::{metric, until_metric};
+use switchboard_tests::{RawClient, WAIT, connect_packet, persistent_connect};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn number(p: &Publish) -> u32 {
+    std::str::from_utf8(&p.payload)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .expect("a numbered message")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_under_qos1_load_loses_no_acknowledged_message_across_nodes() {
+    let mut c = Cluster::start(BIN, "clh-restart", 2).await;
+    // The subscriber: a persistent session on node 1 that acknowledges everything.
+    let (mut s, ack) = RawClient::connect(c.addr(1), persistent_connect("sub", 3600)).await;
+    assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
+    s.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "load/#".into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    until_metric(c.admin(1), "switchboard_cluster_interest_subjects", |n| {
+        n >= 2
+    })
+    .await;
+    until_metric(c.admin(0), "switchboard_cluster_peers_unknown", |n| n == 0).await;
+
+    // The publisher on node 0: N QoS 1 messages, 20 in flight, each PUBACK awaited.
+    const N: u32 = 600;
+    let publisher = tokio::spawn({
+        let addr = c.addr(0);
+        async move {
+            let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "pub")).await;
+            let (mut sent, mut acked) = (0u32, 0u32);
+            while acked < N {
+                while sent < N && sent - acked < 20 {
+                    p.send(&Packet::Publish(Publish {
+                        dup: false,
+                        qos: QoS::AtLeastOnce,
+                        retain: false,
+                        topic: format!("load/{}", sent % 4),
+                        pkid: (sent % 1000) as u16 + 1,
+                        properties: Properties::default(),
+                        payload: Bytes::from(sent.to_string()),
+                    }))
+                    .await;
+                    sent += 1;
+                }
+                match p.recv().await {
+                    Some(Packet::PubAck(a)) => {
+                        assert_eq!(a.code, ReasonCode::Success);
+                        acked += 1;
+                    }
+                    Some(_) => {}
+                    None => panic!("publisher disconnected"),
+                }
+            }
+        }
+    });
+    // Receive until a third arrived, restart NATS, then receive the rest.
+    let mut got = BTreeSet::new();
+    while got.len() < (N / 3) as usize {
+        let m = s.next_publish().await;
+        s.send(&Packet::PubAck(PubResponse::new(m.pkid))).await;
+        got.insert(number(&m));
+    }
+    c.nats.restart().await;
+    let all = tokio::time::timeout(3 * WAIT, async {
+        while got.len() < N as usize {
+            let m = s.next_publish().await;
+            s.send(&Packet::PubAck(PubResponse::new(m.pkid))).await;
+            got.insert(number(&m));
+        }
+    })
+    .await;
+    if all.is_err() {
+        let mut f = Vec::new();
+        for name in [
+            "switchboard_cluster_hop_tracked_total",
+            "switchboard_cluster_hop_resent_total",
+            "switchboard_cluster_hop_acked_total",
+            "switchboard_cluster_hop_pending",
+            "switchboard_cluster_hop_gave_up_total",
+            "switchboard_cluster_forward_dropped_total",
+        ] {
+            f.push(format!("{name} {:?}", metric(c.admin(0), name).await));
+        }
+        panic!(
+            "{} of {N} arrived; missing {:?}; node 0: {f:#?}",
+            got.len(),
+            (0..N)
+                .filter(|i| !got.contains(i))
+                .take(20)
+                .collect::<Vec<_>>(),
+        );
+    }
+    tokio::time::timeout(3 * WAIT, publisher)
+        .await
+        .expect("publisher finished")
+        .expect("publisher task");
+    // Everything acknowledged in the end: nothing is left waiting on node 0.
+    until_metric(c.admin(0), "switchboard_cluster_hop_pending", |n| n == 0).await;
+    c.stop().await;
+}
