@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# The mosquitto broker itself, for the heartbeat's "broker without hints" test.
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
 command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 # PostgreSQL for the cluster store's tests (each starts a private server with initdb).

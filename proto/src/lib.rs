@@ -46,3 +46,16 @@ pub const HINT_TOPIC: &str = "$control/hint";
 /// Reserved topic on which a client reports the idle interval its heartbeat proved on a
 /// network: `"{seconds} {network id}"`. Consumed by the broker, never routed.
 pub const SETTLED_TOPIC: &str = "$control/settled";
+
+/// MQTT 5 CONNACK user property: `"1"` when the broker answers [`NETWORK_TOPIC`] with
+/// heartbeat hints (a client asks only then; docs/protocol.md 2.5).
+pub const HINTS_PROPERTY: &str = "sb-heartbeat-hints";
+
+/// MQTT 5 CONNACK user property: the longest keep-alive, in seconds, that the broker takes
+/// on [`KEEP_ALIVE_TOPIC`] (65535 without a cap): an adaptive heartbeat's ceiling.
+pub const MAX_KEEP_ALIVE_PROPERTY: &str = "sb-max-keep-alive";
+
+/// MQTT 5 CONNACK user property: `"1"` when QUIC packets from the client count as
+/// keep-alive traffic on a QUIC connection, so a client may keep it alive with QUIC PING
+/// frames alone.
+pub const QUIC_PING_PROPERTY: &str = "sb-quic-ping";

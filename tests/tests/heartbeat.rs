@@ -17,14 +17,14 @@ use switchboard_tests::nat::{NatProxy, UdpNat};
 use switchboard_tests::{RawClient, TempDir, connect_packet};
 use tokio::sync::mpsc::Receiver;
 
-/// The NAT timeout of the first network: probes 2 s ✓, 4 s ✗, 2.83 s ✓, 3.36 s ✓, then the
-/// link settles at 3.26 s.
-const NAT_A: Duration = Duration::from_millis(3700);
-/// The second network's: probes 2 s ✓, 4 s ✓, 8 s ✗, 5.66 s ✗, 4.76 s ✓; settles at 4.61 s.
-const NAT_B: Duration = Duration::from_millis(5200);
+/// The NAT timeout of the first network: probes 6.29 s ✗, 2.58 s ✓, 4.03 s ✗, 3.22 s ✓,
+/// then the link settles at 3.12 s (the log-space bisection of `AdaptivePolicy`).
+const NAT_A: Duration = Duration::from_millis(3600);
+/// The second network's: probes 6.29 s ✗, 2.58 s ✓, 4.03 s ✓, 5.03 s ✓; settles at 4.88 s.
+const NAT_B: Duration = Duration::from_millis(5600);
 
-/// The heartbeat scaled from minutes to seconds: start at 1 s, double, bisect until the
-/// bracket is within 25 %, 1 s probe reply timeout.
+/// The heartbeat scaled from minutes to seconds: start at 1 s, bisect (in log space, up to
+/// 30 s) until the bracket is within 25 %, 1 s probe reply timeout.
 fn scaled() -> HeartbeatConfig {
     HeartbeatConfig {
         initial: Duration::from_secs(1),

@@ -201,6 +201,9 @@ impl Conn {
                 "client id too long for a persistent session",
             );
         }
+        if v5 {
+            super::hints::advertise(broker, &mut props);
+        }
         let server_keep_alive = (limits.max_keep_alive > 0
             && (c.keep_alive == 0 || c.keep_alive > limits.max_keep_alive))
             .then_some(limits.max_keep_alive);
@@ -382,6 +385,10 @@ impl Conn {
                 }
                 _ = &mut keep_alive, if keep_alive_armed => {
                     keep_alive_armed = false;
+                    if crate::transport::liveness::peer_heard() {
+                        // QUIC PINGs (or any QUIC packet) since the last check.
+                        sess.peer_alive(Instant::now());
+                    }
                     if let Err(v) = sess.handle_timeout(Instant::now()) {
                         return Ran::Ended(End::Violation(v));
                     }

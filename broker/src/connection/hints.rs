@@ -15,6 +15,29 @@ use tracing::debug;
 use super::conn::Conn;
 use crate::hints::HintError;
 
+/// The CONNACK user properties that tell an SDK what this broker's heartbeat support is
+/// (MQTT 5 only: 3.1.1 has no properties): hints on `$control/network` (when the table is
+/// on), the longest keep-alive it takes, and QUIC liveness counting as keep-alive.
+pub(super) fn advertise(broker: &crate::BrokerState, props: &mut Properties) {
+    let hints = &broker.config.heartbeat_hints;
+    if hints.max_networks > 0 {
+        props
+            .user_properties
+            .push((switchboard_proto::HINTS_PROPERTY.into(), "1".into()));
+    }
+    let max = match broker.config.limits.max_keep_alive {
+        0 => u16::MAX,
+        k => k,
+    };
+    props.user_properties.push((
+        switchboard_proto::MAX_KEEP_ALIVE_PROPERTY.into(),
+        max.to_string(),
+    ));
+    props
+        .user_properties
+        .push((switchboard_proto::QUIC_PING_PROPERTY.into(), "1".into()));
+}
+
 impl Conn {
     /// The client's source address (the one the listener saw at CONNECT).
     fn peer_ip(&self) -> Option<IpAddr> {

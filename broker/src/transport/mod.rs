@@ -3,6 +3,7 @@
 //! [`crate::connection::serve`] drives exactly like TCP.
 
 pub mod certs;
+pub(crate) mod liveness;
 pub mod quic;
 pub mod tls;
 pub mod ws;

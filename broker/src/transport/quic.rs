@@ -11,6 +11,9 @@
 //! - The idle timeout follows the keep-alive: 1.5 × `max_keep_alive`, or 1.5 × 65,535 s
 //!   without a cap, so QUIC never closes a connection MQTT still considers alive (the
 //!   MQTT keep-alive closes dead ones; the client's own idle timeout also applies).
+//! - Liveness: any QUIC packet from the client counts as MQTT keep-alive traffic
+//!   ([`super::liveness`]), so a client may keep an idle connection with QUIC PING frames
+//!   alone (announced in CONNACK, `sb-quic-ping`).
 //! - Flow-control windows are small (64 KiB per stream, 128 KiB per connection), so an
 //!   idle connection is granted little buffer; larger packets still pass as the broker
 //!   reads.
@@ -229,8 +232,12 @@ async fn serve_connection(
         let b = broker.clone();
         let user = user.clone();
         let active = active.clone();
+        let quic = conn.clone();
         broker.tasks.spawn(async move {
-            connection::serve(b, tokio::io::join(recv, send), peer, "quic", user, None).await;
+            let stream = tokio::io::join(recv, send);
+            let serve = connection::serve(b, stream, peer, "quic", user, None);
+            // QUIC PINGs count as keep-alive traffic for this MQTT connection.
+            super::liveness::scope(quic, serve).await;
             active.fetch_sub(1, Ordering::AcqRel);
             drop(extra);
         });

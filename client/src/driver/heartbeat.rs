@@ -84,16 +84,42 @@ impl Driver {
                 answered,
             })
             .await;
+        let phase = self.hb.phase();
         if let Some(next) = self.hb.on_probe(now(), p.idle, answered) {
             self.use_interval(next).await;
+        } else if self.hb.phase() != phase {
+            // Settled by a failure above the interval in use: same interval, new phase.
+            let _ = self
+                .events
+                .send(Event::Heartbeat {
+                    interval: self.hb.interval(),
+                    phase: self.hb.phase(),
+                })
+                .await;
         }
         self.report_settled();
     }
 
+    /// What the broker's CONNACK says of its heartbeat support (docs/protocol.md 2.5):
+    /// hints on `$control/network`, and its maximum keep-alive, the search's ceiling. A
+    /// broker that says nothing (mosquitto, 3.1.1) gets no hint request, so nothing waits.
+    pub(super) fn on_connack_properties(&mut self, props: &[(String, String)]) {
+        let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim());
+        self.hints_offered = get(switchboard_proto::HINTS_PROPERTY) == Some("1");
+        if let Some(max) = get(switchboard_proto::MAX_KEEP_ALIVE_PROPERTY)
+            .and_then(|v| v.parse::<u16>().ok())
+            .filter(|&v| v > 0)
+        {
+            self.hb.set_ceiling(Duration::from_secs(u64::from(max)));
+            tracing::debug!(max, "broker's maximum keep-alive");
+        }
+    }
+
     /// Asks the broker for the heartbeat hint of the network in use, when one would help
-    /// (nothing learned there yet). Probes wait for the answer, a connect timeout at most.
+    /// (nothing learned there yet) and the broker offers hints. Probes wait for the
+    /// answer, a connect timeout at most.
     pub(super) fn ask_hint(&mut self) {
-        if !self.hb.wants_hint() || !self.session.is_connected() {
+        if !self.hints_offered || !self.hb.wants_hint() || !self.session.is_connected() {
             return;
         }
         let id = crate::heartbeat::network_id(self.hb.network());
@@ -127,7 +153,7 @@ impl Driver {
     /// Reports what the heartbeat proved on this network, once per new value, so the next
     /// devices there start from it.
     pub(super) fn report_settled(&mut self) {
-        let Some(proven) = self.hb.proven() else {
+        let Some(proven) = self.hb.proven().filter(|_| self.hints_offered) else {
             return;
         };
         let network = self.hb.network().to_owned();

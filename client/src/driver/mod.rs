@@ -82,6 +82,9 @@ pub(crate) struct Driver {
     hint_wait: Option<Instant>,
     /// The last settled interval reported to the broker's hint table, and where.
     reported: Option<(String, Duration)>,
+    /// The broker answers `$control/network` with hints (its CONNACK said so): only then
+    /// does the SDK ask, and report.
+    hints_offered: bool,
 }
 
 impl Drop for Driver {
@@ -141,6 +144,7 @@ impl Driver {
             probe_backoff: PROBE_BACKOFF_MIN,
             hint_wait: None,
             reported: None,
+            hints_offered: false,
         }
     }
 
@@ -297,8 +301,11 @@ impl Driver {
         while let Some(e) = self.session.poll_event() {
             match e {
                 ClientEvent::Connected {
-                    session_present, ..
+                    session_present,
+                    limits,
+                    ..
                 } => {
+                    self.on_connack_properties(&limits.user_properties);
                     let after = now() + self.hb.interval();
                     self.probe_paused_until = self.probe_paused_until.max(Some(after));
                     if !session_present {

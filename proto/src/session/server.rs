@@ -586,6 +586,14 @@ impl ServerSession {
         }
     }
 
+    /// The transport heard from the peer at `now` without an MQTT packet (QUIC PING
+    /// frames): counts as a packet for the keep-alive.
+    pub fn peer_alive(&mut self, now: Instant) {
+        if self.state == State::Connected && now > self.last_read {
+            self.last_read = now;
+        }
+    }
+
     /// Changes the keep-alive in force (the adaptive-heartbeat control message): the peer
     /// is now dead after 1.5 × `secs` without a packet.
     pub fn set_keep_alive(&mut self, secs: u16) {

@@ -151,6 +151,7 @@ impl ClientSession {
                 .and_then(QoS::from_u8)
                 .unwrap_or(QoS::ExactlyOnce),
             retain_available: p.retain_available != Some(0),
+            user_properties: p.user_properties.clone(),
         };
         if let Some(secs) = p.server_keep_alive {
             // [MQTT-3.2.2-21] the server's keep-alive replaces ours.

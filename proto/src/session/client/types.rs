@@ -84,6 +84,8 @@ pub struct ServerLimits {
     pub server_keep_alive: Option<u16>,
     pub maximum_qos: QoS,
     pub retain_available: bool,
+    /// The CONNACK's user properties (a broker's extensions: heartbeat hints...).
+    pub user_properties: Vec<(String, String)>,
 }
 
 impl Default for ServerLimits {
@@ -95,6 +97,7 @@ impl Default for ServerLimits {
             server_keep_alive: None,
             maximum_qos: QoS::ExactlyOnce,
             retain_available: true,
+            user_properties: Vec::new(),
         }
     }
 }
