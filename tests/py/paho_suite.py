@@ -252,8 +252,26 @@ def check_malformed_packet_gets_reason_code(proto):
     else:
         body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
     s.sendall(bytes([0x10, len(body)]) + body)
-    ack = s.recv(64)
-    assert ack[0] == 0x20, ack
+    # Read exactly the CONNACK (its properties may be long): header, remaining length, body.
+    data = b""
+    while len(data) < 2 or (data[1] & 0x80 and len(data) < 3):
+        chunk = s.recv(1)
+        assert chunk, data
+        data += chunk
+    assert data[0] == 0x20, data
+    size, shift, i = 0, 0, 1
+    while True:
+        size |= (data[i] & 0x7F) << shift
+        if not data[i] & 0x80:
+            break
+        shift, i = shift + 7, i + 1
+        while len(data) <= i:
+            data += s.recv(1)
+    data = data[i + 1:]
+    while len(data) < size:
+        chunk = s.recv(size - len(data))
+        assert chunk, data
+        data += chunk
     s.sendall(b"\x36\x05\x00\x01a\x00\x01")  # PUBLISH with QoS 3
     data = b""
     while True:
