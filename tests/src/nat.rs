@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use switchboard_client::HeartbeatConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -363,5 +364,21 @@ impl UdpNat {
 
     pub fn forgotten(&self) -> u64 {
         self.stats.forgotten.load(Ordering::Relaxed)
+    }
+}
+
+/// The SDK's heartbeat scaled from minutes to seconds for tests behind these NATs: start
+/// at 1 s, bisect (in log space, up to 30 s) until the bracket is within 25 %, 1 s probe
+/// reply timeout.
+pub fn scaled_heartbeat() -> HeartbeatConfig {
+    HeartbeatConfig {
+        initial: Duration::from_secs(1),
+        min: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+        growth: 2.0,
+        precision: 1.25,
+        margin: 0.03,
+        probe_timeout: Duration::from_secs(1),
+        reprobe_after: Duration::from_secs(3600),
     }
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use switchboard_broker::transport::certs::ensure_dev_certs;
 use switchboard_broker::{Broker, BrokerConfig, BrokerHandle, Listeners};
-use switchboard_client::{Client, Config, Endpoint, Event, HeartbeatConfig, Phase};
+use switchboard_client::{Client, Config, Endpoint, Event, Phase};
 use switchboard_proto::*;
+use switchboard_tests::nat::scaled_heartbeat;
 use switchboard_tests::nat::{NatProxy, UdpNat};
 use switchboard_tests::{RawClient, TempDir, connect_packet};
 use tokio::sync::mpsc::Receiver;
@@ -22,21 +23,6 @@ use tokio::sync::mpsc::Receiver;
 const NAT_A: Duration = Duration::from_millis(3600);
 /// The second network's: probes 6.29 s ✗, 2.58 s ✓, 4.03 s ✓, 5.03 s ✓; settles at 4.88 s.
 const NAT_B: Duration = Duration::from_millis(5600);
-
-/// The heartbeat scaled from minutes to seconds: start at 1 s, bisect (in log space, up to
-/// 30 s) until the bracket is within 25 %, 1 s probe reply timeout.
-fn scaled() -> HeartbeatConfig {
-    HeartbeatConfig {
-        initial: Duration::from_secs(1),
-        min: Duration::from_millis(500),
-        max: Duration::from_secs(30),
-        growth: 2.0,
-        precision: 1.25,
-        margin: 0.03,
-        probe_timeout: Duration::from_secs(1),
-        reprobe_after: Duration::from_secs(3600),
-    }
-}
 
 fn local() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([127, 0, 0, 1], 0))]
@@ -64,7 +50,7 @@ async fn broker(dir: &TempDir) -> (BrokerHandle, std::path::PathBuf) {
 fn client_config(id: &str, endpoint: Endpoint, ca: &std::path::Path) -> Config {
     let mut c = Config::new(id, vec![endpoint]);
     c.ca_cert = Some(ca.to_path_buf());
-    c.heartbeat = scaled();
+    c.heartbeat = scaled_heartbeat();
     c.ping_timeout = Duration::from_secs(1);
     c.backoff_min = Duration::from_millis(100);
     c
@@ -368,7 +354,7 @@ async fn an_im_device_learns_on_probe_connections_without_losing_its_link() {
     let token = b.im.issue_token(t, "alice", "phone", 600).expect("token");
     let nat = NatProxy::tcp(b.addr, NAT_A).await;
     let mut cfg = switchboard_tests::im::config(nat.addr, "alice", "alice-phone", &token);
-    cfg.heartbeat = scaled();
+    cfg.heartbeat = scaled_heartbeat();
     cfg.ping_timeout = Duration::from_secs(1);
     let (client, mut ev) = Client::start(cfg).expect("client");
     connected(&mut ev).await;

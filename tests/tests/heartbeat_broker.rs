@@ -15,24 +15,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use switchboard_broker::transport::certs::ensure_dev_certs;
 use switchboard_broker::{Broker, BrokerConfig, Listeners};
-use switchboard_client::{Client, Config, Endpoint, Event, HeartbeatConfig, Phase};
+use switchboard_client::{Client, Config, Endpoint, Event, Phase};
 use switchboard_proto::*;
+use switchboard_tests::nat::scaled_heartbeat;
 use switchboard_tests::{RawClient, TempDir, TestBroker, WAIT, connect_packet};
 use tokio::sync::mpsc::Receiver;
-
-/// The heartbeat scaled from minutes to seconds (as in `heartbeat.rs`).
-fn scaled() -> HeartbeatConfig {
-    HeartbeatConfig {
-        initial: Duration::from_secs(1),
-        min: Duration::from_millis(500),
-        max: Duration::from_secs(30),
-        growth: 2.0,
-        precision: 1.25,
-        margin: 0.03,
-        probe_timeout: Duration::from_secs(1),
-        reprobe_after: Duration::from_secs(3600),
-    }
-}
 
 fn user_property<'a>(props: &'a Properties, key: &str) -> Option<&'a str> {
     props
@@ -102,7 +89,7 @@ async fn the_sdk_never_probes_above_the_brokers_max_keep_alive() {
     // would pass, so without the announced cap the search would go to 30 s.
     let b = TestBroker::start_with(|c| c.limits.max_keep_alive = 4).await;
     let mut cfg = Config::new("capped", vec![Endpoint::Tcp(b.addr)]);
-    cfg.heartbeat = scaled();
+    cfg.heartbeat = scaled_heartbeat();
     cfg.ping_timeout = Duration::from_secs(1);
     let (client, mut ev) = Client::start(cfg).expect("client");
     let (probes, settled) = until_settled(&mut ev).await;
@@ -181,7 +168,7 @@ impl Drop for Mosquitto {
 async fn against_mosquitto_the_sdk_asks_no_hint_and_starts_learning_at_once() {
     let m = Mosquitto::start().await;
     let mut cfg = Config::new("hb-on-mosquitto", vec![Endpoint::Tcp(m.addr)]);
-    cfg.heartbeat = scaled();
+    cfg.heartbeat = scaled_heartbeat();
     cfg.ping_timeout = Duration::from_secs(1);
     // Waiting for a hint that never comes would hold probes back this long; the first
     // probe must come far sooner.

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use switchboard_broker::{Broker, BrokerConfig, BrokerHandle, Listeners};
 use switchboard_client::heartbeat::network_id;
-use switchboard_client::{Client, Config, Endpoint, Event, HeartbeatConfig, Phase};
+use switchboard_client::{Client, Config, Endpoint, Event, Phase};
 use switchboard_proto::*;
 use switchboard_tests::nat::NatProxy;
+use switchboard_tests::nat::scaled_heartbeat;
 use switchboard_tests::{RawClient, WAIT, connect_packet};
 use tokio::sync::mpsc::Receiver;
 
@@ -24,19 +25,6 @@ use tokio::sync::mpsc::Receiver;
 /// that as the hint: 7.03 s ✓, 7.86 s ✗ (settled at 7.03 s). Every probe lands ≥ 0.4 s
 /// away from the timeout.
 const NAT: Duration = Duration::from_millis(7450);
-
-fn scaled() -> HeartbeatConfig {
-    HeartbeatConfig {
-        initial: Duration::from_secs(1),
-        min: Duration::from_millis(500),
-        max: Duration::from_secs(30),
-        growth: 2.0,
-        precision: 1.25,
-        margin: 0.03,
-        probe_timeout: Duration::from_secs(1),
-        reprobe_after: Duration::from_secs(3600),
-    }
-}
 
 async fn broker() -> BrokerHandle {
     let cfg = BrokerConfig {
@@ -62,7 +50,7 @@ struct Learned {
 /// Starts an SDK client behind `nat` on network `network` and waits until it settles.
 async fn learn(nat: SocketAddr, id: &str, network: &str) -> (Client, Receiver<Event>, Learned) {
     let mut cfg = Config::new(id, vec![Endpoint::Tcp(nat)]);
-    cfg.heartbeat = scaled();
+    cfg.heartbeat = scaled_heartbeat();
     cfg.ping_timeout = Duration::from_secs(1);
     cfg.backoff_min = Duration::from_millis(100);
     let (client, mut ev) = Client::start(cfg).expect("client");
