@@ -16,9 +16,10 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::measure::measure;
 use super::peers::{Peer, PeerKind};
 use super::scenarios::scenarios;
-use super::{BenchArgs, Row, measure};
+use super::{BenchArgs, Row};
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -14,6 +14,7 @@ mod im_broadcast;
 mod im_groups;
 mod im_rooms;
 pub mod load;
+mod measure;
 mod moderation;
 pub mod peers;
 mod push;
@@ -23,17 +24,14 @@ mod transports;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use switchboard_proto::QoS;
 
-use load::Load;
-use peers::{Peer, PeerKind};
-use scenarios::{Kind, Scenario, scenarios};
+use peers::PeerKind;
+use scenarios::{Scenario, scenarios};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -347,7 +345,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         for &b in &brokers {
             bar.set_message(format!("{} on {}", s.name, b.name()));
             port += 1;
-            let row = match run_one(s, b, port, &work, &args).await {
+            let row = match measure::run_one(s, b, port, &work, &args).await {
                 Ok(r) => r,
                 Err(e) => Row {
                     scenario: s.name.into(),
@@ -382,243 +380,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     write_report(&args.out, &chosen, &rows)?;
     println!("report: {}", args.out.join("results.md").display());
     Ok(())
-}
-
-async fn run_one(
-    s: &Scenario,
-    b: PeerKind,
-    port: u16,
-    work: &Path,
-    args: &BenchArgs,
-) -> anyhow::Result<Row> {
-    let persistent = matches!(
-        s.kind,
-        Kind::Flow {
-            persistent: true,
-            ..
-        }
-    );
-    let peer = Peer::start(b, port, work, persistent).await?;
-    let mut row = Row {
-        scenario: s.name.into(),
-        broker: b.name().into(),
-        ..Row::default()
-    };
-    let result = measure(s, &peer, args, &mut row).await;
-    let st = peer.stats();
-    row.rss_mb = st.rss_kb as f64 / 1024.0;
-    row.peak_rss_mb = st.hwm_kb as f64 / 1024.0;
-    peer.stop().await;
-    result.map(|()| row)
-}
-
-async fn measure(s: &Scenario, peer: &Peer, args: &BenchArgs, row: &mut Row) -> anyhow::Result<()> {
-    let tag = s.name.replace('-', "");
-    match s.kind {
-        Kind::Flow {
-            shape,
-            pubs,
-            subs,
-            qos,
-            payload,
-            rate,
-            persistent,
-        } => {
-            let load = Load {
-                addr: peer.addr,
-                shape,
-                publishers: pubs,
-                subscribers: subs,
-                qos,
-                payload,
-                rate,
-                warmup: Duration::from_secs(1),
-                duration: Duration::from_secs(args.seconds),
-                persistent,
-            };
-            let commits_before = if persistent {
-                store_commits(peer).await
-            } else {
-                None
-            };
-            let before = peer.stats();
-            let out = load::run(&load, &tag).await?;
-            let after = peer.stats();
-            row.throughput = out.throughput;
-            row.p50_us = out.p50_us;
-            row.p99_us = out.p99_us;
-            row.ack_p99_us = out.ack_p99_us;
-            row.sent = out.sent;
-            row.received = out.received;
-            let cpu_us = (after.cpu_ticks - before.cpu_ticks) as f64 * 10_000.0;
-            row.cpu_us_per_msg = if out.received > 0 {
-                cpu_us / out.received as f64
-            } else {
-                0.0
-            };
-            if persistent {
-                // Give `$SYS` a tick to publish the final figure.
-                tokio::time::sleep(Duration::from_millis(1200)).await;
-                if let (Some(a), Some(b)) = (commits_before, store_commits(peer).await)
-                    && out.sent > 0
-                {
-                    row.extra = Some((
-                        "fsyncs/1000 msg".into(),
-                        (b - a) as f64 * 1000.0 / out.sent as f64,
-                    ));
-                }
-            }
-        }
-        Kind::Idle => {
-            let before = peer.stats();
-            let net = 1 + (peer.addr.port() % 250) as u8;
-            let mut conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let after = peer.stats();
-            let per =
-                (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
-            // Measured connections must still be served: every one answers a PINGREQ.
-            let alive = load::ping_all(&mut conns).await;
-            row.extra = Some((
-                format!("bytes/conn ({} conns, {alive} alive)", conns.len()),
-                per,
-            ));
-            row.received = conns.len() as u64;
-            drop(conns);
-        }
-        Kind::ConnStorm { total, concurrency } => {
-            let started = Instant::now();
-            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
-            let mut tasks = Vec::new();
-            for i in 0..total {
-                let permit = sem.clone().acquire_owned().await?;
-                let addr = peer.addr;
-                let tag = tag.clone();
-                tasks.push(tokio::spawn(async move {
-                    let r = load::connect(addr, &format!("{tag}-{i}"), true, None).await;
-                    drop(permit);
-                    r.map(drop)
-                }));
-            }
-            let mut ok: u32 = 0;
-            for t in tasks {
-                if matches!(t.await, Ok(Ok(()))) {
-                    ok += 1;
-                }
-            }
-            let secs = started.elapsed().as_secs_f64();
-            row.throughput = f64::from(ok) / secs;
-            row.received = u64::from(ok);
-            row.extra = Some(("connects/s".into(), row.throughput));
-        }
-        Kind::RetainedStorm { count } => {
-            let t = retained_storm(peer, count, &tag).await?;
-            row.throughput = count as f64 / t;
-            row.received = count as u64;
-            row.extra = Some(("seconds to receive all".into(), t));
-        }
-    }
-    Ok(())
-}
-
-/// Publishes `count` retained messages, then times a '#' subscriber receiving them all.
-async fn retained_storm(peer: &Peer, count: usize, tag: &str) -> anyhow::Result<f64> {
-    use bytes::BytesMut;
-    use switchboard_proto::{Packet, Properties, Publish, Subscribe, SubscriptionOptions, Version};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut p = load::connect(peer.addr, &format!("{tag}-pub"), true, None).await?;
-    let mut buf = BytesMut::new();
-    for i in 0..count {
-        Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            topic: format!("ret/{tag}/{}/{i}", i % 100),
-            pkid: (i % 60_000) as u16 + 1,
-            properties: Properties::default(),
-            payload: bytes::Bytes::from_static(b"retained-value"),
-        })
-        .encode(Version::V3_1_1, &mut buf);
-    }
-    p.write_all(&buf).await?;
-    // Wait for every PUBACK so that the broker holds them all.
-    let mut rb = BytesMut::new();
-    let mut acks = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acks < count {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "retained publishes not acknowledged in time"
-        );
-        if let Some(Packet::PubAck(_)) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX)? {
-            acks += 1;
-            continue;
-        }
-        if tokio::time::timeout(Duration::from_secs(10), p.read_buf(&mut rb)).await?? == 0 {
-            anyhow::bail!("publisher closed");
-        }
-    }
-    let mut s = load::connect(peer.addr, &format!("{tag}-sub"), true, None).await?;
-    let started = Instant::now();
-    let mut out = BytesMut::new();
-    Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(format!("ret/{tag}/#"), SubscriptionOptions::default())],
-    })
-    .encode(Version::V3_1_1, &mut out);
-    s.write_all(&out).await?;
-    let mut got = 0;
-    let mut rb = BytesMut::new();
-    while got < count {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {got} of {count} retained messages arrived"
-        );
-        match Packet::read(&mut rb, Version::V3_1_1, usize::MAX)? {
-            Some(Packet::Publish(_)) => got += 1,
-            Some(_) => {}
-            None => {
-                if tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut rb)).await?? == 0 {
-                    anyhow::bail!("subscriber closed");
-                }
-            }
-        }
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// Switchboard's store commit counter from `$SYS/broker/store/commits`.
-async fn store_commits(peer: &Peer) -> Option<u64> {
-    if peer.kind != PeerKind::Switchboard {
-        return None;
-    }
-    use bytes::BytesMut;
-    use switchboard_proto::{Packet, Properties, Subscribe, SubscriptionOptions, Version};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = load::connect(peer.addr, "bench-sys", true, None)
-        .await
-        .ok()?;
-    let mut out = BytesMut::new();
-    Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            "$SYS/broker/store/commits".into(),
-            SubscriptionOptions::default(),
-        )],
-    })
-    .encode(Version::V3_1_1, &mut out);
-    s.write_all(&out).await.ok()?;
-    let mut rb = BytesMut::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(Packet::Publish(p))) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX) {
-            return std::str::from_utf8(&p.payload).ok()?.parse().ok();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_buf(&mut rb)).await;
-    }
-    None
 }
 
 fn write_report(out: &Path, chosen: &[Scenario], rows: &[Row]) -> anyhow::Result<()> {
