@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde_json::Value;
 use switchboard_proto::{
-    Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
+    Disconnect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Version,
 };
 
 use crate::im::Device;
@@ -250,4 +251,46 @@ impl AppServer {
             }
         }
     }
+}
+
+/// Connects client `id` on `addr`, publishes `msgs` ((topic, body) each) at QoS 1 with at
+/// most 20 unacknowledged, waits for every PUBACK (each a success) and disconnects.
+pub async fn publish_acked(addr: SocketAddr, id: &str, msgs: Vec<(String, String)>) {
+    const WINDOW: usize = 20;
+    let (mut p, ack) = RawClient::connect(addr, connect_packet(Version::V5, id)).await;
+    assert!(
+        matches!(&ack, Packet::ConnAck(a) if a.code == ReasonCode::Success),
+        "publisher refused: {ack:?}"
+    );
+    let (mut sent, mut acked) = (0usize, 0usize);
+    let mut msgs = msgs.into_iter();
+    let n = msgs.len();
+    while acked < n {
+        while sent < n && sent - acked < WINDOW {
+            let Some((topic, body)) = msgs.next() else {
+                break;
+            };
+            p.send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic,
+                pkid: (sent % 1000) as u16 + 1,
+                properties: Properties::default(),
+                payload: Bytes::from(body),
+            }))
+            .await;
+            sent += 1;
+        }
+        match p.recv().await {
+            Some(Packet::PubAck(a)) => {
+                assert_eq!(a.code, ReasonCode::Success, "PUBACK of message {acked}");
+                acked += 1;
+            }
+            Some(_) => {}
+            None => panic!("publisher disconnected after {acked} acknowledgements"),
+        }
+    }
+    p.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
 }

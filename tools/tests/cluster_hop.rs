@@ -6,11 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::cluster::Cluster;
+use switchboard_tests::cluster::{self, Cluster};
 use switchboard_tests::nats::{metric, until_metric};
-use switchboard_tests::{RawClient, WAIT, connect_packet, persistent_connect};
+use switchboard_tests::{RawClient, WAIT, persistent_connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -51,31 +50,10 @@ async fn a_nats_restart_under_qos1_load_loses_no_acknowledged_message_across_nod
     let publisher = tokio::spawn({
         let addr = c.addr(0);
         async move {
-            let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "pub")).await;
-            let (mut sent, mut acked) = (0u32, 0u32);
-            while acked < N {
-                while sent < N && sent - acked < 20 {
-                    p.send(&Packet::Publish(Publish {
-                        dup: false,
-                        qos: QoS::AtLeastOnce,
-                        retain: false,
-                        topic: format!("load/{}", sent % 4),
-                        pkid: (sent % 1000) as u16 + 1,
-                        properties: Properties::default(),
-                        payload: Bytes::from(sent.to_string()),
-                    }))
-                    .await;
-                    sent += 1;
-                }
-                match p.recv().await {
-                    Some(Packet::PubAck(a)) => {
-                        assert_eq!(a.code, ReasonCode::Success);
-                        acked += 1;
-                    }
-                    Some(_) => {}
-                    None => panic!("publisher disconnected"),
-                }
-            }
+            let msgs = (0..N)
+                .map(|s| (format!("load/{}", s % 4), s.to_string()))
+                .collect();
+            cluster::publish_acked(addr, "pub", msgs).await;
         }
     });
     // Receive until a third arrived, restart NATS, then receive the rest.
