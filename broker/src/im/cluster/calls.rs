@@ -11,8 +11,8 @@
 //! Busy: each node tells the others whenever a user's call changes (`busy` notes, sent
 //! under the calls lock, so in order); an invitation checks the owner's own calls and the
 //! other nodes' busy users. Two invitations of one user through two nodes within the
-//! note's flight time (about a millisecond) can both ring; the second `accept`... is then
-//! answered by the call it belongs to, and the user is in two calls until one ends.
+//! note's flight time (about a millisecond) can both ring: each call goes on by itself,
+//! and the user may be in both until one ends.
 //!
 //! When the owner dies its calls end with it: forwarded requests find no responder and
 //! are answered 404, as after a single broker's restart; the other nodes drop the dead
