@@ -23,8 +23,9 @@ use super::load::{self, Load, Shape};
 const PAIRS: usize = 50;
 const PAYLOAD: usize = 64;
 /// Saturated runs (throughput; their latency is queueing) and a rate-limited one (latency).
-const RUNS: [(QoS, Option<u32>); 3] = [
+const RUNS: [(QoS, Option<u32>); 4] = [
     (QoS::AtMostOnce, None),
+    (QoS::AtMostOnce, Some(20_000)),
     (QoS::AtLeastOnce, None),
     (QoS::AtLeastOnce, Some(20_000)),
 ];
