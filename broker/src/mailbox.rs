@@ -59,6 +59,9 @@ struct Queue {
 pub struct Mailbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// A parked connection's waker (see `connection::parker`), woken by every push as
+    /// `notify` wakes a running connection's task.
+    parked: futures_util::task::AtomicWaker,
     online: AtomicBool,
     /// Deliveries to this session are stored (its Session Expiry Interval is above 0).
     persistent: AtomicBool,
@@ -74,6 +77,7 @@ impl Mailbox {
                 bytes: 0,
             }),
             notify: Notify::new(),
+            parked: futures_util::task::AtomicWaker::new(),
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
             max_len,
@@ -103,6 +107,7 @@ impl Mailbox {
         q.items.push_back(d);
         drop(q);
         self.notify.notify_one();
+        self.parked.wake();
         result
     }
 
@@ -131,6 +136,7 @@ impl Mailbox {
         q.items.push_back(d);
         drop(q);
         self.notify.notify_one();
+        self.parked.wake();
         result
     }
 
@@ -144,6 +150,7 @@ impl Mailbox {
         }
         drop(q);
         self.notify.notify_one();
+        self.parked.wake();
     }
 
     /// Takes the next delivery if `admit` accepts it (used to stop at a QoS 1/2 delivery
@@ -191,7 +198,18 @@ impl Mailbox {
     pub fn wake(&self) {
         if !self.is_empty() {
             self.notify.notify_one();
+            self.parked.wake();
         }
+    }
+
+    /// Wakes `waker` at the next push (a parked connection, see `connection::parker`).
+    pub fn register_parked(&self, waker: &std::task::Waker) {
+        self.parked.register(waker);
+    }
+
+    /// Forgets the parked connection's waker (it runs again).
+    pub fn clear_parked(&self) {
+        drop(self.parked.take());
     }
 
     /// Waits until something was pushed since the last call.

@@ -26,6 +26,7 @@ mod enhanced_auth;
 mod handlers;
 mod hints;
 mod park;
+mod parker;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ use crate::BrokerState;
 use crate::metrics::Metrics;
 use crate::sessions::Kick;
 use conn::Conn;
+pub use parker::Parker;
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 pub(super) const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -128,54 +130,80 @@ pub async fn serve<S>(
         if let Some(info) = &conn.info {
             broker.attach_info(&conn.session_key, conn_id, info.clone());
         }
-        let im_login = conn.identity.im.clone();
-        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+        if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        // The connected loop runs boxed: parked, the connection keeps only `live` and the
-        // small waiter of `park` (see there).
-        let parked_gauge = &broker.metrics.connections_parked;
-        let end = loop {
-            let Live { conn, io, sess } = &mut *live;
-            match Box::pin(conn.run(io, sess)).await {
-                park::Ran::Ended(end) => break end,
-                park::Ran::Parked => {
-                    Metrics::inc(parked_gauge);
-                    let woke = conn.park(io, sess).await;
-                    Metrics::dec(parked_gauge);
-                    if let Some(end) = woke {
-                        break end;
-                    }
-                }
-            }
-        };
-        Metrics::dec(&broker.metrics.clients_connected);
-        Metrics::dec(by_transport);
-        // Signed off before the session is parked: a connection taking it over signs on
-        // after this.
-        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.disconnected(login, conn_id);
-        }
-        let linger = !broker.shutdown.is_cancelled();
-        Box::pin(async move {
-            let Live {
-                conn,
-                mut io,
-                mut sess,
-            } = *live;
-            if let End::Violation(v) = &end {
-                sess.disconnect(v.code, Some(v.reason));
-            }
-            let rest = sess.take_transmit();
-            // The session is parked (or handed to a connection taking it over) before the
-            // lingering close, which may take a while.
-            conn.finish(end, sess);
-            io.final_flush(rest, linger).await;
-        })
-        .await;
+        connected(broker, live, slot, transport, None).await;
     }
     .instrument(span)
     .await;
+}
+
+/// The established connection until it ends: the connected loop, parking, the end. A
+/// parked plain-TCP connection leaves its task (see `parker`), which spawns this again
+/// when woken, with `ended` set when it ended while parked.
+async fn connected<S>(
+    broker: Arc<BrokerState>,
+    mut live: Box<Live<S>>,
+    mut slot: Option<crate::listener::Slot>,
+    transport: &'static str,
+    mut ended: Option<End>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // The connected loop runs boxed: parked, the connection keeps only `live` (in the
+    // parker's table, or beside the small waiter of `park`).
+    let parked_gauge = &broker.metrics.connections_parked;
+    let end = loop {
+        if let Some(end) = ended.take() {
+            break end;
+        }
+        let Live { conn, io, sess } = &mut *live;
+        match Box::pin(conn.run(io, sess)).await {
+            park::Ran::Ended(end) => break end,
+            park::Ran::Parked => {
+                Metrics::inc(parked_gauge);
+                match parker::hand_over(&broker, live, slot) {
+                    Ok(()) => return,
+                    Err(back) => (live, slot) = back,
+                }
+                let Live { conn, io, sess } = &mut *live;
+                let woke = conn.park(io, sess).await;
+                Metrics::dec(parked_gauge);
+                if let Some(end) = woke {
+                    break end;
+                }
+            }
+        }
+    };
+    let by_transport =
+        &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
+    Metrics::dec(&broker.metrics.clients_connected);
+    Metrics::dec(by_transport);
+    // Signed off before the session is parked: a connection taking it over signs on
+    // after this.
+    if let (Some(im), Some(login)) = (&broker.im, &live.conn.identity.im) {
+        im.disconnected(login, live.conn.conn_id);
+    }
+    let linger = !broker.shutdown.is_cancelled();
+    Box::pin(async move {
+        let Live {
+            conn,
+            mut io,
+            mut sess,
+        } = *live;
+        if let End::Violation(v) = &end {
+            sess.disconnect(v.code, Some(v.reason));
+        }
+        let rest = sess.take_transmit();
+        // The session is parked (or handed to a connection taking it over) before the
+        // lingering close, which may take a while.
+        conn.finish(end, sess);
+        io.final_flush(rest, linger).await;
+    })
+    .await;
+    // The connection's permit goes back only now.
+    drop(slot);
 }
 
 /// From accept to an established connection: reads CONNECT, authenticates, opens the
