@@ -11,7 +11,9 @@
 //! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE),
 //! `hints` (the heartbeat hint control topics),
 //! `drain` (mailbox → session, and the connection's store writes), `read` (reading
-//! without a buffer per idle connection) and `park` (a quiet connection frees its loop).
+//! without a buffer per idle connection), `park` (a quiet connection frees its loop) and
+//! `parker` (a parked plain-TCP connection without a task: one table and one task per
+//! broker).
 //!
 //! Memory of an idle connection: the task's future is what an idle connection costs, so it
 //! holds only what the connected loop needs. The steps a connection takes once (reading
@@ -133,7 +135,10 @@ pub async fn serve<S>(
         if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        connected(broker, live, slot, transport, None).await;
+        // The connected connection in a task of its own, whose future is `connected` alone:
+        // this one (sized for reading CONNECT) ends here.
+        let task = connected(broker.clone(), live, slot, transport, None);
+        broker.tasks.spawn(task.in_current_span());
     }
     .instrument(span)
     .await;
@@ -315,10 +320,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.read_room = self.rbuf.capacity() - self.rbuf.len();
     }
 
-    /// After a read was decoded: whether the peer is sending a lot, and a quiet
-    /// connection's buffer dropped if no partial packet is left in it.
+    /// After a read was decoded: whether the peer is sending a lot.
     fn after_read(&mut self, n: usize) {
         self.read_hot = n >= self.read_room / 2;
+    }
+
+    /// A quiet connection's read buffer dropped if no partial packet is left in it.
+    fn release_if_quiet(&mut self) {
         read::release_if_idle(&mut self.rbuf, self.read_hot);
     }
 
