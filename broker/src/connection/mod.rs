@@ -135,10 +135,17 @@ pub async fn serve<S>(
         if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        // The connected connection in a task of its own, whose future is `connected` alone:
-        // this one (sized for reading CONNECT) ends here.
         let task = connected(broker.clone(), live, slot, transport, None);
-        broker.tasks.spawn(task.in_current_span());
+        if transport == "quic" {
+            // In this task: QUIC's keep-alive reads a task-local of it, and its listener
+            // counts the connection until this returns.
+            Box::pin(task).await;
+        } else {
+            // A task of its own, whose future is `connected` alone: this one also holds
+            // room for the stream it was given (a TLS stream is about 1.5 KB), which an
+            // idle connection should not keep.
+            broker.tasks.spawn(task.in_current_span());
+        }
     }
     .instrument(span)
     .await;

@@ -9,12 +9,12 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::{Broker, BrokerConfig, BrokerState, Listeners};
 
 /// What the opening future of a TCP connection may take, in a debug build (the tests'
-/// build; a release build's future is smaller): it lives while CONNECT is read, then the
-/// established connection runs in a task of its own (`connected`), whose state is one box
-/// (`Live`: session state machine 176 B, connection 512 B, socket halves and buffers
-/// 96 B) beside its boxed connected loop, and a parked plain-TCP connection has no task at
-/// all (see `parker`). 472 B when set (992 B when one future served the connection's whole
-/// life).
+/// build; a release build's future is smaller): it lives while CONNECT is read (and, for
+/// QUIC only, beside the boxed `connected` future for the connection's life). The
+/// established connection then runs in a task of its own whose future is `connected`
+/// alone, with its state in one box (`Live`: session state machine 176 B, connection
+/// 512 B, socket halves and buffers 96 B), and a parked plain-TCP connection has no task
+/// at all (see `parker`). 472 B when set (992 B when one future served the whole life).
 const SERVE_FUTURE_BUDGET: usize = 512;
 
 async fn broker() -> crate::BrokerHandle {
