@@ -87,6 +87,8 @@ struct Live<S> {
     conn: Conn,
     io: Io<S>,
     sess: ServerSession,
+    /// The connection's admission permit, given back when the connection ends.
+    slot: Option<crate::listener::Slot>,
 }
 
 /// Serves one accepted connection until it ends.
@@ -135,7 +137,8 @@ pub async fn serve<S>(
         if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        let task = connected(broker.clone(), live, slot, transport, None);
+        live.slot = slot.take();
+        let task = connected(broker.clone(), live, transport, None);
         if transport == "quic" {
             // In this task: QUIC's keep-alive reads a task-local of it, and its listener
             // counts the connection until this returns.
@@ -157,7 +160,6 @@ pub async fn serve<S>(
 async fn connected<S>(
     broker: Arc<BrokerState>,
     mut live: Box<Live<S>>,
-    mut slot: Option<crate::listener::Slot>,
     transport: &'static str,
     mut ended: Option<End>,
 ) where
@@ -170,16 +172,16 @@ async fn connected<S>(
         if let Some(end) = ended.take() {
             break end;
         }
-        let Live { conn, io, sess } = &mut *live;
+        let Live { conn, io, sess, .. } = &mut *live;
         match Box::pin(conn.run(io, sess)).await {
             park::Ran::Ended(end) => break end,
             park::Ran::Parked => {
                 Metrics::inc(parked_gauge);
-                match parker::hand_over(&broker, live, slot) {
+                match parker::hand_over(&broker, live) {
                     Ok(()) => return,
-                    Err(back) => (live, slot) = back,
+                    Err(back) => live = back,
                 }
-                let Live { conn, io, sess } = &mut *live;
+                let Live { conn, io, sess, .. } = &mut *live;
                 let woke = conn.park(io, sess).await;
                 Metrics::dec(parked_gauge);
                 if let Some(end) = woke {
@@ -203,6 +205,7 @@ async fn connected<S>(
             conn,
             mut io,
             mut sess,
+            slot,
         } = *live;
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
@@ -212,10 +215,10 @@ async fn connected<S>(
         // lingering close, which may take a while.
         conn.finish(end, sess);
         io.final_flush(rest, linger).await;
+        // The connection's permit goes back only now.
+        drop(slot);
     })
     .await;
-    // The connection's permit goes back only now.
-    drop(slot);
 }
 
 /// From accept to an established connection: reads CONNECT, authenticates, opens the
@@ -287,7 +290,12 @@ where
         Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
         return None;
     };
-    Some(Box::new(Live { conn, io, sess }))
+    Some(Box::new(Live {
+        conn,
+        io,
+        sess,
+        slot: None,
+    }))
 }
 
 fn session_limits(b: &BrokerState) -> SessionLimits {

@@ -4,8 +4,8 @@
 //! its own keeps the task (header, scheduler links) and its future (the waiters of the
 //! socket, the mailbox, the kick channel, a keep-alive `Sleep`, shutdown): about 1 KB. A
 //! plain TCP connection that parks instead hands its state box (`Live`) to the broker's
-//! [`Parker`] and its task ends. The parker keeps one record per connection (the box, the
-//! connection's admission slot, its waker, its keep-alive deadline) and one task for all
+//! [`Parker`] and its task ends. The parker keeps one record per connection (the box, which
+//! holds the admission slot too, and its waker: 16 B in the table) and one task for all
 //! of them, which wakes on:
 //!
 //! - bytes from the client: the socket's readiness is polled with the record's own waker
@@ -46,7 +46,6 @@ use tracing::Instrument;
 
 use super::{End, Live};
 use crate::BrokerState;
-use crate::listener::Slot;
 use crate::metrics::Metrics;
 
 /// The broker's table of parked plain-TCP connections (see the module docs).
@@ -85,9 +84,14 @@ struct Table {
 /// One parked connection.
 struct Parked {
     live: Box<Live<TcpStream>>,
-    slot: Option<Slot>,
     waker: Arc<IdWaker>,
-    deadline: Option<Instant>,
+}
+
+impl Parked {
+    /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
+    fn deadline(&self) -> Option<Instant> {
+        self.live.sess.poll_timeout()
+    }
 }
 
 /// The waker of one parked connection: queues its id for the parker.
@@ -128,14 +132,13 @@ enum Woken {
 pub(super) fn hand_over<S: 'static>(
     broker: &Arc<BrokerState>,
     live: Box<Live<S>>,
-    slot: Option<Slot>,
-) -> Result<(), (Box<Live<S>>, Option<Slot>)> {
+) -> Result<(), Box<Live<S>>> {
     let any: Box<dyn std::any::Any> = live;
     let live = match any.downcast::<Live<TcpStream>>() {
         Ok(tcp) => tcp,
         Err(other) => {
             return match other.downcast::<Live<S>>() {
-                Ok(l) => Err((l, slot)),
+                Ok(l) => Err(l),
                 // Unreachable: `other` is a `Live<S>`.
                 Err(_) => Ok(()),
             };
@@ -152,16 +155,14 @@ pub(super) fn hand_over<S: 'static>(
     });
     let record = Parked {
         live,
-        slot,
         waker: waker.clone(),
-        deadline,
     };
     {
         let mut table = shared.table.lock();
         if table.closed || broker.shutdown.is_cancelled() {
             let any: Box<dyn std::any::Any> = record.live;
             return match any.downcast::<Live<S>>() {
-                Ok(l) => Err((l, record.slot)),
+                Ok(l) => Err(l),
                 Err(_) => Ok(()),
             };
         }
@@ -211,12 +212,14 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
                 continue; // resumed already: a stale waker
             };
             record.waker.queued.store(false, Ordering::Release);
+            // Taken before the poll, which may end the session (kick, shutdown).
+            let deadline = record.deadline();
             match poll_record(&broker, record, now) {
                 Woken::Stay(record) => {
                     shared.table.lock().records.insert(id, record);
                 }
                 Woken::Resume(record, end) => {
-                    if let Some(at) = record.deadline {
+                    if let Some(at) = deadline {
                         shared.timers.lock().remove(&(at, id));
                     }
                     resume(&broker, record, end);
@@ -274,7 +277,7 @@ fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken 
         return Woken::Resume(record, None);
     }
     // Resumed, the loop finds the keep-alive deadline passed and closes the connection.
-    if record.deadline.is_some_and(|at| at <= now) {
+    if record.deadline().is_some_and(|at| at <= now) {
         return Woken::Resume(record, None);
     }
     Woken::Stay(record)
@@ -283,7 +286,7 @@ fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken 
 /// Spawns the connection's task again, in its `conn` span.
 fn resume(broker: &Arc<BrokerState>, record: Parked, end: Option<End>) {
     Metrics::dec(&broker.metrics.connections_parked);
-    let Parked { live, slot, .. } = record;
+    let Parked { live, .. } = record;
     live.conn.state.mailbox.clear_parked();
     let peer = live
         .conn
@@ -300,5 +303,5 @@ fn resume(broker: &Arc<BrokerState>, record: Parked, end: Option<End>) {
     );
     broker
         .tasks
-        .spawn(super::connected(broker.clone(), live, slot, "tcp", end).instrument(span));
+        .spawn(super::connected(broker.clone(), live, "tcp", end).instrument(span));
 }

@@ -13,7 +13,7 @@ use crate::{Broker, BrokerConfig, BrokerState, Listeners};
 /// QUIC only, beside the boxed `connected` future for the connection's life). The
 /// established connection then runs in a task of its own whose future is `connected`
 /// alone, with its state in one box (`Live`: session state machine 176 B, connection
-/// 512 B, socket halves and buffers 96 B), and a parked plain-TCP connection has no task
+/// 512 B, socket halves and buffers 96 B, admission slot 48 B), and a parked plain-TCP connection has no task
 /// at all (see `parker`). 472 B when set (992 B when one future served the whole life).
 const SERVE_FUTURE_BUDGET: usize = 512;
 
