@@ -229,3 +229,35 @@ async fn a_parked_connection_keeps_its_connection_permit_and_its_place_in_the_co
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publish_wakes_every_one_of_many_parked_subscribers() {
+    // More connections woken at once than tokio's cooperative budget per poll (128): the
+    // parker must still see each one's delivery.
+    const N: usize = 400;
+    let b = broker().await;
+    let mut subs = Vec::with_capacity(N);
+    for i in 0..N {
+        subs.push(
+            subscribed(
+                &b,
+                Version::V3_1_1,
+                &format!("burst-{i}"),
+                "burst/#",
+                QoS::AtMostOnce,
+            )
+            .await,
+        );
+    }
+    let mut p = connected(&b, Version::V3_1_1, "burst-pub").await;
+    until_parked(&b, N as u64 + 1).await;
+    p.send(&publish("burst/all", QoS::AtMostOnce, 0, b"everyone"))
+        .await;
+    for s in &mut subs {
+        let m = s.next_publish().await;
+        assert_eq!(&m.payload[..], b"everyone");
+    }
+    // And every one of them parks again.
+    until_parked(&b, N as u64 + 1).await;
+    b.stop().await;
+}

@@ -172,7 +172,12 @@ pub(super) fn hand_over<S: 'static>(
         shared.timers.lock().insert((at, id));
     }
     if !parker.started.swap(true, Ordering::AcqRel) {
-        broker.tasks.spawn(run(shared.clone(), broker.clone()));
+        // Unconstrained: tokio's cooperative budget would make the sources of the records
+        // polled late in a long turn answer `Pending` however ready (they then wake again
+        // and are polled in a later turn: correct, but wasted work). The parker yields
+        // after every turn instead.
+        let parker = tokio::task::unconstrained(run(shared.clone(), broker.clone()));
+        broker.tasks.spawn(parker);
     }
     // The parker polls the new record once: that registers its waker everywhere, and
     // catches what arrived between the loop's last look and now.
@@ -226,6 +231,8 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
                 }
             }
         }
+        // A turn can be long (many records woken at once): let other tasks run.
+        tokio::task::yield_now().await;
     }
     // Shutdown: every parked connection says goodbye from a task of its own (tracked, so
     // the broker waits for them); none parks here any more.
