@@ -106,6 +106,8 @@ pub struct BrokerState {
     pub acl_file: Option<Arc<auth::FileAcl>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// Parked plain-TCP connections, without a task each (`connection::parker`).
+    pub parker: connection::Parker,
     pub started: Instant,
     next_id: AtomicU64,
 }
@@ -319,6 +321,7 @@ impl Broker {
             acl_file,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            parker: connection::Parker::default(),
             started: Instant::now(),
             next_id: AtomicU64::new((max_uid + 1).max(id_base)),
         });

@@ -59,6 +59,11 @@ struct Queue {
 pub struct Mailbox {
     queue: Mutex<Queue>,
     notify: Notify,
+    /// A parked connection's waker (see `connection::parker`), woken by every push as
+    /// `notify` wakes a running connection's task.
+    parked: futures_util::task::AtomicWaker,
+    /// `parked` holds a waker: a running connection's pushes skip it with one load.
+    has_parked: AtomicBool,
     online: AtomicBool,
     /// Deliveries to this session are stored (its Session Expiry Interval is above 0).
     persistent: AtomicBool,
@@ -74,6 +79,8 @@ impl Mailbox {
                 bytes: 0,
             }),
             notify: Notify::new(),
+            parked: futures_util::task::AtomicWaker::new(),
+            has_parked: AtomicBool::new(false),
             online: AtomicBool::new(false),
             persistent: AtomicBool::new(false),
             max_len,
@@ -103,6 +110,7 @@ impl Mailbox {
         q.items.push_back(d);
         drop(q);
         self.notify.notify_one();
+        self.wake_parked();
         result
     }
 
@@ -131,6 +139,7 @@ impl Mailbox {
         q.items.push_back(d);
         drop(q);
         self.notify.notify_one();
+        self.wake_parked();
         result
     }
 
@@ -144,6 +153,7 @@ impl Mailbox {
         }
         drop(q);
         self.notify.notify_one();
+        self.wake_parked();
     }
 
     /// Takes the next delivery if `admit` accepts it (used to stop at a QoS 1/2 delivery
@@ -191,6 +201,26 @@ impl Mailbox {
     pub fn wake(&self) {
         if !self.is_empty() {
             self.notify.notify_one();
+            self.wake_parked();
+        }
+    }
+
+    /// Wakes `waker` at the next push (a parked connection, see `connection::parker`).
+    pub fn register_parked(&self, waker: &std::task::Waker) {
+        self.parked.register(waker);
+        // Before the caller looks at the queue: a push it does not see finds the flag set.
+        self.has_parked.store(true, Ordering::SeqCst);
+    }
+
+    /// Forgets the parked connection's waker (it runs again).
+    pub fn clear_parked(&self) {
+        self.has_parked.store(false, Ordering::SeqCst);
+        drop(self.parked.take());
+    }
+
+    fn wake_parked(&self) {
+        if self.has_parked.load(Ordering::SeqCst) {
+            self.parked.wake();
         }
     }
 

@@ -23,13 +23,13 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// Heap bytes an idle TCP connection may keep in the broker, in a debug build (the tests'
 /// build, whose connection future is larger than a release build's). Raising it costs
 /// memory for every idle connection (see bench/README.md, "idle memory"): shrink something
-/// first. Measured 2,884 B when set (3,148 before the session's QoS 1/2 tables and topic
-/// aliases moved behind one box allocated on first use), the connection parked (its
-/// connected loop freed, see the broker's `connection::park`): the task with its parked
-/// waiter (1 KB), the connection's state box (784 B: session state machine, connection,
-/// socket halves), the session's mailbox and registry entries, the kick channel, the
+/// first. Measured 1,940 B when set (2,884 while a parked connection kept its task and
+/// waiter, ~1 KB), the connection parked in the broker's parker (`connection::parker`: no
+/// task, a 16 B record in one table, its deadline in one timer set): the connection's
+/// state box (832 B: session state machine, connection, socket halves, admission slot),
+/// the parker's record, waker and deadline entry (~100 B), the session's mailbox and registry entries, the kick channel, the
 /// socket registration and the operator view (`LiveInfo`).
-const BUDGET_PER_CONNECTION: usize = 3040;
+const BUDGET_PER_CONNECTION: usize = 2_040;
 /// Connections opened before the baseline (thread-locals, slab pages, first allocations).
 const WARM: usize = 200;
 /// Connections measured.
@@ -124,5 +124,125 @@ async fn idle_tcp_connection_keeps_little_heap() {
          {BUDGET_PER_CONNECTION} B"
     );
     drop(held_back);
+    b.stop().await;
+}
+
+/// Heap bytes an idle TLS connection may keep in the broker (debug build): a TLS
+/// connection waits parked in its own task (the parker takes plain TCP only), and keeps
+/// rustls's connection state. Measured 10,250 B when set.
+const BUDGET_PER_TLS_CONNECTION: usize = 10_700;
+/// Heap bytes an idle WebSocket connection may keep in the broker (debug build): parked in
+/// its own task like TLS, plus the WebSocket stream's state. Measured
+/// 7,043 B when set.
+const BUDGET_PER_WS_CONNECTION: usize = 7_400;
+/// TLS and WebSocket clients run in a Python process (`tests/py/idle_clients.py`), so this
+/// process allocates nothing per connection; fewer of them, their handshakes cost more.
+const PY_WARM: usize = 50;
+const PY_MEASURED: usize = 500;
+
+/// The Python process holding TLS or WebSocket connections, driven line by line.
+struct PyClients {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PyClients {
+    fn spawn(args: &[String]) -> PyClients {
+        let script = format!("{}/py/idle_clients.py", env!("CARGO_MANIFEST_DIR"));
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().expect("stdout"),
+        ));
+        PyClients { child, stdin, out }
+    }
+
+    /// Sends one command and returns the answer line (generous time: each connection's
+    /// handshake runs in Python).
+    async fn cmd(&mut self, line: &str) -> String {
+        tokio::io::AsyncWriteExt::write_all(&mut self.stdin, format!("{line}\n").as_bytes())
+            .await
+            .expect("command sent");
+        let answer = tokio::time::timeout(WAIT * 6, self.out.next_line())
+            .await
+            .expect("the clients answer in time")
+            .expect("read the answer")
+            .expect("the clients are running");
+        assert!(!answer.starts_with("error"), "{line}: {answer}");
+        answer
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Heap per idle connection held by `clients`, parked, measured like the TCP case.
+async fn heap_per_py_connection(b: &TestBroker, clients: &mut PyClients) -> usize {
+    assert_eq!(
+        clients.cmd(&format!("open {PY_WARM}")).await,
+        format!("ok {PY_WARM}")
+    );
+    until_parked(b, PY_WARM as u64).await;
+    let before = ALLOCATOR.allocated();
+    let all = PY_WARM + PY_MEASURED;
+    assert_eq!(
+        clients.cmd(&format!("open {PY_MEASURED}")).await,
+        format!("ok {all}")
+    );
+    until_parked(b, all as u64).await;
+    let after = ALLOCATOR.allocated();
+    // Still alive, every one of them.
+    assert_eq!(clients.cmd("ping").await, format!("alive {all}"));
+    after.saturating_sub(before) / PY_MEASURED
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_and_websocket_connections_keep_little_heap() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = switchboard_tests::TempDir::new("idle-tls");
+    let certs =
+        switchboard_broker::transport::certs::ensure_dev_certs(dir.path()).expect("dev certs");
+    let local = || vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    let (cert, key) = (certs.server_cert.clone(), certs.server_key.clone());
+    let b = TestBroker::start_with(|c| {
+        c.limits.park_after_ms = 20;
+        c.listeners.tls = local();
+        c.listeners.ws = local();
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
+    })
+    .await;
+    let addrs = b.handle.addrs();
+    let ca = certs.ca_cert.display().to_string();
+    let mut tls = PyClients::spawn(&["tls".into(), addrs.tls[0].port().to_string(), ca]);
+    let per_tls = heap_per_py_connection(&b, &mut tls).await;
+    println!("broker heap per idle TLS connection: {per_tls} B ({PY_MEASURED} connections)");
+    tls.stop().await;
+    // The TLS connections are gone (their sessions were clean): the WebSocket ones are
+    // counted from zero parked connections.
+    until_parked(&b, 0).await;
+    let mut ws = PyClients::spawn(&["ws".into(), addrs.ws[0].port().to_string()]);
+    let per_ws = heap_per_py_connection(&b, &mut ws).await;
+    println!("broker heap per idle WebSocket connection: {per_ws} B ({PY_MEASURED} connections)");
+    ws.stop().await;
+    assert!(
+        per_tls <= BUDGET_PER_TLS_CONNECTION,
+        "an idle TLS connection keeps {per_tls} B of heap, over the budget of \
+         {BUDGET_PER_TLS_CONNECTION} B"
+    );
+    assert!(
+        per_ws <= BUDGET_PER_WS_CONNECTION,
+        "an idle WebSocket connection keeps {per_ws} B of heap, over the budget of \
+         {BUDGET_PER_WS_CONNECTION} B"
+    );
     b.stop().await;
 }

@@ -182,3 +182,82 @@ async fn shutdown_says_goodbye_to_parked_connections() {
     assert!(c3.expect_closed().await.is_empty());
     stop.await.expect("broker stopped");
 }
+
+#[tokio::test]
+async fn a_parked_connection_keeps_its_connection_permit_and_its_place_in_the_counts() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.park_after_ms = 20;
+        c.limits.max_connections = 1;
+    })
+    .await;
+    let first = connected(&b, Version::V5, "park-permit").await;
+    until_parked(&b, 1).await;
+    let metrics = &b.handle.state().metrics;
+    assert_eq!(
+        metrics
+            .clients_connected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "a parked connection is still a connected client"
+    );
+    let (_, ack) = RawClient::connect(b.addr, connect_packet(Version::V5, "one-too-many")).await;
+    match ack {
+        Packet::ConnAck(a) => assert_eq!(
+            a.code,
+            ReasonCode::ServerBusy,
+            "the parked one holds the permit"
+        ),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // Closed while parked: the parker notices, and the permit comes back.
+    drop(first);
+    until_parked(&b, 0).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_c, ack) = RawClient::connect(b.addr, connect_packet(Version::V5, "next")).await;
+        match ack {
+            Packet::ConnAck(a) if a.code == ReasonCode::Success => break,
+            Packet::ConnAck(a) if a.code == ReasonCode::ServerBusy => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the permit never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publish_wakes_every_one_of_many_parked_subscribers() {
+    // More connections woken at once than tokio's cooperative budget per poll (128): the
+    // parker must still see each one's delivery.
+    const N: usize = 400;
+    let b = broker().await;
+    let mut subs = Vec::with_capacity(N);
+    for i in 0..N {
+        subs.push(
+            subscribed(
+                &b,
+                Version::V3_1_1,
+                &format!("burst-{i}"),
+                "burst/#",
+                QoS::AtMostOnce,
+            )
+            .await,
+        );
+    }
+    let mut p = connected(&b, Version::V3_1_1, "burst-pub").await;
+    until_parked(&b, N as u64 + 1).await;
+    p.send(&publish("burst/all", QoS::AtMostOnce, 0, b"everyone"))
+        .await;
+    for s in &mut subs {
+        let m = s.next_publish().await;
+        assert_eq!(&m.payload[..], b"everyone");
+    }
+    // And every one of them parks again.
+    until_parked(&b, N as u64 + 1).await;
+    b.stop().await;
+}

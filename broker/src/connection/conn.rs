@@ -291,6 +291,7 @@ impl Conn {
             return Ran::Ended(End::Violation(v));
         }
         io.after_read(0);
+        io.release_if_quiet();
         self.shrink_if_quiet(io.read_hot, sess);
         self.drain(sess);
         // One timer for the connection's life, re-armed only when it fires: the deadline
@@ -364,8 +365,10 @@ impl Conn {
                         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
                             return Ran::Ended(End::Violation(v));
                         }
+                        // Nothing is freed here: a busy subscriber's small reads (its
+                        // PUBACKs) would free and allocate again on every read. What a
+                        // quiet connection does not need goes at the next quiet check.
                         io.after_read(n);
-                        self.shrink_if_quiet(io.read_hot, sess);
                         self.drain(sess);
                     }
                 },
@@ -394,10 +397,14 @@ impl Conn {
                     }
                 }
                 _ = &mut park_check, if !park_after.is_zero() => {
-                    if activity == activity_seen && self.parkable(io, sess) {
+                    if activity == activity_seen && !io.read_hot {
+                        // Quiet for `park_after`: let go of what busy times need.
+                        io.release_if_quiet();
                         self.shrink_if_quiet(false, sess);
-                        self.kicked = kicked;
-                        return Ran::Parked;
+                        if self.parkable(io, sess) {
+                            self.kicked = kicked;
+                            return Ran::Parked;
+                        }
                     }
                     activity_seen = activity;
                     park_check.as_mut().reset(tokio::time::Instant::now() + park_after);
@@ -406,8 +413,9 @@ impl Conn {
         }
     }
 
-    /// After a small read (the client is quiet): frees what the session and this
-    /// connection hold for busy times and do not need now (see
+    /// When the client is quiet (after CONNECT, a wake-up, or `park_after` without
+    /// activity): frees what the session and this connection hold for busy times and do
+    /// not need now (see
     /// [`ServerSession::shrink_idle`]). A busy connection keeps reusing them.
     fn shrink_if_quiet(&mut self, hot: bool, sess: &mut ServerSession) {
         if hot {

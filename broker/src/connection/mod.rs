@@ -11,7 +11,9 @@
 //! events), `handlers` (PUBLISH through the [`crate::pipeline`], SUBSCRIBE, UNSUBSCRIBE),
 //! `hints` (the heartbeat hint control topics),
 //! `drain` (mailbox → session, and the connection's store writes), `read` (reading
-//! without a buffer per idle connection) and `park` (a quiet connection frees its loop).
+//! without a buffer per idle connection), `park` (a quiet connection frees its loop) and
+//! `parker` (a parked plain-TCP connection without a task: one table and one task per
+//! broker).
 //!
 //! Memory of an idle connection: the task's future is what an idle connection costs, so it
 //! holds only what the connected loop needs. The steps a connection takes once (reading
@@ -26,6 +28,7 @@ mod enhanced_auth;
 mod handlers;
 mod hints;
 mod park;
+mod parker;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -44,6 +47,7 @@ use crate::BrokerState;
 use crate::metrics::Metrics;
 use crate::sessions::Kick;
 use conn::Conn;
+pub use parker::Parker;
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 pub(super) const OUT_HIGH_WATER: usize = 256 * 1024;
@@ -83,6 +87,8 @@ struct Live<S> {
     conn: Conn,
     io: Io<S>,
     sess: ServerSession,
+    /// The connection's admission permit, given back when the connection ends.
+    slot: Option<crate::listener::Slot>,
 }
 
 /// Serves one accepted connection until it ends.
@@ -128,53 +134,90 @@ pub async fn serve<S>(
         if let Some(info) = &conn.info {
             broker.attach_info(&conn.session_key, conn_id, info.clone());
         }
-        let im_login = conn.identity.im.clone();
-        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
+        if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
             im.connected(login, &conn.client_id, conn_id);
         }
-        // The connected loop runs boxed: parked, the connection keeps only `live` and the
-        // small waiter of `park` (see there).
-        let parked_gauge = &broker.metrics.connections_parked;
-        let end = loop {
-            let Live { conn, io, sess } = &mut *live;
-            match Box::pin(conn.run(io, sess)).await {
-                park::Ran::Ended(end) => break end,
-                park::Ran::Parked => {
-                    Metrics::inc(parked_gauge);
-                    let woke = conn.park(io, sess).await;
-                    Metrics::dec(parked_gauge);
-                    if let Some(end) = woke {
-                        break end;
-                    }
-                }
-            }
-        };
-        Metrics::dec(&broker.metrics.clients_connected);
-        Metrics::dec(by_transport);
-        // Signed off before the session is parked: a connection taking it over signs on
-        // after this.
-        if let (Some(im), Some(login)) = (&broker.im, &im_login) {
-            im.disconnected(login, conn_id);
+        live.slot = slot.take();
+        let task = connected(broker.clone(), live, transport, None);
+        if transport == "quic" {
+            // In this task: QUIC's keep-alive reads a task-local of it, and its listener
+            // counts the connection until this returns.
+            Box::pin(task).await;
+        } else {
+            // A task of its own, whose future is `connected` alone: this one also holds
+            // room for the stream it was given (a TLS stream is about 1.5 KB), which an
+            // idle connection should not keep.
+            broker.tasks.spawn(task.in_current_span());
         }
-        let linger = !broker.shutdown.is_cancelled();
-        Box::pin(async move {
-            let Live {
-                conn,
-                mut io,
-                mut sess,
-            } = *live;
-            if let End::Violation(v) = &end {
-                sess.disconnect(v.code, Some(v.reason));
-            }
-            let rest = sess.take_transmit();
-            // The session is parked (or handed to a connection taking it over) before the
-            // lingering close, which may take a while.
-            conn.finish(end, sess);
-            io.final_flush(rest, linger).await;
-        })
-        .await;
     }
     .instrument(span)
+    .await;
+}
+
+/// The established connection until it ends: the connected loop, parking, the end. A
+/// parked plain-TCP connection leaves its task (see `parker`), which spawns this again
+/// when woken, with `ended` set when it ended while parked.
+async fn connected<S>(
+    broker: Arc<BrokerState>,
+    mut live: Box<Live<S>>,
+    transport: &'static str,
+    mut ended: Option<End>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // The connected loop runs boxed: parked, the connection keeps only `live` (in the
+    // parker's table, or beside the small waiter of `park`).
+    let parked_gauge = &broker.metrics.connections_parked;
+    let end = loop {
+        if let Some(end) = ended.take() {
+            break end;
+        }
+        let Live { conn, io, sess, .. } = &mut *live;
+        match Box::pin(conn.run(io, sess)).await {
+            park::Ran::Ended(end) => break end,
+            park::Ran::Parked => {
+                Metrics::inc(parked_gauge);
+                match parker::hand_over(&broker, live) {
+                    Ok(()) => return,
+                    Err(back) => live = back,
+                }
+                let Live { conn, io, sess, .. } = &mut *live;
+                let woke = conn.park(io, sess).await;
+                Metrics::dec(parked_gauge);
+                if let Some(end) = woke {
+                    break end;
+                }
+            }
+        }
+    };
+    let by_transport =
+        &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
+    Metrics::dec(&broker.metrics.clients_connected);
+    Metrics::dec(by_transport);
+    // Signed off before the session is parked: a connection taking it over signs on
+    // after this.
+    if let (Some(im), Some(login)) = (&broker.im, &live.conn.identity.im) {
+        im.disconnected(login, live.conn.conn_id);
+    }
+    let linger = !broker.shutdown.is_cancelled();
+    Box::pin(async move {
+        let Live {
+            conn,
+            mut io,
+            mut sess,
+            slot,
+        } = *live;
+        if let End::Violation(v) = &end {
+            sess.disconnect(v.code, Some(v.reason));
+        }
+        let rest = sess.take_transmit();
+        // The session is parked (or handed to a connection taking it over) before the
+        // lingering close, which may take a while.
+        conn.finish(end, sess);
+        io.final_flush(rest, linger).await;
+        // The connection's permit goes back only now.
+        drop(slot);
+    })
     .await;
 }
 
@@ -247,7 +290,12 @@ where
         Box::pin(io.final_flush(sess.take_transmit(), !broker.shutdown.is_cancelled())).await;
         return None;
     };
-    Some(Box::new(Live { conn, io, sess }))
+    Some(Box::new(Live {
+        conn,
+        io,
+        sess,
+        slot: None,
+    }))
 }
 
 fn session_limits(b: &BrokerState) -> SessionLimits {
@@ -287,10 +335,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.read_room = self.rbuf.capacity() - self.rbuf.len();
     }
 
-    /// After a read was decoded: whether the peer is sending a lot, and a quiet
-    /// connection's buffer dropped if no partial packet is left in it.
+    /// After a read was decoded: whether the peer is sending a lot.
     fn after_read(&mut self, n: usize) {
         self.read_hot = n >= self.read_room / 2;
+    }
+
+    /// A quiet connection's read buffer dropped if no partial packet is left in it.
+    fn release_if_quiet(&mut self) {
         read::release_if_idle(&mut self.rbuf, self.read_hot);
     }
 

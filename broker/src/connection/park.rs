@@ -7,7 +7,9 @@
 //! runs boxed, and when the connection has been quiet for `limits.park_after_ms` with
 //! nothing in flight (no output waiting, no acknowledgement owed or awaited, no store
 //! commit pending, an empty mailbox), it returns [`Ran::Parked`]: its box is freed, and
-//! [`Conn::park`] waits instead on just what can end the quiet, with no buffer:
+//! a plain TCP connection is handed to the broker's parker and its task ends (see
+//! `parker`); the other transports' [`Conn::park`] waits instead, in the connection's
+//! task, on just what can end the quiet, with no buffer:
 //!
 //! - bytes from the client (read through the worker's scratch buffer, kept in the
 //!   connection's read buffer for the loop to decode),

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
@@ -39,32 +39,40 @@ pub(super) async fn read_into<R: AsyncRead + Unpin>(
     if hot {
         return rd.read_buf(rbuf).await;
     }
-    poll_fn(|cx| {
-        SCRATCH_BUF.with(|cell| {
-            // Nothing on this thread reads while another read holds the buffer (a poll
-            // does not re-enter); should one ever, it gets a buffer of its own.
-            let mut guard = cell.try_borrow_mut().ok();
-            let mut own = Vec::new();
-            let scratch: &mut [u8] = match guard.as_deref_mut() {
-                Some(b) => b,
-                None => {
-                    own.resize(SCRATCH, 0);
-                    &mut own
-                }
-            };
-            let mut rb = ReadBuf::new(scratch);
-            match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let filled = rb.filled();
-                    rbuf.extend_from_slice(filled);
-                    Poll::Ready(Ok(filled.len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
+    poll_fn(|cx| poll_scratch(rd, rbuf, cx)).await
+}
+
+/// One poll of a quiet connection's read through the thread's scratch buffer: `rbuf`
+/// grows by exactly the bytes read. `Pending` registers `cx`'s waker with the socket
+/// (the parker's way of waiting for bytes, see `parker`).
+pub(super) fn poll_scratch<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    SCRATCH_BUF.with(|cell| {
+        // Nothing on this thread reads while another read holds the buffer (a poll
+        // does not re-enter); should one ever, it gets a buffer of its own.
+        let mut guard = cell.try_borrow_mut().ok();
+        let mut own = Vec::new();
+        let scratch: &mut [u8] = match guard.as_deref_mut() {
+            Some(b) => b,
+            None => {
+                own.resize(SCRATCH, 0);
+                &mut own
             }
-        })
+        };
+        let mut rb = ReadBuf::new(scratch);
+        match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let filled = rb.filled();
+                rbuf.extend_from_slice(filled);
+                Poll::Ready(Ok(filled.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     })
-    .await
 }
 
 /// Drops `rbuf`'s memory when it holds no partial packet and the connection is quiet.

@@ -1,0 +1,314 @@
+//! Parked plain-TCP connections without a task each: one table per broker, one task.
+//!
+//! A quiet connection (see `park`) costs what it keeps while it waits. Waiting in a task of
+//! its own keeps the task (header, scheduler links) and its future (the waiters of the
+//! socket, the mailbox, the kick channel, a keep-alive `Sleep`, shutdown): about 1 KB. A
+//! plain TCP connection that parks instead hands its state box (`Live`) to the broker's
+//! [`Parker`] and its task ends. The parker keeps one record per connection (the box, which
+//! holds the admission slot too, and its waker: 16 B in the table) and one task for all
+//! of them, which wakes on:
+//!
+//! - bytes from the client: the socket's readiness is polled with the record's own waker
+//!   (one small `Arc` naming the connection), so the reactor wakes the parker with the
+//!   connection's id; the bytes are read through the worker's scratch buffer (`read`);
+//! - a delivery: the mailbox wakes the same waker (`Mailbox::register_parked`);
+//! - a takeover or kick: the kick channel wakes it too;
+//! - the keep-alive deadline: one ordered set of deadlines for all parked connections and
+//!   one timer, not a `Sleep` per connection;
+//! - shutdown: every parked connection is resumed to say goodbye (DISCONNECT 0x8B).
+//!
+//! Woken, the record leaves the table and the connection's task is spawned again
+//! (`connected`) where it left off: every piece of protocol state lives in the box, so
+//! nothing is lost or reordered. A wake-up that finds nothing to do (a stale waker) polls
+//! the record once more and keeps it parked.
+//!
+//! TLS, WebSocket and QUIC connections keep waiting in their own task (`Conn::park`): their
+//! streams buffer bytes of their own, so socket readiness alone does not say whether they
+//! have a packet.
+//!
+//! Bounds: the table holds at most one record per connection (each holds an admission
+//! slot, so at most `max_connections`), and the ready list at most one entry per record
+//! (a record is queued again only after the parker took its last entry).
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use switchboard_proto::ReasonCode;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::{End, Live};
+use crate::BrokerState;
+use crate::metrics::Metrics;
+
+/// The broker's table of parked plain-TCP connections (see the module docs).
+#[derive(Default)]
+pub struct Parker {
+    shared: Arc<Shared>,
+    /// The parker's task was started (on the first connection that parks).
+    started: AtomicBool,
+}
+
+impl std::fmt::Debug for Parker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parker")
+            .field("parked", &self.shared.table.lock().records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    table: Mutex<Table>,
+    /// Ids of records whose waker fired, for the parker's next turn.
+    ready: Mutex<Vec<u64>>,
+    /// Keep-alive deadlines of parked connections, earliest first.
+    timers: Mutex<BTreeSet<(Instant, u64)>>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    records: HashMap<u64, Parked>,
+    /// Shutdown emptied the table: connections no longer park here.
+    closed: bool,
+}
+
+/// One parked connection.
+struct Parked {
+    live: Box<Live<TcpStream>>,
+    waker: Arc<IdWaker>,
+}
+
+impl Parked {
+    /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
+    fn deadline(&self) -> Option<Instant> {
+        self.live.sess.poll_timeout()
+    }
+}
+
+/// The waker of one parked connection: queues its id for the parker.
+struct IdWaker {
+    id: u64,
+    /// The id is in the ready list already (cleared when the parker takes it).
+    queued: AtomicBool,
+    shared: Weak<Shared>,
+}
+
+impl Wake for IdWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.ready.lock().push(self.id);
+            shared.wake.notify_one();
+        }
+    }
+}
+
+/// What a woken record does next.
+enum Woken {
+    /// Still nothing to do: stays parked.
+    Stay(Parked),
+    /// Runs again; `Some` when it ended while parked (kick, shutdown, lost socket).
+    Resume(Parked, Option<End>),
+}
+
+/// Hands a connection that parks to the broker's parker, which ends the calling task.
+/// Gives it back when it cannot park there: not a plain TCP connection, or the broker
+/// is shutting down (the caller then waits in its own task, see `Conn::park`).
+pub(super) fn hand_over<S: 'static>(
+    broker: &Arc<BrokerState>,
+    live: Box<Live<S>>,
+) -> Result<(), Box<Live<S>>> {
+    let any: Box<dyn std::any::Any> = live;
+    let live = match any.downcast::<Live<TcpStream>>() {
+        Ok(tcp) => tcp,
+        Err(other) => {
+            return match other.downcast::<Live<S>>() {
+                Ok(l) => Err(l),
+                // Unreachable: `other` is a `Live<S>`.
+                Err(_) => Ok(()),
+            };
+        }
+    };
+    let parker = &broker.parker;
+    let shared = &parker.shared;
+    let id = live.conn.conn_id;
+    let deadline = live.sess.poll_timeout();
+    let waker = Arc::new(IdWaker {
+        id,
+        queued: AtomicBool::new(false),
+        shared: Arc::downgrade(shared),
+    });
+    let record = Parked {
+        live,
+        waker: waker.clone(),
+    };
+    {
+        let mut table = shared.table.lock();
+        if table.closed || broker.shutdown.is_cancelled() {
+            let any: Box<dyn std::any::Any> = record.live;
+            return match any.downcast::<Live<S>>() {
+                Ok(l) => Err(l),
+                Err(_) => Ok(()),
+            };
+        }
+        table.records.insert(id, record);
+    }
+    if let Some(at) = deadline {
+        shared.timers.lock().insert((at, id));
+    }
+    if !parker.started.swap(true, Ordering::AcqRel) {
+        // Unconstrained: tokio's cooperative budget would make the sources of the records
+        // polled late in a long turn answer `Pending` however ready (they then wake again
+        // and are polled in a later turn: correct, but wasted work). The parker yields
+        // after every turn instead.
+        let parker = tokio::task::unconstrained(run(shared.clone(), broker.clone()));
+        broker.tasks.spawn(parker);
+    }
+    // The parker polls the new record once: that registers its waker everywhere, and
+    // catches what arrived between the loop's last look and now.
+    waker.wake_by_ref();
+    Ok(())
+}
+
+/// The parker's task: polls woken records and resumes those with something to do.
+async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
+    loop {
+        let next = shared.timers.lock().first().map(|&(at, _)| at);
+        let timer = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = broker.shutdown.cancelled() => break,
+            _ = shared.wake.notified() => {}
+            _ = timer => {}
+        }
+        let now = Instant::now();
+        let mut ids = std::mem::take(&mut *shared.ready.lock());
+        {
+            let mut timers = shared.timers.lock();
+            while let Some(&(at, id)) = timers.first()
+                && at <= now
+            {
+                timers.pop_first();
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            let Some(record) = shared.table.lock().records.remove(&id) else {
+                continue; // resumed already: a stale waker
+            };
+            record.waker.queued.store(false, Ordering::Release);
+            // Taken before the poll, which may end the session (kick, shutdown).
+            let deadline = record.deadline();
+            match poll_record(&broker, record, now) {
+                Woken::Stay(record) => {
+                    shared.table.lock().records.insert(id, record);
+                }
+                Woken::Resume(record, end) => {
+                    if let Some(at) = deadline {
+                        shared.timers.lock().remove(&(at, id));
+                    }
+                    resume(&broker, record, end);
+                }
+            }
+        }
+        // A turn can be long (many records woken at once): let other tasks run.
+        tokio::task::yield_now().await;
+    }
+    // Shutdown: every parked connection says goodbye from a task of its own (tracked, so
+    // the broker waits for them); none parks here any more.
+    let records = {
+        let mut table = shared.table.lock();
+        table.closed = true;
+        std::mem::take(&mut table.records)
+    };
+    shared.timers.lock().clear();
+    for (_, mut record) in records {
+        record
+            .live
+            .sess
+            .disconnect(ReasonCode::ServerShuttingDown, None);
+        resume(&broker, record, Some(End::Shutdown));
+    }
+}
+
+/// Polls everything that can end a parked connection's quiet, with its own waker.
+fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken {
+    let waker = Waker::from(record.waker.clone());
+    let mut cx = Context::from_waker(&waker);
+    let live = &mut *record.live;
+    if broker.shutdown.is_cancelled() {
+        live.sess.disconnect(ReasonCode::ServerShuttingDown, None);
+        return Woken::Resume(record, Some(End::Shutdown));
+    }
+    if let Some(rx) = live.conn.kicked.as_mut()
+        && let Poll::Ready(k) = Pin::new(rx).poll(&mut cx)
+    {
+        live.conn.kicked = None;
+        if let Ok(k) = k {
+            let end = super::park::kicked_off(&mut live.sess, k);
+            return Woken::Resume(record, Some(end));
+        }
+    }
+    match super::read::poll_scratch(&mut live.io.rd, &mut live.io.rbuf, &mut cx) {
+        Poll::Ready(Ok(0)) => return Woken::Resume(record, Some(End::Lost("closed by peer"))),
+        Poll::Ready(Err(_)) => return Woken::Resume(record, Some(End::Lost("read failed"))),
+        Poll::Ready(Ok(n)) => {
+            Metrics::add(&broker.metrics.bytes_received, n as u64);
+            return Woken::Resume(record, None);
+        }
+        Poll::Pending => {}
+    }
+    let mailbox = &live.conn.state.mailbox;
+    mailbox.register_parked(&waker);
+    if !mailbox.is_empty() {
+        return Woken::Resume(record, None);
+    }
+    // Resumed, the loop finds the keep-alive deadline passed and closes the connection.
+    if record.deadline().is_some_and(|at| at <= now) {
+        return Woken::Resume(record, None);
+    }
+    Woken::Stay(record)
+}
+
+/// Spawns the connection's task again, in its `conn` span.
+fn resume(broker: &Arc<BrokerState>, record: Parked, end: Option<End>) {
+    Metrics::dec(&broker.metrics.connections_parked);
+    let Parked { live, .. } = record;
+    live.conn.state.mailbox.clear_parked();
+    let peer = live
+        .conn
+        .info
+        .as_ref()
+        .map(|i| i.peer.as_str())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        "conn",
+        id = live.conn.conn_id,
+        peer,
+        transport = "tcp",
+        client_id = live.conn.client_id.as_str()
+    );
+    broker
+        .tasks
+        .spawn(super::connected(broker.clone(), live, "tcp", end).instrument(span));
+}
