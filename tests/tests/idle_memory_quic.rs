@@ -12,7 +12,8 @@
 //! connections, each waiting for the broker's HANDSHAKE_DONE (`handshaken`), then opens
 //! the MQTT stream on each of those (CONNECT → CONNACK, PINGREQ → PINGRESP; `mqtt`), and
 //! finally pings every connection again (`alive N`). The parent reads the allocator
-//! between the steps.
+//! between the steps. A second test runs the same handshakes against a bare quinn endpoint
+//! built with the broker's settings, which tells quinn's and rustls' share from ours.
 //!
 //! The bench's `--transports --idle N` measures the same from outside (process RSS).
 
@@ -76,8 +77,11 @@ struct Clients {
 }
 
 impl Clients {
-    fn start(addr: SocketAddr, ca: &std::path::Path) -> Clients {
+    /// `mqtt`: the warm connections carry MQTT, and the measured ones open their stream
+    /// after the handshake step; else handshakes only.
+    fn start(addr: SocketAddr, ca: &std::path::Path, mqtt: bool) -> Clients {
         let exe = std::env::current_exe().expect("test binary");
+        let mode = if mqtt { "mqtt" } else { "bare" };
         let mut child = Command::new(exe)
             .args([
                 "quic_idle_clients",
@@ -85,7 +89,7 @@ impl Clients {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CLIENT_ENV, format!("{addr} {}", ca.display()))
+            .env(CLIENT_ENV, format!("{mode} {addr} {}", ca.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -153,7 +157,7 @@ async fn until_parked(h: &BrokerHandle, n: u64) {
 async fn idle_quic_connection_heap_is_measured_and_bounded() {
     let dir = TempDir::new("idle-quic");
     let (h, ca) = quic_broker(&dir).await;
-    let mut clients = Clients::start(h.addrs().quic[0], &ca);
+    let mut clients = Clients::start(h.addrs().quic[0], &ca, true);
     clients.step("warm").await;
     until_parked(&h, WARM as u64).await;
     let base = ALLOCATOR.allocated();
@@ -189,13 +193,59 @@ async fn idle_quic_connection_heap_is_measured_and_bounded() {
     h.shutdown().await;
 }
 
+/// The same QUIC connections against a bare quinn endpoint with the broker's settings
+/// (`transport::quic::endpoint`), each held by a task that only waits for its end: what
+/// quinn and rustls keep per connection, without the broker's tasks and MQTT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_quinn_connection_with_the_brokers_settings_is_measured() {
+    let dir = TempDir::new("idle-quinn");
+    let certs = ensure_dev_certs(dir.path()).expect("certs");
+    let files = switchboard_broker::TlsFiles {
+        cert: Some(certs.server_cert.clone()),
+        key: Some(certs.server_key.clone()),
+        ..Default::default()
+    };
+    let endpoint = switchboard_broker::transport::quic::endpoint(
+        &files,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &switchboard_broker::Limits::default(),
+    )
+    .expect("endpoint");
+    let addr = endpoint.local_addr().expect("addr");
+    let server = endpoint.clone();
+    let accepting = tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                if let Ok(connecting) = incoming.accept()
+                    && let Ok(conn) = connecting.await
+                {
+                    conn.closed().await;
+                }
+            });
+        }
+    });
+    let mut clients = Clients::start(addr, &certs.ca_cert, false);
+    clients.step("warm").await;
+    let base = ALLOCATOR.allocated();
+    clients.go();
+    clients.step("handshaken").await;
+    let per = ALLOCATOR.allocated().saturating_sub(base) / MEASURED;
+    println!("quinn heap per idle QUIC connection, broker settings, no MQTT: {per} B");
+    assert!(per > 0, "the connections are held");
+    drop(clients);
+    endpoint.close(quinn::VarInt::from_u32(0), b"done");
+    accepting.abort();
+}
+
 /// The child's side (see the module docs); returns at once when the test runner runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_idle_clients() {
     let Ok(spec) = std::env::var(CLIENT_ENV) else {
         return;
     };
-    let (addr, ca) = spec.split_once(' ').expect("addr and ca");
+    let (mode, rest) = spec.split_once(' ').expect("mode");
+    let mqtt_mode = mode == "mqtt";
+    let (addr, ca) = rest.split_once(' ').expect("addr and ca");
     let addr: SocketAddr = addr.parse().expect("addr");
     let endpoint = client_endpoint(std::path::Path::new(ca));
     let stdin = std::io::stdin();
@@ -205,20 +255,29 @@ async fn quic_idle_clients() {
         assert_eq!(line.trim(), "go");
     };
     let mut held = Vec::new();
+    let mut bare = Vec::new();
     for i in 0..WARM {
         let conn = handshake(&endpoint, addr).await;
-        let s = mqtt(&conn, &format!("warm-{i}")).await;
-        held.push((conn, s));
+        if mqtt_mode {
+            let s = mqtt(&conn, &format!("warm-{i}")).await;
+            held.push((conn, s));
+        } else {
+            bare.push(conn);
+        }
     }
     say("warm");
     tokio::task::block_in_place(&mut wait_go);
-    let mut bare = Vec::new();
+    let mut measured = Vec::new();
     for _ in 0..MEASURED {
-        bare.push(handshake(&endpoint, addr).await);
+        measured.push(handshake(&endpoint, addr).await);
     }
     say("handshaken");
+    if !mqtt_mode {
+        // Held until the parent kills this process.
+        std::future::pending::<()>().await;
+    }
     tokio::task::block_in_place(&mut wait_go);
-    for (i, conn) in bare.into_iter().enumerate() {
+    for (i, conn) in measured.into_iter().enumerate() {
         let s = mqtt(&conn, &format!("measured-{i}")).await;
         held.push((conn, s));
     }

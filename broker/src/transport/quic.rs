@@ -22,7 +22,10 @@
 //!   connection, a send buffer as large as its largest transmit and never shrinks it; with
 //!   GSO batching that is up to ten datagrams (~14 KB) for every idle connection, one
 //!   datagram (~1.5 KB) without. What this costs is bulk sending over QUIC (one
-//!   `sendmsg` per datagram), which MQTT's small packets rarely need.
+//!   `sendmsg` per datagram), which MQTT's small packets rarely need. No MTU discovery
+//!   (datagrams of 1,200 bytes). The rest of an idle connection's ~33 KB is quinn's and
+//!   rustls' own per-connection state, which no setting reaches (bench/README.md,
+//!   "Idle memory per transport"; `tests/tests/idle_memory_quic.rs` counts it).
 //! - 0-RTT: a returning client's 0-RTT flight is accepted by TLS, but the broker acts on
 //!   none of its data before the handshake completes. A replayed 0-RTT flight cannot
 //!   complete a handshake, so replay never reaches MQTT (no second CONNECT, no PUBLISH
@@ -80,6 +83,9 @@ pub fn endpoint(
     // MQTT sends no datagrams: no buffer for them.
     transport.datagram_receive_buffer_size(None);
     transport.datagram_send_buffer_size(0);
+    // Datagrams stay at QUIC's 1,200-byte minimum: MTU discovery's state and the larger
+    // per-connection send buffer it grows cost about 1.2 KB per idle connection
+    // (`idle_memory_quic.rs`), for packets MQTT rarely fills.
     transport.mtu_discovery_config(None);
     let bind = |e: std::io::Error| TransportError::Tls(format!("bind {addr}: {e}"));
     let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
