@@ -33,6 +33,9 @@ pub struct Routed {
     /// Handed to the cluster for the other nodes (which may have subscribers: no "no
     /// matching subscribers" answer then).
     pub forwarded: bool,
+    /// Cluster mode, QoS 1/2: closes once the other nodes that want the message have
+    /// committed it (the publisher's acknowledgement waits for it too).
+    pub remote: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl BrokerState {
@@ -47,7 +50,7 @@ impl BrokerState {
         let shared = cluster.is_none_or(|c| !c.connected());
         let mut out = self.publish_here(&msg, shared);
         if let Some(c) = cluster {
-            out.forwarded = c.forward(&msg);
+            (out.forwarded, out.remote) = c.forward_acked(&msg);
         }
         out
     }

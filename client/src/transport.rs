@@ -2,7 +2,7 @@
 //! then plain TCP, in the order the endpoints are configured.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,28 +57,7 @@ impl Connector {
         timeout: Duration,
     ) -> Result<Connector, Error> {
         let tls = match ca {
-            Some(path) => {
-                use rustls::pki_types::CertificateDer;
-                use rustls::pki_types::pem::PemObject;
-                let mut roots = rustls::RootCertStore::empty();
-                for c in
-                    CertificateDer::pem_file_iter(path).map_err(|e| Error::Config(e.to_string()))?
-                {
-                    roots
-                        .add(c.map_err(|e| Error::Config(e.to_string()))?)
-                        .map_err(|e| Error::Config(e.to_string()))?;
-                }
-                let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Config(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-                cfg.alpn_protocols = vec![b"mqtt".to_vec()];
-                cfg.enable_early_data = true;
-                Some(Arc::new(cfg))
-            }
+            Some(path) => Some(Arc::new(tls_client_config(path)?)),
             None => None,
         };
         Ok(Connector {
@@ -228,4 +207,43 @@ impl AsyncWrite for QuicStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// The client TLS config for MQTT over TLS and QUIC: trusts the PEM certificates in `ca`,
+/// ALPN `mqtt`, 0-RTT allowed (resumed QUIC connections may send early data).
+pub fn tls_client_config(ca: &Path) -> Result<rustls::ClientConfig, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let config = |e: &dyn std::fmt::Display| Error::Config(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| config(&e))? {
+        roots
+            .add(c.map_err(|e| config(&e))?)
+            .map_err(|e| config(&e))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| config(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"mqtt".to_vec()];
+    cfg.enable_early_data = true;
+    Ok(cfg)
+}
+
+/// A bare quinn client endpoint on an ephemeral loopback port with [`tls_client_config`]
+/// as its default, sending QUIC PINGs every `ping` (none: `None`), for tools and tests that
+/// drive MQTT over QUIC by hand (the [`Connector`] keeps its own endpoint).
+pub fn quic_client_endpoint(ca: &Path, ping: Option<Duration>) -> Result<quinn::Endpoint, Error> {
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_config(ca)?)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(qc));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(ping);
+    client.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    endpoint.set_default_client_config(client);
+    Ok(endpoint)
 }

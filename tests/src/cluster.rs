@@ -1,14 +1,23 @@
 //! A cluster of `switchboard broker` processes for the end-to-end tests: a private
 //! nats-server, optionally a private PostgreSQL, and N nodes (`node0`, `node1`, ...)
 //! configured through the environment as an operator would, each with its admin API on a
-//! free port and public metrics.
+//! free port and public metrics; IM helpers on top (a tenant and users, SDK devices, the
+//! app server's admin requests).
 
 use std::net::SocketAddr;
 
-use crate::TempDir;
-use crate::nats::{NatsServer, metric};
+use bytes::Bytes;
+use serde_json::Value;
+use switchboard_proto::{
+    Disconnect, Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    Version,
+};
+
+use crate::im::Device;
+use crate::nats::{NatsServer, metric, until_metric};
 use crate::postgres::Postgres;
 use crate::process::BrokerProcess;
+use crate::{RawClient, TempDir, connect_packet};
 
 /// The nodes, their NATS server and (in the durable set-up) their PostgreSQL.
 pub struct Cluster {
@@ -130,4 +139,158 @@ impl Cluster {
         }
         self.nats.kill().await;
     }
+}
+
+impl Cluster {
+    /// Three nodes on one PostgreSQL, tenant `tag` and its `users` (made through different
+    /// nodes: the directory is the shared store); `None` without PostgreSQL.
+    pub async fn start_im(bin: &str, tag: &str, users: &[&str]) -> Option<(Cluster, String)> {
+        let c = Cluster::start_durable(bin, tag, 3, &[], &[]).await?;
+        let t = BrokerProcess::json(&c.node(0).ctl(&["tenant", "create", tag, "--json"]).await);
+        let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
+        for (i, user) in users.iter().enumerate() {
+            let u = BrokerProcess::json(
+                &c.node(i % 3)
+                    .ctl(&["user", "create", "--tenant", &tenant, user, "--json"])
+                    .await,
+            );
+            assert_eq!(u["user_id"], *user);
+        }
+        Some((c, tenant))
+    }
+
+    /// A token for `user`, issued by node `i`.
+    pub async fn token(&self, i: usize, tenant: &str, user: &str) -> String {
+        self.node(i)
+            .ctl(&["token", "--tenant", tenant, "--user", user])
+            .await
+            .trim()
+            .to_owned()
+    }
+
+    /// A device of `user` logged in on node `i`.
+    pub async fn device(&self, i: usize, tenant: &str, user: &str, client_id: &str) -> Device {
+        let t = self.token(i, tenant, user).await;
+        Device::connect(self.addr(i), user, client_id, &t).await
+    }
+
+    /// Waits until node `i` sees at least `n` users with devices on other nodes.
+    pub async fn sees_remote_users(&self, i: usize, n: u64) {
+        until_metric(self.admin(i), "switchboard_im_cluster_remote_users", |v| {
+            v >= n
+        })
+        .await;
+    }
+
+    /// Waits until NATS confirmed node `i`'s interest in at least `n` subjects (an IM
+    /// device of its own user holds three: its inbox and its responses' `#`, which is
+    /// two), so that messages from other nodes reach its devices.
+    pub async fn interest(&self, i: usize, n: u64) {
+        until_metric(
+            self.admin(i),
+            "switchboard_cluster_interest_subjects",
+            |v| v >= n,
+        )
+        .await;
+    }
+
+    /// The app server connected to node `i` with that node's service credential.
+    pub async fn app_server(&self, i: usize) -> AppServer {
+        let file = self._dirs[i + 1].path().join("service.credentials");
+        let cred: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("service.credentials"))
+                .expect("credential JSON");
+        let mut c = connect_packet(Version::V5, &format!("app-server-{i}"));
+        c.username = Some("$service".into());
+        c.password = Some(Bytes::from(
+            cred["password"].as_str().expect("password").to_owned(),
+        ));
+        let (mut raw, ack) = RawClient::connect(self.addr(i), c).await;
+        assert!(matches!(ack, Packet::ConnAck(a) if a.code == ReasonCode::Success));
+        raw.send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![("app/replies".into(), SubscriptionOptions::default())],
+        }))
+        .await;
+        assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+        AppServer { raw, next: 0 }
+    }
+}
+
+/// The app server's admin connection (`$im/admin/...` JSON requests).
+pub struct AppServer {
+    raw: RawClient,
+    next: u16,
+}
+
+impl AppServer {
+    /// `$im/admin/{path}`: the JSON answer (an `{"error": ...}` object on failure).
+    pub async fn admin(&mut self, path: &str, body: Value) -> Value {
+        self.next += 1;
+        let id = Bytes::copy_from_slice(&self.next.to_be_bytes());
+        self.raw
+            .send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: format!("$im/admin/{path}"),
+                pkid: 0,
+                properties: Properties {
+                    response_topic: Some("app/replies".into()),
+                    correlation_data: Some(id.clone()),
+                    ..Properties::default()
+                },
+                payload: Bytes::from(body.to_string()),
+            }))
+            .await;
+        loop {
+            let p = self.raw.next_publish().await;
+            if p.properties.correlation_data.as_ref() == Some(&id) {
+                return serde_json::from_slice(&p.payload).expect("JSON answer");
+            }
+        }
+    }
+}
+
+/// Connects client `id` on `addr`, publishes `msgs` ((topic, body) each) at QoS 1 with at
+/// most 20 unacknowledged, waits for every PUBACK (each a success) and disconnects.
+pub async fn publish_acked(addr: SocketAddr, id: &str, msgs: Vec<(String, String)>) {
+    const WINDOW: usize = 20;
+    let (mut p, ack) = RawClient::connect(addr, connect_packet(Version::V5, id)).await;
+    assert!(
+        matches!(&ack, Packet::ConnAck(a) if a.code == ReasonCode::Success),
+        "publisher refused: {ack:?}"
+    );
+    let (mut sent, mut acked) = (0usize, 0usize);
+    let mut msgs = msgs.into_iter();
+    let n = msgs.len();
+    while acked < n {
+        while sent < n && sent - acked < WINDOW {
+            let Some((topic, body)) = msgs.next() else {
+                break;
+            };
+            p.send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic,
+                pkid: (sent % 1000) as u16 + 1,
+                properties: Properties::default(),
+                payload: Bytes::from(body),
+            }))
+            .await;
+            sent += 1;
+        }
+        match p.recv().await {
+            Some(Packet::PubAck(a)) => {
+                assert_eq!(a.code, ReasonCode::Success, "PUBACK of message {acked}");
+                acked += 1;
+            }
+            Some(_) => {}
+            None => panic!("publisher disconnected after {acked} acknowledgements"),
+        }
+    }
+    p.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
 }

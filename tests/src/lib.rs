@@ -9,6 +9,7 @@ pub mod gateway_api;
 pub mod http;
 pub mod im;
 pub mod im_groups;
+pub mod im_rooms;
 pub mod im_social;
 pub mod nat;
 pub mod nats;
@@ -17,6 +18,7 @@ pub mod process;
 pub mod push;
 pub mod push_mocks;
 pub mod raw;
+pub mod transports;
 
 /// The MQTT client the helpers wrap, for tests in other crates (tools/tests).
 pub use rumqttc;

@@ -101,6 +101,22 @@ impl BrokerProcess {
             .expect("ctl runs")
     }
 
+    /// Like [`BrokerProcess::start`] with the admin API on an ephemeral loopback port.
+    pub async fn start_with_admin(exe: &str, dir: &Path, args: &[&str]) -> Self {
+        Self::start(exe, dir, args, &[(ADMIN_LISTEN, "\"127.0.0.1:0\"")]).await
+    }
+
+    /// The admin API's address and the headers of a JSON request to it carrying the token
+    /// the broker wrote in its data directory.
+    pub fn admin_auth(&self) -> (SocketAddr, [(&'static str, String); 2]) {
+        let admin = self
+            .admin
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .expect("admin address");
+        (admin, admin_headers(&self.dir))
+    }
+
     /// `ctl ... --json` output as one JSON value.
     pub fn json(stdout: &str) -> serde_json::Value {
         serde_json::from_str(stdout.trim()).expect("one JSON value")
@@ -132,17 +148,25 @@ impl BrokerProcess {
 /// An IM admin call (`POST /api/v1/im/call/{op}`) to the admin API at `admin`, with the
 /// token the broker wrote in `dir`; panics unless it answers 200.
 pub async fn admin_call(admin: &str, dir: &Path, op: &str, body: serde_json::Value) {
-    let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
     let a = crate::http::request(
         admin.parse().expect("admin address"),
         "POST",
         &format!("/api/v1/im/call/{op}"),
-        &[
-            ("Authorization", format!("Bearer {}", token.trim())),
-            ("Content-Type", "application/json".to_owned()),
-        ],
+        &admin_headers(dir),
         body.to_string().as_bytes(),
     )
     .await;
     assert_eq!(a.status, 200, "{op}: {}", a.body);
+}
+
+/// The environment variable that turns the admin API on.
+const ADMIN_LISTEN: &str = "SWITCHBOARD__BROKER__ADMIN__LISTEN";
+
+/// The bearer token the broker wrote in `dir` and a JSON content type, as request headers.
+fn admin_headers(dir: &Path) -> [(&'static str, String); 2] {
+    let token = std::fs::read_to_string(dir.join("admin.token")).expect("admin token");
+    [
+        ("Authorization", format!("Bearer {}", token.trim())),
+        ("Content-Type", "application/json".to_owned()),
+    ]
 }

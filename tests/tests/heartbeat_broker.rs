@@ -9,12 +9,12 @@
 //! Every wait is on an event, with generous limits; nothing asserts a duration.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use switchboard_broker::transport::certs::ensure_dev_certs;
 use switchboard_broker::{Broker, BrokerConfig, Listeners};
+use switchboard_client::transport::quic_client_endpoint;
 use switchboard_client::{Client, Config, Endpoint, Event, Phase};
 use switchboard_proto::*;
 use switchboard_tests::nat::scaled_heartbeat;
@@ -210,26 +210,7 @@ async fn quic_mqtt(
     quinn::SendStream,
     quinn::RecvStream,
 ) {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in switchboard_broker::transport::tls::load_certs(ca).expect("ca") {
-        roots.add(c).expect("root");
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .expect("tls13")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
-    let mut client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls"),
-    ));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(ping);
-    client.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
-    endpoint.set_default_client_config(client);
+    let endpoint = quic_client_endpoint(ca, ping).expect("QUIC endpoint");
     let conn = tokio::time::timeout(WAIT, endpoint.connect(addr, "localhost").expect("connect"))
         .await
         .expect("in time")

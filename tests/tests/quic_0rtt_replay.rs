@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use switchboard_broker::metrics::Metrics;
 use switchboard_broker::{Broker, BrokerConfig, Listeners};
+use switchboard_client::transport::quic_client_endpoint;
 use switchboard_proto::*;
 use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet};
 use tokio::net::UdpSocket;
@@ -70,23 +71,7 @@ impl Relay {
 }
 
 fn client_endpoint(ca: &std::path::Path) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in switchboard_broker::transport::tls::load_certs(ca).expect("ca") {
-        roots.add(c).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("tls13")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
-    tls.enable_early_data = true;
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    endpoint
+    quic_client_endpoint(ca, None).expect("QUIC endpoint")
 }
 
 fn encode(packets: &[Packet]) -> Vec<u8> {

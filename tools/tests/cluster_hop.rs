@@ -1,14 +1,14 @@
 //! Cluster mode: the acknowledged hop. QoS 1 messages to a persistent subscriber on
 //! another node arrive although the NATS server restarts in the middle of the load: the
 //! publishing node keeps each until the subscriber's node acknowledged it, and sends
-//! again what was lost. A real nats-server and two `switchboard broker` processes (each
-//! with its own redb store), raw MQTT 5 clients.
+//! again what was lost. The publisher's PUBACK waits for the subscriber's node, so kill -9
+//! of the publishing node right after its PUBACKs loses nothing. A real nats-server and
+//! two `switchboard broker` processes (each with its own redb store), raw MQTT 5 clients.
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::cluster::Cluster;
+use switchboard_tests::cluster::{self, Cluster};
 use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::{RawClient, WAIT, connect_packet, persistent_connect};
 
@@ -19,6 +19,76 @@ fn number(p: &Publish) -> u32 {
         .ok()
         .and_then(|t| t.parse().ok())
         .expect("a numbered message")
+}
+
+/// A persistent session `id` on `addr` subscribed to `filter` at QoS 1.
+async fn subscriber(addr: std::net::SocketAddr, id: &str, filter: &str) -> RawClient {
+    let (mut s, ack) = RawClient::connect(addr, persistent_connect(id, 3600)).await;
+    assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
+    s.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            filter.into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publishing_node_acknowledges_only_what_the_other_node_has_so_its_death_loses_nothing()
+{
+    let mut c = Cluster::start(BIN, "clh-kill", 2).await;
+    let s = subscriber(c.addr(1), "sub", "load/#").await;
+    until_metric(c.admin(1), "switchboard_cluster_interest_subjects", |n| {
+        n >= 2
+    })
+    .await;
+    until_metric(c.admin(0), "switchboard_cluster_peers_unknown", |n| n == 0).await;
+    // NATS goes away: node 0 takes the publishes in, but node 1 cannot have them.
+    c.nats.kill().await;
+    let (mut p, _) = RawClient::connect(c.addr(0), connect_packet(Version::V5, "pub")).await;
+    const N: u32 = 50;
+    for i in 0..N {
+        p.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: format!("load/{}", i % 4),
+            pkid: i as u16 + 1,
+            properties: Properties::default(),
+            payload: bytes::Bytes::from(i.to_string()),
+        }))
+        .await;
+    }
+    // Node 0 has routed all of them (they wait for node 1), then dies.
+    until_metric(c.admin(0), "switchboard_cluster_hop_pending", |n| {
+        n >= u64::from(N)
+    })
+    .await;
+    c.kill9(0).await;
+    let acked: Vec<u16> = p
+        .expect_closed()
+        .await
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.pkid),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        acked.is_empty(),
+        "node 0 acknowledged {} messages node 1 never had: {acked:?}",
+        acked.len()
+    );
+    drop(s);
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,31 +121,10 @@ async fn a_nats_restart_under_qos1_load_loses_no_acknowledged_message_across_nod
     let publisher = tokio::spawn({
         let addr = c.addr(0);
         async move {
-            let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "pub")).await;
-            let (mut sent, mut acked) = (0u32, 0u32);
-            while acked < N {
-                while sent < N && sent - acked < 20 {
-                    p.send(&Packet::Publish(Publish {
-                        dup: false,
-                        qos: QoS::AtLeastOnce,
-                        retain: false,
-                        topic: format!("load/{}", sent % 4),
-                        pkid: (sent % 1000) as u16 + 1,
-                        properties: Properties::default(),
-                        payload: Bytes::from(sent.to_string()),
-                    }))
-                    .await;
-                    sent += 1;
-                }
-                match p.recv().await {
-                    Some(Packet::PubAck(a)) => {
-                        assert_eq!(a.code, ReasonCode::Success);
-                        acked += 1;
-                    }
-                    Some(_) => {}
-                    None => panic!("publisher disconnected"),
-                }
-            }
+            let msgs = (0..N)
+                .map(|s| (format!("load/{}", s % 4), s.to_string()))
+                .collect();
+            cluster::publish_acked(addr, "pub", msgs).await;
         }
     });
     // Receive until a third arrived, restart NATS, then receive the rest.

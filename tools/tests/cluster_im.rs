@@ -10,70 +10,22 @@
 //!   also for the next message sent through the other node (its cached total was evicted);
 //! - a member added on node 1 gets the next group message sent through node 2;
 //! - no push job for a user online on another node, one once they are gone;
-//! - presence comes back after a NATS outage longer than a lease.
+//! - presence comes back after a NATS outage longer than a lease;
+//! - a call between users on two nodes rings, connects, signals and ends (requests go to
+//!   the call's node), is busy for a caller on a third node, and ends with its node.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use switchboard_client::im::ImClient;
-use switchboard_proto::im;
+use bytes::Bytes;
+use switchboard_client::im::{ImClient, ImError};
+use switchboard_proto::im::{self, call_event::Kind as Ev, event::Kind};
 use switchboard_tests::WAIT;
 use switchboard_tests::cluster::Cluster;
 use switchboard_tests::im::{Device, config, text_of};
 use switchboard_tests::nats::{metric, until_metric};
-use switchboard_tests::process::BrokerProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// Three nodes on one PostgreSQL, a tenant and its `users`; `None` without PostgreSQL.
-async fn start(tag: &str, users: &[&str]) -> Option<(Cluster, String)> {
-    let c = Cluster::start_durable(BIN, tag, 3, &[], &[]).await?;
-    let t = BrokerProcess::json(&c.node(0).ctl(&["tenant", "create", tag, "--json"]).await);
-    let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
-    for (i, user) in users.iter().enumerate() {
-        // Made through different nodes: the directory is the shared store.
-        let u = BrokerProcess::json(
-            &c.node(i % 3)
-                .ctl(&["user", "create", "--tenant", &tenant, user, "--json"])
-                .await,
-        );
-        assert_eq!(u["user_id"], *user);
-    }
-    Some((c, tenant))
-}
-
-/// A token for `user`, issued by node `i`.
-async fn token(c: &Cluster, i: usize, tenant: &str, user: &str) -> String {
-    c.node(i)
-        .ctl(&["token", "--tenant", tenant, "--user", user])
-        .await
-        .trim()
-        .to_owned()
-}
-
-/// A device of `user` logged in on node `i`.
-async fn device(c: &Cluster, i: usize, tenant: &str, user: &str, client_id: &str) -> Device {
-    let t = token(c, i, tenant, user).await;
-    Device::connect(c.addr(i), user, client_id, &t).await
-}
-
-/// Waits until node `i` sees at least `n` users with devices on other nodes.
-async fn sees_remote_users(c: &Cluster, i: usize, n: u64) {
-    until_metric(c.admin(i), "switchboard_im_cluster_remote_users", |v| {
-        v >= n
-    })
-    .await;
-}
-
-/// Waits until NATS confirmed node `i`'s interest in at least `n` subjects (an IM device
-/// of its own user holds three: its inbox and its responses' `#`, which is two), so that
-/// messages from other nodes reach its devices.
-async fn interest(c: &Cluster, i: usize, n: u64) {
-    until_metric(c.admin(i), "switchboard_cluster_interest_subjects", |v| {
-        v >= n
-    })
-    .await;
-}
 
 /// Text messages of `conv` (any, when empty) that reach `dev`, in arrival order, up to
 /// and including the one whose text is `last`: (seq, text) each. Messages of one
@@ -95,17 +47,18 @@ async fn texts_until(dev: &mut Device, from: &str, last: &str) -> Vec<(u64, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
-    let Some((c, t)) = start("clim-cross", &["alice", "bob", "carol"]).await else {
+    let Some((c, t)) = Cluster::start_im(BIN, "clim-cross", &["alice", "bob", "carol"]).await
+    else {
         return;
     };
-    let alice = device(&c, 0, &t, "alice", "alice-0").await;
-    let mut bob1 = device(&c, 1, &t, "bob", "bob-1").await;
-    let mut bob2 = device(&c, 2, &t, "bob", "bob-2").await;
-    let mut carol = device(&c, 2, &t, "carol", "carol-2").await;
+    let alice = c.device(0, &t, "alice", "alice-0").await;
+    let mut bob1 = c.device(1, &t, "bob", "bob-1").await;
+    let mut bob2 = c.device(2, &t, "bob", "bob-2").await;
+    let mut carol = c.device(2, &t, "carol", "carol-2").await;
     // Node 0 knows that bob and carol are online elsewhere.
-    sees_remote_users(&c, 0, 2).await;
-    interest(&c, 1, 3).await;
-    interest(&c, 2, 6).await;
+    c.sees_remote_users(0, 2).await;
+    c.interest(1, 3).await;
+    c.interest(2, 6).await;
 
     // 1:1: 30 messages from node 0 to bob's devices on nodes 1 and 2, then a marker.
     let mut acked = Vec::new();
@@ -169,13 +122,13 @@ async fn one_to_one_and_group_messages_cross_nodes_once_each_in_seq_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowledged_message() {
-    let Some((mut c, t)) = start("clim-kill", &["alice", "bob"]).await else {
+    let Some((mut c, t)) = Cluster::start_im(BIN, "clim-kill", &["alice", "bob"]).await else {
         return;
     };
-    let alice_token = token(&c, 1, &t, "alice").await;
-    let mut bob = device(&c, 2, &t, "bob", "bob-2").await;
-    sees_remote_users(&c, 1, 1).await;
-    interest(&c, 2, 3).await;
+    let alice_token = c.token(1, &t, "alice").await;
+    let mut bob = c.device(2, &t, "bob", "bob-2").await;
+    c.sees_remote_users(1, 1).await;
+    c.interest(2, 3).await;
     let (client, _events) = ImClient::connect(config(c.addr(1), "alice", "alice-1", &alice_token))
         .await
         .expect("login on node 1");
@@ -228,8 +181,8 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
     assert!(acked.len() >= 50, "too few acknowledged: {}", acked.len());
 
     // Bob syncs on node 0 from nothing, and so does a device of alice's on node 2.
-    let bob0 = device(&c, 0, &t, "bob", "bob-0").await;
-    let alice2 = device(&c, 2, &t, "alice", "alice-2").await;
+    let bob0 = c.device(0, &t, "bob", "bob-0").await;
+    let alice2 = c.device(2, &t, "alice", "alice-2").await;
     for who in [&bob0, &alice2] {
         let (messages, _) = who
             .client
@@ -269,18 +222,19 @@ async fn kill_9_of_the_senders_node_under_im_load_then_sync_finds_every_acknowle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_badge_is_right_on_two_devices_on_two_nodes_after_a_read_on_one() {
-    let Some((c, t)) = start("clim-unread", &["alice", "bob", "carol"]).await else {
+    let Some((c, t)) = Cluster::start_im(BIN, "clim-unread", &["alice", "bob", "carol"]).await
+    else {
         return;
     };
-    let alice = device(&c, 0, &t, "alice", "alice-0").await;
-    let mut bob1 = device(&c, 1, &t, "bob", "bob-1").await;
-    let mut bob2 = device(&c, 2, &t, "bob", "bob-2").await;
-    let carol = device(&c, 2, &t, "carol", "carol-2").await;
-    sees_remote_users(&c, 0, 2).await;
-    sees_remote_users(&c, 1, 1).await;
-    sees_remote_users(&c, 2, 1).await;
-    interest(&c, 1, 3).await;
-    interest(&c, 2, 6).await;
+    let alice = c.device(0, &t, "alice", "alice-0").await;
+    let mut bob1 = c.device(1, &t, "bob", "bob-1").await;
+    let mut bob2 = c.device(2, &t, "bob", "bob-2").await;
+    let carol = c.device(2, &t, "carol", "carol-2").await;
+    c.sees_remote_users(0, 2).await;
+    c.sees_remote_users(1, 1).await;
+    c.sees_remote_users(2, 1).await;
+    c.interest(1, 3).await;
+    c.interest(2, 6).await;
 
     // Three from alice (node 0), one from carol (node 2, where bob-2's total gets cached).
     let mut last_seq = 0;
@@ -347,14 +301,14 @@ async fn the_badge_is_right_on_two_devices_on_two_nodes_after_a_read_on_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_added_on_node_1_gets_the_next_group_message_sent_through_node_2() {
-    let Some((c, t)) = start("clim-join", &["alice", "bob", "carol"]).await else {
+    let Some((c, t)) = Cluster::start_im(BIN, "clim-join", &["alice", "bob", "carol"]).await else {
         return;
     };
-    let alice = device(&c, 2, &t, "alice", "alice-2").await;
-    let mut carol = device(&c, 2, &t, "carol", "carol-2").await;
-    let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
-    interest(&c, 1, 3).await;
-    interest(&c, 2, 6).await;
+    let alice = c.device(2, &t, "alice", "alice-2").await;
+    let mut carol = c.device(2, &t, "carol", "carol-2").await;
+    let mut bob = c.device(1, &t, "bob", "bob-1").await;
+    c.interest(1, 3).await;
+    c.interest(2, 6).await;
     alice
         .client
         .create_group("open", "Open", im::JoinMode::Open, &["carol"])
@@ -398,13 +352,13 @@ async fn a_member_added_on_node_1_gets_the_next_group_message_sent_through_node_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_push_job_for_a_user_online_on_another_node() {
-    let Some((c, t)) = start("clim-push", &["alice", "bob"]).await else {
+    let Some((c, t)) = Cluster::start_im(BIN, "clim-push", &["alice", "bob"]).await else {
         return;
     };
-    let alice = device(&c, 0, &t, "alice", "alice-0").await;
-    let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
-    sees_remote_users(&c, 0, 1).await;
-    interest(&c, 1, 3).await;
+    let alice = c.device(0, &t, "alice", "alice-0").await;
+    let mut bob = c.device(1, &t, "bob", "bob-1").await;
+    c.sees_remote_users(0, 1).await;
+    c.interest(1, 3).await;
     // The send is answered after the push decision: the figure is final then.
     alice
         .client
@@ -439,13 +393,13 @@ async fn no_push_job_for_a_user_online_on_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_comes_back_after_a_nats_outage_longer_than_a_lease() {
-    let Some((mut c, t)) = start("clim-nats", &["alice", "bob"]).await else {
+    let Some((mut c, t)) = Cluster::start_im(BIN, "clim-nats", &["alice", "bob"]).await else {
         return;
     };
-    let alice = device(&c, 0, &t, "alice", "alice-0").await;
-    let mut bob = device(&c, 1, &t, "bob", "bob-1").await;
-    sees_remote_users(&c, 0, 1).await;
-    interest(&c, 1, 3).await;
+    let alice = c.device(0, &t, "alice", "alice-0").await;
+    let mut bob = c.device(1, &t, "bob", "bob-1").await;
+    c.sees_remote_users(0, 1).await;
+    c.interest(1, 3).await;
     // NATS goes away: after a lease without a word from node 1, node 0 takes bob offline.
     c.nats.kill().await;
     until_metric(c.admin(0), "switchboard_im_cluster_dead_nodes_total", |n| {
@@ -458,7 +412,7 @@ async fn presence_comes_back_after_a_nats_outage_longer_than_a_lease() {
     .await;
     // NATS is back: the nodes announce their online users again, and bob's inbox interest.
     c.nats.restart().await;
-    sees_remote_users(&c, 0, 1).await;
+    c.sees_remote_users(0, 1).await;
     until_metric(
         c.admin(1),
         "switchboard_cluster_interest_announced_connection",
@@ -476,5 +430,152 @@ async fn presence_comes_back_after_a_nats_outage_longer_than_a_lease() {
         Some(0),
         "bob is online again: no push"
     );
+    c.stop().await;
+}
+
+/// The next call event of kind `kind` on `d` (others skipped).
+async fn call_event(d: &mut Device, kind: Ev) -> im::CallEvent {
+    d.next(|k| match k {
+        Kind::Call(e) if e.kind == kind as i32 => Some(e.clone()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_between_users_on_two_nodes_rings_connects_and_is_busy_for_a_third() {
+    let Some((c, t)) = Cluster::start_im(BIN, "clim-call", &["alice", "bob", "carol"]).await else {
+        return;
+    };
+    let mut alice = c.device(0, &t, "alice", "alice-0").await;
+    let mut bob = c.device(1, &t, "bob", "bob-1").await;
+    let mut carol = c.device(2, &t, "carol", "carol-2").await;
+    for i in 0..3 {
+        c.sees_remote_users(i, 2).await;
+        c.interest(i, 3).await;
+    }
+    // Alice (node 0) calls bob (node 1): the call lives on node 0, bob's requests go
+    // through node 1.
+    let r = alice
+        .client
+        .call_invite("", &["bob"], false, Bytes::from_static(b"offer"), 0)
+        .await
+        .expect("invite");
+    assert!(r.busy.is_empty());
+    let inv = call_event(&mut bob, Ev::Invited).await;
+    assert_eq!(
+        (inv.call_id.as_str(), &inv.payload[..]),
+        (r.call_id.as_str(), &b"offer"[..])
+    );
+    bob.client
+        .call_action("ringing", &r.call_id, "", Bytes::new())
+        .await
+        .expect("ringing through node 1");
+    assert_eq!(call_event(&mut alice, Ev::Ringing).await.from, "bob");
+    bob.client
+        .call_action("accept", &r.call_id, "", Bytes::from_static(b"answer"))
+        .await
+        .expect("accepted through node 1");
+    let acc = call_event(&mut alice, Ev::Accepted).await;
+    assert_eq!(
+        (acc.device.as_str(), &acc.payload[..]),
+        ("bob-1", &b"answer"[..])
+    );
+    bob.client
+        .call_action("signal", &r.call_id, "alice", Bytes::from_static(b"ice-b"))
+        .await
+        .expect("signal");
+    assert_eq!(
+        &call_event(&mut alice, Ev::Signal).await.payload[..],
+        b"ice-b"
+    );
+    // A wrong request through node 1 gets node 0's answer.
+    let e = bob
+        .client
+        .call_action("cancel", &r.call_id, "", Bytes::new())
+        .await
+        .expect_err("answered: cancel refused");
+    assert!(matches!(e, ImError::Status { code: 409, .. }), "{e}");
+    // Carol (node 2) calls bob: busy, as node 2 knows from node 0.
+    until_metric(
+        c.admin(2),
+        "switchboard_im_cluster_remote_busy_users",
+        |n| n >= 2,
+    )
+    .await;
+    let busy = carol
+        .client
+        .call_invite("", &["bob"], false, Bytes::new(), 0)
+        .await
+        .expect("invite answered");
+    assert_eq!(busy.busy, ["bob"]);
+    assert_eq!(call_event(&mut carol, Ev::Ended).await.outcome, "busy");
+    // Bob hangs up through node 1: both see the end and the call log.
+    bob.client
+        .call_action("hangup", &r.call_id, "", Bytes::new())
+        .await
+        .expect("hang up");
+    assert_eq!(call_event(&mut alice, Ev::HungUp).await.from, "bob");
+    for d in [&mut alice, &mut bob] {
+        assert_eq!(call_event(d, Ev::Ended).await.outcome, "completed");
+        let log = d
+            .next(|k| match k {
+                Kind::Message(m) => match m.content.as_ref().and_then(|c| c.body.as_ref()) {
+                    Some(im::content::Body::CallLog(l)) => Some(l.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            (log.call_id.as_str(), log.outcome.as_str()),
+            (r.call_id.as_str(), "completed")
+        );
+    }
+    // The call is gone for node 1 as well; bob is free again for carol.
+    let e = bob
+        .client
+        .call_action("hangup", &r.call_id, "", Bytes::new())
+        .await
+        .expect_err("gone");
+    assert!(matches!(e, ImError::Status { code: 404, .. }), "{e}");
+    until_metric(
+        c.admin(2),
+        "switchboard_im_cluster_remote_busy_users",
+        |n| n == 0,
+    )
+    .await;
+    let r2 = carol
+        .client
+        .call_invite("", &["bob"], false, Bytes::new(), 0)
+        .await
+        .expect("invite");
+    assert!(r2.busy.is_empty());
+    assert_eq!(call_event(&mut bob, Ev::Invited).await.call_id, r2.call_id);
+    bob.client
+        .call_action("reject", &r2.call_id, "", Bytes::new())
+        .await
+        .expect("reject through node 1");
+    assert_eq!(call_event(&mut carol, Ev::Rejected).await.from, "bob");
+    assert_eq!(call_event(&mut carol, Ev::Ended).await.outcome, "rejected");
+    // The owner dies: its calls end with it, and requests about them answer 404.
+    let r3 = carol
+        .client
+        .call_invite("", &["alice"], false, Bytes::new(), 0)
+        .await
+        .expect("invite");
+    assert_eq!(
+        call_event(&mut alice, Ev::Invited).await.call_id,
+        r3.call_id
+    );
+    drop(carol);
+    let mut c = c;
+    c.kill9(2).await;
+    let e = alice
+        .client
+        .call_action("accept", &r3.call_id, "", Bytes::new())
+        .await
+        .expect_err("owner gone");
+    assert!(matches!(e, ImError::Status { code: 404, .. }), "{e}");
     c.stop().await;
 }

@@ -7,11 +7,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::cluster::Cluster;
+use switchboard_tests::cluster::{self, Cluster};
 use switchboard_tests::nats::metric;
-use switchboard_tests::{RawClient, connect_packet, persistent_connect};
+use switchboard_tests::{RawClient, persistent_connect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -44,33 +43,8 @@ async fn persistent_subscriber(addr: SocketAddr, id: &str, filter: &str) -> RawC
 
 /// Publishes QoS 1 messages `0..n` on `topic` through `addr` and waits for every PUBACK.
 async fn publish_acked(addr: SocketAddr, topic: &str, n: u16) {
-    let (mut p, ack) = RawClient::connect(addr, connect_packet(Version::V5, "pub")).await;
-    assert_eq!(connack(&ack).code, ReasonCode::Success);
-    for i in 0..n {
-        p.send(&Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: topic.into(),
-            pkid: i + 1,
-            properties: Properties::default(),
-            payload: Bytes::from(i.to_string()),
-        }))
-        .await;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match p.recv().await {
-            Some(Packet::PubAck(a)) => {
-                assert_eq!(a.code, ReasonCode::Success);
-                acked += 1;
-            }
-            Some(_) => {}
-            None => panic!("publisher disconnected"),
-        }
-    }
-    p.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
-        .await;
+    let msgs = (0..n).map(|i| (topic.to_owned(), i.to_string())).collect();
+    cluster::publish_acked(addr, "pub", msgs).await;
 }
 
 /// Resumes `id` on `addr`: the session must be there, with `n` queued messages.

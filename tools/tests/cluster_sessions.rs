@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::*;
-use switchboard_tests::cluster::Cluster;
+use switchboard_tests::cluster::{self, Cluster};
 use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::{RawClient, TempDir, WAIT, connect_packet, persistent_connect};
 
@@ -76,30 +76,10 @@ async fn persistent_subscriber(addr: SocketAddr, id: &str, filter: &str, qos: Qo
 
 /// Publishes `n` QoS 1 messages numbered from `from` and waits for every PUBACK.
 async fn publish_acked(addr: SocketAddr, id: &str, topic: &str, from: u32, n: u32) {
-    let (mut p, ack) = RawClient::connect(addr, connect_packet(Version::V5, id)).await;
-    assert_eq!(connack(&ack).code, ReasonCode::Success);
-    for i in 0..n {
-        p.send(&publish(
-            topic,
-            QoS::AtLeastOnce,
-            i as u16 + 1,
-            (from + i).to_string(),
-        ))
-        .await;
-    }
-    let mut acked = 0;
-    while acked < n {
-        match p.recv().await {
-            Some(Packet::PubAck(a)) => {
-                assert_eq!(a.code, ReasonCode::Success);
-                acked += 1;
-            }
-            Some(_) => {}
-            None => panic!("publisher disconnected"),
-        }
-    }
-    p.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
-        .await;
+    let msgs = (from..from + n)
+        .map(|i| (topic.to_owned(), i.to_string()))
+        .collect();
+    cluster::publish_acked(addr, id, msgs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use switchboard_proto::{
     Packet, Properties, QoS as RawQoS, Subscribe, SubscriptionOptions, Version,
 };
-use switchboard_tests::cluster::Cluster;
+use switchboard_tests::cluster::{self, Cluster};
 use switchboard_tests::nats::{metric, until_metric};
 use switchboard_tests::rumqttc::v5::mqttbytes::QoS;
 use switchboard_tests::{RawClient, WAIT, connect_packet, v5};
@@ -173,27 +173,8 @@ async fn a_leaving_members_unacknowledged_messages_go_to_a_member_on_another_nod
 
 /// Publishes QoS 1 `body` on `topic` through a raw client on `addr` and waits for PUBACK.
 async fn publish_acked(addr: std::net::SocketAddr, topic: &str, body: &str) {
-    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "marker")).await;
-    p.send(&Packet::Publish(switchboard_proto::Publish {
-        dup: false,
-        qos: RawQoS::AtLeastOnce,
-        retain: false,
-        topic: topic.into(),
-        pkid: 1,
-        properties: Properties::default(),
-        payload: bytes::Bytes::from(body.to_owned()),
-    }))
-    .await;
-    loop {
-        match p.recv().await {
-            Some(Packet::PubAck(a)) => {
-                assert_eq!(a.code, switchboard_proto::ReasonCode::Success);
-                return;
-            }
-            Some(_) => {}
-            None => panic!("publisher disconnected"),
-        }
-    }
+    let msgs = vec![(topic.to_owned(), body.to_owned())];
+    cluster::publish_acked(addr, "marker", msgs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,13 +77,8 @@ async fn up_prints_the_operators_one_time_password_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_console_user_create_prints_a_one_time_password_or_takes_one() {
     let dir = TempDir::new("console-ctl");
-    let b = BrokerProcess::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        dir.path(),
-        &[],
-        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
-    )
-    .await;
+    let b =
+        BrokerProcess::start_with_admin(env!("CARGO_BIN_EXE_switchboard"), dir.path(), &[]).await;
     let t = BrokerProcess::json(&b.ctl(&["tenant", "create", "acme", "--json"]).await);
     let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
     let v = BrokerProcess::json(

@@ -19,13 +19,7 @@ use tokio::process::Command;
 const CYCLES: usize = 3;
 
 async fn start_broker(dir: &std::path::Path) -> BrokerProcess {
-    BrokerProcess::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        dir,
-        &[],
-        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
-    )
-    .await
+    BrokerProcess::start_with_admin(env!("CARGO_BIN_EXE_switchboard"), dir, &[]).await
 }
 
 fn json(s: &str) -> serde_json::Value {

@@ -11,13 +11,8 @@ fn json(s: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dept_create_prints_its_integer_id_and_users_land_in_it() {
     let dir = TempDir::new("org-cli");
-    let b = BrokerProcess::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        dir.path(),
-        &[],
-        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
-    )
-    .await;
+    let b =
+        BrokerProcess::start_with_admin(env!("CARGO_BIN_EXE_switchboard"), dir.path(), &[]).await;
     let t = json(&b.ctl(&["tenant", "create", "acme", "--json"]).await);
     let tenant = t["tenant_id"].as_u64().expect("tenant id").to_string();
 

@@ -60,11 +60,10 @@ async fn push_test_prints_each_providers_answer() {
     )
     .expect("config");
     let config = config.to_string_lossy().into_owned();
-    let b = BrokerProcess::start(
+    let b = BrokerProcess::start_with_admin(
         env!("CARGO_BIN_EXE_switchboard"),
         d,
         &["--http", "127.0.0.1:0", "--config", &config],
-        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
     )
     .await;
     let admin = b.admin.clone().expect("admin API");

@@ -8,23 +8,9 @@ use switchboard_tests::process::BrokerProcess;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_changes_only_the_given_fields_and_put_replaces_the_policy() {
     let dir = TempDir::new("policy-api");
-    let b = BrokerProcess::start(
-        env!("CARGO_BIN_EXE_switchboard"),
-        dir.path(),
-        &[],
-        &[("SWITCHBOARD__BROKER__ADMIN__LISTEN", "\"127.0.0.1:0\"")],
-    )
-    .await;
-    let admin = b
-        .admin
-        .as_deref()
-        .and_then(|a| a.parse().ok())
-        .expect("admin address");
-    let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin token");
-    let auth = [
-        ("Authorization", format!("Bearer {}", token.trim())),
-        ("Content-Type", "application/json".to_owned()),
-    ];
+    let b =
+        BrokerProcess::start_with_admin(env!("CARGO_BIN_EXE_switchboard"), dir.path(), &[]).await;
+    let (admin, auth) = b.admin_auth();
     let t = BrokerProcess::json(&b.ctl(&["tenant", "create", "acme", "--json"]).await);
     let path = format!(
         "/api/v1/im/tenants/{}/policy",

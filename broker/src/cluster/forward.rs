@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{Cluster, ClusterError, wire};
@@ -96,6 +96,13 @@ impl Cluster {
     /// may have subscribers); false if no node wanted it (counted) or the queue was full
     /// (the message stays on this node; counted and logged).
     pub fn forward(&self, msg: &Message) -> bool {
+        self.forward_acked(msg).0
+    }
+
+    /// [`Cluster::forward`], and for a QoS 1/2 message that other nodes' direct
+    /// subscriptions want, what closes once each of those nodes has committed its copies
+    /// (the publisher's acknowledgement waits for it: see [`super::hop`]).
+    pub fn forward_acked(&self, msg: &Message) -> (bool, Option<oneshot::Receiver<()>>) {
         let wanted = self.interest.peers.wants(&msg.topic);
         if !wanted {
             self.interest
@@ -104,18 +111,21 @@ impl Cluster {
                 .not_forwarded
                 .fetch_add(1, Ordering::Relaxed);
             if !msg.retain {
-                return false;
+                return (false, None);
             }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let headers = wire::headers(&self.node, id);
         let body = Bytes::from(codec::encode_message(msg, Instant::now()));
         let mut ok = false;
+        let mut remote = None;
         if wanted && msg.qos != switchboard_proto::QoS::AtMostOnce {
             // Kept until every node with a matching direct subscription acknowledged it
             // (resent if not; also if the queue below is full).
             let peers = self.interest.peers.direct_peers(&msg.topic);
-            self.hop.track(id, headers.clone(), body.clone(), peers);
+            if !peers.is_empty() {
+                remote = Some(self.hop.track(id, headers.clone(), body.clone(), peers));
+            }
         }
         if wanted {
             // QoS 0 may use only half of a queue: under overload it is dropped (counted)
@@ -140,7 +150,7 @@ impl Cluster {
                 false,
             );
         }
-        ok
+        (ok, remote)
     }
 
     /// Queues `o` on its subject's shard (a QoS 0 one only while fewer than

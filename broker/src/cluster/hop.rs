@@ -15,6 +15,13 @@
 //! window, `dedupe`), so a resend after a lost acknowledgement is not delivered twice
 //! unless more than the window's 65,536 messages of that origin came in between.
 //!
+//! The publisher's own PUBACK/PUBREC waits for the same acknowledgements (the pipeline
+//! gets [`Hop::track`]'s answer through `Routed::remote`): a QoS 1/2 message is
+//! acknowledged to its publisher only once every interested node has committed its
+//! copies, so the publishing node dying after its acknowledgement loses nothing. It does
+//! not wait for a peer given up (left, silent, or [`MAX_ATTEMPTS`] resends), nor for a
+//! message beyond [`MAX_PENDING`] (sent at most once, counted).
+//!
 //! Bounds: at most [`MAX_PENDING`] messages wait for acknowledgements per node; beyond,
 //! a message is sent at most once (counted, `_hop_untracked_total`). Acknowledgements
 //! waiting to be sent are bounded too ([`ACK_QUEUE`]; beyond, the ack is skipped and the
@@ -74,6 +81,9 @@ struct Pending {
     /// Peers that have not acknowledged, with the resends made to each.
     waiting: Vec<(String, u32)>,
     sent: Instant,
+    /// Dropped with the entry (every peer acknowledged, or was given up): the publisher's
+    /// own acknowledgement waits for that.
+    _done: Option<oneshot::Sender<()>>,
 }
 
 /// An acknowledgement owed to `origin` for message `id`, once `committed` (if any) fires.
@@ -106,10 +116,18 @@ impl Default for Hop {
 }
 
 impl Hop {
-    /// Keeps message `id` until each of `peers` acknowledged it.
-    pub fn track(&self, id: u64, headers: async_nats::HeaderMap, body: Bytes, peers: Vec<String>) {
+    /// Keeps message `id` until each of `peers` acknowledged it; the answer closes then
+    /// (at once when there is nothing to wait for, or too much is waiting already).
+    pub fn track(
+        &self,
+        id: u64,
+        headers: async_nats::HeaderMap,
+        body: Bytes,
+        peers: Vec<String>,
+    ) -> oneshot::Receiver<()> {
+        let (done, rx) = oneshot::channel();
         if peers.is_empty() {
-            return;
+            return rx;
         }
         let mut pending = self.pending.lock();
         if pending.len() >= MAX_PENDING {
@@ -121,7 +139,7 @@ impl Hop {
                     "cluster hop: too many messages awaiting acknowledgement; sent at most once"
                 );
             }
-            return;
+            return rx;
         }
         pending.insert(
             id,
@@ -130,9 +148,11 @@ impl Hop {
                 body,
                 waiting: peers.into_iter().map(|p| (p, 0)).collect(),
                 sent: Instant::now(),
+                _done: Some(done),
             },
         );
         self.stats.tracked.fetch_add(1, Ordering::Relaxed);
+        rx
     }
 
     /// Messages waiting for acknowledgements.

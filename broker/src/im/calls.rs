@@ -124,6 +124,10 @@ impl ImService {
         op: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, ImError> {
+        // Cluster mode: a call owned by another node is handled there.
+        if let Some(answer) = self.call_forwarded(login, client_id, op, payload).await {
+            return answer;
+        }
         if op == "invite" {
             let req = im::CallInviteRequest::decode(payload)
                 .map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))?;
@@ -215,6 +219,7 @@ impl ImService {
             };
             ev.payload = req.payload.clone();
             ev.reason = req.reason.clone();
+            let told_busy = before.clone();
             if op == "signal" && !req.to.is_empty() {
                 let uid = call.parties.get(&req.to).map_or(0, |p| p.uid);
                 self.emit(login.tenant, uid, Kind::Call(ev), QoS::AtLeastOnce);
@@ -226,7 +231,9 @@ impl ImService {
                     self.emit(login.tenant, uid, Kind::Call(ev.clone()), QoS::AtLeastOnce);
                 }
             }
-            self.end_if_over(st, login.tenant, &req.call_id)
+            let ended = self.end_if_over(st, login.tenant, &req.call_id);
+            self.tell_busy(st, login.tenant, &told_busy);
+            ended
         };
         if let Some(e) = ended {
             self.call_ended(login.tenant, e).await;
@@ -274,7 +281,7 @@ impl ImService {
         }
         let new_call = req.call_id.is_empty();
         let call_id = if new_call {
-            random_hex(8)?
+            self.cluster_call_id(random_hex(8)?)
         } else {
             req.call_id.clone()
         };
@@ -283,7 +290,9 @@ impl ImService {
             let st = &mut *guard;
             let key = (login.tenant, call_id.clone());
             if new_call {
-                if st.busy.contains_key(&(login.tenant, login.uid)) {
+                if st.busy.contains_key(&(login.tenant, login.uid))
+                    || self.busy_elsewhere(login.tenant, login.uid)
+                {
                     return Err(ImError::Conflict("you are in another call".into()));
                 }
                 if st.calls.len() >= MAX_CALLS {
@@ -331,7 +340,9 @@ impl ImService {
                     continue;
                 }
                 call.invited.insert(account.clone(), uid);
-                if st.busy.contains_key(&(login.tenant, uid)) {
+                if st.busy.contains_key(&(login.tenant, uid))
+                    || self.busy_elsewhere(login.tenant, uid)
+                {
                     busy.push(account);
                     continue;
                 }
@@ -368,7 +379,9 @@ impl ImService {
                     );
                 }
             }
+            let touched: Vec<u64> = call.everyone.values().copied().collect();
             let ended = self.end_if_over(st, login.tenant, &call_id);
+            self.tell_busy(st, login.tenant, &touched);
             (busy, ended, timers)
         };
         if let Some(e) = ended {
@@ -420,14 +433,38 @@ impl ImService {
             st.busy.remove(&(tid, uid));
             let ev = call.event(Ev::Missed, call_id, account);
             let told: Vec<u64> = call.parties.values().map(|p| p.uid).chain([uid]).collect();
-            for u in told {
+            for &u in &told {
                 self.emit(tid, u, Kind::Call(ev.clone()), QoS::AtLeastOnce);
             }
-            self.end_if_over(st, tid, call_id)
+            let ended = self.end_if_over(st, tid, call_id);
+            self.tell_busy(st, tid, &told);
+            ended
         };
         if let Some(e) = ended {
             self.call_ended(tid, e).await;
         }
+    }
+
+    /// Cluster mode: tells the other nodes the calls of users `uids` now (under the lock,
+    /// so in order; `docs/cluster.md`).
+    fn tell_busy(&self, st: &State, tid: u64, uids: &[u64]) {
+        let Some(c) = self.cluster() else { return };
+        for uid in uids {
+            c.busy(
+                tid,
+                *uid,
+                st.busy.get(&(tid, *uid)).map_or("", String::as_str),
+            );
+        }
+    }
+
+    /// Users in calls (or rung) on this node: (tenant, uid, call id) each.
+    pub(super) fn busy_users(&self) -> Vec<(u64, u64, String)> {
+        let st = self.calls.inner.lock();
+        st.busy
+            .iter()
+            .map(|(&(tid, uid), call)| (tid, uid, call.clone()))
+            .collect()
     }
 
     /// Removes the call if it is over (one or nobody left, nobody rung) and tells everyone.

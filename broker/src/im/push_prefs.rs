@@ -87,13 +87,7 @@ impl ImService {
         let r: Req = serde_json::from_slice(payload)
             .map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))?;
         let tenant = self.tenant(r.tenant)?;
-        let uid = if r.user.is_empty() {
-            0
-        } else {
-            self.user(r.tenant, &r.user)?
-                .ok_or_else(|| ImError::NotFound(format!("user {}", r.user)))?
-                .uid
-        };
+        let uid = self.admin_push_uid(r.tenant, &r.user)?;
         match op {
             "privacy_set" => {
                 let hide = r.hide_preview.ok_or_else(|| {

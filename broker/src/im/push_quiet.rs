@@ -142,6 +142,18 @@ impl ImService {
         self.commit(vec![op]).await.map(|_| ())
     }
 
+    /// The user an admin push request (`push/quiet_*`, `push/privacy_*`) names: uid 0, the
+    /// tenant's default, when `user` is empty; `NotFound` for an unknown user.
+    pub(super) fn admin_push_uid(&self, tid: u64, user: &str) -> Result<u64, ImError> {
+        if user.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .user(tid, user)?
+            .ok_or_else(|| ImError::NotFound(format!("user {user}")))?
+            .uid)
+    }
+
     /// `$im/req/push/quiet` from a device.
     pub(super) async fn push_quiet_request(
         &self,
@@ -195,13 +207,7 @@ impl ImService {
         let r: Req = serde_json::from_slice(payload)
             .map_err(|e| ImError::BadRequest(format!("invalid JSON: {e}")))?;
         self.tenant(r.tenant)?;
-        let uid = if r.user.is_empty() {
-            0
-        } else {
-            self.user(r.tenant, &r.user)?
-                .ok_or_else(|| ImError::NotFound(format!("user {}", r.user)))?
-                .uid
-        };
+        let uid = self.admin_push_uid(r.tenant, &r.user)?;
         match op {
             "quiet_set" => {
                 let q = if r.off {

@@ -124,8 +124,9 @@ impl BrokerState {
                 Err(_) => return refuse(qos, v5, Refusal::Quota),
             }
         }
-        let routed = self.publish(msg);
+        let mut routed = self.publish(msg);
         ops.extend(routed.ops);
+        let remote = routed.remote.take();
         let code = if routed.refused > 0 {
             ReasonCode::QuotaExceeded
         } else if routed.delivered == 0 && !routed.forwarded && v5 {
@@ -142,7 +143,32 @@ impl BrokerState {
                 pkid,
             });
         }
-        // 6. what the acknowledgement waits for
+        // 6. what the acknowledgement waits for (in cluster mode also the other nodes'
+        // commits of their copies: `cluster/hop.rs`)
+        if let Some(remote) = remote.filter(|_| qos != QoS::AtMostOnce) {
+            let committed = match &store {
+                Some(st) if !ops.is_empty() => {
+                    let (tx, rx) = oneshot::channel();
+                    st.write(ops, Some(tx));
+                    Some(rx)
+                }
+                _ => None,
+            };
+            let (tx, rx) = oneshot::channel();
+            tokio::spawn(async move {
+                if let Some(c) = committed
+                    && !matches!(c.await, Ok(Ok(_)))
+                {
+                    return; // dropped: the store failed (0x80, or a 3.1.1 close)
+                }
+                let _ = remote.await;
+                let _ = tx.send(code);
+            });
+            return Outcome::Ack {
+                code,
+                wait: Some(AckWait::Code(rx)),
+            };
+        }
         match (&store, qos) {
             (Some(st), QoS::AtMostOnce) => {
                 st.write(ops, None);

@@ -23,8 +23,9 @@ use super::load::{self, Load, Shape};
 const PAIRS: usize = 50;
 const PAYLOAD: usize = 64;
 /// Saturated runs (throughput; their latency is queueing) and a rate-limited one (latency).
-const RUNS: [(QoS, Option<u32>); 3] = [
+const RUNS: [(QoS, Option<u32>); 4] = [
     (QoS::AtMostOnce, None),
+    (QoS::AtMostOnce, Some(20_000)),
     (QoS::AtLeastOnce, None),
     (QoS::AtLeastOnce, Some(20_000)),
 ];
@@ -42,6 +43,11 @@ pub struct Row {
     /// CPU of every broker node and nats-server, per received message.
     pub cpu_us_per_msg: f64,
     pub received: u64,
+    /// Messages the publishers sent (the delivered share is `received / sent`).
+    pub sent: u64,
+    /// Cross-node rows: how long the publishing node took to learn the subscribing node's
+    /// filters before the load started (ms; `None`: not waited for, or not in time).
+    pub interest_ms: Option<u64>,
     /// Cluster counters over the row, all nodes together (`/metrics`): where messages
     /// that did not arrive went.
     pub drops: Drops,
@@ -181,6 +187,7 @@ async fn measure(
         duration: Duration::from_secs(seconds),
         persistent: false,
     };
+    settle(procs).await;
     let before: u64 = procs.iter().map(|p| p.cpu_ticks()).sum();
     let counters_before = counters(procs).await;
     let tag = format!(
@@ -189,7 +196,44 @@ async fn measure(
         qos as u8,
         rate.unwrap_or(0)
     );
-    let out = load::run_split(&l, SocketAddr::from(([127, 0, 0, 1], sub_port)), &tag).await?;
+    // Cross-node: the load starts once the publishing node knows the subscribing node's
+    // filters (before that, a publish is kept off NATS: at most once by design, and the
+    // flood would delay the announcement for seconds).
+    let pub_admin = SocketAddr::from(([127, 0, 0, 1], pub_port + 50));
+    let cross = pub_port != sub_port && procs.iter().any(|p| p.admin == Some(pub_admin));
+    // The publishing node's count of other nodes' filters before this row subscribes (the
+    // previous rows' subscribers left seconds ago).
+    let base = if cross {
+        metric_value(pub_admin, "switchboard_cluster_remote_filters")
+            .await
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let interest_ms = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let ready = {
+        let interest_ms = interest_ms.clone();
+        async move {
+            if cross {
+                let t = std::time::Instant::now();
+                let known = until_metric(pub_admin, "switchboard_cluster_remote_filters", |n| {
+                    n >= base + PAIRS as u64
+                })
+                .await;
+                if let (true, Ok(mut m)) = (known, interest_ms.lock()) {
+                    *m = Some(t.elapsed().as_millis() as u64);
+                }
+            }
+        }
+    };
+    let out = load::run_split_when(
+        &l,
+        SocketAddr::from(([127, 0, 0, 1], sub_port)),
+        &tag,
+        ready,
+    )
+    .await?;
+    let interest_ms = interest_ms.lock().ok().and_then(|m| *m);
     let ticks = procs.iter().map(|p| p.cpu_ticks()).sum::<u64>() - before;
     let after = counters(procs).await;
     let d = |k: &str| {
@@ -226,8 +270,59 @@ async fn measure(
         p99_us: out.p99_us,
         cpu_us_per_msg: cpu,
         received: out.received,
+        sent: out.sent,
+        interest_ms,
         drops,
     })
+}
+
+/// Waits (at most 20 s) until `name` on `admin`'s `/metrics` satisfies `ok`; false if it
+/// did not in time (the row then goes on, and says so).
+async fn until_metric(admin: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if metric_value(admin, name).await.is_some_and(&ok) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("cluster bench: {name} on {admin} not reached in 20 s; measuring anyway");
+    false
+}
+
+/// Waits (at most 30 s) until the nodes have read what the previous row left in their
+/// sockets: a QoS 0 flood has no back-pressure, so the generator writes far more than a
+/// node reads in the row, and the node would spend the next row on the backlog (its
+/// messages then counted there). Settled: no node's received count moved in 250 ms.
+async fn settle(procs: &[&Proc]) {
+    let total = || async {
+        let mut sum = 0;
+        for a in procs.iter().filter_map(|p| p.admin) {
+            sum += metric_value(a, "switchboard_messages_received_total")
+                .await
+                .unwrap_or(0);
+        }
+        sum
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = total().await;
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = total().await;
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+    eprintln!("cluster bench: the nodes were still reading the previous row's backlog after 30 s");
+}
+
+/// Figure `name` (one series) on `admin`'s `/metrics`.
+async fn metric_value(admin: SocketAddr, name: &str) -> Option<u64> {
+    let page = metrics_page(admin).await.ok()?;
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
 }
 
 /// The cluster counters of every node, summed by name.
@@ -313,14 +408,14 @@ pub fn markdown(r: &Report) -> String {
          payloads, {} s measured per row, store off, everything on one 2-core machine \
          (3 broker nodes + nats-server + the load generator). CPU is the broker nodes' and \
          nats-server's together.\n\n\
-         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | received | from NATS | kept off NATS | dropped: forward / inbound / NATS client | hop resent | NATS reconnects |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | setup | QoS | offered | msg/s | p50 µs | p99 µs | CPU µs/msg | sent | received | delivered | from NATS | kept off NATS | dropped: forward / inbound / NATS client | hop resent | NATS reconnects | interest known after |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         r.pairs, r.payload, r.seconds
     );
     let offered = |r: Option<u32>| r.map_or("max".to_owned(), |r| r.to_string());
     for x in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {} | {} / {} / {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {} | {:.1} % | {} | {} | {} / {} / {} | {} | {} | {} |\n",
             x.setup,
             x.qos,
             offered(x.rate),
@@ -328,14 +423,17 @@ pub fn markdown(r: &Report) -> String {
             x.p50_us,
             x.p99_us,
             x.cpu_us_per_msg,
+            x.sent,
             x.received,
+            100.0 * x.received as f64 / x.sent.max(1) as f64,
             x.drops.received_from_nats,
             x.drops.not_forwarded,
             x.drops.forward,
             x.drops.inbound,
             x.drops.slow_consumer,
             x.drops.resent,
-            x.drops.reconnects
+            x.drops.reconnects,
+            x.interest_ms.map_or("-".to_owned(), |ms| format!("{ms} ms"))
         ));
     }
     md.push_str(

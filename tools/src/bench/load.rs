@@ -151,13 +151,25 @@ pub async fn run(load: &Load, tag: &str) -> anyhow::Result<Outcome> {
 /// [`run`] with the subscribers on `sub_addr` (another cluster node) and the publishers on
 /// `load.addr`.
 pub async fn run_split(load: &Load, sub_addr: SocketAddr, tag: &str) -> anyhow::Result<Outcome> {
-    run_inner(load, sub_addr, tag, WINDOW).await
+    run_inner(load, sub_addr, tag, WINDOW, std::future::ready(())).await
+}
+
+/// [`run_split`], the publishers starting only once `ready` (awaited after every
+/// subscriber's SUBACK) is done: the cluster bench waits there until the publishing node
+/// knows the subscribing node's filters.
+pub async fn run_split_when(
+    load: &Load,
+    sub_addr: SocketAddr,
+    tag: &str,
+    ready: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
+    run_inner(load, sub_addr, tag, WINDOW, ready).await
 }
 
 /// [`run`] with at most `window` unacknowledged publishes per QoS 1/2 publisher (the IM
 /// bench's peer: the same messages in flight as its senders).
 pub async fn run_windowed(load: &Load, tag: &str, window: usize) -> anyhow::Result<Outcome> {
-    run_inner(load, load.addr, tag, window.max(1)).await
+    run_inner(load, load.addr, tag, window.max(1), std::future::ready(())).await
 }
 
 async fn run_inner(
@@ -165,6 +177,7 @@ async fn run_inner(
     sub_addr: SocketAddr,
     tag: &str,
     window: usize,
+    ready: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
     let epoch = Instant::now();
     let counters = Arc::new(Counters {
@@ -182,15 +195,19 @@ async fn run_inner(
         Shape::FanOut => format!("bench/{tag}/all"),
         Shape::FanIn => format!("$share/g/bench/{tag}/all"),
     };
-    let start = Instant::now() + Duration::from_millis(300);
-    let window_start = start + load.warmup;
-    let end = window_start + load.duration;
-
-    let mut subs = Vec::new();
+    let mut subscribed = Vec::new();
     for i in 0..load.subscribers {
         let id = format!("{tag}-s{i}");
         let mut s = connect(sub_addr, &id, !load.persistent, None).await?;
         subscribe(&mut s, &filter_of(i), qos).await?;
+        subscribed.push(s);
+    }
+    ready.await;
+    let start = Instant::now() + Duration::from_millis(300);
+    let window_start = start + load.warmup;
+    let end = window_start + load.duration;
+    let mut subs = Vec::new();
+    for s in subscribed {
         let c = counters.clone();
         subs.push(tokio::spawn(subscriber(s, epoch, window_start, end, c)));
     }

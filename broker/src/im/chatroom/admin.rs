@@ -261,6 +261,7 @@ impl ImService {
                 window: (0, 0),
                 dropped: 0,
             }),
+            replica: super::cluster::applying(),
         });
         {
             let mut shard = self.rooms.shard(tid, id).write();
@@ -272,6 +273,9 @@ impl ImService {
         self.rooms
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if room.replica {
+            return Ok(room);
+        }
         self.room_service_event(tid, new_event(room_event::Kind::Created, id));
         // Nobody in it yet: it goes if nobody comes.
         self.schedule_idle(&room, 0, idle);
@@ -307,11 +311,17 @@ impl ImService {
             self.forget_conn_room(c, room);
         }
         tracing::info!(tenant = room.tid, room = %room.id, reason, "chatroom destroyed");
-        self.room_service_event(room.tid, ev);
+        self.room_destroyed_replicate(room);
+        if !room.replica {
+            self.room_service_event(room.tid, ev);
+        }
     }
 
     /// Destroys `room` after `after_ms` if nobody joined since (generation `generation`).
     pub(super) fn schedule_idle(&self, room: &Arc<Room>, generation: u64, after_ms: u64) {
+        if room.replica {
+            return;
+        }
         let Some(b) = self.broker() else { return };
         let Some(service) = b.im.clone() else { return };
         let (room, shutdown) = (room.clone(), b.shutdown.clone());

@@ -16,9 +16,11 @@
 //! and push queued QoS 0 deliveries out of a full queue rather than being dropped.
 //!
 //! Files: this one (state, client requests, sending, delivery), [`admin`] (the app
-//! server's JSON requests, timers, life-cycle events).
+//! server's JSON requests, timers, life-cycle events), [`cluster`] (rooms on every node of
+//! a cluster).
 
 mod admin;
+mod cluster;
 mod members;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -182,6 +184,8 @@ pub(super) struct Room {
     tid: u64,
     id: String,
     state: Mutex<RoomState>,
+    /// Cluster mode: a copy of a room created through another node ([`cluster`]).
+    replica: bool,
 }
 
 /// A member device.
@@ -410,7 +414,9 @@ impl ImService {
 
     /// The app server's chatroom request `$im/admin/room/{op}` (JSON).
     pub(super) async fn room_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
-        self.room_admin_op(op, payload)
+        let r = self.room_admin_op(op, payload)?;
+        self.room_admin_replicate(op, payload);
+        Ok(r)
     }
 
     fn room(&self, tid: u64, id: &str) -> Result<Arc<Room>, ImError> {
@@ -510,6 +516,7 @@ impl ImService {
             st.ring.push_back(msg.clone());
         }
         let seq = msg.seq;
+        let relay = self.cluster().is_some().then(|| msg.clone());
         let mut stale = Vec::new();
         if !st.paused {
             let payload = Bytes::from(
@@ -523,6 +530,9 @@ impl ImService {
         }
         drop(st);
         self.drop_stale(room, stale);
+        if let Some(m) = relay {
+            self.room_relay(room, &m, priority);
+        }
         Ok(im::SendResponse {
             status: ok(),
             conversation,

@@ -19,12 +19,17 @@
 //! - invalidations, published after the commit that changed the state, evicting on every
 //!   other node: `unread` (users whose unread total changed), `group` (a group's record or
 //!   members), `personal` (members' read positions / do-not-disturb in a cached group),
-//!   `tenant`, `moderation`. A fill that read the store before an eviction and finishes
+//!   `tenant`, `moderation`.
+//! - `room_admin`, `room_msg`: chatroom changes and messages (`im/chatroom/cluster.rs`:
+//!   every node keeps a copy of every room and hands messages to its own members).
+//! - `busy`: a user's call on the sending node changed (see [`calls`]: calls are owned by
+//!   one node, and requests about them are forwarded there). A fill that read the store before an eviction and finishes
 //!   after it is not cached: each kind has a generation bumped by the eviction, and a fill
 //!   caches only if the generation it started with is still current.
 //!
 //! Files: this one (notes, the remote devices, figures), [`tasks`] (the service's side:
-//! start, announcements, applying notes; the publisher, reader and heartbeat tasks).
+//! start, announcements, applying notes; the publisher, reader and heartbeat tasks),
+//! [`calls`] (call requests forwarded to the call's node, busy users elsewhere).
 //!
 //! Notes go through one bounded queue (8,192) to one publisher task; when it is full a note
 //! is dropped and counted (`switchboard_im_cluster_notes_dropped_total`): a cache on another
@@ -42,6 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::BrokerState;
 
+mod calls;
 mod tasks;
 
 /// Notes waiting to be published.
@@ -111,6 +117,27 @@ enum Note {
         tid: u64,
         client_id: String,
     },
+    /// The app server's change `op` (JSON `body`) of a chatroom, applied on every node.
+    RoomAdmin {
+        node: String,
+        op: String,
+        body: String,
+    },
+    /// A message posted to chatroom `room` on the sending node (base64 protobuf `msg`).
+    RoomMsg {
+        node: String,
+        tid: u64,
+        room: String,
+        msg: String,
+        high: bool,
+    },
+    /// User `uid` is in (or rung for) call `call` owned by the sender ("": no longer).
+    Busy {
+        node: String,
+        tid: u64,
+        uid: u64,
+        call: String,
+    },
 }
 
 impl Note {
@@ -126,6 +153,9 @@ impl Note {
             Note::Tenant { .. } => "tenant",
             Note::Moderation { .. } => "moderation",
             Note::Kick { .. } => "kick",
+            Note::Busy { .. } => "busy",
+            Note::RoomAdmin { .. } => "room_admin",
+            Note::RoomMsg { .. } => "room_msg",
         }
     }
 
@@ -140,7 +170,10 @@ impl Note {
             | Note::Personal { node, .. }
             | Note::Tenant { node, .. }
             | Note::Moderation { node, .. }
-            | Note::Kick { node, .. } => node,
+            | Note::Kick { node, .. }
+            | Note::Busy { node, .. }
+            | Note::RoomAdmin { node, .. }
+            | Note::RoomMsg { node, .. } => node,
         }
     }
 }
@@ -170,6 +203,8 @@ pub struct ImCluster {
     out_rx: Mutex<Option<mpsc::Receiver<(String, Bytes)>>>,
     /// Devices of users on other nodes: (tenant, uid) → node → devices.
     remote: Mutex<HashMap<(u64, u64), NodeDevices>>,
+    /// Users in calls owned by other nodes: (tenant, uid) → (node, call id).
+    busy: Mutex<HashMap<(u64, u64), (String, String)>>,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
     /// Generations of the caches, bumped by evictions from other nodes.
@@ -206,6 +241,7 @@ impl ImCluster {
             out,
             out_rx: Mutex::new(Some(rx)),
             remote: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             unread_gen: AtomicU64::new(0),
             personal_gen: AtomicU64::new(0),
@@ -301,6 +337,27 @@ impl ImCluster {
         });
     }
 
+    /// The app server's chatroom change `op` succeeded here: the other nodes apply it.
+    pub(in crate::im) fn room_admin(&self, op: &str, body: &[u8]) {
+        self.send(&Note::RoomAdmin {
+            node: self.node.clone(),
+            op: op.to_owned(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+    }
+
+    /// A message was posted to chatroom `room` here (`msg`: its protobuf).
+    pub(in crate::im) fn room_msg(&self, tid: u64, room: &str, msg: &[u8], high: bool) {
+        use base64ct::Encoding as _;
+        self.send(&Note::RoomMsg {
+            node: self.node.clone(),
+            tid,
+            room: room.to_owned(),
+            msg: base64ct::Base64::encode_string(msg),
+            high,
+        });
+    }
+
     /// A push job was handed to the push worker (counted for `/metrics`).
     pub(super) fn push_job(&self, n: u64) {
         self.stats.push_jobs.fetch_add(n, Ordering::Relaxed);
@@ -344,6 +401,7 @@ impl ImCluster {
             nodes.remove(node);
             !nodes.is_empty()
         });
+        self.busy.lock().retain(|_, (n, _)| n != node);
     }
 
     /// Appends the figures to a Prometheus text page.
@@ -351,7 +409,8 @@ impl ImCluster {
         let s = &self.stats;
         let g = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let remote_users = self.remote.lock().len() as u64;
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let busy_users = self.busy.lock().len() as u64;
+        let rows: [(&str, &str, &str, u64); 13] = [
             (
                 "notes_sent_total",
                 "IM cluster notes published.",
@@ -417,6 +476,12 @@ impl ImCluster {
                 "Users with a device on another node.",
                 "gauge",
                 remote_users,
+            ),
+            (
+                "remote_busy_users",
+                "Users in calls owned by other nodes.",
+                "gauge",
+                busy_users,
             ),
             (
                 "lease_seconds",

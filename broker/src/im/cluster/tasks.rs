@@ -42,6 +42,11 @@ impl ImService {
         broker
             .tasks
             .spawn(reader(Arc::downgrade(self), ic.clone(), broker.clone()));
+        broker.tasks.spawn(super::calls::serve_calls(
+            Arc::downgrade(self),
+            ic.clone(),
+            broker.clone(),
+        ));
         broker
             .tasks
             .spawn(heartbeat(Arc::downgrade(self), ic, broker.clone()));
@@ -78,6 +83,12 @@ impl ImService {
         let online = self.online.lock();
         for &(tid, uid) in online.keys() {
             self.announce_locked(&online, tid, uid);
+        }
+        drop(online);
+        if let Some(c) = self.cluster() {
+            for (tid, uid, call) in self.busy_users() {
+                c.busy(tid, uid, &call);
+            }
         }
     }
 
@@ -143,6 +154,28 @@ impl ImService {
                 self.evict_moderation(tid);
             }
             Note::Kick { tid, client_id, .. } => self.kick_local(tid, &client_id),
+            Note::Busy {
+                node,
+                tid,
+                uid,
+                call,
+            } => c.apply_busy(node, tid, uid, call),
+            Note::RoomAdmin { op, body, .. } => self.room_admin_apply(&op, body.as_bytes()),
+            Note::RoomMsg {
+                tid,
+                room,
+                msg,
+                high,
+                ..
+            } => {
+                use base64ct::Encoding as _;
+                match base64ct::Base64::decode_vec(&msg) {
+                    Ok(m) => self.room_relayed(tid, &room, &m, high),
+                    Err(_) => {
+                        c.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 }

@@ -207,28 +207,8 @@ async fn quic_ping_idle(
     interval: Duration,
     exchanges: u32,
 ) -> anyhow::Result<WireRow> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     use switchboard_proto::{Packet, Version};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca)? {
-        roots.add(c?)?;
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"mqtt".to_vec()];
-    let mut client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
-    ));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(interval));
-    client.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    endpoint.set_default_client_config(client);
+    let endpoint = switchboard_client::transport::quic_client_endpoint(ca, Some(interval))?;
     let conn = endpoint.connect(broker, "localhost")?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let mut connect = switchboard_proto::Connect {
