@@ -157,6 +157,8 @@ impl Connector {
             transport.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
                 QUIC_MAX_IDLE_MS,
             ))));
+            // A finite window, so that the heartbeat's QUIC pings can widen it by a byte.
+            transport.receive_window(quinn::VarInt::from_u32(crate::driver::QUIC_RECEIVE_WINDOW));
             client.transport_config(Arc::new(transport));
             ep.set_default_client_config(client);
             self.quic = Some(ep);

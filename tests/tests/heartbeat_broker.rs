@@ -320,3 +320,148 @@ async fn over_quic_pings_alone_keep_the_mqtt_connection_and_silence_closes_it() 
     conn.close(quinn::VarInt::from_u32(0), b"done");
     h.shutdown().await;
 }
+
+/// Publishes QoS 1 messages `from..` to `topic` on `addr`, one every `every`, until
+/// `stop` fires; returns the numbers acknowledged.
+async fn publish_until(
+    addr: SocketAddr,
+    topic: &str,
+    from: u16,
+    every: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<u16> {
+    let id = format!("{topic}-publisher-{from}");
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, &id)).await;
+    let mut sent = Vec::new();
+    for n in from.. {
+        p.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            pkid: n,
+            properties: Properties::default(),
+            payload: bytes::Bytes::from(n.to_string()),
+        }))
+        .await;
+        match p.recv().await {
+            Some(Packet::PubAck(_)) => sent.push(n),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+    sent
+}
+
+/// Against a broker that takes no new keep-alive on the link (mosquitto announces no
+/// `sb-max-keep-alive`), a heartbeat that outgrows the CONNECT keep-alive reconnects on
+/// purpose with the new one, session kept: the link then idles at the learned interval
+/// (mosquitto would close it after 1.5 × the old keep-alive) and no QoS 1 message is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_mosquitto_a_longer_heartbeat_reconnects_on_purpose_with_its_keep_alive() {
+    let m = Mosquitto::start().await;
+    // Probes 6.29 s ✗, 2.58 s ✓, 4.03 s ✗, 3.22 s ✓: settles at 3.12 s, three times the
+    // first CONNECT's keep-alive of 1 s.
+    let nat = switchboard_tests::nat::NatProxy::tcp(m.addr, Duration::from_millis(3600)).await;
+    let mut cfg = Config::new("hb-planned", vec![Endpoint::Tcp(nat.addr)]);
+    cfg.heartbeat = scaled_heartbeat();
+    cfg.ping_timeout = Duration::from_secs(1);
+    cfg.backoff_min = Duration::from_millis(100);
+    let (client, mut ev) = Client::start(cfg).expect("client");
+    let codes = client
+        .subscribe_acked("hb/planned", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    assert_eq!(codes, vec![ReasonCode::GrantedQos1]);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let publisher = tokio::spawn(publish_until(
+        m.addr,
+        "hb/planned",
+        1,
+        Duration::from_millis(700),
+        stopped,
+    ));
+    let mut seen = Planned::default();
+    let learning = seen.until(&mut ev, |s| s.settled.is_some());
+    if tokio::time::timeout(WAIT * 6, learning).await.is_err() {
+        panic!("never settled: {seen:?}");
+    }
+    let settled = seen.settled.unwrap_or_default();
+    assert!(
+        settled > Duration::from_secs(2),
+        "learned {settled:?}: {seen:?}"
+    );
+    let _ = stop.send(());
+    let mut sent = publisher.await.expect("publisher");
+    // Idle for three learned intervals: the link lives on its own pings.
+    let quiet = tokio::time::sleep(settled * 3);
+    tokio::pin!(quiet);
+    loop {
+        tokio::select! {
+            _ = &mut quiet => break,
+            e = ev.recv() => seen.note(e.expect("client running")),
+        }
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let _ = stop.send(());
+    sent.extend(publish_until(m.addr, "hb/planned", 1000, Duration::ZERO, stopped).await);
+    let all = |s: &Planned| sent.iter().all(|n| s.received.contains(n));
+    if tokio::time::timeout(WAIT, seen.until(&mut ev, all))
+        .await
+        .is_err()
+    {
+        panic!("a QoS 1 message was lost: sent {sent:?}, {seen:?}");
+    }
+    assert!(
+        seen.disconnects
+            .iter()
+            .any(|d| d.starts_with("planned reconnect")),
+        "no planned reconnect: {seen:?}"
+    );
+    assert!(
+        seen.disconnects
+            .iter()
+            .all(|d| d.starts_with("planned reconnect")),
+        "the link was lost: {seen:?}"
+    );
+    client.shutdown().await;
+}
+
+/// What the client reported in the planned-reconnect test.
+#[derive(Debug, Default)]
+struct Planned {
+    disconnects: Vec<String>,
+    received: Vec<u16>,
+    settled: Option<Duration>,
+}
+
+impl Planned {
+    fn note(&mut self, e: Event) {
+        match e {
+            Event::Disconnected { reason } => self.disconnects.push(reason),
+            Event::Heartbeat {
+                interval,
+                phase: Phase::Settled,
+            } => self.settled = Some(interval),
+            Event::Message(p) => {
+                if let Some(n) = std::str::from_utf8(&p.payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
+                    self.received.push(n);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads events until `done` holds.
+    async fn until(&mut self, ev: &mut Receiver<Event>, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            self.note(ev.recv().await.expect("client running"));
+        }
+    }
+}

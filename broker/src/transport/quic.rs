@@ -5,9 +5,9 @@
 //! Limits:
 //! - A QUIC connection takes a slot of the broker-wide [`Admission`] (`max_connections`
 //!   and the per-address cap) when it arrives, before its handshake, and keeps it while it
-//!   lives: connections without streams count. Its first stream uses that slot; each
-//!   further concurrent stream takes one more. A connection that opens no stream within
-//!   `connect_timeout` is closed.
+//!   lives: connections without streams count. It carries one MQTT connection (stream) at
+//!   a time, on that slot, served in the connection's own task. A connection that opens no
+//!   stream within `connect_timeout` is closed.
 //! - The idle timeout follows the keep-alive: 1.5 × `max_keep_alive`, or 1.5 × 65,535 s
 //!   without a cap, so QUIC never closes a connection MQTT still considers alive (the
 //!   MQTT keep-alive closes dead ones; the client's own idle timeout also applies).
@@ -22,7 +22,10 @@
 //!   connection, a send buffer as large as its largest transmit and never shrinks it; with
 //!   GSO batching that is up to ten datagrams (~14 KB) for every idle connection, one
 //!   datagram (~1.5 KB) without. What this costs is bulk sending over QUIC (one
-//!   `sendmsg` per datagram), which MQTT's small packets rarely need.
+//!   `sendmsg` per datagram), which MQTT's small packets rarely need. No MTU discovery
+//!   (datagrams of 1,200 bytes). The rest of an idle connection's ~33 KB is quinn's and
+//!   rustls' own per-connection state, which no setting reaches (bench/README.md,
+//!   "Idle memory per transport"; `tests/tests/idle_memory_quic.rs` counts it).
 //! - 0-RTT: a returning client's 0-RTT flight is accepted by TLS, but the broker acts on
 //!   none of its data before the handshake completes. A replayed 0-RTT flight cannot
 //!   complete a handshake, so replay never reaches MQTT (no second CONNECT, no PUBLISH
@@ -30,7 +33,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicServerConfig;
@@ -41,8 +43,11 @@ use crate::config::{Limits, TlsFiles};
 use crate::listener::Admission;
 use crate::{BrokerState, connection};
 
-/// MQTT connections (bidirectional streams) one QUIC connection may hold at once.
-const MAX_STREAMS: u32 = 4;
+/// MQTT connections (bidirectional streams) one QUIC connection may hold at once: one, as
+/// a phone needs (the SDK opens a new QUIC connection to reconnect). quinn keeps state for
+/// every stream the peer may open; a client's next stream waits until the previous one is
+/// closed.
+const MAX_STREAMS: u32 = 1;
 
 /// Binds a QUIC endpoint on `addr`.
 pub fn endpoint(
@@ -73,12 +78,15 @@ pub fn endpoint(
     transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
     transport.receive_window(quinn::VarInt::from_u32(128 * 1024));
     transport.send_window(256 * 1024);
-    // A phone needs one MQTT connection; a few streams leave room for a reconnect overlap.
     transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     // MQTT sends no datagrams: no buffer for them.
     transport.datagram_receive_buffer_size(None);
     transport.datagram_send_buffer_size(0);
+    // Datagrams stay at QUIC's 1,200-byte minimum: MTU discovery's state and the larger
+    // per-connection send buffer it grows cost about 1.2 KB per idle connection
+    // (`idle_memory_quic.rs`), for packets MQTT rarely fills.
+    transport.mtu_discovery_config(None);
     let bind = |e: std::io::Error| TransportError::Tls(format!("bind {addr}: {e}"));
     let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
     let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
@@ -132,8 +140,8 @@ impl quinn::AsyncUdpSocket for OneSegment {
     }
 }
 
-/// Accepts QUIC connections until shutdown. Every MQTT connection (stream) takes a permit
-/// from the broker-wide connection limit, like TCP connections do.
+/// Accepts QUIC connections until shutdown. Every QUIC connection takes a permit from the
+/// broker-wide connection limit on arrival, like TCP connections do once they send CONNECT.
 pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint, permits: Arc<Admission>) {
     loop {
         let incoming = tokio::select! {
@@ -189,8 +197,8 @@ async fn serve_connection(
             .as_deref()
             .map(Vec::as_slice),
     );
-    // Streams being served; the first one rides on the connection's slot.
-    let active = Arc::new(AtomicUsize::new(0));
+    // One MQTT connection (stream) at a time, served in this task: no second task per
+    // connection, and the connection's slot is the stream's.
     let mut first = true;
     loop {
         let next = async {
@@ -215,31 +223,9 @@ async fn serve_connection(
             },
         };
         first = false;
-        let extra = if active.fetch_add(1, Ordering::AcqRel) == 0 {
-            None
-        } else {
-            match permits.admit_full(peer.ip()) {
-                Ok(s) => Some(s),
-                Err(why) => {
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
-                    tracing::warn!(%peer, %why, "refusing a QUIC stream");
-                    conn.close(quinn::VarInt::from_u32(0x89), b"server busy");
-                    return Ok(());
-                }
-            }
-        };
-        let b = broker.clone();
-        let user = user.clone();
-        let active = active.clone();
-        let quic = conn.clone();
-        broker.tasks.spawn(async move {
-            let stream = tokio::io::join(recv, send);
-            let serve = connection::serve(b, stream, peer, "quic", user, None);
-            // QUIC PINGs count as keep-alive traffic for this MQTT connection.
-            super::liveness::scope(quic, serve).await;
-            active.fetch_sub(1, Ordering::AcqRel);
-            drop(extra);
-        });
+        let stream = tokio::io::join(recv, send);
+        let serve = connection::serve(broker.clone(), stream, peer, "quic", user.clone(), None);
+        // QUIC PINGs count as keep-alive traffic for this MQTT connection.
+        super::liveness::scope(conn.clone(), serve).await;
     }
 }

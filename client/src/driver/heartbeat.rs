@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchboard_proto::{Properties, Publish, QoS};
 
-use super::{Driver, PROBE_BACKOFF_MAX, PROBE_BACKOFF_MIN, Probe, now};
+use super::{
+    Driver, PLANNED_RECONNECT_ABOVE, PROBE_BACKOFF_MAX, PROBE_BACKOFF_MIN, Probe, Tick, now,
+};
 use crate::heartbeat::Policy;
 use crate::{Event, probe};
 
@@ -106,6 +108,7 @@ impl Driver {
     pub(super) fn on_connack_properties(&mut self, props: &[(String, String)]) {
         let get = |key: &str| props.iter().find(|(k, _)| k == key).map(|(_, v)| v.trim());
         self.hints_offered = get(switchboard_proto::HINTS_PROPERTY) == Some("1");
+        self.keep_alive_follows = get(switchboard_proto::MAX_KEEP_ALIVE_PROPERTY).is_some();
         if let Some(max) = get(switchboard_proto::MAX_KEEP_ALIVE_PROPERTY)
             .and_then(|v| v.parse::<u16>().ok())
             .filter(|&v| v > 0)
@@ -192,7 +195,7 @@ impl Driver {
 
     /// The link pings at `interval` from now on: the session, the broker and the app hear.
     pub(super) async fn use_interval(&mut self, interval: Duration) {
-        self.session.set_keep_alive(interval);
+        self.set_link_interval(interval);
         if self.session.is_connected() {
             self.announce(interval);
         }
@@ -209,5 +212,57 @@ impl Driver {
     pub(super) fn announce(&mut self, interval: Duration) {
         let secs = interval.as_secs_f64().ceil().max(1.0) as u16;
         self.control(switchboard_proto::KEEP_ALIVE_TOPIC, secs.to_string());
+    }
+}
+
+impl Driver {
+    /// The link's ping interval (MQTT PINGREQ or QUIC ping), and a planned reconnect when
+    /// it outgrew the keep-alive of a broker that takes no new one on the link (mosquitto):
+    /// such a broker closes a link silent for 1.5 × the CONNECT keep-alive.
+    pub(super) fn set_link_interval(&mut self, interval: Duration) {
+        match self.quic_ping.as_mut() {
+            Some(q) => q.interval = interval,
+            None => self.session.set_keep_alive(interval),
+        }
+        let limit = self.link_keep_alive.mul_f64(PLANNED_RECONNECT_ABOVE);
+        if self.session.is_connected() && !self.keep_alive_follows && interval > limit {
+            tracing::debug!(
+                ?interval,
+                keep_alive = ?self.link_keep_alive,
+                "heartbeat outgrew the link's keep-alive: planned reconnect"
+            );
+            self.planned_reconnect = true;
+        }
+    }
+
+    /// The link's ping was answered (PINGRESP, or a QUIC ping's acknowledgement): the
+    /// heartbeat learns from it.
+    pub(super) async fn on_link_pong(&mut self) {
+        let migrated = match self.link_quic.as_mut() {
+            Some((q, seen)) => {
+                let now_seen = probe::path_challenges(Some(q));
+                std::mem::replace(seen, now_seen) < now_seen
+            }
+            None => false,
+        };
+        let next = if migrated {
+            // The NAT forgot the link's mapping while it idled; QUIC followed the new one,
+            // but pushes in between were held up: a loss to learn from, without a
+            // reconnect.
+            Some(self.hb.on_lost(now()))
+        } else {
+            self.hb.on_pong(now())
+        };
+        if let Some(next) = next {
+            self.use_interval(next).await;
+        }
+        self.report_settled();
+    }
+
+    /// The QUIC heartbeat's timer (see [`super::quic_ping`]); `None` when it is off.
+    pub(super) fn quic_tick(&mut self) -> Option<Tick> {
+        let conn = self.link_quic.as_ref().map(|(c, _)| c.clone())?;
+        let timeout = self.cfg.ping_timeout;
+        Some(self.quic_ping.as_mut()?.tick(&conn, now(), timeout))
     }
 }

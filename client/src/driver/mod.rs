@@ -23,15 +23,27 @@ use crate::heartbeat::Policy;
 use crate::transport::Endpoint;
 
 mod heartbeat;
+mod quic_ping;
 use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, probe, transport};
+pub(crate) use quic_ping::RECEIVE_WINDOW as QUIC_RECEIVE_WINDOW;
+use quic_ping::{QuicPing, Tick};
 
 /// Why a connection ended.
 enum Ended {
     Shutdown,
     /// No PINGRESP after an idle period: the network forgot the connection.
     PingTimeout,
+    /// The heartbeat outgrew the keep-alive the broker holds the link to, and the broker
+    /// takes no new one on the link: reconnected on purpose, session kept, to carry the
+    /// new keep-alive in CONNECT.
+    Planned(Duration),
     Lost(String),
 }
+
+/// A heartbeat interval above this multiple of the CONNECT keep-alive needs a planned
+/// reconnect when the broker does not follow `$control/keepalive`; up to it, pings still
+/// arrive within the 1.5 × keep-alive a broker waits [MQTT-3.1.2-24].
+const PLANNED_RECONNECT_ABOVE: f64 = 1.25;
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement.
 struct Pending {
@@ -85,6 +97,17 @@ pub(crate) struct Driver {
     /// The broker answers `$control/network` with hints (its CONNACK said so): only then
     /// does the SDK ask, and report.
     hints_offered: bool,
+    /// The broker takes a new keep-alive on `$control/keepalive` (its CONNACK announced
+    /// `sb-max-keep-alive`); without it the keep-alive of the link's CONNECT holds.
+    keep_alive_follows: bool,
+    /// The keep-alive the broker holds this link to: what its CONNECT said (or the
+    /// broker's Server Keep Alive).
+    link_keep_alive: Duration,
+    /// The link should reconnect to carry a longer keep-alive (see [`Ended::Planned`]).
+    planned_reconnect: bool,
+    /// The link's heartbeat as QUIC pings ([`quic_ping`]), when it is QUIC and the broker
+    /// counts them.
+    quic_ping: Option<QuicPing>,
 }
 
 impl Drop for Driver {
@@ -145,6 +168,10 @@ impl Driver {
             hint_wait: None,
             reported: None,
             hints_offered: false,
+            keep_alive_follows: false,
+            link_keep_alive: Duration::ZERO,
+            planned_reconnect: false,
+            quic_ping: None,
         }
     }
 
@@ -171,6 +198,13 @@ impl Driver {
                             // A NAT timeout is not an outage: reconnect at once.
                             delay = Duration::ZERO;
                             "ping timeout (NAT mapping lost?)".to_owned()
+                        }
+                        Ended::Planned(keep_alive) => {
+                            delay = Duration::ZERO;
+                            format!(
+                                "planned reconnect to carry a keep-alive of {} s",
+                                keep_alive.as_secs_f64().ceil()
+                            )
                         }
                         Ended::Lost(why) => {
                             delay = self.cfg.backoff_min;
@@ -229,6 +263,8 @@ impl Driver {
     async fn connection(&mut self, mut s: transport::BoxStream, name: &'static str) -> Ended {
         let mut rbuf = BytesMut::with_capacity(4096);
         self.session.set_keep_alive(self.hb.interval());
+        self.quic_ping = None;
+        self.planned_reconnect = false;
         self.session.connect(now());
         loop {
             self.start_probe();
@@ -237,12 +273,29 @@ impl Driver {
                 if let Err(e) = s.write_all(&out).await {
                     return Ended::Lost(e.to_string());
                 }
+                if let Some(q) = self.quic_ping.as_mut() {
+                    q.sent(now());
+                }
             }
-            // The session's timers, and the end of the wait for a hint (probes may start).
-            let timer = match (self.session.poll_timeout(), self.hint_wait) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if self.planned_reconnect && self.session.is_connected() {
+                // DISCONNECT 0x00 keeps the session (its expiry is not zero) and sends no
+                // will; unacknowledged messages are resent after the new CONNECT.
+                self.session.disconnect(ReasonCode::Success);
+                let out = self.session.take_transmit();
+                let _ = s.write_all(&out).await;
+                let _ = s.shutdown().await;
+                return Ended::Planned(self.hb.interval());
+            }
+            // The session's timers, the end of the wait for a hint (probes may start), and
+            // the QUIC heartbeat.
+            let quic_timer = self
+                .quic_ping
+                .as_ref()
+                .and_then(|q| q.deadline(self.cfg.ping_timeout));
+            let timer = [self.session.poll_timeout(), self.hint_wait, quic_timer]
+                .into_iter()
+                .flatten()
+                .min();
             let probe = &mut self.probe;
             let probed = async move {
                 match probe {
@@ -275,7 +328,14 @@ impl Driver {
                     Err(e) => return Ended::Lost(e.to_string()),
                     Ok(_) => self.session.handle_read(now(), &mut rbuf),
                 },
-                _ = sleep => self.session.handle_timeout(now()),
+                _ = sleep => match self.quic_tick() {
+                    Some(Tick::Dead) => return Ended::PingTimeout,
+                    Some(Tick::Answered) => {
+                        self.on_link_pong().await;
+                        self.session.handle_timeout(now())
+                    }
+                    _ => self.session.handle_timeout(now()),
+                },
                 r = probed => {
                     self.probe_done(r).await;
                     Ok(())
@@ -306,6 +366,22 @@ impl Driver {
                     ..
                 } => {
                     self.on_connack_properties(&limits.user_properties);
+                    if let Some(secs) = limits.server_keep_alive.filter(|&s| s > 0) {
+                        // The broker holds the link to its own keep-alive: the heartbeat
+                        // stays under it.
+                        self.hb.set_ceiling(Duration::from_secs(u64::from(secs)));
+                    }
+                    self.link_keep_alive = self.session.keep_alive();
+                    let quic_ping = self.cfg.quic_ping
+                        && self.link_quic.is_some()
+                        && limits.user_properties.iter().any(|(k, v)| {
+                            k == switchboard_proto::QUIC_PING_PROPERTY && v.trim() == "1"
+                        });
+                    if quic_ping {
+                        // The MQTT session pings no more: QUIC does.
+                        self.quic_ping = Some(QuicPing::new(self.session.keep_alive(), now()));
+                        self.session.set_keep_alive(Duration::ZERO);
+                    }
                     let after = now() + self.hb.interval();
                     self.probe_paused_until = self.probe_paused_until.max(Some(after));
                     if !session_present {
@@ -318,6 +394,7 @@ impl Driver {
                             transport,
                             session_present,
                             reconnects: self.reconnects,
+                            quic_ping: self.quic_ping.is_some(),
                         })
                         .await;
                 }
@@ -342,27 +419,7 @@ impl Driver {
                         let _ = done.send(Ok(codes));
                     }
                 }
-                ClientEvent::Pong => {
-                    let migrated = match self.link_quic.as_mut() {
-                        Some((q, seen)) => {
-                            let now_seen = probe::path_challenges(Some(q));
-                            std::mem::replace(seen, now_seen) < now_seen
-                        }
-                        None => false,
-                    };
-                    let next = if migrated {
-                        // The NAT forgot the link's mapping while it idled; QUIC followed
-                        // the new one, but pushes in between were held up: a loss to learn
-                        // from, without a reconnect.
-                        Some(self.hb.on_lost(now()))
-                    } else {
-                        self.hb.on_pong(now())
-                    };
-                    if let Some(next) = next {
-                        self.use_interval(next).await;
-                    }
-                    self.report_settled();
-                }
+                ClientEvent::Pong => self.on_link_pong().await,
             }
         }
         None
@@ -404,7 +461,7 @@ impl Driver {
                 self.hint_wait = None;
                 self.hb.set_network(now(), &n);
                 let interval = self.hb.interval();
-                self.session.set_keep_alive(interval);
+                self.set_link_interval(interval);
                 if self.session.is_connected() {
                     self.announce(interval);
                     self.ask_hint();

@@ -7,8 +7,9 @@
 //!    Ours runs twice: cold (nothing known) and warm (a new device on a network where five
 //!    earlier devices settled and reported to the broker's hint table, `switchboard_broker::
 //!    hints`, whose hint it gets).
-//! 2. Bytes on the wire while idle: the SDK idles over TCP, TLS and QUIC (and a bare QUIC
-//!    connection kept by QUIC PING frames instead of MQTT PINGREQ) through a counting relay
+//! 2. Bytes on the wire while idle: the SDK idles over TCP, TLS and QUIC (MQTT PINGREQ, and
+//!    over QUIC also its default QUIC-level pings; and a bare QUIC connection kept by QUIC
+//!    PING frames) through a counting relay
 //!    on loopback; bytes per ping exchange are measured, per-hour figures computed.
 
 mod wire;

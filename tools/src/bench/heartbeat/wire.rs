@@ -1,5 +1,6 @@
 //! Bytes on the wire while idle, for `bench --heartbeat`: the SDK idles over TCP, TLS and
-//! QUIC (and a bare QUIC connection kept by QUIC PING frames) through a counting relay on
+//! QUIC with MQTT PINGREQ, over QUIC with its default QUIC-level pings, and a bare QUIC
+//! connection is kept by quinn's QUIC PING frames, each through a counting relay on
 //! loopback; bytes and packets per ping exchange are measured.
 
 use std::net::SocketAddr;
@@ -137,9 +138,11 @@ const TCP_HEADERS: f64 = 52.0;
 /// IPv4 (20) + UDP (8).
 const UDP_HEADERS: f64 = 28.0;
 
-/// Measures one SDK link idling at `interval` for `exchanges` pings.
+/// Measures one SDK link idling at `interval` for `exchanges` pings: MQTT PINGREQ, or
+/// over QUIC with `quic_ping` the SDK's default QUIC-level pings.
 async fn sdk_idle(
     name: &str,
+    quic_ping: bool,
     endpoint: Endpoint,
     ca: &Path,
     counts: &Counts,
@@ -148,6 +151,7 @@ async fn sdk_idle(
 ) -> anyhow::Result<WireRow> {
     let mut cfg = Config::new(&format!("wire-{name}"), vec![endpoint]);
     cfg.ca_cert = Some(ca.to_path_buf());
+    cfg.quic_ping = quic_ping;
     // A fixed interval: the ceiling is the start, so nothing is probed.
     cfg.heartbeat = HeartbeatConfig {
         initial: interval,
@@ -175,13 +179,18 @@ async fn sdk_idle(
     let n = f64::from(exchanges);
     let payload = (b1 - b0) as f64 / n;
     let packets = (p1 - p0) as f64 / n;
-    let wire = if name == "quic" {
+    let wire = if name.starts_with("quic") {
         payload + packets * UDP_HEADERS
     } else {
         payload + (packets + 1.0) * TCP_HEADERS
     };
+    let how = if quic_ping {
+        "SDK default, QUIC ping"
+    } else {
+        "MQTT PINGREQ"
+    };
     Ok(WireRow {
-        transport: format!("{name} (MQTT PINGREQ)"),
+        transport: format!("{} ({how})", name.trim_end_matches("-sdk")),
         payload_per_exchange: payload,
         packets_per_exchange: packets,
         wire_per_exchange: wire,
@@ -269,7 +278,7 @@ pub(super) async fn wire(
         error: Some(format!("{e:#}")),
         ..WireRow::default()
     };
-    for name in ["tcp", "tls", "quic", "quic-ping"] {
+    for name in ["tcp", "tls", "quic", "quic-sdk", "quic-ping"] {
         let r = match name {
             "tcp" | "tls" => {
                 let upstream = if name == "tcp" { a.tcp[0] } else { a.tls[0] };
@@ -279,14 +288,15 @@ pub(super) async fn wire(
                 } else {
                     Endpoint::Tls(addr)
                 };
-                let r = sdk_idle(name, ep, &ca, &counts, interval, exchanges).await;
+                let r = sdk_idle(name, false, ep, &ca, &counts, interval, exchanges).await;
                 task.abort();
                 r
             }
-            "quic" => {
+            "quic" | "quic-sdk" => {
                 let (addr, counts, task) = udp_relay(a.quic[0]).await?;
                 let r = sdk_idle(
                     name,
+                    name == "quic-sdk",
                     Endpoint::Quic(addr),
                     &ca,
                     &counts,
