@@ -33,7 +33,20 @@ impl ImBroker {
 
     /// Starts on `dir`'s store (reopened after a restart), on `port` (0: any).
     pub async fn start_in(dir: Arc<TempDir>, port: u16) -> ImBroker {
-        let cfg = BrokerConfig {
+        Self::start_configured(dir, port, |_| {}).await
+    }
+
+    /// Starts with the test configuration changed by `tweak` (e.g. a smaller limit).
+    pub async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> ImBroker {
+        Self::start_configured(Arc::new(TempDir::new("im")), 0, tweak).await
+    }
+
+    async fn start_configured(
+        dir: Arc<TempDir>,
+        port: u16,
+        tweak: impl FnOnce(&mut BrokerConfig),
+    ) -> ImBroker {
+        let mut cfg = BrokerConfig {
             listeners: switchboard_broker::Listeners {
                 tcp: vec![SocketAddr::from(([127, 0, 0, 1], port))],
                 ..Default::default()
@@ -42,6 +55,7 @@ impl ImBroker {
             sys_interval: 0,
             ..BrokerConfig::default()
         };
+        tweak(&mut cfg);
         let store = Arc::new(
             RedbStore::open(&dir.path().join("switchboard.redb"), 0).expect("store opens"),
         );

@@ -140,6 +140,21 @@ pub async fn until_offline(state: &switchboard_broker::BrokerState, client_id: &
     }
 }
 
+/// Waits until exactly `n` MQTT connections are parked (quiet connections park after
+/// `park_after_ms`); panics after [`WAIT`].
+pub async fn until_parked(state: &switchboard_broker::BrokerState, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let parked = &state.metrics.connections_parked;
+    while parked.load(std::sync::atomic::Ordering::Relaxed) != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections parked, waiting for {n}",
+            parked.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Runs the Python script `tests/py/{script}` with `args` and asserts that it exited 0 and
 /// printed its closing `N passed, 0 failed` line; returns its output.
 pub async fn run_python_suite(script: &str, args: Vec<String>) -> String {

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use bytes::BytesMut;
 use cap::Cap;
 use switchboard_proto::{Packet, Version};
-use switchboard_tests::{TestBroker, WAIT, connect_packet};
+use switchboard_tests::{TestBroker, WAIT, connect_packet, until_parked};
 
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
@@ -68,21 +68,6 @@ fn ping(s: &mut TcpStream) {
     assert_eq!(resp, PINGRESP);
 }
 
-/// Waits until `n` connections are parked (quiet connections park after
-/// `park_after_ms`); panics after [`WAIT`].
-async fn until_parked(b: &TestBroker, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let parked = &b.handle.state().metrics.connections_parked;
-    while parked.load(std::sync::atomic::Ordering::Relaxed) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} connections parked, waiting for {n}",
-            parked.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connection_keeps_little_heap() {
     // Parked after 20 ms of quiet rather than the default second: the same state, sooner.
@@ -95,7 +80,7 @@ async fn idle_tcp_connection_keeps_little_heap() {
     })
     .await
     .expect("warm-up");
-    until_parked(&b, WARM as u64).await;
+    until_parked(b.handle.state(), WARM as u64).await;
     let before = ALLOCATOR.allocated();
     let mut held = tokio::task::spawn_blocking(move || {
         let mut held = held;
@@ -104,7 +89,7 @@ async fn idle_tcp_connection_keeps_little_heap() {
     })
     .await
     .expect("measured connections");
-    until_parked(&b, (WARM + MEASURED) as u64).await;
+    until_parked(b.handle.state(), (WARM + MEASURED) as u64).await;
     let after = ALLOCATOR.allocated();
     let per = after.saturating_sub(before) / MEASURED;
     println!("broker heap per idle TCP connection: {per} B ({MEASURED} connections)");
@@ -191,14 +176,14 @@ async fn heap_per_py_connection(b: &TestBroker, clients: &mut PyClients) -> usiz
         clients.cmd(&format!("open {PY_WARM}")).await,
         format!("ok {PY_WARM}")
     );
-    until_parked(b, PY_WARM as u64).await;
+    until_parked(b.handle.state(), PY_WARM as u64).await;
     let before = ALLOCATOR.allocated();
     let all = PY_WARM + PY_MEASURED;
     assert_eq!(
         clients.cmd(&format!("open {PY_MEASURED}")).await,
         format!("ok {all}")
     );
-    until_parked(b, all as u64).await;
+    until_parked(b.handle.state(), all as u64).await;
     let after = ALLOCATOR.allocated();
     // Still alive, every one of them.
     assert_eq!(clients.cmd("ping").await, format!("alive {all}"));
@@ -229,7 +214,7 @@ async fn idle_tls_and_websocket_connections_keep_little_heap() {
     tls.stop().await;
     // The TLS connections are gone (their sessions were clean): the WebSocket ones are
     // counted from zero parked connections.
-    until_parked(&b, 0).await;
+    until_parked(b.handle.state(), 0).await;
     let mut ws = PyClients::spawn(&["ws".into(), addrs.ws[0].port().to_string()]);
     let per_ws = heap_per_py_connection(&b, &mut ws).await;
     println!("broker heap per idle WebSocket connection: {per_ws} B ({PY_MEASURED} connections)");

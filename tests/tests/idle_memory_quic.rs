@@ -27,7 +27,7 @@ use cap::Cap;
 use switchboard_broker::transport::certs::ensure_dev_certs;
 use switchboard_broker::{Broker, BrokerConfig, BrokerHandle, Listeners};
 use switchboard_proto::{Packet, ReasonCode, Version};
-use switchboard_tests::{TempDir, WAIT, connect_packet};
+use switchboard_tests::{TempDir, WAIT, connect_packet, until_parked};
 
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
@@ -139,34 +139,20 @@ impl Drop for Clients {
     }
 }
 
-/// Waits until `n` MQTT connections are parked; panics after [`WAIT`].
-async fn until_parked(h: &BrokerHandle, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let parked = &h.state().metrics.connections_parked;
-    while parked.load(std::sync::atomic::Ordering::Relaxed) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} connections parked, waiting for {n}",
-            parked.load(std::sync::atomic::Ordering::Relaxed)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_quic_connection_heap_is_measured_and_bounded() {
     let dir = TempDir::new("idle-quic");
     let (h, ca) = quic_broker(&dir).await;
     let mut clients = Clients::start(h.addrs().quic[0], &ca, true);
     clients.step("warm").await;
-    until_parked(&h, WARM as u64).await;
+    until_parked(h.state(), WARM as u64).await;
     let base = ALLOCATOR.allocated();
     clients.go();
     clients.step("handshaken").await;
     let handshaken = ALLOCATOR.allocated();
     clients.go();
     clients.step("mqtt").await;
-    until_parked(&h, (WARM + MEASURED) as u64).await;
+    until_parked(h.state(), (WARM + MEASURED) as u64).await;
     let mqtt = ALLOCATOR.allocated();
     clients.go();
     let alive: usize = clients.step("alive").await.parse().expect("count");

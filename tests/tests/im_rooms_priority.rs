@@ -2,52 +2,21 @@
 //! queue low-priority room messages are dropped first and high-priority ones never; the
 //! room's high-priority budget. Split from `im_rooms.rs`, whose helpers it shares.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use prost::Message as _;
 use serde_json::json;
-use switchboard_broker::im::ImService;
-use switchboard_broker::store::redb::RedbStore;
-use switchboard_broker::{Broker, BrokerConfig};
 use switchboard_proto::im::{self, event::Kind};
 use switchboard_proto::{
     Packet, Properties, PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     Version,
 };
-use switchboard_tests::im::{ImBroker, SERVICE_SECRET, text_of};
+use switchboard_tests::im::{ImBroker, text_of};
 use switchboard_tests::im_rooms::*;
-use switchboard_tests::{RawClient, TempDir, connect_packet};
+use switchboard_tests::{RawClient, connect_packet};
 
 /// A broker whose session queues hold 8 deliveries.
 async fn small_queue_broker() -> ImBroker {
-    let dir = Arc::new(TempDir::new("im-rooms"));
-    let mut cfg = BrokerConfig {
-        listeners: switchboard_broker::Listeners {
-            tcp: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))],
-            ..Default::default()
-        },
-        allow_anonymous: true,
-        sys_interval: 0,
-        ..BrokerConfig::default()
-    };
-    cfg.limits.max_queued_messages = 8;
-    let store =
-        Arc::new(RedbStore::open(&dir.path().join("switchboard.redb"), 0).expect("store opens"));
-    let im = ImService::new(store.clone(), Some(SERVICE_SECRET.into()));
-    let handle = Broker::new(cfg)
-        .with_store(store)
-        .with_im(im.clone())
-        .start()
-        .await
-        .expect("broker starts");
-    let addr = handle.tcp_addrs()[0];
-    ImBroker {
-        handle,
-        addr,
-        im,
-        dir,
-    }
+    ImBroker::start_with(|c| c.limits.max_queued_messages = 8).await
 }
 
 fn text_of_event(p: &Publish) -> String {
