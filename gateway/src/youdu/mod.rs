@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::routing::post;
 use ring::hmac;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -47,6 +46,7 @@ const ERR_TOUSER_OVERLIMIT: i64 = 200001;
 const ERR_INVALID_TOUSER: i64 = 200007;
 
 fn err(code: i64, msg: &str) -> Json<Value> {
+    tracing::info!(errcode = code, errmsg = msg, "youdu: request refused");
     Json(json!({ "errcode": code, "errmsg": msg }))
 }
 
@@ -179,12 +179,6 @@ async fn get_token(State(s): State<Arc<AppState>>, body: Bytes) -> Json<Value> {
     }))
 }
 
-#[derive(Deserialize)]
-struct TokenQuery {
-    #[serde(rename = "accessToken")]
-    access_token: Option<String>,
-}
-
 /// Checks an access token against the app.
 fn check_token(app: &App, token: &str) -> Result<(), Json<Value>> {
     let (exp, mac) = token
@@ -214,12 +208,13 @@ fn split(list: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-async fn send(
-    State(s): State<Arc<AppState>>,
-    Query(q): Query<TokenQuery>,
-    body: Bytes,
-) -> Json<Value> {
-    let Some(token) = q.access_token.filter(|t| !t.is_empty()) else {
+async fn send(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Bytes) -> Json<Value> {
+    // The first `accessToken` of the query string (parsed by hand: a repeated or odd
+    // parameter is no reason for a non-Youdu answer).
+    let token = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "accessToken")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
         return err(ERR_MISS_TOKEN, "空的ACCESS_TOKEN");
     };
     let (app, encrypt) = match envelope(&s, &body).await {

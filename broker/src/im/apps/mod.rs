@@ -359,6 +359,18 @@ impl ImService {
         self.commit(ops).await.map(|_| ())
     }
 
+    /// The tenant of enterprise number `cid` as imo's API names it (`notice` and `setnum`
+    /// with `cid`): refused (403) when the tenant turned the compat APIs off.
+    pub(super) fn compat_tenant(&self, cid: u64) -> Result<u64, ImError> {
+        let t = self.tenant_by_buin(cid)?;
+        if !t.policy.compat_apis {
+            return Err(ImError::Forbidden(format!(
+                "enterprise {cid} turned the compat APIs off"
+            )));
+        }
+        Ok(t.id)
+    }
+
     /// The tenant whose enterprise number (Youdu `buin`, imo `cid`) is `buin`.
     pub fn tenant_by_buin(
         &self,
