@@ -1,8 +1,8 @@
 //! RongCloud answer shapes that typed server SDKs decode strictly (RongCloud's Go and Java
 //! SDKs read every `time` as a string): the times of gag lists, chatroom queries and room
 //! member lists are Beijing date strings `2015-09-25 16:12:38`, a chatroom's gag list names
-//! every gagged user (present in the room or not), and `/user/refresh.json` refuses a user
-//! who does not exist instead of creating one. Also the gateway's answers to paths and
+//! every gagged user (present in the room or not), `/user/refresh.json` refuses a user
+//! who does not exist instead of creating one, and an `RC:VcMsg`'s inline audio arrives. Also the gateway's answers to paths and
 //! methods no route serves, and to malformed query strings: the JSON error shape.
 
 use serde_json::{Value, json};
@@ -96,7 +96,7 @@ async fn rongcloud_times_are_beijing_strings_gag_lists_are_whole_and_refresh_nee
     )
     .await;
     assert_eq!(a.json()["code"], json!(200), "{}", a.body);
-    let bob = b.device(app.tenant, "bob", "bob-phone").await;
+    let mut bob = b.device(app.tenant, "bob", "bob-phone").await;
     let joined: im::RoomJoinResponse = bob
         .client
         .request(
@@ -182,6 +182,25 @@ async fn rongcloud_times_are_beijing_strings_gag_lists_are_whole_and_refresh_nee
     );
     let a = rc(&gw, &app, "/user/refresh.json", "userId=alice&name=Alicia").await;
     assert_eq!(a.json()["code"], json!(200), "{}", a.body);
+
+    // RC:VcMsg carries its AMR audio inline: bob's device gets it, not an empty link.
+    let content = json!({"content": "IyFBTVIK", "duration": 2}).to_string();
+    let form = format!(
+        "fromUserId=alice&toUserId=bob&objectName=RC%3AVcMsg&content={}",
+        form_urlencoded::byte_serialize(content.as_bytes()).collect::<String>()
+    );
+    let a = rc(&gw, &app, "/message/private/publish.json", &form).await;
+    assert_eq!(a.json()["code"], json!(200), "{}", a.body);
+    let m = bob.message().await;
+    match m.content.and_then(|c| c.body) {
+        Some(im::content::Body::Voice(v)) => {
+            assert_eq!(
+                (v.url.as_str(), v.duration_ms),
+                ("data:audio/amr;base64,IyFBTVIK", 2000)
+            );
+        }
+        other => panic!("not a voice message: {other:?}"),
+    }
 
     bob.client.shutdown().await;
     gw.stop().await;
