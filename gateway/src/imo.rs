@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -77,10 +78,28 @@ fn fail(code: i64) -> Json<Value> {
     Json(json!({ "Result": false, "MsgNo": code }))
 }
 
+/// A request body of at most the gateway's body limit; a larger one is refused with 413
+/// and imo's failure answer `CODE` (axum's own refusal would be plain text).
+struct Body<const CODE: i64>(Bytes);
+
+impl<const CODE: i64> FromRequest<Arc<AppState>> for Body<CODE> {
+    type Rejection = (StatusCode, Json<Value>);
+
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        axum::body::to_bytes(req.into_body(), s.body_limit)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                tracing::info!(limit = s.body_limit, "imo: body too large");
+                (StatusCode::PAYLOAD_TOO_LARGE, fail(CODE))
+            })
+    }
+}
+
 async fn get_app_id(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<NO_SUCH_APPKEY>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let Some(appkey) = param(&p, "appkey") else {
@@ -115,7 +134,7 @@ fn cid_uid(s: &str) -> Option<(u64, u64)> {
 async fn push_app_notice(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<NOTICE_FAILED>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let (Some(app_id), Some(users)) = (param(&p, "appid"), param(&p, "users")) else {
@@ -179,7 +198,7 @@ async fn push_app_notice(
 async fn set_num(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<SETNUM_FAILED>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let parsed = (|| {

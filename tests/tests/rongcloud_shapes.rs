@@ -2,8 +2,10 @@
 //! SDKs read every `time` as a string): the times of gag lists, chatroom queries and room
 //! member lists are Beijing date strings `2015-09-25 16:12:38`, a chatroom's gag list names
 //! every gagged user (present in the room or not), `/user/refresh.json` refuses a user
-//! who does not exist instead of creating one, and an `RC:VcMsg`'s inline audio arrives. Also the gateway's answers to paths and
-//! methods no route serves, and to malformed query strings: the JSON error shape.
+//! who does not exist instead of creating one, and an `RC:VcMsg`'s inline audio arrives.
+//! Also the gateway's answers to paths and methods no route serves, to malformed query
+//! strings (the JSON error shape) and to oversized bodies on Youdu's and imo's paths (their
+//! own shapes).
 
 use serde_json::{Value, json};
 use switchboard_proto::im;
@@ -208,7 +210,7 @@ async fn rongcloud_times_are_beijing_strings_gag_lists_are_whole_and_refresh_nee
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_paths_wrong_methods_and_bad_query_strings_get_json_errors() {
+async fn unknown_paths_wrong_methods_bad_queries_and_oversized_bodies_get_json_errors() {
     let b = ImBroker::start().await;
     let gw = gateway(&b).await;
     let app = App::create(&b, "acme").await;
@@ -256,6 +258,27 @@ async fn unknown_paths_wrong_methods_and_bad_query_strings_get_json_errors() {
         "{}",
         a.body
     );
+    // Bodies over the limit to Youdu's and imo's paths: 413 in the dialect's own shape.
+    let big = vec![b'a'; switchboard_gateway::DEFAULT_BODY_LIMIT + 1];
+    let a = request(gw.addr(), "POST", "/cgi/gettoken", &[], &big).await;
+    assert_eq!(
+        (a.status, a.json()["errcode"].as_i64()),
+        (413, Some(100003)),
+        "{}",
+        a.body
+    );
+    for (path, code) in [
+        ("/OpenPlatform/integrate/getappid.php", -51001),
+        ("/OpenPlatform/integrate/pushappnotice.php", -51007),
+        ("/OpenPlatform/integrate/setnum.php", -51004),
+    ] {
+        let a = request(gw.addr(), "POST", path, &[], &big).await;
+        assert_eq!(
+            (a.status, a.json()),
+            (413, json!({"Result": false, "MsgNo": code})),
+            "{path}"
+        );
+    }
     gw.stop().await;
     b.stop().await;
 }

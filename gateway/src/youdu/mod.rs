@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::StatusCode;
 use axum::routing::post;
 use ring::hmac;
 use serde_json::{Value, json};
@@ -48,6 +49,27 @@ const ERR_INVALID_TOUSER: i64 = 200007;
 fn err(code: i64, msg: &str) -> Json<Value> {
     tracing::info!(errcode = code, errmsg = msg, "youdu: request refused");
     Json(json!({ "errcode": code, "errmsg": msg }))
+}
+
+/// A request body of at most the gateway's body limit; a larger one is refused with 413
+/// and Youdu's answer shape (axum's own refusal would be plain text).
+struct Body(Bytes);
+
+impl FromRequest<Arc<AppState>> for Body {
+    type Rejection = (StatusCode, Json<Value>);
+
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        axum::body::to_bytes(req.into_body(), s.body_limit)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                let msg = format!("请求体过大 (body larger than {} bytes)", s.body_limit);
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    err(ERR_INVALID_REQUEST, &msg),
+                )
+            })
+    }
 }
 
 /// The routes, at Youdu's paths.
@@ -151,7 +173,7 @@ impl App {
     }
 }
 
-async fn get_token(State(s): State<Arc<AppState>>, body: Bytes) -> Json<Value> {
+async fn get_token(State(s): State<Arc<AppState>>, Body(body): Body) -> Json<Value> {
     let (app, encrypt) = match envelope(&s, &body).await {
         Ok(x) => x,
         Err(e) => return e,
@@ -208,7 +230,11 @@ fn split(list: Option<&str>) -> Vec<String> {
         .collect()
 }
 
-async fn send(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery, body: Bytes) -> Json<Value> {
+async fn send(
+    State(s): State<Arc<AppState>>,
+    RawQuery(q): RawQuery,
+    Body(body): Body,
+) -> Json<Value> {
     // The first `accessToken` of the query string (parsed by hand: a repeated or odd
     // parameter is no reason for a non-Youdu answer).
     let token = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
