@@ -3,7 +3,8 @@
 //! member lists are Beijing date strings `2015-09-25 16:12:38`, a chatroom's gag list names
 //! every gagged user (present in the room or not), `/user/refresh.json` refuses a user
 //! who does not exist instead of creating one, and an `RC:VcMsg`'s inline audio arrives.
-//! Also the gateway's answers to paths and methods no route serves, to malformed query
+//! Also RongCloud's stale timestamps and replayed nonces (401, 1004, nothing changed), and
+//! the gateway's answers to paths and methods no route serves, to malformed query
 //! strings (the JSON error shape) and to oversized bodies on Youdu's and imo's paths (their
 //! own shapes).
 
@@ -20,7 +21,20 @@ async fn rc(gw: &switchboard_gateway::Gateway, app: &App, path: &str, form: &str
         "shape-{}",
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let ts = (now() * 1000).to_string();
+    rc_with(gw, app, path, form, &nonce, now() * 1000).await
+}
+
+/// Like [`rc`] with the given nonce and timestamp (ms), for replays and stale clocks.
+async fn rc_with(
+    gw: &switchboard_gateway::Gateway,
+    app: &App,
+    path: &str,
+    form: &str,
+    nonce: &str,
+    ts_ms: u64,
+) -> Answer {
+    let nonce = nonce.to_owned();
+    let ts = ts_ms.to_string();
     let d = ring::digest::digest(
         &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
         format!("{}{nonce}{ts}", app.secret).as_bytes(),
@@ -210,10 +224,66 @@ async fn rongcloud_times_are_beijing_strings_gag_lists_are_whole_and_refresh_nee
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_paths_wrong_methods_bad_queries_and_oversized_bodies_get_json_errors() {
+async fn stale_or_replayed_rc_calls_unknown_paths_bad_queries_and_big_bodies_get_clear_errors() {
     let b = ImBroker::start().await;
     let gw = gateway(&b).await;
     let app = App::create(&b, "acme").await;
+    // RongCloud's signature: a stale timestamp and a replayed nonce are HTTP 401, code
+    // 1004, and change nothing.
+    let a = rc_with(
+        &gw,
+        &app,
+        "/user/getToken.json",
+        "userId=stale&name=S",
+        "rc-stale",
+        (now() - 600) * 1000,
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_u64()),
+        (401, Some(1004)),
+        "{}",
+        a.body
+    );
+    let once = |user: &'static str| {
+        let (gw, app) = (&gw, &app);
+        async move {
+            let form = format!("userId={user}&name=N");
+            rc_with(
+                gw,
+                app,
+                "/user/getToken.json",
+                &form,
+                "rc-once",
+                now() * 1000,
+            )
+            .await
+        }
+    };
+    assert_eq!(once("first").await.json()["code"], json!(200));
+    let a = once("second").await;
+    assert_eq!(
+        (a.status, a.json()["code"].as_u64()),
+        (401, Some(1004)),
+        "{}",
+        a.body
+    );
+    let a = signed(
+        &gw,
+        &app,
+        "POST",
+        "/v1/users/online",
+        &json!({"users": ["stale", "first", "second"]}),
+    )
+    .await;
+    let exists = |u: &str| a.json()["users"][u]["exists"].as_bool();
+    assert_eq!(
+        (exists("stale"), exists("first"), exists("second")),
+        (Some(false), Some(true), Some(false)),
+        "{}",
+        a.body
+    );
+
     let a = request(gw.addr(), "POST", "/user/nosuch.json", &[], b"userId=x").await;
     assert_eq!(
         (a.status, a.json()["code"].as_u64()),
