@@ -156,6 +156,8 @@ async fn finish(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if let Some(e) = resp.extensions_mut().remove::<error::ErrorPage>() {
         resp = error::page(lang, e);
+    } else if let Some(e) = error::framework_error(&resp) {
+        resp = error::page(lang, e);
     }
     let h = resp.headers_mut();
     h.insert(
