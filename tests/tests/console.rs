@@ -452,6 +452,17 @@ async fn operators_see_counters_clients_and_kick_them() {
     let a = c.get("/console/ops", &op).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("chart-rates") && a.body.contains("<svg"));
+    // The data file's size: the broker's redb file is never empty.
+    let disk = a
+        .body
+        .split("id=\"tile-disk\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default();
+    assert!(
+        !disk.is_empty() && disk != "0 B",
+        "data file size tile: {disk:?}"
+    );
     let a = c.get("/console/ops/client?id=ops-client-7", &op).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("sensors/+/temp"), "{}", a.body);

@@ -409,6 +409,10 @@ pub trait Store: Send + Sync + 'static {
     /// True if `extra` more bytes would exceed the disk budget.
     fn over_budget(&self, extra: u64) -> bool;
     fn stats(&self) -> StoreStats;
+    /// Bytes the store takes on disk (redb: its data file), if it knows.
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Appends the implementation's own Prometheus lines (e.g. its database link) to `out`.
     fn write_metrics(&self, _out: &mut String) {}
 }

@@ -388,6 +388,10 @@ impl Store for RedbStore {
             && self.shared.bytes.load(Ordering::Relaxed) + extra > self.shared.budget
     }
 
+    fn disk_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|m| m.len())
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             commits: self.shared.commits.load(Ordering::Relaxed),
