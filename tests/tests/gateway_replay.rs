@@ -3,11 +3,12 @@
 //! byte-identical request (same nonce, timestamp, signature) sent to instance B. B's own
 //! nonce memory has never seen it; the broker's has, so B answers the dialect's "reused
 //! nonce" error and nothing happens: the user's device gets no second message. Native API
-//! (401, code 40104) and RongCloud's (401, code 1004).
+//! (401, code 40104, even with the first request's `X-Request-Id`) and RongCloud's (401,
+//! code 1004).
 
 use serde_json::json;
 use switchboard_gateway::Gateway;
-use switchboard_tests::gateway_api::{App, config, now, signed, signed_with};
+use switchboard_tests::gateway_api::{App, config, now, sign, signed, signed_with};
 use switchboard_tests::http::{Answer, request};
 use switchboard_tests::im::{Device, ImBroker, text_of};
 
@@ -75,15 +76,24 @@ async fn a_native_call_replayed_to_another_gateway_is_refused_and_changes_nothin
         json!({"from": "alice", "to": "bob", "content": {"type": "text", "text": "pay 100"}})
             .to_string();
     let (nonce, ts) = ("replay-native-1", now());
-    let send = |gw| {
-        signed_with(
-            gw,
-            &app,
+    // The replay repeats every header, X-Request-Id too: the broker tells calls apart by an
+    // id each gateway draws itself, not by the caller's.
+    let sig = sign(&app.secret, nonce, &ts.to_string(), body.as_bytes());
+    let headers = [
+        ("App-Key", app.key.clone()),
+        ("Nonce", nonce.to_owned()),
+        ("Timestamp", ts.to_string()),
+        ("Signature", sig),
+        ("Content-Type", "application/json".to_owned()),
+        ("X-Request-Id", "the-same-request".to_owned()),
+    ];
+    let send = |gw: &Gateway| {
+        request(
+            gw.addr(),
             "POST",
             "/v1/messages/private",
+            &headers,
             body.as_bytes(),
-            nonce,
-            ts,
         )
     };
     let first = send(&gw_a).await;
