@@ -531,6 +531,19 @@ async fn operators_see_chatrooms_groups_and_a_users_message_trace() {
         a.body
     );
     assert!(a.body.contains("stored, not read yet"));
+    // Times read as dates, not milliseconds; a user with no device reads as offline.
+    let trace = &a.body[a.body.find("id=\"trace\"").unwrap_or_default()..];
+    assert!(trace.contains(" UTC</td>"), "{trace}");
+    let digits_run = trace
+        .split(|ch: char| !ch.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or_default();
+    assert!(digits_run < 13, "a raw millisecond time: {trace}");
+    assert!(
+        trace.contains("<span class=\"muted\">offline</span>"),
+        "{trace}"
+    );
     // Unknown ids are shown next to their fields.
     let a = c
         .get(
