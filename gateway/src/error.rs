@@ -114,6 +114,10 @@ impl From<ServiceError> for ApiError {
                 code,
                 message,
             ),
+            ServiceError::Replayed(m) => {
+                tracing::info!(error = %m, "gateway: replayed signed request refused by the broker");
+                ApiError::nonce_reused()
+            }
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "gateway: broker unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50300, m)

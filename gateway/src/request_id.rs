@@ -3,6 +3,14 @@
 //! recorded in the request's tracing span, put in native error bodies (`request_id`) and
 //! passed to the broker with each service call of the request (MQTT 5 user property
 //! `request-id`), so the broker's log lines of that call carry it too.
+//!
+//! A signed call (native or RongCloud) also has its nonce here once the signature checked
+//! out ([`set_signed`]): each service call of the request carries it (user property
+//! `signed-nonce`, `{tenant} {until} {call} {nonce}`, `call` a random id drawn per HTTP
+//! request, never the caller's), and the broker refuses a nonce another call already used,
+//! whichever gateway instance served it (docs/gateway.md).
+
+use std::sync::OnceLock;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -15,13 +23,34 @@ pub const HEADER: &str = "x-request-id";
 /// Longest id taken from a caller.
 const MAX_LEN: usize = 128;
 
+/// The request being served by a task.
+struct Current {
+    id: String,
+    /// The `signed-nonce` property value, once the signature checked out.
+    signed: OnceLock<String>,
+}
+
 tokio::task_local! {
-    static CURRENT: String;
+    static CURRENT: Current;
 }
 
 /// The id of the request being served by this task, if any.
 pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    CURRENT.try_with(|c| c.id.clone()).ok()
+}
+
+/// Marks the request being served as a signed call of `tenant` with `nonce` (the
+/// dialect's key), whose timestamp stays acceptable until Unix second `until`.
+pub fn set_signed(tenant: u64, until: u64, nonce: &str) {
+    let _ = CURRENT.try_with(|c| {
+        c.signed
+            .get_or_init(|| format!("{tenant} {until} {} {nonce}", generate()));
+    });
+}
+
+/// The `signed-nonce` property of the request being served, if it is a signed call.
+pub fn signed_nonce() -> Option<String> {
+    CURRENT.try_with(|c| c.signed.get().cloned()).ok().flatten()
 }
 
 /// Whether a caller's id can be used as is (printable ASCII without spaces, bounded).
@@ -50,8 +79,12 @@ pub async fn layer(req: Request, next: Next) -> Response {
         method = %req.method(),
         path = %req.uri().path()
     );
+    let current = Current {
+        id: id.clone(),
+        signed: OnceLock::new(),
+    };
     let mut res = CURRENT
-        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .scope(current, next.run(req).instrument(span.clone()))
         .await;
     let status = res.status();
     span.in_scope(|| {

@@ -17,12 +17,19 @@ use tokio::sync::mpsc;
 /// How long a call waits for the broker's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The IM status code of a replayed signed call (docs/protocol.md section 12).
+const REPLAYED: u32 = 440;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The IM service answered with an error (its status code and message).
     #[error("{message}")]
     Api { code: u32, message: String },
+    /// The signed REST call's nonce was already used by another call (IM code 440),
+    /// possibly through another gateway instance.
+    #[error("{0}")]
+    Replayed(String),
     /// The broker could not be reached or did not answer.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -128,10 +135,15 @@ impl ServiceClient {
             properties: Properties {
                 response_topic: Some(self.replies.to_string()),
                 correlation_data: Some(correlation),
-                // The HTTP request's id, for the broker's log lines of this call.
+                // The HTTP request's id, for the broker's log lines of this call, and a
+                // signed call's nonce, refused by the broker when another call used it.
                 user_properties: crate::request_id::current()
-                    .map(|id| vec![("request-id".to_owned(), id)])
-                    .unwrap_or_default(),
+                    .map(|id| ("request-id".to_owned(), id))
+                    .into_iter()
+                    .chain(
+                        crate::request_id::signed_nonce().map(|v| ("signed-nonce".to_owned(), v)),
+                    )
+                    .collect(),
                 ..Properties::default()
             },
             payload: Bytes::from(body.to_string()),
@@ -154,14 +166,16 @@ impl ServiceClient {
         let v: Value = serde_json::from_slice(&answer)
             .map_err(|e| ServiceError::Unavailable(format!("undecodable answer: {e}")))?;
         if let Some(err) = v.get("error") {
-            return Err(ServiceError::Api {
-                code: err.get("code").and_then(Value::as_u64).unwrap_or(500) as u32,
-                message: err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            });
+            let code = err.get("code").and_then(Value::as_u64).unwrap_or(500) as u32;
+            let message = err
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if code == REPLAYED {
+                return Err(ServiceError::Replayed(message));
+            }
+            return Err(ServiceError::Api { code, message });
         }
         Ok(v)
     }

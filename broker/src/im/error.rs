@@ -37,6 +37,9 @@ pub enum ImError {
     Gone(String),
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A signed REST call's nonce was already used (a replay; `nonces`).
+    #[error("replayed: {0}")]
+    Replayed(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -58,6 +61,7 @@ impl ImError {
             ImError::Conflict(_) => 409,
             ImError::Gone(_) => 410,
             ImError::TooLarge(_) => 413,
+            ImError::Replayed(_) => 440,
             ImError::Internal(_) => 500,
             ImError::Unavailable(_) => 503,
         }
@@ -81,7 +85,8 @@ impl ImError {
             | ImError::Forbidden(_)
             | ImError::Blocked(_)
             | ImError::Muted(_)
-            | ImError::Sensitive(_) => ReasonCode::NotAuthorized,
+            | ImError::Sensitive(_)
+            | ImError::Replayed(_) => ReasonCode::NotAuthorized,
             ImError::RateLimited(_) => ReasonCode::QuotaExceeded,
             ImError::TooLarge(_) | ImError::Unavailable(_) => ReasonCode::QuotaExceeded,
             ImError::NotFound(_) | ImError::Conflict(_) | ImError::Gone(_) => {

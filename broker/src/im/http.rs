@@ -66,6 +66,7 @@ impl From<ImError> for ApiError {
             ImError::Conflict(_) => "conflict",
             ImError::Gone(_) => "gone",
             ImError::TooLarge(_) => "too_large",
+            ImError::Replayed(_) => "replayed",
             ImError::Unavailable(_) => "unavailable",
             ImError::Internal(_) => "internal",
         };

@@ -43,6 +43,7 @@ pub mod json;
 pub mod keys;
 pub mod messaging;
 pub mod moderation;
+pub mod nonces;
 pub mod org;
 pub mod presence;
 pub mod push_prefs;
@@ -122,6 +123,8 @@ pub struct ImService {
     hooks: hooks::PendingHooks,
     /// The web console's state (the operations samples).
     console: ConsoleData,
+    /// Nonces of the gateways' signed calls ([`nonces`]).
+    nonces: Mutex<nonces::NonceWindow>,
 }
 
 /// What the console keeps in memory (console users and sessions are in the store).
@@ -162,6 +165,7 @@ impl ImService {
             org: org::Org::default(),
             hooks: hooks::PendingHooks::default(),
             console: ConsoleData::default(),
+            nonces: Mutex::default(),
         })
     }
 

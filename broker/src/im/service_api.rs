@@ -10,7 +10,10 @@
 //! the gateway's credential lookups are in `service_user`; batch registration, banned
 //! users, push tags and notifications, server-side chatroom joins and token checks for
 //! the REST gateway in `service_gateway`. A request may carry the gateway's request id as
-//! the user property `request-id`: the log lines of the call carry it.
+//! the user property `request-id`: the log lines of the call carry it. A request of a
+//! signed REST call carries its nonce (user property `signed-nonce`, see `nonces`): a
+//! nonce already used by another call is refused before the op runs (code 440). The op
+//! `nonce {}` does nothing else (for gateway calls that need no other request).
 //!
 //! Ops: `create_tenant {name, account?}`, `create_user {tenant, account, name?, password?,
 //! upsert?}`, `token {tenant, user, device?, ttl?}`, `revoke_token {token}`,
@@ -150,6 +153,8 @@ impl ImService {
                 self.revoke_token(&r.token).await?;
                 json!({})
             }
+            // Only the `signed-nonce` check, done before the op.
+            "nonce" => json!({}),
             "system_message" => {
                 let r: SystemMessage = parse(payload)?;
                 let id = match r.client_msg_id {
@@ -198,11 +203,21 @@ impl Interceptor for ServiceRequests {
                     .map(|(_, v)| v.clone())
             })
             .unwrap_or_default();
+        // A signed REST call's nonce (user property `signed-nonce`): refused when replayed.
+        let signed = props.and_then(|p| {
+            p.user_properties
+                .iter()
+                .find(|(k, _)| k == super::nonces::SIGNED_NONCE_PROPERTY)
+                .map(|(_, v)| v.clone())
+        });
         let span = tracing::info_span!("admin_request", op = %op, request_id = %request_id);
         let (tx, rx) = oneshot::channel();
         let (service, b) = (self.0.clone(), broker.clone());
         broker.tasks.spawn(tracing::Instrument::instrument(async move {
-            let result = service.admin_request(&op, &msg.payload).await;
+            let result = match service.check_signed(signed.as_deref()) {
+                Ok(()) => service.admin_request(&op, &msg.payload).await,
+                Err(e) => Err(e),
+            };
             let (body, code) = match result {
                 Ok(v) => (v, ReasonCode::Success),
                 Err(e) => {

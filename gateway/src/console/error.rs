@@ -49,6 +49,8 @@ impl From<ServiceError> for ConsoleError {
             ServiceError::Api { code, message } if (400..500).contains(&code) => {
                 ConsoleError::Refused(message)
             }
+            // Console requests are not signed calls; kept for completeness.
+            ServiceError::Replayed(message) => ConsoleError::Refused(message),
             ServiceError::Api { code, message } => {
                 tracing::error!(code, message, "console: the IM service failed");
                 ConsoleError::Internal

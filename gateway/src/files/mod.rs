@@ -239,6 +239,8 @@ pub async fn upload(State(s): State<Arc<AppState>>, req: Signed) -> Result<Json<
             "file storage is not configured",
         ));
     };
+    // This call makes no other service request: the broker's replay check on its own.
+    s.service.call("nonce", &json!({})).await?;
     // The signature covered the raw body; parse it as the multipart form it is.
     let (name, claimed, bytes) =
         file_part(&req.content_type, req.body.clone(), MAX_FILE_BYTES).await?;
@@ -382,6 +384,8 @@ pub async fn refresh_url(
             "file storage is not configured",
         ));
     };
+    // This call makes no other service request: the broker's replay check on its own.
+    s.service.call("nonce", &json!({})).await?;
     let got = tokio::task::spawn_blocking(move || files.get(&id))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 500, e.to_string()))?

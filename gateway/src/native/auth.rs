@@ -7,9 +7,10 @@
 //! developer account's `Account-Id` and `Account-Token` instead.
 //!
 //! The gateway keeps no state of record: app secrets are looked up from the broker and
-//! cached for a minute; nonces are remembered in a bounded in-memory window (one gateway
-//! instance sees only the requests sent to it, so behind a load balancer a replay to
-//! another instance is caught only by the timestamp window: docs/gateway.md).
+//! cached for a minute. Nonces are checked twice: first in this instance's bounded
+//! in-memory window (cheap), then by the broker, which every instance shares: the nonce
+//! travels with the call's service requests (`request_id::set_signed`) and the broker
+//! refuses one another call already used (docs/gateway.md).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -167,6 +168,9 @@ impl Authenticator {
             return Err(ApiError::bad_signature());
         }
         self.remember_nonce(tenant.id, nonce, now)?;
+        // Other gateway instances' nonces: checked by the broker with this call's first
+        // service request.
+        crate::request_id::set_signed(tenant.id, t + WINDOW_SECS, nonce);
         Ok(tenant)
     }
 

@@ -64,6 +64,10 @@ impl RcError {
 impl From<ServiceError> for RcError {
     fn from(e: ServiceError) -> Self {
         match e {
+            ServiceError::Replayed(m) => {
+                tracing::info!(error = %m, "gateway (RongCloud): replayed request refused by the broker");
+                RcError::signature("Nonce already used")
+            }
             ServiceError::Api { code, message } if code < 500 => RcError {
                 status: StatusCode::BAD_REQUEST,
                 code: if code == 429 { 1008 } else { 1002 },
@@ -219,9 +223,11 @@ impl FromRequest<Arc<AppState>> for RcRequest {
             tracing::info!(app_key, "gateway (RongCloud): signature mismatch");
             return Err(RcError::signature("签名错误 (signature mismatch)"));
         }
-        state
-            .auth
-            .remember_nonce(tenant.id, &format!("rc:{nonce}"), now)?;
+        let key = format!("rc:{nonce}");
+        state.auth.remember_nonce(tenant.id, &key, now)?;
+        // Other gateway instances' nonces: checked by the broker with this call's first
+        // service request.
+        crate::request_id::set_signed(tenant.id, ms / 1000 + WINDOW_SECS, &key);
         if !tenant.compat {
             return Err(RcError {
                 status: StatusCode::FORBIDDEN,

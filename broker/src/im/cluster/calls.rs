@@ -81,6 +81,7 @@ fn failure_of(e: &ImError) -> Failure {
         | ImError::Conflict(m)
         | ImError::Gone(m)
         | ImError::TooLarge(m)
+        | ImError::Replayed(m)
         | ImError::Unavailable(m)
         | ImError::Internal(m) => m.clone(),
         ImError::Banned => String::new(),
