@@ -82,6 +82,27 @@ impl ApiError {
     }
 }
 
+/// The answer to a path no route serves: 404, code 404, in the JSON shape of every error.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    tracing::info!(path = uri.path(), "gateway: no such endpoint");
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        404,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+/// The answer to a served path called with another method: 405, code 40500 (405 alone is
+/// the IM service's "blocked").
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    tracing::info!(%method, path = uri.path(), "gateway: method not allowed");
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        40500,
+        format!("{method} is not served at {}", uri.path()),
+    )
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 
@@ -77,13 +78,32 @@ fn fail(code: i64) -> Json<Value> {
     Json(json!({ "Result": false, "MsgNo": code }))
 }
 
+/// A request body of at most the gateway's body limit; a larger one is refused with 413
+/// and imo's failure answer `CODE` (axum's own refusal would be plain text).
+struct Body<const CODE: i64>(Bytes);
+
+impl<const CODE: i64> FromRequest<Arc<AppState>> for Body<CODE> {
+    type Rejection = (StatusCode, Json<Value>);
+
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        axum::body::to_bytes(req.into_body(), s.body_limit)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                tracing::info!(limit = s.body_limit, "imo: body too large");
+                (StatusCode::PAYLOAD_TOO_LARGE, fail(CODE))
+            })
+    }
+}
+
 async fn get_app_id(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<NO_SUCH_APPKEY>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let Some(appkey) = param(&p, "appkey") else {
+        tracing::info!("imo getappid: appkey is required");
         return fail(NO_SUCH_APPKEY);
     };
     match s
@@ -91,7 +111,13 @@ async fn get_app_id(
         .call("app/by_key", &json!({ "appkey": appkey }))
         .await
     {
-        Ok(v) => Json(json!({ "Result": true, "MsgNo": { "app_id": v["app_id"] } })),
+        Ok(v) if allowed(&s, &v) => {
+            Json(json!({ "Result": true, "MsgNo": { "app_id": v["app_id"] } }))
+        }
+        Ok(_) => {
+            tracing::info!("imo getappid refused: compat APIs off or rate limited");
+            fail(NO_SUCH_APPKEY)
+        }
         Err(e) => {
             tracing::info!(error = %e, "imo getappid failed");
             fail(NO_SUCH_APPKEY)
@@ -108,28 +134,41 @@ fn cid_uid(s: &str) -> Option<(u64, u64)> {
 async fn push_app_notice(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<NOTICE_FAILED>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let (Some(app_id), Some(users)) = (param(&p, "appid"), param(&p, "users")) else {
+        tracing::info!("imo pushappnotice: appid and users are required");
         return fail(NOTICE_FAILED);
     };
-    let Ok(list) = serde_json::from_str::<Vec<String>>(users) else {
+    let targets = serde_json::from_str::<Vec<String>>(users)
+        .ok()
+        .and_then(|list| list.iter().map(|x| cid_uid(x)).collect::<Option<Vec<_>>>())
+        .filter(|t| (1..=1000).contains(&t.len()));
+    let Some(targets) = targets else {
+        tracing::info!(
+            users,
+            "imo pushappnotice: users is not a JSON array of 1..=1000 \"cid,uid\""
+        );
         return fail(NOTICE_FAILED);
     };
-    let Some(targets) = list.iter().map(|x| cid_uid(x)).collect::<Option<Vec<_>>>() else {
-        return fail(NOTICE_FAILED);
-    };
-    if targets.is_empty() || targets.len() > 1000 {
-        return fail(NOTICE_FAILED);
-    }
     let app = match s
         .service
         .call("app/get_any", &json!({ "app_id": app_id }))
         .await
     {
-        Ok(a) => a,
-        Err(_) => return fail(NOTICE_FAILED),
+        Ok(a) if allowed(&s, &a) => a,
+        Ok(_) => {
+            tracing::info!(
+                app_id,
+                "imo pushappnotice refused: compat APIs off or rate limited"
+            );
+            return fail(NOTICE_FAILED);
+        }
+        Err(e) => {
+            tracing::info!(error = %e, app_id, "imo pushappnotice: no such app");
+            return fail(NOTICE_FAILED);
+        }
     };
     let text = format!(
         "您收到一条来自“{}”的消息",
@@ -159,7 +198,7 @@ async fn push_app_notice(
 async fn set_num(
     State(s): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
-    body: Bytes,
+    Body(body): Body<SETNUM_FAILED>,
 ) -> Json<Value> {
     let p = params(q, &body);
     let parsed = (|| {
@@ -173,6 +212,7 @@ async fn set_num(
         Some((app_id, cid, uid, num))
     })();
     let Some((app_id, cid, uid, num)) = parsed else {
+        tracing::info!("imo setnum: appid, numeric cid and uid (and num) are required");
         return fail(SETNUM_FAILED);
     };
     match s
@@ -181,7 +221,14 @@ async fn set_num(
         .await
     {
         Ok(a) if allowed(&s, &a) => {}
-        _ => return fail(SETNUM_FAILED),
+        r => {
+            tracing::info!(
+                app_id,
+                found = r.is_ok(),
+                "imo setnum refused: no such app, compat APIs off or rate limited"
+            );
+            return fail(SETNUM_FAILED);
+        }
     }
     match s
         .service

@@ -119,6 +119,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(youdu::routes())
         .nest("/console", console::router(state.clone()))
         .route("/console/", get(console::home_redirect))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
         .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(state)
 }

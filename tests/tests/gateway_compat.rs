@@ -1,5 +1,6 @@
 //! The gateway's dialects of the seeds' server APIs: RongCloud's (driven by RongCloud's own
-//! Python SDK) and imo's workbench integration API, their effects seen by real devices.
+//! Python SDK), imo's workbench integration API and Youdu's encrypted API (to users and
+//! to departments), their effects seen by real devices.
 
 use std::net::SocketAddr;
 
@@ -407,6 +408,130 @@ async fn youdu_gettoken_and_msg_send_with_real_aes_reach_the_users_app_conversat
     let a = request(gw.addr(), "POST", "/cgi/gettoken", &[], b"{oops").await;
     assert_eq!(a.json()["errcode"].as_i64(), Some(100004));
 
+    gw.stop().await;
+    b.stop().await;
+}
+
+/// A Youdu call: JSON body, JSON answer.
+async fn youdu_post(gw: &Gateway, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let h = [("Content-Type", "application/json".to_owned())];
+    request(gw.addr(), "POST", path, &h, body.to_string().as_bytes())
+        .await
+        .json()
+}
+
+/// An IM service admin request (the broker's own API, no gateway).
+async fn admin(b: &ImBroker, op: &str, body: serde_json::Value) -> serde_json::Value {
+    b.im.admin_request(op, body.to_string().as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{op}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn youdu_msg_send_to_a_department_reaches_its_sub_departments_members() {
+    let b = ImBroker::start().await;
+    let gw = gateway(&b).await;
+    let t = b.im.create_tenant("ent", None).await.expect("tenant");
+    let csv = "account,name,department\ncarol,Carol,Sales/East\ndave,Dave,Sales\nerin,Erin,Ops\n";
+    admin(&b, "dir/import", json!({"tenant": t.id, "csv": csv})).await;
+    let depts = admin(&b, "dir/list_depts", json!({"tenant": t.id})).await;
+    let dept = |name: &str| {
+        depts["departments"]
+            .as_array()
+            .expect("departments")
+            .iter()
+            .find(|d| d["name"] == json!(name))
+            .and_then(|d| d["dept_id"].as_u64())
+            .expect("department id")
+    };
+    let (sales, ops) = (dept("Sales"), dept("Ops"));
+    let app = admin(
+        &b,
+        "app/create",
+        json!({"tenant": t.id, "name": "公告", "identifier": "notice"}),
+    )
+    .await;
+    let app_id = app["app_id"].as_str().expect("id").to_owned();
+    let key = aes_key(app["encoding_aes_key"].as_str().expect("key"));
+    let mut carol = b.device(t.id, "carol", "carol-phone").await;
+    let mut dave = b.device(t.id, "dave", "dave-phone").await;
+    let mut erin = b.device(t.id, "erin", "erin-phone").await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let enc = youdu_encrypt(&key, &now.to_string(), &app_id);
+    let v = youdu_post(
+        &gw,
+        "/cgi/gettoken",
+        json!({"buin": t.buin, "appId": app_id, "encrypt": enc}),
+    )
+    .await;
+    let plain: serde_json::Value = serde_json::from_str(&youdu_decrypt(
+        &key,
+        v["encrypt"].as_str().expect("encrypt"),
+        &app_id,
+    ))
+    .expect("token JSON");
+    let send = format!(
+        "/cgi/msg/send?accessToken={}",
+        plain["accessToken"].as_str().expect("token")
+    );
+    let send_msg = |msg: serde_json::Value| {
+        json!({"buin": t.buin, "appId": app_id,
+               "encrypt": youdu_encrypt(&key, &msg.to_string(), &app_id)})
+    };
+
+    // toDept Sales (toUser absent): dave in Sales and carol in Sales/East receive it.
+    let v = youdu_post(
+        &gw,
+        &send,
+        send_msg(json!({"toDept": sales.to_string(), "msgType": "text",
+                        "text": {"content": "sales meeting at 3"}})),
+    )
+    .await;
+    assert_eq!(
+        (v["errcode"].as_i64(), v["errmsg"].as_str()),
+        (Some(0), Some("ok")),
+        "{v}"
+    );
+    for d in [&mut carol, &mut dave] {
+        let m = d.message().await;
+        assert!(
+            m.conversation.starts_with(&format!("a:{app_id}:")),
+            "{}",
+            m.conversation
+        );
+        assert_eq!(switchboard_tests::im::text_of(&m), "sales meeting at 3");
+    }
+    // Neither toUser nor toDept: refused, nobody receives anything.
+    let v = youdu_post(
+        &gw,
+        &send,
+        send_msg(json!({"toUser": "", "toDept": "", "msgType": "text",
+                        "text": {"content": "to nobody"}})),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(200007), "{v}");
+    // toUser and toDept together: erin (Ops) gets one message, and it is her first: the
+    // Sales one and the refused one never reached her.
+    let v = youdu_post(
+        &gw,
+        &send,
+        send_msg(
+            json!({"toUser": "erin", "toDept": ops.to_string(), "msgType": "text",
+                        "text": {"content": "ops only"}}),
+        ),
+    )
+    .await;
+    assert_eq!(v["errcode"].as_i64(), Some(0), "{v}");
+    let m = erin.message().await;
+    assert_eq!(switchboard_tests::im::text_of(&m), "ops only");
+
+    for d in [carol, dave, erin] {
+        d.client.shutdown().await;
+    }
     gw.stop().await;
     b.stop().await;
 }

@@ -273,6 +273,7 @@ impl ImService {
             return Ok(());
         };
         let payload = super::inbox::message_event(msg);
+        let conv_name = conv.to_string();
         for uid in self.online_users(tid) {
             let Some(u) = self.user_by_uid(tid, uid)? else {
                 continue;
@@ -289,7 +290,12 @@ impl ImService {
                 continue;
             };
             let read_seq = row.read_seq.max(row.min_seq);
-            self.deliver_counted(&b, tid, uid, &conv, msg.seq, read_seq, &reach, &payload);
+            let at = super::inbox::At {
+                conv: &conv,
+                name: &conv_name,
+                seq: msg.seq,
+            };
+            self.deliver_counted(&b, tid, uid, at, read_seq, &reach, &payload);
         }
         Ok(())
     }

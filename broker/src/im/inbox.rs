@@ -37,6 +37,15 @@ pub(super) struct Reach {
     pub total: Option<u64>,
 }
 
+/// A stored message's place: its conversation, that conversation's id as text (formatted
+/// once per fan-out, not per recipient) and its seq.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At<'a> {
+    pub conv: &'a ConvId,
+    pub name: &'a str,
+    pub seq: u64,
+}
+
 /// How online user `o` is reached; `count` as in [`ImService::reach`].
 fn reach_of(o: &mut Online, count: Option<u64>) -> Reach {
     let total = match (count, o.unread_total.as_mut()) {
@@ -143,6 +152,18 @@ impl ImService {
         out
     }
 
+    /// Whether each of `uids` is online (here or, in cluster mode, on another node),
+    /// read under one lock.
+    pub(super) fn online_flags(&self, tid: u64, uids: impl Iterator<Item = u64>) -> Vec<bool> {
+        let online = self.online.lock();
+        let cluster = self.cluster();
+        uids.map(|uid| {
+            online.contains_key(&(tid, uid))
+                || cluster.is_some_and(|c| c.remote(tid, uid).is_some())
+        })
+        .collect()
+    }
+
     /// The user's unread total once a counted message arrived, from `reach` or computed
     /// (the message is stored: the count includes it) and cached.
     fn total_after(&self, tid: u64, uid: u64, reach: &Reach) -> u64 {
@@ -172,7 +193,7 @@ impl ImService {
         }));
     }
 
-    /// Delivers message event `payload` (from [`message_event`]) of `conv` at `seq` to
+    /// Delivers message event `payload` (from [`message_event`]) of the message `at` to
     /// online recipient `uid` (reached as `reach`, obtained with a count) with their
     /// unread counts (`read_seq`: their read position): inline or as an `unread` event
     /// after it; a workbench app conversation's badge follows as `app_unread`.
@@ -182,14 +203,14 @@ impl ImService {
         b: &BrokerState,
         tid: u64,
         uid: u64,
-        conv: &ConvId,
-        seq: u64,
+        at: At<'_>,
         read_seq: u64,
         reach: &Reach,
         payload: &Bytes,
     ) {
+        let At { conv, name, seq } = at;
         let unread = im::Unread {
-            conversation: conv.to_string(),
+            conversation: name.to_owned(),
             unread: seq.saturating_sub(read_seq),
             read_seq,
             total: self.total_after(tid, uid, reach),

@@ -251,6 +251,7 @@ impl ImService {
         // The event is encoded once for every member's devices.
         let b = self.broker();
         let payload = inbox::message_event(&msg);
+        let conv_name = conv.to_string();
         for (m, row) in members.iter().zip(&rows) {
             if sender == Some(m.uid) {
                 // Sending read the conversation for the sender.
@@ -268,7 +269,12 @@ impl ImService {
             let reach = self.reach(tid, m.uid, Some(u64::from(!muted)));
             if let (Some(b), Some(r)) = (&b, &reach) {
                 let read_seq = row.as_ref().map_or(0, |r| r.read_seq.max(r.min_seq));
-                self.deliver_counted(b, tid, m.uid, conv, seq, read_seq, r, &payload);
+                let at = inbox::At {
+                    conv,
+                    name: &conv_name,
+                    seq,
+                };
+                self.deliver_counted(b, tid, m.uid, at, read_seq, r, &payload);
             }
             if !muted && !reach.is_some_and(|r| r.foreground) {
                 self.push_job(tid, m.uid, &msg);

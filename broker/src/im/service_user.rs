@@ -232,7 +232,9 @@ impl ImService {
         }
         let mut out = serde_json::Map::new();
         for account in r.users {
-            let devices = match self.user(r.tenant, &account)? {
+            let user = self.user(r.tenant, &account)?;
+            let exists = user.is_some();
+            let devices = match user {
                 Some(u) => self
                     .devices(r.tenant, u.uid)
                     .into_iter()
@@ -242,7 +244,7 @@ impl ImService {
             };
             out.insert(
                 account,
-                json!({ "online": !devices.is_empty(), "devices": devices }),
+                json!({ "online": !devices.is_empty(), "devices": devices, "exists": exists }),
             );
         }
         Ok(json!({ "users": out }))

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ring::hmac;
@@ -406,7 +406,7 @@ pub struct DownloadQuery {
 pub async fn download(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
-    Query(q): Query<DownloadQuery>,
+    crate::native::Params(q): crate::native::Params<DownloadQuery>,
 ) -> Response {
     if !s.signer.check(&id, q.exp, &q.sig) {
         return ApiError::new(

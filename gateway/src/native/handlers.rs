@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AREAS, Answer, MAX_BATCH, Signed, body, with};
+use super::{AREAS, Answer, MAX_BATCH, Params, Signed, body, with};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -296,7 +296,7 @@ pub async fn unban(
 pub async fn conversations(
     State(s): State<Arc<AppState>>,
     Path(user): Path<String>,
-    Query(q): Query<Since>,
+    Params(q): Params<Since>,
     req: Signed,
 ) -> Answer {
     let v = json!({ "tenant": req.tenant.id, "user": user, "since_ms": q.since_ms });
@@ -310,7 +310,7 @@ pub async fn conversations(
 pub async fn history(
     State(s): State<Arc<AppState>>,
     Path((user, conv)): Path<(String, String)>,
-    Query(q): Query<Page>,
+    Params(q): Params<Page>,
     req: Signed,
 ) -> Answer {
     if q.from_ms.is_some() || q.to_ms.is_some() {
@@ -423,7 +423,7 @@ pub async fn iot_publish(State(s): State<Arc<AppState>>, req: Signed) -> Answer 
                (status = 400, body = ErrorBody)))]
 pub async fn iot_retained(
     State(s): State<Arc<AppState>>,
-    Query(q): Query<RetainedQuery>,
+    Params(q): Params<RetainedQuery>,
     req: Signed,
 ) -> Answer {
     let v = json!({ "tenant": req.tenant.id, "filter": q.filter, "limit": q.limit });

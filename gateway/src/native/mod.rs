@@ -146,6 +146,23 @@ impl FromRequest<Arc<AppState>> for Signed {
     }
 }
 
+/// A query string parsed into `T`; a malformed one is a JSON `{code: 400, message}` error
+/// like every other (axum's own `Query` answers plain text).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
 /// Parses a JSON body.
 pub(crate) fn body<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
     if b.is_empty() {

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use super::clock::beijing_ms;
 use super::{Answer, RcError, RcRequest, ok, targets};
 use crate::AppState;
 
@@ -117,7 +118,9 @@ async fn query(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
     let mut rooms = Vec::new();
     for id in targets(&r, "chatroomId")? {
         let v = room(&s, &r, "info", json!({ "room": id })).await?;
-        rooms.push(json!({ "chrmId": v["room"], "name": v["name"], "time": v["created_ms"] }));
+        // RongCloud gives the creation time as Beijing time.
+        let created = beijing_ms(&v["created_ms"]);
+        rooms.push(json!({ "chrmId": v["room"], "name": v["name"], "time": created }));
     }
     Ok(ok(json!({ "chatRooms": rooms })))
 }
@@ -134,7 +137,7 @@ async fn users(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|m| json!({ "id": m["account"], "time": m["joined_ms"] }))
+        .map(|m| json!({ "id": m["account"], "time": beijing_ms(&m["joined_ms"]) }))
         .collect();
     if r.get("order") == Some("2") {
         members.reverse();
@@ -182,13 +185,12 @@ async fn gag_rollback(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
 
 async fn gag_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
     let id = r.need("chatroomId")?;
-    let v = room(&s, &r, "members", json!({ "room": id, "limit": 1000 })).await?;
-    let users: Vec<Value> = v["members"]
+    let v = room(&s, &r, "gagged", json!({ "room": id })).await?;
+    let users: Vec<Value> = v["users"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|m| m["gagged"].as_bool() == Some(true))
-        .map(|m| json!({ "userId": m["account"] }))
+        .map(|u| json!({ "userId": u["account"], "time": beijing_ms(&u["until_ms"]) }))
         .collect();
     Ok(ok(json!({ "users": users })))
 }
@@ -213,8 +215,7 @@ async fn block_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
         .flatten()
         .map(|u| {
             // RongCloud gives the block's end as Beijing time.
-            let end = super::clock::beijing(u["until_ms"].as_u64().unwrap_or_default() / 1000);
-            json!({ "userId": u["account"], "time": end })
+            json!({ "userId": u["account"], "time": beijing_ms(&u["until_ms"]) })
         })
         .collect();
     Ok(ok(json!({ "users": users })))

@@ -50,6 +50,11 @@ pub fn beijing(t: u64) -> String {
     )
 }
 
+/// A Unix-ms time of a service answer (a JSON number) as RongCloud writes times.
+pub(crate) fn beijing_ms(ms: &serde_json::Value) -> String {
+    beijing(ms.as_u64().unwrap_or_default() / 1000)
+}
+
 /// The Unix seconds at which the Beijing hour `yyyymmddhh` starts, if it is one.
 pub fn hour_start(date: &str) -> Option<u64> {
     if date.len() != 10 || !date.bytes().all(|b| b.is_ascii_digit()) {

@@ -23,6 +23,24 @@ fn b64(data: &[u8]) -> String {
     Base64::encode_string(data)
 }
 
+/// Data-URL prefixes of the media RongCloud sends inline.
+const JPEG: &str = "data:image/jpeg;base64,";
+const AMR: &str = "data:audio/amr;base64,";
+
+/// Base64 `b64` as a data URL with `prefix` ("" when there is none).
+fn data_url(prefix: &str, b64: &str) -> String {
+    if b64.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}{b64}")
+    }
+}
+
+/// The base64 of a data URL made by [`data_url`] with `prefix`, if `url` is one.
+fn inline<'a>(prefix: &str, url: &'a str) -> Option<&'a str> {
+    url.strip_prefix(prefix)
+}
+
 /// Our content object for a RongCloud message, or why it cannot be one.
 pub fn from_rongcloud(object_name: &str, content: &str) -> Result<Value, String> {
     let v: Value =
@@ -32,8 +50,17 @@ pub fn from_rongcloud(object_name: &str, content: &str) -> Result<Value, String>
     }
     Ok(match object_name {
         "RC:TxtMsg" => json!({ "type": "text", "text": s(&v, "content") }),
-        "RC:ImgMsg" => json!({ "type": "image", "url": s(&v, "imageUri") }),
-        "RC:VcMsg" | "RC:HQVCMsg" => json!({
+        // The thumbnail travels inline (base64 JPEG in `content`): kept as a data URL.
+        "RC:ImgMsg" => json!({ "type": "image", "url": s(&v, "imageUri"),
+                               "thumbnail_url": data_url(JPEG, s(&v, "content")) }),
+        // RC:VcMsg carries the AMR audio itself, base64 in `content`; RC:HQVCMsg a link.
+        "RC:VcMsg" => json!({
+            "type": "voice",
+            "url": data_url(AMR, s(&v, "content")),
+            "mime": "audio/amr",
+            "duration_ms": (n(&v, "duration") * 1000.0) as u64,
+        }),
+        "RC:HQVCMsg" => json!({
             "type": "voice",
             "url": s(&v, "remoteUrl"),
             "duration_ms": (n(&v, "duration") * 1000.0) as u64,
@@ -73,12 +100,19 @@ pub fn to_rongcloud(c: &Value) -> (String, Value) {
         "text" => ("RC:TxtMsg", json!({ "content": s(c, "text") })),
         "image" => (
             "RC:ImgMsg",
-            json!({ "imageUri": s(c, "url"), "content": "" }),
+            json!({ "imageUri": s(c, "url"),
+                    "content": inline(JPEG, s(c, "thumbnail_url")).unwrap_or_default() }),
         ),
-        "voice" => (
-            "RC:HQVCMsg",
-            json!({ "remoteUrl": s(c, "url"), "duration": n(c, "duration_ms") / 1000.0 }),
-        ),
+        "voice" => match inline(AMR, s(c, "url")) {
+            Some(audio) => (
+                "RC:VcMsg",
+                json!({ "content": audio, "duration": n(c, "duration_ms") / 1000.0 }),
+            ),
+            None => (
+                "RC:HQVCMsg",
+                json!({ "remoteUrl": s(c, "url"), "duration": n(c, "duration_ms") / 1000.0 }),
+            ),
+        },
         "file" => (
             "RC:FileMsg",
             json!({ "name": s(c, "name"), "size": n(c, "size"), "type": s(c, "mime"),
@@ -133,6 +167,34 @@ mod tests {
         assert_eq!(t, json!({"type": "text", "text": "hello"}));
         let v = from_rongcloud("RC:VcMsg", r#"{"content":"AAA","duration":20}"#).expect("voice");
         assert_eq!(v["duration_ms"], json!(20_000));
+        // The audio itself is kept (RC:VcMsg sends it inline), and goes back out the same.
+        assert_eq!(v["url"], json!("data:audio/amr;base64,AAA"));
+        let (n, back) = to_rongcloud(&v);
+        assert_eq!(
+            (n.as_str(), back),
+            ("RC:VcMsg", json!({"content": "AAA", "duration": 20.0}))
+        );
+        let v = from_rongcloud(
+            "RC:HQVCMsg",
+            r#"{"remoteUrl":"http://x/a.aac","duration":3}"#,
+        )
+        .expect("hq voice");
+        assert_eq!(v["url"], json!("http://x/a.aac"));
+        assert_eq!(to_rongcloud(&v).0, "RC:HQVCMsg");
+        // An image's inline thumbnail is kept too.
+        let i = from_rongcloud(
+            "RC:ImgMsg",
+            r#"{"content":"/9j/","imageUri":"http://x/i.jpg"}"#,
+        )
+        .expect("image");
+        assert_eq!(
+            (i["url"].as_str(), i["thumbnail_url"].as_str()),
+            (Some("http://x/i.jpg"), Some("data:image/jpeg;base64,/9j/"))
+        );
+        assert_eq!(
+            to_rongcloud(&i).1,
+            json!({"imageUri": "http://x/i.jpg", "content": "/9j/"})
+        );
         let c = from_rongcloud("App:Order", r#"{"id":1}"#).expect("custom");
         assert_eq!(c["custom_type"], json!("App:Order"));
         assert_eq!(c["data"], json!("eyJpZCI6MX0="));

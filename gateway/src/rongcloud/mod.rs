@@ -301,7 +301,7 @@ async fn refresh(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
         .service
         .call("online", &json!({ "tenant": r.tenant.id, "users": [user] }))
         .await?;
-    if online["users"][user].is_null() {
+    if online["users"][user]["exists"].as_bool() != Some(true) {
         return Err(RcError::param(format!("userId {user} does not exist")));
     }
     s.service.call("create_user", &body).await?;

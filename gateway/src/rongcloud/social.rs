@@ -280,8 +280,9 @@ async fn gag_list(State(s): State<Arc<AppState>>, r: RcRequest) -> Answer {
         .iter()
         .filter(|m| m["muted_until_ms"].as_u64().is_some_and(|t| t > now_ms))
         .map(|m| {
-            // RongCloud gives the end of the gag as "yyyy-MM-dd HH:mm:ss"; we give Unix ms.
-            json!({ "userId": m["account"], "time": m["muted_until_ms"] })
+            // RongCloud gives the end of the gag as "yyyy-MM-dd HH:mm:ss", Beijing time.
+            let end = super::clock::beijing_ms(&m["muted_until_ms"]);
+            json!({ "userId": m["account"], "time": end })
         })
         .collect();
     Ok(Json(json!({ "code": 200, "users": users })))

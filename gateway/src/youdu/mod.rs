@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest, RawQuery, Request, State};
+use axum::http::StatusCode;
 use axum::routing::post;
 use ring::hmac;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -47,7 +47,29 @@ const ERR_TOUSER_OVERLIMIT: i64 = 200001;
 const ERR_INVALID_TOUSER: i64 = 200007;
 
 fn err(code: i64, msg: &str) -> Json<Value> {
+    tracing::info!(errcode = code, errmsg = msg, "youdu: request refused");
     Json(json!({ "errcode": code, "errmsg": msg }))
+}
+
+/// A request body of at most the gateway's body limit; a larger one is refused with 413
+/// and Youdu's answer shape (axum's own refusal would be plain text).
+struct Body(Bytes);
+
+impl FromRequest<Arc<AppState>> for Body {
+    type Rejection = (StatusCode, Json<Value>);
+
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        axum::body::to_bytes(req.into_body(), s.body_limit)
+            .await
+            .map(Body)
+            .map_err(|_| {
+                let msg = format!("请求体过大 (body larger than {} bytes)", s.body_limit);
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    err(ERR_INVALID_REQUEST, &msg),
+                )
+            })
+    }
 }
 
 /// The routes, at Youdu's paths.
@@ -151,7 +173,7 @@ impl App {
     }
 }
 
-async fn get_token(State(s): State<Arc<AppState>>, body: Bytes) -> Json<Value> {
+async fn get_token(State(s): State<Arc<AppState>>, Body(body): Body) -> Json<Value> {
     let (app, encrypt) = match envelope(&s, &body).await {
         Ok(x) => x,
         Err(e) => return e,
@@ -177,12 +199,6 @@ async fn get_token(State(s): State<Arc<AppState>>, body: Bytes) -> Json<Value> {
         "errmsg": "ok",
         "encrypt": app.key.encrypt(answer.as_bytes(), &app.id, random16()),
     }))
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    #[serde(rename = "accessToken")]
-    access_token: Option<String>,
 }
 
 /// Checks an access token against the app.
@@ -216,10 +232,15 @@ fn split(list: Option<&str>) -> Vec<String> {
 
 async fn send(
     State(s): State<Arc<AppState>>,
-    Query(q): Query<TokenQuery>,
-    body: Bytes,
+    RawQuery(q): RawQuery,
+    Body(body): Body,
 ) -> Json<Value> {
-    let Some(token) = q.access_token.filter(|t| !t.is_empty()) else {
+    // The first `accessToken` of the query string (parsed by hand: a repeated or odd
+    // parameter is no reason for a non-Youdu answer).
+    let token = form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "accessToken")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
         return err(ERR_MISS_TOKEN, "空的ACCESS_TOKEN");
     };
     let (app, encrypt) = match envelope(&s, &body).await {

@@ -144,7 +144,7 @@ impl ImService {
             "notice" => {
                 let mut r: Notice = parse(payload)?;
                 if let Some(cid) = r.cid {
-                    r.tenant = self.tenant_by_buin(cid)?.id;
+                    r.tenant = self.compat_tenant(cid)?;
                 }
                 for uid in std::mem::take(&mut r.uids) {
                     match self.account_of(r.tenant, uid)? {
@@ -193,7 +193,7 @@ impl ImService {
             "setnum" => {
                 let mut r: SetNum = parse(payload)?;
                 if let Some(cid) = r.cid {
-                    r.tenant = self.tenant_by_buin(cid)?.id;
+                    r.tenant = self.compat_tenant(cid)?;
                 }
                 if let Some(uid) = r.uid {
                     r.user = self

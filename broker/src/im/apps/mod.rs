@@ -10,9 +10,10 @@
 //! request `$im/req/app/list` (protobuf `WorkbenchRequest` → `WorkbenchResponse`).
 //!
 //! Files: this one (records, validation, storage, badges, the workbench list), [`admin`]
-//! (the app-server ops).
+//! (the app-server ops), [`sso`] (auto-login parameters filled for the user).
 
 mod admin;
+mod sso;
 
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -359,6 +360,18 @@ impl ImService {
         self.commit(ops).await.map(|_| ())
     }
 
+    /// The tenant of enterprise number `cid` as imo's API names it (`notice` and `setnum`
+    /// with `cid`): refused (403) when the tenant turned the compat APIs off.
+    pub(super) fn compat_tenant(&self, cid: u64) -> Result<u64, ImError> {
+        let t = self.tenant_by_buin(cid)?;
+        if !t.policy.compat_apis {
+            return Err(ImError::Forbidden(format!(
+                "enterprise {cid} turned the compat APIs off"
+            )));
+        }
+        Ok(t.id)
+    }
+
     /// The tenant whose enterprise number (Youdu `buin`, imo `cid`) is `buin`.
     pub fn tenant_by_buin(
         &self,
@@ -459,6 +472,12 @@ impl ImService {
         let _req = im::WorkbenchRequest::decode(payload)
             .map_err(|e| ImError::BadRequest(format!("malformed protobuf: {e}")))?;
         let mut apps = Vec::new();
+        let user = sso::SsoUser {
+            account: &login.account,
+            uid: login.uid,
+            buin: self.tenant(login.tenant).map(|t| t.buin).unwrap_or(0),
+        };
+        let expiry = now_ms() / 1000 + sso::TICKET_SECS;
         for tid in [login.tenant, 0] {
             for a in self.apps_of(tid)? {
                 // Visible to a department: to its members and those of departments below.
@@ -472,12 +491,18 @@ impl ImService {
                     "pc" => "pc",
                     _ => "web",
                 };
-                let entry = a
+                let mut entry = a
                     .platforms
                     .get(platform)
                     .or_else(|| a.platforms.get("ios"))
                     .cloned()
                     .unwrap_or_default();
+                if !a.sso_template.is_empty() {
+                    let t = sso::ticket(&a.encoding_aes_key, &a.app_id, &login.account, expiry);
+                    let q = sso::fill(&a.sso_template, &user, &t.unwrap_or_default());
+                    entry.web_url = sso::append(&entry.web_url, &q);
+                    entry.launch_path = sso::append(&entry.launch_path, &q);
+                }
                 apps.push(im::WorkbenchApp {
                     app_id: a.app_id,
                     name: a.name,

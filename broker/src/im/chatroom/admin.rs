@@ -165,6 +165,20 @@ impl ImService {
                     .collect();
                 Ok(json!({ "users": users }))
             }
+            "gagged" => {
+                // Gags still running (whitelisted members are never gagged), members or not.
+                let r: Target = parse(payload)?;
+                let room = self.room(r.tenant, &r.room)?;
+                let now = now_ms();
+                let st = room.state.lock();
+                let users: Vec<Value> = st
+                    .gags
+                    .keys()
+                    .filter_map(|a| st.gagged(a, now).map(|until| (a, until)))
+                    .map(|(a, until)| json!({ "account": a, "until_ms": until }))
+                    .collect();
+                Ok(json!({ "users": users }))
+            }
             "gag" | "ungag" | "block" | "unblock" | "whitelist_add" | "whitelist_remove" => {
                 let r: Accounts = parse(payload)?;
                 self.room_lists(op, r)

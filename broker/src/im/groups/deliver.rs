@@ -295,11 +295,19 @@ impl ImService {
     ) {
         let Some(b) = self.broker() else { return };
         let payload = inbox::message_event(msg);
+        let conv_name = conv.to_string();
         // Notices (group changes) count as unread but are not pushed.
         let notice = matches!(
             msg.content.as_ref().and_then(|c| c.body.as_ref()),
             Some(im::content::Body::Notice(_))
         );
+        let topic = format!("{}{tid}", presence::PUSH_PREFIX);
+        // Push jobs need every offline member's do-not-disturb flag; without a push
+        // worker (or for a notice) only the online members' (and the sender's) own state
+        // is read: in a big group most members are offline.
+        let pushing = !notice && has_subscriber(&b, &topic);
+        let online = self.online_flags(tid, state.members.keys().copied());
+        let wanted = |i: usize, uid: u64| online[i] || pushing || sender == Some(uid);
         // Read positions and do-not-disturb: cached ones in one lock, the others (first
         // message after the group was cached) read from the store.
         let mut personal = Vec::with_capacity(state.members.len());
@@ -308,10 +316,12 @@ impl ImService {
             let cache = state.personal.lock();
             for (i, uid) in state.members.keys().enumerate() {
                 match cache.get(uid) {
-                    Some(p) => personal.push(*p),
-                    None => {
+                    Some(p) if wanted(i, *uid) => personal.push(*p),
+                    _ => {
                         personal.push(Personal::default());
-                        missing.push((i, *uid));
+                        if wanted(i, *uid) {
+                            missing.push((i, *uid));
+                        }
                     }
                 }
             }
@@ -321,15 +331,26 @@ impl ImService {
                 personal[i] = p;
             }
         }
-        let reach = self.reach_many(
-            tid,
-            state.members.keys().zip(&personal).map(|(&uid, p)| {
-                let count = (sender != Some(uid)).then_some(u64::from(!p.dnd));
-                (uid, count)
-            }),
-        );
+        // How the online members are reached, their unread totals counted (one lock).
+        let mut reached = self
+            .reach_many(
+                tid,
+                state
+                    .members
+                    .keys()
+                    .zip(&personal)
+                    .zip(&online)
+                    .filter(|(_, on)| **on)
+                    .map(|((&uid, p), _)| {
+                        let count = (sender != Some(uid)).then_some(u64::from(!p.dnd));
+                        (uid, count)
+                    }),
+            )
+            .into_iter();
         let mut push: Vec<&String> = Vec::new();
-        for ((&uid, m), (p, r)) in state.members.iter().zip(personal.iter().zip(&reach)) {
+        for (((&uid, m), p), on) in state.members.iter().zip(&personal).zip(&online) {
+            // Gone offline since the flags were read: reached as offline.
+            let r = if *on { reached.next().flatten() } else { None };
             if sender == Some(uid) {
                 // Sending read the conversation for the sender.
                 if p.read_seq + 1 < msg.seq {
@@ -340,11 +361,16 @@ impl ImService {
                 }
                 continue;
             }
-            if let Some(r) = r {
+            if let Some(r) = &r {
                 let read_seq = p.read_seq.max(m.min_seq);
-                self.deliver_counted(&b, tid, uid, conv, msg.seq, read_seq, r, &payload);
+                let at = inbox::At {
+                    conv,
+                    name: &conv_name,
+                    seq: msg.seq,
+                };
+                self.deliver_counted(&b, tid, uid, at, read_seq, r, &payload);
             }
-            if !notice && !p.dnd && !r.is_some_and(|r| r.foreground) {
+            if pushing && !p.dnd && !r.is_some_and(|r| r.foreground) {
                 push.push(&m.account);
             }
         }
@@ -357,13 +383,12 @@ impl ImService {
             // Sending moved the sender's read position: other nodes' copies are stale.
             c.personal_changed(tid, &state.rec.id, vec![s]);
         }
-        let topic = format!("{}{tid}", presence::PUSH_PREFIX);
         if let Some(c) = self.cluster()
             && !push.is_empty()
         {
             c.push_job(push.len().div_ceil(PUSH_BATCH) as u64);
         }
-        if push.is_empty() || !has_subscriber(&b, &topic) {
+        if push.is_empty() {
             // No push worker listens (not even a persistent session): a job would reach
             // no one.
             return;
