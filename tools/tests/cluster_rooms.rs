@@ -8,7 +8,7 @@
 //! - a device joining later on node 1 gets the room's last messages from all nodes;
 //! - a gag set through node 1 holds for a member on node 2;
 //! - destroyed through node 2, the room ends for the members on every node;
-//! - members on two nodes sending at once: every member sees every message once, with
+//! - members on three nodes sending at once: every member sees every message once, with
 //!   distinct, increasing seqs (the room's owner node numbers them);
 //! - member counts, `max_members` and the idle clean-up count the members of every node.
 
@@ -162,7 +162,7 @@ async fn room_seqs(d: &mut Device, n: usize) -> Vec<(u64, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_senders_on_two_nodes_get_one_seq_order() {
+async fn concurrent_senders_on_three_nodes_get_one_seq_order() {
     let Some((c, t)) = Cluster::start_im(BIN, "clroomseq", &["alice", "bob", "carol"]).await else {
         return;
     };
@@ -198,14 +198,19 @@ async fn concurrent_senders_on_two_nodes_get_one_seq_order() {
             seqs
         }
     };
-    // Alice (node 1) and bob (node 2) send at once; the room was created through node 0.
-    let (a, b) = tokio::join!(send_all(&alice, "a"), send_all(&bob, "b"));
-    let mut acked: Vec<u64> = a.iter().chain(&b).copied().collect();
+    // Alice (node 1), bob (node 2) and carol (node 0, the room's origin, which numbers)
+    // send at once.
+    let (a, b, cs) = tokio::join!(
+        send_all(&alice, "a"),
+        send_all(&bob, "b"),
+        send_all(&carol, "c")
+    );
+    let mut acked: Vec<u64> = a.iter().chain(&b).chain(&cs).copied().collect();
     acked.sort_unstable();
     acked.dedup();
-    assert_eq!(acked.len(), 2 * N, "every acked seq is distinct");
+    assert_eq!(acked.len(), 3 * N, "every acked seq is distinct");
     for d in [&mut alice, &mut bob, &mut carol] {
-        let got = room_seqs(d, 2 * N).await;
+        let got = room_seqs(d, 3 * N).await;
         let seqs: Vec<u64> = got.iter().map(|(s, _)| *s).collect();
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
@@ -214,7 +219,7 @@ async fn concurrent_senders_on_two_nodes_get_one_seq_order() {
         let mut texts: Vec<&str> = got.iter().map(|(_, t)| t.as_str()).collect();
         texts.sort_unstable();
         texts.dedup();
-        assert_eq!(texts.len(), 2 * N, "no message lost or doubled");
+        assert_eq!(texts.len(), 3 * N, "no message lost or doubled");
         assert_eq!(seqs, acked, "members see the seqs the senders were told");
     }
     c.stop().await;

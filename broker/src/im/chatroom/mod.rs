@@ -559,7 +559,8 @@ impl ImService {
             st.ring.push_back(msg.clone());
         }
         let seq = msg.seq;
-        let relay = self.cluster().is_some().then(|| msg.clone());
+        // Relayed under the room's lock, so the notes leave in seq order.
+        self.room_relay(room, &msg, priority);
         let mut stale = Vec::new();
         if !st.paused {
             let payload = Bytes::from(
@@ -573,9 +574,6 @@ impl ImService {
         }
         drop(st);
         self.drop_stale(room, stale);
-        if let Some(m) = relay {
-            self.room_relay(room, &m, priority);
-        }
         Ok(im::SendResponse {
             status: ok(),
             conversation,
