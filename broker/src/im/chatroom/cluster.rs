@@ -31,7 +31,8 @@
 //! devices on two nodes counts twice; joins through different nodes within a count note's
 //! delay (~100 ms plus flight) can overshoot `max_members` by the joins of that window;
 //! when an owner dies, the messages it numbered but had not yet relayed are lost, and its
-//! successor may reuse their seqs; a relay note dropped by the bounded note queue
+//! successor may reuse their seqs; a restarted origin's rooms (it has forgotten them) are
+//! numbered by the next node but cleaned up by none; a relay note dropped by the bounded note queue
 //! (counted) is a message members on other nodes do not get, like a low-priority message
 //! skipped for load.
 
