@@ -22,7 +22,7 @@ pub async fn run(b: Arc<BrokerState>) {
 
 fn publish_all(b: &BrokerState) {
     let m = &b.metrics;
-    let figures: [(&str, String); 12] = [
+    let figures: [(&str, String); 13] = [
         (
             "version",
             format!("switchboard {}", env!("CARGO_PKG_VERSION")),
@@ -36,6 +36,10 @@ fn publish_all(b: &BrokerState) {
             Metrics::get(&m.clients_connected).to_string(),
         ),
         ("clients/total", b.sessions.len().to_string()),
+        (
+            "clients/parked",
+            Metrics::get(&m.connections_parked).to_string(),
+        ),
         (
             "messages/received",
             Metrics::get(&m.messages_received).to_string(),

@@ -452,6 +452,17 @@ async fn operators_see_counters_clients_and_kick_them() {
     let a = c.get("/console/ops", &op).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("chart-rates") && a.body.contains("<svg"));
+    // The data file's size: the broker's redb file is never empty.
+    let disk = a
+        .body
+        .split("id=\"tile-disk\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default();
+    assert!(
+        !disk.is_empty() && disk != "0 B",
+        "data file size tile: {disk:?}"
+    );
     let a = c.get("/console/ops/client?id=ops-client-7", &op).await;
     assert_eq!(a.status, 200);
     assert!(a.body.contains("sensors/+/temp"), "{}", a.body);
@@ -531,6 +542,19 @@ async fn operators_see_chatrooms_groups_and_a_users_message_trace() {
         a.body
     );
     assert!(a.body.contains("stored, not read yet"));
+    // Times read as dates, not milliseconds; a user with no device reads as offline.
+    let trace = &a.body[a.body.find("id=\"trace\"").unwrap_or_default()..];
+    assert!(trace.contains(" UTC</td>"), "{trace}");
+    let digits_run = trace
+        .split(|ch: char| !ch.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or_default();
+    assert!(digits_run < 13, "a raw millisecond time: {trace}");
+    assert!(
+        trace.contains("<span class=\"muted\">offline</span>"),
+        "{trace}"
+    );
     // Unknown ids are shown next to their fields.
     let a = c
         .get(

@@ -23,13 +23,15 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// Heap bytes an idle TCP connection may keep in the broker, in a debug build (the tests'
 /// build, whose connection future is larger than a release build's). Raising it costs
 /// memory for every idle connection (see bench/README.md, "idle memory"): shrink something
-/// first. Measured 1,940 B when set (2,884 while a parked connection kept its task and
-/// waiter, ~1 KB), the connection parked in the broker's parker (`connection::parker`: no
-/// task, a 16 B record in one table, its deadline in one timer set): the connection's
-/// state box (832 B: session state machine, connection, socket halves, admission slot),
-/// the parker's record, waker and deadline entry (~100 B), the session's mailbox and registry entries, the kick channel, the
-/// socket registration and the operator view (`LiveInfo`).
-const BUDGET_PER_CONNECTION: usize = 2_040;
+/// first. Measured 1,883 B when set (1,940 before the client id was kept once and the
+/// operator view kept the peer as an address instead of a string; 2,884 while a parked
+/// connection kept its task and waiter, ~1 KB), the connection parked in the broker's
+/// parker (`connection::parker`: no task, a 16 B record in one table, its deadline in one
+/// timer set): the connection's state box (~800 B: session state machine, connection,
+/// socket halves, admission slot), the parker's record, waker and deadline entry
+/// (~100 B), the session's mailbox and registry entries, the kick channel, the socket
+/// registration and the operator view (`LiveInfo`).
+const BUDGET_PER_CONNECTION: usize = 1_980;
 /// Connections opened before the baseline (thread-locals, slab pages, first allocations).
 const WARM: usize = 200;
 /// Connections measured.
@@ -114,12 +116,12 @@ async fn idle_tcp_connection_keeps_little_heap() {
 
 /// Heap bytes an idle TLS connection may keep in the broker (debug build): a TLS
 /// connection waits parked in its own task (the parker takes plain TCP only), and keeps
-/// rustls's connection state. Measured 10,250 B when set.
-const BUDGET_PER_TLS_CONNECTION: usize = 10_700;
+/// rustls's connection state. Measured 10,186 B when set.
+const BUDGET_PER_TLS_CONNECTION: usize = 10_600;
 /// Heap bytes an idle WebSocket connection may keep in the broker (debug build): parked in
 /// its own task like TLS, plus the WebSocket stream's state. Measured
-/// 7,043 B when set.
-const BUDGET_PER_WS_CONNECTION: usize = 7_400;
+/// 6,981 B when set.
+const BUDGET_PER_WS_CONNECTION: usize = 7_300;
 /// TLS and WebSocket clients run in a Python process (`tests/py/idle_clients.py`), so this
 /// process allocates nothing per connection; fewer of them, their handshakes cost more.
 const PY_WARM: usize = 50;

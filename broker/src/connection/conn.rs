@@ -29,9 +29,10 @@ use crate::store::Op;
 pub(super) struct Conn {
     pub(super) broker: Arc<BrokerState>,
     pub(super) conn_id: u64,
-    pub(super) client_id: String,
-    /// The session's key in the registry and the store (see `sessions::key_of`).
-    pub(super) session_key: String,
+    /// The session's key in the registry and the store (see `sessions::key_of`) when it is
+    /// not the client id (a tenant's client): one copy of the id fewer per connection.
+    own_key: Option<Box<str>>,
+    /// Its `client_id` is the connection's (assigned by the broker if the client sent none).
     pub(super) identity: Identity,
     pub(super) version: Version,
     pub(super) state: SessionState,
@@ -61,6 +62,16 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// The client id of the connection.
+    pub(super) fn client_id(&self) -> &str {
+        &self.identity.client_id
+    }
+
+    /// The session's key in the registry and the store (see `sessions::key_of`).
+    pub(super) fn session_key(&self) -> &str {
+        self.own_key.as_deref().unwrap_or(&self.identity.client_id)
+    }
+
     /// Validates and authenticates CONNECT, opens the session and queues CONNACK.
     pub(super) async fn establish(
         broker: &Arc<BrokerState>,
@@ -259,8 +270,7 @@ impl Conn {
         Some(Conn {
             broker: broker.clone(),
             conn_id,
-            client_id,
-            session_key,
+            own_key: (session_key != client_id).then(|| session_key.into_boxed_str()),
             identity,
             version: c.version,
             state,
@@ -482,7 +492,7 @@ impl Conn {
             Event::Released { pkid } => {
                 if self.state.mailbox.is_persistent() {
                     self.store_write(Op::Released {
-                        client_id: self.session_key.clone(),
+                        client_id: self.session_key().to_owned(),
                         pkid,
                     });
                 }
@@ -516,8 +526,11 @@ impl Conn {
             } else {
                 InflightState::default()
             };
+        let key = self
+            .own_key
+            .unwrap_or_else(|| self.identity.client_id.into_boxed_str());
         self.broker.close_session(
-            &self.session_key,
+            &key,
             self.conn_id,
             Closing {
                 state,

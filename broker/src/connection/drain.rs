@@ -171,9 +171,13 @@ impl Conn {
             && self.expiry > 0
         {
             let owner = crate::sessions::owner_of(&self.identity);
-            let op =
-                self.state
-                    .save_op(&self.session_key, owner.as_deref(), self.expiry, None, None);
+            let op = self.state.save_op(
+                self.session_key(),
+                owner.as_deref(),
+                self.expiry,
+                None,
+                None,
+            );
             st.write(vec![op], None);
             self.state.persisted = true;
         }

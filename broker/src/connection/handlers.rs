@@ -36,7 +36,7 @@ impl Conn {
         let from = Publisher {
             identity: &self.identity,
             namespace: &self.identity.namespace,
-            client_id: &self.client_id,
+            client_id: self.client_id(),
             session_uid: self.state.uid,
             version: self.version,
             persistent: self.state.mailbox.is_persistent(),

@@ -4,7 +4,7 @@
 //! network key's address prefix is the connection's own source address, never what the
 //! client says.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,7 +42,7 @@ impl Conn {
     /// The client's source address (the one the listener saw at CONNECT).
     fn peer_ip(&self) -> Option<IpAddr> {
         let info = self.info.as_ref()?;
-        info.peer.parse::<SocketAddr>().ok().map(|a| a.ip())
+        Some(info.peer.ip())
     }
 
     /// `$control/network`: payload = network id. Answers on `$control/hint` with
@@ -105,7 +105,7 @@ impl Conn {
                 Instant::now(),
                 network,
                 ip,
-                &self.session_key,
+                self.session_key(),
                 interval,
             ),
             (Some((None, _)), _) => Err(HintError::BadInterval),

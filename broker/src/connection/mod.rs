@@ -119,23 +119,23 @@ pub async fn serve<S>(
             return;
         };
         let conn = &mut live.conn;
-        tracing::Span::current().record("client_id", conn.client_id.as_str());
+        tracing::Span::current().record("client_id", conn.client_id());
         Metrics::inc(&broker.metrics.clients_connected);
         let by_transport =
             &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
         Metrics::inc(by_transport);
         conn.info = Some(Arc::new(crate::sessions::LiveInfo {
             transport,
-            peer: peer.to_string(),
+            peer,
             since: crate::store::unix_now(),
             mailbox: conn.state.mailbox.clone(),
             subscriptions: parking_lot::Mutex::new(conn.sorted_subscriptions()),
         }));
         if let Some(info) = &conn.info {
-            broker.attach_info(&conn.session_key, conn_id, info.clone());
+            broker.attach_info(conn.session_key(), conn_id, info.clone());
         }
         if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
-            im.connected(login, &conn.client_id, conn_id);
+            im.connected(login, conn.client_id(), conn_id);
         }
         live.slot = slot.take();
         let task = connected(broker.clone(), live, transport, None);

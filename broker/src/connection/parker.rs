@@ -295,18 +295,13 @@ fn resume(broker: &Arc<BrokerState>, record: Parked, end: Option<End>) {
     Metrics::dec(&broker.metrics.connections_parked);
     let Parked { live, .. } = record;
     live.conn.state.mailbox.clear_parked();
-    let peer = live
-        .conn
-        .info
-        .as_ref()
-        .map(|i| i.peer.as_str())
-        .unwrap_or("");
+    let peer = live.conn.info.as_ref().map(|i| i.peer);
     let span = tracing::info_span!(
         "conn",
         id = live.conn.conn_id,
-        peer,
+        peer = peer.map(tracing::field::display),
         transport = "tcp",
-        client_id = live.conn.client_id.as_str()
+        client_id = live.conn.client_id()
     );
     broker
         .tasks

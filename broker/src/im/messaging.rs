@@ -173,7 +173,9 @@ impl ImService {
                 *row = Some(r);
             }
         }
-        ops.push(Op::Append {
+        // A device resends a message whose answer it missed right after reconnecting:
+        // checking the conversation's latest appends is enough, and writes no index page.
+        ops.push(Op::AppendRecent {
             log: log.clone(),
             idem,
             value: msg.encode_to_vec(),

@@ -120,7 +120,9 @@ pub(crate) struct Link {
 #[derive(Debug)]
 pub struct LiveInfo {
     pub transport: &'static str,
-    pub peer: String,
+    /// Kept as the address (rendered when shown): a string would cost a heap allocation
+    /// per connection.
+    pub peer: std::net::SocketAddr,
     /// Unix seconds.
     pub since: u64,
     pub mailbox: Arc<Mailbox>,
@@ -157,7 +159,7 @@ fn summary_of(id: &str, e: &Entry) -> SessionSummary {
         client_id: id.to_owned(),
         online: e.link.is_some(),
         transport: live.as_ref().map(|i| i.transport),
-        peer: live.as_ref().map(|i| i.peer.clone()),
+        peer: live.as_ref().map(|i| i.peer.to_string()),
         connected_since: live.as_ref().map(|i| i.since),
         expiry: e.expiry,
         queued,

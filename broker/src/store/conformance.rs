@@ -8,11 +8,12 @@ use bytes::Bytes;
 use switchboard_proto::QoS;
 
 use super::codec::{Sent, SessionRecord, StoredDelivery};
-use super::{Applied, Op, OpResult, Store, Table};
+use super::{Applied, Op, OpResult, RECENT_APPENDS, Store, Table};
 
 /// Every case, on an empty store.
 pub fn all(s: &dyn Store) {
     im(s);
+    recent_appends(s);
     mqtt(s);
     concurrent(s);
 }
@@ -22,6 +23,65 @@ pub fn commit(s: &dyn Store, ops: Vec<Op>) -> Applied {
     let (tx, rx) = tokio::sync::oneshot::channel();
     s.write(ops, Some(tx));
     rx.blocking_recv().expect("writer answers").expect("commit")
+}
+
+fn recent(log: &[u8], key: &str) -> Op {
+    Op::AppendRecent {
+        log: log.to_vec(),
+        idem: Some(key.as_bytes().to_vec()),
+        value: key.as_bytes().to_vec(),
+    }
+}
+
+fn appended(seq: u64, duplicate: bool) -> OpResult {
+    OpResult::Appended { seq, duplicate }
+}
+
+/// [`Op::AppendRecent`]: one numbering with [`Op::Append`] in the same log, resends of
+/// the latest [`RECENT_APPENDS`] keys recognised (in the same commit too), never a seq
+/// given twice.
+pub fn recent_appends(s: &dyn Store) {
+    let log = b"conv-r".to_vec();
+    let plain = |idem: Option<&str>| Op::Append {
+        log: log.clone(),
+        idem: idem.map(|i| i.as_bytes().to_vec()),
+        value: b"plain".to_vec(),
+    };
+    let a = commit(s, vec![plain(None), recent(&log, "k0"), recent(&log, "k0")]);
+    assert_eq!(
+        a.results,
+        [appended(1, false), appended(2, false), appended(2, true)]
+    );
+    let b = commit(s, vec![recent(&log, "k0"), recent(&log, "k1")]);
+    assert_eq!(b.results, [appended(2, true), appended(3, false)]);
+    // An indexed append in between keeps the numbering and the recent keys.
+    let c = commit(s, vec![plain(Some("p1")), recent(&log, "k1")]);
+    assert_eq!(c.results, [appended(4, false), appended(3, true)]);
+    for i in 0..RECENT_APPENDS {
+        commit(s, vec![recent(&log, &format!("n{i}"))]);
+    }
+    let head = 4 + RECENT_APPENDS as u64;
+    assert_eq!(s.log_last(&log).expect("read"), head);
+    let last = commit(s, vec![recent(&log, &format!("n{}", RECENT_APPENDS - 1))]);
+    assert_eq!(last.results, [appended(head, true)]);
+    // Older than the window: recognised or appended anew, but never under a used seq.
+    let old = commit(s, vec![recent(&log, "k0"), plain(Some("p1"))]);
+    match old.results.first() {
+        Some(OpResult::Appended {
+            seq: 2,
+            duplicate: true,
+        }) => assert_eq!(s.log_last(&log).expect("read"), head),
+        Some(OpResult::Appended {
+            seq,
+            duplicate: false,
+        }) => assert_eq!(*seq, head + 1),
+        other => panic!("unexpected result {other:?}"),
+    }
+    assert_eq!(old.results.get(1), Some(&appended(4, true)));
+    let entries = s.log_range(&log, 1, u64::MAX, 1000, false).expect("range");
+    let seqs: Vec<u64> = entries.iter().map(|(seq, _)| *seq).collect();
+    let expected: Vec<u64> = (1..=s.log_last(&log).expect("read")).collect();
+    assert_eq!(seqs, expected, "one entry per seq, no gaps");
 }
 
 /// IM tables and logs: appends with sequence numbers and idempotency keys, counters,
@@ -449,6 +509,14 @@ pub fn concurrent(s: &dyn Store) {
 /// What [`all`] left must still be there after the store was closed and opened again.
 pub fn after_reopen(s: &dyn Store) {
     assert_eq!(s.log_last(b"conv-1").expect("read"), 3);
+    // The recent keys survive a restart with the head.
+    let head = s.log_last(b"conv-r").expect("read");
+    assert!(head >= 4 + RECENT_APPENDS as u64);
+    let last = commit(
+        s,
+        vec![recent(b"conv-r", &format!("n{}", RECENT_APPENDS - 1))],
+    );
+    assert_eq!(last.results, [appended(4 + RECENT_APPENDS as u64, true)]);
     assert_eq!(
         s.get(Table::Counters, b"uid").expect("get"),
         Some(1u64.to_be_bytes().to_vec())

@@ -116,7 +116,7 @@ impl MemoryStore {
                     s.tables.insert((table, key), new.to_be_bytes().to_vec());
                     results.push(OpResult::Counter(new));
                 }
-                Op::Append { log, idem, value } => {
+                Op::Append { log, idem, value } | Op::AppendRecent { log, idem, value } => {
                     if let Some(seq) = idem
                         .as_ref()
                         .and_then(|i| s.idem.get(&(log.clone(), i.clone())))

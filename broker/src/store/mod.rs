@@ -115,6 +115,16 @@ pub enum Op {
         idem: Option<Vec<u8>>,
         value: Vec<u8>,
     },
+    /// [`Op::Append`] whose idempotency key need only be recognised while its first append
+    /// is among the log's last [`RECENT_APPENDS`] appends (a resend arriving later may be
+    /// stored again). A store may recognise more: memory and PostgreSQL treat it as
+    /// `Append`; redb keeps the recent keys in the log's tail record and writes no index
+    /// entry, which saves a B-tree leaf and branch page per message.
+    AppendRecent {
+        log: Vec<u8>,
+        idem: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
     /// Replaces the entry `seq` of log `log` if it exists (recall, edits).
     ReplaceEntry {
         log: Vec<u8>,
@@ -239,7 +249,7 @@ impl Op {
             Op::AwaitRel { client_id, .. } | Op::Released { client_id, .. } => client_id.len(),
             Op::Put { key, value, .. } => key.len() + value.len(),
             Op::Delete { key, .. } | Op::Increment { key, .. } => key.len(),
-            Op::Append { log, idem, value } => {
+            Op::Append { log, idem, value } | Op::AppendRecent { log, idem, value } => {
                 log.len() + idem.as_ref().map_or(0, Vec::len) + value.len()
             }
             Op::ReplaceEntry { log, value, .. } => log.len() + value.len(),
@@ -277,6 +287,9 @@ pub const BACKLOG_OPS: usize = 200_000;
 pub const BACKLOG_BYTES: usize = 64 << 20;
 /// Ops applied in one commit at most; the rest wait for the next one.
 pub const BATCH_OPS: usize = 50_000;
+/// How many of a log's latest [`Op::AppendRecent`] idempotency keys a resend is checked
+/// against, at least.
+pub const RECENT_APPENDS: usize = 32;
 /// Bytes applied in one commit, about (a transaction is never split).
 pub const BATCH_BYTES: usize = 16 << 20;
 
@@ -397,6 +410,10 @@ pub trait Store: Send + Sync + 'static {
     /// True if `extra` more bytes would exceed the disk budget.
     fn over_budget(&self, extra: u64) -> bool;
     fn stats(&self) -> StoreStats;
+    /// Bytes the store takes on disk (redb: its data file), if it knows.
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
     /// Appends the implementation's own Prometheus lines (e.g. its database link) to `out`.
     fn write_metrics(&self, _out: &mut String) {}
 }

@@ -113,6 +113,41 @@ pub fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
 }
 
+/// An error answer made outside the console's handlers (axum's rejection of a path or query
+/// that does not parse, a body over its limit, a wrong method): plain text in English. It
+/// becomes the console's error page too, so a visitor never meets a bare framework message.
+/// `None` for successes and for HTML answers (the console's own pages, forms shown again
+/// with their field errors).
+pub(crate) fn framework_error(resp: &Response) -> Option<ErrorPage> {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        return None;
+    }
+    let key = match status {
+        StatusCode::NOT_FOUND => "error.not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "error.too_large",
+        s if s.is_server_error() => "error.internal",
+        _ => "error.bad_request",
+    };
+    tracing::info!(
+        status = status.as_u16(),
+        "console: request rejected before its handler"
+    );
+    Some(ErrorPage {
+        status,
+        key,
+        detail: String::new(),
+    })
+}
+
 #[derive(askama::Template)]
 #[template(path = "console/error.html")]
 struct ErrorTemplate {

@@ -66,6 +66,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<AppState>) -> Router<S>
         .merge(org::routes())
         .merge(apps::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn(finish))
         .with_state(state)
 }
@@ -77,6 +78,12 @@ pub async fn home_redirect() -> axum::response::Response {
 
 async fn not_found() -> ConsoleError {
     ConsoleError::NotFound
+}
+
+/// A console page called with another method: a bare 405 that [`finish`] turns into the
+/// console's error page (the REST API's JSON answer is for API clients, not browsers).
+async fn wrong_method() -> axum::http::StatusCode {
+    axum::http::StatusCode::METHOD_NOT_ALLOWED
 }
 
 /// The context every page's template gets as `page`: language, the signed-in user (if
@@ -155,6 +162,8 @@ async fn finish(req: Request, next: Next) -> Response {
     let lang = Lang::from_headers(req.headers());
     let mut resp = next.run(req).await;
     if let Some(e) = resp.extensions_mut().remove::<error::ErrorPage>() {
+        resp = error::page(lang, e);
+    } else if let Some(e) = error::framework_error(&resp) {
         resp = error::page(lang, e);
     }
     let h = resp.headers_mut();

@@ -10,6 +10,8 @@
 //! [`org`], [`apps`], [`browser`].
 
 mod apps;
+mod apps_edit;
+mod bad_addresses;
 mod browser;
 mod common;
 mod org;

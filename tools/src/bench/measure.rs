@@ -105,14 +105,19 @@ pub(super) async fn measure(
             let before = peer.stats();
             let net = 1 + (peer.addr.port() % 250) as u8;
             let mut conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let after = peer.stats();
+            // Read as an operator would once the connections are idle: Switchboard parks
+            // a connection after a quiet second, so wait until it reports every one parked
+            // (the figure would otherwise include tasks about to be freed), then until
+            // the process's RSS stops falling.
+            let parked = parked_count(peer, conns.len() as u64).await;
+            let after = settled_stats(peer).await;
             let per =
                 (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
             // Measured connections must still be served: every one answers a PINGREQ.
             let alive = load::ping_all(&mut conns).await;
+            let parked = parked.map_or(String::new(), |p| format!(", {p} parked"));
             row.extra = Some((
-                format!("bytes/conn ({} conns, {alive} alive)", conns.len()),
+                format!("bytes/conn ({} conns, {alive} alive{parked})", conns.len()),
                 per,
             ));
             row.received = conns.len() as u64;
@@ -222,21 +227,64 @@ async fn retained_storm(peer: &Peer, count: usize, tag: &str) -> anyhow::Result<
 
 /// Switchboard's store commit counter from `$SYS/broker/store/commits`.
 async fn store_commits(peer: &Peer) -> Option<u64> {
+    sys_figure(peer, "store/commits", "bench-sys", |_| true).await
+}
+
+/// Waits (up to a minute) until Switchboard reports at least `n` connections parked in
+/// `$SYS/broker/clients/parked`; the last figure read, `None` for other brokers.
+async fn parked_count(peer: &Peer, n: u64) -> Option<u64> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        // One figure per connection (the reading connection itself is not parked).
+        last = sys_figure(peer, "clients/parked", "bench-sys-parked", |v| v >= n).await;
+        if last.is_none_or(|v| v >= n) {
+            break;
+        }
+    }
+    last
+}
+
+/// The broker's figures once its RSS stopped falling: sampled every half second until
+/// four samples in a row set no new low (at most 30 s), the lowest kept.
+async fn settled_stats(peer: &Peer) -> super::peers::ProcStats {
+    let mut low = peer.stats();
+    let mut calm = 0;
+    let started = Instant::now();
+    while calm < 4 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = peer.stats();
+        if now.rss_kb < low.rss_kb {
+            low = now;
+            calm = 0;
+        } else {
+            calm += 1;
+        }
+    }
+    low
+}
+
+/// The first value of `$SYS/broker/{topic}` that satisfies `done` within 5 s, or the last
+/// one seen (Switchboard only; `client` is the reading connection's client id).
+async fn sys_figure(
+    peer: &Peer,
+    topic: &str,
+    client: &str,
+    done: impl Fn(u64) -> bool,
+) -> Option<u64> {
     if peer.kind != PeerKind::Switchboard {
         return None;
     }
     use bytes::BytesMut;
     use switchboard_proto::{Packet, Properties, Subscribe, SubscriptionOptions, Version};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = load::connect(peer.addr, "bench-sys", true, None)
-        .await
-        .ok()?;
+    let mut s = load::connect(peer.addr, client, true, None).await.ok()?;
     let mut out = BytesMut::new();
     Packet::Subscribe(Subscribe {
         pkid: 1,
         properties: Properties::default(),
         filters: vec![(
-            "$SYS/broker/store/commits".into(),
+            format!("$SYS/broker/{topic}"),
             SubscriptionOptions::default(),
         )],
     })
@@ -244,11 +292,17 @@ async fn store_commits(peer: &Peer) -> Option<u64> {
     s.write_all(&out).await.ok()?;
     let mut rb = BytesMut::new();
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(Some(Packet::Publish(p))) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX) {
-            return std::str::from_utf8(&p.payload).ok()?.parse().ok();
+        while let Ok(Some(p)) = Packet::read(&mut rb, Version::V3_1_1, usize::MAX) {
+            if let Packet::Publish(p) = p {
+                last = std::str::from_utf8(&p.payload).ok()?.parse().ok();
+                if last.is_some_and(&done) {
+                    return last;
+                }
+            }
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), s.read_buf(&mut rb)).await;
     }
-    None
+    last
 }

@@ -27,6 +27,8 @@ pub struct Sample {
     pub sent: u64,
     pub queued: u64,
     pub store_bytes: u64,
+    /// The store's size on disk (0 where the store does not say: memory, PostgreSQL).
+    pub disk_bytes: u64,
 }
 
 /// The ring (bounded: the oldest sample leaves when a new one arrives at capacity).
@@ -60,6 +62,7 @@ pub fn take(b: &BrokerState) -> Sample {
         sent: Metrics::get(&m.messages_sent),
         queued: b.queued_total() as u64,
         store_bytes: b.store().map_or(0, |s| s.stats().bytes),
+        disk_bytes: b.store().and_then(|s| s.disk_bytes()).unwrap_or(0),
     }
 }
 
@@ -98,6 +101,7 @@ mod tests {
                 sent: 0,
                 queued: 0,
                 store_bytes: 0,
+                disk_bytes: 0,
             });
         }
         let all = s.all();

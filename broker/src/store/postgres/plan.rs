@@ -521,7 +521,8 @@ fn single<'a>(
             vec![Box::new(key.clone()), Box::new(big(*by))],
             Want::Counter,
         ),
-        Op::Append { log, idem, value } => push(
+        // PostgreSQL indexes every key: recognising more than the recent ones is allowed.
+        Op::Append { log, idem, value } | Op::AppendRecent { log, idem, value } => push(
             &s.append,
             vec![
                 Box::new(log.clone()),

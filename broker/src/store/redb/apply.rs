@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::{
-    AWAITING_REL, IM_IDEM, IM_LOG, IM_LOG_HEAD, Job, META, QUEUE, RETAINED, SESSIONS, im_table, io,
+    AWAITING_REL, IM_IDEM, IM_LOG, IM_LOG_HEAD, IM_LOG_TAIL, Job, META, QUEUE, RETAINED, SESSIONS,
+    im_table, io, tail,
 };
 use crate::store::codec::{SessionRecord, StoredDelivery};
 use crate::store::{Applied, Op, OpResult, StoreError, Table};
@@ -20,6 +21,7 @@ struct Im<'t> {
     log: Option<LogTable<'t>>,
     head: Option<redb::Table<'t, &'static [u8], u64>>,
     idem: Option<redb::Table<'t, &'static [u8], u64>>,
+    tail: Option<BytesTable<'t>>,
 }
 
 impl<'t> Im<'t> {
@@ -55,7 +57,16 @@ impl<'t> Im<'t> {
         Ok(())
     }
 
+    /// The log's last sequence number: from its tail record if it has one (format 4),
+    /// else from its `im_log_head` row.
     fn head(&mut self, log: &[u8]) -> Result<u64, StoreError> {
+        match self.tail_record(log)? {
+            Some(r) => Ok(tail::head(&r)),
+            None => self.old_head(log),
+        }
+    }
+
+    fn old_head(&mut self, log: &[u8]) -> Result<u64, StoreError> {
         let head = match &mut self.head {
             Some(t) => t,
             None => self
@@ -63,6 +74,23 @@ impl<'t> Im<'t> {
                 .insert(self.w.open_table(IM_LOG_HEAD).map_err(io)?),
         };
         Ok(head.get(log).map_err(io)?.map_or(0, |v| v.value()))
+    }
+
+    fn tails(&mut self) -> Result<&mut BytesTable<'t>, StoreError> {
+        if self.tail.is_none() {
+            self.tail = Some(self.w.open_table(IM_LOG_TAIL).map_err(io)?);
+        }
+        self.tail
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("tail table vanished".into()))
+    }
+
+    fn tail_record(&mut self, log: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tails()?
+            .get(log)
+            .map_err(io)?
+            .map(|v| v.value().to_vec()))
     }
 
     fn increment(&mut self, t: Table, key: &[u8], by: u64) -> Result<u64, StoreError> {
@@ -79,33 +107,56 @@ impl<'t> Im<'t> {
         Ok(new)
     }
 
+    /// [`Op::Append`] (`recent` false: the key goes in the `im_idem` index) or
+    /// [`Op::AppendRecent`] (`recent`: the key is checked against and kept in the log's
+    /// tail record only).
     fn append(
         &mut self,
         log: &[u8],
         idem: Option<&[u8]>,
         value: &[u8],
+        recent: bool,
     ) -> Result<OpResult, StoreError> {
-        let idem_key = idem.map(|i| idem_key(log, i));
+        let record = self.tail_record(log)?;
+        let duplicate = |seq| {
+            Ok(OpResult::Appended {
+                seq,
+                duplicate: true,
+            })
+        };
+        let idem_key = idem.filter(|_| !recent).map(|i| idem_key(log, i));
         if let Some(k) = &idem_key {
             let t = match &mut self.idem {
                 Some(t) => t,
                 None => self.idem.insert(self.w.open_table(IM_IDEM).map_err(io)?),
             };
             if let Some(seq) = t.get(k.as_slice()).map_err(io)? {
-                return Ok(OpResult::Appended {
-                    seq: seq.value(),
-                    duplicate: true,
-                });
+                return duplicate(seq.value());
             }
         }
-        let head = match &mut self.head {
-            Some(t) => t,
-            None => self
-                .head
-                .insert(self.w.open_table(IM_LOG_HEAD).map_err(io)?),
-        };
-        let seq = head.get(log).map_err(io)?.map_or(0, |v| v.value()) + 1;
-        head.insert(log, seq).map_err(io)?;
+        let recent_key = idem.filter(|_| recent).map(tail::hash);
+        if let (Some(h), Some(r)) = (recent_key, &record)
+            && let Some(seq) = tail::find(r, h)
+        {
+            return duplicate(seq);
+        }
+        let seq = match &record {
+            Some(r) => tail::head(r),
+            None => self.old_head(log)?,
+        } + 1;
+        if recent || record.is_some() {
+            // Once a log has a tail record, its head lives there.
+            let new = tail::with_append(record.as_deref(), seq, recent_key.map(|h| (h, seq)));
+            self.tails()?.insert(log, new.as_slice()).map_err(io)?;
+        } else {
+            let head = match &mut self.head {
+                Some(t) => t,
+                None => self
+                    .head
+                    .insert(self.w.open_table(IM_LOG_HEAD).map_err(io)?),
+            };
+            head.insert(log, seq).map_err(io)?;
+        }
         self.log()?.insert((log, seq), value).map_err(io)?;
         if let (Some(k), Some(t)) = (&idem_key, &mut self.idem) {
             t.insert(k.as_slice(), seq).map_err(io)?;
@@ -152,6 +203,7 @@ pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), 
             log: None,
             head: None,
             idem: None,
+            tail: None,
         };
         for job in jobs {
             let mut results = Vec::new();
@@ -247,7 +299,10 @@ pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), 
                         results.push(OpResult::Counter(im.increment(*table, key, *by)?));
                     }
                     Op::Append { log, idem, value } => {
-                        results.push(im.append(log, idem.as_deref(), value)?);
+                        results.push(im.append(log, idem.as_deref(), value, false)?);
+                    }
+                    Op::AppendRecent { log, idem, value } => {
+                        results.push(im.append(log, idem.as_deref(), value, true)?);
                     }
                     Op::ReplaceEntry { log, seq, value } => {
                         let t = im.log()?;

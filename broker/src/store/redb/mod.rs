@@ -6,10 +6,11 @@
 //! towards zero instead of being one per message.
 //!
 //! Files: this one (opening, the writer thread, the [`Store`] impl), `apply` (ops inside a
-//! write transaction) and `read` (read transactions).
+//! write transaction), `read` (read transactions) and `tail` (a log's tail record).
 
 mod apply;
 mod read;
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,10 @@ const AWAITING_REL: TableDefinition<(&str, u16), ()> = TableDefinition::new("awa
 const IM_LOG: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("im_log");
 const IM_LOG_HEAD: TableDefinition<&[u8], u64> = TableDefinition::new("im_log_head");
 const IM_IDEM: TableDefinition<&[u8], u64> = TableDefinition::new("im_idem");
+/// A log's tail record (from format 4): its last sequence number, then the hashed
+/// idempotency keys of its latest [`Op::AppendRecent`]s with their seqs (`tail` module).
+/// Where a log has one, it replaces the log's `im_log_head` row.
+const IM_LOG_TAIL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("im_log_tail");
 
 /// The definition of an IM table.
 fn im_table(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -42,9 +47,10 @@ fn im_table(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> 
 }
 
 const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "switchboard-store/3";
-/// Older formats this version opens (and upgrades: 3 only added tables).
-const FORMATS_READ: [&str; 2] = ["switchboard-store/2", FORMAT];
+const FORMAT: &str = "switchboard-store/4";
+/// Older formats this version opens (and upgrades: 3 and 4 only added tables; an older
+/// binary must not open a format 4 file, which keeps log heads where it does not look).
+const FORMATS_READ: [&str; 3] = ["switchboard-store/2", "switchboard-store/3", FORMAT];
 
 /// redb-backed store.
 pub struct RedbStore {
@@ -130,6 +136,7 @@ impl RedbStore {
                 w.open_table(IM_LOG).map_err(io)?;
                 w.open_table(IM_LOG_HEAD).map_err(io)?;
                 w.open_table(IM_IDEM).map_err(io)?;
+                w.open_table(IM_LOG_TAIL).map_err(io)?;
                 for t in Table::ALL {
                     w.open_table(im_table(t)).map_err(io)?;
                 }
@@ -192,6 +199,7 @@ fn has_foreign_tables(w: &redb::WriteTransaction) -> Result<bool, StoreError> {
         "im_log",
         "im_log_head",
         "im_idem",
+        "im_log_tail",
     ];
     let tables = w.list_tables().map_err(io)?;
     Ok(tables
@@ -345,6 +353,10 @@ impl Store for RedbStore {
     fn over_budget(&self, extra: u64) -> bool {
         self.shared.budget > 0
             && self.shared.bytes.load(Ordering::Relaxed) + extra > self.shared.budget
+    }
+
+    fn disk_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.path).ok().map(|m| m.len())
     }
 
     fn stats(&self) -> StoreStats {

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use redb::{ReadTransaction, ReadableTable};
 
-use super::{AWAITING_REL, IM_LOG, IM_LOG_HEAD, QUEUE, RETAINED, SESSIONS, im_table, io};
+use super::{
+    AWAITING_REL, IM_LOG, IM_LOG_HEAD, IM_LOG_TAIL, QUEUE, RETAINED, SESSIONS, im_table, io, tail,
+};
 use crate::store::codec::{SessionRecord, StoredDelivery};
 use crate::store::{LogEntry, Record, Snapshot, StoreError, Table};
 
@@ -129,6 +131,10 @@ pub(super) fn log_range(
 }
 
 pub(super) fn log_last(r: &ReadTransaction, log: &[u8]) -> Result<u64, StoreError> {
+    let tails = r.open_table(IM_LOG_TAIL).map_err(io)?;
+    if let Some(v) = tails.get(log).map_err(io)? {
+        return Ok(tail::head(v.value()));
+    }
     let t = r.open_table(IM_LOG_HEAD).map_err(io)?;
     Ok(t.get(log).map_err(io)?.map_or(0, |v| v.value()))
 }

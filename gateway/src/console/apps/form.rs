@@ -39,8 +39,13 @@ const PLATFORMS: [(&str, &str, &str, &str, &str); 3] = [
 /// Longest group, category, URL or parameter string the form takes.
 const MAX_TEXT: usize = 1000;
 
+/// Largest app form (bytes): room for a phone photo chosen by mistake as the icon, so that
+/// it is refused next to the icon field (only the first [`icon::MAX_ICON`] + 1 bytes of it
+/// are kept) instead of breaking the whole form.
+const MAX_FORM: usize = 16 * 1024 * 1024;
+
 pub fn routes() -> Router<ConsoleState> {
-    let limit = DefaultBodyLimit::max(icon::MAX_ICON + 256 * 1024);
+    let limit = DefaultBodyLimit::max(MAX_FORM);
     Router::new()
         .route("/apps/{tid}/new", get(new_form).post(create).layer(limit))
         .route(
@@ -340,17 +345,26 @@ async fn edit_form(
 }
 
 /// The form's fields and its icon file (empty when none was chosen).
-async fn read(mut mp: Multipart) -> Result<(FormData, Vec<u8>), ConsoleError> {
+async fn read(user: &ConsoleUser, mut mp: Multipart) -> Result<(FormData, Vec<u8>), ConsoleError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     let mut icon = Vec::new();
     let bad = |e: axum::extract::multipart::MultipartError| {
         tracing::info!(error = %e, "console: unreadable app form");
-        ConsoleError::Refused(format!("unreadable form: {}", e.body_text()))
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ConsoleError::Refused(user.t("apps.form_too_large").to_owned())
+        } else {
+            ConsoleError::Refused(format!("unreadable form: {}", e.body_text()))
+        }
     };
-    while let Some(field) = mp.next_field().await.map_err(bad)? {
+    while let Some(mut field) = mp.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name == "icon" {
-            icon = field.bytes().await.map_err(bad)?.to_vec();
+            // Keep one byte past the limit at most: enough for the size check to refuse it.
+            icon.clear();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                let room = (icon::MAX_ICON + 1).saturating_sub(icon.len());
+                icon.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
         } else {
             let text = field.text().await.map_err(bad)?;
             pairs.push((name, text));
@@ -443,7 +457,7 @@ async fn create(
     Path(tid): Path<u64>,
     mp: Multipart,
 ) -> Result<Response, ConsoleError> {
-    let (form, icon_bytes) = read(mp).await?;
+    let (form, icon_bytes) = read(&user, mp).await?;
     user.check_csrf(form.raw("_csrf"))?;
     let tenant = user.tenant(&st, tid).await?;
     let none = (String::new(), String::new());
@@ -481,7 +495,7 @@ async fn update(
     Path((tid, app_id)): Path<(u64, String)>,
     mp: Multipart,
 ) -> Result<Response, ConsoleError> {
-    let (form, icon_bytes) = read(mp).await?;
+    let (form, icon_bytes) = read(&user, mp).await?;
     user.check_csrf(form.raw("_csrf"))?;
     let tenant = user.tenant(&st, tid).await?;
     let app = app_of(&st, tid, &app_id).await?;

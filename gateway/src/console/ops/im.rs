@@ -98,6 +98,17 @@ struct ImPage {
     pushes: Vec<Row>,
 }
 
+/// A time in milliseconds since the epoch as operators read it: `2026-11-28 10:16:03 UTC`
+/// ("" when absent, the raw value when it is not a time).
+fn utc_time(v: &Value) -> String {
+    let Some(ms) = v.as_i64() else {
+        return s(v);
+    };
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -366,7 +377,7 @@ async fn trace(
                 vec![
                     seq.to_string(),
                     s(&m["from"]),
-                    s(&m["server_time_ms"]),
+                    utc_time(&m["server_time_ms"]),
                     text_of(&m["content"]),
                     state.to_owned(),
                 ]
@@ -410,7 +421,7 @@ async fn trace(
         .map(|e| {
             let seq = e["seq"].as_u64().unwrap_or_default();
             vec![
-                s(&e["time_ms"]),
+                utc_time(&e["time_ms"]),
                 s(&e["job"]),
                 if seq == 0 {
                     String::new()

@@ -41,6 +41,9 @@ struct Sample {
     sent: u64,
     queued: u64,
     store_bytes: u64,
+    /// The data file's size (0 when the store does not say; older brokers leave it out).
+    #[serde(default)]
+    disk_bytes: u64,
 }
 
 #[derive(askama::Template)]
@@ -61,6 +64,7 @@ fn build_charts(samples: &[Sample]) -> Vec<Chart> {
     let rout = charts::rates(&t, &series(|s| s.sent));
     let queued = as_f(&series(|s| s.queued));
     let store = as_f(&series(|s| s.store_bytes));
+    let disk = as_f(&series(|s| s.disk_bytes));
     let top = |v: &[f64]| charts::nice_max(v.iter().copied().fold(0.0, f64::max));
     let last = |v: &[f64]| v.last().copied().unwrap_or(0.0);
     let one = |title, id, v: &[f64], fmt: &dyn Fn(f64) -> String| {
@@ -88,6 +92,9 @@ fn build_charts(samples: &[Sample]) -> Vec<Chart> {
         },
         one("ops.chart_queued", "chart-queued", &queued, &int),
         one("ops.chart_store", "chart-store", &store, &|x| {
+            charts::bytes(x as u64)
+        }),
+        one("ops.chart_disk", "chart-disk", &disk, &|x| {
             charts::bytes(x as u64)
         }),
     ]
@@ -121,6 +128,11 @@ async fn overview(st: State<ConsoleState>, user: ConsoleUser) -> Result<Response
             "ops.store",
             charts::bytes(now.map_or(0, |s| s.store_bytes)),
             "tile-store",
+        ),
+        (
+            "ops.disk",
+            charts::bytes(now.map_or(0, |s| s.disk_bytes)),
+            "tile-disk",
         ),
         (
             "ops.received",
