@@ -27,6 +27,7 @@
 pub mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod front;
 pub mod memory;
 pub mod postgres;
 pub mod redb;

@@ -203,52 +203,53 @@ impl ImService {
                 self.drop_stale(&room, stale);
                 Ok(json!({ "paused": paused }))
             }
-            "send" => {
-                let r: Send = parse(payload)?;
-                let room = self.room(r.tenant, &r.room)?;
-                let body = match (r.text, r.custom_type) {
-                    (Some(t), None) if !t.is_empty() => {
-                        im::content::Body::Text(im::Text { text: t })
-                    }
-                    (None, Some(ty)) if !ty.is_empty() => im::content::Body::Custom(im::Custom {
-                        r#type: ty,
-                        data: Bytes::from(r.data.into_bytes()),
-                    }),
-                    _ => {
-                        return Err(ImError::BadRequest(
-                            "give either a non-empty text or a custom_type".into(),
-                        ));
-                    }
-                };
-                let priority = match r.priority.as_deref() {
-                    None => None,
-                    Some("high") => Some(Priority::High),
-                    Some("low") => Some(Priority::Low),
-                    Some(other) => {
-                        return Err(ImError::BadRequest(format!(
-                            "priority is \"high\" or \"low\", not {other:?}"
-                        )));
-                    }
-                };
-                if r.from.len() > 64 || r.client_msg_id.len() > 64 {
-                    return Err(ImError::BadRequest(
-                        "from and client_msg_id: at most 64 bytes".into(),
-                    ));
-                }
-                let msg = im::Message {
-                    conversation: ConvId::Chatroom(room.id.clone()).to_string(),
-                    conv_type: ConvType::Chatroom as i32,
-                    from: r.from,
-                    to: room.id.clone(),
-                    client_msg_id: r.client_msg_id,
-                    content: Some(im::Content { body: Some(body) }),
-                    ..im::Message::default()
-                };
-                let sent = self.room_post(&room, msg, None, priority)?;
-                Ok(json!({ "seq": sent.seq, "server_time_ms": sent.server_time_ms }))
-            }
+            // Sending awaits the room's owner node in a cluster: see `room_admin_send`.
             _ => Err(ImError::NotFound(format!("no such request: room/{op}"))),
         }
+    }
+
+    /// The app server's `send`: a message from the app server to a room.
+    pub(super) async fn room_admin_send(&self, payload: &[u8]) -> Result<Value, ImError> {
+        let r: Send = parse(payload)?;
+        let room = self.room(r.tenant, &r.room)?;
+        let body = match (r.text, r.custom_type) {
+            (Some(t), None) if !t.is_empty() => im::content::Body::Text(im::Text { text: t }),
+            (None, Some(ty)) if !ty.is_empty() => im::content::Body::Custom(im::Custom {
+                r#type: ty,
+                data: Bytes::from(r.data.into_bytes()),
+            }),
+            _ => {
+                return Err(ImError::BadRequest(
+                    "give either a non-empty text or a custom_type".into(),
+                ));
+            }
+        };
+        let priority = match r.priority.as_deref() {
+            None => None,
+            Some("high") => Some(Priority::High),
+            Some("low") => Some(Priority::Low),
+            Some(other) => {
+                return Err(ImError::BadRequest(format!(
+                    "priority is \"high\" or \"low\", not {other:?}"
+                )));
+            }
+        };
+        if r.from.len() > 64 || r.client_msg_id.len() > 64 {
+            return Err(ImError::BadRequest(
+                "from and client_msg_id: at most 64 bytes".into(),
+            ));
+        }
+        let msg = im::Message {
+            conversation: ConvId::Chatroom(room.id.clone()).to_string(),
+            conv_type: ConvType::Chatroom as i32,
+            from: r.from,
+            to: room.id.clone(),
+            client_msg_id: r.client_msg_id,
+            content: Some(im::Content { body: Some(body) }),
+            ..im::Message::default()
+        };
+        let sent = self.room_post(&room, msg, None, priority).await?;
+        Ok(json!({ "seq": sent.seq, "server_time_ms": sent.server_time_ms }))
     }
 
     fn create_room(&self, tid: u64, id: &str, settings: Settings) -> Result<Arc<Room>, ImError> {
@@ -274,8 +275,10 @@ impl ImService {
                 idle_gen: 0,
                 window: (0, 0),
                 dropped: 0,
+                remote: Default::default(),
             }),
             replica: super::cluster::applying(),
+            origin: self.room_origin(),
         });
         {
             let mut shard = self.rooms.shard(tid, id).write();
@@ -326,14 +329,16 @@ impl ImService {
         }
         tracing::info!(tenant = room.tid, room = %room.id, reason, "chatroom destroyed");
         self.room_destroyed_replicate(room);
-        if !room.replica {
+        if self.room_owned_here(room) {
             self.room_service_event(room.tid, ev);
         }
     }
 
     /// Destroys `room` after `after_ms` if nobody joined since (generation `generation`).
+    /// In a cluster only the room's owner node runs it, and the room must be empty on
+    /// every node.
     pub(super) fn schedule_idle(&self, room: &Arc<Room>, generation: u64, after_ms: u64) {
-        if room.replica {
+        if !self.room_owned_here(room) {
             return;
         }
         let Some(b) = self.broker() else { return };
@@ -346,7 +351,7 @@ impl ImService {
             }
             let idle = {
                 let st = room.state.lock();
-                !st.gone && st.conns.is_empty() && st.idle_gen == generation
+                !st.gone && st.conns.is_empty() && st.remote.is_empty() && st.idle_gen == generation
             };
             if idle {
                 service.destroy_room(&room, "idle");

@@ -1,5 +1,6 @@
 //! Chatroom membership: devices joining and leaving rooms (a device's live connection is
-//! what joins), the per-connection index that a disconnection walks, and the member list.
+//! what joins), the per-connection index that a disconnection walks, and the member list
+//! (in a cluster: the members on the node asked; `total` and every count: all nodes).
 
 use super::*;
 
@@ -39,7 +40,7 @@ impl ImService {
                 room.id
             )))
         } else if !st.members.contains_key(&login.account)
-            && st.members.len() >= st.settings.max_members
+            && st.total() >= st.settings.max_members as u64
         {
             Some(ImError::Conflict(format!("room {} is full", room.id)))
         } else {
@@ -77,7 +78,7 @@ impl ImService {
             if new_member && st.settings.notify_members {
                 let mut ev = new_event(room_event::Kind::Joined, &room.id);
                 ev.targets = vec![login.account.clone()];
-                ev.member_count = st.members.len() as u64;
+                ev.member_count = st.total();
                 stale = st.tell(ev, None);
             }
         }
@@ -88,6 +89,7 @@ impl ImService {
         let recent = st.ring.iter().skip(skip).cloned().collect();
         let info = st.info(&room.id);
         drop(st);
+        self.room_count_changed(&room);
         self.drop_stale(&room, stale);
         Ok(im::RoomJoinResponse {
             status: ok(),
@@ -133,11 +135,15 @@ impl ImService {
         if user_left && st.settings.notify_members {
             let mut ev = new_event(room_event::Kind::Left, &room.id);
             ev.targets = vec![account];
-            ev.member_count = st.members.len() as u64;
+            ev.member_count = st.total();
             stale = st.tell(ev, None);
         }
-        let idle = (st.conns.is_empty() && !st.gone).then_some((st.idle_gen, st.settings.idle_ms));
+        let idle = (st.conns.is_empty() && st.remote.is_empty() && !st.gone)
+            .then_some((st.idle_gen, st.settings.idle_ms));
         drop(st);
+        if user_left {
+            self.room_count_changed(room);
+        }
         self.drop_stale(room, stale);
         if let Some((generation, after)) = idle {
             self.schedule_idle(room, generation, after);
@@ -206,7 +212,7 @@ impl ImService {
         Ok(im::RoomMembersResponse {
             status: ok(),
             members,
-            total: st.members.len() as u64,
+            total: st.total(),
             next,
         })
     }

@@ -186,6 +186,8 @@ pub(super) struct Room {
     state: Mutex<RoomState>,
     /// Cluster mode: a copy of a room created through another node ([`cluster`]).
     replica: bool,
+    /// Cluster mode: the node the room was created through ("" without cluster mode).
+    origin: String,
 }
 
 /// A member device.
@@ -225,6 +227,8 @@ struct RoomState {
     window: (u64, u32),
     /// Deliveries skipped or dropped for load since creation.
     dropped: u64,
+    /// Cluster mode: member users on other nodes, by node (non-zero counts only).
+    remote: HashMap<String, u64>,
 }
 
 /// How a message is delivered.
@@ -239,12 +243,17 @@ impl RoomState {
         im::RoomInfo {
             id: id.to_owned(),
             name: self.settings.name.clone(),
-            member_count: self.members.len() as u64,
+            member_count: self.total(),
             paused: self.paused,
             history: self.settings.history,
             last_seq: self.seq,
             created_ms: self.created_ms,
         }
+    }
+
+    /// Member users on every node (a user with devices on two nodes counts twice).
+    fn total(&self) -> u64 {
+        self.members.len() as u64 + self.remote.values().sum::<u64>()
     }
 
     fn gagged(&self, account: &str, now: u64) -> Option<u64> {
@@ -414,6 +423,9 @@ impl ImService {
 
     /// The app server's chatroom request `$im/admin/room/{op}` (JSON).
     pub(super) async fn room_admin(&self, op: &str, payload: &[u8]) -> Result<Value, ImError> {
+        if op == "send" {
+            return self.room_admin_send(payload).await;
+        }
         let r = self.room_admin_op(op, payload)?;
         self.room_admin_replicate(op, payload);
         Ok(r)
@@ -449,20 +461,36 @@ impl ImService {
             mention_all: req.mention_all,
             ..im::Message::default()
         };
-        self.room_post(&room, msg, Some(&login.account), None)
+        self.room_post(&room, msg, Some(&login.account), None).await
     }
 
     /// Adds `msg` to the room and hands it to its members. `sender`: the sending member
-    /// (checked: in the room, not gagged); `priority`: forced (app server) or derived.
-    fn room_post(
+    /// (checked: in the room, not gagged); `priority`: forced (app server) or derived. In
+    /// a cluster the room's owner node numbers it ([`cluster`]).
+    async fn room_post(
         &self,
         room: &Arc<Room>,
-        mut msg: im::Message,
+        msg: im::Message,
         sender: Option<&str>,
         priority: Option<Priority>,
     ) -> Result<im::SendResponse, ImError> {
+        let priority = self.room_check(room, &msg, sender, priority)?;
+        if let Some(numbered) = self.room_forward(room, &msg, priority).await {
+            return numbered;
+        }
+        self.room_number(room, msg, priority)
+    }
+
+    /// Checks the sender (`None`: the app server) and decides the message's priority.
+    fn room_check(
+        &self,
+        room: &Room,
+        msg: &im::Message,
+        sender: Option<&str>,
+        priority: Option<Priority>,
+    ) -> Result<Priority, ImError> {
         let now = now_ms();
-        let mut st = room.state.lock();
+        let st = room.state.lock();
         if st.gone {
             return Err(ImError::NotFound(format!("room {}", room.id)));
         }
@@ -479,14 +507,29 @@ impl ImService {
             }
             high = st.whitelist.contains(account);
         }
-        let priority = priority.unwrap_or_else(|| {
+        Ok(priority.unwrap_or_else(|| {
             let t = type_name(msg.content.as_ref());
             if high || st.settings.high_priority_types.contains(&t) {
                 Priority::High
             } else {
                 Priority::Low
             }
-        });
+        }))
+    }
+
+    /// Numbers a checked message, keeps it for joiners and hands it to the members here
+    /// (and, in a cluster, on the other nodes).
+    fn room_number(
+        &self,
+        room: &Arc<Room>,
+        mut msg: im::Message,
+        priority: Priority,
+    ) -> Result<im::SendResponse, ImError> {
+        let now = now_ms();
+        let mut st = room.state.lock();
+        if st.gone {
+            return Err(ImError::NotFound(format!("room {}", room.id)));
+        }
         let conversation = msg.conversation.clone();
         // The room's budget: low-priority messages beyond it are dropped (seq 0).
         let budget = st.settings.budget_per_sec;
@@ -516,7 +559,8 @@ impl ImService {
             st.ring.push_back(msg.clone());
         }
         let seq = msg.seq;
-        let relay = self.cluster().is_some().then(|| msg.clone());
+        // Relayed under the room's lock, so the notes leave in seq order.
+        self.room_relay(room, &msg, priority);
         let mut stale = Vec::new();
         if !st.paused {
             let payload = Bytes::from(
@@ -530,9 +574,6 @@ impl ImService {
         }
         drop(st);
         self.drop_stale(room, stale);
-        if let Some(m) = relay {
-            self.room_relay(room, &m, priority);
-        }
         Ok(im::SendResponse {
             status: ok(),
             conversation,

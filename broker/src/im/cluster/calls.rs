@@ -51,7 +51,7 @@ struct Head {
 
 /// A forwarded request's error.
 #[derive(Debug, Serialize, Deserialize)]
-struct Failure {
+pub(super) struct Failure {
     code: u32,
     message: String,
 }
@@ -68,7 +68,7 @@ fn owner_of(call_id: &str) -> Option<&str> {
         .then_some(tag)
 }
 
-fn failure_of(e: &ImError) -> Failure {
+pub(super) fn failure_of(e: &ImError) -> Failure {
     let message = match e {
         ImError::BadRequest(m)
         | ImError::Unauthorized(m)
@@ -92,7 +92,7 @@ fn failure_of(e: &ImError) -> Failure {
     }
 }
 
-fn error_of(f: Failure) -> ImError {
+pub(super) fn error_of(f: Failure) -> ImError {
     let m = f.message;
     match f.code {
         400 => ImError::BadRequest(m),

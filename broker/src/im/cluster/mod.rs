@@ -20,8 +20,9 @@
 //!   other node: `unread` (users whose unread total changed), `group` (a group's record or
 //!   members), `personal` (members' read positions / do-not-disturb in a cached group),
 //!   `tenant`, `moderation`.
-//! - `room_admin`, `room_msg`: chatroom changes and messages (`im/chatroom/cluster.rs`:
-//!   every node keeps a copy of every room and hands messages to its own members).
+//! - `room_admin`, `room_msg`, `room_count`: chatroom changes, messages numbered by the
+//!   room's owner node, member counts (`im/chatroom/cluster.rs`: every node keeps a copy of
+//!   every room and hands messages to its own members; [`rooms`]: forwarding to the owner).
 //! - `busy`: a user's call on the sending node changed (see [`calls`]: calls are owned by
 //!   one node, and requests about them are forwarded there). A fill that read the store before an eviction and finishes
 //!   after it is not cached: each kind has a generation bumped by the eviction, and a fill
@@ -48,6 +49,7 @@ use tokio::sync::mpsc;
 use crate::BrokerState;
 
 mod calls;
+mod rooms;
 mod tasks;
 
 /// Notes waiting to be published.
@@ -131,6 +133,13 @@ enum Note {
         msg: String,
         high: bool,
     },
+    /// Chatroom `room` has `count` member users on the sending node.
+    RoomCount {
+        node: String,
+        tid: u64,
+        room: String,
+        count: u64,
+    },
     /// User `uid` is in (or rung for) call `call` owned by the sender ("": no longer).
     Busy {
         node: String,
@@ -156,6 +165,7 @@ impl Note {
             Note::Busy { .. } => "busy",
             Note::RoomAdmin { .. } => "room_admin",
             Note::RoomMsg { .. } => "room_msg",
+            Note::RoomCount { .. } => "room_count",
         }
     }
 
@@ -173,7 +183,8 @@ impl Note {
             | Note::Kick { node, .. }
             | Note::Busy { node, .. }
             | Note::RoomAdmin { node, .. }
-            | Note::RoomMsg { node, .. } => node,
+            | Note::RoomMsg { node, .. }
+            | Note::RoomCount { node, .. } => node,
         }
     }
 }
@@ -207,6 +218,8 @@ pub struct ImCluster {
     busy: Mutex<HashMap<(u64, u64), (String, String)>>,
     /// When each other node was last heard from.
     seen: Mutex<HashMap<String, Instant>>,
+    /// Chatrooms whose member count here changed since the last `room_count` notes.
+    dirty_rooms: Mutex<std::collections::HashSet<(u64, String)>>,
     /// Generations of the caches, bumped by evictions from other nodes.
     pub(super) unread_gen: AtomicU64,
     pub(super) personal_gen: AtomicU64,
@@ -243,6 +256,7 @@ impl ImCluster {
             remote: Mutex::new(HashMap::new()),
             busy: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            dirty_rooms: Mutex::default(),
             unread_gen: AtomicU64::new(0),
             personal_gen: AtomicU64::new(0),
             tenant_gen: AtomicU64::new(0),

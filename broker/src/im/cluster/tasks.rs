@@ -47,6 +47,16 @@ impl ImService {
             ic.clone(),
             broker.clone(),
         ));
+        broker.tasks.spawn(super::rooms::serve_rooms(
+            Arc::downgrade(self),
+            ic.clone(),
+            broker.clone(),
+        ));
+        broker.tasks.spawn(super::rooms::send_counts(
+            Arc::downgrade(self),
+            ic.clone(),
+            broker.clone(),
+        ));
         broker
             .tasks
             .spawn(heartbeat(Arc::downgrade(self), ic, broker.clone()));
@@ -115,6 +125,7 @@ impl ImService {
             }
             Note::Hello { node } => {
                 c.drop_node(&node);
+                self.rooms_forget_node(&node);
                 // Tell the newcomer who is online here.
                 self.announce_all();
             }
@@ -154,13 +165,21 @@ impl ImService {
                 self.evict_moderation(tid);
             }
             Note::Kick { tid, client_id, .. } => self.kick_local(tid, &client_id),
+            Note::RoomCount {
+                node,
+                tid,
+                room,
+                count,
+            } => self.room_count_apply(&node, tid, &room, count),
             Note::Busy {
                 node,
                 tid,
                 uid,
                 call,
             } => c.apply_busy(node, tid, uid, call),
-            Note::RoomAdmin { op, body, .. } => self.room_admin_apply(&op, body.as_bytes()),
+            Note::RoomAdmin { node, op, body } => {
+                self.room_admin_apply(&node, &op, body.as_bytes())
+            }
             Note::RoomMsg {
                 tid,
                 room,
@@ -304,6 +323,9 @@ async fn heartbeat(
             );
             c.stats.dead_nodes.fetch_add(1, Ordering::Relaxed);
             c.drop_node(&node);
+            if let Some(s) = service.upgrade() {
+                s.rooms_forget_node(&node);
+            }
         }
     }
 }

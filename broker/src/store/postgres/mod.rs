@@ -32,17 +32,15 @@ mod sql;
 mod writer;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{
-    BACKLOG_BYTES, BACKLOG_OPS, Done, LogEntry, Op, Record, Scope, Snapshot, Store, StoreError,
-    StoreStats, Table,
-};
+use super::front::{Backlog, Job};
+use super::{Done, LogEntry, Op, Record, Scope, Snapshot, Store, StoreError, StoreStats, Table};
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,13 +66,6 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// One transaction waiting for the writer.
-struct Job {
-    ops: Vec<Op>,
-    done: Option<Done>,
-    weight: usize,
-}
-
 /// State shared by the store, its writer and its readers.
 struct Shared {
     config: tokio_postgres::Config,
@@ -86,8 +77,7 @@ struct Shared {
     failed: AtomicU64,
     bytes: AtomicU64,
     budget: u64,
-    backlog_ops: AtomicUsize,
-    backlog_bytes: AtomicUsize,
+    backlog: Backlog,
     link: metrics::LinkMetrics,
     /// Multi-row statements per op kind in group commits (see `plan`).
     multi_row: bool,
@@ -194,8 +184,7 @@ impl PgStore {
             failed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             budget,
-            backlog_ops: AtomicUsize::new(0),
-            backlog_bytes: AtomicUsize::new(0),
+            backlog: Backlog::default(),
             link: metrics::LinkMetrics::default(),
             multi_row,
         });
@@ -279,39 +268,15 @@ impl Drop for PgStore {
 
 impl Store for PgStore {
     fn write(&self, ops: Vec<Op>, done: Option<Done>) {
-        if ops.is_empty() {
-            if let Some(d) = done {
-                let _ = d.send(Ok(Default::default()));
-            }
-            return;
-        }
-        let weight: usize = ops.iter().map(Op::weight).sum();
-        let n = ops.len();
         let guard = self.tx.lock();
-        let Some(tx) = guard.as_ref() else {
-            if let Some(d) = done {
-                let _ = d.send(Err(StoreError::Io("store closed".into())));
-            }
-            return;
-        };
-        self.shared.backlog_ops.fetch_add(n, Ordering::Relaxed);
-        self.shared
-            .backlog_bytes
-            .fetch_add(weight, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(job)) = tx.send(Job { ops, done, weight }) {
-            self.shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
-            self.shared
-                .backlog_bytes
-                .fetch_sub(weight, Ordering::Relaxed);
-            if let Some(d) = job.done {
-                let _ = d.send(Err(StoreError::Io("store writer stopped".into())));
-            }
-        }
+        let send = guard
+            .as_ref()
+            .map(|tx| |job| tx.send(job).map_err(|mpsc::error::SendError(job)| job));
+        self.shared.backlog.submit(ops, done, send);
     }
 
     fn congested(&self) -> bool {
-        self.shared.backlog_ops.load(Ordering::Relaxed) > BACKLOG_OPS
-            || self.shared.backlog_bytes.load(Ordering::Relaxed) > BACKLOG_BYTES
+        self.shared.backlog.congested()
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {

@@ -116,8 +116,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job
                 shared.display
             ))),
         };
-        shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
-        shared.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        shared.backlog.committed(n, bytes);
         match &result {
             Ok((_, delta)) => {
                 shared.link.observe_commit(started.elapsed());

@@ -13,7 +13,7 @@ mod read;
 mod tail;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use parking_lot::RwLock;
@@ -21,9 +21,10 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
 };
 
+use super::front::{Backlog, Job};
 use super::{
-    BACKLOG_BYTES, BACKLOG_OPS, BATCH_BYTES, BATCH_OPS, Done, LogEntry, Op, Record, Snapshot,
-    Store, StoreError, StoreStats, Table,
+    BATCH_BYTES, BATCH_OPS, Done, LogEntry, Op, Record, Snapshot, Store, StoreError, StoreStats,
+    Table,
 };
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -51,13 +52,6 @@ const FORMAT: &str = "switchboard-store/4";
 /// binary must not open a format 4 file, which keeps log heads where it does not look).
 const FORMATS_READ: [&str; 3] = ["switchboard-store/2", "switchboard-store/3", FORMAT];
 
-/// One transaction waiting for the writer.
-struct Job {
-    ops: Vec<Op>,
-    done: Option<Done>,
-    weight: usize,
-}
-
 /// redb-backed store.
 pub struct RedbStore {
     /// `None` once dropping: closing the channel stops the writer.
@@ -78,8 +72,7 @@ struct Shared {
     bytes: AtomicU64,
     budget: u64,
     /// Ops and bytes handed to the writer and not yet committed.
-    backlog_ops: AtomicUsize,
-    backlog_bytes: AtomicUsize,
+    backlog: Backlog,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -158,8 +151,7 @@ impl RedbStore {
             failed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             budget,
-            backlog_ops: AtomicUsize::new(0),
-            backlog_bytes: AtomicUsize::new(0),
+            backlog: Backlog::default(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
         let (db2, sh2, p2) = (db.clone(), shared.clone(), path.to_owned());
@@ -238,8 +230,7 @@ fn writer(
             Some(d) => apply::apply(d, &jobs),
             None => Err(StoreError::Io("data file closed after an I/O error".into())),
         };
-        shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
-        shared.backlog_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        shared.backlog.committed(n, bytes);
         if result.is_err() {
             // The handle is unusable after an I/O error: close it and open the file again,
             // so that the next commit can succeed once the disk has room.
@@ -305,39 +296,15 @@ impl Drop for RedbStore {
 
 impl Store for RedbStore {
     fn write(&self, ops: Vec<Op>, done: Option<Done>) {
-        if ops.is_empty() {
-            if let Some(d) = done {
-                let _ = d.send(Ok(Default::default()));
-            }
-            return;
-        }
-        let weight: usize = ops.iter().map(Op::weight).sum();
-        let n = ops.len();
         let guard = self.tx.lock();
-        let Some(tx) = guard.as_ref() else {
-            if let Some(d) = done {
-                let _ = d.send(Err(StoreError::Io("store closed".into())));
-            }
-            return;
-        };
-        self.shared.backlog_ops.fetch_add(n, Ordering::Relaxed);
-        self.shared
-            .backlog_bytes
-            .fetch_add(weight, Ordering::Relaxed);
-        if let Err(mpsc::SendError(job)) = tx.send(Job { ops, done, weight }) {
-            self.shared.backlog_ops.fetch_sub(n, Ordering::Relaxed);
-            self.shared
-                .backlog_bytes
-                .fetch_sub(weight, Ordering::Relaxed);
-            if let Some(d) = job.done {
-                let _ = d.send(Err(StoreError::Io("store writer stopped".into())));
-            }
-        }
+        let send = guard
+            .as_ref()
+            .map(|tx| |job| tx.send(job).map_err(|mpsc::SendError(job)| job));
+        self.shared.backlog.submit(ops, done, send);
     }
 
     fn congested(&self) -> bool {
-        self.shared.backlog_ops.load(Ordering::Relaxed) > BACKLOG_OPS
-            || self.shared.backlog_bytes.load(Ordering::Relaxed) > BACKLOG_BYTES
+        self.shared.backlog.congested()
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
