@@ -237,20 +237,26 @@ impl ImService {
             },
             None => Err(ImError::BadRequest("call forward: no header".into())),
         };
-        let mut out = BytesMut::new();
-        match answer {
-            Ok(b) => {
-                out.put_u8(0);
-                out.put_slice(&b);
-            }
-            Err(e) => {
-                out.put_u8(1);
-                let f = serde_json::to_vec(&failure_of(&e)).unwrap_or_default();
-                out.put_slice(&f);
-            }
-        }
-        out.freeze()
+        answer_bytes(answer.as_deref())
     }
+}
+
+/// The NATS reply to a request forwarded to this node: 0 and the answer, or 1 and the
+/// error as [`Failure`] JSON (read back with [`error_of`]).
+pub(super) fn answer_bytes(answer: Result<&[u8], &ImError>) -> Bytes {
+    let mut out = BytesMut::new();
+    match answer {
+        Ok(b) => {
+            out.put_u8(0);
+            out.put_slice(b);
+        }
+        Err(e) => {
+            out.put_u8(1);
+            let f = serde_json::to_vec(&failure_of(e)).unwrap_or_default();
+            out.put_slice(&f);
+        }
+    }
+    out.freeze()
 }
 
 /// Answers the call requests other nodes forward to this node until shutdown.

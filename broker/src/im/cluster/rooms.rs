@@ -16,7 +16,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::im;
 
-use super::calls::{error_of, failure_of, node_tag};
+use super::calls::{answer_bytes, error_of, node_tag};
 use super::{ImCluster, Note};
 use crate::BrokerState;
 use crate::im::{ImError, ImService};
@@ -128,19 +128,8 @@ impl ImService {
             },
             None => Err(ImError::BadRequest("room forward: no header".into())),
         };
-        let mut out = BytesMut::new();
-        match answer {
-            Ok(r) => {
-                out.put_u8(0);
-                out.put_slice(&r.encode_to_vec());
-            }
-            Err(e) => {
-                out.put_u8(1);
-                let f = serde_json::to_vec(&failure_of(&e)).unwrap_or_default();
-                out.put_slice(&f);
-            }
-        }
-        out.freeze()
+        let answer = answer.map(|r| r.encode_to_vec());
+        answer_bytes(answer.as_deref())
     }
 }
 
