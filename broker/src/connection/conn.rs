@@ -31,7 +31,7 @@ pub(super) struct Conn {
     pub(super) conn_id: u64,
     /// The session's key in the registry and the store (see `sessions::key_of`) when it is
     /// not the client id (a tenant's client): one copy of the id fewer per connection.
-    own_key: Option<Box<str>>,
+    pub(super) own_key: Option<Box<str>>,
     /// Its `client_id` is the connection's (assigned by the broker if the client sent none).
     pub(super) identity: Identity,
     pub(super) version: Version,

@@ -13,7 +13,7 @@
 //! `drain` (mailbox → session, and the connection's store writes), `read` (reading
 //! without a buffer per idle connection), `park` (a quiet connection frees its loop) and
 //! `parker` (a parked plain-TCP connection without a task: one table and one task per
-//! broker).
+//! broker), `dormant` (the compact form the parker keeps).
 //!
 //! Memory of an idle connection: the task's future is what an idle connection costs, so it
 //! holds only what the connected loop needs. The steps a connection takes once (reading
@@ -23,6 +23,7 @@
 //! is released once written.
 
 mod conn;
+mod dormant;
 mod drain;
 mod enhanced_auth;
 mod handlers;

@@ -4,9 +4,9 @@
 //! its own keeps the task (header, scheduler links) and its future (the waiters of the
 //! socket, the mailbox, the kick channel, a keep-alive `Sleep`, shutdown): about 1 KB. A
 //! plain TCP connection that parks instead hands its state box (`Live`) to the broker's
-//! [`Parker`] and its task ends. The parker keeps one record per connection (the box, which
-//! holds the admission slot too, and its waker: 16 B in the table) and one task for all
-//! of them, which wakes on:
+//! [`Parker`] and its task ends. The parker keeps one record per connection (the box's
+//! compact form, see `dormant`, which holds the unsplit socket and the admission slot too,
+//! and its waker: 16 B in the table) and one task for all of them, which wakes on:
 //!
 //! - bytes from the client: the socket's readiness is polled with the record's own waker
 //!   (one small `Arc` naming the connection), so the reactor wakes the parker with the
@@ -17,9 +17,11 @@
 //!   one timer, not a `Sleep` per connection;
 //! - shutdown: every parked connection is resumed to say goodbye (DISCONNECT 0x8B).
 //!
-//! Woken, the record leaves the table and the connection's task is spawned again
-//! (`connected`) where it left off: every piece of protocol state lives in the box, so
-//! nothing is lost or reordered. A wake-up that finds nothing to do (a stale waker) polls
+//! Woken, the record leaves the table, its state box is rebuilt from the compact form, and
+//! the connection's task is spawned again (`connected`) where it left off: every piece of
+//! protocol state a quiet connection holds is carried in the compact form, so nothing is
+//! lost or reordered. A box that cannot be compacted (see `dormant`) is not handed over:
+//! its connection waits in its own task. A wake-up that finds nothing to do (a stale waker) polls
 //! the record once more and keeps it parked.
 //!
 //! TLS, WebSocket and QUIC connections keep waiting in their own task (`Conn::park`): their
@@ -38,15 +40,18 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use switchboard_proto::ReasonCode;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::dormant::Dormant;
 use super::{End, Live};
 use crate::BrokerState;
 use crate::metrics::Metrics;
+use crate::sessions::Kick;
 
 /// The broker's table of parked plain-TCP connections (see the module docs).
 #[derive(Default)]
@@ -81,17 +86,26 @@ struct Table {
     closed: bool,
 }
 
-/// One parked connection.
+/// One parked connection: its compact form (see `dormant`) and its waker.
 struct Parked {
-    live: Box<Live<TcpStream>>,
+    dormant: Box<Dormant>,
     waker: Arc<IdWaker>,
 }
 
 impl Parked {
     /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
     fn deadline(&self) -> Option<Instant> {
-        self.live.sess.poll_timeout()
+        self.dormant.deadline()
     }
+}
+
+/// Why a parked connection runs again.
+enum Cause {
+    /// Bytes from the client (read into this buffer), a delivery, the keep-alive deadline.
+    Work(BytesMut),
+    Kicked(Kick),
+    Lost(&'static str),
+    Shutdown,
 }
 
 /// The waker of one parked connection: queues its id for the parker.
@@ -122,8 +136,8 @@ impl Wake for IdWaker {
 enum Woken {
     /// Still nothing to do: stays parked.
     Stay(Parked),
-    /// Runs again; `Some` when it ended while parked (kick, shutdown, lost socket).
-    Resume(Parked, Option<End>),
+    /// Runs again, for this reason.
+    Resume(Parked, Cause),
 }
 
 /// Hands a connection that parks to the broker's parker, which ends the calling task.
@@ -144,27 +158,29 @@ pub(super) fn hand_over<S: 'static>(
             };
         }
     };
+    // The compact form, or the box back when it cannot be (it waits in its own task).
+    let dormant = match Dormant::sleep(live) {
+        Ok(d) => d,
+        Err(live) => return give_back(live),
+    };
     let parker = &broker.parker;
     let shared = &parker.shared;
-    let id = live.conn.conn_id;
-    let deadline = live.sess.poll_timeout();
+    let id = dormant.conn_id;
+    let deadline = dormant.deadline();
     let waker = Arc::new(IdWaker {
         id,
         queued: AtomicBool::new(false),
         shared: Arc::downgrade(shared),
     });
     let record = Parked {
-        live,
+        dormant,
         waker: waker.clone(),
     };
     {
         let mut table = shared.table.lock();
         if table.closed || broker.shutdown.is_cancelled() {
-            let any: Box<dyn std::any::Any> = record.live;
-            return match any.downcast::<Live<S>>() {
-                Ok(l) => Err(l),
-                Err(_) => Ok(()),
-            };
+            drop(table);
+            return give_back(record.dormant.wake(broker, BytesMut::new()));
         }
         table.records.insert(id, record);
     }
@@ -183,6 +199,16 @@ pub(super) fn hand_over<S: 'static>(
     // catches what arrived between the loop's last look and now.
     waker.wake_by_ref();
     Ok(())
+}
+
+/// A TCP connection's box given back to its caller, as the caller's type.
+fn give_back<S: 'static>(live: Box<Live<TcpStream>>) -> Result<(), Box<Live<S>>> {
+    let any: Box<dyn std::any::Any> = live;
+    match any.downcast::<Live<S>>() {
+        Ok(l) => Err(l),
+        // Unreachable: the caller's `S` is `TcpStream`.
+        Err(_) => Ok(()),
+    }
 }
 
 /// The parker's task: polls woken records and resumes those with something to do.
@@ -223,11 +249,11 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
                 Woken::Stay(record) => {
                     shared.table.lock().records.insert(id, record);
                 }
-                Woken::Resume(record, end) => {
+                Woken::Resume(record, cause) => {
                     if let Some(at) = deadline {
                         shared.timers.lock().remove(&(at, id));
                     }
-                    resume(&broker, record, end);
+                    resume(&broker, record, cause);
                 }
             }
         }
@@ -242,12 +268,8 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
         std::mem::take(&mut table.records)
     };
     shared.timers.lock().clear();
-    for (_, mut record) in records {
-        record
-            .live
-            .sess
-            .disconnect(ReasonCode::ServerShuttingDown, None);
-        resume(&broker, record, Some(End::Shutdown));
+    for (_, record) in records {
+        resume(&broker, record, Cause::Shutdown);
     }
 }
 
@@ -255,46 +277,58 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
 fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken {
     let waker = Waker::from(record.waker.clone());
     let mut cx = Context::from_waker(&waker);
-    let live = &mut *record.live;
+    let d = &mut *record.dormant;
     if broker.shutdown.is_cancelled() {
-        live.sess.disconnect(ReasonCode::ServerShuttingDown, None);
-        return Woken::Resume(record, Some(End::Shutdown));
+        return Woken::Resume(record, Cause::Shutdown);
     }
-    if let Some(rx) = live.conn.kicked.as_mut()
+    if let Some(rx) = d.kicked.as_mut()
         && let Poll::Ready(k) = Pin::new(rx).poll(&mut cx)
     {
-        live.conn.kicked = None;
+        d.kicked = None;
         if let Ok(k) = k {
-            let end = super::park::kicked_off(&mut live.sess, k);
-            return Woken::Resume(record, Some(end));
+            return Woken::Resume(record, Cause::Kicked(k));
         }
     }
-    match super::read::poll_scratch(&mut live.io.rd, &mut live.io.rbuf, &mut cx) {
-        Poll::Ready(Ok(0)) => return Woken::Resume(record, Some(End::Lost("closed by peer"))),
-        Poll::Ready(Err(_)) => return Woken::Resume(record, Some(End::Lost("read failed"))),
+    let mut rbuf = BytesMut::new();
+    match super::read::poll_scratch(&mut d.stream, &mut rbuf, &mut cx) {
+        Poll::Ready(Ok(0)) => return Woken::Resume(record, Cause::Lost("closed by peer")),
+        Poll::Ready(Err(_)) => return Woken::Resume(record, Cause::Lost("read failed")),
         Poll::Ready(Ok(n)) => {
             Metrics::add(&broker.metrics.bytes_received, n as u64);
-            return Woken::Resume(record, None);
+            return Woken::Resume(record, Cause::Work(rbuf));
         }
         Poll::Pending => {}
     }
-    let mailbox = &live.conn.state.mailbox;
-    mailbox.register_parked(&waker);
-    if !mailbox.is_empty() {
-        return Woken::Resume(record, None);
+    d.mailbox.register_parked(&waker);
+    if !d.mailbox.is_empty() {
+        return Woken::Resume(record, Cause::Work(rbuf));
     }
     // Resumed, the loop finds the keep-alive deadline passed and closes the connection.
     if record.deadline().is_some_and(|at| at <= now) {
-        return Woken::Resume(record, None);
+        return Woken::Resume(record, Cause::Work(rbuf));
     }
     Woken::Stay(record)
 }
 
 /// Spawns the connection's task again, in its `conn` span.
-fn resume(broker: &Arc<BrokerState>, record: Parked, end: Option<End>) {
+fn resume(broker: &Arc<BrokerState>, record: Parked, cause: Cause) {
     Metrics::dec(&broker.metrics.connections_parked);
-    let Parked { live, .. } = record;
-    live.conn.state.mailbox.clear_parked();
+    let Parked { dormant, .. } = record;
+    dormant.mailbox.clear_parked();
+    let (rbuf, cause) = match cause {
+        Cause::Work(rbuf) => (rbuf, None),
+        other => (BytesMut::new(), Some(other)),
+    };
+    let mut live = dormant.wake(broker, rbuf);
+    let end = cause.and_then(|c| match c {
+        Cause::Work(_) => None,
+        Cause::Kicked(k) => Some(super::park::kicked_off(&mut live.sess, k)),
+        Cause::Lost(why) => Some(End::Lost(why)),
+        Cause::Shutdown => {
+            live.sess.disconnect(ReasonCode::ServerShuttingDown, None);
+            Some(End::Shutdown)
+        }
+    });
     let peer = live.conn.info.as_ref().map(|i| i.peer);
     let span = tracing::info_span!(
         "conn",

@@ -16,6 +16,7 @@ mod server;
 pub use client::{
     ClientConfig, ClientError, ClientEvent, ClientSession, RequestError, ServerLimits,
 };
+pub use server::DormantSession;
 pub use server::ServerSession;
 
 use crate::packet::*;

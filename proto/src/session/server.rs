@@ -552,6 +552,8 @@ enum PubKind {
 
 mod auth;
 mod connack;
+mod dormant;
+pub use dormant::DormantSession;
 mod liveness;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,185 @@
+//! A parked plain-TCP connection in its compact form: what the broker's parker keeps per
+//! connection instead of the connection's whole state box (`Live`).
+//!
+//! The state box is laid out for a busy connection: the session state machine with its
+//! queues and output buffer, the acknowledgement queue, the delivery batch, the socket
+//! split into halves (one more shared allocation), the maps of what is in flight. A parked
+//! connection has nothing in flight and nothing queued (see `Conn::parkable`), so it
+//! needs only what resuming takes: the socket, unsplit; the session state machine's
+//! scalars ([`DormantSession`]); who the client is (`Identity`, the session key), its
+//! session (id, mailbox, subscriptions), its will, the kick channel, the operator view and
+//! the admission slot. [`Dormant::sleep`] builds that from the box and frees the rest;
+//! [`Dormant::wake`] builds the box again, so a woken connection runs exactly as if it
+//! had never parked: every piece of protocol state that can be non-empty while quiet
+//! (topic aliases, QoS 2 PUBRELs owed, the next packet identifier, the keep-alive and when
+//! the client was last heard) is carried over.
+//!
+//! A box that holds more than a quiet connection should (something in flight that
+//! `parkable` does not look at) is not compacted: `sleep` gives it back and the
+//! connection waits in its own task instead, as before.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use switchboard_proto::session::{DormantSession, InflightState};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::conn::Conn;
+use super::{Io, Live, READ_IDLE};
+use crate::BrokerState;
+use crate::auth::Identity;
+use crate::mailbox::Mailbox;
+use crate::message::Message;
+use crate::pipeline::ack::AckQueue;
+use crate::sessions::{Kick, LiveInfo, SessionState, SubRecord};
+
+/// A parked plain-TCP connection (see the module docs).
+pub(super) struct Dormant {
+    pub(super) conn_id: u64,
+    /// The socket, unsplit: the halves' shared state is allocated again on wake-up.
+    pub(super) stream: TcpStream,
+    pub(super) sess: DormantSession,
+    /// The session's mailbox (its waker wakes the parker).
+    pub(super) mailbox: Arc<Mailbox>,
+    pub(super) kicked: Option<oneshot::Receiver<Kick>>,
+    pub(super) info: Option<Arc<LiveInfo>>,
+    own_key: Option<Box<str>>,
+    identity: Identity,
+    will: Option<(Arc<Message>, u32)>,
+    subs: HashMap<String, SubRecord>,
+    uid: u64,
+    expiry: u32,
+    persisted: bool,
+    slot: Option<crate::listener::Slot>,
+}
+
+impl Dormant {
+    /// The compact form of a parked connection's box; the box itself when it holds
+    /// something a quiet connection should not (see the module docs).
+    pub(super) fn sleep(live: Box<Live<TcpStream>>) -> Result<Box<Dormant>, Box<Live<TcpStream>>> {
+        let c = &live.conn;
+        let io = &live.io;
+        let quiet = live.sess.is_quiet()
+            && io.pending.is_empty()
+            && io.rbuf.is_empty()
+            && c.acks.is_empty()
+            && c.batch.is_empty()
+            && c.shared_inflight.as_ref().is_none_or(|m| m.is_empty())
+            && c.reauth.is_none()
+            && c.qos2_marks.is_none()
+            && c.state.inflight == InflightState::default()
+            && c.state.stored_inflight.is_empty();
+        if !quiet {
+            return Err(live);
+        }
+        let Live {
+            conn,
+            io,
+            sess,
+            slot,
+        } = *live;
+        let sess = match sess.into_dormant() {
+            Ok(s) => s,
+            // Unreachable: the session was quiet.
+            Err(sess) => {
+                return Err(Box::new(Live {
+                    conn,
+                    io,
+                    sess: *sess,
+                    slot,
+                }));
+            }
+        };
+        let Conn {
+            conn_id,
+            own_key,
+            identity,
+            state,
+            expiry,
+            will,
+            kicked,
+            info,
+            ..
+        } = conn;
+        let SessionState {
+            uid,
+            mailbox,
+            subs,
+            persisted,
+            ..
+        } = state;
+        Ok(Box::new(Dormant {
+            conn_id,
+            stream: io.rd.unsplit(io.wr),
+            sess,
+            mailbox,
+            kicked,
+            info,
+            own_key,
+            identity,
+            will,
+            subs,
+            uid,
+            expiry,
+            persisted,
+            slot,
+        }))
+    }
+
+    /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.sess.poll_timeout()
+    }
+
+    /// The connection's box again, as it was when it parked, with `rbuf` (bytes read while
+    /// waking it) in its read buffer.
+    pub(super) fn wake(
+        self: Box<Self>,
+        broker: &Arc<BrokerState>,
+        rbuf: BytesMut,
+    ) -> Box<Live<TcpStream>> {
+        let d = *self;
+        let version = d.sess.version();
+        let (rd, wr) = tokio::io::split(d.stream);
+        Box::new(Live {
+            conn: Conn {
+                broker: broker.clone(),
+                conn_id: d.conn_id,
+                own_key: d.own_key,
+                identity: d.identity,
+                version,
+                state: SessionState {
+                    uid: d.uid,
+                    mailbox: d.mailbox,
+                    subs: d.subs,
+                    inflight: InflightState::default(),
+                    stored_inflight: HashMap::new(),
+                    persisted: d.persisted,
+                },
+                expiry: d.expiry,
+                will: d.will,
+                kicked: d.kicked,
+                shared_inflight: None,
+                acks: AckQueue::new(version.is_v5()),
+                batch: Vec::new(),
+                keep_alive_changed: false,
+                info: d.info,
+                reauth: None,
+                qos2_marks: None,
+            },
+            io: Io {
+                rd,
+                wr,
+                rbuf,
+                pending: Bytes::new(),
+                read_hot: false,
+                read_room: READ_IDLE,
+            },
+            sess: d.sess.wake(),
+            slot: d.slot,
+        })
+    }
+}
