@@ -14,7 +14,8 @@ use crate::{Broker, BrokerConfig, BrokerState, Listeners};
 /// established connection then runs in a task of its own whose future is `connected`
 /// alone, with its state in one box (`Live`: session state machine 176 B, connection
 /// 512 B, socket halves and buffers 96 B, admission slot 48 B), and a parked plain-TCP connection has no task
-/// at all (see `parker`). 472 B when set (992 B when one future served the whole life).
+/// at all (see `parker`) and keeps its compact form instead of the box (`dormant`: 448 B
+/// with the unsplit socket and the admission slot, printed by the test below). 472 B when set (992 B when one future served the whole life).
 const SERVE_FUTURE_BUDGET: usize = 512;
 
 async fn broker() -> crate::BrokerHandle {
@@ -52,6 +53,13 @@ async fn idle_connection_future_stays_within_budget() {
     let (a, _b) = tokio::io::duplex(64);
     let duplex = serve_future_size(h.state(), a);
     println!("serve future: TcpStream {tcp} B, DuplexStream {duplex} B");
+    println!(
+        "parked (compact form): Dormant {} B, DormantSession {} B, Slot {} B, TcpStream {} B",
+        std::mem::size_of::<super::dormant::Dormant>(),
+        std::mem::size_of::<switchboard_proto::session::DormantSession>(),
+        std::mem::size_of::<crate::listener::Slot>(),
+        std::mem::size_of::<TcpStream>(),
+    );
     println!(
         "parts: Live {} B, ServerSession {} B, Conn {} B, Io<TcpStream> {} B, Identity {} B, SessionState {} B, AckQueue {} B, Sleep {} B, Notified {} B, Cancelled {} B",
         std::mem::size_of::<super::Live<TcpStream>>(),
