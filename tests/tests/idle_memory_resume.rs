@@ -139,3 +139,43 @@ async fn the_server_keep_alive_survives_parking() {
     assert_eq!(disconnect_code(&closed), Some(ReasonCode::KeepAliveTimeout));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn subscriptions_survive_parking() {
+    // The parked form keeps the subscriptions as a list, rebuilt into a map on wake-up.
+    let b = broker().await;
+    let mut s = connected(&b, Version::V5, "dormant-subs").await;
+    for (pkid, filter) in [(1, "subs/a"), (2, "subs/b/#"), (3, "subs/c")] {
+        s.send(&subscribe(pkid, filter, qos_opts(QoS::AtMostOnce), None))
+            .await;
+        assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
+    }
+    until_parked(b.handle.state(), 1).await;
+    let unsubscribe = |pkid: u16, filters: &[&str]| {
+        Packet::Unsubscribe(Unsubscribe {
+            pkid,
+            properties: Properties::default(),
+            filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+        })
+    };
+    s.send(&unsubscribe(4, &["subs/b/#", "subs/never"])).await;
+    match s.recv().await {
+        Some(Packet::UnsubAck(a)) => assert_eq!(
+            (a.pkid, a.codes),
+            (
+                4,
+                vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted]
+            ),
+            "the parked connection still knew its subscription"
+        ),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    // The others are still there, the removed one is gone.
+    let mut p = connected(&b, Version::V5, "dormant-subs-pub").await;
+    until_parked(b.handle.state(), 2).await;
+    for topic in ["subs/b/x", "subs/a"] {
+        p.send(&publish(topic, QoS::AtMostOnce, 0, b"m")).await;
+    }
+    assert_eq!(s.next_publish().await.topic, "subs/a");
+    b.stop().await;
+}

@@ -49,7 +49,8 @@ pub(super) struct Dormant {
     own_key: Option<Box<str>>,
     identity: Identity,
     will: Option<(Arc<Message>, u32)>,
-    subs: HashMap<String, SubRecord>,
+    /// The session's subscriptions, exactly sized (a map keeps slack and 48 B inline).
+    subs: Box<[(String, SubRecord)]>,
     uid: u64,
     expiry: u32,
     persisted: bool,
@@ -121,7 +122,7 @@ impl Dormant {
             own_key,
             identity,
             will,
-            subs,
+            subs: subs.into_iter().collect(),
             uid,
             expiry,
             persisted,
@@ -154,7 +155,7 @@ impl Dormant {
                 state: SessionState {
                     uid: d.uid,
                     mailbox: d.mailbox,
-                    subs: d.subs,
+                    subs: d.subs.into_vec().into_iter().collect(),
                     inflight: InflightState::default(),
                     stored_inflight: HashMap::new(),
                     persisted: d.persisted,
