@@ -11,11 +11,10 @@ use bytes::Bytes;
 use prost::Message as _;
 use switchboard_proto::im::{self, event::Kind};
 use switchboard_proto::{
-    Packet, Properties, PubResponse, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
-    Version,
+    Packet, Properties, PubResponse, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
+use switchboard_tests::RawClient;
 use switchboard_tests::im::{Device, ImBroker, text_of};
-use switchboard_tests::{RawClient, connect_packet};
 
 /// The text of the next text message event of `d` (group notices skipped).
 async fn next_text(d: &mut Device) -> String {
@@ -99,29 +98,12 @@ async fn raw_device(
     id: &str,
     no_local: bool,
 ) -> RawClient {
-    let token = b.im.issue_token(tenant, account, "", 600).expect("token");
-    let mut c = connect_packet(Version::V5, id);
-    c.password = Some(Bytes::from(token));
-    let (mut raw, ack) = RawClient::connect(b.addr, c).await;
-    assert!(
-        matches!(&ack, Packet::ConnAck(a) if a.code == ReasonCode::Success),
-        "{ack:?}"
-    );
-    raw.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        filters: vec![(
-            "$im/inbox".into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                no_local,
-                ..SubscriptionOptions::default()
-            },
-        )],
-        properties: Properties::default(),
-    }))
-    .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
-    raw
+    let inbox = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        no_local,
+        ..SubscriptionOptions::default()
+    };
+    switchboard_tests::im::raw_device(b, tenant, account, id, inbox).await
 }
 
 /// Sends `text` to `to` from a raw device (no response topic: the PUBACK is the answer)
