@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::Cluster;
+use super::hop::Owed;
 use super::interest::queue_name;
 use super::wire;
 use crate::BrokerState;
@@ -47,9 +48,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The hand-over subject of group `key`.
 pub fn subject(cluster: &Cluster, key: &ShareKey) -> String {
-    cluster
-        .map
-        .internal(&format!("share.{}", queue_name(&key.group, &key.filter)))
+    queue_subject(cluster, &queue_name(&key.group, &key.filter))
+}
+
+/// The hand-over subject of the group of NATS queue name `queue`.
+pub fn queue_subject(cluster: &Cluster, queue: &str) -> String {
+    cluster.map.internal(&format!("share.{queue}"))
 }
 
 /// The bound on hand-overs in flight.
@@ -153,6 +157,12 @@ pub(super) async fn serve(
             m = sub.next() => match m { Some(m) => m, None => break },
             _ = state.shutdown.cancelled() => break,
         };
+        if m.reply.is_none() {
+            // The acknowledged hop's resend of a message no node acknowledged for this
+            // group in time (see `hop`): taken and acknowledged like a first copy.
+            take_acked(&cluster, &state, &key, &m);
+            continue;
+        }
         let taken = match wire::decode(&m.payload, Instant::now()) {
             Some(msg) => state.deliver_shared(&key, Arc::new(msg), true),
             None => {
@@ -171,6 +181,61 @@ pub(super) async fn serve(
             if let Err(e) = cluster.client.publish(reply, answer).await {
                 debug!(error = %e, "shared hand-over: answer not sent");
             }
+        }
+    }
+}
+
+/// Queues a QoS 1/2 message that came through group `key`'s queue subscription (or as a
+/// resend on its hand-over subject) for one member here, and owes its origin the
+/// acknowledgement for the group once the member's stored copy is committed (see `hop`).
+/// A copy taken here before (a resend after a lost acknowledgement) is acknowledged
+/// again, not delivered twice. With no member left here nothing is acknowledged: the
+/// origin sends it to the group again.
+pub(super) fn take_acked(
+    cluster: &Cluster,
+    state: &BrokerState,
+    key: &ShareKey,
+    m: &async_nats::Message,
+) -> bool {
+    let Some((origin, id)) = wire::origin(m.headers.as_ref()) else {
+        cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    let queue = queue_name(&key.group, &key.filter);
+    let acked = wire::qos_of(&m.payload) > 0;
+    if acked && !cluster.hop.first_shared(origin, &queue, id) {
+        cluster.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        cluster.hop.owe(Owed {
+            origin: origin.to_owned(),
+            id,
+            committed: None,
+            group: Some(queue),
+        });
+        return true;
+    }
+    let Some(msg) = wire::decode(&m.payload, Instant::now()) else {
+        cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    match state.deliver_shared_acked(key, Arc::new(msg), false) {
+        Some(committed) => {
+            if acked {
+                cluster.hop.owe(Owed {
+                    origin: origin.to_owned(),
+                    id,
+                    committed,
+                    group: Some(queue),
+                });
+            }
+            true
+        }
+        None => {
+            if acked {
+                // Not taken after all: let a resend (here or elsewhere) try again.
+                cluster.hop.forget_shared(origin, &queue, id);
+            }
+            debug!(group = %key.group, filter = %key.filter, "shared message: no member left here");
+            false
         }
     }
 }
