@@ -1,26 +1,35 @@
-//! The acknowledged hop: QoS 1/2 messages to direct subscriptions on other nodes arrive at
-//! least once while the publishing node lives (`docs/cluster.md`, "Delivery guarantees").
+//! The acknowledged hop: QoS 1/2 messages to subscriptions on other nodes, direct or
+//! shared, arrive at least once while the publishing node lives (`docs/cluster.md`,
+//! "Delivery guarantees").
 //!
-//! The publishing node knows which peers have a direct subscription matching the topic
-//! (their announced interest, [`super::peers`]); for a QoS 1/2 message it keeps the
-//! encoded message and the set of those peers until each acknowledged it. A receiving
-//! node acknowledges a QoS 1/2 message once it has routed it and its store has committed
-//! the copies queued for persistent sessions, in batches per origin, on the origin's
-//! acknowledgement subject `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends
-//! again, straight to each peer that has not answered within [`RETRY_AFTER`] (doubling
-//! per resend, up to 8 s), on that
-//! peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without sending
-//! it again to the peers that have it), while the NATS link is up, at most
-//! [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the duplicate
-//! window, `dedupe`), so a resend after a lost acknowledgement is not delivered twice
-//! unless more than the window's 65,536 messages of that origin came in between.
+//! The publishing node knows which peers have a direct subscription matching the topic,
+//! and which shared groups (on any node, its own included) match it (their announced
+//! interest, [`super::peers`]); for a QoS 1/2 message it keeps the encoded message and
+//! what it waits for ([`Waiter`]): each of those peers, and per matching group the one
+//! node NATS picks (whichever acknowledges for the group). A receiving node acknowledges
+//! a QoS 1/2 message once it has routed it (for a group: queued it for one member) and
+//! its store has committed the copies queued for persistent sessions, in batches per
+//! origin (and group: header `Sb-Group`), on the origin's acknowledgement subject
+//! `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends again what has not been
+//! acknowledged within [`RETRY_AFTER`] (doubling per resend, up to 8 s): to a peer on
+//! that peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without
+//! sending it again to the peers that have it), to a group on its hand-over subject
+//! `{prefix}.share.{queue}` (NATS picks a node of the group again: a node whose member
+//! left meanwhile does not acknowledge, and another takes it), while the NATS link is up,
+//! at most [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the
+//! duplicate windows, `dedupe`; for groups per node too), so a resend after a lost
+//! acknowledgement is not delivered twice by the same node unless more than the window's
+//! 65,536 messages of that origin came in between (a group resend that NATS gives to
+//! another node can reach a second member: at least once).
 //!
 //! The publisher's own PUBACK/PUBREC waits for the same acknowledgements (the pipeline
-//! gets [`Hop::track`]'s answer through `Routed::remote`): a QoS 1/2 message is
-//! acknowledged to its publisher only once every interested node has committed its
-//! copies, so the publishing node dying after its acknowledgement loses nothing. It does
-//! not wait for a peer given up (left, silent, or [`MAX_ATTEMPTS`] resends), nor for a
-//! message beyond [`MAX_PENDING`] (sent at most once, counted).
+//! gets [`Hop::track`]'s answer through `Routed::remote` and hands it to the connection's
+//! acknowledgement queue, which polls it with the local commit: no task per message): a
+//! QoS 1/2 message is acknowledged to its publisher only once every interested node has
+//! committed its copies, so the publishing node dying after its acknowledgement loses
+//! nothing. It does not wait for a peer given up (left, silent, or [`MAX_ATTEMPTS`]
+//! resends), a group no node holds any more, nor for a message beyond [`MAX_PENDING`]
+//! (sent at most once, counted).
 //!
 //! Bounds: at most [`MAX_PENDING`] messages wait for acknowledgements per node; beyond,
 //! a message is sent at most once (counted, `_hop_untracked_total`). Acknowledgements

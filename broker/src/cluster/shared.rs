@@ -7,8 +7,9 @@
 //! queue-subscribes (in the group's NATS queue group) to the group's hand-over subject
 //! `{prefix}.share.{queue}`, and the leaving node sends the message there as a NATS
 //! request. NATS gives it to one such node, which queues it for one of its members and
-//! answers `1`, or answers `0` if it has no member any more (its unsubscribe may still be
-//! on its way). The sender tries again on `0`, on "no responders" (then no node has a
+//! answers `1` once that member's stored copy is committed (at once for a clean member),
+//! or answers `0` if it has no member any more (its unsubscribe may still be on its way)
+//! or the commit failed. The sender tries again on `0`, on "no responders" (then no node has a
 //! member: it stops) and on a timeout, a bounded number of times.
 //!
 //! Only after a node answered `1` is the delivery removed from the leaving session's
@@ -17,6 +18,11 @@
 //! took is lost and counted (`switchboard_cluster_shared_handover_failed_total`).
 //! In-flight hand-overs are bounded (a semaphore); past the bound the message stays with
 //! the leaving session, as it did before cross-node hand-over existed.
+//!
+//! The same subject carries the acknowledged hop's resends for the group (no reply
+//! subject, origin headers; see `hop` and [`take_acked`]): a QoS 1/2 publish matching a
+//! group waits, before its PUBACK, for the node NATS picked to have committed the member's
+//! copy; with no acknowledgement in time it goes to the group again, here.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -164,7 +170,13 @@ pub(super) async fn serve(
             continue;
         }
         let taken = match wire::decode(&m.payload, Instant::now()) {
-            Some(msg) => state.deliver_shared(&key, Arc::new(msg), true),
+            // `1` only once the member's stored copy is committed: the leaving node drops
+            // its own copy on that answer.
+            Some(msg) => match state.deliver_shared_acked(&key, Arc::new(msg), true) {
+                Some(Some(committed)) => matches!(committed.await, Ok(Ok(_))),
+                Some(None) => true,
+                None => false,
+            },
             None => {
                 cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 false
