@@ -307,3 +307,91 @@ async fn qos1_to_a_shared_member_on_another_node_is_acknowledged_once_that_node_
     until_metric(c.admin(0), "switchboard_cluster_hop_pending", |n| n == 0).await;
     c.stop().await;
 }
+
+/// A shared group with a member on node 1 and one on node 2; while NATS is down node 0
+/// takes QoS 1 publishes for the group and the member on node 1 leaves. Once NATS is back
+/// every message reaches the member on node 2 (a copy NATS gives to node 1, which has no
+/// member left, is not acknowledged and goes to the group again) and every PUBACK comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_member_left_during_an_outage_still_gets_every_acknowledged_message() {
+    let mut c = Cluster::start(BIN, "clh-share-left", 3).await;
+    let (mut leaving, ack) =
+        RawClient::connect(c.addr(1), connect_packet(Version::V5, "leaving")).await;
+    assert!(matches!(ack, Packet::ConnAck(_)), "{ack:?}");
+    leaving
+        .send(&Packet::Subscribe(Subscribe {
+            pkid: 1,
+            properties: Properties::default(),
+            filters: vec![(
+                "$share/workers/jobs/#".into(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            )],
+        }))
+        .await;
+    assert!(matches!(leaving.recv().await, Some(Packet::SubAck(_))));
+    let mut stays = subscriber(c.addr(2), "stays", "$share/workers/jobs/#").await;
+    for i in [1, 2] {
+        until_metric(c.admin(i), "switchboard_cluster_interest_subjects", |n| {
+            n >= 2
+        })
+        .await;
+    }
+    until_metric(c.admin(0), "switchboard_cluster_peers_unknown", |n| n == 0).await;
+    until_metric(c.admin(0), "switchboard_cluster_remote_filters", |n| n >= 1).await;
+    c.nats.kill().await;
+    let (mut p, _) = RawClient::connect(c.addr(0), connect_packet(Version::V5, "pub")).await;
+    const N: u32 = 40;
+    for i in 0..N {
+        p.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: format!("jobs/{}", i % 4),
+            pkid: i as u16 + 1,
+            properties: Properties::default(),
+            payload: bytes::Bytes::from(i.to_string()),
+        }))
+        .await;
+    }
+    until_metric(c.admin(0), "switchboard_cluster_hop_pending", |n| {
+        n >= u64::from(N)
+    })
+    .await;
+    leaving
+        .send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    drop(leaving);
+    c.nats.restart().await;
+    let (mut got, mut acked) = (BTreeSet::new(), BTreeSet::new());
+    let all = tokio::time::timeout(3 * WAIT, async {
+        while got.len() < N as usize || acked.len() < N as usize {
+            tokio::select! {
+                m = stays.next_publish(), if got.len() < N as usize => {
+                    stays.send(&Packet::PubAck(PubResponse::new(m.pkid))).await;
+                    got.insert(number(&m));
+                }
+                a = p.recv() => match a {
+                    Some(Packet::PubAck(a)) => {
+                        assert_eq!(a.code, ReasonCode::Success);
+                        acked.insert(a.pkid);
+                    }
+                    Some(_) => {}
+                    None => panic!("node 0 closed the publisher"),
+                },
+            }
+        }
+    })
+    .await;
+    assert!(
+        all.is_ok(),
+        "member on node 2 got {} of {N} (missing {:?}), {} PUBACKs",
+        got.len(),
+        (0..N).filter(|i| !got.contains(i)).collect::<Vec<_>>(),
+        acked.len()
+    );
+    until_metric(c.admin(0), "switchboard_cluster_hop_pending", |n| n == 0).await;
+    c.stop().await;
+}
