@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message as _;
 use switchboard_proto::im;
-use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
+use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions};
 use tokio::sync::mpsc;
 
 use crate::requests::{Correlator, NoAnswer};
@@ -128,7 +128,23 @@ impl ImClient {
             w.fail_all();
         });
         for filter in [INBOX, "$im/resp/#"] {
-            let codes = client.subscribe_acked(filter, QoS::AtLeastOnce).await?;
+            // No Local on the inbox: a message this device sends is not echoed back to it
+            // (its `SendResponse` has the seq and time); the user's other devices still get
+            // it. One publish and one PUBACK fewer per message sent. Answers at QoS 0: with
+            // no session kept (expiry 0) an unacknowledged answer is lost with the
+            // connection either way, and the request is resent; QoS 1 would only add a
+            // PUBACK per request.
+            let inbox = filter == INBOX;
+            let opts = SubscriptionOptions {
+                qos: if inbox {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::AtMostOnce
+                },
+                no_local: inbox,
+                ..SubscriptionOptions::default()
+            };
+            let codes = client.subscribe_with(filter, opts).await?;
             if let Some(code) = codes.into_iter().find(|c| c.is_error()) {
                 return Err(ImError::Subscribe(
                     if filter == INBOX { INBOX } else { "$im/resp/#" },

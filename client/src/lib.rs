@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::session::RequestError;
-use switchboard_proto::{Properties, Publish, QoS, ReasonCode};
+use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions};
 use tokio::sync::{mpsc, oneshot};
 
 pub use heartbeat::{AdaptivePolicy, Heartbeat, HeartbeatConfig, MarsPolicy, Phase, Policy};
@@ -158,7 +158,7 @@ type AckWaiter = oneshot::Sender<Result<Vec<ReasonCode>, Error>>;
 enum Command {
     Subscribe {
         filter: String,
-        qos: QoS,
+        opts: SubscriptionOptions,
         done: Option<AckWaiter>,
     },
     Unsubscribe {
@@ -197,7 +197,10 @@ impl Client {
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), Error> {
         self.command(Command::Subscribe {
             filter: filter.to_owned(),
-            qos,
+            opts: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
             done: None,
         })
         .await
@@ -206,10 +209,24 @@ impl Client {
     /// Like [`Client::subscribe`], but returns the broker's SUBACK reason codes (one per
     /// filter: granted QoS, or why it was refused). While offline it waits for a connection.
     pub async fn subscribe_acked(&self, filter: &str, qos: QoS) -> Result<Vec<ReasonCode>, Error> {
+        let opts = SubscriptionOptions {
+            qos,
+            ..SubscriptionOptions::default()
+        };
+        self.subscribe_with(filter, opts).await
+    }
+
+    /// Like [`Client::subscribe_acked`], with every subscription option (No Local, Retain
+    /// As Published, Retain Handling) as given; they are kept for re-subscribing.
+    pub async fn subscribe_with(
+        &self,
+        filter: &str,
+        opts: SubscriptionOptions,
+    ) -> Result<Vec<ReasonCode>, Error> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::Subscribe {
             filter: filter.to_owned(),
-            qos,
+            opts,
             done: Some(tx),
         })
         .await?;

@@ -11,9 +11,10 @@ use switchboard_broker::{Broker, BrokerConfig, BrokerHandle};
 use switchboard_client::im::{ImClient, ImEvent};
 use switchboard_client::{Config, Endpoint};
 use switchboard_proto::im;
+use switchboard_proto::{Packet, Properties, ReasonCode, Subscribe, SubscriptionOptions, Version};
 use tokio::sync::mpsc;
 
-use crate::{TempDir, WAIT};
+use crate::{RawClient, TempDir, WAIT, connect_packet};
 
 /// Password of the service credential in tests.
 pub const SERVICE_SECRET: &str = "test-service-secret";
@@ -185,4 +186,31 @@ pub fn text_of(m: &im::Message) -> &str {
         Some(im::content::Body::Text(t)) => &t.text,
         _ => "",
     }
+}
+
+/// A device of `account` on a raw MQTT 5 connection (no SDK), logged in with a token and
+/// subscribed to its inbox with `inbox` options, for checks on the wire.
+pub async fn raw_device(
+    b: &ImBroker,
+    tenant: u64,
+    account: &str,
+    client_id: &str,
+    inbox: SubscriptionOptions,
+) -> RawClient {
+    let token = b.im.issue_token(tenant, account, "", 600).expect("token");
+    let mut c = connect_packet(Version::V5, client_id);
+    c.password = Some(bytes::Bytes::from(token));
+    let (mut raw, ack) = RawClient::connect(b.addr, c).await;
+    assert!(
+        matches!(&ack, Packet::ConnAck(a) if a.code == ReasonCode::Success),
+        "{ack:?}"
+    );
+    raw.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        filters: vec![("$im/inbox".into(), inbox)],
+        properties: Properties::default(),
+    }))
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    raw
 }

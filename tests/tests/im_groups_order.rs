@@ -14,9 +14,16 @@ async fn notices_and_chat_share_one_seq_order_for_every_member() {
     for u in ["alice", "bob", "carol", "dave"] {
         b.user(t, u).await;
     }
-    let mut alice = b.device(t, "alice", "alice-1").await;
-    let mut bob = b.device(t, "bob", "bob-1").await;
-    let mut carol = b.device(t, "carol", "carol-1").await;
+    let alice = b.device(t, "alice", "alice-1").await;
+    let bob = b.device(t, "bob", "bob-1").await;
+    let carol = b.device(t, "carol", "carol-1").await;
+    // Each member's second device watches: a sending device does not get its own chat
+    // messages back (protocol.md 5.2), its user's other devices do.
+    let mut watchers = [
+        b.device(t, "alice", "alice-2").await,
+        b.device(t, "bob", "bob-2").await,
+        b.device(t, "carol", "carol-2").await,
+    ];
     let _: im::GroupResponse = group(
         &alice,
         "create",
@@ -84,7 +91,7 @@ async fn notices_and_chat_share_one_seq_order_for_every_member() {
         "group.owner_transferred",
     ];
     let mut seen = Vec::new();
-    for dev in [&mut alice, &mut bob, &mut carol] {
+    for dev in watchers.iter_mut() {
         let mut got = Vec::new();
         for _ in 0..want_kinds.len() {
             let m = next_in(dev, "g:mix").await;

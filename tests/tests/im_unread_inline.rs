@@ -7,36 +7,18 @@
 use bytes::Bytes;
 use prost::Message as _;
 use switchboard_proto::im::{self, event::Kind};
-use switchboard_proto::{
-    Packet, Properties, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions, Version,
-};
+use switchboard_proto::{Packet, Properties, Publish, QoS, ReasonCode, SubscriptionOptions};
+use switchboard_tests::RawClient;
 use switchboard_tests::im::{ImBroker, text};
-use switchboard_tests::{RawClient, connect_packet};
 
 /// A device of `account` on a raw MQTT 5 connection, subscribed to its inbox; with
 /// `inline`, it asked for unread counts inside message events (acknowledged).
 async fn raw_device(b: &ImBroker, tenant: u64, account: &str, id: &str, inline: bool) -> RawClient {
-    let token = b.im.issue_token(tenant, account, "", 600).expect("token");
-    let mut c = connect_packet(Version::V5, id);
-    c.password = Some(Bytes::from(token));
-    let (mut raw, ack) = RawClient::connect(b.addr, c).await;
-    assert!(
-        matches!(&ack, Packet::ConnAck(a) if a.code == ReasonCode::Success),
-        "{ack:?}"
-    );
-    raw.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        filters: vec![(
-            "$im/inbox".into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                ..SubscriptionOptions::default()
-            },
-        )],
-        properties: Properties::default(),
-    }))
-    .await;
-    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    let inbox = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..SubscriptionOptions::default()
+    };
+    let mut raw = switchboard_tests::im::raw_device(b, tenant, account, id, inbox).await;
     if inline {
         raw.send(&Packet::Publish(Publish {
             dup: false,

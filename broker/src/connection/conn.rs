@@ -353,6 +353,15 @@ impl Conn {
                         return Ran::Ended(super::park::kicked_off(sess, k));
                     }
                 }
+                // Before the write: an acknowledgement that became due together with
+                // deliveries (an IM request's PUBACK and its answer) leaves in the same
+                // write as them, not in one of its own.
+                commit = self.acks.front_commit(), if self.acks.front_waits() => {
+                    if let Err(v) = self.acks.front_committed(sess, commit) {
+                        return Ran::Ended(End::Violation(v));
+                    }
+                    self.drain(sess);
+                }
                 r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
                     Ok(0) | Err(_) => return Ran::Ended(End::Lost("write failed")),
                     Ok(n) => {
@@ -389,12 +398,6 @@ impl Conn {
                 }
                 marked = async { self.qos2_marks.as_mut().expect("guarded").await }, if self.qos2_marks.is_some() => {
                     self.qos2_marked(sess, matches!(marked, Ok(Ok(_))));
-                }
-                commit = self.acks.front_commit(), if self.acks.front_waits() => {
-                    if let Err(v) = self.acks.front_committed(sess, commit) {
-                        return Ran::Ended(End::Violation(v));
-                    }
-                    self.drain(sess);
                 }
                 _ = &mut keep_alive, if keep_alive_armed => {
                     keep_alive_armed = false;

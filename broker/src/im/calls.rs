@@ -21,7 +21,7 @@ use switchboard_proto::im::{self, ConvType, call_event::Kind as Ev, event::Kind}
 
 use super::error::ok;
 use super::keys::ConvId;
-use super::messaging::Member;
+use super::messaging::{Member, Sender};
 use super::{ImError, ImLogin, ImService, now_ms, random_hex};
 
 /// Calls in progress over all tenants; more answer 409.
@@ -544,7 +544,7 @@ impl ImService {
             },
         ];
         if let Err(err) = self
-            .deliver(tid, &conv, msg, Some(caller_uid), &members)
+            .deliver(tid, &conv, msg, Some(Sender::user(caller_uid)), &members)
             .await
         {
             tracing::warn!(tenant = tid, call = %e.call_id, error = %err, "call log not stored");

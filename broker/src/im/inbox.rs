@@ -182,6 +182,20 @@ impl ImService {
 
     /// Publishes `payload` (an encoded `Event`) to user `uid`'s inbox.
     pub(super) fn publish_inbox(&self, b: &BrokerState, tid: u64, uid: u64, payload: Bytes) {
+        self.publish_own(b, tid, uid, payload, 0);
+    }
+
+    /// Publishes `payload` to the inbox of user `uid` about something their device with
+    /// MQTT session `device` did (0: none): that device does not get it if it subscribed
+    /// to its inbox with No Local, the user's other devices do.
+    pub(super) fn publish_own(
+        &self,
+        b: &BrokerState,
+        tid: u64,
+        uid: u64,
+        payload: Bytes,
+        device: u64,
+    ) {
         b.publish_detached(Arc::new(Message {
             topic: inbox_topic(tid, uid),
             payload,
@@ -189,7 +203,7 @@ impl ImService {
             retain: false,
             properties: None,
             expires_at: None,
-            origin: 0,
+            origin: device,
         }));
     }
 

@@ -22,6 +22,21 @@ use crate::store::{Op, OpResult, Table};
 /// Longest client message id.
 const MAX_CLIENT_MSG_ID: usize = 64;
 
+/// Who sends a message: a user (uid 0: the system) and, when a device sent it, that
+/// device's MQTT session (0 otherwise; see [`ImService::send_from`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sender {
+    pub uid: u64,
+    pub device: u64,
+}
+
+impl Sender {
+    /// A sender that is not a device (the system, a call's signalling).
+    pub fn user(uid: u64) -> Sender {
+        Sender { uid, device: 0 }
+    }
+}
+
 /// One member of a conversation a message goes to.
 #[derive(Debug, Clone)]
 pub(super) struct Member {
@@ -38,9 +53,21 @@ impl ImService {
         login: &ImLogin,
         req: im::SendRequest,
     ) -> Result<im::SendResponse, ImError> {
+        self.send_from(login, 0, req).await
+    }
+
+    /// A message from `login`'s device with MQTT session `device` (0: not a device, e.g.
+    /// the REST API sending on the user's behalf): the sending device does not get the
+    /// message event back if it subscribed to its inbox with No Local.
+    pub(super) async fn send_from(
+        &self,
+        login: &ImLogin,
+        device: u64,
+        req: im::SendRequest,
+    ) -> Result<im::SendResponse, ImError> {
         match ConvType::try_from(req.conv_type).unwrap_or(ConvType::Unspecified) {
             ConvType::Unspecified | ConvType::Private => {}
-            ConvType::Group => return self.send_group(login, req).await,
+            ConvType::Group => return self.send_group(login, device, req).await,
             ConvType::Chatroom => return self.send_room(login, req).await,
             other => {
                 return Err(ImError::BadRequest(format!(
@@ -87,7 +114,16 @@ impl ImService {
             },
         ];
         let (seq, server_time_ms, duplicate) = self
-            .deliver(login.tenant, &conv, msg, Some(login.uid), &members)
+            .deliver(
+                login.tenant,
+                &conv,
+                msg,
+                Some(Sender {
+                    uid: login.uid,
+                    device,
+                }),
+                &members,
+            )
             .await?;
         Ok(im::SendResponse {
             status: ok(),
@@ -133,21 +169,25 @@ impl ImService {
             peer: from,
         }];
         // System and app messages are idempotent per (conversation, client message id).
-        let (seq, _, _) = self.deliver(tid, &conv, msg, Some(0), &members).await?;
+        let (seq, _, _) = self
+            .deliver(tid, &conv, msg, Some(Sender::user(0)), &members)
+            .await?;
         Ok((conv, seq))
     }
 
-    /// Appends `msg` to `conv` and tells its members. `sender` is the sending user's uid
-    /// (0 for the system), used for the idempotency key and the sender's read position.
+    /// Appends `msg` to `conv` and tells its members. `sender`'s uid (0 for the system) is
+    /// used for the idempotency key and the sender's read position; its device is skipped
+    /// by the sender's own copy when it subscribed with No Local.
     /// Returns the seq, the server time and whether it was a resend.
     pub(super) async fn deliver(
         &self,
         tid: u64,
         conv: &ConvId,
         mut msg: im::Message,
-        sender: Option<u64>,
+        sender: Option<Sender>,
         members: &[Member],
     ) -> Result<(u64, u64, bool), ImError> {
+        let (sender, device) = (sender.map(|s| s.uid), sender.map_or(0, |s| s.device));
         let log = keys::log(tid, conv);
         let lock = self.conv_lock(tid, conv).lock().await;
         let uids: Vec<u64> = members.iter().map(|m| m.uid).collect();
@@ -263,7 +303,7 @@ impl ImService {
                 if let Some(b) = &b
                     && self.is_online(tid, m.uid)
                 {
-                    self.publish_inbox(b, tid, m.uid, payload.clone());
+                    self.publish_own(b, tid, m.uid, payload.clone(), device);
                 }
                 continue;
             }

@@ -105,7 +105,7 @@ pub struct ImService {
     /// Per conversation lock: the turn of the last message submitted, so that messages
     /// committed together are announced in seq order (see `messaging::deliver`).
     emit_turns: Vec<Mutex<Option<oneshot::Receiver<()>>>>,
-    online: Mutex<HashMap<(u64, u64), presence::Online>>,
+    online: Mutex<foldhash::HashMap<(u64, u64), presence::Online>>,
     broker: OnceLock<Weak<BrokerState>>,
     /// The link to the other nodes' IM services, in cluster mode ([`cluster`]).
     cluster: OnceLock<Arc<cluster::ImCluster>>,
@@ -152,7 +152,7 @@ impl ImService {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             emit_turns: (0..CONV_LOCKS).map(|_| Mutex::new(None)).collect(),
-            online: Mutex::new(HashMap::new()),
+            online: Mutex::new(foldhash::HashMap::default()),
             broker: OnceLock::new(),
             cluster: OnceLock::new(),
             service_secret,
@@ -251,6 +251,7 @@ impl ImService {
         &self,
         login: &ImLogin,
         client_id: &str,
+        session: u64,
         op: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, ImError> {
@@ -271,7 +272,10 @@ impl ImService {
             };
         }
         Ok(match op {
-            "send" => self.send(login, decode(payload)?).await?.encode_to_vec(),
+            "send" => self
+                .send_from(login, session, decode(payload)?)
+                .await?
+                .encode_to_vec(),
             "sync" => self.sync(login, decode(payload)?)?.encode_to_vec(),
             "history" => self.history(login, decode(payload)?)?.encode_to_vec(),
             "conversations" => self.conversations(login, decode(payload)?)?.encode_to_vec(),
@@ -356,7 +360,7 @@ impl Interceptor for ImRequests {
         broker.tasks.spawn(async move {
             let _permit = permit;
             let result = service
-                .handle(&login, &client_id, &op, &msg.payload)
+                .handle(&login, &client_id, msg.origin, &op, &msg.payload)
                 .await;
             let code = match &result {
                 Ok(_) => ReasonCode::Success,

@@ -15,7 +15,7 @@ use rand::Rng;
 use switchboard_proto::session::{
     ClientConfig, ClientError, ClientEvent, ClientSession, RequestError,
 };
-use switchboard_proto::{Properties, QoS, ReasonCode, SubscriptionOptions, Version};
+use switchboard_proto::{Properties, ReasonCode, SubscriptionOptions, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -68,7 +68,7 @@ pub(crate) struct Driver {
     session: ClientSession,
     /// Filters to subscribe again when a reconnect lost the session: one entry per filter
     /// the app subscribed and did not unsubscribe.
-    subs: Vec<(String, QoS)>,
+    subs: Vec<(String, SubscriptionOptions)>,
     /// Requests by packet identifier. Bounded by the identifier space: the session refuses
     /// a request when every identifier is in flight.
     requests: HashMap<u16, Pending>,
@@ -428,10 +428,10 @@ impl Driver {
     /// Applies an app command to the session (which sends now or when it can).
     fn command(&mut self, c: Command) {
         match c {
-            Command::Subscribe { filter, qos, done } => {
+            Command::Subscribe { filter, opts, done } => {
                 self.subs.retain(|(f, _)| *f != filter);
-                self.subs.push((filter.clone(), qos));
-                self.send_subscribe(filter, qos, done);
+                self.subs.push((filter.clone(), opts));
+                self.send_subscribe(filter, opts, done);
             }
             Command::Unsubscribe { filter, done } => {
                 self.subs.retain(|(f, _)| *f != filter);
@@ -479,11 +479,12 @@ impl Driver {
         }
     }
 
-    fn send_subscribe(&mut self, filter: String, qos: QoS, done: Option<AckWaiter>) {
-        let opts = SubscriptionOptions {
-            qos,
-            ..SubscriptionOptions::default()
-        };
+    fn send_subscribe(
+        &mut self,
+        filter: String,
+        opts: SubscriptionOptions,
+        done: Option<AckWaiter>,
+    ) {
         match self
             .session
             .subscribe(now(), vec![(filter.clone(), opts)], Properties::default())
@@ -505,7 +506,7 @@ impl Driver {
     /// on its way (the session resends unanswered requests itself). Each SUBSCRIBE takes a
     /// fresh packet identifier from the session, never one in flight.
     fn resubscribe(&mut self) {
-        let again: Vec<(String, QoS)> = self
+        let again: Vec<(String, SubscriptionOptions)> = self
             .subs
             .iter()
             .filter(|(f, _)| {
@@ -516,8 +517,8 @@ impl Driver {
             })
             .cloned()
             .collect();
-        for (filter, qos) in again {
-            self.send_subscribe(filter, qos, None);
+        for (filter, opts) in again {
+            self.send_subscribe(filter, opts, None);
         }
     }
 }

@@ -2,7 +2,6 @@
 //! users, applying the other nodes' notes, and the three tasks (publisher, reader,
 //! heartbeat). See the parent module for the notes themselves.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -66,7 +65,7 @@ impl ImService {
     /// one user leave in the order of the changes). No-op without cluster mode.
     pub(in crate::im) fn announce_locked(
         &self,
-        online: &HashMap<(u64, u64), crate::im::presence::Online>,
+        online: &foldhash::HashMap<(u64, u64), crate::im::presence::Online>,
         tid: u64,
         uid: u64,
     ) {

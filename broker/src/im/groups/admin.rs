@@ -342,7 +342,7 @@ pub(super) async fn request(im: &ImService, op: &str, payload: &[u8]) -> Result<
                 mention_all: r.mention_all,
                 ..im::SendRequest::default()
             };
-            let s = im.send_group(&login, req).await?;
+            let s = im.send_group(&login, 0, req).await?;
             json!({ "conversation": s.conversation, "seq": s.seq, "duplicate": s.duplicate })
         }
         other => return Err(ImError::NotFound(format!("no such request: group/{other}"))),

@@ -43,10 +43,12 @@ pub(super) struct Change {
 }
 
 impl ImService {
-    /// A user's message to a group.
+    /// A user's message to a group, from their device with MQTT session `device` (0: not
+    /// a device; see `send_from`).
     pub(in crate::im) async fn send_group(
         &self,
         login: &ImLogin,
+        device: u64,
         mut req: im::SendRequest,
     ) -> Result<im::SendResponse, ImError> {
         let tid = login.tenant;
@@ -93,7 +95,7 @@ impl ImService {
             ..im::Message::default()
         };
         let (seq, server_time_ms, duplicate) = self
-            .group_append(tid, &gid, msg, Some(login.uid), None)
+            .group_append_from(tid, &gid, msg, Some(login.uid), None, device)
             .await?;
         Ok(im::SendResponse {
             status: ok(),
@@ -112,9 +114,25 @@ impl ImService {
         &self,
         tid: u64,
         gid: &str,
+        msg: im::Message,
+        sender: Option<u64>,
+        change: Option<Change>,
+    ) -> Result<(u64, u64, bool), ImError> {
+        self.group_append_from(tid, gid, msg, sender, change, 0)
+            .await
+    }
+
+    /// [`ImService::group_append`] of a message sent from the sender's device with MQTT
+    /// session `device`, which does not get its own copy back if it subscribed with No
+    /// Local.
+    async fn group_append_from(
+        &self,
+        tid: u64,
+        gid: &str,
         mut msg: im::Message,
         sender: Option<u64>,
         change: Option<Change>,
+        device: u64,
     ) -> Result<(u64, u64, bool), ImError> {
         let conv = ConvId::Group(gid.to_owned());
         let log = keys::log(tid, &conv);
@@ -269,7 +287,7 @@ impl ImService {
                 None,
             );
         }
-        self.fan_out(tid, &conv, &msg, &audience, sender);
+        self.fan_out(tid, &conv, &msg, &audience, sender, device);
         if chat {
             self.hook_after_send(tid, &msg);
         } else {
@@ -292,6 +310,7 @@ impl ImService {
         msg: &im::Message,
         state: &GroupState,
         sender: Option<u64>,
+        device: u64,
     ) {
         let Some(b) = self.broker() else { return };
         let payload = inbox::message_event(msg);
@@ -357,7 +376,7 @@ impl ImService {
                     self.forget_total(tid, uid);
                 }
                 if r.is_some() {
-                    self.publish_inbox(&b, tid, uid, payload.clone());
+                    self.publish_own(&b, tid, uid, payload.clone(), device);
                 }
                 continue;
             }

@@ -115,7 +115,7 @@ pub(super) struct GroupState {
     pub members: BTreeMap<u64, MemberRecord>,
     /// Read positions and do-not-disturb of members, filled as fan-out needs them; shared
     /// by successive states of the group, bounded by its members.
-    pub personal: Arc<Mutex<HashMap<u64, Personal>>>,
+    pub personal: Arc<Mutex<foldhash::HashMap<u64, Personal>>>,
 }
 
 impl GroupState {
