@@ -81,24 +81,36 @@ impl BrokerState {
     /// picked this node); false if the group has no member here any more (or, with
     /// `online_only`, no connected one: a hand-over must reach a member that can take it).
     pub fn deliver_shared(&self, key: &ShareKey, msg: Arc<Message>, online_only: bool) -> bool {
-        let Some(t) = self
+        self.deliver_shared_acked(key, msg, online_only).is_some()
+    }
+
+    /// [`BrokerState::deliver_shared`] for the cluster's acknowledged hop: `None` if no
+    /// member took it, else what fires once the stored copy is committed (`None` inside:
+    /// nothing to commit).
+    pub fn deliver_shared_acked(
+        &self,
+        key: &ShareKey,
+        msg: Arc<Message>,
+        online_only: bool,
+    ) -> Option<Option<crate::store::Durable>> {
+        let t = self
             .routes
             .pick_shared(key, &msg, 0, |uid| self.sessions.is_online(uid))
-            .filter(|t| !online_only || self.sessions.is_online(t.uid))
-        else {
-            return false;
-        };
-        let Some(mailbox) = self.sessions.mailbox(t.uid) else {
-            return false;
-        };
+            .filter(|t| !online_only || self.sessions.is_online(t.uid))?;
+        let mailbox = self.sessions.mailbox(t.uid)?;
         let uid = t.uid;
         let mut out = Routed::default();
         self.push(uid, &mailbox, delivery(&msg, t, false), &mut out, &mut None);
         Metrics::inc(&self.metrics.messages_received);
-        if let Some(st) = self.store() {
-            st.write(out.ops, None);
+        if out.delivered == 0 {
+            return None;
         }
-        out.delivered > 0
+        let Some(st) = self.store().filter(|_| !out.ops.is_empty()) else {
+            return Some(None);
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        st.write(out.ops, Some(tx));
+        Some(Some(rx))
     }
 
     fn publish_here(&self, msg: &Arc<Message>, shared: bool) -> Routed {

@@ -1,12 +1,13 @@
-//! OPPO, vivo and Honor end to end, each against the mock's version of its server API:
-//! the worker authenticates as the vendor requires (OPPO's SHA-256 and vivo's MD5 signed
-//! auth, Honor's OAuth client credentials), the push arrives with the right fields, an
-//! expired auth token is renewed, and a token the vendor calls invalid is removed.
+//! OPPO, vivo, Honor and Meizu end to end, each against the mock's version of its server
+//! API: the worker authenticates as the vendor requires (OPPO's SHA-256 and vivo's MD5
+//! signed auth, Honor's OAuth client credentials, Meizu's MD5-signed form), the push
+//! arrives with the right fields, an expired auth token is renewed, a busy answer is
+//! retried, and a token the vendor calls invalid is removed.
 
 use serde_json::{Value, json};
 use switchboard_tests::im::ImBroker;
 use switchboard_tests::push::{gateway, register, send, setup, tokens, until};
-use switchboard_tests::push_mocks::{Canned, HONOR_APP, PushMock, VIVO_APP_ID};
+use switchboard_tests::push_mocks::{Canned, HONOR_APP, MEIZU_APP_ID, PushMock, VIVO_APP_ID};
 
 fn canned(body: Value) -> Vec<Canned> {
     vec![Canned {
@@ -110,6 +111,68 @@ async fn oppo_vivo_and_honor_push_and_invalid_tokens_are_removed() {
 
     let stats = gw.push_stats().expect("push worker");
     until(async || stats.snapshot()["tokens_removed"] == json!(3)).await;
+    gw.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meizu_push_is_signed_busy_is_retried_and_invalid_push_ids_are_removed() {
+    let b = ImBroker::start().await;
+    let mut mock = PushMock::start().await;
+    let gw = gateway(&b, &mock, "gw-meizu").await;
+    let t = setup(&b, &mock).await;
+    let alice = b.device(t, "alice", "alice-phone").await;
+    register(&b, t, "bob", "meizu", "mz-bob").await;
+
+    // A signed form (the mock refuses a wrong sign with 1006) with the notification bar's
+    // title and text and the conversation for the app.
+    let sent = send(&alice, "bob", "z1", "hi from meizu").await;
+    let h = mock.next("meizu").await;
+    assert_eq!(h.status, 200, "{}", String::from_utf8_lossy(&h.body));
+    let f = h.form();
+    assert_eq!(f.get("appId").map(String::as_str), Some(MEIZU_APP_ID));
+    assert_eq!(f.get("pushIds").map(String::as_str), Some("mz-bob"));
+    assert_eq!(f.get("sign").map(String::len), Some(32));
+    let m: Value = serde_json::from_str(f.get("messageJson").expect("messageJson")).expect("JSON");
+    assert_eq!(m["noticeBarInfo"]["title"], json!("alice"));
+    assert_eq!(m["noticeBarInfo"]["content"], json!("hi from meizu"));
+    assert_eq!(m["clickTypeInfo"]["clickType"], json!(0), "opens the app");
+    assert_eq!(
+        m["clickTypeInfo"]["parameters"]["conversation"],
+        json!(sent.conversation)
+    );
+    assert_eq!(m["pushTimeInfo"]["offLine"], json!(1));
+    // Accepted: the mock answers a wrong sign with code 1006 (HTTP 200, as Meizu does),
+    // which the worker counts as failed, not sent.
+    let stats = gw.push_stats().expect("push worker");
+    until(async || stats.snapshot()["sent"] == json!(1)).await;
+    assert_eq!(stats.snapshot()["failed"], json!(0));
+
+    // Server busy (1003): tried again.
+    mock.script(
+        "meizu",
+        canned(json!({"code": "1003", "message": "服务器忙"})),
+    );
+    send(&alice, "bob", "z2", "busy").await;
+    assert_eq!(mock.next("meizu").await.status, 200);
+    let again = mock.next("meizu").await;
+    let m: Value =
+        serde_json::from_str(again.form().get("messageJson").expect("messageJson")).expect("JSON");
+    assert_eq!(
+        m["noticeBarInfo"]["content"],
+        json!("busy"),
+        "the same push, retried"
+    );
+
+    // The pushId listed as illegal (110003): the token goes.
+    mock.script(
+        "meizu",
+        canned(json!({"code": "200", "message": "", "value": {"110003": ["mz-bob"]}})),
+    );
+    send(&alice, "bob", "z3", "gone").await;
+    mock.next("meizu").await;
+    until(async || tokens(&b, t, "bob").await.is_empty()).await;
+    until(async || stats.snapshot()["tokens_removed"] == json!(1)).await;
     gw.stop().await;
     b.stop().await;
 }

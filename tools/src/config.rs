@@ -57,8 +57,8 @@ pub struct PushSettings {
     pub enabled: bool,
     /// A CA certificate file (PEM) to trust besides the system's roots.
     pub extra_ca: Option<PathBuf>,
-    /// Endpoint overrides (none: the real Apple, Google, Huawei, Xiaomi, OPPO, vivo, Honor
-    /// ones).
+    /// Endpoint overrides (none: the real Apple, Google, Huawei, Xiaomi, OPPO, vivo, Honor,
+    /// Meizu ones).
     pub apns_production: Option<String>,
     pub apns_sandbox: Option<String>,
     pub fcm_base: Option<String>,
@@ -70,6 +70,7 @@ pub struct PushSettings {
     pub vivo_base: Option<String>,
     pub honor_base: Option<String>,
     pub honor_token_uri: Option<String>,
+    pub meizu_base: Option<String>,
     /// Jobs handled at once per gateway.
     pub max_concurrent: usize,
     /// Tenants' credentials, `[gateway.push.tenants.ID.VENDOR]` (crate::push_tenants).
@@ -93,6 +94,7 @@ impl Default for PushSettings {
             vivo_base: None,
             honor_base: None,
             honor_token_uri: None,
+            meizu_base: None,
             max_concurrent: 64,
             tenants: Default::default(),
         }
@@ -126,6 +128,7 @@ impl PushSettings {
             (&self.vivo_base, &mut c.vivo_base),
             (&self.honor_base, &mut c.honor_base),
             (&self.honor_token_uri, &mut c.honor_token_uri),
+            (&self.meizu_base, &mut c.meizu_base),
         ] {
             if let Some(v) = v {
                 *field = v.clone();

@@ -44,6 +44,11 @@ impl Window {
         self.order.push_back((node, id));
         true
     }
+
+    /// Forgets (`node`, `id`): its next offer counts as the first again.
+    pub fn forget(&mut self, node: u64, id: u64) {
+        self.seen.remove(&(node, id));
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::hop::Waiter;
 use super::{Cluster, ClusterError, wire};
 use crate::BrokerState;
 use crate::message::Message;
@@ -120,11 +121,28 @@ impl Cluster {
         let mut ok = false;
         let mut remote = None;
         if wanted && msg.qos != switchboard_proto::QoS::AtMostOnce {
-            // Kept until every node with a matching direct subscription acknowledged it
-            // (resent if not; also if the queue below is full).
-            let peers = self.interest.peers.direct_peers(&msg.topic);
-            if !peers.is_empty() {
-                remote = Some(self.hop.track(id, headers.clone(), body.clone(), peers));
+            // Kept until every node with a matching direct subscription, and for each
+            // matching shared group the node NATS picked, acknowledged it (resent if not;
+            // also if the queue below is full). While the link is down this node's own
+            // groups were served here (`BrokerState::publish`): not waited for.
+            let connected = self.connected();
+            let waiters: Vec<Waiter> = self
+                .interest
+                .peers
+                .direct_peers(&msg.topic)
+                .into_iter()
+                .map(Waiter::Node)
+                .chain(
+                    self.interest
+                        .peers
+                        .shared_groups(&msg.topic)
+                        .into_iter()
+                        .filter(|(_, local)| connected || !local)
+                        .map(|(q, _)| Waiter::Group(q)),
+                )
+                .collect();
+            if !waiters.is_empty() {
+                remote = Some(self.hop.track(id, headers.clone(), body.clone(), waiters));
             }
         }
         if wanted {

@@ -1,26 +1,35 @@
-//! The acknowledged hop: QoS 1/2 messages to direct subscriptions on other nodes arrive at
-//! least once while the publishing node lives (`docs/cluster.md`, "Delivery guarantees").
+//! The acknowledged hop: QoS 1/2 messages to subscriptions on other nodes, direct or
+//! shared, arrive at least once while the publishing node lives (`docs/cluster.md`,
+//! "Delivery guarantees").
 //!
-//! The publishing node knows which peers have a direct subscription matching the topic
-//! (their announced interest, [`super::peers`]); for a QoS 1/2 message it keeps the
-//! encoded message and the set of those peers until each acknowledged it. A receiving
-//! node acknowledges a QoS 1/2 message once it has routed it and its store has committed
-//! the copies queued for persistent sessions, in batches per origin, on the origin's
-//! acknowledgement subject `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends
-//! again, straight to each peer that has not answered within [`RETRY_AFTER`] (doubling
-//! per resend, up to 8 s), on that
-//! peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without sending
-//! it again to the peers that have it), while the NATS link is up, at most
-//! [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the duplicate
-//! window, `dedupe`), so a resend after a lost acknowledgement is not delivered twice
-//! unless more than the window's 65,536 messages of that origin came in between.
+//! The publishing node knows which peers have a direct subscription matching the topic,
+//! and which shared groups (on any node, its own included) match it (their announced
+//! interest, [`super::peers`]); for a QoS 1/2 message it keeps the encoded message and
+//! what it waits for ([`Waiter`]): each of those peers, and per matching group the one
+//! node NATS picks (whichever acknowledges for the group). A receiving node acknowledges
+//! a QoS 1/2 message once it has routed it (for a group: queued it for one member) and
+//! its store has committed the copies queued for persistent sessions, in batches per
+//! origin (and group: header `Sb-Group`), on the origin's acknowledgement subject
+//! `{prefix}.ack.{origin}`. Every [`SCAN`] the publisher sends again what has not been
+//! acknowledged within [`RETRY_AFTER`] (doubling per resend, up to 8 s): to a peer on
+//! that peer's own subject `{prefix}.node.{peer}` (so a lost copy is replaced without
+//! sending it again to the peers that have it), to a group on its hand-over subject
+//! `{prefix}.share.{queue}` (NATS picks a node of the group again: a node whose member
+//! left meanwhile does not acknowledge, and another takes it), while the NATS link is up,
+//! at most [`MAX_ATTEMPTS`] times; a receiver drops copies it already routed (the
+//! duplicate windows, `dedupe`; for groups per node too), so a resend after a lost
+//! acknowledgement is not delivered twice by the same node unless more than the window's
+//! 65,536 messages of that origin came in between (a group resend that NATS gives to
+//! another node can reach a second member: at least once).
 //!
 //! The publisher's own PUBACK/PUBREC waits for the same acknowledgements (the pipeline
-//! gets [`Hop::track`]'s answer through `Routed::remote`): a QoS 1/2 message is
-//! acknowledged to its publisher only once every interested node has committed its
-//! copies, so the publishing node dying after its acknowledgement loses nothing. It does
-//! not wait for a peer given up (left, silent, or [`MAX_ATTEMPTS`] resends), nor for a
-//! message beyond [`MAX_PENDING`] (sent at most once, counted).
+//! gets [`Hop::track`]'s answer through `Routed::remote` and hands it to the connection's
+//! acknowledgement queue, which polls it with the local commit: no task per message): a
+//! QoS 1/2 message is acknowledged to its publisher only once every interested node has
+//! committed its copies, so the publishing node dying after its acknowledgement loses
+//! nothing. It does not wait for a peer given up (left, silent, or [`MAX_ATTEMPTS`]
+//! resends), a group no node holds any more, nor for a message beyond [`MAX_PENDING`]
+//! (sent at most once, counted).
 //!
 //! Bounds: at most [`MAX_PENDING`] messages wait for acknowledgements per node; beyond,
 //! a message is sent at most once (counted, `_hop_untracked_total`). Acknowledgements
@@ -40,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::Cluster;
+use super::dedupe::Window;
 use crate::BrokerState;
 use crate::store::{Applied, StoreError};
 
@@ -61,6 +71,10 @@ const MAX_ATTEMPTS: u32 = 24;
 pub const ACK_QUEUE: usize = 65_536;
 /// Acknowledgements per batch.
 const ACK_BATCH: usize = 1024;
+/// Header of an acknowledgement batch naming the shared group (queue name) it is for.
+const GROUP: &str = "Sb-Group";
+/// Shared-group copies remembered per node to recognise resends.
+const SHARED_WINDOW: usize = 65_536;
 
 /// Figures of the acknowledged hop.
 #[derive(Debug, Default)]
@@ -74,24 +88,34 @@ pub struct HopStats {
     pub acks_skipped: AtomicU64,
 }
 
+/// What a message waits for: a node with direct subscriptions, or any one node holding a
+/// shared group (NATS picks which; by the group's queue name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiter {
+    Node(String),
+    Group(String),
+}
+
 #[derive(Debug)]
 struct Pending {
     headers: async_nats::HeaderMap,
     body: Bytes,
-    /// Peers that have not acknowledged, with the resends made to each.
-    waiting: Vec<(String, u32)>,
+    /// Peers (and groups) that have not acknowledged, with the resends made to each.
+    waiting: Vec<(Waiter, u32)>,
     sent: Instant,
     /// Dropped with the entry (every peer acknowledged, or was given up): the publisher's
     /// own acknowledgement waits for that.
     _done: Option<oneshot::Sender<()>>,
 }
 
-/// An acknowledgement owed to `origin` for message `id`, once `committed` (if any) fires.
+/// An acknowledgement owed to `origin` for message `id`, once `committed` (if any) fires;
+/// `group` names the shared group (queue name) a member of which took it here.
 #[derive(Debug)]
 pub struct Owed {
     pub origin: String,
     pub id: u64,
     pub committed: Option<oneshot::Receiver<Result<Applied, StoreError>>>,
+    pub group: Option<String>,
 }
 
 /// This node's side of the acknowledged hop, both ways.
@@ -100,6 +124,9 @@ pub struct Hop {
     pending: Mutex<HashMap<u64, Pending>>,
     owed_tx: mpsc::Sender<Owed>,
     owed_rx: Mutex<Option<mpsc::Receiver<Owed>>>,
+    /// Shared-group copies already taken here (by origin, group and id), so that a resend
+    /// after a lost acknowledgement that lands here again is acknowledged, not delivered.
+    shared_seen: Mutex<Window>,
     pub stats: HopStats,
 }
 
@@ -110,23 +137,24 @@ impl Default for Hop {
             pending: Mutex::new(HashMap::new()),
             owed_tx,
             owed_rx: Mutex::new(Some(rx)),
+            shared_seen: Mutex::new(Window::new(SHARED_WINDOW)),
             stats: HopStats::default(),
         }
     }
 }
 
 impl Hop {
-    /// Keeps message `id` until each of `peers` acknowledged it; the answer closes then
+    /// Keeps message `id` until each of `waiters` acknowledged it; the answer closes then
     /// (at once when there is nothing to wait for, or too much is waiting already).
     pub fn track(
         &self,
         id: u64,
         headers: async_nats::HeaderMap,
         body: Bytes,
-        peers: Vec<String>,
+        waiters: Vec<Waiter>,
     ) -> oneshot::Receiver<()> {
         let (done, rx) = oneshot::channel();
-        if peers.is_empty() {
+        if waiters.is_empty() {
             return rx;
         }
         let mut pending = self.pending.lock();
@@ -146,7 +174,7 @@ impl Hop {
             Pending {
                 headers,
                 body,
-                waiting: peers.into_iter().map(|p| (p, 0)).collect(),
+                waiting: waiters.into_iter().map(|w| (w, 0)).collect(),
                 sent: Instant::now(),
                 _done: Some(done),
             },
@@ -168,20 +196,43 @@ impl Hop {
         }
     }
 
-    /// Peer `from` acknowledged `ids`.
-    fn acked(&self, from: &str, ids: impl Iterator<Item = u64>) {
+    /// True the first time a member here takes shared-group copy `id` of `origin` for
+    /// group `queue`; false for a resend of one taken before (acknowledge it again).
+    pub fn first_shared(&self, origin: &str, queue: &str, id: u64) -> bool {
+        self.shared_seen.lock().first(shared_key(origin, queue), id)
+    }
+
+    /// Forgets shared-group copy `id` of `origin` for `queue` (no member took it here).
+    pub fn forget_shared(&self, origin: &str, queue: &str, id: u64) {
+        self.shared_seen
+            .lock()
+            .forget(shared_key(origin, queue), id);
+    }
+
+    /// Peer `from` acknowledged `ids` (for its direct subscriptions, or for shared group
+    /// `group`).
+    fn acked(&self, from: &str, group: Option<&str>, ids: impl Iterator<Item = u64>) {
         let mut pending = self.pending.lock();
         for id in ids {
             let Some(p) = pending.get_mut(&id) else {
                 continue;
             };
-            p.waiting.retain(|(n, _)| n != from);
+            p.waiting.retain(|(w, _)| match (w, group) {
+                (Waiter::Node(n), None) => n != from,
+                (Waiter::Group(q), Some(g)) => q != g,
+                _ => true,
+            });
             if p.waiting.is_empty() {
                 pending.remove(&id);
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The duplicate-window key of shared-group copies from `origin` for group `queue`.
+fn shared_key(origin: &str, queue: &str) -> u64 {
+    super::wire::node_hash(origin) ^ super::wire::node_hash(queue).rotate_left(17)
 }
 
 /// The acknowledgement subject of `node`.
@@ -217,9 +268,14 @@ pub(super) async fn receive_acks(cluster: Arc<Cluster>, state: Arc<BrokerState>)
             cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        let group = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(GROUP))
+            .map(|g| g.as_str());
         let mut body = m.payload.clone();
         let ids = std::iter::from_fn(move || (body.remaining() >= 8).then(|| body.get_u64()));
-        cluster.hop.acked(from, ids);
+        cluster.hop.acked(from, group, ids);
     }
 }
 
@@ -238,7 +294,7 @@ pub(super) async fn send_acks(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
         if n == 0 {
             break;
         }
-        let mut by_origin: HashMap<String, Vec<u8>> = HashMap::new();
+        let mut by_origin: HashMap<(String, Option<String>), Vec<u8>> = HashMap::new();
         for owed in batch.drain(..) {
             if let Some(rx) = owed.committed {
                 // Not committed (store failure): no acknowledgement, the origin resends.
@@ -247,13 +303,16 @@ pub(super) async fn send_acks(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
                 }
             }
             by_origin
-                .entry(owed.origin)
+                .entry((owed.origin, owed.group))
                 .or_default()
                 .extend_from_slice(&owed.id.to_be_bytes());
         }
-        for (origin, ids) in by_origin {
+        for ((origin, group), ids) in by_origin {
             let count = (ids.len() / 8) as u64;
-            let headers = super::wire::headers(&cluster.node, 0);
+            let mut headers = super::wire::headers(&cluster.node, 0);
+            if let Some(g) = group {
+                headers.insert(GROUP, g);
+            }
             let subject = ack_subject(&cluster, &origin);
             match cluster
                 .client
@@ -295,23 +354,31 @@ pub(super) async fn resend(cluster: Arc<Cluster>, state: Arc<BrokerState>) {
                     return true;
                 }
                 p.sent = now;
-                p.waiting.retain_mut(|(node, attempts)| {
-                    if *attempts >= MAX_ATTEMPTS || !peers.is_peer(node) {
+                p.waiting.retain_mut(|(w, attempts)| {
+                    let held = match w {
+                        Waiter::Node(node) => peers.is_peer(node),
+                        Waiter::Group(q) => peers.has_group(q),
+                    };
+                    if *attempts >= MAX_ATTEMPTS || !held {
                         cluster.hop.stats.gave_up.fetch_add(1, Ordering::Relaxed);
                         return false;
                     }
                     *attempts += 1;
-                    out.push((node.clone(), p.headers.clone(), p.body.clone()));
+                    let subject = match w {
+                        Waiter::Node(node) => node_subject(&cluster, node),
+                        Waiter::Group(q) => super::shared::queue_subject(&cluster, q),
+                    };
+                    out.push((subject, p.headers.clone(), p.body.clone()));
                     true
                 });
                 !p.waiting.is_empty()
             });
         }
-        for (node, headers, body) in out {
+        for (subject, headers, body) in out {
             cluster.hop.stats.resent.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = cluster
                 .client
-                .publish_with_headers(node_subject(&cluster, &node), headers, body)
+                .publish_with_headers(subject, headers, body)
                 .await
             {
                 debug!(error = %e, "hop resend failed");

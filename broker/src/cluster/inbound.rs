@@ -6,7 +6,8 @@
 //! - through a plain subscription: skipped if this node published it, dropped if a copy
 //!   was already routed, else routed to local direct subscriptions;
 //! - through a queue subscription (`$share`): NATS picked this node, so one local member
-//!   of that group gets it, whoever published it;
+//!   of that group gets it, whoever published it (QoS 1/2 acknowledged to the origin once
+//!   committed, see `shared::take_acked`);
 //! - on the retained broadcast subject: stored in this node's retained set (and store).
 
 use std::sync::Arc;
@@ -76,8 +77,19 @@ pub(super) async fn route(
                     origin: node.to_owned(),
                     id,
                     committed: None,
+                    group: None,
                 });
             }
+            continue;
+        }
+        if let Kind::Shared(key) = &inb.kind {
+            // NATS picked this node for the group; QoS 1/2 is acknowledged to the origin
+            // once a member's copy is committed (see `shared::take_acked`).
+            stats.shared_received.fetch_add(1, Ordering::Relaxed);
+            stats
+                .received_bytes
+                .fetch_add(inb.msg.payload.len() as u64, Ordering::Relaxed);
+            super::shared::take_acked(&cluster, &state, key, &inb.msg);
             continue;
         }
         let Some(msg) = wire::decode(&inb.msg.payload, Instant::now()) else {
@@ -98,15 +110,11 @@ pub(super) async fn route(
                         origin: node.to_owned(),
                         id,
                         committed,
+                        group: None,
                     });
                 }
             }
-            Kind::Shared(key) => {
-                stats.shared_received.fetch_add(1, Ordering::Relaxed);
-                if !state.deliver_shared(&key, msg, false) {
-                    debug!(group = %key.group, filter = %key.filter, "shared message: no member left here");
-                }
-            }
+            Kind::Shared(_) => {} // taken above
             Kind::Retained => {
                 stats.retained_received.fetch_add(1, Ordering::Relaxed);
                 let caps = crate::retained::RetainedCaps::from_limits(&state.config.limits);

@@ -66,8 +66,8 @@ impl InterestObserver for Interest {
         let n = d.entry(key).or_insert(0);
         *n += 1;
         if *n == 1 {
-            if group.is_some() {
-                self.peers.local_shared(filter, true);
+            if let Some(g) = group {
+                self.peers.local_shared(g, filter, true);
             }
             self.changed.notify_one();
         }
@@ -83,8 +83,8 @@ impl InterestObserver for Interest {
             *n -= 1;
             if *n == 0 {
                 d.remove(&key);
-                if group.is_some() {
-                    self.peers.local_shared(filter, false);
+                if let Some(g) = group {
+                    self.peers.local_shared(g, filter, false);
                 }
                 self.changed.notify_one();
             }

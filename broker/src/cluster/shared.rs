@@ -7,8 +7,9 @@
 //! queue-subscribes (in the group's NATS queue group) to the group's hand-over subject
 //! `{prefix}.share.{queue}`, and the leaving node sends the message there as a NATS
 //! request. NATS gives it to one such node, which queues it for one of its members and
-//! answers `1`, or answers `0` if it has no member any more (its unsubscribe may still be
-//! on its way). The sender tries again on `0`, on "no responders" (then no node has a
+//! answers `1` once that member's stored copy is committed (at once for a clean member),
+//! or answers `0` if it has no member any more (its unsubscribe may still be on its way)
+//! or the commit failed. The sender tries again on `0`, on "no responders" (then no node has a
 //! member: it stops) and on a timeout, a bounded number of times.
 //!
 //! Only after a node answered `1` is the delivery removed from the leaving session's
@@ -17,6 +18,11 @@
 //! took is lost and counted (`switchboard_cluster_shared_handover_failed_total`).
 //! In-flight hand-overs are bounded (a semaphore); past the bound the message stays with
 //! the leaving session, as it did before cross-node hand-over existed.
+//!
+//! The same subject carries the acknowledged hop's resends for the group (no reply
+//! subject, origin headers; see `hop` and [`take_acked`]): a QoS 1/2 publish matching a
+//! group waits, before its PUBACK, for the node NATS picked to have committed the member's
+//! copy; with no acknowledgement in time it goes to the group again, here.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +34,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::Cluster;
+use super::hop::Owed;
 use super::interest::queue_name;
 use super::wire;
 use crate::BrokerState;
@@ -47,9 +54,12 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// The hand-over subject of group `key`.
 pub fn subject(cluster: &Cluster, key: &ShareKey) -> String {
-    cluster
-        .map
-        .internal(&format!("share.{}", queue_name(&key.group, &key.filter)))
+    queue_subject(cluster, &queue_name(&key.group, &key.filter))
+}
+
+/// The hand-over subject of the group of NATS queue name `queue`.
+pub fn queue_subject(cluster: &Cluster, queue: &str) -> String {
+    cluster.map.internal(&format!("share.{queue}"))
 }
 
 /// The bound on hand-overs in flight.
@@ -153,8 +163,20 @@ pub(super) async fn serve(
             m = sub.next() => match m { Some(m) => m, None => break },
             _ = state.shutdown.cancelled() => break,
         };
+        if m.reply.is_none() {
+            // The acknowledged hop's resend of a message no node acknowledged for this
+            // group in time (see `hop`): taken and acknowledged like a first copy.
+            take_acked(&cluster, &state, &key, &m);
+            continue;
+        }
         let taken = match wire::decode(&m.payload, Instant::now()) {
-            Some(msg) => state.deliver_shared(&key, Arc::new(msg), true),
+            // `1` only once the member's stored copy is committed: the leaving node drops
+            // its own copy on that answer.
+            Some(msg) => match state.deliver_shared_acked(&key, Arc::new(msg), true) {
+                Some(Some(committed)) => matches!(committed.await, Ok(Ok(_))),
+                Some(None) => true,
+                None => false,
+            },
             None => {
                 cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 false
@@ -171,6 +193,61 @@ pub(super) async fn serve(
             if let Err(e) = cluster.client.publish(reply, answer).await {
                 debug!(error = %e, "shared hand-over: answer not sent");
             }
+        }
+    }
+}
+
+/// Queues a QoS 1/2 message that came through group `key`'s queue subscription (or as a
+/// resend on its hand-over subject) for one member here, and owes its origin the
+/// acknowledgement for the group once the member's stored copy is committed (see `hop`).
+/// A copy taken here before (a resend after a lost acknowledgement) is acknowledged
+/// again, not delivered twice. With no member left here nothing is acknowledged: the
+/// origin sends it to the group again.
+pub(super) fn take_acked(
+    cluster: &Cluster,
+    state: &BrokerState,
+    key: &ShareKey,
+    m: &async_nats::Message,
+) -> bool {
+    let Some((origin, id)) = wire::origin(m.headers.as_ref()) else {
+        cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    let queue = queue_name(&key.group, &key.filter);
+    let acked = wire::qos_of(&m.payload) > 0;
+    if acked && !cluster.hop.first_shared(origin, &queue, id) {
+        cluster.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        cluster.hop.owe(Owed {
+            origin: origin.to_owned(),
+            id,
+            committed: None,
+            group: Some(queue),
+        });
+        return true;
+    }
+    let Some(msg) = wire::decode(&m.payload, Instant::now()) else {
+        cluster.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    match state.deliver_shared_acked(key, Arc::new(msg), false) {
+        Some(committed) => {
+            if acked {
+                cluster.hop.owe(Owed {
+                    origin: origin.to_owned(),
+                    id,
+                    committed,
+                    group: Some(queue),
+                });
+            }
+            true
+        }
+        None => {
+            if acked {
+                // Not taken after all: let a resend (here or elsewhere) try again.
+                cluster.hop.forget_shared(origin, &queue, id);
+            }
+            debug!(group = %key.group, filter = %key.filter, "shared message: no member left here");
+            false
         }
     }
 }

@@ -124,6 +124,21 @@ impl ImService {
                 wait: Some(AckWait::Code(rx)),
                 ..
             } => rx.await.unwrap_or(ReasonCode::UnspecifiedError),
+            Outcome::Ack {
+                code,
+                wait: Some(AckWait::Cluster(committed, remote)),
+            } => {
+                let stored = match committed {
+                    Some(c) => matches!(c.await, Ok(Ok(_))),
+                    None => true,
+                };
+                let _ = remote.await;
+                if stored {
+                    code
+                } else {
+                    ReasonCode::UnspecifiedError
+                }
+            }
             Outcome::Close(v) => v.code,
         };
         match code {

@@ -21,6 +21,10 @@ pub enum AckWait {
     Store(Durable),
     /// A service that decides the code when its work is done (an intercepted request).
     Code(oneshot::Receiver<ReasonCode>),
+    /// Cluster mode: this node's store commit (if any; 0x80 if it fails), then the other
+    /// nodes' commits of their copies (`cluster::hop`; it closes when they are done or
+    /// given up). Polled by the connection like the others: no task per message.
+    Cluster(Option<Durable>, oneshot::Receiver<()>),
 }
 
 /// An acknowledgement waiting for the store or a service.
@@ -99,6 +103,18 @@ impl AckQueue {
                 Ok(code) => Commit::Code(code),
                 Err(_) => Commit::Failed,
             },
+            Some(AckWait::Cluster(committed, remote)) => {
+                if let Some(c) = committed {
+                    let ok = matches!(c.await, Ok(Ok(_)));
+                    // No await between the commit's answer and this: cancel-safe.
+                    *committed = None;
+                    if !ok {
+                        return Commit::Failed;
+                    }
+                }
+                let _ = remote.await;
+                Commit::Done
+            }
             None => std::future::pending().await,
         }
     }
@@ -145,6 +161,10 @@ impl AckQueue {
                     Err(oneshot::error::TryRecvError::Closed) => Commit::Failed,
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
                 },
+                Some(AckWait::Cluster(committed, remote)) => match try_cluster(committed, remote) {
+                    Some(c) => c,
+                    None => return Ok(()),
+                },
             };
             self.settle_front(state)?;
             if let Some(done) = self.pending.pop_front() {
@@ -160,6 +180,25 @@ impl AckQueue {
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+/// Where a cluster acknowledgement stands without waiting: `None` while the commit or
+/// the other nodes are still to come.
+fn try_cluster(
+    committed: &mut Option<Durable>,
+    remote: &mut oneshot::Receiver<()>,
+) -> Option<Commit> {
+    if let Some(c) = committed {
+        match c.try_recv() {
+            Ok(Ok(_)) => *committed = None,
+            Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => return Some(Commit::Failed),
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+        }
+    }
+    match remote.try_recv() {
+        Err(oneshot::error::TryRecvError::Empty) => None,
+        _ => Some(Commit::Done),
     }
 }
 
@@ -265,5 +304,64 @@ mod tests {
         drop(tx);
         assert_eq!(q.flush(&mut sess), Err(STORE_FAILED_V3));
         assert!(acks(&mut sess).is_empty(), "no false PUBACK");
+    }
+
+    #[test]
+    fn a_cluster_ack_waits_for_the_commit_then_the_other_nodes() {
+        let mut sess = session_with_publishes(2);
+        let mut q = AckQueue::new(true);
+        let (stored, rx) = tokio::sync::oneshot::channel();
+        let (nodes, remote) = tokio::sync::oneshot::channel::<()>();
+        q.push(
+            &mut sess,
+            1,
+            ReasonCode::Success,
+            Some(AckWait::Cluster(Some(rx), remote)),
+        );
+        q.push(&mut sess, 2, ReasonCode::Success, None);
+        q.flush(&mut sess).expect("v5");
+        assert!(acks(&mut sess).is_empty());
+        stored.send(Ok(Applied::default())).expect("send");
+        q.flush(&mut sess).expect("v5");
+        assert!(
+            acks(&mut sess).is_empty(),
+            "the other nodes still have to commit"
+        );
+        drop(nodes);
+        q.flush(&mut sess).expect("v5");
+        assert_eq!(
+            acks(&mut sess),
+            [(1, ReasonCode::Success), (2, ReasonCode::Success)]
+        );
+        // A failed local commit is 0x80 whatever the other nodes do.
+        let mut sess = session_with_publishes(1);
+        let (stored, rx) = tokio::sync::oneshot::channel();
+        let (_nodes, remote) = tokio::sync::oneshot::channel::<()>();
+        q.push(
+            &mut sess,
+            1,
+            ReasonCode::Success,
+            Some(AckWait::Cluster(Some(rx), remote)),
+        );
+        drop(stored);
+        q.flush(&mut sess).expect("v5");
+        assert_eq!(acks(&mut sess), [(1, ReasonCode::UnspecifiedError)]);
+    }
+
+    #[tokio::test]
+    async fn front_commit_of_a_cluster_ack_resolves_when_both_are_done() {
+        let mut q = AckQueue::new(true);
+        let mut sess = session_with_publishes(1);
+        let (stored, rx) = tokio::sync::oneshot::channel();
+        let (nodes, remote) = tokio::sync::oneshot::channel::<()>();
+        q.push(
+            &mut sess,
+            1,
+            ReasonCode::Success,
+            Some(AckWait::Cluster(Some(rx), remote)),
+        );
+        stored.send(Ok(Applied::default())).expect("send");
+        nodes.send(()).expect("send");
+        assert_eq!(q.front_commit().await, Commit::Done);
     }
 }

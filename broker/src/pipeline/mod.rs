@@ -154,19 +154,11 @@ impl BrokerState {
                 }
                 _ => None,
             };
-            let (tx, rx) = oneshot::channel();
-            tokio::spawn(async move {
-                if let Some(c) = committed
-                    && !matches!(c.await, Ok(Ok(_)))
-                {
-                    return; // dropped: the store failed (0x80, or a 3.1.1 close)
-                }
-                let _ = remote.await;
-                let _ = tx.send(code);
-            });
+            // Polled by the connection with its other acknowledgements (no task per
+            // message); a failed commit becomes 0x80, or a 3.1.1 close.
             return Outcome::Ack {
                 code,
-                wait: Some(AckWait::Code(rx)),
+                wait: Some(AckWait::Cluster(committed, remote)),
             };
         }
         match (&store, qos) {

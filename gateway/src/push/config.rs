@@ -119,6 +119,7 @@ pub struct PushConfig {
     pub oppo_base: String,
     pub vivo_base: String,
     pub honor_base: String,
+    pub meizu_base: String,
     pub honor_token_uri: String,
     /// An extra CA (PEM) to trust besides the system's roots.
     pub extra_ca_pem: Option<Vec<u8>>,
@@ -156,6 +157,7 @@ impl Default for PushConfig {
             oppo_base: "https://api.push.oppomobile.com".into(),
             vivo_base: "https://api-push.vivo.com.cn".into(),
             honor_base: "https://push-api.cloud.honor.com".into(),
+            meizu_base: "https://server-api-push.meizu.com".into(),
             honor_token_uri:
                 "https://iam.developer.honor.com/auth/realms/developer/protocol/openid-connect/token"
                     .into(),
@@ -188,6 +190,7 @@ impl PushConfig {
             oppo_base: base.into(),
             vivo_base: base.into(),
             honor_base: base.into(),
+            meizu_base: base.into(),
             honor_token_uri: format!("{base}/honor/token"),
             ..PushConfig::default()
         }

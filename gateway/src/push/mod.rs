@@ -1,6 +1,6 @@
 //! The push worker: delivers the broker's push jobs (`$im/push/{tenant}`, protobuf
 //! `PushJob`, one per message to a user with no device in the foreground) through APNs,
-//! FCM, Huawei Push Kit, Xiaomi MiPush, OPPO PUSH, vivo push and Honor Push, with each
+//! FCM, Huawei Push Kit, Xiaomi MiPush, OPPO PUSH, vivo push, Honor Push and Meizu push, with each
 //! tenant's own credentials. docs/push.md tells the whole story.
 //!
 //! Files, by responsibility:
@@ -14,7 +14,8 @@
 //!   [`stats`]: [`PushStats`]; [`trace`]: the per-job trace and recent job ids;
 //! - [`provider`]: the [`provider::PushProvider`] trait; [`https`] (TLS and HTTP/2),
 //!   [`jwt`] (ES256/RS256), [`signed_auth`] (what OPPO and vivo share); one file per
-//!   vendor: [`apns`], [`fcm`], [`huawei`], [`xiaomi`], [`oppo`], [`vivo`], [`honor`];
+//!   vendor: [`apns`], [`fcm`], [`huawei`], [`xiaomi`], [`oppo`], [`vivo`], [`honor`],
+//!   [`meizu`];
 //! - [`rest`]: the app server's endpoints (credentials, test pushes, the trace); [`api`]:
 //!   its token, quiet-hours, privacy and template endpoints (all in the OpenAPI document).
 
@@ -27,6 +28,7 @@ pub mod https;
 pub mod huawei;
 pub mod jobs;
 pub mod jwt;
+pub mod meizu;
 pub mod oppo;
 pub mod provider;
 pub mod quiet;

@@ -43,7 +43,7 @@ const PUBLIC_FIELDS: [&str; 8] = [
 
 /// `POST /v1/push/credentials/{set,get}`.
 #[utoipa::path(post, path = "/v1/push/credentials/{op}", tag = "push", request_body = AnyObject,
-    params(("op" = String, Path, description = "set: the body is {apns?, fcm?, huawei?, xiaomi?, oppo?, vivo?, honor?}, \
+    params(("op" = String, Path, description = "set: the body is {apns?, fcm?, huawei?, xiaomi?, oppo?, vivo?, honor?, meizu?}, \
         each vendor's credentials object (replaces the whole set; 409 for a vendor the gateway's configuration \
         file sets); get: which vendors are set and their non-secret ids (source: config for those of the file)")),
     security(("signature" = [])),

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::provider::PushProvider;
 use super::templates::Templates;
-use super::{Worker, apns, fcm, honor, https, huawei, oppo, vivo, xiaomi};
+use super::{Worker, apns, fcm, honor, https, huawei, meizu, oppo, vivo, xiaomi};
 
 /// A tenant's providers, by vendor, and its notification templates.
 pub struct Providers {
@@ -125,6 +125,7 @@ impl Worker {
                 &cfg.honor_token_uri,
                 http(),
             )),
+            "meizu" => Arc::new(meizu::Meizu::new(parse(c)?, &cfg.meizu_base, http())),
             _ => return Ok(None),
         };
         Ok(Some(p))
@@ -159,7 +160,9 @@ impl Worker {
 }
 
 /// The vendors this worker speaks.
-pub const VENDORS: [&str; 7] = ["apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "honor"];
+pub const VENDORS: [&str; 8] = [
+    "apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "honor", "meizu",
+];
 
 #[cfg(test)]
 mod tests {

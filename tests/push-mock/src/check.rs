@@ -1,7 +1,7 @@
 //! What each mocked vendor checks before it accepts a request, as the real services do:
 //! APNs's ES256 provider token and required headers, Google's RS256 grant assertion, the
 //! OAuth client credentials of Huawei and Honor, Xiaomi's app secret, OPPO's SHA-256 and
-//! vivo's MD5 auth signatures. Each returns `Err((status, vendor error body))` on refusal.
+//! vivo's MD5 auth signatures, Meizu's MD5 request signature. Each returns `Err((status, vendor error body))` on refusal.
 
 use std::collections::HashMap;
 
@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::{
     APNS_KEY_ID, APNS_TEAM_ID, FCM_EMAIL, HONOR_APP, HONOR_SECRET, HUAWEI_APP, HUAWEI_SECRET,
-    OPPO_APP_KEY, OPPO_MASTER_SECRET, State, VIVO_APP_ID, VIVO_APP_KEY, VIVO_APP_SECRET,
-    XIAOMI_SECRET,
+    MEIZU_APP_ID, MEIZU_APP_SECRET, OPPO_APP_KEY, OPPO_MASTER_SECRET, State, VIVO_APP_ID,
+    VIVO_APP_KEY, VIVO_APP_SECRET, XIAOMI_SECRET,
 };
 
 /// A refusal: HTTP status and body.
@@ -183,6 +183,31 @@ pub fn xiaomi(headers: &HashMap<String, String>) -> Result<(), Refusal> {
             json!({"result": "error", "code": 22006, "reason": "Invalid app secret"}).to_string(),
         ))
     }
+}
+
+/// Meizu's signed form: `sign` = lower-case hex MD5 of every other parameter as `k=v`,
+/// sorted by key, concatenated, then the app secret; `appId` the test app's.
+pub fn meizu(f: &HashMap<String, String>) -> Result<(), Refusal> {
+    use md5::Digest as _;
+    let mut keys: Vec<&String> = f.keys().filter(|k| *k != "sign").collect();
+    keys.sort();
+    let mut plain: String = keys.iter().map(|k| format!("{k}={}", f[*k])).collect();
+    plain.push_str(MEIZU_APP_SECRET);
+    let want = hex(&md5::Md5::digest(plain.as_bytes()));
+    let refuse = |code: &str, message: &str| {
+        Err((
+            200,
+            json!({"code": code, "message": message, "value": "", "redirect": ""}).to_string(),
+        ))
+    };
+    if f.get("appId").map(String::as_str) != Some(MEIZU_APP_ID) {
+        return refuse("110000", "appId不合法");
+    }
+    if f.get("sign") != Some(&want) || !f.contains_key("pushIds") || !f.contains_key("messageJson")
+    {
+        return refuse("1006", "签名认证失败");
+    }
+    Ok(())
 }
 
 pub fn hex(b: &[u8]) -> String {

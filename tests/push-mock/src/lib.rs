@@ -4,8 +4,9 @@
 //! `/v1/projects/{p}/messages:send`), Huawei Push Kit (`/huawei/token`,
 //! `/v1/{app}/messages:send`), Xiaomi MiPush (`/v3/message/regid`), OPPO PUSH
 //! (`/server/v1/auth`, `/server/v1/message/notification/unicast`), vivo push
-//! (`/message/auth`, `/message/send`) and Honor Push (`/honor/token`,
-//! `/api/v1/{app}/sendMessage`). It checks what the real ones check ([`check`]): signatures
+//! (`/message/auth`, `/message/send`), Honor Push (`/honor/token`,
+//! `/api/v1/{app}/sendMessage`) and Meizu push
+//! (`/garcia/api/server/push/varnished/pushByPushId`). It checks what the real ones check ([`check`]): signatures
 //! of provider tokens and auth requests, the bearer or auth token it issued, required
 //! headers. It answers scripted errors on demand (with the vendors' error bodies), can be
 //! slowed down ([`PushMock::set_delay`]) and reports every request it got with the time it
@@ -50,12 +51,14 @@ pub const VIVO_APP_KEY: &str = "vivo-app-key";
 pub const VIVO_APP_SECRET: &str = "vivo-app-secret";
 pub const HONOR_APP: &str = "104400";
 pub const HONOR_SECRET: &str = "honor-secret";
+pub const MEIZU_APP_ID: &str = "110099";
+pub const MEIZU_APP_SECRET: &str = "meizu-app-secret";
 
 /// One request the mock got, and what it answered.
 #[derive(Debug, Clone)]
 pub struct Hit {
     /// `apns`, `fcm`, `fcm_token`, `huawei`, `huawei_token`, `xiaomi`, `oppo`, `oppo_auth`,
-    /// `vivo`, `vivo_auth`, `honor`, `honor_token`, `unknown`.
+    /// `vivo`, `vivo_auth`, `honor`, `honor_token`, `meizu`, `unknown`.
     pub kind: String,
     pub path: String,
     pub version: String,
@@ -260,6 +263,7 @@ impl PushMock {
             "oppo": {"app_key": OPPO_APP_KEY, "master_secret": OPPO_MASTER_SECRET},
             "vivo": {"app_id": VIVO_APP_ID, "app_key": VIVO_APP_KEY, "app_secret": VIVO_APP_SECRET},
             "honor": {"app_id": HONOR_APP, "client_secret": HONOR_SECRET},
+            "meizu": {"app_id": MEIZU_APP_ID, "app_secret": MEIZU_APP_SECRET},
         })
     }
 
@@ -343,6 +347,7 @@ fn kind_of(path: &str) -> &'static str {
         "/server/v1/message/notification/unicast" => "oppo",
         "/message/auth" => "vivo_auth",
         "/message/send" => "vivo",
+        "/garcia/api/server/push/varnished/pushByPushId" => "meizu",
         _ if path.starts_with("/v1/projects/") => "fcm",
         _ if path == format!("/v1/{HUAWEI_APP}/messages:send") => "huawei",
         _ if path == format!("/api/v1/{HONOR_APP}/sendMessage") => "honor",
@@ -432,6 +437,7 @@ async fn handle(st: &State, req: hyper::Request<hyper::body::Incoming>) -> Resp 
             }
         }
         "xiaomi" => check::xiaomi(&headers),
+        "meizu" => check::meizu(&form(&body)),
         "oppo" => {
             if bearer_ok(&h("auth_token")) {
                 Ok(())
@@ -483,6 +489,9 @@ fn ok_body(kind: &str) -> String {
         "oppo" => json!({"code": 0, "message": "Success", "data": {"messageId": id.to_string()}})
             .to_string(),
         "vivo" => json!({"result": 0, "desc": "请求成功", "taskId": id.to_string()}).to_string(),
+        "meizu" => json!({"code": "200", "message": "", "value": {}, "redirect": "",
+            "msgId": id.to_string()})
+        .to_string(),
         "honor" => json!({"code": 200, "message": "success",
             "data": {"sendResult": true, "requestId": id.to_string()}})
         .to_string(),

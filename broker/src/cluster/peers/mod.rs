@@ -114,8 +114,9 @@ impl Peers {
     }
 
     /// A local shared subscription was added / removed (see [`table`]).
-    pub fn local_shared(&self, filter: &str, added: bool) {
+    pub fn local_shared(&self, group: &str, filter: &str, added: bool) {
         let mut t = self.table.write();
+        t.local_group(group, filter, added);
         if added {
             t.add_local_shared(filter);
         } else {
@@ -126,6 +127,29 @@ impl Peers {
     /// The known peers with a direct subscription matching `topic` ([`table`]).
     pub fn direct_peers(&self, topic: &str) -> Vec<String> {
         self.table.read().direct_peers(topic)
+    }
+
+    /// The NATS queue names of the shared groups (on any node, this one included) whose
+    /// filter matches `topic`, and of those the ones this node holds.
+    pub fn shared_groups(&self, topic: &str) -> Vec<(String, bool)> {
+        let t = self.table.read();
+        let mut out: Vec<(String, bool)> = t
+            .groups()
+            .matching(topic)
+            .into_iter()
+            .map(|q| (q, false))
+            .collect();
+        if !out.is_empty() {
+            for (q, local) in &mut out {
+                *local = t.is_local_queue(q);
+            }
+        }
+        out
+    }
+
+    /// Whether some node (this one included) holds the shared group of queue name `queue`.
+    pub fn has_group(&self, queue: &str) -> bool {
+        self.table.read().groups().has(queue)
     }
 
     /// Whether `node` is in the table (known or not).

@@ -151,20 +151,84 @@ fn split(raw: &str) -> (&str, bool) {
     }
 }
 
-/// Counts announced filter `raw` of a peer in `all` (and in `direct` if it is direct).
-fn link(all: &mut FilterTrie, direct: &mut FilterTrie, raw: &str) {
+/// Counts announced filter `raw` of a peer in `all` (and in `direct` if it is direct, in
+/// `groups` if it is a shared group's).
+fn link(all: &mut FilterTrie, direct: &mut FilterTrie, groups: &mut Groups, raw: &str) {
     let (f, is_direct) = split(raw);
     all.insert(f);
     if is_direct {
         direct.insert(f);
+    } else {
+        groups.add(raw);
     }
 }
 
-fn unlink(all: &mut FilterTrie, direct: &mut FilterTrie, raw: &str) {
+fn unlink(all: &mut FilterTrie, direct: &mut FilterTrie, groups: &mut Groups, raw: &str) {
     let (f, is_direct) = split(raw);
     all.remove(f);
     if is_direct {
         direct.remove(f);
+    } else {
+        groups.remove(raw);
+    }
+}
+
+/// The shared groups held anywhere in the cluster (peers' and this node's), by NATS queue
+/// name (`cluster::interest::queue_name`), with their filter and how many holders count:
+/// a QoS 1/2 message matching one waits for one node's acknowledgement for that group
+/// (`cluster::hop`). Looked through per publish: sized for tens to a few thousand groups.
+#[derive(Debug, Default)]
+pub struct Groups {
+    by_queue: HashMap<String, (String, usize)>,
+}
+
+impl Groups {
+    fn add(&mut self, raw: &str) {
+        if let Ok(f) = switchboard_proto::topic::parse_filter(raw)
+            && let Some(g) = f.share_group
+        {
+            self.add_group(g, f.filter);
+        }
+    }
+
+    fn remove(&mut self, raw: &str) {
+        if let Ok(f) = switchboard_proto::topic::parse_filter(raw)
+            && let Some(g) = f.share_group
+        {
+            self.remove_group(g, f.filter);
+        }
+    }
+
+    fn add_group(&mut self, group: &str, filter: &str) {
+        let q = crate::cluster::interest::queue_name(group, filter);
+        self.by_queue
+            .entry(q)
+            .or_insert_with(|| (filter.to_owned(), 0))
+            .1 += 1;
+    }
+
+    fn remove_group(&mut self, group: &str, filter: &str) {
+        let q = crate::cluster::interest::queue_name(group, filter);
+        if let Some((_, n)) = self.by_queue.get_mut(&q) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_queue.remove(&q);
+            }
+        }
+    }
+
+    /// The queue names of the groups whose filter matches `topic`.
+    pub fn matching(&self, topic: &str) -> Vec<String> {
+        self.by_queue
+            .iter()
+            .filter(|(_, (f, _))| switchboard_proto::topic::matches(f, topic))
+            .map(|(q, _)| q.clone())
+            .collect()
+    }
+
+    /// Whether some node holds the group of queue name `queue`.
+    pub fn has(&self, queue: &str) -> bool {
+        self.by_queue.contains_key(queue)
     }
 }
 
@@ -217,6 +281,10 @@ pub struct RemoteInterest {
     /// Peers whose state is not `Known`.
     unknown: usize,
     local_shared: HashMap<String, usize>,
+    /// Shared groups across the cluster (this node's included).
+    groups: Groups,
+    /// This node's shared groups by queue name, with their subscription counts.
+    local_groups: HashMap<String, usize>,
 }
 
 impl RemoteInterest {
@@ -236,6 +304,34 @@ impl RemoteInterest {
             .filter(|(_, p)| p.direct.matches(topic))
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    /// The shared groups held anywhere in the cluster.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// Whether this node holds the shared group of queue name `queue`.
+    pub fn is_local_queue(&self, queue: &str) -> bool {
+        self.local_groups.contains_key(queue)
+    }
+
+    /// A local shared subscription `$share/{group}/{filter}` was added (`added`) or removed.
+    pub fn local_group(&mut self, group: &str, filter: &str, added: bool) {
+        let key = crate::cluster::interest::queue_name(group, filter);
+        if added {
+            let n = self.local_groups.entry(key).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                self.groups.add_group(group, filter);
+            }
+        } else if let Some(n) = self.local_groups.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.local_groups.remove(&key);
+                self.groups.remove_group(group, filter);
+            }
+        }
     }
 
     /// Whether `node` is in the table.
@@ -359,12 +455,12 @@ impl RemoteInterest {
                         p.seq = seq;
                         for f in remove {
                             if p.filters.remove(&f) {
-                                unlink(&mut self.trie, &mut p.direct, &f);
+                                unlink(&mut self.trie, &mut p.direct, &mut self.groups, &f);
                             }
                         }
                         for f in add {
                             if p.filters.insert(f.clone()) {
-                                link(&mut self.trie, &mut p.direct, &f);
+                                link(&mut self.trie, &mut p.direct, &mut self.groups, &f);
                             }
                         }
                     }
@@ -425,11 +521,11 @@ impl RemoteInterest {
                     return;
                 };
                 for f in p.filters.drain() {
-                    unlink(&mut self.trie, &mut p.direct, &f);
+                    unlink(&mut self.trie, &mut p.direct, &mut self.groups, &f);
                 }
                 for f in filters {
                     if p.filters.insert(f.clone()) {
-                        link(&mut self.trie, &mut p.direct, &f);
+                        link(&mut self.trie, &mut p.direct, &mut self.groups, &f);
                     }
                 }
                 p.seq = seq;
@@ -462,7 +558,7 @@ impl RemoteInterest {
     pub fn forget(&mut self, node: &str) {
         if let Some(mut p) = self.peers.remove(node) {
             for f in p.filters.drain() {
-                unlink(&mut self.trie, &mut p.direct, &f);
+                unlink(&mut self.trie, &mut p.direct, &mut self.groups, &f);
             }
             if !matches!(p.state, State::Known) {
                 self.unknown -= 1;

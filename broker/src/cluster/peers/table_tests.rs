@@ -214,3 +214,34 @@ fn acknowledgements_are_expected_from_known_peers_with_a_direct_match() {
     assert!(r.direct_peers("a/x").is_empty());
     assert!(r.is_known("n2") && !r.is_known("n4"));
 }
+
+#[test]
+fn shared_groups_are_known_by_queue_name_across_peers_and_this_node() {
+    use crate::cluster::interest::queue_name;
+    let now = Instant::now();
+    let mut r = RemoteInterest::default();
+    r.apply("me", "n2", snap(1, &["$share/w/jobs/#", "direct/#"]), now);
+    r.apply("me", "n3", snap(1, &["$share/w/jobs/#"]), now);
+    r.local_group("w", "jobs/#", true);
+    r.local_group("other", "jobs/+", true);
+    let w = queue_name("w", "jobs/#");
+    let o = queue_name("other", "jobs/+");
+    let mut m = r.groups().matching("jobs/1");
+    m.sort();
+    let mut want = vec![w.clone(), o.clone()];
+    want.sort();
+    assert_eq!(m, want);
+    assert!(
+        r.groups().matching("direct/1").is_empty(),
+        "direct is no group"
+    );
+    assert!(r.is_local_queue(&w) && r.is_local_queue(&o));
+    // One holder gone at a time: the group stays while any node holds it.
+    r.local_group("w", "jobs/#", false);
+    assert!(!r.is_local_queue(&w));
+    r.apply("me", "n2", delta(2, &[], &["$share/w/jobs/#"]), now);
+    assert!(r.groups().has(&w));
+    r.forget("n3");
+    assert!(!r.groups().has(&w));
+    assert_eq!(r.groups().matching("jobs/1"), vec![o]);
+}
