@@ -15,9 +15,9 @@ use md5::Digest as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::https::{Https, form, post};
+use super::https::{Https, form};
 use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, excerpt, redacted_debug, transport,
+    Attempt, Device, Notification, Outcome, PushProvider, excerpt, post_form, redacted_debug,
 };
 use super::signed_auth::code_of;
 
@@ -96,25 +96,10 @@ impl Meizu {
             "{}/garcia/api/server/push/varnished/pushByPushId",
             self.base
         );
-        let req = match post(
-            &url,
-            "application/x-www-form-urlencoded",
-            &[],
-            form(&params),
-        ) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
-        };
-        let a = match self.http.send(req).await {
+        let a = match post_form(&self.http, &url, &[], form(&params), "Meizu").await {
             Ok(a) => a,
-            Err(e) => return transport(e),
+            Err(o) => return o,
         };
-        if a.status >= 500 || a.status == 429 {
-            return Outcome::Retry {
-                reason: format!("Meizu HTTP {}", a.status),
-                after: a.retry_after(),
-            };
-        }
         let v = a.json();
         let code = code_of(&v["code"]);
         let why = format!(

@@ -105,6 +105,28 @@ pub fn transport(e: String) -> Outcome {
     }
 }
 
+/// Posts form `body` to `url` and returns the answer to read, or the outcome when there is
+/// none worth reading: a request that cannot be built fails; a transport error, HTTP 5xx
+/// and 429 are retried (after the vendor's `Retry-After`). `who` names the vendor.
+pub async fn post_form(
+    http: &super::https::Https,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+    who: &str,
+) -> Result<super::https::Answer, Outcome> {
+    let req = super::https::post(url, "application/x-www-form-urlencoded", headers, body)
+        .map_err(Outcome::Failed)?;
+    let a = http.send(req).await.map_err(transport)?;
+    if a.status >= 500 || a.status == 429 {
+        return Err(Outcome::Retry {
+            reason: format!("{who} HTTP {}", a.status),
+            after: a.retry_after(),
+        });
+    }
+    Ok(a)
+}
+
 /// A short, safe excerpt of an answer body for logs and traces.
 pub fn excerpt(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()

@@ -10,9 +10,9 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::https::{Https, form, post};
+use super::https::{Https, form};
 use super::provider::{
-    Attempt, Device, Notification, Outcome, PushProvider, redacted_debug, transport,
+    Attempt, Device, Notification, Outcome, PushProvider, post_form, redacted_debug,
 };
 
 /// Time to live of a notification on Xiaomi's servers (ms).
@@ -69,20 +69,10 @@ impl Xiaomi {
         ]);
         let url = format!("{}/v3/message/regid", self.base);
         let headers = [("authorization", format!("key={}", self.c.app_secret))];
-        let req = match post(&url, "application/x-www-form-urlencoded", &headers, body) {
-            Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
-        };
-        let a = match self.http.send(req).await {
+        let a = match post_form(&self.http, &url, &headers, body, "Xiaomi").await {
             Ok(a) => a,
-            Err(e) => return transport(e),
+            Err(o) => return o,
         };
-        if a.status >= 500 || a.status == 429 {
-            return Outcome::Retry {
-                reason: format!("Xiaomi HTTP {}", a.status),
-                after: a.retry_after(),
-            };
-        }
         let v = a.json();
         let bad = v["data"]["bad_regids"].as_str().unwrap_or_default();
         let reason = v["reason"].as_str().unwrap_or_default();
