@@ -27,7 +27,7 @@ struct Schema {
     optional: &'static [&'static str],
 }
 
-const SCHEMAS: [Schema; 7] = [
+const SCHEMAS: [Schema; 8] = [
     Schema {
         vendor: "apns",
         secret: "key_p8",
@@ -76,6 +76,13 @@ const SCHEMAS: [Schema; 7] = [
         json_secret: "client_secret",
         required: &["app_id"],
         optional: &["client_id", "badge_class"],
+    },
+    Schema {
+        vendor: "meizu",
+        secret: "app_secret",
+        json_secret: "app_secret",
+        required: &["app_id"],
+        optional: &[],
     },
 ];
 
@@ -238,7 +245,8 @@ mod tests {
             e.contains("unknown key client_secert") && !e.contains("S3CRET"),
             "{e}"
         );
-        assert!(err("[3.meizu]\napp_secret = \"x\"\n").contains("unknown vendor"));
+        assert!(err("[3.nokia]\napp_secret = \"x\"\n").contains("unknown vendor"));
+        assert!(err("[3.meizu]\napp_secret = \"x\"\n").contains("app_id"));
         assert!(err("[acme.xiaomi]\napp_secret = \"x\"\n").contains("tenant id"));
         assert!(err("[3.fcm]\n").contains("service_account or service_account_file"));
     }
