@@ -26,8 +26,10 @@ use bytes::{Bytes, BytesMut};
 use switchboard_proto::session::{DormantSession, InflightState};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tracing::{debug, warn};
 
 use super::conn::Conn;
+use super::readiness::Watch;
 use super::{Io, Live, READ_IDLE};
 use crate::BrokerState;
 use crate::auth::Identity;
@@ -39,8 +41,10 @@ use crate::sessions::{Kick, LiveInfo, SessionState, SubRecord};
 /// A parked plain-TCP connection (see the module docs).
 pub(super) struct Dormant {
     pub(super) conn_id: u64,
-    /// The socket, unsplit: the halves' shared state is allocated again on wake-up.
-    pub(super) stream: TcpStream,
+    /// The socket, unsplit and out of tokio's reactor (registered with the parker's own
+    /// watch, see `readiness`): the halves' shared state and tokio's registration are
+    /// allocated again on wake-up.
+    pub(super) stream: mio::net::TcpStream,
     pub(super) sess: DormantSession,
     /// The session's mailbox (its waker wakes the parker).
     pub(super) mailbox: Arc<Mailbox>,
@@ -60,7 +64,10 @@ pub(super) struct Dormant {
 impl Dormant {
     /// The compact form of a parked connection's box; the box itself when it holds
     /// something a quiet connection should not (see the module docs).
-    pub(super) fn sleep(live: Box<Live<TcpStream>>) -> Result<Box<Dormant>, Box<Live<TcpStream>>> {
+    pub(super) fn sleep(
+        live: Box<Live<TcpStream>>,
+        watch: &Watch,
+    ) -> Result<Box<Dormant>, Box<Live<TcpStream>>> {
         let c = &live.conn;
         let io = &live.io;
         let quiet = live.sess.is_quiet()
@@ -82,18 +89,31 @@ impl Dormant {
             sess,
             slot,
         } = *live;
-        let sess = match sess.into_dormant() {
-            Ok(s) => s,
-            // Unreachable: the session was quiet.
-            Err(sess) => {
+        let stream = io.rd.unsplit(io.wr);
+        let watched = watch.register(&stream, conn.conn_id);
+        let (sess, watched) = match (sess.into_dormant(), watched) {
+            (Ok(s), Ok(w)) => (s, w),
+            // The watch refused the socket (no descriptor left to duplicate it, say), or,
+            // unreachable, the session was not quiet: the connection waits in its own task.
+            (sess, watched) => {
+                if let Err(e) = watched {
+                    debug!(error = %e, "parked connection kept in its own task");
+                }
+                let sess = match sess {
+                    Ok(d) => d.wake(),
+                    Err(s) => *s,
+                };
+                let (rd, wr) = tokio::io::split(stream);
                 return Err(Box::new(Live {
                     conn,
-                    io,
-                    sess: *sess,
+                    io: Io { rd, wr, ..io },
+                    sess,
                     slot,
                 }));
             }
         };
+        // Leaves tokio's reactor (its registration is freed); the watch has the socket.
+        drop(stream);
         let Conn {
             conn_id,
             own_key,
@@ -114,7 +134,7 @@ impl Dormant {
         } = state;
         Ok(Box::new(Dormant {
             conn_id,
-            stream: io.rd.unsplit(io.wr),
+            stream: watched,
             sess,
             mailbox,
             kicked,
@@ -136,41 +156,53 @@ impl Dormant {
     }
 
     /// The connection's box again, as it was when it parked, with `rbuf` (bytes read while
-    /// waking it) in its read buffer.
+    /// waking it) in its read buffer; its socket goes back from the watch to tokio's
+    /// reactor. `None` when tokio refuses the socket: the connection then ended as lost.
     pub(super) fn wake(
         self: Box<Self>,
         broker: &Arc<BrokerState>,
+        watch: &Watch,
         rbuf: BytesMut,
-    ) -> Box<Live<TcpStream>> {
+    ) -> Option<Box<Live<TcpStream>>> {
         let d = *self;
         let version = d.sess.version();
-        let (rd, wr) = tokio::io::split(d.stream);
-        Box::new(Live {
-            conn: Conn {
-                broker: broker.clone(),
-                conn_id: d.conn_id,
-                own_key: d.own_key,
-                identity: d.identity,
-                version,
-                state: SessionState {
-                    uid: d.uid,
-                    mailbox: d.mailbox,
-                    subs: d.subs.into_vec().into_iter().collect(),
-                    inflight: InflightState::default(),
-                    stored_inflight: HashMap::new(),
-                    persisted: d.persisted,
-                },
-                expiry: d.expiry,
-                will: d.will,
-                kicked: d.kicked,
-                shared_inflight: None,
-                acks: AckQueue::new(version.is_v5()),
-                batch: Vec::new(),
-                keep_alive_changed: false,
-                info: d.info,
-                reauth: None,
-                qos2_marks: None,
+        let conn = Conn {
+            broker: broker.clone(),
+            conn_id: d.conn_id,
+            own_key: d.own_key,
+            identity: d.identity,
+            version,
+            state: SessionState {
+                uid: d.uid,
+                mailbox: d.mailbox,
+                subs: d.subs.into_vec().into_iter().collect(),
+                inflight: InflightState::default(),
+                stored_inflight: HashMap::new(),
+                persisted: d.persisted,
             },
+            expiry: d.expiry,
+            will: d.will,
+            kicked: d.kicked,
+            shared_inflight: None,
+            acks: AckQueue::new(version.is_v5()),
+            batch: Vec::new(),
+            keep_alive_changed: false,
+            info: d.info,
+            reauth: None,
+            qos2_marks: None,
+        };
+        let sess = d.sess.wake();
+        let stream = match watch.release(d.stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "a parked connection's socket could not rejoin the reactor");
+                super::end_without_socket(broker, conn, sess, "socket not taken back");
+                return None;
+            }
+        };
+        let (rd, wr) = tokio::io::split(stream);
+        Some(Box::new(Live {
+            conn,
             io: Io {
                 rd,
                 wr,
@@ -179,8 +211,8 @@ impl Dormant {
                 read_hot: false,
                 read_room: READ_IDLE,
             },
-            sess: d.sess.wake(),
+            sess,
             slot: d.slot,
-        })
+        }))
     }
 }

@@ -13,7 +13,8 @@
 //! `drain` (mailbox → session, and the connection's store writes), `read` (reading
 //! without a buffer per idle connection), `park` (a quiet connection frees its loop) and
 //! `parker` (a parked plain-TCP connection without a task: one table and one task per
-//! broker), `dormant` (the compact form the parker keeps).
+//! broker), `dormant` (the compact form the parker keeps), `readiness` (the parker's own
+//! readiness watch of parked sockets).
 //!
 //! Memory of an idle connection: the task's future is what an idle connection costs, so it
 //! holds only what the connected loop needs. The steps a connection takes once (reading
@@ -31,6 +32,7 @@ mod hints;
 mod park;
 mod parker;
 mod read;
+mod readiness;
 #[cfg(test)]
 mod tests;
 
@@ -220,6 +222,23 @@ async fn connected<S>(
         drop(slot);
     })
     .await;
+}
+
+/// A parked plain-TCP connection whose socket tokio's reactor would not take back (see
+/// `readiness`): it ends as a lost connection would, without a last word (there is no
+/// socket left to say it on).
+fn end_without_socket(
+    broker: &Arc<BrokerState>,
+    conn: Conn,
+    sess: ServerSession,
+    why: &'static str,
+) {
+    Metrics::dec(&broker.metrics.clients_connected);
+    Metrics::dec(&broker.metrics.connected_by_transport[crate::metrics::transport_index("tcp")]);
+    if let (Some(im), Some(login)) = (&broker.im, &conn.identity.im) {
+        im.disconnected(login, conn.conn_id);
+    }
+    conn.finish(End::Lost(why), sess);
 }
 
 /// From accept to an established connection: reads CONNECT, authenticates, opens the

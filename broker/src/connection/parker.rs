@@ -8,9 +8,10 @@
 //! compact form, see `dormant`, which holds the unsplit socket and the admission slot too,
 //! and its waker: 16 B in the table) and one task for all of them, which wakes on:
 //!
-//! - bytes from the client: the socket's readiness is polled with the record's own waker
-//!   (one small `Arc` naming the connection), so the reactor wakes the parker with the
-//!   connection's id; the bytes are read through the worker's scratch buffer (`read`);
+//! - bytes from the client: the socket leaves tokio's reactor while parked and is watched
+//!   by the parker's own `epoll` (see `readiness`: no `ScheduledIo` per parked socket),
+//!   whose thread hands the parker the connection's id; the bytes are read through the
+//!   worker's scratch buffer (`read`);
 //! - a delivery: the mailbox wakes the same waker (`Mailbox::register_parked`);
 //! - a takeover or kick: the kick channel wakes it too;
 //! - the keep-alive deadline: one ordered set of deadlines for all parked connections and
@@ -45,9 +46,10 @@ use parking_lot::Mutex;
 use switchboard_proto::ReasonCode;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tracing::Instrument;
+use tracing::{Instrument, warn};
 
 use super::dormant::Dormant;
+use super::readiness::Watch;
 use super::{End, Live};
 use crate::BrokerState;
 use crate::metrics::Metrics;
@@ -71,6 +73,9 @@ impl std::fmt::Debug for Parker {
 
 #[derive(Default)]
 struct Shared {
+    /// The readiness watch of parked sockets, started with the first connection that
+    /// parks (`None` inside: it could not start, and connections wait in their own task).
+    watch: std::sync::OnceLock<Option<Watch>>,
     table: Mutex<Table>,
     /// Ids of records whose waker fired, for the parker's next turn.
     ready: Mutex<Vec<u64>>,
@@ -96,6 +101,44 @@ impl Parked {
     /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
     fn deadline(&self) -> Option<Instant> {
         self.dormant.deadline()
+    }
+}
+
+impl Shared {
+    /// The watch saw connection `id`'s socket readable: its record's waker queues it, or,
+    /// when the record is out of the table (being polled this very moment), the id is
+    /// queued as is, so the record is polled again once it is back.
+    fn ready_id(&self, id: u64) {
+        let waker = self.table.lock().records.get(&id).map(|r| r.waker.clone());
+        match waker {
+            Some(w) => w.wake_by_ref(),
+            None => {
+                self.ready.lock().push(id);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The watch, started on first use.
+    fn watch(self: &Arc<Self>) -> Option<&Watch> {
+        self.watch
+            .get_or_init(|| match Watch::start(Arc::downgrade(self), Shared::ready_id) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!(error = %e, "parker's readiness watch did not start: idle connections wait in their own task");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Ends the watch's thread (it finds the parker gone).
+        if let Some(Some(w)) = self.watch.get() {
+            w.nudge();
+        }
     }
 }
 
@@ -158,13 +201,16 @@ pub(super) fn hand_over<S: 'static>(
             };
         }
     };
+    let parker = &broker.parker;
+    let shared = &parker.shared;
+    let Some(watch) = shared.watch() else {
+        return give_back(live);
+    };
     // The compact form, or the box back when it cannot be (it waits in its own task).
-    let dormant = match Dormant::sleep(live) {
+    let dormant = match Dormant::sleep(live, watch) {
         Ok(d) => d,
         Err(live) => return give_back(live),
     };
-    let parker = &broker.parker;
-    let shared = &parker.shared;
     let id = dormant.conn_id;
     let deadline = dormant.deadline();
     let waker = Arc::new(IdWaker {
@@ -180,7 +226,10 @@ pub(super) fn hand_over<S: 'static>(
         let mut table = shared.table.lock();
         if table.closed || broker.shutdown.is_cancelled() {
             drop(table);
-            return give_back(record.dormant.wake(broker, BytesMut::new()));
+            return match record.dormant.wake(broker, watch, BytesMut::new()) {
+                Some(live) => give_back(live),
+                None => Ok(()),
+            };
         }
         table.records.insert(id, record);
     }
@@ -290,14 +339,15 @@ fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken 
         }
     }
     let mut rbuf = BytesMut::new();
-    match super::read::poll_scratch(&mut d.stream, &mut rbuf, &mut cx) {
-        Poll::Ready(Ok(0)) => return Woken::Resume(record, Cause::Lost("closed by peer")),
-        Poll::Ready(Err(_)) => return Woken::Resume(record, Cause::Lost("read failed")),
-        Poll::Ready(Ok(n)) => {
+    // Read until it would block: the watch is edge-triggered (see `readiness`).
+    match super::read::read_ready(&mut d.stream, &mut rbuf) {
+        Ok(0) => return Woken::Resume(record, Cause::Lost("closed by peer")),
+        Ok(n) => {
             Metrics::add(&broker.metrics.bytes_received, n as u64);
             return Woken::Resume(record, Cause::Work(rbuf));
         }
-        Poll::Pending => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return Woken::Resume(record, Cause::Lost("read failed")),
     }
     d.mailbox.register_parked(&waker);
     if !d.mailbox.is_empty() {
@@ -319,7 +369,12 @@ fn resume(broker: &Arc<BrokerState>, record: Parked, cause: Cause) {
         Cause::Work(rbuf) => (rbuf, None),
         other => (BytesMut::new(), Some(other)),
     };
-    let mut live = dormant.wake(broker, rbuf);
+    let Some(watch) = broker.parker.shared.watch() else {
+        return; // unreachable: a record exists only once the watch runs
+    };
+    let Some(mut live) = dormant.wake(broker, watch, rbuf) else {
+        return; // ended: its socket could not rejoin the reactor
+    };
     let end = cause.and_then(|c| match c {
         Cause::Work(_) => None,
         Cause::Kicked(k) => Some(super::park::kicked_off(&mut live.sess, k)),

@@ -81,3 +81,31 @@ pub(super) fn release_if_idle(rbuf: &mut BytesMut, hot: bool) {
         *rbuf = BytesMut::new();
     }
 }
+
+/// Reads what a parked connection's socket (non-blocking, see `readiness`) has through the
+/// thread's scratch buffer: `rbuf` grows by exactly the bytes read. `WouldBlock` when there
+/// is nothing (the socket's next bytes are a new readiness edge); `Ok(0)` is the end of
+/// the stream.
+pub(super) fn read_ready<R: io::Read>(rd: &mut R, rbuf: &mut BytesMut) -> io::Result<usize> {
+    SCRATCH_BUF.with(|cell| {
+        let mut guard = cell.try_borrow_mut().ok();
+        let mut own = Vec::new();
+        let scratch: &mut [u8] = match guard.as_deref_mut() {
+            Some(b) => b,
+            None => {
+                own.resize(SCRATCH, 0);
+                &mut own
+            }
+        };
+        loop {
+            match rd.read(scratch) {
+                Ok(n) => {
+                    rbuf.extend_from_slice(scratch.get(..n).unwrap_or_default());
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
