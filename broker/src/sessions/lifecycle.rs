@@ -138,14 +138,14 @@ impl BrokerState {
                 }
             }
             map.insert(
-                client_id.to_owned(),
+                client_id.into(),
                 Entry {
                     state: None,
                     link: Some(link),
                     expiry,
                     generation,
                     will: None,
-                    owner: owner.map(str::to_owned),
+                    owner: owner.map(Into::into),
                 },
             );
             drop(map);
@@ -337,7 +337,7 @@ impl BrokerState {
             }
             let will = {
                 let mut map = me.sessions.map.lock();
-                map.get_mut(&id)
+                map.get_mut(id.as_str())
                     .filter(|e| e.generation == generation)
                     .and_then(|e| {
                         let w = e.will.take()?;
@@ -371,8 +371,10 @@ impl BrokerState {
             }
             let ended = {
                 let mut map = me.sessions.map.lock();
-                let removed = match map.get(&id) {
-                    Some(e) if e.generation == generation && e.link.is_none() => map.remove(&id),
+                let removed = match map.get(id.as_str()) {
+                    Some(e) if e.generation == generation && e.link.is_none() => {
+                        map.remove(id.as_str())
+                    }
                     _ => None,
                 };
                 if let Some(e) = &removed {

@@ -178,8 +178,10 @@ pub(crate) struct Entry {
     generation: u64,
     /// A will waiting for its delay.
     will: Option<Arc<Message>>,
-    /// The identity that created the session ([`owner_of`]).
-    owner: Option<String>,
+    /// The identity that created the session ([`owner_of`]). A boxed `str` (no spare
+    /// capacity word), as the map's key: one entry per session, in a map that keeps spare
+    /// buckets.
+    owner: Option<Box<str>>,
 }
 
 /// Shards of the id → mailbox map (a power of two): lookups on the delivery path take a
@@ -191,7 +193,7 @@ type IdMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
 /// All sessions by client identifier, and their mailboxes by session id.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<HashMap<Box<str>, Entry>>,
     /// Entries of `map` with an expiry above 0 (changed only under the `map` lock).
     persistent: std::sync::atomic::AtomicUsize,
     mailboxes: [RwLock<IdMap<Arc<Mailbox>>>; SHARDS],
@@ -405,7 +407,7 @@ impl BrokerState {
         let map = self.sessions.map.lock();
         map.iter()
             .filter(|(_, e)| e.link.is_some())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 
@@ -414,7 +416,7 @@ impl BrokerState {
         let map = self.sessions.map.lock();
         map.iter()
             .filter(|(_, e)| e.link.is_none())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 

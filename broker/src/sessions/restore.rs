@@ -52,7 +52,7 @@ impl BrokerState {
         let mut awaiting = snap.awaiting_rel;
         let (mut restored, mut purged, mut queued) = (0, 0, 0);
         for (client_id, rec) in snap.sessions {
-            if self.sessions.map.lock().contains_key(&client_id) {
+            if self.sessions.map.lock().contains_key(client_id.as_str()) {
                 continue;
             }
             let stored = queues.remove(&rec.uid).unwrap_or_default();
@@ -154,14 +154,14 @@ impl BrokerState {
             }
             self.sessions.count_persistent(0, rec.expiry);
             self.sessions.map.lock().insert(
-                client_id.clone(),
+                client_id.as_str().into(),
                 Entry {
                     state: Some(Box::new(state)),
                     link: None,
                     expiry: rec.expiry,
                     generation,
                     will: pending_will,
-                    owner: rec.owner.clone(),
+                    owner: rec.owner.as_deref().map(Into::into),
                 },
             );
             if rec.expiry != NEVER_EXPIRES {
