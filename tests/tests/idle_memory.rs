@@ -23,18 +23,22 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// Heap bytes an idle TCP connection may keep in the broker, in a debug build (the tests'
 /// build, whose connection future is larger than a release build's). Raising it costs
 /// memory for every idle connection (see bench/README.md, "idle memory"): shrink something
-/// first. Measured 1,395 B when set (1,459 before the compact form kept its rare session
+/// first. Measured 1,084 B when set (1,115 before the session registry's key and owner
+/// were boxed strings; 1,395 while a parked socket stayed registered with tokio's reactor,
+/// which keeps a 256 B `ScheduledIo` per socket, before the parker watched parked sockets
+/// with an `epoll` of its own; 1,459 before the compact form kept its rare session
 /// tables in one box, the keep-alive as seconds and the subscriptions as an exact list;
 /// 1,883 while the parker kept the connection's whole
 /// state box, ~800 B, and the socket split in halves; 1,940 before the client id was kept
 /// once; 2,884 while a parked connection kept its task and waiter, ~1 KB), the connection
 /// parked in the broker's parker (`connection::parker`: no task, a 16 B record in one
-/// table, its deadline in one timer set) in its compact form (`connection::dormant`,
-/// 384 B: the unsplit socket, the session state machine's scalars, identity, session id,
-/// mailbox and subscriptions, will, kick channel, admission slot), the parker's record,
-/// waker and deadline entry (~100 B), the session's mailbox and registry entries, the
-/// kick channel, the socket registration and the operator view (`LiveInfo`).
-const BUDGET_PER_CONNECTION: usize = 1_450;
+/// table, its deadline in one timer set, its socket in the parker's `epoll`) in its
+/// compact form (`connection::dormant`, 360 B: the unsplit socket, the session state
+/// machine's scalars, identity, session id, mailbox and subscriptions, will, kick
+/// channel, admission slot), the parker's record, waker and deadline entry (~130 B), the
+/// session's mailbox and registry entries, the kick channel and the operator view
+/// (`LiveInfo`).
+const BUDGET_PER_CONNECTION: usize = 1_130;
 /// Connections opened before the baseline (thread-locals, slab pages, first allocations).
 const WARM: usize = 200;
 /// Connections measured.

@@ -14,8 +14,9 @@ use crate::{Broker, BrokerConfig, BrokerState, Listeners};
 /// established connection then runs in a task of its own whose future is `connected`
 /// alone, with its state in one box (`Live`: session state machine 176 B, connection
 /// 512 B, socket halves and buffers 96 B, admission slot 48 B), and a parked plain-TCP connection has no task
-/// at all (see `parker`) and keeps its compact form instead of the box (`dormant`: 384 B
-/// with the unsplit socket and the admission slot, printed by the test below). 472 B when
+/// at all (see `parker`) and keeps its compact form instead of the box (`dormant`: 360 B
+/// with the unsplit socket, out of tokio's reactor, and the admission slot, printed by
+/// the test below). 472 B when
 /// set (992 B when one future served the whole life).
 const SERVE_FUTURE_BUDGET: usize = 512;
 

@@ -451,17 +451,19 @@ async fn subscriber(
     Ok(lat)
 }
 
-/// Opens `n` idle connections spread over 127.`net`.x.y source addresses; returns them.
+/// Opens idle connections `from..from + n` (client ids and source addresses follow the
+/// index) spread over 127.`net`.x.y source addresses; returns them.
 /// Each run should use its own `net`: closed connections linger in TIME_WAIT and hold
 /// their source ports for a minute.
 pub async fn idle_connections(
     addr: SocketAddr,
+    from: usize,
     n: usize,
     tag: &str,
     net: u8,
 ) -> anyhow::Result<Vec<TcpStream>> {
     let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+    for i in from..from + n {
         out.push(
             connect(
                 addr,

@@ -11,6 +11,9 @@ use super::peers::{Peer, PeerKind};
 use super::scenarios::{Kind, Scenario};
 use super::{BenchArgs, Row};
 
+/// Idle connections opened before the idle scenario's baseline reading (see `Kind::Idle`).
+const IDLE_WARM: usize = 1000;
+
 pub(super) async fn run_one(
     s: &Scenario,
     b: PeerKind,
@@ -102,22 +105,40 @@ pub(super) async fn measure(
             }
         }
         Kind::Idle => {
-            let before = peer.stats();
+            let start = peer.stats();
             let net = 1 + (peer.addr.port() % 250) as u8;
-            let mut conns = load::idle_connections(peer.addr, args.idle, &tag, net).await?;
-            // Read as an operator would once the connections are idle: Switchboard parks
-            // a connection after a quiet second, so wait until it reports every one parked
-            // (the figure would otherwise include tasks about to be freed), then until
-            // the process's RSS stops falling.
+            // Read as an operator would: RSS before and after the measured connections,
+            // both once the broker is idle. The baseline is taken after a first set of
+            // idle connections (`IDLE_WARM`), so that it is past the one-off growth of a
+            // fresh process (first allocations of each size, table and allocator set-up,
+            // what the allocator frees back late), which otherwise lands in one run's
+            // figure and not another's. Switchboard parks a connection after a quiet
+            // second, so each reading waits until it reports every connection parked (the
+            // figure would otherwise include tasks about to be freed), then until the
+            // process's RSS stops falling.
+            let mut conns = load::idle_connections(peer.addr, 0, IDLE_WARM, &tag, net).await?;
+            let _ = parked_count(peer, IDLE_WARM as u64).await;
+            let before = settled_stats(peer).await;
+            let measured =
+                load::idle_connections(peer.addr, IDLE_WARM, args.idle, &tag, net).await?;
+            conns.extend(measured);
             let parked = parked_count(peer, conns.len() as u64).await;
             let after = settled_stats(peer).await;
-            let per =
-                (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
+            let n = args.idle.max(1) as f64;
+            let per = (after.rss_kb.saturating_sub(before.rss_kb)) as f64 * 1024.0 / n;
+            // The same connections counted from the idle broker's start, as a first look
+            // would read them (includes the fresh process's one-off growth).
+            let from_start =
+                (after.rss_kb.saturating_sub(start.rss_kb)) as f64 * 1024.0 / conns.len() as f64;
             // Measured connections must still be served: every one answers a PINGREQ.
             let alive = load::ping_all(&mut conns).await;
             let parked = parked.map_or(String::new(), |p| format!(", {p} parked"));
             row.extra = Some((
-                format!("bytes/conn ({} conns, {alive} alive{parked})", conns.len()),
+                format!(
+                    "bytes/conn ({} conns after {IDLE_WARM} warm, {alive} alive{parked}; \
+                     {from_start:.0} from the fresh process)",
+                    args.idle
+                ),
                 per,
             ));
             row.received = conns.len() as u64;
