@@ -30,8 +30,11 @@
 //! have a packet.
 //!
 //! Bounds: the table holds at most one record per connection (each holds an admission
-//! slot, so at most `max_connections`), and the ready list at most one entry per record
-//! (a record is queued again only after the parker took its last entry).
+//! slot, so at most `max_connections`), and the ready list one entry per record from its
+//! waker (a record is queued again only after the parker took its last entry), plus one
+//! per readiness edge of a socket whose record the parker is polling at that moment (see
+//! `Shared::ready_id`; a socket with bytes resumes its connection and leaves the parker,
+//! so these are few).
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
