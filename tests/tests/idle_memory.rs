@@ -23,8 +23,9 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// Heap bytes an idle TCP connection may keep in the broker, in a debug build (the tests'
 /// build, whose connection future is larger than a release build's). Raising it costs
 /// memory for every idle connection (see bench/README.md, "idle memory"): shrink something
-/// first. Measured 1,084 B when set (1,115 before the session registry's key and owner
-/// were boxed strings; 1,395 while a parked socket stayed registered with tokio's reactor,
+/// first. Measured 1,036 B when set (1,053 before `LiveInfo` kept its transport as an
+/// index and its subscriptions as an exact list, 1,084 before a kick was boxed in its
+/// channel, 1,115 before the session registry's key and owner were boxed strings; 1,395 while a parked socket stayed registered with tokio's reactor,
 /// which keeps a 256 B `ScheduledIo` per socket, before the parker watched parked sockets
 /// with an `epoll` of its own; 1,459 before the compact form kept its rare session
 /// tables in one box, the keep-alive as seconds and the subscriptions as an exact list;
@@ -36,9 +37,9 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 /// compact form (`connection::dormant`, 360 B: the unsplit socket, the session state
 /// machine's scalars, identity, session id, mailbox and subscriptions, will, kick
 /// channel, admission slot), the parker's record, waker and deadline entry (~130 B), the
-/// session's mailbox and registry entries, the kick channel and the operator view
-/// (`LiveInfo`).
-const BUDGET_PER_CONNECTION: usize = 1_130;
+/// session's mailbox and registry entries, the kick channel (64 B) and the operator view
+/// (`LiveInfo`, 96 B).
+const BUDGET_PER_CONNECTION: usize = 1_090;
 /// Connections opened before the baseline (thread-locals, slab pages, first allocations).
 const WARM: usize = 200;
 /// Connections measured.

@@ -38,7 +38,7 @@ pub(super) struct Conn {
     pub(super) state: SessionState,
     pub(super) expiry: u32,
     pub(super) will: Option<(Arc<Message>, u32)>,
-    pub(super) kicked: Option<oneshot::Receiver<Kick>>,
+    pub(super) kicked: Option<oneshot::Receiver<Box<Kick>>>,
     /// Outgoing shared-subscription deliveries awaiting acknowledgement; allocated on
     /// first use (most connections never have any), freed when quiet and empty.
     #[expect(
@@ -350,7 +350,7 @@ impl Conn {
                 k = async { kicked.as_mut().expect("guarded").await }, if kicked.is_some() => {
                     kicked = None;
                     if let Ok(k) = k {
-                        return Ran::Ended(super::park::kicked_off(sess, k));
+                        return Ran::Ended(super::park::kicked_off(sess, *k));
                     }
                 }
                 // Before the write: an acknowledgement that became due together with

@@ -48,7 +48,7 @@ pub(super) struct Dormant {
     pub(super) sess: DormantSession,
     /// The session's mailbox (its waker wakes the parker).
     pub(super) mailbox: Arc<Mailbox>,
-    pub(super) kicked: Option<oneshot::Receiver<Kick>>,
+    pub(super) kicked: Option<oneshot::Receiver<Box<Kick>>>,
     pub(super) info: Option<Arc<LiveInfo>>,
     own_key: Option<Box<str>>,
     identity: Identity,

@@ -165,7 +165,7 @@ impl Conn {
     /// what the admin API shows.
     pub(super) fn persist_session(&mut self) {
         if let Some(info) = &self.info {
-            *info.subscriptions.lock() = self.sorted_subscriptions();
+            *info.subscriptions.lock() = self.sorted_subscriptions().into_boxed_slice();
         }
         if let Some(st) = self.broker.store()
             && self.expiry > 0

@@ -127,13 +127,13 @@ pub async fn serve<S>(
         let by_transport =
             &broker.metrics.connected_by_transport[crate::metrics::transport_index(transport)];
         Metrics::inc(by_transport);
-        conn.info = Some(Arc::new(crate::sessions::LiveInfo {
+        conn.info = Some(Arc::new(crate::sessions::LiveInfo::new(
             transport,
             peer,
-            since: crate::store::unix_now(),
-            mailbox: conn.state.mailbox.clone(),
-            subscriptions: parking_lot::Mutex::new(conn.sorted_subscriptions()),
-        }));
+            crate::store::unix_now(),
+            conn.state.mailbox.clone(),
+            conn.sorted_subscriptions(),
+        )));
         if let Some(info) = &conn.info {
             broker.attach_info(conn.session_key(), conn_id, info.clone());
         }

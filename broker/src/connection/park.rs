@@ -84,7 +84,7 @@ impl Conn {
             }
             k = kick, if has_kick => {
                 self.kicked = None;
-                k.ok().map(|k| kicked_off(sess, k))
+                k.ok().map(|k| kicked_off(sess, *k))
             }
             r = super::read::read_into(&mut io.rd, &mut io.rbuf, false) => match r {
                 Ok(0) => Some(End::Lost("closed by peer")),

@@ -338,7 +338,7 @@ fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken 
     {
         d.kicked = None;
         if let Ok(k) = k {
-            return Woken::Resume(record, Cause::Kicked(k));
+            return Woken::Resume(record, Cause::Kicked(*k));
         }
     }
     let mut rbuf = BytesMut::new();

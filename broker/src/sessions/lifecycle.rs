@@ -60,11 +60,11 @@ impl BrokerState {
             if let Some((old, kick)) = holder {
                 let (done_tx, done_rx) = oneshot::channel();
                 let sent = kick.is_some_and(|k| {
-                    k.send(Kick {
+                    k.send(Box::new(Kick {
                         code: ReasonCode::SessionTakenOver,
                         server_reference: None,
                         done: done_tx,
-                    })
+                    }))
                     .is_ok()
                 });
                 let parked = sent && tokio::time::timeout(TAKEOVER_WAIT, done_rx).await.is_ok();

@@ -112,21 +112,52 @@ pub struct Kick {
 #[derive(Debug)]
 pub(crate) struct Link {
     conn_id: u64,
-    kick: Option<oneshot::Sender<Kick>>,
+    /// Boxed in the channel: the channel's shared state then holds a pointer, not the
+    /// kick (40 B less for every connection, kicked or not).
+    kick: Option<oneshot::Sender<Box<Kick>>>,
     info: Option<Arc<LiveInfo>>,
 }
 
 /// What operators see of a connected session (kept current by its connection task).
+/// Kept small (one per connection, 80 B): the transport as an index, the subscriptions
+/// as an exactly sized list.
 #[derive(Debug)]
 pub struct LiveInfo {
-    pub transport: &'static str,
     /// Kept as the address (rendered when shown): a string would cost a heap allocation
     /// per connection.
     pub peer: std::net::SocketAddr,
     /// Unix seconds.
     pub since: u64,
     pub mailbox: Arc<Mailbox>,
-    pub subscriptions: parking_lot::Mutex<Vec<String>>,
+    pub subscriptions: parking_lot::Mutex<Box<[String]>>,
+    /// Index in [`crate::metrics::TRANSPORTS`].
+    transport: u8,
+}
+
+impl LiveInfo {
+    pub fn new(
+        transport: &'static str,
+        peer: std::net::SocketAddr,
+        since: u64,
+        mailbox: Arc<Mailbox>,
+        subscriptions: Vec<String>,
+    ) -> LiveInfo {
+        LiveInfo {
+            peer,
+            since,
+            mailbox,
+            subscriptions: parking_lot::Mutex::new(subscriptions.into_boxed_slice()),
+            transport: u8::try_from(crate::metrics::transport_index(transport)).unwrap_or(0),
+        }
+    }
+
+    /// The transport's name (`tcp`, `tls`, `ws`, `wss`, `quic`).
+    pub fn transport(&self) -> &'static str {
+        crate::metrics::TRANSPORTS
+            .get(usize::from(self.transport))
+            .copied()
+            .unwrap_or("tcp")
+    }
 }
 
 /// One session, for the admin API.
@@ -147,7 +178,7 @@ pub struct SessionSummary {
 fn summary_of(id: &str, e: &Entry) -> SessionSummary {
     let live = e.link.as_ref().and_then(|l| l.info.clone());
     let (queued, subscriptions) = match (&live, &e.state) {
-        (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().clone()),
+        (Some(i), _) => (i.mailbox.len(), i.subscriptions.lock().to_vec()),
         (None, Some(s)) => {
             let mut subs: Vec<String> = s.subs.keys().cloned().collect();
             subs.sort();
@@ -158,7 +189,7 @@ fn summary_of(id: &str, e: &Entry) -> SessionSummary {
     SessionSummary {
         client_id: id.to_owned(),
         online: e.link.is_some(),
-        transport: live.as_ref().map(|i| i.transport),
+        transport: live.as_ref().map(|i| i.transport()),
         peer: live.as_ref().map(|i| i.peer.to_string()),
         connected_since: live.as_ref().map(|i| i.since),
         expiry: e.expiry,
@@ -225,7 +256,7 @@ pub enum OpenError {
 pub struct Opened {
     pub state: SessionState,
     pub session_present: bool,
-    pub kicked: oneshot::Receiver<Kick>,
+    pub kicked: oneshot::Receiver<Box<Kick>>,
 }
 
 /// How a connection ended, for [`BrokerState::close_session`].
@@ -455,11 +486,11 @@ impl BrokerState {
                 return false;
             };
             let (done, parked) = oneshot::channel();
-            let sent = kick.send(Kick {
+            let sent = kick.send(Box::new(Kick {
                 code,
                 server_reference: None,
                 done,
-            });
+            }));
             if sent.is_err() {
                 return false;
             }
@@ -479,11 +510,11 @@ impl BrokerState {
             return false;
         };
         let (done, _) = oneshot::channel();
-        kick.send(Kick {
+        kick.send(Box::new(Kick {
             code,
             server_reference: to,
             done,
-        })
+        }))
         .is_ok()
     }
 }
