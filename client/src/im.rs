@@ -16,6 +16,7 @@ use switchboard_proto::im;
 use switchboard_proto::{Properties, Publish, QoS, ReasonCode, SubscriptionOptions};
 use tokio::sync::mpsc;
 
+use crate::im_gaps::Seen;
 use crate::requests::{Correlator, NoAnswer};
 use crate::{Client, Config, Error, Event};
 
@@ -40,8 +41,10 @@ pub enum ImEvent {
     },
     /// A message, receipt, unread count... from the broker.
     Event(Box<im::Event>),
-    /// The app did not read its events fast enough and `dropped` were dropped (the event
-    /// channel holds 1,024): sync to catch up.
+    /// Events were lost and `dropped` is how many (at least): the app did not read its
+    /// events fast enough (the event channel holds 1,024), or a message arrived whose
+    /// conversation skipped seqs this device never got (the inbox is taken at QoS 0, see
+    /// `docs/protocol.md` section 5.3). Sync to catch up.
     Lagged {
         dropped: u64,
     },
@@ -71,6 +74,8 @@ pub struct ImClient {
     /// Set on reconnect: the new connection has not said what it understands yet (the
     /// next request says it first; until then events come in their plain form).
     features_due: Arc<AtomicBool>,
+    /// The last seq seen per conversation, for gap detection.
+    seen: Arc<Seen>,
 }
 
 impl ImClient {
@@ -87,6 +92,8 @@ impl ImClient {
         let w = requests.clone();
         let features_due = Arc::new(AtomicBool::new(false));
         let due = features_due.clone();
+        let seen = Arc::new(Seen::default());
+        let seen2 = seen.clone();
         tokio::spawn(async move {
             // Answers are dispatched here and never wait for the app: when the app does not
             // keep up with its events, new events are dropped and counted, and the app gets
@@ -94,7 +101,16 @@ impl ImClient {
             let mut dropped = 0u64;
             'events: while let Some(ev) = raw.recv().await {
                 let out = match ev {
-                    Event::Message(p) => dispatch(&w, *p),
+                    Event::Message(p) => {
+                        let out = dispatch(&w, *p);
+                        if let Some(ImEvent::Event(e)) = &out[0]
+                            && let Some(im::event::Kind::Message(m)) = &e.kind
+                        {
+                            // Messages skipped in its conversation: lost on the way (QoS 0).
+                            dropped += seen2.message(m);
+                        }
+                        out
+                    }
                     Event::Connected { reconnects, .. } => {
                         if reconnects > 0 {
                             due.store(true, Ordering::Relaxed);
@@ -130,17 +146,14 @@ impl ImClient {
         for filter in [INBOX, "$im/resp/#"] {
             // No Local on the inbox: a message this device sends is not echoed back to it
             // (its `SendResponse` has the seq and time); the user's other devices still get
-            // it. One publish and one PUBACK fewer per message sent. Answers at QoS 0: with
-            // no session kept (expiry 0) an unacknowledged answer is lost with the
-            // connection either way, and the request is resent; QoS 1 would only add a
-            // PUBACK per request.
+            // it. One publish and one PUBACK fewer per message sent. Both at QoS 0: with no
+            // session kept (expiry 0) an unacknowledged event or answer is lost with the
+            // connection either way, and sync (events) or a resend (answers) recovers it;
+            // a message lost while connected shows as a skipped seq (`im_gaps`). QoS 1
+            // would only add a PUBACK per event and per request.
             let inbox = filter == INBOX;
             let opts = SubscriptionOptions {
-                qos: if inbox {
-                    QoS::AtLeastOnce
-                } else {
-                    QoS::AtMostOnce
-                },
+                qos: QoS::AtMostOnce,
                 no_local: inbox,
                 ..SubscriptionOptions::default()
             };
@@ -160,6 +173,7 @@ impl ImClient {
             client,
             requests,
             features_due,
+            seen,
         };
         Ok((im, rx))
     }
@@ -239,7 +253,10 @@ impl ImClient {
     }
 
     pub async fn send(&self, req: im::SendRequest) -> Result<im::SendResponse, ImError> {
-        self.request("send", &req).await
+        let resp: im::SendResponse = self.request("send", &req).await?;
+        // Not echoed back (No Local): noted so that the next message is not a gap.
+        self.seen.note(&resp.conversation, resp.seq);
+        Ok(resp)
     }
 
     /// One page of sync from `cursors` (conversation id → last seq held).
@@ -259,7 +276,12 @@ impl ImClient {
             limit,
             conversations_since_ms: 0,
         };
-        self.request("sync", &req).await
+        let resp: im::SyncResponse = self.request("sync", &req).await?;
+        for m in &resp.messages {
+            // Had now: not a gap when the next event follows them.
+            self.seen.message(m);
+        }
+        Ok(resp)
     }
 
     /// Syncs until nothing is left, advancing `cursors`; returns every message in the

@@ -24,6 +24,7 @@ mod driver;
 pub mod heartbeat;
 pub mod im;
 mod im_calls;
+mod im_gaps;
 mod im_groups;
 mod im_org;
 mod im_rooms;

@@ -6,7 +6,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 
 use super::{
     AWAITING_REL, IM_IDEM, IM_LOG, IM_LOG_HEAD, IM_LOG_TAIL, Job, META, QUEUE, RETAINED, SESSIONS,
-    im_table, io, tail,
+    WAL_LSN_KEY, im_table, io, tail,
 };
 use crate::store::codec::{SessionRecord, StoredDelivery};
 use crate::store::{Applied, Op, OpResult, StoreError, Table};
@@ -186,10 +186,24 @@ fn idem_key(log: &[u8], idem: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Applies every job in one transaction and commits it. Returns each job's results and the
-/// change in stored message bytes.
-pub(super) fn apply(db: &Database, jobs: &[Job]) -> Result<(Vec<Applied>, i64), StoreError> {
-    let w = db.begin_write().map_err(io)?;
+/// Applies every job in one transaction and commits it, durably (a checkpoint) or not (the
+/// batch is in the write-ahead log already), recording `lsn` as the batch's log sequence
+/// number. Returns each job's results and the change in stored message bytes.
+pub(super) fn apply(
+    db: &Database,
+    jobs: &[Job],
+    durable: bool,
+    lsn: u64,
+) -> Result<(Vec<Applied>, i64), StoreError> {
+    let mut w = db.begin_write().map_err(io)?;
+    if !durable {
+        w.set_durability(redb::Durability::None).map_err(io)?;
+    }
+    {
+        let mut meta = w.open_table(META).map_err(io)?;
+        meta.insert(WAL_LSN_KEY, lsn.to_string().as_str())
+            .map_err(io)?;
+    }
     let mut delta: i64 = 0;
     let mut applied = Vec::with_capacity(jobs.len());
     {

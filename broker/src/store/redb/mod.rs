@@ -1,16 +1,22 @@
-//! The redb implementation of [`Store`]: one file, one writer thread, group commit.
+//! The redb implementation of [`Store`]: one file and its write-ahead log, one writer
+//! thread, group commit.
 //!
-//! The writer thread takes every op waiting in its channel, applies them all in one write
-//! transaction and commits it with an fsync. Publishes that arrive while a commit is in
-//! flight therefore share the next one: under load the number of fsyncs per message falls
-//! towards zero instead of being one per message.
+//! The writer thread takes every op waiting in its channel, logs them all in one record of
+//! the write-ahead log with one `fdatasync`, applies them in one redb transaction and
+//! acknowledges them. Publishes that arrive while a commit is in flight share the next one:
+//! under load the number of syncs per message falls towards zero instead of being one per
+//! message. redb writes its pages durably every few seconds (a checkpoint), once however
+//! many commits touched them; after a crash the log replays what came after.
 //!
-//! Files: this one (opening, the writer thread, the [`Store`] impl), `apply` (ops inside a
-//! write transaction), `read` (read transactions) and `tail` (a log's tail record).
+//! Files: this one (opening, the [`Store`] impl), `writer` (the writer thread, checkpoints,
+//! recovery), `wal` (the log file and its record format), `apply` (ops inside a write
+//! transaction), `read` (read transactions) and `tail` (a log's tail record).
 
 mod apply;
 mod read;
 mod tail;
+mod wal;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,10 +28,7 @@ use redb::{
 };
 
 use super::front::{Backlog, Job};
-use super::{
-    BATCH_BYTES, BATCH_OPS, Done, LogEntry, Op, Record, Snapshot, Store, StoreError, StoreStats,
-    Table,
-};
+use super::{Done, LogEntry, Op, Record, Snapshot, Store, StoreError, StoreStats, Table};
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -47,10 +50,18 @@ fn im_table(t: Table) -> TableDefinition<'static, &'static [u8], &'static [u8]> 
 }
 
 const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "switchboard-store/4";
-/// Older formats this version opens (and upgrades: 3 and 4 only added tables; an older
-/// binary must not open a format 4 file, which keeps log heads where it does not look).
-const FORMATS_READ: [&str; 3] = ["switchboard-store/2", "switchboard-store/3", FORMAT];
+/// The LSN of the write-ahead log record the last commit applied (decimal).
+const WAL_LSN_KEY: &str = "wal_lsn";
+const FORMAT: &str = "switchboard-store/5";
+/// Older formats this version opens (and upgrades: 3 and 4 only added tables, 5 the
+/// write-ahead log; an older binary must not open a format 4 file, which keeps log heads
+/// where it does not look, nor a format 5 file, whose latest commits may be in the log).
+const FORMATS_READ: [&str; 4] = [
+    "switchboard-store/2",
+    "switchboard-store/3",
+    "switchboard-store/4",
+    FORMAT,
+];
 
 /// redb-backed store.
 pub struct RedbStore {
@@ -143,6 +154,7 @@ impl RedbStore {
             }
             w.commit().map_err(io)?;
         }
+        let (wal, lsn) = writer::open_log(&db, path)?;
         let db = Arc::new(RwLock::new(Some(db)));
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
@@ -154,10 +166,16 @@ impl RedbStore {
             backlog: Backlog::default(),
         });
         let (tx, rx) = mpsc::channel::<Job>();
-        let (db2, sh2, p2) = (db.clone(), shared.clone(), path.to_owned());
+        let w = writer::Writer {
+            db: db.clone(),
+            shared: shared.clone(),
+            wal,
+            lsn,
+            path: path.to_owned(),
+        };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(db2, sh2, rx, p2))
+            .spawn(move || w.run(rx))
             .map_err(io)?;
         Ok(RedbStore {
             tx: parking_lot::Mutex::new(Some(tx)),
@@ -181,8 +199,10 @@ impl RedbStore {
         f(&r)
     }
 
-    /// Compacts the file (offline use: no broker may be running on it).
+    /// Compacts the file (offline use: no broker may be running on it). The write-ahead log
+    /// is replayed and checkpointed first.
     pub fn compact(path: &Path) -> Result<bool, StoreError> {
+        drop(RedbStore::open(path, 0)?);
         let mut db = Database::open(path).map_err(io)?;
         db.compact().map_err(io)
     }
@@ -205,83 +225,6 @@ fn has_foreign_tables(w: &redb::WriteTransaction) -> Result<bool, StoreError> {
     Ok(tables
         .into_iter()
         .any(|t| !ours.contains(&t.name()) && !Table::ALL.iter().any(|x| x.name() == t.name())))
-}
-
-fn writer(
-    db: Arc<RwLock<Option<Database>>>,
-    shared: Arc<Shared>,
-    rx: mpsc::Receiver<Job>,
-    path: PathBuf,
-) {
-    while let Ok(first) = rx.recv() {
-        let (mut n, mut bytes) = (first.ops.len(), first.weight);
-        let mut jobs = vec![first];
-        while n < BATCH_OPS && bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.ops.len();
-                    bytes += j.weight;
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
-        let result = match db.read().as_ref() {
-            Some(d) => apply::apply(d, &jobs),
-            None => Err(StoreError::Io("data file closed after an I/O error".into())),
-        };
-        shared.backlog.committed(n, bytes);
-        if result.is_err() {
-            // The handle is unusable after an I/O error: close it and open the file again,
-            // so that the next commit can succeed once the disk has room.
-            let mut guard = db.write();
-            *guard = None;
-            match Database::create(&path) {
-                Ok(d) => *guard = Some(d),
-                Err(e) => tracing::error!(error = %e, "cannot reopen the data file; will retry"),
-            }
-        }
-        match &result {
-            Ok((_, delta)) => {
-                if *delta >= 0 {
-                    shared.bytes.fetch_add(*delta as u64, Ordering::Relaxed);
-                } else {
-                    let _ = shared
-                        .bytes
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                            Some(b.saturating_sub(delta.unsigned_abs()))
-                        });
-                }
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared.ops.fetch_add(n as u64, Ordering::Relaxed);
-                if !shared.healthy.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("storage recovered: commits succeed again");
-                }
-            }
-            Err(e) => {
-                shared.failed.fetch_add(1, Ordering::Relaxed);
-                if shared.healthy.swap(false, Ordering::Relaxed) {
-                    tracing::error!(error = %e, "STORAGE FAILURE: commit failed; QoS 1/2 publishes are refused until it recovers");
-                }
-            }
-        }
-        match result {
-            Ok((applied, _)) => {
-                for (job, a) in jobs.into_iter().zip(applied) {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Ok(a));
-                    }
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
-    }
 }
 
 impl Drop for RedbStore {
@@ -356,7 +299,8 @@ impl Store for RedbStore {
     }
 
     fn disk_bytes(&self) -> Option<u64> {
-        std::fs::metadata(&self.path).ok().map(|m| m.len())
+        let log = std::fs::metadata(wal::path_for(&self.path)).map_or(0, |m| m.len());
+        std::fs::metadata(&self.path).ok().map(|m| m.len() + log)
     }
 
     fn stats(&self) -> StoreStats {
