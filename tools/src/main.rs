@@ -264,8 +264,30 @@ struct RunArgs {
     log: Option<String>,
 }
 
+/// `ctl`'s connection options (`--admin`, `--token`, `--data-dir`) belong to each
+/// subcommand; written before it (`ctl --admin ADDR clients`), they are moved after it so
+/// that both orders work.
+fn ctl_options_last(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if args.get(1).is_none_or(|a| a != "ctl") {
+        return args;
+    }
+    let mut moved = Vec::new();
+    while let Some(a) = args.get(2).and_then(|a| a.to_str()).map(str::to_owned) {
+        let name = a.split('=').next().unwrap_or_default();
+        if !["--admin", "--token", "--data-dir"].contains(&name) {
+            break;
+        }
+        moved.push(args.remove(2));
+        if !a.contains('=') && args.len() > 2 {
+            moved.push(args.remove(2));
+        }
+    }
+    args.extend(moved);
+    args
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(ctl_options_last(std::env::args_os().collect()));
     match cli.command {
         Command::Up(args) => run(args, true),
         Command::Broker(args) => run(args, false),
@@ -561,5 +583,47 @@ async fn wait_for_signal(
                 None => tracing::info!("SIGHUP: no ACL file to reload"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ctl_options_last;
+
+    fn run(args: &[&str]) -> Vec<String> {
+        ctl_options_last(args.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ctl_options_may_come_before_the_subcommand() {
+        assert_eq!(
+            run(&[
+                "sb",
+                "ctl",
+                "--admin",
+                "h:1",
+                "--data-dir=d",
+                "tenant",
+                "create",
+                "x"
+            ]),
+            [
+                "sb",
+                "ctl",
+                "tenant",
+                "create",
+                "x",
+                "--admin",
+                "h:1",
+                "--data-dir=d"
+            ]
+        );
+        let after = ["sb", "ctl", "clients", "--admin", "h:1"];
+        assert_eq!(run(&after), after, "already after: unchanged");
+        let other = ["sb", "broker", "--admin", "h:1"];
+        assert_eq!(run(&other), other, "only ctl is touched");
     }
 }

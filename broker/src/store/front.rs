@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{BACKLOG_BYTES, BACKLOG_OPS, Done, Op, StoreError};
+use super::{Applied, BACKLOG_BYTES, BACKLOG_OPS, Done, Op, StoreError};
 
 /// One transaction waiting for the writer.
 pub(crate) struct Job {
@@ -67,5 +67,25 @@ impl Backlog {
     pub fn congested(&self) -> bool {
         self.ops.load(Ordering::Relaxed) > BACKLOG_OPS
             || self.bytes.load(Ordering::Relaxed) > BACKLOG_BYTES
+    }
+}
+
+/// Tells each job of a batch how it ended: its own results, or the batch's error.
+pub(crate) fn answer(jobs: Vec<Job>, result: Result<Vec<Applied>, StoreError>) {
+    match result {
+        Ok(applied) => {
+            for (job, a) in jobs.into_iter().zip(applied) {
+                if let Some(d) = job.done {
+                    let _ = d.send(Ok(a));
+                }
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                if let Some(d) = job.done {
+                    let _ = d.send(Err(e.clone()));
+                }
+            }
+        }
     }
 }

@@ -22,7 +22,6 @@
 //! the answer is `0` followed by the answer's protobuf bytes, or `1` followed by the JSON
 //! [`Failure`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -31,7 +30,6 @@ use serde::{Deserialize, Serialize};
 use switchboard_proto::im;
 
 use super::{ImCluster, Note};
-use crate::BrokerState;
 use crate::im::{ImError, ImLogin, ImService};
 
 /// How long a forwarded request waits for the owner's answer.
@@ -110,7 +108,7 @@ pub(super) fn error_of(f: Failure) -> ImError {
 
 impl ImCluster {
     /// This node's calls subject.
-    fn calls_subject(&self, tag: &str) -> String {
+    pub(super) fn calls_subject(&self, tag: &str) -> String {
         format!("{}.imcall.{tag}", self.prefix)
     }
 
@@ -218,8 +216,8 @@ impl ImService {
         })
     }
 
-    /// Answers one forwarded request (called by [`serve_calls`]).
-    async fn serve_call(&self, body: &[u8]) -> Bytes {
+    /// Answers one forwarded request (called by the forwarded-request server, `tasks::serve_forwarded`).
+    pub(super) async fn serve_call(&self, body: &[u8]) -> Bytes {
         let answer = match body.iter().position(|b| *b == b'\n') {
             Some(at) => match serde_json::from_slice::<Head>(&body[..at]) {
                 Ok(h) => {
@@ -257,40 +255,6 @@ pub(super) fn answer_bytes(answer: Result<&[u8], &ImError>) -> Bytes {
         }
     }
     out.freeze()
-}
-
-/// Answers the call requests other nodes forward to this node until shutdown.
-pub(super) async fn serve_calls(
-    service: std::sync::Weak<ImService>,
-    c: Arc<ImCluster>,
-    broker: Arc<BrokerState>,
-) {
-    use futures_util::StreamExt as _;
-    let subject = c.calls_subject(&node_tag(&c.node));
-    let mut sub = match c.client.subscribe(subject.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, subject, "cannot subscribe to forwarded call requests: calls across nodes fail");
-            return;
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => break },
-            _ = broker.shutdown.cancelled() => break,
-        };
-        let Some(reply) = msg.reply else { continue };
-        let Some(service) = service.upgrade() else {
-            break;
-        };
-        let client = c.client.clone();
-        broker.tasks.spawn(async move {
-            let answer = service.serve_call(&msg.payload).await;
-            if let Err(e) = client.publish(reply, answer).await {
-                tracing::warn!(error = %e, "cannot answer a forwarded call request");
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl ImCluster {
         out
     }
 
-    fn rooms_subject(&self, node: &str) -> String {
+    pub(super) fn rooms_subject(&self, node: &str) -> String {
         format!("{}.imroom.{}", self.prefix, node_tag(node))
     }
 
@@ -119,8 +119,8 @@ impl ImCluster {
 }
 
 impl ImService {
-    /// Answers one forwarded room message (called by [`serve_rooms`]).
-    fn serve_room(&self, body: &[u8]) -> Bytes {
+    /// Answers one forwarded room message (called by the forwarded-request server, `tasks::serve_forwarded`).
+    pub(super) fn serve_room(&self, body: &[u8]) -> Bytes {
         let answer = match body.iter().position(|b| *b == b'\n') {
             Some(at) => match serde_json::from_slice::<Head>(&body[..at]) {
                 Ok(h) => self.room_number_forwarded(h.tid, &h.room, &body[at + 1..], h.high),
@@ -130,38 +130,6 @@ impl ImService {
         };
         let answer = answer.map(|r| r.encode_to_vec());
         answer_bytes(answer.as_deref())
-    }
-}
-
-/// Numbers the room messages other nodes forward to this node until shutdown (in the
-/// order they arrive: numbering is quick and under the room's lock).
-pub(super) async fn serve_rooms(
-    service: std::sync::Weak<ImService>,
-    c: Arc<ImCluster>,
-    broker: Arc<BrokerState>,
-) {
-    use futures_util::StreamExt as _;
-    let subject = c.rooms_subject(&c.node);
-    let mut sub = match c.client.subscribe(subject.clone()).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, subject, "cannot subscribe to forwarded room messages: rooms owned here cannot be sent to through other nodes");
-            return;
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            m = sub.next() => match m { Some(m) => m, None => break },
-            _ = broker.shutdown.cancelled() => break,
-        };
-        let Some(reply) = msg.reply else { continue };
-        let Some(service) = service.upgrade() else {
-            break;
-        };
-        let answer = service.serve_room(&msg.payload);
-        if let Err(e) = c.client.publish(reply, answer).await {
-            tracing::warn!(error = %e, "cannot answer a forwarded room message");
-        }
     }
 }
 

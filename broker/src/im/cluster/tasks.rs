@@ -41,15 +41,30 @@ impl ImService {
         broker
             .tasks
             .spawn(reader(Arc::downgrade(self), ic.clone(), broker.clone()));
-        broker.tasks.spawn(super::calls::serve_calls(
+        // Call requests may wait (ringing): each is answered in its own task. Room
+        // messages are answered in arrival order, one after the other.
+        let calls = ic.calls_subject(&super::calls::node_tag(&ic.node));
+        broker.tasks.spawn(serve_forwarded(
             Arc::downgrade(self),
             ic.clone(),
             broker.clone(),
+            Forwarded {
+                subject: calls,
+                what: "call requests",
+                concurrent: true,
+            },
+            |s, p| Box::pin(async move { s.serve_call(&p).await }),
         ));
-        broker.tasks.spawn(super::rooms::serve_rooms(
+        broker.tasks.spawn(serve_forwarded(
             Arc::downgrade(self),
             ic.clone(),
             broker.clone(),
+            Forwarded {
+                subject: ic.rooms_subject(&ic.node),
+                what: "room messages",
+                concurrent: false,
+            },
+            |s, p| Box::pin(async move { s.serve_room(&p) }),
         ));
         broker.tasks.spawn(super::rooms::send_counts(
             Arc::downgrade(self),
@@ -325,6 +340,57 @@ async fn heartbeat(
             if let Some(s) = service.upgrade() {
                 s.rooms_forget_node(&node);
             }
+        }
+    }
+}
+
+/// A NATS subject on which other nodes send requests for this node to answer.
+struct Forwarded {
+    subject: String,
+    /// For messages: what arrives there.
+    what: &'static str,
+    /// Answer each in its own task (requests that may wait) or in arrival order.
+    concurrent: bool,
+}
+
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>;
+
+/// Answers the requests other nodes send on `on.subject` with `serve` until shutdown.
+async fn serve_forwarded(
+    service: std::sync::Weak<ImService>,
+    c: Arc<ImCluster>,
+    broker: Arc<BrokerState>,
+    on: Forwarded,
+    serve: impl Fn(Arc<ImService>, Bytes) -> Answer,
+) {
+    use futures_util::StreamExt as _;
+    let mut sub = match c.client.subscribe(on.subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, subject = on.subject, "cannot subscribe to forwarded {}: those sent through other nodes fail", on.what);
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => break },
+            _ = broker.shutdown.cancelled() => break,
+        };
+        let Some(reply) = msg.reply else { continue };
+        let Some(service) = service.upgrade() else {
+            break;
+        };
+        let (client, what) = (c.client.clone(), on.what);
+        let answer = serve(service, msg.payload);
+        let respond = async move {
+            if let Err(e) = client.publish(reply, answer.await).await {
+                tracing::warn!(error = %e, "cannot answer forwarded {what}");
+            }
+        };
+        if on.concurrent {
+            broker.tasks.spawn(respond);
+        } else {
+            respond.await;
         }
     }
 }

@@ -142,22 +142,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job
                 }
             }
         }
-        match result {
-            Ok((applied, _)) => {
-                for (job, a) in jobs.into_iter().zip(applied) {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Ok(a));
-                    }
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
+        crate::store::front::answer(jobs, result.map(|(applied, _)| applied));
         if Instant::now() >= next_gc {
             next_gc = Instant::now() + GC_EVERY;
             if let Some(l) = &link {

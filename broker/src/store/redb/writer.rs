@@ -273,22 +273,7 @@ impl Writer {
                 }
             }
         }
-        match result {
-            Ok((applied, _)) => {
-                for (job, a) in jobs.into_iter().zip(applied) {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Ok(a));
-                    }
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    if let Some(d) = job.done {
-                        let _ = d.send(Err(e.clone()));
-                    }
-                }
-            }
-        }
+        crate::store::front::answer(jobs, result.map(|(applied, _)| applied));
     }
 }
 
