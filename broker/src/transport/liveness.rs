@@ -29,10 +29,11 @@ tokio::task_local! {
 }
 
 /// Runs `f` (one MQTT connection over a stream of `conn`) with `conn`'s liveness visible
-/// to [`peer_heard`].
-pub(crate) async fn scope<F: Future>(conn: quinn::Connection, f: F) -> F::Output {
+/// to [`peer_heard`]. Not an `async fn`: the returned future holds `f` once, not twice
+/// (an idle QUIC connection keeps this future).
+pub(crate) fn scope<F: Future>(conn: quinn::Connection, f: F) -> impl Future<Output = F::Output> {
     let seen = AtomicU64::new(conn.stats().udp_rx.datagrams);
-    QUIC_PEER.scope(QuicPeer { conn, seen }, f).await
+    QUIC_PEER.scope(QuicPeer { conn, seen }, f)
 }
 
 /// Whether the QUIC connection under this task received anything from the peer since the

@@ -23,9 +23,15 @@
 //!   GSO batching that is up to ten datagrams (~14 KB) for every idle connection, one
 //!   datagram (~1.5 KB) without. What this costs is bulk sending over QUIC (one
 //!   `sendmsg` per datagram), which MQTT's small packets rarely need. No MTU discovery
-//!   (datagrams of 1,200 bytes). The rest of an idle connection's ~33 KB is quinn's and
-//!   rustls' own per-connection state, which no setting reaches (bench/README.md,
-//!   "Idle memory per transport"; `tests/tests/idle_memory_quic.rs` counts it).
+//!   (datagrams of 1,200 bytes). Our own part is small: the connection's task runs each
+//!   step (handshake, waiting for a stream, serving it) as a boxed future, so an idle
+//!   connection keeps only the served stream's. The rest of an idle connection's ~38 KB
+//!   (debug count) is quinn's and rustls' own per-connection state, which no setting
+//!   reaches: quinn's event channel to the connection (two 6.7 KB blocks once more than 32
+//!   datagrams arrived), its connection state (6.2 KB inline), packet keys (current, next,
+//!   and rustls' unused record-layer pair, ~4 KB), the rustls session and handshake
+//!   leftovers (~3 KB). Each setting was measured (bench/results/transports-quic.md, with
+//!   the table by owner; `tests/tests/idle_memory_quic.rs` counts it).
 //! - 0-RTT: a returning client's 0-RTT flight is accepted by TLS, but the broker acts on
 //!   none of its data before the handshake completes. A replayed 0-RTT flight cannot
 //!   complete a handshake, so replay never reaches MQTT (no second CONNECT, no PUBLISH
@@ -157,7 +163,7 @@ pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint, permits
         let b = broker.clone();
         let permits = permits.clone();
         broker.tasks.spawn(async move {
-            if let Err(e) = serve_connection(b, incoming, permits).await {
+            if let Err(e) = serve_connection(b, Box::new(incoming), permits).await {
                 tracing::debug!(error = %e, "QUIC connection ended");
             }
         });
@@ -166,26 +172,14 @@ pub async fn accept(broker: Arc<BrokerState>, endpoint: quinn::Endpoint, permits
 
 async fn serve_connection(
     broker: Arc<BrokerState>,
-    incoming: quinn::Incoming,
+    incoming: Box<quinn::Incoming>,
     permits: Arc<Admission>,
 ) -> Result<(), quinn::ConnectionError> {
-    // Held until the connection ends (every return below).
-    let _slot = match permits.admit_full(incoming.remote_address().ip()) {
-        Ok(s) => s,
-        Err(why) => {
-            crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
-            tracing::warn!(peer = %incoming.remote_address(), %why, "refusing a QUIC connection");
-            incoming.refuse();
-            return Ok(());
-        }
-    };
-    let connecting = incoming.accept()?;
-    let timeout = Duration::from_secs(broker.config.limits.connect_timeout);
-    // No application data is acted on before the handshake completes: 0-RTT data that an
-    // attacker replays never gets this far (see the module docs).
-    let conn = match tokio::time::timeout(timeout, connecting).await {
-        Ok(c) => c?,
-        Err(_) => return Ok(()),
+    // The handshake runs boxed: its state (the client's first packet, the handshake
+    // future, its timer) is freed once it is done instead of widening this task's future
+    // for the connection's whole life.
+    let Some((_slot, conn)) = Box::pin(handshake(&broker, incoming, &permits)).await? else {
+        return Ok(());
     };
     let peer = conn.remote_address();
     let user = super::tls::certificate_user(
@@ -198,34 +192,78 @@ async fn serve_connection(
             .map(Vec::as_slice),
     );
     // One MQTT connection (stream) at a time, served in this task: no second task per
-    // connection, and the connection's slot is the stream's.
+    // connection, and the connection's slot is the stream's. Each step runs boxed, so
+    // that this task's own future is a few pointers and an idle connection keeps only the
+    // step it is in (the served stream), exactly sized.
     let mut first = true;
     loop {
-        let next = async {
-            if first {
-                // A connection must open its first stream within the connect timeout.
-                tokio::time::timeout(timeout, conn.accept_bi())
-                    .await
-                    .unwrap_or(Err(quinn::ConnectionError::TimedOut))
-            } else {
-                conn.accept_bi().await
-            }
-        };
-        let (send, recv) = tokio::select! {
-            _ = broker.shutdown.cancelled() => return Ok(()),
-            s = next => match s {
-                Ok(s) => s,
-                Err(quinn::ConnectionError::TimedOut) => {
-                    conn.close(quinn::VarInt::from_u32(0), b"no stream");
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            },
+        let Some((send, recv)) = Box::pin(next_stream(&broker, &conn, first)).await? else {
+            return Ok(());
         };
         first = false;
         let stream = tokio::io::join(recv, send);
         let serve = connection::serve(broker.clone(), stream, peer, "quic", user.clone(), None);
         // QUIC PINGs count as keep-alive traffic for this MQTT connection.
-        super::liveness::scope(conn.clone(), serve).await;
+        Box::pin(super::liveness::scope(conn.clone(), serve)).await;
+    }
+}
+
+/// The next MQTT connection (bidirectional stream) the client opens on `conn`; `None` when
+/// the broker shuts down or the client opened no first stream within the connect timeout
+/// (then the connection is closed).
+async fn next_stream(
+    broker: &BrokerState,
+    conn: &quinn::Connection,
+    first: bool,
+) -> Result<Option<(quinn::SendStream, quinn::RecvStream)>, quinn::ConnectionError> {
+    let timeout = Duration::from_secs(broker.config.limits.connect_timeout);
+    let next = async {
+        if first {
+            // A connection must open its first stream within the connect timeout.
+            tokio::time::timeout(timeout, conn.accept_bi())
+                .await
+                .unwrap_or(Err(quinn::ConnectionError::TimedOut))
+        } else {
+            conn.accept_bi().await
+        }
+    };
+    tokio::select! {
+        _ = broker.shutdown.cancelled() => Ok(None),
+        s = next => match s {
+            Ok(s) => Ok(Some(s)),
+            Err(quinn::ConnectionError::TimedOut) => {
+                conn.close(quinn::VarInt::from_u32(0), b"no stream");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Admits and completes the handshake of an incoming connection: its admission slot (held
+/// until the connection ends) and the connection, or `None` when it was refused or did not
+/// complete its handshake within the connect timeout.
+async fn handshake(
+    broker: &BrokerState,
+    incoming: Box<quinn::Incoming>,
+    permits: &Arc<Admission>,
+) -> Result<Option<(crate::listener::Slot, quinn::Connection)>, quinn::ConnectionError> {
+    let slot = match permits.admit_full(incoming.remote_address().ip()) {
+        Ok(s) => s,
+        Err(why) => {
+            crate::metrics::Metrics::inc(&broker.metrics.refused_max_connections);
+            tracing::warn!(peer = %incoming.remote_address(), %why, "refusing a QUIC connection");
+            (*incoming).refuse();
+            return Ok(None);
+        }
+    };
+    // Unboxed here: the box is freed with this step.
+    let connecting = (*incoming).accept()?;
+    let timeout = Duration::from_secs(broker.config.limits.connect_timeout);
+    // No application data is acted on before the handshake completes: 0-RTT data that an
+    // attacker replays never gets this far (see the module docs).
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(c) => Ok(Some((slot, c?))),
+        Err(_) => Ok(None),
     }
 }
