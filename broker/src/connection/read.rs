@@ -42,6 +42,16 @@ pub(super) async fn read_into<R: AsyncRead + Unpin>(
     poll_fn(|cx| poll_scratch(rd, rbuf, cx)).await
 }
 
+/// Runs `f` with this thread's scratch buffer. Nothing on this thread reads while another
+/// read holds the buffer (a poll does not re-enter); should one ever, it gets a buffer of
+/// its own.
+fn with_scratch<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    SCRATCH_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut b) => f(&mut b),
+        Err(_) => f(&mut vec![0; SCRATCH]),
+    })
+}
+
 /// One poll of a quiet connection's read through the thread's scratch buffer: `rbuf`
 /// grows by exactly the bytes read. `Pending` registers `cx`'s waker with the socket
 /// (the parker's way of waiting for bytes, see `parker`).
@@ -50,18 +60,7 @@ pub(super) fn poll_scratch<R: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    SCRATCH_BUF.with(|cell| {
-        // Nothing on this thread reads while another read holds the buffer (a poll
-        // does not re-enter); should one ever, it gets a buffer of its own.
-        let mut guard = cell.try_borrow_mut().ok();
-        let mut own = Vec::new();
-        let scratch: &mut [u8] = match guard.as_deref_mut() {
-            Some(b) => b,
-            None => {
-                own.resize(SCRATCH, 0);
-                &mut own
-            }
-        };
+    with_scratch(|scratch| {
         let mut rb = ReadBuf::new(scratch);
         match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => {
@@ -87,16 +86,7 @@ pub(super) fn release_if_idle(rbuf: &mut BytesMut, hot: bool) {
 /// is nothing (the socket's next bytes are a new readiness edge); `Ok(0)` is the end of
 /// the stream.
 pub(super) fn read_ready<R: io::Read>(rd: &mut R, rbuf: &mut BytesMut) -> io::Result<usize> {
-    SCRATCH_BUF.with(|cell| {
-        let mut guard = cell.try_borrow_mut().ok();
-        let mut own = Vec::new();
-        let scratch: &mut [u8] = match guard.as_deref_mut() {
-            Some(b) => b,
-            None => {
-                own.resize(SCRATCH, 0);
-                &mut own
-            }
-        };
+    with_scratch(|scratch| {
         loop {
             match rd.read(scratch) {
                 Ok(n) => {

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Applied, BACKLOG_BYTES, BACKLOG_OPS, Done, Op, StoreError};
+use super::{Applied, BACKLOG_BYTES, BACKLOG_OPS, BATCH_BYTES, BATCH_OPS, Done, Op, StoreError};
 
 /// One transaction waiting for the writer.
 pub(crate) struct Job {
@@ -88,4 +88,21 @@ pub(crate) fn answer(jobs: Vec<Job>, result: Result<Vec<Applied>, StoreError>) {
             }
         }
     }
+}
+
+/// A writer's next batch: `first`, then whatever `next` has waiting, up to [`BATCH_OPS`]
+/// ops and about [`BATCH_BYTES`] bytes. Returns the jobs with their op and byte counts.
+pub(crate) fn gather(
+    first: Job,
+    mut next: impl FnMut() -> Option<Job>,
+) -> (Vec<Job>, usize, usize) {
+    let (mut n, mut bytes) = (first.ops.len(), first.weight);
+    let mut jobs = vec![first];
+    while n < BATCH_OPS && bytes < BATCH_BYTES {
+        let Some(j) = next() else { break };
+        n += j.ops.len();
+        bytes += j.weight;
+        jobs.push(j);
+    }
+    (jobs, n, bytes)
 }

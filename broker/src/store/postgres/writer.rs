@@ -22,7 +22,7 @@ use super::metrics::LinkMetrics;
 use super::plan::{BatchStmts, Want, calls};
 use super::sql::{Stmts, big};
 use super::{COMMIT_TIMEOUT, Job, Shared, connect, pg_err};
-use crate::store::{Applied, BATCH_BYTES, BATCH_OPS, OpResult, StoreError};
+use crate::store::{Applied, OpResult, StoreError};
 
 /// First wait before reconnecting; doubled per failure up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -80,18 +80,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Job
             rx.recv().await
         };
         let Some(first) = first else { break };
-        let (mut n, mut bytes) = (first.ops.len(), first.weight);
-        let mut jobs = vec![first];
-        while n < BATCH_OPS && bytes < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.ops.len();
-                    bytes += j.weight;
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let (jobs, n, bytes) = crate::store::front::gather(first, || rx.try_recv().ok());
         if link.is_none() && Instant::now() >= retry_at {
             reconnect(&shared, &mut link, &mut backoff, &mut retry_at).await;
         }

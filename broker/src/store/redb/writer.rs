@@ -19,7 +19,7 @@ use redb::{Database, ReadableDatabase};
 use super::wal::{self, Wal, codec};
 use super::{META, Shared, WAL_LSN_KEY, apply, io};
 use crate::store::front::Job;
-use crate::store::{Applied, BATCH_BYTES, BATCH_OPS, Op, StoreError};
+use crate::store::{Applied, Op, StoreError};
 
 /// How long logged batches wait for a checkpoint at most.
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -124,18 +124,7 @@ impl Writer {
                     Err(_) => break,
                 }
             };
-            let (mut n, mut bytes) = (first.ops.len(), first.weight);
-            let mut jobs = vec![first];
-            while n < BATCH_OPS && bytes < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(j) => {
-                        n += j.ops.len();
-                        bytes += j.weight;
-                        jobs.push(j);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let (jobs, n, bytes) = crate::store::front::gather(first, || rx.try_recv().ok());
             let durable = checkpointed.elapsed() >= CHECKPOINT_EVERY
                 || self.wal.used() >= wal::CHECKPOINT_BYTES
                 || jobs
