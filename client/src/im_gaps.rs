@@ -34,7 +34,8 @@ pub(crate) struct Seen(Mutex<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    last: HashMap<String, u64>,
+    /// Looked up for every message event: a fast hash, seeded per process.
+    last: HashMap<String, u64, foldhash::fast::RandomState>,
     /// Sends in flight.
     sending: u32,
     /// Skipped seqs held while sends are in flight: (conversation, first, last).
