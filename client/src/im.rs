@@ -89,64 +89,23 @@ impl ImClient {
         // No session to resume: answers to a previous process's requests must not come
         // back to this one (sync fills any gap in events).
         cfg.session_expiry = 0;
-        let (client, mut raw) = Client::start(cfg)?;
         let requests = Correlator::new();
         let (tx, rx) = mpsc::channel(1024);
         let events = tx.downgrade();
-        let w = requests.clone();
         let features_due = Arc::new(AtomicBool::new(false));
-        let due = features_due.clone();
         let seen = Arc::new(Seen::default());
-        let seen2 = seen.clone();
-        tokio::spawn(async move {
-            // Answers are dispatched here and never wait for the app: when the app does not
-            // keep up with its events, new events are dropped and counted, and the app gets
-            // `Lagged` (sync recovers every message) once it reads again.
-            let mut dropped = 0u64;
-            'events: while let Some(ev) = raw.recv().await {
-                let out = match ev {
-                    Event::Message(p) => {
-                        let out = dispatch(&w, *p);
-                        if let Some(ImEvent::Event(e)) = &out[0]
-                            && let Some(im::event::Kind::Message(m)) = &e.kind
-                        {
-                            // Messages skipped in its conversation: lost on the way (QoS 0).
-                            dropped += seen2.message(m) + seen2.take_unreported();
-                        }
-                        out
-                    }
-                    Event::Connected { reconnects, .. } => {
-                        if reconnects > 0 {
-                            due.store(true, Ordering::Relaxed);
-                        }
-                        [Some(ImEvent::Connected { reconnects }), None]
-                    }
-                    Event::Disconnected { reason } => {
-                        [Some(ImEvent::Disconnected { reason }), None]
-                    }
-                    Event::Heartbeat { .. } | Event::Probe { .. } => [None, None],
-                };
-                for e in out.into_iter().flatten() {
-                    if dropped > 0 {
-                        match tx.try_send(ImEvent::Lagged { dropped }) {
-                            Ok(()) => dropped = 0,
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                dropped += 1;
-                                continue;
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => break 'events,
-                        }
-                    }
-                    match tx.try_send(e) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => dropped += 1,
-                        Err(mpsc::error::TrySendError::Closed(_)) => break 'events,
-                    }
-                }
-            }
-            // The client stopped: requests still waiting fail now instead of timing out.
-            w.fail_all();
-        });
+        // Answers are dispatched on the client's own task and never wait for the app:
+        // when the app does not keep up with its events, new events are dropped and
+        // counted, and the app gets `Lagged` (sync recovers every message) once it reads
+        // again.
+        let mut inbound = Inbound {
+            requests: requests.clone(),
+            seen: seen.clone(),
+            features_due: features_due.clone(),
+            tx,
+            dropped: 0,
+        };
+        let client = Client::start_inline(cfg, Box::new(move |ev| inbound.handle(ev)))?;
         for filter in [INBOX, "$im/resp/#"] {
             // No Local on the inbox: a message this device sends is not echoed back to it
             // (its `SendResponse` has the seq and time); the user's other devices still get
@@ -422,6 +381,70 @@ async fn features(client: &Client) -> Result<(), Error> {
     client
         .publish("$im/req/features", req.encode_to_vec(), QoS::AtLeastOnce)
         .await
+}
+
+/// What the client's task does with each event of the connection (the inline handler of
+/// [`Client::start_inline`]): answers to their requests, the rest to the app's stream.
+struct Inbound {
+    requests: Correlator,
+    seen: Arc<Seen>,
+    features_due: Arc<AtomicBool>,
+    tx: mpsc::Sender<ImEvent>,
+    /// Events the app's full stream did not take, told as `Lagged` before the next one.
+    dropped: u64,
+}
+
+impl Inbound {
+    /// Handles one event; false once the app dropped its stream (the client stops).
+    fn handle(&mut self, ev: Event) -> bool {
+        let out = match ev {
+            Event::Message(p) => {
+                let out = dispatch(&self.requests, *p);
+                if let Some(ImEvent::Event(e)) = &out[0]
+                    && let Some(im::event::Kind::Message(m)) = &e.kind
+                {
+                    // Messages skipped in its conversation: lost on the way (QoS 0).
+                    self.dropped += self.seen.message(m) + self.seen.take_unreported();
+                }
+                out
+            }
+            Event::Connected { reconnects, .. } => {
+                if reconnects > 0 {
+                    self.features_due.store(true, Ordering::Relaxed);
+                }
+                [Some(ImEvent::Connected { reconnects }), None]
+            }
+            Event::Disconnected { reason } => [Some(ImEvent::Disconnected { reason }), None],
+            Event::Heartbeat { .. } | Event::Probe { .. } => [None, None],
+        };
+        for e in out.into_iter().flatten() {
+            if self.dropped > 0 {
+                match self.tx.try_send(ImEvent::Lagged {
+                    dropped: self.dropped,
+                }) {
+                    Ok(()) => self.dropped = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            match self.tx.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.dropped += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        // The client stopped: requests still waiting fail now instead of timing out.
+        self.requests.fail_all();
+    }
 }
 
 /// Routes one incoming PUBLISH: answers to their waiters, events to the app. A message

@@ -21,6 +21,7 @@
 //! around the session), `probe` (the heartbeat's disposable probe connections).
 
 mod driver;
+pub use driver::sink::Handler as EventHandler;
 pub mod heartbeat;
 pub mod im;
 mod im_calls;
@@ -189,8 +190,21 @@ impl Client {
         // waits in `send`; a full event channel stops the driver reading the network.
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (ev_tx, ev_rx) = mpsc::channel(1024);
-        tokio::spawn(driver::Driver::new(cfg, connector, cmd_rx, ev_tx).run());
+        let events = driver::sink::Events::Channel(ev_tx);
+        tokio::spawn(driver::Driver::new(cfg, connector, cmd_rx, events).run());
         Ok((Client { cmds: cmd_tx }, ev_rx))
+    }
+
+    /// Like [`Client::start`], but events go to `handler`, called on the client's own task
+    /// as each arrives (no second task, no queue). It must not block; it returns false once
+    /// its app is gone, which stops the client.
+    pub fn start_inline(cfg: Config, handler: EventHandler) -> Result<Client, Error> {
+        let connector =
+            transport::Connector::new(cfg.ca_cert.as_ref(), &cfg.server_name, cfg.connect_timeout)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let events = driver::sink::Events::Inline(handler);
+        tokio::spawn(driver::Driver::new(cfg, connector, cmd_rx, events).run());
+        Ok(Client { cmds: cmd_tx })
     }
 
     /// Subscribes now (or on the next connection) and again after every reconnect that lost

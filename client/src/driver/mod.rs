@@ -24,6 +24,7 @@ use crate::transport::Endpoint;
 
 mod heartbeat;
 mod quic_ping;
+pub(crate) mod sink;
 use crate::{AckWaiter, Command, Config, Error, Event, Heartbeat, probe, transport};
 pub(crate) use quic_ping::RECEIVE_WINDOW as QUIC_RECEIVE_WINDOW;
 use quic_ping::{QuicPing, Tick};
@@ -72,7 +73,7 @@ pub(crate) struct Driver {
     /// Requests by packet identifier. Bounded by the identifier space: the session refuses
     /// a request when every identifier is in flight.
     requests: HashMap<u16, Pending>,
-    events: mpsc::Sender<Event>,
+    events: sink::Events,
     cmds: mpsc::Receiver<Command>,
     reconnects: u32,
     /// The endpoint of the current (or last) link, where probes go.
@@ -128,7 +129,7 @@ impl Driver {
         cfg: Config,
         connector: transport::Connector,
         cmds: mpsc::Receiver<Command>,
-        events: mpsc::Sender<Event>,
+        events: sink::Events,
     ) -> Driver {
         let mut hb = Heartbeat::new(cfg.heartbeat.clone());
         for (network, proven) in &cfg.learned_heartbeats {
