@@ -138,7 +138,9 @@ impl BrokerState {
     /// Publishes and writes the store ops without waiting (wills, redelivery, `$SYS`).
     pub fn publish_detached(&self, msg: Arc<Message>) -> usize {
         let routed = self.publish(msg);
-        if let Some(st) = self.store() {
+        if !routed.ops.is_empty()
+            && let Some(st) = self.store()
+        {
             st.write(routed.ops, None);
         }
         routed.delivered

@@ -76,6 +76,9 @@ pub struct ImClient {
     features_due: Arc<AtomicBool>,
     /// The last seq seen per conversation, for gap detection.
     seen: Arc<Seen>,
+    /// The app's event stream, for a gap found when a send ends (weak: the stream still
+    /// ends when the connection's event task does).
+    events: mpsc::WeakSender<ImEvent>,
 }
 
 impl ImClient {
@@ -89,6 +92,7 @@ impl ImClient {
         let (client, mut raw) = Client::start(cfg)?;
         let requests = Correlator::new();
         let (tx, rx) = mpsc::channel(1024);
+        let events = tx.downgrade();
         let w = requests.clone();
         let features_due = Arc::new(AtomicBool::new(false));
         let due = features_due.clone();
@@ -107,7 +111,7 @@ impl ImClient {
                             && let Some(im::event::Kind::Message(m)) = &e.kind
                         {
                             // Messages skipped in its conversation: lost on the way (QoS 0).
-                            dropped += seen2.message(m);
+                            dropped += seen2.message(m) + seen2.take_unreported();
                         }
                         out
                     }
@@ -174,6 +178,7 @@ impl ImClient {
             requests,
             features_due,
             seen,
+            events,
         };
         Ok((im, rx))
     }
@@ -197,6 +202,8 @@ impl ImClient {
                 }
             });
         }
+        // A send's seq is this device's own (not echoed): skipped seqs wait for it.
+        let sending = (op == "send").then(|| self.seen.sending());
         let (id, correlation, rx) = self.requests.begin();
         let p = Publish {
             dup: false,
@@ -225,6 +232,15 @@ impl ImClient {
             .map_err(|e| ImError::Decode(e.to_string()))?
             .status
             .unwrap_or_default();
+        if let Some(send) = sending {
+            if status.code == 0
+                && let Ok(r) = im::SendResponse::decode(body.clone())
+            {
+                send.sent(&r.conversation, r.seq);
+            }
+            drop(send);
+            self.report_unseen();
+        }
         if status.code != 0 {
             return Err(ImError::Status {
                 code: status.code,
@@ -252,11 +268,26 @@ impl ImClient {
         .await
     }
 
+    /// Sends a message (`request("send")`: its seq is noted, so the next message is not
+    /// taken for a gap).
     pub async fn send(&self, req: im::SendRequest) -> Result<im::SendResponse, ImError> {
-        let resp: im::SendResponse = self.request("send", &req).await?;
-        // Not echoed back (No Local): noted so that the next message is not a gap.
-        self.seen.note(&resp.conversation, resp.seq);
-        Ok(resp)
+        self.request("send", &req).await
+    }
+
+    /// Tells the app of seqs that no send accounted for (`Lagged`); if its event stream
+    /// is full they are told before the next event instead.
+    fn report_unseen(&self) {
+        let dropped = self.seen.take_unreported();
+        if dropped == 0 {
+            return;
+        }
+        let Some(tx) = self.events.upgrade() else {
+            return;
+        };
+        if tx.try_send(ImEvent::Lagged { dropped }).is_err() {
+            // Not lost: the event task adds it to the next event's report.
+            self.seen.give_back(dropped);
+        }
     }
 
     /// One page of sync from `cursors` (conversation id → last seq held).
@@ -279,7 +310,7 @@ impl ImClient {
         let resp: im::SyncResponse = self.request("sync", &req).await?;
         for m in &resp.messages {
             // Had now: not a gap when the next event follows them.
-            self.seen.message(m);
+            self.seen.synced(m);
         }
         Ok(resp)
     }

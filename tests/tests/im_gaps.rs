@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 
-use switchboard_client::im::ImEvent;
-use switchboard_proto::ReasonCode;
+use serde_json::json;
+use switchboard_client::im::{ImClient, ImEvent};
 use switchboard_proto::im::{self, event::Kind};
 use switchboard_tests::WAIT;
-use switchboard_tests::im::{Device, ImBroker, text_of};
+use switchboard_tests::im::{Device, ImBroker, config, text_of};
+use switchboard_tests::im_social::AppServer;
 
 /// Reads `d`'s events until the text message `last` arrives; returns every text seen and
 /// the number of messages reported lost on the way.
@@ -91,13 +92,77 @@ async fn ordinary_traffic_is_never_taken_for_a_gap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_sending_to_one_group_at_once_are_not_gaps() {
+    // A sender's own seq comes back in its answer, which can arrive after another
+    // member's next message: the SDK must not take that for a lost message.
+    const EACH: usize = 150;
+    let b = ImBroker::start().await;
+    let t = b.tenant("acme").await;
+    for u in ["alice", "bob", "carol", "dave"] {
+        b.user(t, u).await;
+    }
+    let mut devices = Vec::new();
+    for u in ["alice", "bob", "carol", "dave"] {
+        devices.push((u, b.device(t, u, &format!("{u}-1")).await));
+    }
+    let g = devices[0]
+        .1
+        .client
+        .create_group(
+            "busy",
+            "busy",
+            im::JoinMode::Open,
+            &["bob", "carol", "dave"],
+        )
+        .await
+        .expect("group created");
+    let gid = g.group.expect("group info").group_id;
+    let mut sends = tokio::task::JoinSet::new();
+    for (name, d) in &devices[..3] {
+        let (client, gid, name) = (d.client.clone(), gid.clone(), *name);
+        sends.spawn(async move {
+            for i in 0..EACH {
+                client
+                    .send_group_text(&gid, &format!("{name}-{i}"), &format!("{name} {i}"))
+                    .await
+                    .expect("group message sent");
+            }
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        r.expect("sender finished");
+    }
+    devices[3]
+        .1
+        .client
+        .send_group_text(&gid, "end", "end")
+        .await
+        .expect("last message sent");
+    for (name, d) in &mut devices[..3] {
+        let (texts, lost) = until_text(d, "end").await;
+        assert_eq!(
+            texts.len(),
+            2 * EACH + 1,
+            "{name} gets the others' messages"
+        );
+        assert_eq!(lost, 0, "{name} reported a gap while everyone sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_missed_while_away_are_reported_before_the_next_one() {
     let b = ImBroker::start().await;
     let t = b.tenant("acme").await;
     b.user(t, "alice").await;
     b.user(t, "bob").await;
     let alice = b.device(t, "alice", "alice-1").await;
-    let mut bob = b.device(t, "bob", "bob-1").await;
+    // Bob's SDK retries quickly once he may log in again.
+    let token = b.im.issue_token(t, "bob", "", 600).expect("token");
+    let mut cfg = config(b.addr, "bob", "bob-1", &token);
+    cfg.backoff_min = std::time::Duration::from_millis(20);
+    cfg.backoff_max = std::time::Duration::from_millis(200);
+    let (client, events) = ImClient::connect(cfg).await.expect("bob logs in");
+    let mut bob = Device { client, events };
     alice
         .client
         .send_text("bob", "m1", "first")
@@ -106,15 +171,14 @@ async fn messages_missed_while_away_are_reported_before_the_next_one() {
     let (_, lost) = until_text(&mut bob, "first").await;
     assert_eq!(lost, 0);
 
-    // Bob's connection is cut (an operator's kick); the SDK reconnects on its own. What
-    // alice sends meanwhile reaches no device of bob's.
-    assert!(
-        b.handle.state().kick(
-            &switchboard_broker::sessions::tenant_session_key(t, "bob-1"),
-            ReasonCode::AdministrativeAction
-        ),
-        "bob's device is connected"
-    );
+    // Bob is banned from logging in for a while: his device is cut off and its SDK's
+    // reconnects are refused, so what alice sends meanwhile reaches no device of his.
+    let app = AppServer::connect(b.addr, "app-1").await;
+    app.ok(
+        "moderation/ban",
+        json!({"tenant": t, "user": "bob", "seconds": 3600}),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let ev = tokio::time::timeout_at(deadline, bob.events.recv())
@@ -132,6 +196,8 @@ async fn messages_missed_while_away_are_reported_before_the_next_one() {
             .await
             .expect("sent while bob is away");
     }
+    app.ok("moderation/unban", json!({"tenant": t, "user": "bob"}))
+        .await;
     // Once bob is back (and subscribed again), the next message alice sends reaches him:
     // the SDK says first that messages before it were lost. Alice keeps sending until one
     // arrives (the resubscription may still be on its way when she starts).
