@@ -62,12 +62,14 @@ pub(super) struct Dormant {
 }
 
 impl Dormant {
-    /// The compact form of a parked connection's box; the box itself when it holds
+    /// The compact form of a parked connection's box, its socket registered with the
+    /// watch under `key` (its record's key in the parker); the box itself when it holds
     /// something a quiet connection should not (see the module docs).
     pub(super) fn sleep(
         live: Box<Live<TcpStream>>,
         watch: &Watch,
-    ) -> Result<Box<Dormant>, Box<Live<TcpStream>>> {
+        key: u64,
+    ) -> Result<Dormant, Box<Live<TcpStream>>> {
         let c = &live.conn;
         let io = &live.io;
         let quiet = live.sess.is_quiet()
@@ -90,7 +92,7 @@ impl Dormant {
             slot,
         } = *live;
         let stream = io.rd.unsplit(io.wr);
-        let watched = watch.register(&stream, conn.conn_id);
+        let watched = watch.register(&stream, key);
         let (sess, watched) = match (sess.into_dormant(), watched) {
             (Ok(s), Ok(w)) => (s, w),
             // The watch refused the socket (no descriptor left to duplicate it, say), or,
@@ -132,7 +134,7 @@ impl Dormant {
             persisted,
             ..
         } = state;
-        Ok(Box::new(Dormant {
+        Ok(Dormant {
             conn_id,
             stream: watched,
             sess,
@@ -147,7 +149,7 @@ impl Dormant {
             expiry,
             persisted,
             slot,
-        }))
+        })
     }
 
     /// The keep-alive deadline (fixed while parked: nothing is read meanwhile).
@@ -159,12 +161,12 @@ impl Dormant {
     /// waking it) in its read buffer; its socket goes back from the watch to tokio's
     /// reactor. `None` when tokio refuses the socket: the connection then ended as lost.
     pub(super) fn wake(
-        self: Box<Self>,
+        self,
         broker: &Arc<BrokerState>,
         watch: &Watch,
         rbuf: BytesMut,
     ) -> Option<Box<Live<TcpStream>>> {
-        let d = *self;
+        let d = self;
         let version = d.sess.version();
         let conn = Conn {
             broker: broker.clone(),

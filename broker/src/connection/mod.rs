@@ -33,6 +33,7 @@ mod park;
 mod parker;
 mod read;
 mod readiness;
+mod slots;
 #[cfg(test)]
 mod tests;
 

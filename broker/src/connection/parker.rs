@@ -6,11 +6,14 @@
 //! plain TCP connection that parks instead hands its state box (`Live`) to the broker's
 //! [`Parker`] and its task ends. The parker keeps one record per connection (the box's
 //! compact form, see `dormant`, which holds the unsplit socket and the admission slot too,
-//! and its waker: 16 B in the table) and one task for all of them, which wakes on:
+//! and its waker), inline in one table of fixed-size slots (see `slots`: the records sit
+//! side by side, not scattered among what a wave of connections allocated and freed), and
+//! one task for all of them. A record is named by its slot's key (in its waker, its
+//! socket's registration with the watch and its deadline entry). The task wakes on:
 //!
 //! - bytes from the client: the socket leaves tokio's reactor while parked and is watched
 //!   by the parker's own `epoll` (see `readiness`: no `ScheduledIo` per parked socket),
-//!   whose thread hands the parker the connection's id; the bytes are read through the
+//!   whose thread hands the parker the record's key; the bytes are read through the
 //!   worker's scratch buffer (`read`);
 //! - a delivery: the mailbox wakes the same waker (`Mailbox::register_parked`);
 //! - a takeover or kick: the kick channel wakes it too;
@@ -36,7 +39,7 @@
 //! `Shared::ready_id`; a socket with bytes resumes its connection and leaves the parker,
 //! so these are few).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +56,7 @@ use tracing::{Instrument, warn};
 
 use super::dormant::Dormant;
 use super::readiness::Watch;
+use super::slots::{Key, Slots};
 use super::{End, Live};
 use crate::BrokerState;
 use crate::metrics::Metrics;
@@ -80,23 +84,23 @@ struct Shared {
     /// parks (`None` inside: it could not start, and connections wait in their own task).
     watch: std::sync::OnceLock<Option<Watch>>,
     table: Mutex<Table>,
-    /// Ids of records whose waker fired, for the parker's next turn.
-    ready: Mutex<Vec<u64>>,
+    /// Keys of records whose waker fired, for the parker's next turn.
+    ready: Mutex<Vec<Key>>,
     /// Keep-alive deadlines of parked connections, earliest first.
-    timers: Mutex<BTreeSet<(Instant, u64)>>,
+    timers: Mutex<BTreeSet<(Instant, Key)>>,
     wake: Notify,
 }
 
 #[derive(Default)]
 struct Table {
-    records: HashMap<u64, Parked>,
+    records: Slots<Parked>,
     /// Shutdown emptied the table: connections no longer park here.
     closed: bool,
 }
 
 /// One parked connection: its compact form (see `dormant`) and its waker.
 struct Parked {
-    dormant: Box<Dormant>,
+    dormant: Dormant,
     waker: Arc<IdWaker>,
 }
 
@@ -108,15 +112,15 @@ impl Parked {
 }
 
 impl Shared {
-    /// The watch saw connection `id`'s socket readable: its record's waker queues it, or,
-    /// when the record is out of the table (being polled this very moment), the id is
+    /// The watch saw record `key`'s socket readable: its record's waker queues it, or,
+    /// when the record is out of the table (being polled this very moment), the key is
     /// queued as is, so the record is polled again once it is back.
-    fn ready_id(&self, id: u64) {
-        let waker = self.table.lock().records.get(&id).map(|r| r.waker.clone());
+    fn ready_id(&self, key: Key) {
+        let waker = self.table.lock().records.get(key).map(|r| r.waker.clone());
         match waker {
             Some(w) => w.wake_by_ref(),
             None => {
-                self.ready.lock().push(id);
+                self.ready.lock().push(key);
                 self.wake.notify_one();
             }
         }
@@ -154,10 +158,10 @@ enum Cause {
     Shutdown,
 }
 
-/// The waker of one parked connection: queues its id for the parker.
+/// The waker of one parked connection: queues its record's key for the parker.
 struct IdWaker {
-    id: u64,
-    /// The id is in the ready list already (cleared when the parker takes it).
+    id: Key,
+    /// The key is in the ready list already (cleared when the parker takes it).
     queued: AtomicBool,
     shared: Weak<Shared>,
 }
@@ -209,12 +213,25 @@ pub(super) fn hand_over<S: 'static>(
     let Some(watch) = shared.watch() else {
         return give_back(live);
     };
-    // The compact form, or the box back when it cannot be (it waits in its own task).
-    let dormant = match Dormant::sleep(live, watch) {
-        Ok(d) => d,
-        Err(live) => return give_back(live),
+    // The record's slot, reserved first: its key names the socket in the watch.
+    let Some(id) = ({
+        let mut table = shared.table.lock();
+        if table.closed || broker.shutdown.is_cancelled() {
+            None
+        } else {
+            table.records.reserve()
+        }
+    }) else {
+        return give_back(live);
     };
-    let id = dormant.conn_id;
+    // The compact form, or the box back when it cannot be (it waits in its own task).
+    let dormant = match Dormant::sleep(live, watch, id) {
+        Ok(d) => d,
+        Err(live) => {
+            shared.table.lock().records.release(id);
+            return give_back(live);
+        }
+    };
     let deadline = dormant.deadline();
     let waker = Arc::new(IdWaker {
         id,
@@ -227,14 +244,20 @@ pub(super) fn hand_over<S: 'static>(
     };
     {
         let mut table = shared.table.lock();
-        if table.closed || broker.shutdown.is_cancelled() {
+        // Shutdown since the slot was reserved: the connection says goodbye itself.
+        let record = if table.closed || broker.shutdown.is_cancelled() {
+            Err(record)
+        } else {
+            table.records.fill(id, record)
+        };
+        if let Err(record) = record {
+            table.records.release(id);
             drop(table);
             return match record.dormant.wake(broker, watch, BytesMut::new()) {
                 Some(live) => give_back(live),
                 None => Ok(()),
             };
         }
-        table.records.insert(id, record);
     }
     if let Some(at) = deadline {
         shared.timers.lock().insert((at, id));
@@ -291,17 +314,20 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
             }
         }
         for id in ids {
-            let Some(record) = shared.table.lock().records.remove(&id) else {
-                continue; // resumed already: a stale waker
+            // Out of its slot while polled (the slot stays reserved for it).
+            let Some(record) = shared.table.lock().records.take(id) else {
+                continue; // resumed already, or polled this moment: a stale waker
             };
             record.waker.queued.store(false, Ordering::Release);
             // Taken before the poll, which may end the session (kick, shutdown).
             let deadline = record.deadline();
             match poll_record(&broker, record, now) {
                 Woken::Stay(record) => {
-                    shared.table.lock().records.insert(id, record);
+                    // Unreachable failure: the slot stayed reserved for it.
+                    let _ = shared.table.lock().records.fill(id, record);
                 }
                 Woken::Resume(record, cause) => {
+                    shared.table.lock().records.release(id);
                     if let Some(at) = deadline {
                         shared.timers.lock().remove(&(at, id));
                     }
@@ -317,10 +343,10 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
     let records = {
         let mut table = shared.table.lock();
         table.closed = true;
-        std::mem::take(&mut table.records)
+        table.records.drain()
     };
     shared.timers.lock().clear();
-    for (_, record) in records {
+    for record in records {
         resume(&broker, record, Cause::Shutdown);
     }
 }
@@ -329,7 +355,7 @@ async fn run(shared: Arc<Shared>, broker: Arc<BrokerState>) {
 fn poll_record(broker: &BrokerState, mut record: Parked, now: Instant) -> Woken {
     let waker = Waker::from(record.waker.clone());
     let mut cx = Context::from_waker(&waker);
-    let d = &mut *record.dormant;
+    let d = &mut record.dormant;
     if broker.shutdown.is_cancelled() {
         return Woken::Resume(record, Cause::Shutdown);
     }

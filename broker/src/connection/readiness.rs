@@ -4,13 +4,13 @@
 //! A socket registered with tokio keeps a `ScheduledIo` (the readiness and wakers tokio
 //! tracks per socket, padded to a cache line: 256 B of heap with its `Arc`) for as long as
 //! it is registered. A parked connection needs none of that: it needs one word when bytes
-//! arrive, the connection's id. So a connection that parks leaves tokio's reactor (its
+//! arrive, its record's key in the parker. So a connection that parks leaves tokio's reactor (its
 //! socket is duplicated, and the tokio stream dropped, which deregisters it) and its socket
-//! joins this watch, keyed by the connection's id; when it wakes, the socket goes back to
+//! joins this watch, keyed by that record's key; when it wakes, the socket goes back to
 //! tokio (`TcpStream::from_std`) before the connection's task runs again. The kernel keeps
 //! one `epoll` entry per socket either way.
 //!
-//! One thread waits on the watch (`epoll_wait`, no timeout) and hands every readable id to
+//! One thread waits on the watch (`epoll_wait`, no timeout) and hands every readable key to
 //! the parker (see `parker::Shared::ready_id`). The registration is edge-triggered: the
 //! parker reads a woken socket until it would block (or has bytes, which resume the
 //! connection), so no edge is missed. The thread ends once the parker is gone (its `Drop`
@@ -23,7 +23,7 @@ use std::sync::Weak;
 use mio::{Events, Interest, Poll, Registry, Token};
 use tracing::warn;
 
-/// The token of the watch's own waker (connection ids never reach it).
+/// The token of the watch's own waker (record keys never reach it).
 const WAKE: Token = Token(usize::MAX);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS: usize = 1024;
@@ -86,7 +86,7 @@ impl Watch {
     }
 }
 
-/// The watch's thread: hands readable ids to the owner until it is gone.
+/// The watch's thread: hands readable keys to the owner until it is gone.
 fn run<T>(mut poll: Poll, owner: Weak<T>, ready: fn(&T, u64)) {
     let mut events = Events::with_capacity(EVENTS);
     loop {
