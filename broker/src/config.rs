@@ -236,8 +236,15 @@ pub struct Limits {
     /// Milliseconds a connection with nothing in flight stays quiet before it is parked:
     /// its connected loop (timers, waiters, `select!`) is freed and a small waiter keeps
     /// watching the socket, the mailbox, takeover, keep-alive and shutdown (see
-    /// `connection::park`). 0 never parks.
+    /// `connection::park`). 0 never parks. This is the longest wait: see `park_first_ms`.
     pub park_after_ms: u64,
+    /// Milliseconds of quiet before a connection parks the first time after CONNECT. Each
+    /// time it parks, its next wait doubles, up to `park_after_ms`: most clients go quiet
+    /// right after connecting (a phone between messages, a device between readings), so a
+    /// wave of connections parks before it has held its running state for long, while a
+    /// client with sub-second gaps stops parking after a few rounds. 0, or a value not
+    /// below `park_after_ms`, waits `park_after_ms` every time.
+    pub park_first_ms: u64,
 }
 
 /// Where the broker listens, per transport. An empty list turns the transport off.
@@ -309,6 +316,19 @@ impl Limits {
     pub fn session_expiry(&self, asked: u32) -> u32 {
         asked.min(self.max_session_expiry)
     }
+
+    /// How long a connection that has parked `parked` times before waits, quiet, before it
+    /// parks again (see `park_first_ms`); zero never parks.
+    pub fn park_wait(&self, parked: u8) -> std::time::Duration {
+        let most = self.park_after_ms;
+        let first = if self.park_first_ms == 0 {
+            most
+        } else {
+            self.park_first_ms.min(most)
+        };
+        let doubled = first.saturating_mul(1 << parked.min(32));
+        std::time::Duration::from_millis(doubled.min(most))
+    }
 }
 
 impl Default for Limits {
@@ -337,6 +357,31 @@ impl Default for Limits {
             max_keep_alive: 0,
             connect_timeout: 10,
             park_after_ms: 1000,
+            park_first_ms: 125,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limits;
+    use std::time::Duration;
+
+    #[test]
+    fn the_park_wait_doubles_from_the_first_up_to_the_longest() {
+        let limits = Limits::default();
+        let waits: Vec<u128> = (0..6).map(|n| limits.park_wait(n).as_millis()).collect();
+        assert_eq!(waits, [125, 250, 500, 1000, 1000, 1000]);
+        assert_eq!(limits.park_wait(u8::MAX), Duration::from_millis(1000));
+        let once = Limits {
+            park_first_ms: 0,
+            ..Limits::default()
+        };
+        assert_eq!(once.park_wait(0), Duration::from_millis(1000));
+        let never = Limits {
+            park_after_ms: 0,
+            ..Limits::default()
+        };
+        assert!(never.park_wait(0).is_zero() && never.park_wait(9).is_zero());
     }
 }

@@ -26,15 +26,7 @@ fn parked(b: &TestBroker) -> u64 {
 
 /// Waits until exactly `n` connections are parked; panics after [`WAIT`].
 async fn until_parked(b: &TestBroker, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while parked(b) != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} connections parked, waiting for {n}",
-            parked(b)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    switchboard_tests::until_parked(b.handle.state(), n).await;
 }
 
 fn puback(pkid: u16) -> Packet {
@@ -95,6 +87,47 @@ async fn a_parked_connection_answers_pingreq() {
         c.send(&Packet::PingReq).await;
         assert_eq!(c.recv().await, Some(Packet::PingResp));
     }
+    b.stop().await;
+}
+
+/// A new connection parks after `park_first_ms` of quiet, not after the longest wait: a
+/// wave of phones connecting does not hold its running state for a second each.
+#[tokio::test]
+async fn a_new_connection_parks_after_the_first_wait_not_the_longest() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.park_first_ms = 20;
+        c.limits.park_after_ms = 600_000;
+    })
+    .await;
+    let mut c = connected(&b, Version::V3_1_1, "park-first").await;
+    until_parked(&b, 1).await;
+    c.send(&Packet::PingReq).await;
+    assert_eq!(c.recv().await, Some(Packet::PingResp));
+    b.stop().await;
+}
+
+/// Each time a connection parks, its next wait doubles, so one that keeps waking soon
+/// after parking (sub-second gaps) stops parking once the wait reaches `park_after_ms`.
+#[tokio::test]
+async fn a_connection_that_keeps_waking_stops_parking() {
+    let b = TestBroker::start_with(|c| {
+        c.limits.park_first_ms = 20;
+        // 20, 40, ... 1,280 ms, then the longest wait from the 7th park on.
+        c.limits.park_after_ms = 2_000;
+    })
+    .await;
+    let mut c = connected(&b, Version::V5, "park-adapt").await;
+    for round in 0..7 {
+        until_parked(&b, 1).await;
+        c.send(&Packet::PingReq).await;
+        assert_eq!(c.recv().await, Some(Packet::PingResp), "round {round}");
+    }
+    // Woken after its 7th park: it now waits the whole 2 s before parking again (a timer
+    // may fire late on a loaded machine, never early).
+    until_parked(&b, 0).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(parked(&b), 0, "a chatty connection keeps running");
+    until_parked(&b, 1).await;
     b.stop().await;
 }
 

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::enhanced_auth::{self, Authenticated};
 use super::park::Ran;
-use super::{End, Io, OUT_HIGH_WATER};
+use super::{DEFER_MAX, End, Io, OUT_HIGH_WATER};
 use crate::BrokerState;
 use crate::auth::{Action, Attempt, Identity};
 use crate::message::{Delivery, Message};
@@ -53,6 +53,9 @@ pub(super) struct Conn {
     pub(super) batch: Vec<Delivery>,
     /// The keep-alive changed: re-arm the timer.
     pub(super) keep_alive_changed: bool,
+    /// How many times the connection has parked: its next quiet wait before parking
+    /// (see `Limits::park_wait`).
+    pub(super) parked: u8,
     /// What the admin API shows of this connection.
     pub(super) info: Option<Arc<crate::sessions::LiveInfo>>,
     /// A re-authentication under way (enhanced authentication).
@@ -281,6 +284,7 @@ impl Conn {
             acks: AckQueue::new(c.version.is_v5()),
             batch: Vec::new(),
             keep_alive_changed: false,
+            parked: 0,
             info: None,
             reauth: None,
             qos2_marks: None,
@@ -316,15 +320,28 @@ impl Conn {
         let notified = mailbox.notified();
         tokio::pin!(notified);
         let mut keep_alive_armed = false;
-        // Parking: checked every `park_after`; the connection parks when nothing happened
-        // since the last check and nothing is in flight. Counting wake-ups costs nothing
-        // per packet, unlike reading the clock.
-        let park_after = Duration::from_millis(broker.config.limits.park_after_ms);
+        // Parking: checked every `park_after`; the connection parks when nothing came in
+        // (packets, deliveries) since the last check and nothing is in flight. Counting
+        // wake-ups costs nothing per packet, unlike reading the clock. Writes do not
+        // count: each follows one of those, and output still owed keeps it running
+        // (`parkable`), so the CONNACK alone does not hold a new connection a round longer.
+        let park_after = broker.config.limits.park_wait(self.parked);
         let park_check = tokio::time::sleep(park_after);
         tokio::pin!(park_check);
         let (mut activity, mut activity_seen) = (0u64, 0u64);
+        // An IM device's deliveries woken by the mailbox are written once this worker has
+        // run what else is ready (see `yield_now`): a group message's fan-out wakes
+        // hundreds of connections, and the next message's fan-out, ready behind them, then
+        // lands in the same write instead of a send of its own (fewer segments for a
+        // phone's radio, too). A device receives from many senders at once (groups, 1:1,
+        // receipts, unread counts); a plain MQTT subscriber's deliveries mostly come from
+        // one publisher, and waiting measured slower there (bench/README, session 12).
+        let defers = self.identity.im.is_some();
+        let deferred = tokio::task::yield_now();
+        tokio::pin!(deferred);
+        let mut deferring = false;
         loop {
-            if io.pending.is_empty() && sess.has_transmit() {
+            if io.pending.is_empty() && sess.has_transmit() && !deferring {
                 io.pending = sess.take_transmit();
             }
             if std::mem::take(&mut self.keep_alive_changed) {
@@ -365,7 +382,6 @@ impl Conn {
                 r = io.wr.write(&io.pending), if !io.pending.is_empty() => match r {
                     Ok(0) | Err(_) => return Ran::Ended(End::Lost("write failed")),
                     Ok(n) => {
-                        activity += 1;
                         Metrics::add(&broker.metrics.bytes_sent, n as u64);
                         io.pending.advance(n);
                         if io.pending.is_empty() {
@@ -395,7 +411,14 @@ impl Conn {
                     activity += 1;
                     notified.set(mailbox.notified());
                     self.drain(sess);
+                    if sess.pending_transmit() >= DEFER_MAX {
+                        deferring = false;
+                    } else if defers && !deferring && io.pending.is_empty() && sess.has_transmit() {
+                        deferring = true;
+                        deferred.set(tokio::task::yield_now());
+                    }
                 }
+                _ = &mut deferred, if deferring => deferring = false,
                 marked = async { self.qos2_marks.as_mut().expect("guarded").await }, if self.qos2_marks.is_some() => {
                     self.qos2_marked(sess, matches!(marked, Ok(Ok(_))));
                 }
@@ -416,6 +439,7 @@ impl Conn {
                         self.shrink_if_quiet(false, sess);
                         if self.parkable(io, sess) {
                             self.kicked = kicked;
+                            self.parked = self.parked.saturating_add(1);
                             return Ran::Parked;
                         }
                     }

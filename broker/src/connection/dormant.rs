@@ -58,6 +58,8 @@ pub(super) struct Dormant {
     uid: u64,
     expiry: u32,
     persisted: bool,
+    /// `Conn::parked`.
+    parked: u8,
     slot: Option<crate::listener::Slot>,
 }
 
@@ -125,6 +127,7 @@ impl Dormant {
             will,
             kicked,
             info,
+            parked,
             ..
         } = conn;
         let SessionState {
@@ -148,6 +151,7 @@ impl Dormant {
             uid,
             expiry,
             persisted,
+            parked,
             slot,
         })
     }
@@ -189,6 +193,7 @@ impl Dormant {
             acks: AckQueue::new(version.is_v5()),
             batch: Vec::new(),
             keep_alive_changed: false,
+            parked: d.parked,
             info: d.info,
             reauth: None,
             qos2_marks: None,

@@ -55,6 +55,10 @@ pub use parker::Parker;
 
 /// Bytes waiting for the socket above which the task pauses deliveries and reading.
 pub(super) const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Output above which deliveries woken by the mailbox are written at once rather than
+/// after the worker's other ready work (see `Conn::run`): enough for a write of its own,
+/// and waiting longer would only hold memory.
+pub(super) const DEFER_MAX: usize = 16 * 1024;
 /// Deliveries taken from the mailbox under one lock.
 pub(super) const DRAIN_BATCH: usize = 64;
 /// Batches per wake-up before the task yields to other work.

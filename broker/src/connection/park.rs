@@ -4,9 +4,10 @@
 //! The connected loop (`Conn::run`) waits on many things at once: the socket both ways, the
 //! mailbox, store commits, the keep-alive timer, a takeover, shutdown; its future (timers,
 //! waiters, the `select!` over all of them) is the largest piece of a connection. So it
-//! runs boxed, and when the connection has been quiet for `limits.park_after_ms` with
-//! nothing in flight (no output waiting, no acknowledgement owed or awaited, no store
-//! commit pending, an empty mailbox), it returns [`Ran::Parked`]: its box is freed, and
+//! runs boxed, and when the connection has been quiet for a while (`Limits::park_wait`:
+//! `limits.park_first_ms` after CONNECT, doubling with each park up to
+//! `limits.park_after_ms`) with nothing in flight (no output waiting, no acknowledgement
+//! owed or awaited, no store commit pending, an empty mailbox), it returns [`Ran::Parked`]: its box is freed, and
 //! a plain TCP connection is handed to the broker's parker and its task ends (see
 //! `parker`); the other transports' [`Conn::park`] waits instead, in the connection's
 //! task, on just what can end the quiet, with no buffer:
