@@ -335,7 +335,8 @@ impl Conn {
         // lands in the same write instead of a send of its own (fewer segments for a
         // phone's radio, too). A device receives from many senders at once (groups, 1:1,
         // receipts, unread counts); a plain MQTT subscriber's deliveries mostly come from
-        // one publisher, and waiting measured slower there (bench/README, session 12).
+        // one publisher, and waiting measured slower there (bench/README, session 12). Only
+        // a lone delivery waits: when several came together, the write is full enough.
         let defers = self.identity.im.is_some();
         let deferred = tokio::task::yield_now();
         tokio::pin!(deferred);
@@ -410,8 +411,9 @@ impl Conn {
                 _ = &mut notified, if backlog < OUT_HIGH_WATER => {
                     activity += 1;
                     notified.set(mailbox.notified());
-                    self.drain(sess);
-                    if sess.pending_transmit() >= DEFER_MAX {
+                    let taken = self.drain(sess);
+                    if taken > 1 || sess.pending_transmit() >= DEFER_MAX {
+                        // Several together already (or plenty): write them now.
                         deferring = false;
                     } else if defers && !deferring && io.pending.is_empty() && sess.has_transmit() {
                         deferring = true;

@@ -15,17 +15,17 @@ use crate::store::Op;
 
 impl Conn {
     /// Moves deliveries from the mailbox into the session while the window and the output
-    /// buffer allow, keeping their order.
-    pub(super) fn drain(&mut self, sess: &mut ServerSession) {
+    /// buffer allow, keeping their order; returns how many it took from the mailbox.
+    pub(super) fn drain(&mut self, sess: &mut ServerSession) -> usize {
         if self.qos2_marks.is_some() {
             // Output is held until the packet ids of QoS 2 messages already encoded are
             // durable; taking more now would put later writes under that barrier.
-            return;
+            return 0;
         }
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
         let mut marks = Vec::new();
-        self.drain_into(sess, &mut batch, &mut marks, now);
+        let taken = self.drain_into(sess, &mut batch, &mut marks, now);
         self.batch = batch;
         if !marks.is_empty()
             && let Some(st) = self.broker.store()
@@ -38,6 +38,7 @@ impl Conn {
             sess.pending_transmit() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+        taken
     }
 
     /// The packet ids of the QoS 2 messages in the last drain are durable (or the store
@@ -57,10 +58,10 @@ impl Conn {
         batch: &mut Vec<Delivery>,
         marks: &mut Vec<Op>,
         now: Instant,
-    ) {
+    ) -> usize {
         let m = &self.broker.metrics;
         let durable = self.broker.store().is_some();
-        let mut rounds = 0;
+        let (mut rounds, mut taken) = (0, 0);
         while sess.pending_transmit() < OUT_HIGH_WATER && rounds < DRAIN_ROUNDS {
             rounds += 1;
             // Bounded by bytes too: what is encoded never overshoots the high-water mark
@@ -73,6 +74,7 @@ impl Conn {
             if batch.is_empty() {
                 break;
             }
+            taken += batch.len();
             sess.reserve_transmit(batch.iter().map(|d| d.msg.cost()).sum());
             let mut rest = batch.drain(..);
             for d in rest.by_ref() {
@@ -124,7 +126,7 @@ impl Conn {
                             // Held for this one only, and it did not go.
                             sess.release_transmit();
                         }
-                        return;
+                        return taken;
                     }
                 }
                 if mark && marks.is_empty() {
@@ -137,6 +139,7 @@ impl Conn {
         if rounds == DRAIN_ROUNDS {
             self.state.mailbox.wake();
         }
+        taken
     }
 
     pub(super) fn store_write(&self, op: Op) {
