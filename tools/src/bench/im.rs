@@ -139,6 +139,9 @@ pub(super) async fn start_broker(
 ) -> anyhow::Result<(tokio::process::Child, u32, String)> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
+    // What the broker says (errors only) goes to a file: the reason when it does not start.
+    let stderr_path = dir.join("broker.stderr");
+    let stderr = std::fs::File::create(&stderr_path)?;
     let child = Command::new(std::env::current_exe()?)
         .args(["broker", "--log", "error", "--tcp"])
         .arg(format!("127.0.0.1:{port}"))
@@ -157,7 +160,7 @@ pub(super) async fn start_broker(
         .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_RATE", "100000.0")
         .env("SWITCHBOARD__BROKER__AUTH__GLOBAL_BURST", "100000")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .context("cannot start switchboard")?;
@@ -165,7 +168,13 @@ pub(super) async fn start_broker(
     let admin = format!("127.0.0.1:{admin_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(&admin).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "switchboard did not start");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "switchboard did not start (MQTT port {port}, admin port {admin_port}): {}",
+            std::fs::read_to_string(&stderr_path)
+                .unwrap_or_default()
+                .trim()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok((child, pid, admin))
