@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod retained;
 pub mod routing;
 pub mod sessions;
+pub mod stop;
 pub mod store;
 mod sys;
 pub mod transport;
@@ -41,7 +42,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{BrokerConfig, ClusterConfig, Limits, Listeners, TlsFiles};
@@ -104,7 +104,7 @@ pub struct BrokerState {
     pub scram: Option<Arc<dyn auth::ScramCredentials>>,
     /// The ACL file (also part of `acl`), for reloading.
     pub acl_file: Option<Arc<auth::FileAcl>>,
-    pub shutdown: CancellationToken,
+    pub shutdown: stop::Stop,
     pub tasks: TaskTracker,
     /// Parked plain-TCP connections, without a task each (`connection::parker`).
     pub parker: connection::Parker,
@@ -319,7 +319,7 @@ impl Broker {
             verifier,
             scram,
             acl_file,
-            shutdown: CancellationToken::new(),
+            shutdown: stop::Stop::default(),
             tasks: TaskTracker::new(),
             parker: connection::Parker::default(),
             started: Instant::now(),

@@ -358,7 +358,8 @@ async fn unacknowledged_qos1_resent_with_dup_on_resume() {
 
 #[tokio::test]
 async fn shutdown_sends_0x8b_to_v5_clients() {
-    let b = TestBroker::start().await;
+    // Never parked: the running loop's stop branch (`idle_park` covers parked ones).
+    let b = TestBroker::start_with(|c| c.limits.park_after_ms = 0).await;
     let mut c = connected(&b, Version::V5, "bye").await;
     let h = b.handle.clone();
     let stop = tokio::spawn(async move { h.shutdown().await });

@@ -317,6 +317,18 @@ impl Conn {
         // global lock in the hot path.
         let shutdown = broker.shutdown.cancelled();
         tokio::pin!(shutdown);
+        // Polled once to register for its wake-up; after that the stop flag (an atomic)
+        // is read instead of polling the token (a mutex shared by every connection) on
+        // every turn of the loop. The token's wake-up comes after the flag is set.
+        let stop = &broker.shutdown;
+        let mut registered = false;
+        let mut stopped = std::future::poll_fn(move |cx| {
+            if registered && !stop.is_cancelled() {
+                return std::task::Poll::Pending;
+            }
+            registered = true;
+            shutdown.as_mut().poll(cx)
+        });
         let notified = mailbox.notified();
         tokio::pin!(notified);
         let mut keep_alive_armed = false;
@@ -361,7 +373,7 @@ impl Conn {
             let backlog = io.pending.len() + sess.pending_transmit();
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
+                _ = &mut stopped => {
                     sess.disconnect(ReasonCode::ServerShuttingDown, None);
                     return Ran::Ended(End::Shutdown);
                 }
