@@ -312,23 +312,10 @@ impl Conn {
         // moves with every packet, but checking it lazily costs nothing per packet.
         let keep_alive = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(keep_alive);
-        // Registered once, not on every turn of the loop: the shutdown token's waiter list
-        // is shared by every connection, and re-registering there on each wake-up is a
-        // global lock in the hot path.
-        let shutdown = broker.shutdown.cancelled();
-        tokio::pin!(shutdown);
-        // Polled once to register for its wake-up; after that the stop flag (an atomic)
-        // is read instead of polling the token (a mutex shared by every connection) on
-        // every turn of the loop. The token's wake-up comes after the flag is set.
-        let stop = &broker.shutdown;
-        let mut registered = false;
-        let mut stopped = std::future::poll_fn(move |cx| {
-            if registered && !stop.is_cancelled() {
-                return std::task::Poll::Pending;
-            }
-            registered = true;
-            shutdown.as_mut().poll(cx)
-        });
+        // Registered once, then a flag read on each turn (`Stop::stopped`): the shutdown
+        // token's waiter list and lock are shared by every connection.
+        let stopped = broker.shutdown.stopped();
+        tokio::pin!(stopped);
         let notified = mailbox.notified();
         tokio::pin!(notified);
         let mut keep_alive_armed = false;

@@ -333,16 +333,15 @@ impl ImService {
         let mut missing = Vec::new();
         {
             let cache = state.personal.lock();
+            // Only the wanted members are looked up: in a big group most are not.
             for (i, uid) in state.members.keys().enumerate() {
-                match cache.get(uid) {
-                    Some(p) if wanted(i, *uid) => personal.push(*p),
-                    _ => {
-                        personal.push(Personal::default());
-                        if wanted(i, *uid) {
-                            missing.push((i, *uid));
-                        }
-                    }
-                }
+                let p = wanted(i, *uid).then(|| cache.get(uid)).map(|p| {
+                    p.copied().unwrap_or_else(|| {
+                        missing.push((i, *uid));
+                        Personal::default()
+                    })
+                });
+                personal.push(p.unwrap_or_default());
             }
         }
         for (i, uid) in missing {
