@@ -36,19 +36,17 @@ impl Stop {
     /// poll registers for the token's wake-up, later ones read the flag and poll the token
     /// only once it is set (the token's wake-up comes after the flag, see
     /// [`Stop::cancel`]).
-    pub fn stopped(&self) -> impl Future<Output = ()> + '_ {
-        async move {
-            let mut cancelled = std::pin::pin!(self.token.cancelled());
-            let mut registered = false;
-            std::future::poll_fn(move |cx| {
-                if registered && !self.is_cancelled() {
-                    return Poll::Pending;
-                }
-                registered = true;
-                cancelled.as_mut().poll(cx)
-            })
-            .await
-        }
+    pub async fn stopped(&self) {
+        let mut cancelled = std::pin::pin!(self.token.cancelled());
+        let mut registered = false;
+        std::future::poll_fn(move |cx| {
+            if registered && !self.is_cancelled() {
+                return Poll::Pending;
+            }
+            registered = true;
+            cancelled.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
