@@ -142,7 +142,7 @@ pub(super) async fn start_broker(
     // What the broker says (errors only) goes to a file: the reason when it does not start.
     let stderr_path = dir.join("broker.stderr");
     let stderr = std::fs::File::create(&stderr_path)?;
-    let child = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(std::env::current_exe()?)
         .args(["broker", "--log", "error", "--tcp"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
@@ -168,8 +168,10 @@ pub(super) async fn start_broker(
     let admin = format!("127.0.0.1:{admin_port}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(&admin).await.is_err() {
+        // A broker that exited (a port in use, a bad setting) is not waited for.
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
         anyhow::ensure!(
-            Instant::now() < deadline,
+            !exited && Instant::now() < deadline,
             "switchboard did not start (MQTT port {port}, admin port {admin_port}): {}",
             std::fs::read_to_string(&stderr_path)
                 .unwrap_or_default()

@@ -335,13 +335,15 @@ impl ImService {
             let cache = state.personal.lock();
             // Only the wanted members are looked up: in a big group most are not.
             for (i, uid) in state.members.keys().enumerate() {
-                let p = wanted(i, *uid).then(|| cache.get(uid)).map(|p| {
-                    p.copied().unwrap_or_else(|| {
+                let p = match wanted(i, *uid).then(|| cache.get(uid)) {
+                    None => Personal::default(),
+                    Some(Some(p)) => *p,
+                    Some(None) => {
                         missing.push((i, *uid));
                         Personal::default()
-                    })
-                });
-                personal.push(p.unwrap_or_default());
+                    }
+                };
+                personal.push(p);
             }
         }
         for (i, uid) in missing {
