@@ -1,7 +1,9 @@
 //! Outgoing QoS 2 to a persistent session (issue 11, item 14): the packet identifier is
-//! durable before the PUBLISH reaches the client. A store whose commits of that state are
-//! slow (as a slow fsync would be) shows the order: when the client sees the PUBLISH, the
-//! store already has its packet id.
+//! durable before the PUBLISH reaches the client, and "released" is durable before the
+//! PUBREL does (once the client answers PUBCOMP it forgets the id, so a resent PUBLISH
+//! after a crash would count as a new message). A store whose commits of that state are
+//! slow (as a slow fsync would be) shows the order: when the client sees the packet, the
+//! store already has the state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +18,12 @@ use switchboard_broker::{Broker, BrokerConfig};
 use switchboard_proto::*;
 use switchboard_tests::{RawClient, connect_packet, persistent_connect};
 
-/// A MemoryStore whose transactions recording a sent packet id commit 300 ms late.
-struct SlowMarks(Arc<MemoryStore>);
+/// A MemoryStore whose transactions with an op that `slow` picks commit 300 ms late.
+struct SlowMarks(Arc<MemoryStore>, fn(&Op) -> bool);
 
 impl Store for SlowMarks {
     fn write(&self, ops: Vec<Op>, done: Option<Done>) {
-        if ops.iter().any(|o| matches!(o, Op::MarkSent { .. })) {
+        if ops.iter().any(self.1) {
             let inner = self.0.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(300));
@@ -73,9 +75,12 @@ impl Store for SlowMarks {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos2_packet_id_is_durable_before_the_publish_is_written() {
-    let mem = Arc::new(MemoryStore::new());
+/// A broker on `store` (over `mem`), a persistent QoS 2 subscriber to `q2/#` and a
+/// publisher.
+async fn start(
+    mem: &Arc<MemoryStore>,
+    slow: fn(&Op) -> bool,
+) -> (switchboard_broker::BrokerHandle, RawClient, RawClient) {
     let cfg = BrokerConfig {
         listeners: switchboard_broker::Listeners {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
@@ -86,7 +91,7 @@ async fn qos2_packet_id_is_durable_before_the_publish_is_written() {
         ..BrokerConfig::default()
     };
     let h = Broker::new(cfg)
-        .with_store(Arc::new(SlowMarks(mem.clone())))
+        .with_store(Arc::new(SlowMarks(mem.clone(), slow)))
         .start()
         .await
         .expect("starts");
@@ -105,38 +110,84 @@ async fn qos2_packet_id_is_durable_before_the_publish_is_written() {
     }))
     .await;
     assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
-    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
+    let (p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
+    (h, s, p)
+}
+
+async fn publish_qos2(p: &mut RawClient, pkid: u16) {
+    p.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "q2/x".into(),
+        pkid,
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"exactly once"),
+    }))
+    .await;
+    assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+}
+
+/// Whether the store has the subscriber's queued message sent with `state`.
+fn stored_as(mem: &MemoryStore, state: Sent) -> bool {
+    let snap = mem.load().expect("load");
+    let uid = snap
+        .sessions
+        .iter()
+        .find(|(c, _)| c == "q2sub")
+        .map(|(_, r)| r.uid)
+        .expect("session stored");
+    snap.queues
+        .get(&uid)
+        .is_some_and(|q| q.iter().any(|(_, d)| d.sent == state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_packet_id_is_durable_before_the_publish_is_written() {
+    let mem = Arc::new(MemoryStore::new());
+    let (h, mut s, mut p) = start(&mem, |o| matches!(o, Op::MarkSent { .. })).await;
     for i in 0..3u16 {
-        p.send(&Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::ExactlyOnce,
-            retain: false,
-            topic: "q2/x".into(),
-            pkid: i + 1,
-            properties: Properties::default(),
-            payload: Bytes::from_static(b"exactly once"),
-        }))
-        .await;
-        assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+        publish_qos2(&mut p, i + 1).await;
         let got = s.next_publish().await;
-        let snap = mem.load().expect("load");
-        let uid = snap
-            .sessions
-            .iter()
-            .find(|(c, _)| c == "q2sub")
-            .map(|(_, r)| r.uid)
-            .expect("session stored");
-        let marked = snap
-            .queues
-            .get(&uid)
-            .is_some_and(|q| q.iter().any(|(_, d)| d.sent == Sent::Published(got.pkid)));
         assert!(
-            marked,
+            stored_as(&mem, Sent::Published(got.pkid)),
             "PUBLISH {} reached the client before its packet id was stored",
             got.pkid
         );
         s.send(&Packet::PubRec(PubResponse::new(got.pkid))).await;
         assert!(matches!(s.recv().await, Some(Packet::PubRel(_))));
+        s.send(&Packet::PubComp(PubResponse::new(got.pkid))).await;
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_released_is_durable_before_the_pubrel_is_written() {
+    let mem = Arc::new(MemoryStore::new());
+    let (h, mut s, mut p) = start(&mem, |o| {
+        matches!(
+            o,
+            Op::MarkSent {
+                sent: Sent::Released(_),
+                ..
+            }
+        )
+    })
+    .await;
+    for i in 0..3u16 {
+        publish_qos2(&mut p, i + 1).await;
+        let got = s.next_publish().await;
+        s.send(&Packet::PubRec(PubResponse::new(got.pkid))).await;
+        match s.recv().await {
+            Some(Packet::PubRel(r)) => assert_eq!(r.pkid, got.pkid),
+            other => panic!("expected PUBREL {}, got {other:?}", got.pkid),
+        }
+        assert!(
+            stored_as(&mem, Sent::Released(got.pkid)),
+            "PUBREL {} reached the client before \"released\" was stored: after a crash \
+             the PUBLISH would be resent and taken for a new message",
+            got.pkid
+        );
         s.send(&Packet::PubComp(PubResponse::new(got.pkid))).await;
     }
     h.shutdown().await;

@@ -300,6 +300,8 @@ impl Conn {
         let broker = self.broker.clone();
         let mailbox = self.state.mailbox.clone();
         let mut kicked = self.kicked.take();
+        // With a store, each PUBREL waits until "released" is durable (see `on_read`).
+        sess.set_hold_release(broker.store().is_some());
         // Packets that arrived together with CONNECT, or that woke a parked connection.
         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
             return Ran::Ended(End::Violation(v));
@@ -471,10 +473,45 @@ impl Conn {
     fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
         let read = sess.handle_read(Instant::now(), rbuf);
         // Events decoded before a violation are still acted on.
+        let mut released = Vec::new();
         while let Some(ev) = sess.poll_event() {
-            self.on_event(sess, ev)?;
+            match ev {
+                Event::Received { pkid } => {
+                    if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
+                        released.push(Op::MarkSent {
+                            uid: self.state.uid,
+                            seq,
+                            sent: crate::store::Sent::Released(pkid),
+                        });
+                    }
+                }
+                ev => self.on_event(sess, ev)?,
+            }
         }
+        self.hold_until_released(sess, released);
         read
+    }
+
+    /// The client's PUBRECs in this read: once it has the PUBREL and answered PUBCOMP it
+    /// forgets the packet id, so if the broker then crashed with the message still stored
+    /// as "published", the resent PUBLISH would count as a new message. The session holds
+    /// its output before each PUBREL (`set_hold_release`); it goes out once "released" is
+    /// durable, like the packet ids of `drain`, or at once when nothing was stored.
+    fn hold_until_released(&mut self, sess: &mut ServerSession, marks: Vec<Op>) {
+        let store = self.broker.store();
+        match store {
+            Some(st) if !marks.is_empty() => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                st.write(marks, Some(tx));
+                // Writes commit in the order they were queued: this one being durable
+                // means any barrier still pending (a drain's packet ids) is too.
+                self.qos2_marks = Some(rx);
+            }
+            _ if self.qos2_marks.is_none() && sess.is_holding_transmit() => {
+                sess.release_transmit();
+            }
+            _ => {}
+        }
     }
 
     fn on_event(&mut self, sess: &mut ServerSession, ev: Event) -> Result<(), Violation> {
@@ -507,16 +544,8 @@ impl Conn {
                 }
                 Ok(())
             }
-            Event::Received { pkid } => {
-                if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
-                    self.store_write(Op::MarkSent {
-                        uid: self.state.uid,
-                        seq,
-                        sent: crate::store::Sent::Released(pkid),
-                    });
-                }
-                Ok(())
-            }
+            // Collected by `on_read`, which holds output until they are durable.
+            Event::Received { .. } => Ok(()),
             Event::Released { pkid } => {
                 if self.state.mailbox.is_persistent() {
                     self.store_write(Op::Released {

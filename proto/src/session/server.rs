@@ -60,6 +60,8 @@ pub struct ServerSession {
     reauthenticating: bool,
     /// Output from this offset of `out` on is held back (see `transmit`).
     held_from: Option<usize>,
+    /// Hold output back before each PUBREL of an outgoing QoS 2 flow (see `transmit`).
+    hold_release: bool,
 }
 
 /// What a session keeps only while something is in flight or aliased (see
@@ -121,6 +123,7 @@ impl ServerSession {
             auth_method: None,
             reauthenticating: false,
             held_from: None,
+            hold_release: false,
         }
     }
 
@@ -350,6 +353,9 @@ impl ServerSession {
                 } else {
                     self.t().outbound.insert(r.pkid, Outbound::AwaitComp);
                     self.events.push_back(Event::Received { pkid: r.pkid });
+                    if self.hold_release {
+                        self.hold_transmit();
+                    }
                     self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);
                 }
             }

@@ -115,6 +115,7 @@ impl DormantSession {
             auth_method,
             reauthenticating: false,
             held_from: None,
+            hold_release: false,
         }
     }
 }

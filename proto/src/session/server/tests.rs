@@ -402,3 +402,27 @@ fn held_output_waits_for_release() {
     h.s.release_transmit();
     assert!(matches!(h.recv().as_slice(), [Packet::Publish(p)] if p.qos == QoS::ExactlyOnce));
 }
+
+#[test]
+fn pubrel_waits_for_release_when_asked() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    h.s.set_hold_release(true);
+    let id = h.s.publish(publish("t", QoS::ExactlyOnce, 0)).expect("a");
+    assert!(matches!(h.recv().as_slice(), [Packet::Publish(_)]));
+    h.send(Packet::PingReq).expect("ping");
+    h.send(Packet::PubRec(PubResponse::new(id)))
+        .expect("pubrec");
+    assert_eq!(h.s.poll_event(), Some(Event::Received { pkid: id }));
+    let out = h.recv();
+    assert!(matches!(out.as_slice(), [Packet::PingResp]), "{out:?}");
+    assert!(!h.s.has_transmit(), "the PUBREL is held");
+    h.s.release_transmit();
+    assert!(matches!(h.recv().as_slice(), [Packet::PubRel(r)] if r.pkid == id));
+    // Off (the default), the PUBREL goes at once.
+    h.s.set_hold_release(false);
+    let id = h.s.publish(publish("t", QoS::ExactlyOnce, 0)).expect("b");
+    h.recv();
+    h.send(Packet::PubRec(PubResponse::new(id)))
+        .expect("pubrec");
+    assert!(matches!(h.recv().as_slice(), [Packet::PubRel(r)] if r.pkid == id));
+}

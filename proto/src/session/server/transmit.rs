@@ -6,6 +6,13 @@
 //! [`ServerSession::hold_transmit`] before encoding such a PUBLISH, writes the packet id to
 //! its store, and calls [`ServerSession::release_transmit`] once that commit is durable;
 //! meanwhile [`ServerSession::take_transmit`] hands over only what was encoded before.
+//!
+//! The same holds for the PUBREL that answers the client's PUBREC: once the client has it
+//! and answered PUBCOMP, it has forgotten the packet id, so a broker that crashed before
+//! storing "released" would resend the PUBLISH and the client would take it for new. With
+//! [`ServerSession::set_hold_release`] on, the session sets the barrier itself before each
+//! such PUBREL (the PUBREC arrives as [`Event::Received`](crate::session::Event)); the
+//! broker stores the state and lifts the barrier as above, or at once if it stores none.
 
 use bytes::Bytes;
 
@@ -31,6 +38,16 @@ impl ServerSession {
         if self.held_from.is_none() {
             self.held_from = Some(self.out.len());
         }
+    }
+
+    /// Whether the session holds output back before the PUBREL of each outgoing QoS 2
+    /// flow (see the module docs); off by default. A [`DormantSession`] does not keep
+    /// it: set it again after [`DormantSession::wake`].
+    ///
+    /// [`DormantSession`]: super::DormantSession
+    /// [`DormantSession::wake`]: super::DormantSession::wake
+    pub fn set_hold_release(&mut self, on: bool) {
+        self.hold_release = on;
     }
 
     /// Lifts the barrier: everything encoded can be written.
