@@ -192,3 +192,30 @@ async fn qos2_released_is_durable_before_the_pubrel_is_written() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_qos2_id_is_forgotten_durably_before_the_pubcomp_is_written() {
+    let mem = Arc::new(MemoryStore::new());
+    let (h, mut s, _p) = start(&mem, |o| matches!(o, Op::Released { .. })).await;
+    // A persistent publisher that uses packet id 1 for every message, as small devices do.
+    let (mut p, _) = RawClient::connect(h.tcp_addrs()[0], persistent_connect("q2dev", 600)).await;
+    for _ in 0..3 {
+        publish_qos2(&mut p, 1).await;
+        s.next_publish().await;
+        p.send(&Packet::PubRel(PubResponse::new(1))).await;
+        match p.recv().await {
+            Some(Packet::PubComp(c)) => assert_eq!((c.pkid, c.code), (1, ReasonCode::Success)),
+            other => panic!("expected PUBCOMP 1, got {other:?}"),
+        }
+        let snap = mem.load().expect("load");
+        assert!(
+            !snap
+                .awaiting_rel
+                .get("q2dev")
+                .is_some_and(|ids| ids.contains(&1)),
+            "PUBCOMP reached the client before the packet id was forgotten in the store: \
+             after a crash its next message with id 1 would be taken for a resend and dropped"
+        );
+    }
+    h.shutdown().await;
+}

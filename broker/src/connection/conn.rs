@@ -300,8 +300,8 @@ impl Conn {
         let broker = self.broker.clone();
         let mailbox = self.state.mailbox.clone();
         let mut kicked = self.kicked.take();
-        // With a store, each PUBREL waits until "released" is durable (see `on_read`).
-        sess.set_hold_release(broker.store().is_some());
+        // With a store, each PUBREL and PUBCOMP waits for its state (see `on_read`).
+        sess.set_hold_qos2_steps(broker.store().is_some());
         // Packets that arrived together with CONNECT, or that woke a parked connection.
         if let Err(v) = self.on_read(sess, &mut io.rbuf) {
             return Ran::Ended(End::Violation(v));
@@ -473,31 +473,41 @@ impl Conn {
     fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
         let read = sess.handle_read(Instant::now(), rbuf);
         // Events decoded before a violation are still acted on.
-        let mut released = Vec::new();
+        let mut steps = Vec::new();
         while let Some(ev) = sess.poll_event() {
             match ev {
                 Event::Received { pkid } => {
                     if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
-                        released.push(Op::MarkSent {
+                        steps.push(Op::MarkSent {
                             uid: self.state.uid,
                             seq,
                             sent: crate::store::Sent::Released(pkid),
                         });
                     }
                 }
+                Event::Released { pkid } => {
+                    if self.state.mailbox.is_persistent() {
+                        steps.push(Op::Released {
+                            client_id: self.session_key().to_owned(),
+                            pkid,
+                        });
+                    }
+                }
                 ev => self.on_event(sess, ev)?,
             }
         }
-        self.hold_until_released(sess, released);
+        self.hold_until_stored(sess, steps);
         read
     }
 
-    /// The client's PUBRECs in this read: once it has the PUBREL and answered PUBCOMP it
-    /// forgets the packet id, so if the broker then crashed with the message still stored
-    /// as "published", the resent PUBLISH would count as a new message. The session holds
-    /// its output before each PUBREL (`set_hold_release`); it goes out once "released" is
-    /// durable, like the packet ids of `drain`, or at once when nothing was stored.
-    fn hold_until_released(&mut self, sess: &mut ServerSession, marks: Vec<Op>) {
+    /// The QoS 2 steps of this read (the client's PUBRECs and PUBRELs): once the client
+    /// has the PUBREL or PUBCOMP that answers one, it forgets the packet id. Had the broker
+    /// crashed before storing the step, it would resend an outgoing message the client
+    /// then takes for new, or take the client's next message with a reused id for a
+    /// resend and drop it. The session holds its output before each such answer
+    /// (`set_hold_qos2_steps`); it goes out once the steps are durable, like the packet
+    /// ids of `drain`, or at once when nothing was stored.
+    fn hold_until_stored(&mut self, sess: &mut ServerSession, marks: Vec<Op>) {
         let store = self.broker.store();
         match store {
             Some(st) if !marks.is_empty() => {
@@ -545,16 +555,7 @@ impl Conn {
                 Ok(())
             }
             // Collected by `on_read`, which holds output until they are durable.
-            Event::Received { .. } => Ok(()),
-            Event::Released { pkid } => {
-                if self.state.mailbox.is_persistent() {
-                    self.store_write(Op::Released {
-                        client_id: self.session_key().to_owned(),
-                        pkid,
-                    });
-                }
-                Ok(())
-            }
+            Event::Received { .. } | Event::Released { .. } => Ok(()),
             Event::Auth(a) => self.on_auth(sess, a),
             Event::Connect(_) => Ok(()),
         }

@@ -60,8 +60,9 @@ pub struct ServerSession {
     reauthenticating: bool,
     /// Output from this offset of `out` on is held back (see `transmit`).
     held_from: Option<usize>,
-    /// Hold output back before each PUBREL of an outgoing QoS 2 flow (see `transmit`).
-    hold_release: bool,
+    /// Hold output back before the PUBREL and the PUBCOMP that end QoS 2 flows (see
+    /// `transmit`).
+    hold_qos2_steps: bool,
 }
 
 /// What a session keeps only while something is in flight or aliased (see
@@ -123,7 +124,7 @@ impl ServerSession {
             auth_method: None,
             reauthenticating: false,
             held_from: None,
-            hold_release: false,
+            hold_qos2_steps: false,
         }
     }
 
@@ -221,6 +222,9 @@ impl ServerSession {
                     .is_some_and(|t| t.awaiting_rel.remove(&r.pkid))
                 {
                     self.events.push_back(Event::Released { pkid: r.pkid });
+                    if self.hold_qos2_steps {
+                        self.hold_transmit();
+                    }
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound
@@ -353,7 +357,7 @@ impl ServerSession {
                 } else {
                     self.t().outbound.insert(r.pkid, Outbound::AwaitComp);
                     self.events.push_back(Event::Received { pkid: r.pkid });
-                    if self.hold_release {
+                    if self.hold_qos2_steps {
                         self.hold_transmit();
                     }
                     self.send_pub_response(PubKind::Rel, r.pkid, ReasonCode::Success);

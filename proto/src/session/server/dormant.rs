@@ -115,7 +115,7 @@ impl DormantSession {
             auth_method,
             reauthenticating: false,
             held_from: None,
-            hold_release: false,
+            hold_qos2_steps: false,
         }
     }
 }

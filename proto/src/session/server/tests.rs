@@ -406,7 +406,7 @@ fn held_output_waits_for_release() {
 #[test]
 fn pubrel_waits_for_release_when_asked() {
     let mut h = Harness::connect(Version::V5, 0, Properties::default());
-    h.s.set_hold_release(true);
+    h.s.set_hold_qos2_steps(true);
     let id = h.s.publish(publish("t", QoS::ExactlyOnce, 0)).expect("a");
     assert!(matches!(h.recv().as_slice(), [Packet::Publish(_)]));
     h.send(Packet::PingReq).expect("ping");
@@ -419,10 +419,26 @@ fn pubrel_waits_for_release_when_asked() {
     h.s.release_transmit();
     assert!(matches!(h.recv().as_slice(), [Packet::PubRel(r)] if r.pkid == id));
     // Off (the default), the PUBREL goes at once.
-    h.s.set_hold_release(false);
+    h.s.set_hold_qos2_steps(false);
     let id = h.s.publish(publish("t", QoS::ExactlyOnce, 0)).expect("b");
     h.recv();
     h.send(Packet::PubRec(PubResponse::new(id)))
         .expect("pubrec");
     assert!(matches!(h.recv().as_slice(), [Packet::PubRel(r)] if r.pkid == id));
+}
+
+#[test]
+fn pubcomp_waits_for_release_when_asked() {
+    let mut h = Harness::connect(Version::V5, 0, Properties::default());
+    h.s.set_hold_qos2_steps(true);
+    h.send(Packet::Publish(publish("a", QoS::ExactlyOnce, 1)))
+        .expect("publish");
+    assert!(matches!(h.s.poll_event(), Some(Event::Publish(_))));
+    h.s.ack_publish(1, ReasonCode::Success);
+    assert!(matches!(h.recv().as_slice(), [Packet::PubRec(_)]));
+    h.send(Packet::PubRel(PubResponse::new(1))).expect("pubrel");
+    assert_eq!(h.s.poll_event(), Some(Event::Released { pkid: 1 }));
+    assert!(!h.s.has_transmit(), "the PUBCOMP is held");
+    h.s.release_transmit();
+    assert!(matches!(h.recv().as_slice(), [Packet::PubComp(c)] if c.pkid == 1));
 }

@@ -7,12 +7,22 @@
 //! its store, and calls [`ServerSession::release_transmit`] once that commit is durable;
 //! meanwhile [`ServerSession::take_transmit`] hands over only what was encoded before.
 //!
-//! The same holds for the PUBREL that answers the client's PUBREC: once the client has it
-//! and answered PUBCOMP, it has forgotten the packet id, so a broker that crashed before
-//! storing "released" would resend the PUBLISH and the client would take it for new. With
-//! [`ServerSession::set_hold_release`] on, the session sets the barrier itself before each
-//! such PUBREL (the PUBREC arrives as [`Event::Received`](crate::session::Event)); the
-//! broker stores the state and lifts the barrier as above, or at once if it stores none.
+//! The same holds for the packets that end a QoS 2 flow, since the client forgets the
+//! packet id once it has them:
+//! - the PUBREL answering the client's PUBREC (an outgoing message): a broker that crashed
+//!   before storing "released" would resend the PUBLISH, and the client would take it for
+//!   a new message;
+//! - the PUBCOMP answering the client's PUBREL (an incoming message): a broker that crashed
+//!   before forgetting the packet id would take the client's next message with that id
+//!   (a small device may use id 1 for every message) for a resend, and drop it.
+//!
+//! With [`ServerSession::set_hold_qos2_steps`] on, the session sets the barrier itself
+//! before each such packet (the client's packet arrives as [`Event::Received`] or
+//! [`Event::Released`]); the broker stores the new state and lifts the barrier as above, or
+//! at once if it stores none.
+//!
+//! [`Event::Received`]: crate::session::Event::Received
+//! [`Event::Released`]: crate::session::Event::Released
 
 use bytes::Bytes;
 
@@ -40,14 +50,14 @@ impl ServerSession {
         }
     }
 
-    /// Whether the session holds output back before the PUBREL of each outgoing QoS 2
-    /// flow (see the module docs); off by default. A [`DormantSession`] does not keep
-    /// it: set it again after [`DormantSession::wake`].
+    /// Whether the session holds output back before the PUBREL and the PUBCOMP that end
+    /// QoS 2 flows (see the module docs); off by default. A [`DormantSession`] does not
+    /// keep it: set it again after [`DormantSession::wake`].
     ///
     /// [`DormantSession`]: super::DormantSession
     /// [`DormantSession::wake`]: super::DormantSession::wake
-    pub fn set_hold_release(&mut self, on: bool) {
-        self.hold_release = on;
+    pub fn set_hold_qos2_steps(&mut self, on: bool) {
+        self.hold_qos2_steps = on;
     }
 
     /// Lifts the barrier: everything encoded can be written.
