@@ -60,8 +60,9 @@ pub(super) struct Conn {
     pub(super) info: Option<Arc<crate::sessions::LiveInfo>>,
     /// A re-authentication under way (enhanced authentication).
     pub(super) reauth: Option<Box<crate::auth::ScramServer>>,
-    /// The commit of outgoing QoS 2 packet ids whose PUBLISHes wait for it (see `drain`).
-    pub(super) qos2_marks: Option<crate::store::Durable>,
+    /// The commit the session's held output waits for (see `hold_until_stored`): QoS 2
+    /// packet ids and steps, the session's subscriptions.
+    pub(super) barrier: Option<crate::store::Durable>,
 }
 
 impl Conn {
@@ -252,6 +253,11 @@ impl Conn {
                 return reject(sess, code, &e.to_string());
             }
         };
+        if let Some(cleared) = opened.cleared
+            && !matches!(cleared.await, Ok(Ok(_)))
+        {
+            warn!(%client_id, "removing the replaced session from the store failed; connecting anyway");
+        }
         let mut state = opened.state;
         let resume = if opened.session_present {
             Some(std::mem::take(&mut state.inflight))
@@ -287,7 +293,7 @@ impl Conn {
             parked: 0,
             info: None,
             reauth: None,
-            qos2_marks: None,
+            barrier: None,
         })
     }
 
@@ -422,8 +428,8 @@ impl Conn {
                     }
                 }
                 _ = &mut deferred, if deferring => deferring = false,
-                marked = async { self.qos2_marks.as_mut().expect("guarded").await }, if self.qos2_marks.is_some() => {
-                    self.qos2_marked(sess, matches!(marked, Ok(Ok(_))));
+                marked = async { self.barrier.as_mut().expect("guarded").await }, if self.barrier.is_some() => {
+                    self.barrier_lifted(sess, matches!(marked, Ok(Ok(_))));
                 }
                 _ = &mut keep_alive, if keep_alive_armed => {
                     keep_alive_armed = false;
@@ -473,12 +479,12 @@ impl Conn {
     fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
         let read = sess.handle_read(Instant::now(), rbuf);
         // Events decoded before a violation are still acted on.
-        let mut steps = Vec::new();
+        let mut writes = Vec::new();
         while let Some(ev) = sess.poll_event() {
             match ev {
                 Event::Received { pkid } => {
                     if let Some(&seq) = self.state.stored_inflight.get(&pkid) {
-                        steps.push(Op::MarkSent {
+                        writes.push(Op::MarkSent {
                             uid: self.state.uid,
                             seq,
                             sent: crate::store::Sent::Released(pkid),
@@ -487,26 +493,33 @@ impl Conn {
                 }
                 Event::Released { pkid } => {
                     if self.state.mailbox.is_persistent() {
-                        steps.push(Op::Released {
+                        writes.push(Op::Released {
                             client_id: self.session_key().to_owned(),
                             pkid,
                         });
                     }
                 }
-                ev => self.on_event(sess, ev)?,
+                ev => self.on_event(sess, ev, &mut writes)?,
             }
         }
-        self.hold_until_stored(sess, steps);
+        self.hold_until_stored(sess, writes);
         read
     }
 
-    /// The QoS 2 steps of this read (the client's PUBRECs and PUBRELs): once the client
-    /// has the PUBREL or PUBCOMP that answers one, it forgets the packet id. Had the broker
-    /// crashed before storing the step, it would resend an outgoing message the client
-    /// then takes for new, or take the client's next message with a reused id for a
-    /// resend and drop it. The session holds its output before each such answer
-    /// (`set_hold_qos2_steps`); it goes out once the steps are durable, like the packet
-    /// ids of `drain`, or at once when nothing was stored.
+    /// What this read changed that the client must not hear of before it is durable:
+    /// - QoS 2 steps (the client's PUBRECs and PUBRELs): once the client has the PUBREL
+    ///   or PUBCOMP that answers one, it forgets the packet id. Had the broker crashed
+    ///   before storing the step, it would resend an outgoing message the client then
+    ///   takes for new, or take the client's next message with a reused id for a resend
+    ///   and drop it. The session holds its output before each such answer
+    ///   (`set_hold_qos2_steps`).
+    /// - A persistent session's subscriptions: after a SUBACK lost in a crash, the client
+    ///   resumes (session present) without a subscription it was told it has, and never
+    ///   hears why; after an UNSUBACK, one it dropped comes back. `on_subscribe` holds
+    ///   output before its answer.
+    ///
+    /// The held output goes out once `marks` are durable, like the packet ids of `drain`,
+    /// or at once when nothing was stored.
     fn hold_until_stored(&mut self, sess: &mut ServerSession, marks: Vec<Op>) {
         let store = self.broker.store();
         match store {
@@ -515,21 +528,28 @@ impl Conn {
                 st.write(marks, Some(tx));
                 // Writes commit in the order they were queued: this one being durable
                 // means any barrier still pending (a drain's packet ids) is too.
-                self.qos2_marks = Some(rx);
+                self.barrier = Some(rx);
             }
-            _ if self.qos2_marks.is_none() && sess.is_holding_transmit() => {
+            _ if self.barrier.is_none() && sess.is_holding_transmit() => {
                 sess.release_transmit();
             }
             _ => {}
         }
     }
 
-    fn on_event(&mut self, sess: &mut ServerSession, ev: Event) -> Result<(), Violation> {
+    /// Acts on one event of the client; store writes its answer must wait for go to
+    /// `writes` (see `hold_until_stored`).
+    fn on_event(
+        &mut self,
+        sess: &mut ServerSession,
+        ev: Event,
+        writes: &mut Vec<Op>,
+    ) -> Result<(), Violation> {
         match ev {
             Event::Publish(p) => self.on_publish(sess, *p),
-            Event::Subscribe(s) => self.on_subscribe(sess, s),
+            Event::Subscribe(s) => self.on_subscribe(sess, s, writes),
             Event::Unsubscribe(u) => {
-                self.on_unsubscribe(sess, u);
+                self.on_unsubscribe(sess, u, writes);
                 Ok(())
             }
             Event::Disconnect(d) => {

@@ -81,7 +81,7 @@ impl Dormant {
             && c.batch.is_empty()
             && c.shared_inflight.as_ref().is_none_or(|m| m.is_empty())
             && c.reauth.is_none()
-            && c.qos2_marks.is_none()
+            && c.barrier.is_none()
             && c.state.inflight == InflightState::default()
             && c.state.stored_inflight.is_empty();
         if !quiet {
@@ -196,7 +196,7 @@ impl Dormant {
             parked: d.parked,
             info: d.info,
             reauth: None,
-            qos2_marks: None,
+            barrier: None,
         };
         let sess = d.sess.wake();
         let stream = match watch.release(d.stream) {

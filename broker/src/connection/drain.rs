@@ -17,7 +17,7 @@ impl Conn {
     /// Moves deliveries from the mailbox into the session while the window and the output
     /// buffer allow, keeping their order; returns how many it took from the mailbox.
     pub(super) fn drain(&mut self, sess: &mut ServerSession) -> usize {
-        if self.qos2_marks.is_some() {
+        if self.barrier.is_some() {
             // Output is held until the packet ids of QoS 2 messages already encoded are
             // durable; taking more now would put later writes under that barrier.
             return 0;
@@ -32,7 +32,7 @@ impl Conn {
         {
             let (tx, rx) = tokio::sync::oneshot::channel();
             st.write(marks, Some(tx));
-            self.qos2_marks = Some(rx);
+            self.barrier = Some(rx);
         }
         self.broker.metrics.output_backlog_peak.fetch_max(
             sess.pending_transmit() as u64,
@@ -43,11 +43,11 @@ impl Conn {
 
     /// The packet ids of the QoS 2 messages in the last drain are durable (or the store
     /// failed, which is logged): their PUBLISHes may go out, and draining goes on.
-    pub(super) fn qos2_marked(&mut self, sess: &mut ServerSession, ok: bool) {
+    pub(super) fn barrier_lifted(&mut self, sess: &mut ServerSession, ok: bool) {
         if !ok {
             tracing::warn!("storing outgoing QoS 2 packet ids failed; sending anyway");
         }
-        self.qos2_marks = None;
+        self.barrier = None;
         sess.release_transmit();
         self.drain(sess);
     }
@@ -164,25 +164,24 @@ impl Conn {
         subs
     }
 
-    /// Writes the session's subscriptions to the store, if it is persistent, and refreshes
-    /// what the admin API shows.
-    pub(super) fn persist_session(&mut self) {
+    /// The write of the session's subscriptions, if it is persistent (for the caller to
+    /// submit), and what the admin API shows refreshed.
+    pub(super) fn persist_session(&mut self) -> Option<Op> {
         if let Some(info) = &self.info {
             *info.subscriptions.lock() = self.sorted_subscriptions().into_boxed_slice();
         }
-        if let Some(st) = self.broker.store()
-            && self.expiry > 0
-        {
-            let owner = crate::sessions::owner_of(&self.identity);
-            let op = self.state.save_op(
-                self.session_key(),
-                owner.as_deref(),
-                self.expiry,
-                None,
-                None,
-            );
-            st.write(vec![op], None);
-            self.state.persisted = true;
+        if self.broker.store().is_none() || self.expiry == 0 {
+            return None;
         }
+        let owner = crate::sessions::owner_of(&self.identity);
+        let op = self.state.save_op(
+            self.session_key(),
+            owner.as_deref(),
+            self.expiry,
+            None,
+            None,
+        );
+        self.state.persisted = true;
+        Some(op)
     }
 }

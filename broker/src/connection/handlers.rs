@@ -12,6 +12,7 @@ use crate::auth::Action;
 use crate::pipeline::authorise::within_limits;
 use crate::pipeline::{Outcome, Publisher};
 use crate::sessions::SubRecord;
+use crate::store::Op;
 
 impl Conn {
     /// Runs a PUBLISH through the pipeline and queues its acknowledgement.
@@ -86,6 +87,7 @@ impl Conn {
         &mut self,
         sess: &mut ServerSession,
         s: Subscribe,
+        writes: &mut Vec<Op>,
     ) -> Result<(), Violation> {
         let b = self.broker.clone();
         let limits = &b.config.limits;
@@ -164,7 +166,11 @@ impl Conn {
                 }
             }
         }
-        self.persist_session();
+        if let Some(op) = self.persist_session() {
+            // The SUBACK (and the retained messages after it) wait until it is durable.
+            sess.hold_transmit();
+            writes.push(op);
+        }
         // SUBACK goes out before any retained message the subscriptions bring.
         sess.send_suback(s.pkid, codes);
         for ((filter, opts, shared), existed) in granted.iter().zip(existed) {
@@ -175,7 +181,12 @@ impl Conn {
         Ok(())
     }
 
-    pub(super) fn on_unsubscribe(&mut self, sess: &mut ServerSession, u: Unsubscribe) {
+    pub(super) fn on_unsubscribe(
+        &mut self,
+        sess: &mut ServerSession,
+        u: Unsubscribe,
+        writes: &mut Vec<Op>,
+    ) {
         let codes = u
             .filters
             .iter()
@@ -192,7 +203,10 @@ impl Conn {
                 }
             })
             .collect();
-        self.persist_session();
+        if let Some(op) = self.persist_session() {
+            sess.hold_transmit();
+            writes.push(op);
+        }
         sess.send_unsuback(u.pkid, codes);
     }
 }

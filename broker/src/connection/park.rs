@@ -49,7 +49,7 @@ impl Conn {
             && !io.read_hot
             && sess.is_quiet()
             && self.acks.is_empty()
-            && self.qos2_marks.is_none()
+            && self.barrier.is_none()
             && self.reauth.is_none()
             && self.batch.is_empty()
             && self.state.mailbox.is_empty()

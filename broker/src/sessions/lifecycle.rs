@@ -119,6 +119,7 @@ impl BrokerState {
             let mut state = resumed.unwrap_or_else(|| self.new_session_state());
             state.mailbox.set_online(true);
             state.mailbox.set_persistent(expiry > 0);
+            let mut cleared = None;
             if let Some(store) = self.store() {
                 let mut ops = Vec::new();
                 if let Some((Some(old), _)) = &ended
@@ -129,12 +130,17 @@ impl BrokerState {
                         uid: old.uid,
                     });
                 }
+                let done = (!ops.is_empty()).then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    cleared = Some(rx);
+                    tx
+                });
                 if expiry > 0 || state.persisted {
                     ops.push(state.save_op(client_id, owner, expiry, None, None));
                     state.persisted = true;
                 }
                 if !ops.is_empty() {
-                    store.write(ops, None);
+                    store.write(ops, done);
                 }
             }
             map.insert(
@@ -161,6 +167,7 @@ impl BrokerState {
                 state,
                 session_present,
                 kicked: kick_rx,
+                cleared,
             });
         }
     }

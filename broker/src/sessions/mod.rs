@@ -257,6 +257,11 @@ pub struct Opened {
     pub state: SessionState,
     pub session_present: bool,
     pub kicked: oneshot::Receiver<Box<Kick>>,
+    /// A clean start's removal of the stored session it replaces, durable when this
+    /// fires. CONNACK waits for it: a crash before would bring the old session back (its
+    /// subscriptions, its queue, the packet ids of QoS 2 messages it had not completed,
+    /// which would make the client's new message with such an id count as a resend).
+    pub cleared: Option<crate::store::Durable>,
 }
 
 /// How a connection ended, for [`BrokerState::close_session`].

@@ -456,6 +456,13 @@ pub(super) mod latency {
             }
         }
 
+        /// Adds samples a task collected on its own.
+        pub fn extend(&self, us: Vec<u64>) {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend(us);
+            }
+        }
+
         /// p50 and p99 in milliseconds.
         pub fn percentiles(&self) -> (f64, f64) {
             let Ok(mut v) = self.0.lock() else {

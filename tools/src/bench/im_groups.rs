@@ -25,6 +25,7 @@ use switchboard_client::im::{ImClient, ImEvent};
 use switchboard_client::{Config, Endpoint};
 use switchboard_proto::im::{self, event::Kind};
 
+use super::im::latency::Samples;
 use super::im::rss_kb;
 use super::peers::{Peer, PeerKind};
 
@@ -193,6 +194,9 @@ async fn measure(
             last_at.clone(),
         );
         readers.push(tokio::spawn(async move {
+            // Kept by the task and handed over at the end: a lock shared by every reader
+            // for each delivery would take the CPU the broker is measured with.
+            let mut mine = Vec::new();
             while let Some(e) = events.recv().await {
                 match e {
                     ImEvent::Event(e) => {
@@ -203,7 +207,7 @@ async fn measure(
                             && sent_us > 0
                         {
                             let now = start.elapsed().as_micros() as u64;
-                            lat.push(now.saturating_sub(sent_us));
+                            mine.push(now.saturating_sub(sent_us));
                             n.fetch_add(1, Ordering::Relaxed);
                             last_at.fetch_max(now, Ordering::Relaxed);
                         }
@@ -214,6 +218,7 @@ async fn measure(
                     _ => {}
                 }
             }
+            lat.extend(mine);
         }));
     }
     let sent = Arc::new(AtomicU64::new(0));
@@ -270,8 +275,15 @@ async fn measure(
     for c in &clients {
         c.shutdown().await;
     }
+    // A client's events end with its shutdown, and its reader hands over its samples.
     for r in readers {
-        r.abort();
+        let abort = r.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), r)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
     let (p50, p99) = latency.percentiles();
     let (_, s99) = sent_lat.percentiles();
@@ -366,31 +378,6 @@ async fn post(admin: &str, path: &str, body: Value) -> anyhow::Result<Value> {
     })
     .await??;
     Ok(serde_json::from_str(&answer).unwrap_or(Value::Null))
-}
-
-/// Latency samples shared by tasks.
-#[derive(Debug, Default)]
-struct Samples(std::sync::Mutex<Vec<u64>>);
-
-impl Samples {
-    fn push(&self, us: u64) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(us);
-        }
-    }
-
-    /// p50 and p99 in milliseconds.
-    fn percentiles(&self) -> (f64, f64) {
-        let Ok(mut v) = self.0.lock() else {
-            return (0.0, 0.0);
-        };
-        if v.is_empty() {
-            return (0.0, 0.0);
-        }
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
-        (at(0.5), at(0.99))
-    }
 }
 
 /// The markdown report.

@@ -1,9 +1,15 @@
-//! Outgoing QoS 2 to a persistent session (issue 11, item 14): the packet identifier is
-//! durable before the PUBLISH reaches the client, and "released" is durable before the
-//! PUBREL does (once the client answers PUBCOMP it forgets the id, so a resent PUBLISH
-//! after a crash would count as a new message). A store whose commits of that state are
-//! slow (as a slow fsync would be) shows the order: when the client sees the packet, the
-//! store already has the state.
+//! What the broker tells a client of a persistent session is durable first, so a crash
+//! right after cannot contradict it:
+//! - outgoing QoS 2 (issue 11, item 14): the packet identifier before the PUBLISH, and
+//!   "released" before the PUBREL (once the client answers PUBCOMP it forgets the id, so a
+//!   resent PUBLISH after a crash would count as a new message);
+//! - incoming QoS 2: the packet id forgotten before the PUBCOMP (or the client's next
+//!   message with that id would be taken for a resend and dropped);
+//! - subscriptions before the SUBACK / UNSUBACK;
+//! - a clean start's removal of the old session before the CONNACK.
+//!
+//! A store whose commits of that state are slow (as a slow fsync would be) shows the
+//! order: when the client sees the packet, the store already has the state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,12 +81,8 @@ impl Store for SlowMarks {
     }
 }
 
-/// A broker on `store` (over `mem`), a persistent QoS 2 subscriber to `q2/#` and a
-/// publisher.
-async fn start(
-    mem: &Arc<MemoryStore>,
-    slow: fn(&Op) -> bool,
-) -> (switchboard_broker::BrokerHandle, RawClient, RawClient) {
+/// A broker over `mem`, whose transactions with an op that `slow` picks commit late.
+async fn broker(mem: &Arc<MemoryStore>, slow: fn(&Op) -> bool) -> switchboard_broker::BrokerHandle {
     let cfg = BrokerConfig {
         listeners: switchboard_broker::Listeners {
             tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
@@ -90,25 +92,36 @@ async fn start(
         sys_interval: 0,
         ..BrokerConfig::default()
     };
-    let h = Broker::new(cfg)
+    Broker::new(cfg)
         .with_store(Arc::new(SlowMarks(mem.clone(), slow)))
         .start()
         .await
-        .expect("starts");
-    let addr = h.tcp_addrs()[0];
-    let (mut s, _) = RawClient::connect(addr, persistent_connect("q2sub", 600)).await;
-    s.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
+        .expect("starts")
+}
+
+fn subscribe(pkid: u16, filter: &str) -> Packet {
+    Packet::Subscribe(Subscribe {
+        pkid,
         properties: Properties::default(),
         filters: vec![(
-            "q2/#".into(),
+            filter.into(),
             SubscriptionOptions {
                 qos: QoS::ExactlyOnce,
                 ..Default::default()
             },
         )],
-    }))
-    .await;
+    })
+}
+
+/// A broker (see [`broker`]), a persistent QoS 2 subscriber to `q2/#` and a publisher.
+async fn start(
+    mem: &Arc<MemoryStore>,
+    slow: fn(&Op) -> bool,
+) -> (switchboard_broker::BrokerHandle, RawClient, RawClient) {
+    let h = broker(mem, slow).await;
+    let addr = h.tcp_addrs()[0];
+    let (mut s, _) = RawClient::connect(addr, persistent_connect("q2sub", 600)).await;
+    s.send(&subscribe(1, "q2/#")).await;
     assert!(matches!(s.recv().await, Some(Packet::SubAck(_))));
     let (p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
     (h, s, p)
@@ -217,5 +230,69 @@ async fn incoming_qos2_id_is_forgotten_durably_before_the_pubcomp_is_written() {
              after a crash its next message with id 1 would be taken for a resend and dropped"
         );
     }
+    h.shutdown().await;
+}
+
+/// The filters of `client`'s stored session (`None`: no session stored).
+fn stored_filters(mem: &MemoryStore, client: &str) -> Option<Vec<String>> {
+    let snap = mem.load().expect("load");
+    snap.sessions
+        .into_iter()
+        .find(|(c, _)| c == client)
+        .map(|(_, r)| r.subs.into_iter().map(|s| s.filter).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_durable_before_suback_and_unsuback() {
+    let mem = Arc::new(MemoryStore::new());
+    let h = broker(&mem, |o| matches!(o, Op::PutSession { .. })).await;
+    let (mut c, _) = RawClient::connect(h.tcp_addrs()[0], persistent_connect("keeper", 600)).await;
+    c.send(&subscribe(1, "a/#")).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    let filters = stored_filters(&mem, "keeper").unwrap_or_default();
+    assert!(
+        filters.iter().any(|f| f.ends_with("a/#")),
+        "SUBACK reached the client before the subscription was stored: after a crash the \
+         session would resume without it ({filters:?})"
+    );
+    c.send(&Packet::Unsubscribe(Unsubscribe {
+        pkid: 2,
+        properties: Properties::default(),
+        filters: vec!["a/#".into()],
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::UnsubAck(_))));
+    let filters = stored_filters(&mem, "keeper").unwrap_or_default();
+    assert!(
+        !filters.iter().any(|f| f.ends_with("a/#")),
+        "UNSUBACK reached the client before the removal was stored ({filters:?})"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_removes_the_stored_session_before_connack() {
+    let mem = Arc::new(MemoryStore::new());
+    let h = broker(&mem, |o| matches!(o, Op::DeleteSession { .. })).await;
+    let addr = h.tcp_addrs()[0];
+    let (mut c, _) = RawClient::connect(addr, persistent_connect("dev", 600)).await;
+    c.send(&subscribe(1, "old/#")).await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await;
+    assert!(
+        c.recv().await.is_none(),
+        "the broker closes after DISCONNECT"
+    );
+    let mut fresh = persistent_connect("dev", 600);
+    fresh.clean_start = true;
+    let (_c, ack) = RawClient::connect(addr, fresh).await;
+    assert!(matches!(&ack, Packet::ConnAck(a) if !a.session_present));
+    let filters = stored_filters(&mem, "dev").unwrap_or_default();
+    assert!(
+        !filters.iter().any(|f| f.ends_with("old/#")),
+        "CONNACK of a clean start reached the client before the old session was removed: \
+         after a crash it would come back ({filters:?})"
+    );
     h.shutdown().await;
 }
