@@ -47,9 +47,10 @@ impl TestBroker {
         Self::start_with(|_| {}).await
     }
 
-    /// Like [`TestBroker::start`], with the config adjusted by `f`.
-    pub async fn start_with(f: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
-        let mut cfg = BrokerConfig {
+    /// The config of [`TestBroker::start`]: anonymous access, `$SYS` off, TCP on
+    /// 127.0.0.1 with a free port.
+    pub fn config() -> BrokerConfig {
+        BrokerConfig {
             listeners: switchboard_broker::Listeners {
                 tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
                 ..Default::default()
@@ -57,7 +58,12 @@ impl TestBroker {
             allow_anonymous: true,
             sys_interval: 0,
             ..BrokerConfig::default()
-        };
+        }
+    }
+
+    /// Like [`TestBroker::start`], with the config adjusted by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let mut cfg = Self::config();
         f(&mut cfg);
         let handle = Broker::new(cfg).start().await.expect("broker starts");
         let addr = handle.tcp_addrs()[0];

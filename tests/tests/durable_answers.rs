@@ -11,18 +11,17 @@
 //! A store whose commits of that state are slow (as a slow fsync would be) shows the
 //! order: when the client sees the packet, the store already has the state.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use switchboard_broker::Broker;
 use switchboard_broker::store::memory::MemoryStore;
 use switchboard_broker::store::{
     Done, LogEntry, Op, Record, Sent, Snapshot, Store, StoreError, StoreStats, Table,
 };
-use switchboard_broker::{Broker, BrokerConfig};
 use switchboard_proto::*;
-use switchboard_tests::{RawClient, connect_packet, persistent_connect};
+use switchboard_tests::{RawClient, TestBroker, connect_packet, persistent_connect};
 
 /// A MemoryStore whose transactions with an op that `slow` picks commit 300 ms late.
 struct SlowMarks(Arc<MemoryStore>, fn(&Op) -> bool);
@@ -83,16 +82,7 @@ impl Store for SlowMarks {
 
 /// A broker over `mem`, whose transactions with an op that `slow` picks commit late.
 async fn broker(mem: &Arc<MemoryStore>, slow: fn(&Op) -> bool) -> switchboard_broker::BrokerHandle {
-    let cfg = BrokerConfig {
-        listeners: switchboard_broker::Listeners {
-            tcp: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            ..Default::default()
-        },
-        allow_anonymous: true,
-        sys_interval: 0,
-        ..BrokerConfig::default()
-    };
-    Broker::new(cfg)
+    Broker::new(TestBroker::config())
         .with_store(Arc::new(SlowMarks(mem.clone(), slow)))
         .start()
         .await
