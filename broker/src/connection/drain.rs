@@ -41,11 +41,14 @@ impl Conn {
         taken
     }
 
-    /// The packet ids of the QoS 2 messages in the last drain are durable (or the store
-    /// failed, which is logged): their PUBLISHes may go out, and draining goes on.
+    /// What the held output waited for is durable (QoS 2 packet ids or steps, the
+    /// session's subscriptions), or the store failed, which is logged: the output may go
+    /// out, and draining goes on.
     pub(super) fn barrier_lifted(&mut self, sess: &mut ServerSession, ok: bool) {
         if !ok {
-            tracing::warn!("storing outgoing QoS 2 packet ids failed; sending anyway");
+            tracing::warn!(
+                "a store write the connection's output waited for failed (QoS 2 state or subscriptions); sending anyway"
+            );
         }
         self.barrier = None;
         sess.release_transmit();
