@@ -23,29 +23,48 @@ use switchboard_broker::store::{
 use switchboard_proto::*;
 use switchboard_tests::{RawClient, TestBroker, connect_packet, persistent_connect};
 
-/// A MemoryStore whose transactions with an op that `slow` picks commit 300 ms late.
-struct SlowMarks(Arc<MemoryStore>, fn(&Op) -> bool);
+/// A MemoryStore whose transactions with an op that `slow` picks commit `late`.
+/// Like the real stores, one writer commits every transaction in the order it was
+/// queued (the broker relies on it): the ones behind a slow one wait for it.
+struct SlowMarks {
+    mem: Arc<MemoryStore>,
+    queue: std::sync::Mutex<std::sync::mpsc::Sender<(Vec<Op>, Option<Done>)>>,
+}
+
+impl SlowMarks {
+    fn new(mem: Arc<MemoryStore>, slow: fn(&Op) -> bool, late: Duration) -> SlowMarks {
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<Op>, Option<Done>)>();
+        let inner = mem.clone();
+        // Ends when the store (and with it the sender) is dropped.
+        std::thread::spawn(move || {
+            for (ops, done) in rx {
+                if ops.iter().any(slow) {
+                    std::thread::sleep(late);
+                }
+                inner.write(ops, done);
+            }
+        });
+        SlowMarks {
+            mem,
+            queue: std::sync::Mutex::new(tx),
+        }
+    }
+}
 
 impl Store for SlowMarks {
     fn write(&self, ops: Vec<Op>, done: Option<Done>) {
-        if ops.iter().any(self.1) {
-            let inner = self.0.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
-                inner.write(ops, done);
-            });
-        } else {
-            self.0.write(ops, done);
+        if let Ok(q) = self.queue.lock() {
+            let _ = q.send((ops, done));
         }
     }
     fn congested(&self) -> bool {
-        self.0.congested()
+        self.mem.congested()
     }
     fn load(&self) -> Result<Snapshot, StoreError> {
-        self.0.load()
+        self.mem.load()
     }
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(table, key)
+        self.mem.get(table, key)
     }
     fn scan(
         &self,
@@ -54,7 +73,7 @@ impl Store for SlowMarks {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        self.0.scan(table, prefix, after, limit)
+        self.mem.scan(table, prefix, after, limit)
     }
     fn log_range(
         &self,
@@ -64,26 +83,35 @@ impl Store for SlowMarks {
         limit: usize,
         backwards: bool,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        self.0.log_range(log, from, to, limit, backwards)
+        self.mem.log_range(log, from, to, limit, backwards)
     }
     fn log_last(&self, log: &[u8]) -> Result<u64, StoreError> {
-        self.0.log_last(log)
+        self.mem.log_last(log)
     }
     fn healthy(&self) -> bool {
-        self.0.healthy()
+        self.mem.healthy()
     }
     fn over_budget(&self, extra: u64) -> bool {
-        self.0.over_budget(extra)
+        self.mem.over_budget(extra)
     }
     fn stats(&self) -> StoreStats {
-        self.0.stats()
+        self.mem.stats()
     }
 }
 
-/// A broker over `mem`, whose transactions with an op that `slow` picks commit late.
+/// A broker over `mem`, whose transactions with an op that `slow` picks commit 300 ms late.
 async fn broker(mem: &Arc<MemoryStore>, slow: fn(&Op) -> bool) -> switchboard_broker::BrokerHandle {
+    broker_late(mem, slow, Duration::from_millis(300)).await
+}
+
+/// [`broker`] with the slow commits `late`.
+async fn broker_late(
+    mem: &Arc<MemoryStore>,
+    slow: fn(&Op) -> bool,
+    late: Duration,
+) -> switchboard_broker::BrokerHandle {
     Broker::new(TestBroker::config())
-        .with_store(Arc::new(SlowMarks(mem.clone(), slow)))
+        .with_store(Arc::new(SlowMarks::new(mem.clone(), slow, late)))
         .start()
         .await
         .expect("starts")
@@ -284,5 +312,82 @@ async fn a_clean_start_removes_the_stored_session_before_connack() {
         "CONNACK of a clean start reached the client before the old session was removed: \
          after a crash it would come back ({filters:?})"
     );
+    h.shutdown().await;
+}
+
+/// Whether the store still has incoming QoS 2 packet id `pkid` of `client` awaiting PUBREL.
+fn awaiting(mem: &MemoryStore, client: &str, pkid: u16) -> bool {
+    let snap = mem.load().expect("load");
+    snap.awaiting_rel
+        .get(client)
+        .is_some_and(|ids| ids.contains(&pkid))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_connacks_after_its_last_connections_writes() {
+    let mem = Arc::new(MemoryStore::new());
+    // Slower than the 1 s a closing connection waits for its held output.
+    let late = Duration::from_millis(1500);
+    let h = broker_late(&mem, |o| matches!(o, Op::Released { .. }), late).await;
+    let addr = h.tcp_addrs()[0];
+    let (mut p, _) = RawClient::connect(addr, persistent_connect("q2dev", 600)).await;
+    publish_qos2(&mut p, 1).await;
+    assert!(
+        awaiting(&mem, "q2dev", 1),
+        "the packet id is stored with the message"
+    );
+    // PUBREL, then the connection drops before the PUBCOMP (held for the slow commit).
+    p.send(&Packet::PubRel(PubResponse::new(1))).await;
+    drop(p);
+    let (_p, ack) = RawClient::connect(addr, persistent_connect("q2dev", 600)).await;
+    assert!(
+        matches!(&ack, Packet::ConnAck(a) if a.session_present),
+        "{ack:?}"
+    );
+    assert!(
+        !awaiting(&mem, "q2dev", 1),
+        "CONNACK of the resumed session came before its last connection's PUBREL was \
+         stored: a crash now would drop the client's next message with id 1"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violation_after_a_pubrel_in_one_read_still_stores_it_and_says_why() {
+    let mem = Arc::new(MemoryStore::new());
+    let h = broker(&mem, |o| matches!(o, Op::Released { .. })).await;
+    let (mut p, _) = RawClient::connect(h.tcp_addrs()[0], persistent_connect("q2dev", 600)).await;
+    publish_qos2(&mut p, 1).await;
+    // PUBREL and a SUBSCRIBE the broker refuses as a protocol error (No Local on a shared
+    // subscription, [MQTT-3.8.3-4]), in one write.
+    let mut bytes = bytes::BytesMut::new();
+    Packet::PubRel(PubResponse::new(1)).encode(Version::V5, &mut bytes);
+    Packet::Subscribe(Subscribe {
+        pkid: 2,
+        properties: Properties::default(),
+        filters: vec![(
+            "$share/g/x".into(),
+            SubscriptionOptions {
+                no_local: true,
+                ..Default::default()
+            },
+        )],
+    })
+    .encode(Version::V5, &mut bytes);
+    p.send_bytes(&bytes).await;
+    let seen = p.expect_closed().await;
+    assert!(
+        seen.iter()
+            .any(|s| matches!(s, Packet::Disconnect(d) if d.code.is_error())),
+        "the broker says why it closes: {seen:?}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while awaiting(&mem, "q2dev", 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the PUBREL read before the violation was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     h.shutdown().await;
 }

@@ -253,10 +253,12 @@ impl Conn {
                 return reject(sess, code, &e.to_string());
             }
         };
-        if let Some(cleared) = opened.cleared
-            && !matches!(cleared.await, Ok(Ok(_)))
+        // Not long: one group commit. Meanwhile a connection taking the session over
+        // waits for this one (`TAKEOVER_WAIT`), as it would for any other.
+        if let Some(settled) = opened.settled
+            && !matches!(settled.await, Ok(Ok(_)))
         {
-            warn!(%client_id, "removing the replaced session from the store failed; connecting anyway");
+            warn!(%client_id, "a store write the CONNACK waited for failed; connecting anyway");
         }
         let mut state = opened.state;
         let resume = if opened.session_present {
@@ -478,8 +480,10 @@ impl Conn {
 
     fn on_read(&mut self, sess: &mut ServerSession, rbuf: &mut BytesMut) -> Result<(), Violation> {
         let read = sess.handle_read(Instant::now(), rbuf);
-        // Events decoded before a violation are still acted on.
+        // Events decoded before a violation are still acted on, and their writes submitted
+        // even when a later event is a violation.
         let mut writes = Vec::new();
+        let mut acted = Ok(());
         while let Some(ev) = sess.poll_event() {
             match ev {
                 Event::Received { pkid } => {
@@ -499,10 +503,16 @@ impl Conn {
                         });
                     }
                 }
-                ev => self.on_event(sess, ev, &mut writes)?,
+                ev => {
+                    acted = self.on_event(sess, ev, &mut writes);
+                    if acted.is_err() {
+                        break;
+                    }
+                }
             }
         }
         self.hold_until_stored(sess, writes);
+        acted?;
         read
     }
 
@@ -527,7 +537,8 @@ impl Conn {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 st.write(marks, Some(tx));
                 // Writes commit in the order they were queued: this one being durable
-                // means any barrier still pending (a drain's packet ids) is too.
+                // means any barrier still pending (a drain's packet ids) is too. (Had that
+                // one failed, its warning is lost; the output goes out either way.)
                 self.barrier = Some(rx);
             }
             _ if self.barrier.is_none() && sess.is_holding_transmit() => {

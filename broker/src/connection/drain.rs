@@ -18,8 +18,9 @@ impl Conn {
     /// buffer allow, keeping their order; returns how many it took from the mailbox.
     pub(super) fn drain(&mut self, sess: &mut ServerSession) -> usize {
         if self.barrier.is_some() {
-            // Output is held until the packet ids of QoS 2 messages already encoded are
-            // durable; taking more now would put later writes under that barrier.
+            // Output is held until a commit is durable (QoS 2 packet ids already encoded,
+            // QoS 2 steps, subscriptions: `Conn::hold_until_stored`); taking more now would
+            // put later writes under that barrier.
             return 0;
         }
         let now = Instant::now();

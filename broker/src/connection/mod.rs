@@ -210,7 +210,7 @@ async fn connected<S>(
     let linger = !broker.shutdown.is_cancelled();
     Box::pin(async move {
         let Live {
-            conn,
+            mut conn,
             mut io,
             mut sess,
             slot,
@@ -218,10 +218,24 @@ async fn connected<S>(
         if let End::Violation(v) = &end {
             sess.disconnect(v.code, Some(v.reason));
         }
-        let rest = sess.take_transmit();
+        let mut rest = sess.take_transmit();
+        // Output held for a commit (see `Conn::hold_until_stored`), and the last words (a
+        // DISCONNECT) behind it: they go once the commit succeeded (briefly waited for).
+        let held = conn.barrier.take().map(|barrier| {
+            sess.release_transmit();
+            (barrier, sess.take_transmit())
+        });
         // The session is parked (or handed to a connection taking it over) before the
         // lingering close, which may take a while.
         conn.finish(end, sess);
+        if let Some((barrier, bytes)) = held {
+            let committed = tokio::time::timeout(Duration::from_secs(1), barrier).await;
+            if matches!(committed, Ok(Ok(Ok(_)))) {
+                let mut all = bytes::BytesMut::from(rest);
+                all.extend_from_slice(&bytes);
+                rest = all.freeze();
+            }
+        }
         io.final_flush(rest, linger).await;
         // The connection's permit goes back only now.
         drop(slot);

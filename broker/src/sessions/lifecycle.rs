@@ -119,7 +119,7 @@ impl BrokerState {
             let mut state = resumed.unwrap_or_else(|| self.new_session_state());
             state.mailbox.set_online(true);
             state.mailbox.set_persistent(expiry > 0);
-            let mut cleared = None;
+            let mut settled = None;
             if let Some(store) = self.store() {
                 let mut ops = Vec::new();
                 if let Some((Some(old), _)) = &ended
@@ -130,16 +130,21 @@ impl BrokerState {
                         uid: old.uid,
                     });
                 }
-                let done = (!ops.is_empty()).then(|| {
-                    let (tx, rx) = oneshot::channel();
-                    cleared = Some(rx);
-                    tx
-                });
+                // What the CONNACK waits for (see `Opened::settled`).
+                let wait = !ops.is_empty() || session_present;
                 if expiry > 0 || state.persisted {
                     ops.push(state.save_op(client_id, owner, expiry, None, None));
                     state.persisted = true;
                 }
+                if wait && ops.is_empty() {
+                    ops.push(Op::Probe);
+                }
                 if !ops.is_empty() {
+                    let done = wait.then(|| {
+                        let (tx, rx) = oneshot::channel();
+                        settled = Some(rx);
+                        tx
+                    });
                     store.write(ops, done);
                 }
             }
@@ -167,7 +172,7 @@ impl BrokerState {
                 state,
                 session_present,
                 kicked: kick_rx,
-                cleared,
+                settled,
             });
         }
     }

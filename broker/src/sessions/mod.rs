@@ -257,11 +257,16 @@ pub struct Opened {
     pub state: SessionState,
     pub session_present: bool,
     pub kicked: oneshot::Receiver<Box<Kick>>,
-    /// A clean start's removal of the stored session it replaces, durable when this
-    /// fires. CONNACK waits for it: a crash before would bring the old session back (its
-    /// subscriptions, its queue, the packet ids of QoS 2 messages it had not completed,
-    /// which would make the client's new message with such an id count as a resend).
-    pub cleared: Option<crate::store::Durable>,
+    /// Fires once the store has what the CONNACK must not run ahead of:
+    /// - a clean start's removal of the stored session it replaces (a crash before would
+    ///   bring the old session back: its subscriptions, its queue, the packet ids of QoS 2
+    ///   messages it had not completed, which would make the client's new message with
+    ///   such an id count as a resend);
+    /// - for a resumed session, the writes of its previous connection (one that ended
+    ///   while a QoS 2 step or a subscription change was being committed; writes commit
+    ///   in order, so this one comes after them): the resumed flow must not run ahead
+    ///   of them either.
+    pub settled: Option<crate::store::Durable>,
 }
 
 /// How a connection ended, for [`BrokerState::close_session`].

@@ -352,7 +352,8 @@ pub trait Store: Send + Sync + 'static {
     /// Queues the transaction `ops` for the next group commit; `done` (if any) fires once
     /// it is durable. Never blocks; see [`Store::congested`] for the bound. Writes are
     /// applied in the order they are queued: when one is durable, so is every earlier one
-    /// (unless that one failed, which its own `done` says).
+    /// (unless that one failed, which only its own `done` says: a caller that stopped
+    /// listening to it does not hear of the failure).
     fn write(&self, ops: Vec<Op>, done: Option<Done>);
     /// True while the backlog of writes is above its bound: refuse new work.
     fn congested(&self) -> bool;

@@ -19,7 +19,7 @@
 //! With [`ServerSession::set_hold_qos2_steps`] on, the session sets the barrier itself
 //! before each such packet (the client's packet arrives as [`Event::Received`] or
 //! [`Event::Released`]); the broker stores the new state and lifts the barrier as above, or
-//! at once if it stores none.
+//! when it stores none, at once (or with a barrier it already waits for).
 //!
 //! [`Event::Received`]: crate::session::Event::Received
 //! [`Event::Released`]: crate::session::Event::Released
