@@ -276,14 +276,17 @@ async fn measure(
         c.shutdown().await;
     }
     // A client's events end with its shutdown, and its reader hands over its samples.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut stuck = 0;
     for r in readers {
         let abort = r.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), r)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, r).await.is_err() {
             abort.abort();
+            stuck += 1;
         }
+    }
+    if stuck > 0 {
+        eprintln!("group bench: {stuck} readers did not end; their latency samples are missing");
     }
     let (p50, p99) = latency.percentiles();
     let (_, s99) = sent_lat.percentiles();
