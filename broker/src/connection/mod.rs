@@ -27,6 +27,7 @@ mod conn;
 mod dormant;
 mod drain;
 mod enhanced_auth;
+mod events;
 mod handlers;
 mod hints;
 mod park;
