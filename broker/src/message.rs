@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_proto::{Properties, Publish, QoS, Will};
+use switchboard_proto::{PlainPublish, Properties, Publish, QoS, Will};
 
 /// A message as routed: shared by every session it goes to.
 #[derive(Debug, Clone)]
@@ -120,16 +120,25 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// What is left of the message's expiry interval, in whole seconds rounded up
+    /// ([MQTT-3.3.2-6]): `Some(None)` if it has none, `None` if it expired while queued.
+    pub fn expiry_left(&self, now: Instant) -> Option<Option<u32>> {
+        let Some(at) = self.msg.expires_at else {
+            return Some(None);
+        };
+        let left = at.checked_duration_since(now)?;
+        if left.is_zero() {
+            return None;
+        }
+        Some(Some(left.as_secs_f64().ceil() as u32))
+    }
+
     /// The PUBLISH to send, or `None` if the message expired while queued. The expiry
     /// interval sent is what remains of it ([MQTT-3.3.2-6]).
     pub fn to_publish(&self, now: Instant) -> Option<Publish> {
         let mut properties = self.msg.properties.as_deref().cloned().unwrap_or_default();
-        if let Some(at) = self.msg.expires_at {
-            let left = at.checked_duration_since(now)?;
-            if left.is_zero() {
-                return None;
-            }
-            properties.message_expiry_interval = Some(left.as_secs_f64().ceil() as u32);
+        if let Some(left) = self.expiry_left(now)? {
+            properties.message_expiry_interval = Some(left);
         }
         properties
             .subscription_identifiers
@@ -143,6 +152,27 @@ impl Delivery {
             properties,
             payload: self.msg.payload.clone(),
         })
+    }
+
+    /// The PUBLISH to send without building one (see [`PlainPublish`]), if this is a QoS 0
+    /// delivery of a message without properties of its own; `Some(None)`: it expired
+    /// while queued. `topic`: the topic as the client sees it.
+    pub fn to_plain<'a>(
+        &'a self,
+        now: Instant,
+        topic: &'a str,
+    ) -> Option<Option<PlainPublish<'a>>> {
+        if self.qos != QoS::AtMostOnce || self.msg.properties.is_some() {
+            return None;
+        }
+        Some(self.expiry_left(now).map(|expiry| PlainPublish {
+            retain: self.retain,
+            topic,
+            message_expiry_interval: expiry,
+            subscription_identifiers: &self.sub_ids,
+            topic_alias: None,
+            payload: &self.msg.payload,
+        }))
     }
 }
 

@@ -56,7 +56,7 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
-mod id {
+pub(crate) mod id {
     pub const PAYLOAD_FORMAT: u8 = 0x01;
     pub const MESSAGE_EXPIRY: u8 = 0x02;
     pub const CONTENT_TYPE: u8 = 0x03;

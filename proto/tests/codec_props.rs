@@ -249,6 +249,47 @@ proptest! {
         prop_assert_eq!(topic::matches(&filter, &name), expected);
     }
 
+    /// The borrowed QoS 0 encoding writes the same bytes as the owned one.
+    #[test]
+    fn plain_publish_encodes_as_publish(
+        retain in any::<bool>(),
+        topic in topic_name(),
+        expiry in proptest::option::of(any::<u32>()),
+        ids in proptest::collection::vec(1u32..=268_435_455, 0..3),
+        alias in proptest::option::of(1u16..),
+        payload in proptest::collection::vec(any::<u8>(), 0..300),
+        v5 in any::<bool>(),
+    ) {
+        let v = if v5 { Version::V5 } else { Version::V3_1_1 };
+        let owned = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain,
+            topic: topic.clone(),
+            pkid: 0,
+            properties: Properties {
+                message_expiry_interval: expiry,
+                subscription_identifiers: ids.clone(),
+                topic_alias: alias,
+                ..Properties::default()
+            },
+            payload: Bytes::from(payload.clone()),
+        };
+        let plain = PlainPublish {
+            retain,
+            topic: &topic,
+            message_expiry_interval: expiry,
+            subscription_identifiers: &ids,
+            topic_alias: alias,
+            payload: &payload,
+        };
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        owned.encode(v, &mut a);
+        plain.encode(v, &mut b);
+        prop_assert_eq!(plain.encoded_len(v), b.len());
+        prop_assert_eq!(&a[..], &b[..]);
+    }
+
     /// Differential: rumqttc's v4 codec reads what we write, and we read what it writes.
     #[test]
     fn v4_publish_agrees_with_rumqttc(p in publish(false)) {

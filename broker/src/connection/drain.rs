@@ -82,23 +82,34 @@ impl Conn {
             sess.reserve_transmit(batch.iter().map(|d| d.msg.cost()).sum());
             let mut rest = batch.drain(..);
             for d in rest.by_ref() {
-                let Some(mut p) = d.to_publish(now) else {
-                    Metrics::inc(&m.dropped_expired);
-                    self.dequeue(&d);
-                    continue;
-                };
-                if !self.identity.namespace.is_identity() {
-                    p.topic = self.identity.namespace.outbound(&p.topic).into_owned();
-                }
                 // QoS 2 must resume with the same packet id after a crash, or the client
                 // would take it for a new message: the id is stored before the PUBLISH
                 // leaves (output held until the commit). QoS 1 may be delivered twice
                 // anyway: not worth a write per message.
                 let mark = durable && d.seq.is_some() && d.qos == QoS::ExactlyOnce;
-                if mark {
-                    sess.hold_transmit();
-                }
-                match sess.publish(p) {
+                let sent = {
+                    let topic = self.identity.namespace.outbound(&d.msg.topic);
+                    match d.to_plain(now, &topic) {
+                        // The fan-out case: encoded from the shared message as it is.
+                        Some(Some(p)) => Some(sess.publish_plain(p).map(|()| 0)),
+                        Some(None) => None,
+                        None => d.to_publish(now).map(|mut p| {
+                            if !self.identity.namespace.is_identity() {
+                                p.topic = topic.into_owned();
+                            }
+                            if mark {
+                                sess.hold_transmit();
+                            }
+                            sess.publish(p)
+                        }),
+                    }
+                };
+                let Some(sent) = sent else {
+                    Metrics::inc(&m.dropped_expired);
+                    self.dequeue(&d);
+                    continue;
+                };
+                match sent {
                     Ok(pkid) => {
                         Metrics::inc(&m.messages_sent);
                         if pkid != 0 {

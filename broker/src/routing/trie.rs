@@ -51,14 +51,57 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 #[derive(Debug, Default)]
 struct Node {
+    /// Children by literal level.
     children: HashMap<Box<str>, Node>,
+    /// The `+` and `#` children, apart: a topic's walk looks for them at every level,
+    /// and most levels have none.
+    plus: Option<Box<Node>>,
+    hash: Option<Box<Node>>,
     subs: Vec<Subscriber>,
     shared: HashMap<Box<str>, SharedGroup>,
 }
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.subs.is_empty() && self.shared.is_empty()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.subs.is_empty()
+            && self.shared.is_empty()
+    }
+
+    fn child(&self, level: &str) -> Option<&Node> {
+        match level {
+            "+" => self.plus.as_deref(),
+            "#" => self.hash.as_deref(),
+            _ => self.children.get(level),
+        }
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_default(),
+            "#" => self.hash.get_or_insert_default(),
+            _ => self.children.entry(level.into()).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -80,7 +123,7 @@ impl Trie {
     pub fn insert(&mut self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node.child_or_insert(level);
         }
         let list = match group {
             None => &mut node.subs,
@@ -123,7 +166,7 @@ impl Trie {
     pub fn shared_group(&self, key: &ShareKey) -> Option<&SharedGroup> {
         let mut node = &self.root;
         for level in key.filter.split('/') {
-            node = node.children.get(level)?;
+            node = node.child(level)?;
         }
         node.shared.get(key.group.as_str())
     }
@@ -151,12 +194,12 @@ fn remove_at(node: &mut Node, levels: &[&str], group: Option<&str>, uid: u64) ->
             }
         };
     };
-    let Some(child) = node.children.get_mut(*first) else {
+    let Some(child) = node.child_mut(first) else {
         return false;
     };
     let removed = remove_at(child, rest, group, uid);
     if child.is_empty() {
-        node.children.remove(*first);
+        node.remove_child(first);
     }
     removed
 }
@@ -174,7 +217,7 @@ fn emit<'a>(node: &'a Node, f: &mut impl FnMut(Match<'a>)) {
 fn walk<'a>(node: &'a Node, rest: Option<&str>, dollar_root: bool, f: &mut impl FnMut(Match<'a>)) {
     // [MQTT-4.7.2-1] wildcards at the first level do not match `$` topics.
     let wildcards = !dollar_root;
-    if wildcards && let Some(hash) = node.children.get("#") {
+    if wildcards && let Some(hash) = &node.hash {
         emit(hash, f);
     }
     let Some(rest) = rest else {
@@ -188,7 +231,7 @@ fn walk<'a>(node: &'a Node, rest: Option<&str>, dollar_root: bool, f: &mut impl 
     if let Some(child) = node.children.get(first) {
         walk(child, tail, false, f);
     }
-    if wildcards && let Some(plus) = node.children.get("+") {
+    if wildcards && let Some(plus) = &node.plus {
         walk(plus, tail, false, f);
     }
 }

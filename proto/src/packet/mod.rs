@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 
 pub use ack::{Auth, Disconnect, PubResponse};
 pub use connect::{ConnAck, Connect, Will};
-pub use publish::Publish;
+pub use publish::{PlainPublish, Publish};
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };

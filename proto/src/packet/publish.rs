@@ -4,8 +4,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{QoS, Version, read_pkid};
 use crate::DecodeError;
-use crate::codec::{Reader, put_str, str_len};
-use crate::properties::{Properties, PropertyContext};
+use crate::codec::{Reader, put_str, put_varint, str_len, varint_len};
+use crate::properties::{Properties, PropertyContext, id};
 
 /// An application message on its way between client and server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,5 +102,75 @@ impl Publish {
             self.properties.encode(buf);
         }
         buf.put_slice(&self.payload);
+    }
+}
+
+/// An outgoing QoS 0 PUBLISH whose only properties are those a sender adds per delivery
+/// (what is left of the expiry interval, subscription identifiers, a topic alias): the
+/// common fan-out case, encoded from borrowed parts without building a [`Publish`]. The
+/// bytes are those of the equivalent [`Publish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainPublish<'a> {
+    pub retain: bool,
+    /// May be empty in MQTT 5 when a topic alias stands for it.
+    pub topic: &'a str,
+    pub message_expiry_interval: Option<u32>,
+    pub subscription_identifiers: &'a [u32],
+    pub topic_alias: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+impl PlainPublish<'_> {
+    /// Length of the property block, without its own length prefix (same order and size
+    /// as [`Properties::len`] of these fields).
+    fn properties_len(&self) -> usize {
+        self.message_expiry_interval.map_or(0, |_| 5)
+            + self
+                .subscription_identifiers
+                .iter()
+                .map(|&v| 1 + varint_len(v as usize))
+                .sum::<usize>()
+            + self.topic_alias.map_or(0, |_| 3)
+    }
+
+    fn body_len(&self, v: Version) -> usize {
+        let mut n = str_len(self.topic) + self.payload.len();
+        if v.is_v5() {
+            let p = self.properties_len();
+            n += varint_len(p) + p;
+        }
+        n
+    }
+
+    /// Size of the whole packet when encoded for `v`.
+    pub fn encoded_len(&self, v: Version) -> usize {
+        let body = self.body_len(v);
+        1 + varint_len(body) + body
+    }
+
+    /// Appends the packet, encoded for `v` (MQTT 3.1.1 has no properties: they are left
+    /// out), to `buf`.
+    pub fn encode(&self, v: Version, buf: &mut BytesMut) {
+        let body = self.body_len(v);
+        buf.reserve(1 + varint_len(body) + body);
+        buf.put_u8(0x30 | u8::from(self.retain));
+        put_varint(buf, body);
+        put_str(buf, self.topic);
+        if v.is_v5() {
+            put_varint(buf, self.properties_len());
+            if let Some(e) = self.message_expiry_interval {
+                buf.put_u8(id::MESSAGE_EXPIRY);
+                buf.put_u32(e);
+            }
+            for &s in self.subscription_identifiers {
+                buf.put_u8(id::SUBSCRIPTION_ID);
+                put_varint(buf, s as usize);
+            }
+            if let Some(a) = self.topic_alias {
+                buf.put_u8(id::TOPIC_ALIAS);
+                buf.put_u16(a);
+            }
+        }
+        buf.put_slice(self.payload);
     }
 }

@@ -476,12 +476,12 @@ impl ServerSession {
         }
         if p.qos == QoS::AtMostOnce {
             p.pkid = 0;
-            self.encode_publish(&p);
+            self.encode_publish(&mut p);
             return Ok(0);
         }
         let pkid = self.alloc_pkid();
         p.pkid = pkid;
-        self.encode_publish(&p);
+        self.encode_publish(&mut p);
         let t = self.t();
         t.outbound.insert(pkid, Outbound::AwaitAck(Box::new(p)));
         t.outbound_order.push_back(pkid);
@@ -498,31 +498,66 @@ impl ServerSession {
         }
     }
 
-    /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
-    fn encode_publish(&mut self, p: &Publish) {
-        if self.version.is_v5() && self.client_alias_max > 0 {
-            let alias_max = usize::from(self.client_alias_max);
-            let aliases_out = &mut self.t().aliases_out;
-            let alias = match aliases_out.get(&p.topic) {
-                Some(&alias) => Some((alias, true)),
-                None if aliases_out.len() < alias_max => {
-                    let alias = aliases_out.len() as u16 + 1;
-                    aliases_out.insert(p.topic.clone(), alias);
-                    Some((alias, false))
-                }
-                None => None,
-            };
-            if let Some((alias, known)) = alias {
-                let mut aliased = p.clone();
-                aliased.properties.topic_alias = Some(alias);
-                if known {
-                    aliased.topic.clear();
-                }
-                aliased.encode(self.version, &mut self.out);
-                return;
+    /// Sends a QoS 0 application message that has no properties of its own (see
+    /// [`PlainPublish`]) without building a [`Publish`]: the same rules and bytes as
+    /// [`ServerSession::publish`] of the equivalent message. `p.topic_alias` is the
+    /// session's to set; MQTT 3.1.1 leaves the properties out.
+    pub fn publish_plain(&mut self, mut p: PlainPublish<'_>) -> Result<(), SendError> {
+        if self.state != State::Connected {
+            return Err(SendError::NotConnected);
+        }
+        p.topic_alias = None;
+        if p.encoded_len(self.version) > self.client_max_packet as usize {
+            return Err(SendError::TooLarge);
+        }
+        if let Some((alias, known)) = self.alias_for(p.topic) {
+            p.topic_alias = Some(alias);
+            if known {
+                p.topic = "";
             }
         }
         p.encode(self.version, &mut self.out);
+        Ok(())
+    }
+
+    /// The alias of an outgoing topic: `(alias, already known to the client)`, a new one
+    /// while the client's Topic Alias Maximum leaves room, or `None`.
+    fn alias_for(&mut self, topic: &str) -> Option<(u16, bool)> {
+        if !self.version.is_v5() || self.client_alias_max == 0 {
+            return None;
+        }
+        let alias_max = usize::from(self.client_alias_max);
+        let aliases_out = &mut self.t().aliases_out;
+        match aliases_out.get(topic) {
+            Some(&alias) => Some((alias, true)),
+            None if aliases_out.len() < alias_max => {
+                let alias = aliases_out.len() as u16 + 1;
+                aliases_out.insert(topic.to_owned(), alias);
+                Some((alias, false))
+            }
+            None => None,
+        }
+    }
+
+    /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
+    /// `p` is left as it came (a QoS 1/2 message is kept for a resend, which may go on a
+    /// new connection without the alias).
+    fn encode_publish(&mut self, p: &mut Publish) {
+        let Some((alias, known)) = self.alias_for(&p.topic) else {
+            p.encode(self.version, &mut self.out);
+            return;
+        };
+        let topic = if known {
+            std::mem::take(&mut p.topic)
+        } else {
+            String::new()
+        };
+        p.properties.topic_alias = Some(alias);
+        p.encode(self.version, &mut self.out);
+        p.properties.topic_alias = None;
+        if known {
+            p.topic = topic;
+        }
     }
 
     /// Next event for the broker.

@@ -52,7 +52,7 @@ impl ServerSession {
                         let mut p = (**p).clone();
                         p.dup = true;
                         p.pkid = pkid;
-                        self.encode_publish(&p);
+                        self.encode_publish(&mut p);
                     }
                     Outbound::AwaitComp => {
                         self.send_pub_response(PubKind::Rel, pkid, ReasonCode::Success)
