@@ -6,6 +6,7 @@
 //! durable (the message is encoded once per publish, however many copies are stored).
 //! The caller decides when those ops are written and whether an acknowledgement waits.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -114,7 +115,12 @@ impl BrokerState {
     }
 
     fn publish_here(&self, msg: &Arc<Message>, shared: bool) -> Routed {
-        let mut targets = Vec::new();
+        thread_local! {
+            /// The targets of one publish: a fan-out publishes once per member, and the
+            /// list's allocation is kept for the next.
+            static TARGETS: RefCell<Vec<Target>> = const { RefCell::new(Vec::new()) };
+        }
+        let mut targets = TARGETS.with(|t| std::mem::take(&mut *t.borrow_mut()));
         self.routes.route_with(
             msg,
             |uid| self.sessions.is_online(uid),
@@ -123,14 +129,15 @@ impl BrokerState {
         );
         let mut out = Routed::default();
         let mut encoded = None;
-        for t in targets {
-            let Some(mailbox) = self.sessions.mailbox(t.uid) else {
-                continue; // the session ended between routing and delivery
-            };
+        for t in targets.drain(..) {
             let uid = t.uid;
             let d = delivery(msg, t, false);
-            self.push(uid, &mailbox, d, &mut out, &mut encoded);
+            // Under the registry shard's read lock: no reference count to take and drop.
+            // `None`: the session ended between routing and delivery.
+            self.sessions
+                .with_mailbox(uid, |mb| self.push(uid, mb, d, &mut out, &mut encoded));
         }
+        TARGETS.with(|t| *t.borrow_mut() = targets);
         Metrics::inc(&self.metrics.messages_received);
         out
     }
