@@ -209,21 +209,11 @@ impl BrokerState {
                 _ => false,
             };
         };
-        let Some(mailbox) = self.sessions.mailbox(t.uid) else {
-            return false;
-        };
-        let old_seq = d.seq;
         let uid = t.uid;
         let moved = delivery(&d.msg, t, false);
-        let mut out = Routed::default();
-        self.push(uid, &mailbox, moved, &mut out, &mut None);
-        if let Some(store) = self.store() {
-            if let (Some(seq), true) = (old_seq, out.delivered > 0) {
-                out.ops.push(Op::Dequeue { uid: exclude, seq });
-            }
-            store.write(std::mem::take(&mut out.ops), None);
-        }
-        out.delivered > 0
+        self.sessions
+            .with_mailbox(uid, |mb| self.push_handed(uid, mb, moved, exclude, d.seq))
+            .unwrap_or(false)
     }
 
     /// Queues `d` in session `uid`'s mailbox; for a persistent session's QoS 1/2 copy,
@@ -236,25 +226,7 @@ impl BrokerState {
         out: &mut Routed,
         encoded: &mut Option<Bytes>,
     ) {
-        let mut op = None;
-        if self.store().is_some() && d.qos != QoS::AtMostOnce && mailbox.is_persistent() {
-            let message = encoded
-                .get_or_insert_with(|| codec::encode_message(&d.msg, Instant::now()).into())
-                .clone();
-            let seq = self.queue_seq.fetch_add(1, Ordering::Relaxed);
-            d.seq = Some(seq);
-            op = Some(Op::Enqueue {
-                uid,
-                seq,
-                delivery: StoredDelivery {
-                    qos: d.qos,
-                    retain: d.retain,
-                    sub_ids: d.sub_ids.clone(),
-                    message,
-                    sent: Sent::Queued,
-                },
-            });
-        }
+        let op = self.stored_copy(uid, mailbox, &mut d, encoded);
         let pushed = mailbox.push(d);
         if pushed == Pushed::Queued
             && let Some(op) = op
@@ -263,14 +235,92 @@ impl BrokerState {
         }
         match pushed {
             Pushed::Queued => out.delivered += 1,
-            Pushed::DroppedQos0 => {
-                out.delivered += 1;
-                Metrics::inc(&self.metrics.dropped_queue_full_qos0);
+            Pushed::DroppedQos0 => out.delivered += 1,
+            Pushed::Refused => out.refused += 1,
+        }
+        self.count(pushed);
+    }
+
+    /// The store op that keeps `d` for session `uid` if it is persistent and `d` is QoS
+    /// 1/2 (the message encoded once per publish, in `encoded`); gives `d` its seq.
+    fn stored_copy(
+        &self,
+        uid: u64,
+        mailbox: &Mailbox,
+        d: &mut Delivery,
+        encoded: &mut Option<Bytes>,
+    ) -> Option<Op> {
+        if self.store().is_none() || d.qos == QoS::AtMostOnce || !mailbox.is_persistent() {
+            return None;
+        }
+        let message = encoded
+            .get_or_insert_with(|| codec::encode_message(&d.msg, Instant::now()).into())
+            .clone();
+        let seq = self.queue_seq.fetch_add(1, Ordering::Relaxed);
+        d.seq = Some(seq);
+        Some(Op::Enqueue {
+            uid,
+            seq,
+            delivery: StoredDelivery {
+                qos: d.qos,
+                retain: d.retain,
+                sub_ids: d.sub_ids.clone(),
+                message,
+                sent: Sent::Queued,
+            },
+        })
+    }
+
+    /// Queues `d`, handed over from member `from` whose stored copy is `old_seq`, for
+    /// session `uid` (see [`Delivery::handed`]): one write moves the stored copy (this
+    /// session's in, the other's out), submitted before the connection can see `d`, and
+    /// the connection sends `d` once it is durable. A crash then leaves the message with
+    /// one member only. False if the mailbox refused it (the other member keeps it).
+    fn push_handed(
+        &self,
+        uid: u64,
+        mailbox: &Mailbox,
+        mut d: Delivery,
+        from: u64,
+        old_seq: Option<u64>,
+    ) -> bool {
+        let Some(store) = self.store() else {
+            let pushed = mailbox.push(d);
+            self.count(pushed);
+            return pushed != Pushed::Refused;
+        };
+        let mut ops: Vec<Op> = self
+            .stored_copy(uid, mailbox, &mut d, &mut None)
+            .into_iter()
+            .collect();
+        if let Some(seq) = old_seq {
+            ops.push(Op::Dequeue { uid: from, seq });
+            d.handed = true;
+        }
+        let mut pending = Some(ops);
+        let write = |ops: Vec<Op>| {
+            if !ops.is_empty() {
+                store.write(ops, None);
             }
-            Pushed::Refused => {
-                out.refused += 1;
-                Metrics::inc(&self.metrics.refused_queue_full);
-            }
+        };
+        let pushed = mailbox.push_with(d, || write(pending.take().unwrap_or_default()));
+        self.count(pushed);
+        if pushed == Pushed::Refused {
+            return false;
+        }
+        if let Some(ops) = pending.take() {
+            // Dropped itself (QoS 0 to a full queue): gone from the other member all the
+            // same, as a QoS 0 delivery may be.
+            write(ops);
+        }
+        true
+    }
+
+    fn count(&self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::DroppedQos0 => Metrics::inc(&self.metrics.dropped_queue_full_qos0),
+            Pushed::Refused => Metrics::inc(&self.metrics.refused_queue_full),
         }
     }
 }
@@ -287,5 +337,6 @@ fn delivery(msg: &Arc<Message>, t: Target, from_retained_store: bool) -> Deliver
         shared: t.shared,
         seq: None,
         queued_s: 0,
+        handed: false,
     }
 }

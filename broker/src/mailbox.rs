@@ -89,7 +89,15 @@ impl Mailbox {
     }
 
     /// Adds a delivery, applying the policy above, and wakes the connection task.
-    pub fn push(&self, mut d: Delivery) -> Pushed {
+    pub fn push(&self, d: Delivery) -> Pushed {
+        self.push_with(d, || {})
+    }
+
+    /// [`Mailbox::push`], calling `admitted` once the delivery is admitted and before the
+    /// connection can see it (under the queue's lock: it must not block). A shared
+    /// message handed over from another member submits its store write there, so the
+    /// write is queued before anything the connection submits for the delivery.
+    pub fn push_with(&self, mut d: Delivery, admitted: impl FnOnce()) -> Pushed {
         d.queued_s = clock_s();
         let cost = d.msg.cost();
         let mut q = self.queue.lock();
@@ -106,6 +114,7 @@ impl Mailbox {
             }
             result = Pushed::DroppedQos0;
         }
+        admitted();
         q.bytes += cost;
         q.items.push_back(d);
         drop(q);
@@ -289,6 +298,7 @@ mod tests {
             shared: None,
             seq: None,
             queued_s: 0,
+            handed: false,
         }
     }
 

@@ -117,6 +117,11 @@ pub struct Delivery {
     /// When a mailbox queued it, in seconds of [`crate::mailbox::clock_s`] (0 until then;
     /// fits in the struct's padding). Operators see the age of queued messages from it.
     pub queued_s: u32,
+    /// Handed over from another member of its shared group that went away: the store
+    /// write that moves it (the other member's stored copy out, this session's in) was
+    /// submitted before it was queued here, and it is not sent before that write is
+    /// durable, so a crash cannot leave it with both members (fits in the padding too).
+    pub handed: bool,
 }
 
 impl Delivery {

@@ -139,6 +139,18 @@ pub fn varint_len(value: usize) -> usize {
     }
 }
 
+/// Size of a whole packet whose body (after the fixed header) is `body` bytes.
+pub(crate) fn packet_len(body: usize) -> usize {
+    1 + varint_len(body) + body
+}
+
+/// Makes room for a whole packet of `body` bytes and writes its fixed header.
+pub(crate) fn put_fixed_header(buf: &mut BytesMut, header: u8, body: usize) {
+    buf.reserve(packet_len(body));
+    buf.put_u8(header);
+    put_varint(buf, body);
+}
+
 pub(crate) fn put_varint(buf: &mut BytesMut, mut value: usize) {
     debug_assert!(value <= VARINT_MAX as usize);
     loop {

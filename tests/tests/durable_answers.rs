@@ -6,7 +6,9 @@
 //! - incoming QoS 2: the packet id forgotten before the PUBCOMP (or the client's next
 //!   message with that id would be taken for a resend and dropped);
 //! - subscriptions before the SUBACK / UNSUBACK;
-//! - a clean start's removal of the old session before the CONNACK.
+//! - a clean start's removal of the old session before the CONNACK;
+//! - a shared-subscription message handed over to another member: moved in the store
+//!   (out of the old member's queue, into the new one's) before the new member gets it.
 //!
 //! A store whose commits of that state are slow (as a slow fsync would be) shows the
 //! order: when the client sees the packet, the store already has the state.
@@ -339,6 +341,17 @@ async fn a_resumed_session_connacks_after_its_last_connections_writes() {
     // PUBREL, then the connection drops before the PUBCOMP (held for the slow commit).
     p.send(&Packet::PubRel(PubResponse::new(1))).await;
     drop(p);
+    // Reconnected only once the broker has seen the connection end (so it read the
+    // PUBREL): a takeover before that would end it unread, and the client resends a
+    // PUBREL it had no PUBCOMP for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !h.state().parked_clients().iter().any(|c| c == "q2dev") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker never saw the connection end"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (_p, ack) = RawClient::connect(addr, persistent_connect("q2dev", 600)).await;
     assert!(
         matches!(&ack, Packet::ConnAck(a) if a.session_present),
@@ -390,4 +403,83 @@ async fn a_violation_after_a_pubrel_in_one_read_still_stores_it_and_says_why() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     h.shutdown().await;
+}
+
+/// The stored queue of `client`'s session: (seq, payload) of each message.
+fn stored_queue(mem: &MemoryStore, client: &str) -> Vec<(u64, Bytes)> {
+    let snap = mem.load().expect("load");
+    let Some(uid) = snap
+        .sessions
+        .iter()
+        .find(|(c, _)| c == client)
+        .map(|(_, r)| r.uid)
+    else {
+        return Vec::new();
+    };
+    snap.queues
+        .get(&uid)
+        .map(|q| q.iter().map(|(seq, d)| (*seq, d.message.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Member A of a shared group takes a QoS 2 message and never answers; B joins (with
+/// `b_connect`, subscribing at `b_qos`); A goes away, and B gets the message. Returns the
+/// stored queues of A and B at the moment B got it.
+async fn handed_over(b_connect: Connect, b_qos: QoS) -> (Vec<(u64, Bytes)>, Vec<(u64, Bytes)>) {
+    let mem = Arc::new(MemoryStore::new());
+    // The move's write (it drops A's copy) commits late.
+    let h = broker(&mem, |o| matches!(o, Op::Dequeue { .. })).await;
+    let addr = h.tcp_addrs()[0];
+    let (mut a, _) = RawClient::connect(addr, persistent_connect("member-a", 600)).await;
+    a.send(&subscribe(1, "$share/g/q2/#")).await;
+    assert!(matches!(a.recv().await, Some(Packet::SubAck(_))));
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
+    publish_qos2(&mut p, 1).await;
+    let got = a.next_publish().await;
+    assert_eq!(
+        stored_queue(&mem, "member-a").len(),
+        1,
+        "A's copy is stored"
+    );
+    let b_id = b_connect.client_id.clone();
+    let (mut b, _) = RawClient::connect(addr, b_connect).await;
+    b.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "$share/g/q2/#".into(),
+            SubscriptionOptions {
+                qos: b_qos,
+                ..Default::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(b.recv().await, Some(Packet::SubAck(_))));
+    drop(a);
+    let moved = b.next_publish().await;
+    assert_eq!(moved.payload, got.payload);
+    let queues = (stored_queue(&mem, "member-a"), stored_queue(&mem, &b_id));
+    h.shutdown().await;
+    queues
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_message_handed_to_a_clean_member_leaves_the_old_ones_store_first() {
+    let (left, _) = handed_over(connect_packet(Version::V5, "member-b"), QoS::ExactlyOnce).await;
+    assert!(
+        left.is_empty(),
+        "B got the message while A's stored copy was still there: after a crash A would \
+         get it again, and the group would have it twice ({left:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_message_handed_to_a_persistent_member_is_moved_in_the_store_first() {
+    let (left, taken) = handed_over(persistent_connect("member-b", 600), QoS::AtLeastOnce).await;
+    assert!(
+        left.is_empty(),
+        "B got the message while A's stored copy was still there ({left:?})"
+    );
+    assert_eq!(taken.len(), 1, "B's copy is stored when B gets it");
 }

@@ -87,6 +87,13 @@ impl Conn {
                 // leaves (output held until the commit). QoS 1 may be delivered twice
                 // anyway: not worth a write per message.
                 let mark = durable && d.seq.is_some() && d.qos == QoS::ExactlyOnce;
+                // A shared message handed over from another member goes out once the
+                // write that moved it is durable (see `Delivery::handed`): a probe queued
+                // behind it says when.
+                let handed = durable && d.handed;
+                if mark || handed {
+                    sess.hold_transmit();
+                }
                 let sent = {
                     let topic = self.identity.namespace.outbound(&d.msg.topic);
                     match d.to_plain(now, &topic) {
@@ -97,14 +104,14 @@ impl Conn {
                             if !self.identity.namespace.is_identity() {
                                 p.topic = topic.into_owned();
                             }
-                            if mark {
-                                sess.hold_transmit();
-                            }
                             sess.publish(p)
                         }),
                     }
                 };
                 let Some(sent) = sent else {
+                    if (mark || handed) && marks.is_empty() {
+                        sess.release_transmit();
+                    }
                     Metrics::inc(&m.dropped_expired);
                     self.dequeue(&d);
                     continue;
@@ -112,6 +119,9 @@ impl Conn {
                 match sent {
                     Ok(pkid) => {
                         Metrics::inc(&m.messages_sent);
+                        if handed {
+                            marks.push(Op::Probe);
+                        }
                         if pkid != 0 {
                             if let Some(seq) = d.seq {
                                 self.state.stored_inflight.insert(pkid, seq);
@@ -144,7 +154,7 @@ impl Conn {
                         return taken;
                     }
                 }
-                if mark && marks.is_empty() {
+                if (mark || handed) && marks.is_empty() {
                     // Held, but not sent (too large): nothing to wait for.
                     sess.release_transmit();
                 }

@@ -108,6 +108,7 @@ impl BrokerState {
                 shared: Some(Arc::new(key.clone())),
                 seq: Some(seq),
                 queued_s: 0,
+                handed: false,
             };
             if self.redeliver_shared(&key, d.clone(), uid) {
                 offered += 1;

@@ -106,6 +106,7 @@ impl BrokerState {
                     shared: None,
                     seq: Some(seq),
                     queued_s: 0,
+                    handed: false,
                 };
                 // Flows that had started resume where they were ([MQTT-4.4.0-1]).
                 match d.sent {

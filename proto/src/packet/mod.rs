@@ -9,7 +9,7 @@ mod connect;
 mod publish;
 mod subscribe;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 pub use ack::{Auth, Disconnect, PubResponse};
 pub use connect::{ConnAck, Connect, Will};
@@ -18,7 +18,7 @@ pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 
-use crate::codec::{Reader, decode_varint, put_varint, varint_len};
+use crate::codec::{Reader, decode_varint};
 use crate::{DecodeError, ReasonCode};
 
 /// Protocol level negotiated in CONNECT.
@@ -266,16 +266,12 @@ impl Packet {
 
     /// Size of the whole packet when encoded for `v`.
     pub fn encoded_len(&self, v: Version) -> usize {
-        let body = self.body_len(v);
-        1 + varint_len(body) + body
+        crate::codec::packet_len(self.body_len(v))
     }
 
     /// Appends the packet, encoded for `v`, to `buf`.
     pub fn encode(&self, v: Version, buf: &mut BytesMut) {
-        let body = self.body_len(v);
-        buf.reserve(1 + varint_len(body) + body);
-        buf.put_u8(self.header());
-        put_varint(buf, body);
+        crate::codec::put_fixed_header(buf, self.header(), self.body_len(v));
         match self {
             Packet::Connect(p) => p.write_body(buf),
             Packet::ConnAck(p) => p.write_body(v, buf),

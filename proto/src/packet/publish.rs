@@ -64,17 +64,13 @@ impl Publish {
 
     /// Size of the whole packet when encoded for `v`.
     pub fn encoded_len(&self, v: Version) -> usize {
-        let body = self.body_len(v);
-        1 + crate::codec::varint_len(body) + body
+        crate::codec::packet_len(self.body_len(v))
     }
 
     /// Appends the packet, encoded for `v`, to `buf` (same bytes as
     /// [`super::Packet::encode`] without wrapping it).
     pub fn encode(&self, v: Version, buf: &mut BytesMut) {
-        let body = self.body_len(v);
-        buf.reserve(1 + crate::codec::varint_len(body) + body);
-        buf.put_u8(self.header());
-        crate::codec::put_varint(buf, body);
+        crate::codec::put_fixed_header(buf, self.header(), self.body_len(v));
         self.write_body(v, buf);
     }
 
@@ -144,17 +140,13 @@ impl PlainPublish<'_> {
 
     /// Size of the whole packet when encoded for `v`.
     pub fn encoded_len(&self, v: Version) -> usize {
-        let body = self.body_len(v);
-        1 + varint_len(body) + body
+        crate::codec::packet_len(self.body_len(v))
     }
 
     /// Appends the packet, encoded for `v` (MQTT 3.1.1 has no properties: they are left
     /// out), to `buf`.
     pub fn encode(&self, v: Version, buf: &mut BytesMut) {
-        let body = self.body_len(v);
-        buf.reserve(1 + varint_len(body) + body);
-        buf.put_u8(0x30 | u8::from(self.retain));
-        put_varint(buf, body);
+        crate::codec::put_fixed_header(buf, 0x30 | u8::from(self.retain), self.body_len(v));
         put_str(buf, self.topic);
         if v.is_v5() {
             put_varint(buf, self.properties_len());

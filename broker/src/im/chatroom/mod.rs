@@ -316,6 +316,7 @@ impl RoomState {
                 shared: None,
                 seq: None,
                 queued_s: 0,
+                handed: false,
             };
             let pushed = match priority {
                 Priority::Low => c.mailbox.push(d),
