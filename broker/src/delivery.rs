@@ -210,7 +210,9 @@ impl BrokerState {
             };
         };
         let uid = t.uid;
-        let moved = delivery(&d.msg, t, false);
+        let mut moved = delivery(&d.msg, t, false);
+        // Handed on again before it went out: the first move's write may not be durable.
+        moved.handed = d.handed;
         self.sessions
             .with_mailbox(uid, |mb| self.push_handed(uid, mb, moved, exclude, d.seq))
             .unwrap_or(false)

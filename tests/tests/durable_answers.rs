@@ -405,27 +405,30 @@ async fn a_violation_after_a_pubrel_in_one_read_still_stores_it_and_says_why() {
     h.shutdown().await;
 }
 
-/// The stored queue of `client`'s session: (seq, payload) of each message.
-fn stored_queue(mem: &MemoryStore, client: &str) -> Vec<(u64, Bytes)> {
+/// The stored queue of `client`'s session, (seq, message) of each entry; `None` if its
+/// session is not stored (an empty queue must not pass for a missing record).
+fn stored_queue(mem: &MemoryStore, client: &str) -> Option<Vec<(u64, Bytes)>> {
     let snap = mem.load().expect("load");
-    let Some(uid) = snap
+    let uid = snap
         .sessions
         .iter()
         .find(|(c, _)| c == client)
-        .map(|(_, r)| r.uid)
-    else {
-        return Vec::new();
-    };
-    snap.queues
-        .get(&uid)
-        .map(|q| q.iter().map(|(seq, d)| (*seq, d.message.clone())).collect())
-        .unwrap_or_default()
+        .map(|(_, r)| r.uid)?;
+    Some(
+        snap.queues
+            .get(&uid)
+            .map(|q| q.iter().map(|(seq, d)| (*seq, d.message.clone())).collect())
+            .unwrap_or_default(),
+    )
 }
 
 /// Member A of a shared group takes a QoS 2 message and never answers; B joins (with
 /// `b_connect`, subscribing at `b_qos`); A goes away, and B gets the message. Returns the
 /// stored queues of A and B at the moment B got it.
-async fn handed_over(b_connect: Connect, b_qos: QoS) -> (Vec<(u64, Bytes)>, Vec<(u64, Bytes)>) {
+async fn handed_over(
+    b_connect: Connect,
+    b_qos: QoS,
+) -> (Option<Vec<(u64, Bytes)>>, Option<Vec<(u64, Bytes)>>) {
     let mem = Arc::new(MemoryStore::new());
     // The move's write (it drops A's copy) commits late.
     let h = broker(&mem, |o| matches!(o, Op::Dequeue { .. })).await;
@@ -437,8 +440,8 @@ async fn handed_over(b_connect: Connect, b_qos: QoS) -> (Vec<(u64, Bytes)>, Vec<
     publish_qos2(&mut p, 1).await;
     let got = a.next_publish().await;
     assert_eq!(
-        stored_queue(&mem, "member-a").len(),
-        1,
+        stored_queue(&mem, "member-a").map(|q| q.len()),
+        Some(1),
         "A's copy is stored"
     );
     let b_id = b_connect.client_id.clone();
@@ -467,6 +470,7 @@ async fn handed_over(b_connect: Connect, b_qos: QoS) -> (Vec<(u64, Bytes)>, Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_message_handed_to_a_clean_member_leaves_the_old_ones_store_first() {
     let (left, _) = handed_over(connect_packet(Version::V5, "member-b"), QoS::ExactlyOnce).await;
+    let left = left.expect("A's session is stored");
     assert!(
         left.is_empty(),
         "B got the message while A's stored copy was still there: after a crash A would \
@@ -477,6 +481,10 @@ async fn a_shared_message_handed_to_a_clean_member_leaves_the_old_ones_store_fir
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_message_handed_to_a_persistent_member_is_moved_in_the_store_first() {
     let (left, taken) = handed_over(persistent_connect("member-b", 600), QoS::AtLeastOnce).await;
+    let (left, taken) = (
+        left.expect("A's session is stored"),
+        taken.expect("B's session is stored"),
+    );
     assert!(
         left.is_empty(),
         "B got the message while A's stored copy was still there ({left:?})"

@@ -13,6 +13,21 @@ use crate::message::Delivery;
 use crate::metrics::Metrics;
 use crate::store::Op;
 
+/// What a drain's held output waits for: the QoS 2 marks it writes, or (a handed shared
+/// delivery, see `Delivery::handed`) only the writes queued before.
+#[derive(Default)]
+struct Marks {
+    ops: Vec<Op>,
+    after_writes: bool,
+}
+
+impl Marks {
+    /// Whether the output is held (a barrier write is due).
+    fn hold(&self) -> bool {
+        self.after_writes || !self.ops.is_empty()
+    }
+}
+
 impl Conn {
     /// Moves deliveries from the mailbox into the session while the window and the output
     /// buffer allow, keeping their order; returns how many it took from the mailbox.
@@ -25,12 +40,15 @@ impl Conn {
         }
         let now = Instant::now();
         let mut batch = std::mem::take(&mut self.batch);
-        let mut marks = Vec::new();
+        let mut marks = Marks::default();
         let taken = self.drain_into(sess, &mut batch, &mut marks, now);
         self.batch = batch;
-        if !marks.is_empty()
+        if marks.hold()
             && let Some(st) = self.broker.store()
         {
+            // No ops (a handed delivery alone): an empty write still commits after
+            // everything queued before it.
+            let marks = marks.ops;
             let (tx, rx) = tokio::sync::oneshot::channel();
             st.write(marks, Some(tx));
             self.barrier = Some(rx);
@@ -60,7 +78,7 @@ impl Conn {
         &mut self,
         sess: &mut ServerSession,
         batch: &mut Vec<Delivery>,
-        marks: &mut Vec<Op>,
+        marks: &mut Marks,
         now: Instant,
     ) -> usize {
         let m = &self.broker.metrics;
@@ -88,7 +106,7 @@ impl Conn {
                 // anyway: not worth a write per message.
                 let mark = durable && d.seq.is_some() && d.qos == QoS::ExactlyOnce;
                 // A shared message handed over from another member goes out once the
-                // write that moved it is durable (see `Delivery::handed`): a probe queued
+                // write that moved it is durable (see `Delivery::handed`): a write queued
                 // behind it says when.
                 let handed = durable && d.handed;
                 if mark || handed {
@@ -109,7 +127,7 @@ impl Conn {
                     }
                 };
                 let Some(sent) = sent else {
-                    if (mark || handed) && marks.is_empty() {
+                    if (mark || handed) && !marks.hold() {
                         sess.release_transmit();
                     }
                     Metrics::inc(&m.dropped_expired);
@@ -119,14 +137,12 @@ impl Conn {
                 match sent {
                     Ok(pkid) => {
                         Metrics::inc(&m.messages_sent);
-                        if handed {
-                            marks.push(Op::Probe);
-                        }
+                        marks.after_writes |= handed;
                         if pkid != 0 {
                             if let Some(seq) = d.seq {
                                 self.state.stored_inflight.insert(pkid, seq);
                                 if mark {
-                                    marks.push(Op::MarkSent {
+                                    marks.ops.push(Op::MarkSent {
                                         uid: self.state.uid,
                                         seq,
                                         sent: crate::store::Sent::Published(pkid),
@@ -147,14 +163,14 @@ impl Conn {
                         let mut back = vec![d];
                         back.extend(rest);
                         self.state.mailbox.push_front_all(back);
-                        if marks.is_empty() {
+                        if !marks.hold() {
                             // Held for this one only, and it did not go.
                             sess.release_transmit();
                         }
                         return taken;
                     }
                 }
-                if (mark || handed) && marks.is_empty() {
+                if (mark || handed) && !marks.hold() {
                     // Held, but not sent (too large): nothing to wait for.
                     sess.release_transmit();
                 }
