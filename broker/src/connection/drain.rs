@@ -46,9 +46,11 @@ impl Conn {
         if marks.hold()
             && let Some(st) = self.broker.store()
         {
-            // No ops (a handed delivery alone): an empty write still commits after
-            // everything queued before it.
-            let marks = marks.ops;
+            let mut marks = marks.ops;
+            if marks.is_empty() {
+                // A handed delivery alone: what it waits for was queued before.
+                marks.push(Op::Barrier);
+            }
             let (tx, rx) = tokio::sync::oneshot::channel();
             st.write(marks, Some(tx));
             self.barrier = Some(rx);

@@ -15,7 +15,28 @@ pub fn all(s: &dyn Store) {
     im(s);
     recent_appends(s);
     mqtt(s);
+    barrier(s);
     concurrent(s);
+}
+
+/// [`Op::Barrier`]: its answer comes once everything queued before it is committed (a
+/// connection holds output behind one, see `Delivery::handed`).
+pub fn barrier(s: &dyn Store) {
+    s.write(
+        vec![Op::Put {
+            table: Table::UserConvs,
+            key: b"before-empty".to_vec(),
+            value: b"1".to_vec(),
+        }],
+        None,
+    );
+    let applied = commit(s, vec![Op::Barrier]);
+    assert!(applied.results.is_empty(), "{:?}", applied.results);
+    assert_eq!(
+        s.get(Table::UserConvs, b"before-empty").expect("get"),
+        Some(b"1".to_vec()),
+        "the write queued before the barrier is committed when it answers"
+    );
 }
 
 /// Runs a transaction and returns its results.

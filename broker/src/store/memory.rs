@@ -99,7 +99,7 @@ impl MemoryStore {
                 Op::Released { client_id, pkid } => {
                     s.awaiting_rel.remove(&(client_id, pkid));
                 }
-                Op::Probe => {}
+                Op::Probe | Op::Barrier => {}
                 Op::Put { table, key, value } => {
                     s.tables.insert((table, key), value);
                 }

@@ -88,8 +88,13 @@ pub enum Op {
         client_id: String,
         pkid: u16,
     },
-    /// Writes nothing of value: a commit attempted to learn whether storage works again.
+    /// Writes nothing of value: a commit attempted to learn whether storage works again
+    /// (the redb store makes it a durable commit of its data file).
     Probe,
+    /// Writes nothing: its answer says that everything queued before it is committed (a
+    /// connection's output held behind earlier writes, see `Delivery::handed`). Unlike an
+    /// empty write, which is answered at once, it goes through the writer.
+    Barrier,
     /// Creates or replaces a record of an IM table.
     Put {
         table: Table,
@@ -256,7 +261,7 @@ impl Op {
             Op::TrimLog { log, .. } => log.len(),
             Op::SetToLogHead { key, log, .. } => key.len() + log.len(),
             Op::Max { key, .. } => key.len(),
-            Op::Dequeue { .. } | Op::MarkSent { .. } | Op::Probe => 0,
+            Op::Dequeue { .. } | Op::MarkSent { .. } | Op::Probe | Op::Barrier => 0,
         }
     }
 }

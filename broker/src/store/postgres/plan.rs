@@ -502,6 +502,7 @@ fn single<'a>(
             Want::Freed,
         ),
         Op::Probe => push(&s.probe, vec![Box::new(now.to_string())], Want::Nothing),
+        Op::Barrier => {}
         Op::Put { table, key, value } => push(
             &s.table(*table)?.put,
             vec![

@@ -301,6 +301,7 @@ pub(super) fn apply(
                     Op::Released { client_id, pkid } => {
                         rel.remove((client_id.as_str(), *pkid)).map_err(io)?;
                     }
+                    Op::Barrier => {}
                     Op::Probe => {
                         let mut meta = w.open_table(META).map_err(io)?;
                         meta.insert("probe", "ok").map_err(io)?;

@@ -101,6 +101,7 @@ fn encode_op(op: &Op, out: &mut Vec<u8>) {
             out.extend_from_slice(&pkid.to_be_bytes());
         }
         Op::Probe => out.push(9),
+        Op::Barrier => out.push(19),
         Op::Put {
             table: t,
             key,
@@ -273,6 +274,7 @@ fn decode_op(r: &mut Reader<'_>) -> Option<Op> {
             pkid: r.u16()?,
         },
         9 => Op::Probe,
+        19 => Op::Barrier,
         10 => Op::Put {
             table: r.table()?,
             key: r.bytes()?,
@@ -381,6 +383,7 @@ mod tests {
                 pkid: 1,
             },
             Op::Probe,
+            Op::Barrier,
             Op::Put {
                 table: Table::Console,
                 key: b"k".to_vec(),
