@@ -67,6 +67,26 @@ impl Publish {
         crate::codec::packet_len(self.body_len(v))
     }
 
+    /// [`Publish::encoded_len`] once a topic alias is added (MQTT 5), the topic left out
+    /// when `known` (the client has the alias already).
+    pub fn encoded_len_aliased(&self, v: Version, known: bool) -> usize {
+        let topic = if known { 0 } else { self.topic.len() };
+        let alias = if self.properties.topic_alias.is_none() {
+            3
+        } else {
+            0
+        };
+        let props = self.properties.len() + alias;
+        let mut body = 2 + topic + self.payload.len() + varint_len(props) + props;
+        if self.qos != QoS::AtMostOnce {
+            body += 2;
+        }
+        if !v.is_v5() {
+            return self.encoded_len(v);
+        }
+        crate::codec::packet_len(body)
+    }
+
     /// Appends the packet, encoded for `v`, to `buf` (same bytes as
     /// [`super::Packet::encode`] without wrapping it).
     pub fn encode(&self, v: Version, buf: &mut BytesMut) {

@@ -471,17 +471,21 @@ impl ServerSession {
         if !self.version.is_v5() {
             p.properties = Properties::default();
         }
-        if p.encoded_len(self.version) > self.client_max_packet as usize {
+        p.properties.topic_alias = None;
+        let v = self.version;
+        let full = p.encoded_len(v);
+        let alias = self.take_alias(&p.topic, |known| p.encoded_len_aliased(v, known));
+        if alias.is_none() && full > self.client_max_packet as usize {
             return Err(SendError::TooLarge);
         }
         if p.qos == QoS::AtMostOnce {
             p.pkid = 0;
-            self.encode_publish(&mut p);
+            self.encode_publish(&mut p, alias);
             return Ok(0);
         }
         let pkid = self.alloc_pkid();
         p.pkid = pkid;
-        self.encode_publish(&mut p);
+        self.encode_publish(&mut p, alias);
         let t = self.t();
         t.outbound.insert(pkid, Outbound::AwaitAck(Box::new(p)));
         t.outbound_order.push_back(pkid);
@@ -507,43 +511,61 @@ impl ServerSession {
             return Err(SendError::NotConnected);
         }
         p.topic_alias = None;
-        if p.encoded_len(self.version) > self.client_max_packet as usize {
-            return Err(SendError::TooLarge);
-        }
-        if let Some((alias, known)) = self.alias_for(p.topic) {
-            p.topic_alias = Some(alias);
+        let v = self.version;
+        let full = p.encoded_len(v);
+        let alias = self.take_alias(p.topic, |known| {
+            let mut q = p;
+            q.topic_alias = Some(1);
             if known {
-                p.topic = "";
+                q.topic = "";
             }
+            q.encoded_len(v)
+        });
+        match alias {
+            Some((a, known)) => {
+                p.topic_alias = Some(a);
+                if known {
+                    p.topic = "";
+                }
+            }
+            None if full > self.client_max_packet as usize => return Err(SendError::TooLarge),
+            None => {}
         }
-        p.encode(self.version, &mut self.out);
+        p.encode(v, &mut self.out);
         Ok(())
     }
 
-    /// The alias of an outgoing topic: `(alias, already known to the client)`, a new one
-    /// while the client's Topic Alias Maximum leaves room, or `None`.
-    fn alias_for(&mut self, topic: &str) -> Option<(u16, bool)> {
+    /// The topic alias an outgoing PUBLISH of `topic` goes with: `(alias, already known to
+    /// the client)`, a known one or a new one while the client's Topic Alias Maximum
+    /// leaves room, and only if the packet then fits the client's Maximum Packet Size
+    /// (`len(known)`: its size with an alias, the topic left out when known; an alias
+    /// can add bytes [MQTT-3.1.2-24]). A new alias is recorded only when taken.
+    fn take_alias(&mut self, topic: &str, len: impl FnOnce(bool) -> usize) -> Option<(u16, bool)> {
         if !self.version.is_v5() || self.client_alias_max == 0 {
             return None;
         }
-        let alias_max = usize::from(self.client_alias_max);
-        let aliases_out = &mut self.t().aliases_out;
-        match aliases_out.get(topic) {
-            Some(&alias) => Some((alias, true)),
-            None if aliases_out.len() < alias_max => {
-                let alias = aliases_out.len() as u16 + 1;
-                aliases_out.insert(topic.to_owned(), alias);
-                Some((alias, false))
-            }
-            None => None,
+        let (known, used) = self.tr().map_or((None, 0), |t| {
+            (t.aliases_out.get(topic).copied(), t.aliases_out.len())
+        });
+        let (alias, is_known) = match known {
+            Some(a) => (a, true),
+            None if used < usize::from(self.client_alias_max) => (used as u16 + 1, false),
+            None => return None,
+        };
+        if len(is_known) > self.client_max_packet as usize {
+            return None;
         }
+        if !is_known {
+            self.t().aliases_out.insert(topic.to_owned(), alias);
+        }
+        Some((alias, is_known))
     }
 
-    /// Encodes an outgoing PUBLISH, replacing the topic by an alias where one is known.
-    /// `p` is left as it came (a QoS 1/2 message is kept for a resend, which may go on a
-    /// new connection without the alias).
-    fn encode_publish(&mut self, p: &mut Publish) {
-        let Some((alias, known)) = self.alias_for(&p.topic) else {
+    /// Encodes an outgoing PUBLISH with `alias` (from [`ServerSession::take_alias`]), the
+    /// topic left out when the client knows it. `p` is left as it came (a QoS 1/2 message
+    /// is kept for a resend, which may go on a new connection without the alias).
+    fn encode_publish(&mut self, p: &mut Publish, alias: Option<(u16, bool)>) {
+        let Some((alias, known)) = alias else {
             p.encode(self.version, &mut self.out);
             return;
         };

@@ -52,7 +52,10 @@ impl ServerSession {
                         let mut p = (**p).clone();
                         p.dup = true;
                         p.pkid = pkid;
-                        self.encode_publish(&mut p);
+                        let v = self.version;
+                        let alias =
+                            self.take_alias(&p.topic, |known| p.encoded_len_aliased(v, known));
+                        self.encode_publish(&mut p, alias);
                     }
                     Outbound::AwaitComp => {
                         self.send_pub_response(PubKind::Rel, pkid, ReasonCode::Success)

@@ -202,6 +202,86 @@ fn outbound_topic_alias_replaces_repeated_topics() {
 }
 
 #[test]
+fn plain_and_owned_qos0_publishes_send_the_same_bytes() {
+    // Two aliases for three topics; a maximum packet size some of them exceed.
+    let props = Properties {
+        topic_alias_maximum: Some(2),
+        maximum_packet_size: Some(40),
+        ..Properties::default()
+    };
+    for v in [Version::V5, Version::V3_1_1] {
+        let (mut owned, mut plain) = (
+            Harness::connect(v, 0, props.clone()),
+            Harness::connect(v, 0, props.clone()),
+        );
+        let sends = [
+            ("a/b", 3, &[][..]),
+            ("a/b", 10, &[7][..]),
+            ("c/dd", 20, &[][..]),
+            ("eee/f", 5, &[1, 300][..]),
+            ("a/b", 34, &[][..]),
+            ("c/dd", 1, &[][..]),
+        ];
+        for (topic, size, ids) in sends {
+            let payload = vec![b'x'; size];
+            let mut p = publish(topic, QoS::AtMostOnce, 0);
+            p.payload = Bytes::from(payload.clone());
+            p.properties.subscription_identifiers = ids.to_vec();
+            let a = owned.s.publish(p).map(|_| ());
+            let b = plain.s.publish_plain(PlainPublish {
+                retain: false,
+                topic,
+                message_expiry_interval: None,
+                subscription_identifiers: ids,
+                topic_alias: None,
+                payload: &payload,
+            });
+            assert_eq!(a, b, "{v:?} {topic} {size}");
+            assert_eq!(
+                owned.s.take_transmit(),
+                plain.s.take_transmit(),
+                "{v:?} {topic} {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mqtt_3_1_2_24_an_alias_is_left_out_when_it_would_not_fit() {
+    // The packet without an alias is exactly the client's maximum: a new alias would add
+    // three bytes.
+    let full = publish("t/long", QoS::AtMostOnce, 0).encoded_len(Version::V5) as u32;
+    let props = Properties {
+        topic_alias_maximum: Some(5),
+        maximum_packet_size: Some(full),
+        ..Properties::default()
+    };
+    let mut h = Harness::connect(Version::V5, 0, props);
+    h.s.publish(publish("t/long", QoS::AtMostOnce, 0))
+        .expect("fits without an alias");
+    let out = h.s.take_transmit();
+    assert_eq!(
+        out.len(),
+        full as usize,
+        "sent whole, no bigger than the maximum"
+    );
+    let mut buf = BytesMut::from(&out[..]);
+    let Some(Packet::Publish(p)) =
+        Packet::read(&mut buf, Version::V5, usize::MAX).expect("decodes")
+    else {
+        panic!("a publish expected")
+    };
+    assert_eq!(
+        (p.topic.as_str(), p.properties.topic_alias),
+        ("t/long", None)
+    );
+    // No alias was recorded either: the next message of the topic is sent the same way.
+    h.s.publish(publish("t/long", QoS::AtMostOnce, 0))
+        .expect("fits");
+    assert_eq!(h.s.take_transmit(), out);
+}
+
+#[test]
 fn mqtt_3_1_2_25_oversized_publish_is_not_sent() {
     let props = Properties {
         maximum_packet_size: Some(64),
