@@ -137,7 +137,8 @@ impl BrokerState {
                     state.persisted = true;
                 }
                 if wait && ops.is_empty() {
-                    ops.push(Op::Probe);
+                    // Only the order matters: a probe would make redb checkpoint.
+                    ops.push(Op::Barrier);
                 }
                 if !ops.is_empty() {
                     let done = wait.then(|| {
