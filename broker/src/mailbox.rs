@@ -290,16 +290,10 @@ mod tests {
     use crate::message::Message;
 
     fn delivery(qos: QoS, tag: &str) -> Delivery {
-        Delivery {
-            msg: Arc::new(Message::system(tag.into(), bytes::Bytes::new(), false)),
+        Delivery::new(
+            Arc::new(Message::system(tag.into(), bytes::Bytes::new(), false)),
             qos,
-            retain: false,
-            sub_ids: Vec::new(),
-            shared: None,
-            seq: None,
-            queued_s: 0,
-            handed: false,
-        }
+        )
     }
 
     #[test]

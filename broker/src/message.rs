@@ -125,6 +125,21 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A delivery of `msg` at `qos` with nothing else: not retained, no subscription ids,
+    /// not shared, not stored.
+    pub fn new(msg: Arc<Message>, qos: QoS) -> Delivery {
+        Delivery {
+            msg,
+            qos,
+            retain: false,
+            sub_ids: Vec::new(),
+            shared: None,
+            seq: None,
+            queued_s: 0,
+            handed: false,
+        }
+    }
+
     /// What is left of the message's expiry interval, in whole seconds rounded up
     /// ([MQTT-3.3.2-6]): `Some(None)` if it has none, `None` if it expired while queued.
     pub fn expiry_left(&self, now: Instant) -> Option<Option<u32>> {

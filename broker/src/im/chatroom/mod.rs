@@ -300,24 +300,16 @@ impl RoomState {
                 dropped += 1;
                 continue;
             }
-            let d = Delivery {
-                msg: Arc::new(Message {
-                    topic: c.topic.clone(),
-                    payload: payload.clone(),
-                    qos,
-                    retain: false,
-                    properties: None,
-                    expires_at: None,
-                    origin: 0,
-                }),
+            let msg = Message {
+                topic: c.topic.clone(),
+                payload: payload.clone(),
                 qos,
                 retain: false,
-                sub_ids: Vec::new(),
-                shared: None,
-                seq: None,
-                queued_s: 0,
-                handed: false,
+                properties: None,
+                expires_at: None,
+                origin: 0,
             };
+            let d = Delivery::new(Arc::new(msg), qos);
             let pushed = match priority {
                 Priority::Low => c.mailbox.push(d),
                 Priority::High => c.mailbox.push_before_qos0(d),
