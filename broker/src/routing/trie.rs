@@ -1,6 +1,11 @@
 //! The subscription tree: topic filters split by level, with `+` and `#` as ordinary child
 //! keys. Matching a topic walks only the branches that can match, so its cost grows with
 //! the topic's depth and the number of matches, not with the number of subscriptions.
+//!
+//! Filters without wildcards (a device's own topics, every IM inbox) are most of them and
+//! are kept apart, whole, in one hash map: matching a topic looks it up once and walks the
+//! tree only for the wildcard filters and shared groups, and such a filter costs one map
+//! entry instead of a node per level.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,13 +119,28 @@ pub enum Match<'a> {
 /// All subscriptions of the broker.
 #[derive(Debug, Default)]
 pub struct Trie {
+    /// Wildcard filters and shared groups.
     root: Node,
+    /// The other filters (no `+`, no `#`, not shared), whole.
+    exact: HashMap<Box<str>, Vec<Subscriber>>,
+}
+
+/// Whether `filter` matches only the topic spelled the same.
+fn is_exact(filter: &str) -> bool {
+    !filter.contains(['+', '#'])
 }
 
 impl Trie {
     /// Adds or replaces the subscription of session `sub.uid` to `filter`. Returns true if
     /// it replaced one.
     pub fn insert(&mut self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
+        if group.is_none() && is_exact(filter) {
+            let list = match self.exact.get_mut(filter) {
+                Some(list) => list,
+                None => self.exact.entry(filter.into()).or_default(),
+            };
+            return upsert(list, sub);
+        }
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.child_or_insert(level);
@@ -142,23 +162,34 @@ impl Trie {
                     .members
             }
         };
-        if let Some(existing) = list.iter_mut().find(|s| s.uid == sub.uid) {
-            *existing = sub;
-            true
-        } else {
-            list.push(sub);
-            false
-        }
+        upsert(list, sub)
     }
 
     /// Removes session `uid`'s subscription to `filter`. Returns true if there was one.
     pub fn remove(&mut self, filter: &str, group: Option<&str>, uid: u64) -> bool {
+        if group.is_none() && is_exact(filter) {
+            let Some(list) = self.exact.get_mut(filter) else {
+                return false;
+            };
+            let before = list.len();
+            list.retain(|s| s.uid != uid);
+            let removed = before != list.len();
+            if list.is_empty() {
+                self.exact.remove(filter);
+            }
+            return removed;
+        }
         let levels: Vec<&str> = filter.split('/').collect();
         remove_at(&mut self.root, &levels, group, uid)
     }
 
     /// Calls `f` for every subscription matching topic name `topic`.
     pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(Match<'a>)) {
+        if let Some(list) = self.exact.get(topic) {
+            for s in list {
+                f(Match::Direct(s));
+            }
+        }
         walk(&self.root, Some(topic), topic.starts_with('$'), &mut f);
     }
 
@@ -169,6 +200,18 @@ impl Trie {
             node = node.child(level)?;
         }
         node.shared.get(key.group.as_str())
+    }
+}
+
+/// Adds `sub` to `list` or replaces the subscription of the same session; true if it
+/// replaced one.
+fn upsert(list: &mut Vec<Subscriber>, sub: Subscriber) -> bool {
+    if let Some(existing) = list.iter_mut().find(|s| s.uid == sub.uid) {
+        *existing = sub;
+        true
+    } else {
+        list.push(sub);
+        false
     }
 }
 
@@ -278,8 +321,87 @@ mod tests {
     #[test]
     fn empty_branches_are_pruned() {
         let mut t = Trie::default();
-        t.insert("x/y/z", None, sub(1));
-        t.remove("x/y/z", None, 1);
+        t.insert("x/y/+", None, sub(1));
+        t.insert("x/y/z", None, sub(2));
+        t.remove("x/y/+", None, 1);
+        t.remove("x/y/z", None, 2);
         assert!(t.root.is_empty());
+        assert!(t.exact.is_empty());
+    }
+
+    #[test]
+    fn exact_filters_match_with_wildcard_ones_and_stay_out_of_the_tree() {
+        let mut t = Trie::default();
+        t.insert("a/b/c", None, sub(1));
+        t.insert("a/b/c", None, sub(2));
+        t.insert("a/+/c", None, sub(3));
+        t.insert("$im/t/1/u/7", None, sub(4));
+        t.insert("/", None, sub(5));
+        // Replacing keeps one entry per session.
+        assert!(t.insert("a/b/c", None, sub(1)));
+        assert!(!t.root.children.contains_key("$im"));
+        assert_eq!(matches(&t, "a/b/c"), [1, 2, 3]);
+        assert_eq!(matches(&t, "a/b"), Vec::<u64>::new());
+        assert_eq!(matches(&t, "a/b/c/d"), Vec::<u64>::new());
+        assert_eq!(matches(&t, "$im/t/1/u/7"), [4]);
+        assert_eq!(matches(&t, "$im/t/1/u/70"), Vec::<u64>::new());
+        assert_eq!(matches(&t, "/"), [5]);
+        assert!(t.remove("a/b/c", None, 1));
+        assert!(!t.remove("a/b/c", None, 1));
+        assert_eq!(matches(&t, "a/b/c"), [2, 3]);
+        // A shared group's filter stays in the tree even without wildcards.
+        t.insert("a/b/c", Some("g"), sub(9));
+        let mut shared = 0;
+        t.for_each_match("a/b/c", |m| {
+            shared += usize::from(matches!(m, Match::Shared(_)))
+        });
+        assert_eq!(shared, 1);
+    }
+
+    fn level() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec!["a", "b", "", "$s"])
+    }
+
+    proptest::proptest! {
+        /// The tree with its exact-filter map matches what the protocol's own filter
+        /// matcher says, for filters with and without wildcards.
+        #[test]
+        fn matches_like_the_filter_matcher(
+            filters in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        proptest::prop_oneof![level(), proptest::strategy::Just("+")],
+                        1..4,
+                    ),
+                    proptest::bool::ANY,
+                ),
+                1..12,
+            ),
+            topics in proptest::collection::vec(proptest::collection::vec(level(), 1..5), 1..8),
+        ) {
+            let filters: Vec<String> = filters
+                .into_iter()
+                .map(|(levels, hash)| {
+                    let mut f = levels.join("/");
+                    if hash {
+                        f.push_str("/#");
+                    }
+                    f
+                })
+                .collect();
+            let mut t = Trie::default();
+            for (uid, f) in filters.iter().enumerate() {
+                t.insert(f, None, sub(uid as u64));
+            }
+            for topic in topics.iter().map(|l| l.join("/")) {
+                let want: Vec<u64> = filters
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| switchboard_proto::topic::matches(f, &topic))
+                    .map(|(uid, _)| uid as u64)
+                    .collect();
+                proptest::prop_assert_eq!(matches(&t, &topic), want, "topic {:?}", topic);
+            }
+        }
     }
 }
