@@ -142,11 +142,11 @@ impl Delivery {
 
     /// What is left of the message's expiry interval, in whole seconds rounded up
     /// ([MQTT-3.3.2-6]): `Some(None)` if it has none, `None` if it expired while queued.
-    pub fn expiry_left(&self, now: Instant) -> Option<Option<u32>> {
+    pub fn expiry_left(&self, now: &Now) -> Option<Option<u32>> {
         let Some(at) = self.msg.expires_at else {
             return Some(None);
         };
-        let left = at.checked_duration_since(now)?;
+        let left = at.checked_duration_since(now.get())?;
         if left.is_zero() {
             return None;
         }
@@ -155,7 +155,7 @@ impl Delivery {
 
     /// The PUBLISH to send, or `None` if the message expired while queued. The expiry
     /// interval sent is what remains of it ([MQTT-3.3.2-6]).
-    pub fn to_publish(&self, now: Instant) -> Option<Publish> {
+    pub fn to_publish(&self, now: &Now) -> Option<Publish> {
         let mut properties = self.msg.properties.as_deref().cloned().unwrap_or_default();
         if let Some(left) = self.expiry_left(now)? {
             properties.message_expiry_interval = Some(left);
@@ -177,11 +177,7 @@ impl Delivery {
     /// The PUBLISH to send without building one (see [`PlainPublish`]), if this is a QoS 0
     /// delivery of a message without properties of its own; `Some(None)`: it expired
     /// while queued. `topic`: the topic as the client sees it.
-    pub fn to_plain<'a>(
-        &'a self,
-        now: Instant,
-        topic: &'a str,
-    ) -> Option<Option<PlainPublish<'a>>> {
+    pub fn to_plain<'a>(&'a self, now: &Now, topic: &'a str) -> Option<Option<PlainPublish<'a>>> {
         if self.qos != QoS::AtMostOnce || self.msg.properties.is_some() {
             return None;
         }
@@ -193,6 +189,22 @@ impl Delivery {
             topic_alias: None,
             payload: &self.msg.payload,
         }))
+    }
+}
+
+/// The time for a batch of deliveries, read from the clock at most once and only if one
+/// of them has an expiry to check (most have none: a fan-out's drain reads no clock).
+#[derive(Debug, Default)]
+pub struct Now(std::cell::OnceCell<Instant>);
+
+impl Now {
+    /// A time already read.
+    pub fn at(t: Instant) -> Now {
+        Now(std::cell::OnceCell::from(t))
+    }
+
+    pub fn get(&self) -> Instant {
+        *self.0.get_or_init(Instant::now)
     }
 }
 

@@ -1,15 +1,13 @@
 //! Moving deliveries from the session's mailbox into the protocol session, and the
 //! connection's own store writes (dequeue, QoS 2 progress, the session record).
 
-use std::time::Instant;
-
 use switchboard_proto::QoS;
 use switchboard_proto::session::{SendError, ServerSession};
 use tracing::debug;
 
 use super::conn::Conn;
 use super::{DRAIN_BATCH, DRAIN_ROUNDS, OUT_HIGH_WATER};
-use crate::message::Delivery;
+use crate::message::{Delivery, Now};
 use crate::metrics::Metrics;
 use crate::store::Op;
 
@@ -38,10 +36,10 @@ impl Conn {
             // put later writes under that barrier.
             return 0;
         }
-        let now = Instant::now();
+        let now = Now::default();
         let mut batch = std::mem::take(&mut self.batch);
         let mut marks = Marks::default();
-        let taken = self.drain_into(sess, &mut batch, &mut marks, now);
+        let taken = self.drain_into(sess, &mut batch, &mut marks, &now);
         self.batch = batch;
         if marks.hold()
             && let Some(st) = self.broker.store()
@@ -81,7 +79,7 @@ impl Conn {
         sess: &mut ServerSession,
         batch: &mut Vec<Delivery>,
         marks: &mut Marks,
-        now: Instant,
+        now: &Now,
     ) -> usize {
         let m = &self.broker.metrics;
         let durable = self.broker.store().is_some();

@@ -95,6 +95,70 @@ fn with_remote(
     })
 }
 
+/// A recipient's unread counts after a message of one conversation (`im::Unread` without
+/// the conversation's name, which every recipient shares).
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    unread: u64,
+    read_seq: u64,
+    total: u64,
+}
+
+/// `Event.unread_after`'s field number.
+const UNREAD_AFTER: u32 = 15;
+
+impl Counts {
+    fn unread(self, conversation: &str) -> im::Unread {
+        im::Unread {
+            conversation: conversation.to_owned(),
+            unread: self.unread,
+            read_seq: self.read_seq,
+            total: self.total,
+        }
+    }
+
+    /// Length of the encoded `Unread` (prost's: zero and empty fields left out).
+    fn body_len(self, conversation: &str) -> usize {
+        use prost::encoding::{encoded_len_varint, key_len, uint64};
+        let mut n = 0;
+        if !conversation.is_empty() {
+            n += key_len(1) + encoded_len_varint(conversation.len() as u64) + conversation.len();
+        }
+        for (tag, v) in [(2, self.unread), (3, self.read_seq), (4, self.total)] {
+            if v != 0 {
+                n += uint64::encoded_len(tag, &v);
+            }
+        }
+        n
+    }
+
+    /// Length of [`Counts::put_tail`]'s bytes.
+    fn tail_len(self, conversation: &str) -> usize {
+        let body = self.body_len(conversation);
+        prost::encoding::key_len(UNREAD_AFTER)
+            + prost::encoding::encoded_len_varint(body as u64)
+            + body
+    }
+
+    /// Appends `Event { unread_after: Some(Unread { .. }) }` as prost encodes it, without
+    /// building the message (its conversation name would be a copy per recipient).
+    fn put_tail(self, conversation: &str, buf: &mut BytesMut) {
+        use prost::encoding::{WireType, encode_key, encode_varint, uint64};
+        encode_key(UNREAD_AFTER, WireType::LengthDelimited, buf);
+        encode_varint(self.body_len(conversation) as u64, buf);
+        if !conversation.is_empty() {
+            encode_key(1, WireType::LengthDelimited, buf);
+            encode_varint(conversation.len() as u64, buf);
+            buf.extend_from_slice(conversation.as_bytes());
+        }
+        for (tag, v) in [(2, self.unread), (3, self.read_seq), (4, self.total)] {
+            if v != 0 {
+                uint64::encode(tag, &v, buf);
+            }
+        }
+    }
+}
+
 /// The encoded `Event` of a message, shared by every recipient: `Event.message` (field 1)
 /// written straight from `msg`, the same bytes as encoding an `Event` holding a copy of
 /// it, without the copy.
@@ -223,26 +287,20 @@ impl ImService {
         payload: &Bytes,
     ) {
         let At { conv, name, seq } = at;
-        let unread = im::Unread {
-            conversation: name.to_owned(),
+        let counts = Counts {
             unread: seq.saturating_sub(read_seq),
             read_seq,
             total: self.total_after(tid, uid, reach),
         };
         if reach.inline_unread {
-            let tail = im::Event {
-                kind: None,
-                unread_after: Some(unread),
-            };
-            let mut buf = BytesMut::with_capacity(payload.len() + tail.encoded_len());
+            let mut buf = BytesMut::with_capacity(payload.len() + counts.tail_len(name));
             buf.extend_from_slice(payload);
-            // A BytesMut grows as needed: encoding into it cannot run out of room.
-            let _ = tail.encode(&mut buf);
+            counts.put_tail(name, &mut buf);
             self.publish_inbox(b, tid, uid, buf.freeze());
         } else {
             self.publish_inbox(b, tid, uid, payload.clone());
             let ev = im::Event {
-                kind: Some(Kind::Unread(unread)),
+                kind: Some(Kind::Unread(counts.unread(name))),
                 unread_after: None,
             };
             self.publish_inbox(b, tid, uid, Bytes::from(ev.encode_to_vec()));
@@ -276,6 +334,39 @@ impl ImService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unread_tail_is_the_encoding_of_an_event_holding_the_counts() {
+        // Zero fields are left out; a 200-byte name has a two-byte length.
+        let long = format!("g:{}", "n".repeat(200));
+        let cases = [
+            ("g:team", 3, 7, 12),
+            ("", 0, 0, 0),
+            ("p:1:2", 0, 5, 0),
+            ("g:x", u64::MAX, 1 << 40, 300),
+            (long.as_str(), 1, 2, 3),
+        ];
+        for (name, unread, read_seq, total) in cases {
+            let counts = Counts {
+                unread,
+                read_seq,
+                total,
+            };
+            let want = im::Event {
+                kind: None,
+                unread_after: Some(counts.unread(name)),
+            }
+            .encode_to_vec();
+            let mut buf = BytesMut::new();
+            counts.put_tail(name, &mut buf);
+            assert_eq!(
+                buf.as_ref(),
+                want.as_slice(),
+                "{name:?} {unread} {read_seq} {total}"
+            );
+            assert_eq!(counts.tail_len(name), want.len());
+        }
+    }
 
     #[test]
     fn message_event_is_the_encoding_of_an_event_holding_the_message() {

@@ -8,7 +8,7 @@ use switchboard_proto::session::{InflightState, Outbound};
 
 use super::{Entry, NEVER_EXPIRES, SessionState, SubRecord};
 use crate::BrokerState;
-use crate::message::Delivery;
+use crate::message::{Delivery, Now};
 use crate::store::{Op, Sent, Snapshot, codec, unix_now};
 
 impl BrokerState {
@@ -111,7 +111,7 @@ impl BrokerState {
                 // Flows that had started resume where they were ([MQTT-4.4.0-1]).
                 match d.sent {
                     Sent::Queued => deliveries.push(delivery),
-                    Sent::Published(pkid) => match delivery.to_publish(now) {
+                    Sent::Published(pkid) => match delivery.to_publish(&Now::at(now)) {
                         Some(mut p) => {
                             p.pkid = pkid;
                             outbound.push((pkid, Outbound::AwaitAck(Box::new(p))));
