@@ -422,6 +422,25 @@ fn stored_queue(mem: &MemoryStore, client: &str) -> Option<Vec<(u64, Bytes)>> {
     )
 }
 
+/// Connects with `connect` and joins shared group `g` on `q2/#` at `qos`.
+async fn join(addr: std::net::SocketAddr, connect: Connect, qos: QoS) -> RawClient {
+    let (mut c, _) = RawClient::connect(addr, connect).await;
+    c.send(&Packet::Subscribe(Subscribe {
+        pkid: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            "$share/g/q2/#".into(),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+    }))
+    .await;
+    assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
+    c
+}
+
 /// Member A of a shared group takes a QoS 2 message and never answers; B joins (with
 /// `b_connect`, subscribing at `b_qos`); A goes away, and B gets the message. Returns the
 /// stored queues of A and B at the moment B got it.
@@ -445,20 +464,7 @@ async fn handed_over(
         "A's copy is stored"
     );
     let b_id = b_connect.client_id.clone();
-    let (mut b, _) = RawClient::connect(addr, b_connect).await;
-    b.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            "$share/g/q2/#".into(),
-            SubscriptionOptions {
-                qos: b_qos,
-                ..Default::default()
-            },
-        )],
-    }))
-    .await;
-    assert!(matches!(b.recv().await, Some(Packet::SubAck(_))));
+    let mut b = join(addr, b_connect, b_qos).await;
     drop(a);
     let moved = b.next_publish().await;
     assert_eq!(moved.payload, got.payload);
@@ -490,4 +496,43 @@ async fn a_shared_message_handed_to_a_persistent_member_is_moved_in_the_store_fi
         "B got the message while A's stored copy was still there ({left:?})"
     );
     assert_eq!(taken.len(), 1, "B's copy is stored when B gets it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_message_handed_on_a_second_time_leaves_the_second_ones_store_first() {
+    let mem = Arc::new(MemoryStore::new());
+    // The writes that drop a member's copy commit late.
+    let h = broker(&mem, |o| matches!(o, Op::Dequeue { .. })).await;
+    let addr = h.tcp_addrs()[0];
+    let mut a = join(addr, persistent_connect("member-a", 600), QoS::ExactlyOnce).await;
+    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
+    publish_qos2(&mut p, 1).await;
+    let got = a.next_publish().await;
+    // A goes away unanswered: persistent B gets the message (and a stored copy of it).
+    let mut b = join(addr, persistent_connect("member-b", 600), QoS::AtLeastOnce).await;
+    drop(a);
+    assert_eq!(b.next_publish().await.payload, got.payload);
+    // B's copy is in the store (the hand-over wrote it; the hold should have made that so
+    // already, but this test is about the second move).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stored_queue(&mem, "member-b").is_none_or(|q| q.is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "B's copy is never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B goes away unanswered too: C, the only member online, gets it.
+    let mut c = join(
+        addr,
+        connect_packet(Version::V5, "member-c"),
+        QoS::AtLeastOnce,
+    )
+    .await;
+    drop(b);
+    assert_eq!(c.next_publish().await.payload, got.payload);
+    let left = stored_queue(&mem, "member-b").expect("B's session is stored");
+    assert!(
+        left.is_empty(),
+        "C got the message while B's stored copy was still there: after a crash B would \
+         get it again ({left:?})"
+    );
+    h.shutdown().await;
 }
