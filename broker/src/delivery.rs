@@ -21,6 +21,10 @@ use crate::metrics::Metrics;
 use crate::routing::Target;
 use crate::store::{Op, Sent, StoredDelivery, codec};
 
+/// Targets whose room a thread keeps between publishes (48 bytes each, 768 KiB in all): a
+/// fan-out to up to this many sessions allocates no list.
+const KEPT_TARGETS: usize = 16 * 1024;
+
 /// Outcome of publishing one message.
 #[derive(Debug, Default)]
 pub struct Routed {
@@ -137,6 +141,8 @@ impl BrokerState {
             self.sessions
                 .with_mailbox(uid, |mb| self.push(uid, mb, d, &mut out, &mut encoded));
         }
+        // A publish to a huge audience does not pin its list's size on the thread.
+        targets.shrink_to(KEPT_TARGETS);
         TARGETS.with(|t| *t.borrow_mut() = targets);
         Metrics::inc(&self.metrics.messages_received);
         out
