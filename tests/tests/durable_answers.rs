@@ -516,7 +516,10 @@ async fn a_shared_message_handed_on_a_second_time_leaves_the_second_ones_store_f
     // already, but this test is about the second move).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while stored_queue(&mem, "member-b").is_none_or(|q| q.is_empty()) {
-        assert!(tokio::time::Instant::now() < deadline, "B's copy is never stored");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's copy is never stored"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // B goes away unanswered too: C, the only member online, gets it.
