@@ -120,13 +120,17 @@ async fn broker_late(
 }
 
 fn subscribe(pkid: u16, filter: &str) -> Packet {
+    subscribe_at(pkid, filter, QoS::ExactlyOnce)
+}
+
+fn subscribe_at(pkid: u16, filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {
         pkid,
         properties: Properties::default(),
         filters: vec![(
             filter.into(),
             SubscriptionOptions {
-                qos: QoS::ExactlyOnce,
+                qos,
                 ..Default::default()
             },
         )],
@@ -425,36 +429,29 @@ fn stored_queue(mem: &MemoryStore, client: &str) -> Option<Vec<(u64, Bytes)>> {
 /// Connects with `connect` and joins shared group `g` on `q2/#` at `qos`.
 async fn join(addr: std::net::SocketAddr, connect: Connect, qos: QoS) -> RawClient {
     let (mut c, _) = RawClient::connect(addr, connect).await;
-    c.send(&Packet::Subscribe(Subscribe {
-        pkid: 1,
-        properties: Properties::default(),
-        filters: vec![(
-            "$share/g/q2/#".into(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    }))
-    .await;
+    c.send(&subscribe_at(1, "$share/g/q2/#", qos)).await;
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
     c
 }
 
+/// A shared message just moved from member A to member B.
+struct HandedToB {
+    mem: Arc<MemoryStore>,
+    h: switchboard_broker::BrokerHandle,
+    b: RawClient,
+    b_id: String,
+    /// The message as A got it.
+    got: Publish,
+}
+
 /// Member A of a shared group takes a QoS 2 message and never answers; B joins (with
-/// `b_connect`, subscribing at `b_qos`); A goes away, and B gets the message. Returns the
-/// stored queues of A and B at the moment B got it.
-async fn handed_over(
-    b_connect: Connect,
-    b_qos: QoS,
-) -> (Option<Vec<(u64, Bytes)>>, Option<Vec<(u64, Bytes)>>) {
+/// `b_connect`, subscribing at `b_qos`); A goes away, and B gets the message. The writes
+/// that drop a member's copy commit late.
+async fn hand_to_b(b_connect: Connect, b_qos: QoS) -> HandedToB {
     let mem = Arc::new(MemoryStore::new());
-    // The move's write (it drops A's copy) commits late.
     let h = broker(&mem, |o| matches!(o, Op::Dequeue { .. })).await;
     let addr = h.tcp_addrs()[0];
-    let (mut a, _) = RawClient::connect(addr, persistent_connect("member-a", 600)).await;
-    a.send(&subscribe(1, "$share/g/q2/#")).await;
-    assert!(matches!(a.recv().await, Some(Packet::SubAck(_))));
+    let mut a = join(addr, persistent_connect("member-a", 600), QoS::ExactlyOnce).await;
     let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
     publish_qos2(&mut p, 1).await;
     let got = a.next_publish().await;
@@ -468,8 +465,26 @@ async fn handed_over(
     drop(a);
     let moved = b.next_publish().await;
     assert_eq!(moved.payload, got.payload);
-    let queues = (stored_queue(&mem, "member-a"), stored_queue(&mem, &b_id));
-    h.shutdown().await;
+    HandedToB {
+        mem,
+        h,
+        b,
+        b_id,
+        got,
+    }
+}
+
+/// [`hand_to_b`]: the stored queues of A and B at the moment B got the message.
+async fn handed_over(
+    b_connect: Connect,
+    b_qos: QoS,
+) -> (Option<Vec<(u64, Bytes)>>, Option<Vec<(u64, Bytes)>>) {
+    let t = hand_to_b(b_connect, b_qos).await;
+    let queues = (
+        stored_queue(&t.mem, "member-a"),
+        stored_queue(&t.mem, &t.b_id),
+    );
+    t.h.shutdown().await;
     queues
 }
 
@@ -500,18 +515,10 @@ async fn a_shared_message_handed_to_a_persistent_member_is_moved_in_the_store_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_message_handed_on_a_second_time_leaves_the_second_ones_store_first() {
-    let mem = Arc::new(MemoryStore::new());
-    // The writes that drop a member's copy commit late.
-    let h = broker(&mem, |o| matches!(o, Op::Dequeue { .. })).await;
+    // Persistent B gets the message (and a stored copy of it).
+    let HandedToB { mem, h, b, got, .. } =
+        hand_to_b(persistent_connect("member-b", 600), QoS::AtLeastOnce).await;
     let addr = h.tcp_addrs()[0];
-    let mut a = join(addr, persistent_connect("member-a", 600), QoS::ExactlyOnce).await;
-    let (mut p, _) = RawClient::connect(addr, connect_packet(Version::V5, "q2pub")).await;
-    publish_qos2(&mut p, 1).await;
-    let got = a.next_publish().await;
-    // A goes away unanswered: persistent B gets the message (and a stored copy of it).
-    let mut b = join(addr, persistent_connect("member-b", 600), QoS::AtLeastOnce).await;
-    drop(a);
-    assert_eq!(b.next_publish().await.payload, got.payload);
     // B's copy is in the store (the hand-over wrote it; the hold should have made that so
     // already, but this test is about the second move).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

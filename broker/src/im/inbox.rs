@@ -117,6 +117,13 @@ impl Counts {
         }
     }
 
+    /// `Unread`'s number fields with their tags, the zero ones left out (as prost does).
+    fn numbers(self) -> impl Iterator<Item = (u32, u64)> {
+        [(2, self.unread), (3, self.read_seq), (4, self.total)]
+            .into_iter()
+            .filter(|(_, v)| *v != 0)
+    }
+
     /// Length of the encoded `Unread` (prost's: zero and empty fields left out).
     fn body_len(self, conversation: &str) -> usize {
         use prost::encoding::{encoded_len_varint, key_len, uint64};
@@ -124,10 +131,8 @@ impl Counts {
         if !conversation.is_empty() {
             n += key_len(1) + encoded_len_varint(conversation.len() as u64) + conversation.len();
         }
-        for (tag, v) in [(2, self.unread), (3, self.read_seq), (4, self.total)] {
-            if v != 0 {
-                n += uint64::encoded_len(tag, &v);
-            }
+        for (tag, v) in self.numbers() {
+            n += uint64::encoded_len(tag, &v);
         }
         n
     }
@@ -151,10 +156,8 @@ impl Counts {
             encode_varint(conversation.len() as u64, buf);
             buf.extend_from_slice(conversation.as_bytes());
         }
-        for (tag, v) in [(2, self.unread), (3, self.read_seq), (4, self.total)] {
-            if v != 0 {
-                uint64::encode(tag, &v, buf);
-            }
+        for (tag, v) in self.numbers() {
+            uint64::encode(tag, &v, buf);
         }
     }
 }
